@@ -1,0 +1,82 @@
+/*  pg.h - one PostgreSQL connection with reconnect and prepared statements.
+ *
+ *  A fks_pg_t owns one libpq connection and a table of named statements that it prepares on
+ *  every (re)connect, so callers run statements by name and never think about reconnecting.
+ *  Connecting is lazy: fks_pg_new only checks the URL; the first call that needs the server
+ *  connects. When a call finds the connection broken it resets it once, re-prepares, and then
+ *  runs the call; a failure in the middle of a call is reported (conn_lost = true) and never
+ *  retried here, because the server may have applied it: the caller decides (effects are made
+ *  idempotent by unique keys, see schemas/migrations).
+ *
+ *  Every failure returns an error with the SQLSTATE and a one-line message (no parameter
+ *  values, which may hold secrets). Not thread-safe: one fks_pg_t per thread.
+ */
+#ifndef FKS_PG_H
+#define FKS_PG_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct fks_pg_t fks_pg_t;
+
+typedef struct {
+    const char *name;   /* statement name, unique in the table */
+    const char *sql;    /* with $1..$n placeholders */
+    int n_params;
+} fks_pg_stmt_t;
+
+typedef struct {
+    char sqlstate[6];   /* "" when not from the server, e.g. connection refused */
+    bool conn_lost;     /* the connection failed; the call may or may not have been applied */
+    char msg[256];
+} fks_pg_err_t;
+
+#define FKS_PG_UNIQUE_VIOLATION "23505"
+
+/*  Creates a handle for url (a libpq URI or key=value string). stmts (may be NULL) is copied;
+ *  it is prepared on each connect. Returns NULL and fills err if the URL does not parse or a
+ *  statement is malformed (NULL name or sql). Does not connect. */
+fks_pg_t *fks_pg_new (const char *url, const fks_pg_stmt_t *stmts, size_t n_stmts,
+                      fks_pg_err_t *err);
+void fks_pg_destroy (fks_pg_t **self_p);
+
+/*  Connects now if not connected (resetting a broken connection). 0 or -1. connect_timeout
+ *  is 5 s unless the URL says otherwise. */
+int fks_pg_connect (fks_pg_t *self, fks_pg_err_t *err);
+
+/*  True if the connection is up (no server round trip). */
+bool fks_pg_connected (fks_pg_t *self);
+
+/*  Runs `SELECT 1`. 0 or -1. */
+int fks_pg_ping (fks_pg_t *self, fks_pg_err_t *err);
+
+/*  Runs a prepared statement by name with text parameters (values[i] may be NULL for SQL
+ *  NULL; lengths/formats may be NULL for all-text; a format of 1 means binary with the given
+ *  length). Returns the result (PGRES_COMMAND_OK or PGRES_TUPLES_OK; caller PQclear's it) or
+ *  NULL with err filled. */
+PGresult *fks_pg_exec (fks_pg_t *self, const char *name, int n_params,
+                       const char *const *values, const int *lengths, const int *formats,
+                       fks_pg_err_t *err);
+
+/*  Runs SQL text with parameters (PQexecParams), same contract as fks_pg_exec. With n_params
+ *  0 it may hold several statements (PQexec), for migrations. */
+PGresult *fks_pg_query (fks_pg_t *self, const char *sql, int n_params,
+                        const char *const *values, const int *lengths, const int *formats,
+                        fks_pg_err_t *err);
+
+/*  Runs a command and discards the result: 0 or -1. For BEGIN / COMMIT / ROLLBACK and the
+ *  like. fks_pg_rollback never fails the caller (errors are logged). */
+int fks_pg_command (fks_pg_t *self, const char *sql, fks_pg_err_t *err);
+int fks_pg_begin (fks_pg_t *self, fks_pg_err_t *err);
+int fks_pg_commit (fks_pg_t *self, fks_pg_err_t *err);
+void fks_pg_rollback (fks_pg_t *self);
+
+/*  The raw connection, for what this wrapper does not cover (COPY, pipelining). May be NULL
+ *  when not connected. */
+PGconn *fks_pg_conn (fks_pg_t *self);
+
+/*  Copies a URL with any password replaced by "***", for logs. Caller frees. */
+char *fks_pg_url_redacted (const char *url);
+
+#endif

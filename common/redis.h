@@ -1,0 +1,46 @@
+/*  redis.h - one Redis connection with timeouts and reconnect.
+ *
+ *  A fks_redis_t wraps a hiredis (0.14) blocking context. Every command has the connect and
+ *  command timeouts given at creation, so a dead Redis costs a caller at most that long. After
+ *  an I/O error the context is dropped and the next command reconnects (at most once per call,
+ *  with AUTH and SELECT from the URL redone). Error replies from Redis are returned as errors.
+ *  Not thread-safe: one per thread.
+ *
+ *  URL: redis://[:password@]host[:port][/db]. A password may also come from FKS_REDIS_PASSWORD
+ *  (or its _FILE); it is never logged.
+ */
+#ifndef FKS_REDIS_H
+#define FKS_REDIS_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct fks_redis_t fks_redis_t;
+
+typedef struct {
+    bool conn_lost;     /* I/O failure or timeout, not an error reply */
+    char msg[256];
+} fks_redis_err_t;
+
+/*  Parses url and stores the timeouts; does not connect. NULL with err on a bad URL. */
+fks_redis_t *fks_redis_new (const char *url, int connect_timeout_ms, int command_timeout_ms,
+                            fks_redis_err_t *err);
+void fks_redis_destroy (fks_redis_t **self_p);
+
+int fks_redis_connect (fks_redis_t *self, fks_redis_err_t *err);
+bool fks_redis_connected (fks_redis_t *self);
+
+/*  Runs PING. 0 or -1. */
+int fks_redis_ping (fks_redis_t *self, fks_redis_err_t *err);
+
+/*  Runs a command given as argv (binary-safe). Returns the reply (caller freeReplyObject's
+ *  it), or NULL with err on I/O failure, timeout, or an error reply. Reconnects first if the
+ *  connection is down. */
+redisReply *fks_redis_command_argv (fks_redis_t *self, int argc, const char **argv,
+                                    const size_t *argvlen, fks_redis_err_t *err);
+
+/*  printf-style command (hiredis format: %s, %b, %d...). Same contract. */
+redisReply *fks_redis_command (fks_redis_t *self, fks_redis_err_t *err, const char *fmt, ...);
+
+#endif
