@@ -11,6 +11,7 @@
 #define FKS_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum { FKS_LOG_DEBUG = 0, FKS_LOG_INFO, FKS_LOG_WARN, FKS_LOG_ERROR } fks_log_level_t;
 

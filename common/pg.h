@@ -6,7 +6,9 @@
  *  connects. When a call finds the connection broken it resets it once, re-prepares, and then
  *  runs the call; a failure in the middle of a call is reported (conn_lost = true) and never
  *  retried here, because the server may have applied it: the caller decides (effects are made
- *  idempotent by unique keys, see schemas/migrations).
+ *  idempotent by unique keys, see schemas/migrations). A connection lost inside a transaction
+ *  is not replaced: every call fails (conn_lost, SQLSTATE 08006) until fks_pg_rollback, so the
+ *  rest of a transaction never runs in autocommit on a new connection.
  *
  *  Every failure returns an error with the SQLSTATE and a one-line message (no parameter
  *  values, which may hold secrets). Not thread-safe: one fks_pg_t per thread.
@@ -66,7 +68,9 @@ PGresult *fks_pg_query (fks_pg_t *self, const char *sql, int n_params,
                         fks_pg_err_t *err);
 
 /*  Runs a command and discards the result: 0 or -1. For BEGIN / COMMIT / ROLLBACK and the
- *  like. fks_pg_rollback never fails the caller (errors are logged). */
+ *  like. fks_pg_commit also fails (SQLSTATE 25P02) when the server rolled the transaction
+ *  back because a statement in it had failed. fks_pg_rollback never fails the caller (errors
+ *  are logged) and makes the handle usable again after a connection lost in a transaction. */
 int fks_pg_command (fks_pg_t *self, const char *sql, fks_pg_err_t *err);
 int fks_pg_begin (fks_pg_t *self, fks_pg_err_t *err);
 int fks_pg_commit (fks_pg_t *self, fks_pg_err_t *err);

@@ -6,8 +6,11 @@
  *  with AUTH and SELECT from the URL redone). Error replies from Redis are returned as errors.
  *  Not thread-safe: one per thread.
  *
- *  URL: redis://[:password@]host[:port][/db]. A password may also come from FKS_REDIS_PASSWORD
- *  (or its _FILE); it is never logged.
+ *  URL: redis://[[user]:password@]host[:port][/db] (port 6379 and db 0 by default; user for
+ *  Redis 6 ACLs; percent-encode '@', ':', '/', '?' and '#' in a password). When the URL has no
+ *  password, FKS_REDIS_PASSWORD (or its _FILE) is used if set and non-empty; the URL's wins
+ *  when both are given. A URL may name a user alone (redis://user@host) and take the password
+ *  from there. The password is never logged nor put in an error.
  */
 #ifndef FKS_REDIS_H
 #define FKS_REDIS_H
@@ -23,12 +26,16 @@ typedef struct {
     char msg[256];
 } fks_redis_err_t;
 
-/*  Parses url and stores the timeouts; does not connect. NULL with err on a bad URL. */
+/*  Parses url and stores the timeouts (each 1-600000 ms); does not connect. NULL with err on
+ *  a bad URL or timeout, or an unreadable FKS_REDIS_PASSWORD_FILE. */
 fks_redis_t *fks_redis_new (const char *url, int connect_timeout_ms, int command_timeout_ms,
                             fks_redis_err_t *err);
 void fks_redis_destroy (fks_redis_t **self_p);
 
+/*  Connects now (AUTH and SELECT included) unless a live connection exists. 0 or -1. */
 int fks_redis_connect (fks_redis_t *self, fks_redis_err_t *err);
+
+/*  True if a connection is open and has seen no error (no server round trip). */
 bool fks_redis_connected (fks_redis_t *self);
 
 /*  Runs PING. 0 or -1. */

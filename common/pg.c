@@ -1,0 +1,830 @@
+/*  pg.c - one PostgreSQL connection with reconnect and prepared statements.
+ *
+ *  Every FKS program that writes an effect goes through here. The handle keeps the parsed
+ *  connection options (with connect_timeout defaulted to 5 s), the table of named statements
+ *  it prepares on every (re)connect, and one libpq connection that is opened lazily.
+ *
+ *  The reconnect rule is the heart of this file. Before a call sends anything it checks the
+ *  connection without a round trip: libpq's status, then whether the idle socket has anything
+ *  to read (an idle connection only gets bytes when the server is telling it goodbye, e.g.
+ *  after pg_terminate_backend or a restart). A connection found broken at that point is
+ *  replaced once and the call goes ahead, because nothing was sent. A failure after sending
+ *  is reported with conn_lost set and never retried, because the server may have applied the
+ *  statement. A connection lost inside a transaction is never silently replaced either: the
+ *  handle refuses further calls until the caller rolls back, so the rest of a transaction can
+ *  never run in autocommit on a fresh connection.
+ *
+ *  Errors carry the SQLSTATE and one line of message; parameter values and DETAIL lines are
+ *  never copied into them, since they may hold secrets. Server notices go to the JSON log.
+ */
+#include "common/pg.h"
+#include "common/log.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_CONNECT_TIMEOUT   "5"         /* seconds, unless the URL says otherwise */
+#define S_APP_NAME          "fks"       /* fallback_application_name */
+#define S_MAX_URL           8192
+#define S_MAX_STMTS         1024
+#define S_MAX_NAME          63          /* PostgreSQL's identifier limit (NAMEDATALEN - 1) */
+#define S_MAX_SQL           (1024 * 1024)
+#define S_MAX_DRAIN         4096        /* bound on results/rows drained after an abort */
+#define S_MAX_IDLE_READS    8           /* bound on reads while checking an idle socket */
+
+static inline bool
+s_streq (const char *a, const char *b)
+{
+    return strcmp (a, b) == 0;
+}
+
+struct fks_pg_t {
+    char **keys;                /* connection options, NULL-terminated, for PQconnectdbParams */
+    char **vals;
+    fks_pg_stmt_t *stmts;       /* our own copies */
+    size_t n_stmts;
+    PGconn *conn;               /* NULL until the first connect */
+    bool in_tx;                 /* the server last said we were inside a transaction */
+    bool tx_lost;               /* the connection died inside a transaction: refuse until rollback */
+    bool goodbye;               /* the server sent FATAL on the idle connection: it is closing */
+};
+
+
+//  --------------------------------------------------------------------------
+//  Error helpers
+
+static void
+s_err_clear (fks_pg_err_t *err)
+{
+    if (err) {
+        err->sqlstate[0] = '\0';
+        err->conn_lost = false;
+        err->msg[0] = '\0';
+    }
+}
+
+//  Copies text into err->msg as one line: newlines and tabs become spaces, runs of spaces
+//  collapse, and leading/trailing blanks go.
+static void
+s_set_msg_line (fks_pg_err_t *err, const char *prefix, const char *text)
+{
+    if (!err)
+        return;
+    size_t cap = sizeof err->msg;
+    size_t n = 0;
+    if (prefix) {
+        int w = snprintf (err->msg, cap, "%s", prefix);
+        n = w < 0 ? 0 : ((size_t) w >= cap ? cap - 1 : (size_t) w);
+    }
+    bool space = n == 0 || err->msg[n - 1] == ' ';
+    for (const char *p = text ? text : ""; *p && n + 1 < cap; p++) {
+        unsigned char c = (unsigned char) *p;
+        if (c == '\n' || c == '\r' || c == '\t' || c == ' ') {
+            if (!space) {
+                err->msg[n++] = ' ';
+                space = true;
+            }
+            continue;
+        }
+        err->msg[n++] = (char) (c < 0x20 ? '?' : c);
+        space = false;
+    }
+    while (n > 0 && err->msg[n - 1] == ' ')
+        n--;
+    err->msg[n] = '\0';
+}
+
+static void
+s_set_err (fks_pg_err_t *err, const char *sqlstate, bool conn_lost, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
+static void
+s_set_err (fks_pg_err_t *err, const char *sqlstate, bool conn_lost, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    snprintf (err->sqlstate, sizeof err->sqlstate, "%s", sqlstate ? sqlstate : "");
+    err->conn_lost = conn_lost;
+    char text[sizeof err->msg];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (text, sizeof text, fmt, ap);
+    va_end (ap);
+    s_set_msg_line (err, NULL, text);
+}
+
+//  Fills err from a failed result (or from the connection when res is NULL).
+static void
+s_set_err_from (fks_pg_t *self, const PGresult *res, fks_pg_err_t *err)
+{
+    if (!err)
+        return;
+    bool lost = !self->conn || PQstatus (self->conn) != CONNECTION_OK;
+    const char *state = res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    snprintf (err->sqlstate, sizeof err->sqlstate, "%s", state ? state : "");
+    err->conn_lost = lost;
+    if (primary)
+        s_set_msg_line (err, NULL, primary);
+    else
+    if (res && *PQresultErrorMessage (res))
+        s_set_msg_line (err, NULL, PQresultErrorMessage (res));
+    else
+    if (self->conn && *PQerrorMessage (self->conn))
+        s_set_msg_line (err, NULL, PQerrorMessage (self->conn));
+    else
+        s_set_msg_line (err, NULL, lost ? "connection to the server lost" : "unknown error");
+}
+
+
+//  --------------------------------------------------------------------------
+//  Connection options
+
+//  libpq's parse errors quote the offending text, which may be a password: every quoted span
+//  is replaced by "...".
+static void
+s_set_parse_err (fks_pg_err_t *err, const char *libpq_msg)
+{
+    char clean[sizeof err->msg];
+    size_t n = 0;
+    bool quoted = false;
+    for (const char *p = libpq_msg ? libpq_msg : ""; *p && n + 6 < sizeof clean; p++) {
+        if (*p == '"') {
+            if (!quoted) {
+                memcpy (clean + n, "\"...\"", 5);
+                n += 5;
+            }
+            quoted = !quoted;
+            continue;
+        }
+        if (!quoted)
+            clean[n++] = *p;
+    }
+    clean[n] = '\0';
+    s_set_err (err, "", false, "invalid PostgreSQL URL: %s", *clean ? clean : "cannot parse it");
+}
+
+static void
+s_free_strv (char **v)
+{
+    if (v) {
+        for (char **p = v; *p; p++)
+            free (*p);
+        free (v);
+    }
+}
+
+//  Parses url into NULL-terminated keyword/value arrays, adding connect_timeout and
+//  fallback_application_name when the URL does not set them. Returns 0 or -1.
+static int
+s_parse_url (fks_pg_t *self, const char *url, fks_pg_err_t *err)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse (url, &errmsg);
+    if (!opts) {
+        s_set_parse_err (err, errmsg ? errmsg : "out of memory");
+        PQfreemem (errmsg);
+        return -1;
+    }
+    size_t n = 0;
+    bool has_timeout = false, has_app = false;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        n++;
+        if (s_streq (o->keyword, "connect_timeout"))
+            has_timeout = true;
+        if (s_streq (o->keyword, "fallback_application_name"))
+            has_app = true;
+    }
+    self->keys = calloc (n + 3, sizeof (char *));
+    self->vals = calloc (n + 3, sizeof (char *));
+    if (!self->keys || !self->vals) {
+        PQconninfoFree (opts);
+        s_set_err (err, "", false, "out of memory");
+        return -1;
+    }
+    size_t i = 0;
+    bool oom = false;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        self->keys[i] = strdup (o->keyword);
+        self->vals[i] = strdup (o->val);
+        oom |= !self->keys[i] || !self->vals[i];
+        i++;
+    }
+    if (!has_timeout) {
+        self->keys[i] = strdup ("connect_timeout");
+        self->vals[i] = strdup (S_CONNECT_TIMEOUT);
+        oom |= !self->keys[i] || !self->vals[i];
+        i++;
+    }
+    if (!has_app) {
+        self->keys[i] = strdup ("fallback_application_name");
+        self->vals[i] = strdup (S_APP_NAME);
+        oom |= !self->keys[i] || !self->vals[i];
+        i++;
+    }
+    PQconninfoFree (opts);
+    if (oom) {
+        s_set_err (err, "", false, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Construction
+
+//  Server notices go to the log. An ErrorResponse that arrives on an idle connection also
+//  comes here (libpq treats it as a notice); it is FATAL when the server is about to close
+//  the connection (pg_terminate_backend, shutdown), which marks the connection as dead even
+//  before the socket's end-of-file arrives.
+static void
+s_notice_receiver (void *arg, const PGresult *res)
+{
+    fks_pg_t *self = arg;
+    const char *severity = PQresultErrorField (res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *state = PQresultErrorField (res, PG_DIAG_SQLSTATE);
+    const char *primary = PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY);
+    bool fatal = severity && (s_streq (severity, "FATAL") || s_streq (severity, "PANIC"));
+    bool warning = fatal || (severity && s_streq (severity, "WARNING"));
+    if (fatal)
+        self->goodbye = true;
+    char fields[96] = "";
+    fks_log_field_str (fields, sizeof fields, "sqlstate", state ? state : "");
+    fks_log (warning ? FKS_LOG_WARN : FKS_LOG_DEBUG, NULL, fields, "postgres %s: %s",
+             severity ? severity : "NOTICE", primary ? primary : "");
+}
+
+fks_pg_t *
+fks_pg_new (const char *url, const fks_pg_stmt_t *stmts, size_t n_stmts, fks_pg_err_t *err)
+{
+    s_err_clear (err);
+    if (!url || !*url) {
+        s_set_err (err, "", false, "invalid PostgreSQL URL: it is empty");
+        return NULL;
+    }
+    if (strnlen (url, S_MAX_URL + 1) > S_MAX_URL) {
+        s_set_err (err, "", false, "invalid PostgreSQL URL: longer than %d bytes", S_MAX_URL);
+        return NULL;
+    }
+    if (n_stmts > S_MAX_STMTS || (n_stmts > 0 && !stmts)) {
+        s_set_err (err, "", false, "invalid statement table (%zu statements)", n_stmts);
+        return NULL;
+    }
+    for (size_t i = 0; i < n_stmts; i++) {
+        const fks_pg_stmt_t *s = &stmts[i];
+        if (!s->name || !s->sql || !*s->name || strlen (s->name) > S_MAX_NAME
+        ||  strlen (s->sql) > S_MAX_SQL || s->n_params < 0 || s->n_params > 65535) {
+            s_set_err (err, "", false, "statement %zu is malformed (needs a name of 1-%d bytes, "
+                       "SQL and 0-65535 parameters)", i, S_MAX_NAME);
+            return NULL;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (s_streq (stmts[j].name, s->name)) {
+                s_set_err (err, "", false, "statement name '%s' is used twice", s->name);
+                return NULL;
+            }
+    }
+    fks_pg_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        s_set_err (err, "", false, "out of memory");
+        return NULL;
+    }
+    if (s_parse_url (self, url, err) != 0) {
+        fks_pg_destroy (&self);
+        return NULL;
+    }
+    if (n_stmts > 0) {
+        self->stmts = calloc (n_stmts, sizeof *self->stmts);
+        if (!self->stmts) {
+            fks_pg_destroy (&self);
+            s_set_err (err, "", false, "out of memory");
+            return NULL;
+        }
+        self->n_stmts = n_stmts;
+        for (size_t i = 0; i < n_stmts; i++) {
+            self->stmts[i].name = strdup (stmts[i].name);
+            self->stmts[i].sql = strdup (stmts[i].sql);
+            self->stmts[i].n_params = stmts[i].n_params;
+            if (!self->stmts[i].name || !self->stmts[i].sql) {
+                fks_pg_destroy (&self);
+                s_set_err (err, "", false, "out of memory");
+                return NULL;
+            }
+        }
+    }
+    return self;
+}
+
+void
+fks_pg_destroy (fks_pg_t **self_p)
+{
+    assert (self_p);
+    fks_pg_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->conn)
+        PQfinish (self->conn);
+    s_free_strv (self->keys);
+    s_free_strv (self->vals);
+    for (size_t i = 0; i < self->n_stmts; i++) {
+        free ((char *) self->stmts[i].name);
+        free ((char *) self->stmts[i].sql);
+    }
+    free (self->stmts);
+    free (self);
+    *self_p = NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Connection state
+
+//  Drops a dead connection. If it died inside a transaction, remembers that so the rest of
+//  the transaction cannot run in autocommit on a new connection.
+static void
+s_drop (fks_pg_t *self)
+{
+    if (self->conn) {
+        PQfinish (self->conn);
+        self->conn = NULL;
+    }
+    if (self->in_tx)
+        self->tx_lost = true;
+    self->in_tx = false;
+}
+
+static void
+s_note_tx (fks_pg_t *self)
+{
+    if (!self->conn || PQstatus (self->conn) != CONNECTION_OK)
+        return;
+    PGTransactionStatusType ts = PQtransactionStatus (self->conn);
+    self->in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR || ts == PQTRANS_ACTIVE;
+}
+
+//  True if the connection looks usable without a round trip. An idle connection should have
+//  nothing to read; if the socket is readable we read what is there, which is how libpq learns
+//  that the server has closed it (e.g. after pg_terminate_backend or a restart).
+static bool
+s_alive (fks_pg_t *self)
+{
+    if (!self->conn || PQstatus (self->conn) != CONNECTION_OK || self->goodbye)
+        return false;
+    int fd = PQsocket (self->conn);
+    if (fd < 0)
+        return false;
+    for (int i = 0; i < S_MAX_IDLE_READS; i++) {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        int rc = poll (&pfd, 1, 0);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            break;              /* nothing to read: looks alive */
+        if (pfd.revents & (POLLERR | POLLNVAL))
+            return false;
+        if (!PQconsumeInput (self->conn))
+            return false;
+        //  Let libpq parse what arrived (notices, parameter changes, a FATAL goodbye) and
+        //  throw away notifications nobody here listens to.
+        PQisBusy (self->conn);
+        PGnotify *note;
+        while ((note = PQnotifies (self->conn)))
+            PQfreemem (note);
+        if (PQstatus (self->conn) != CONNECTION_OK || self->goodbye)
+            return false;
+    }
+    return PQstatus (self->conn) == CONNECTION_OK;
+}
+
+//  Opens a new connection and prepares every statement. 0 or -1 (err filled, no connection
+//  kept).
+static int
+s_open (fks_pg_t *self, fks_pg_err_t *err)
+{
+    self->conn = PQconnectdbParams ((const char *const *) self->keys,
+                                    (const char *const *) self->vals, 0);
+    if (!self->conn) {
+        s_set_err (err, "", true, "cannot connect to PostgreSQL: out of memory");
+        return -1;
+    }
+    if (PQstatus (self->conn) != CONNECTION_OK) {
+        s_set_msg_line (err, "cannot connect to PostgreSQL: ", PQerrorMessage (self->conn));
+        if (err) {
+            err->sqlstate[0] = '\0';
+            err->conn_lost = true;
+        }
+        PQfinish (self->conn);
+        self->conn = NULL;
+        return -1;
+    }
+    self->goodbye = false;
+    PQsetNoticeReceiver (self->conn, s_notice_receiver, self);
+    for (size_t i = 0; i < self->n_stmts; i++) {
+        const fks_pg_stmt_t *s = &self->stmts[i];
+        PGresult *res = PQprepare (self->conn, s->name, s->sql, s->n_params, NULL);
+        if (!res || PQresultStatus (res) != PGRES_COMMAND_OK) {
+            fks_pg_err_t tmp;
+            s_set_err_from (self, res, &tmp);
+            s_set_err (err, tmp.sqlstate, tmp.conn_lost, "cannot prepare statement %s: %s",
+                       s->name, tmp.msg);
+            PQclear (res);
+            PQfinish (self->conn);
+            self->conn = NULL;
+            return -1;
+        }
+        PQclear (res);
+    }
+    self->in_tx = false;
+    return 0;
+}
+
+//  Makes sure there is a live connection before a call sends anything. A broken connection is
+//  replaced here (once per call) unless it broke inside a transaction.
+static int
+s_ready (fks_pg_t *self, fks_pg_err_t *err)
+{
+    if (self->tx_lost) {
+        s_set_err (err, "08006", true, "connection lost inside a transaction; "
+                   "roll back before the next call");
+        return -1;
+    }
+    s_note_tx (self);           /* the caller may have used fks_pg_conn directly */
+    if (s_alive (self))
+        return 0;
+    bool was_in_tx = self->conn && self->in_tx;
+    if (self->conn)
+        s_drop (self);
+    if (was_in_tx) {
+        s_set_err (err, "08006", true, "connection lost inside a transaction; "
+                   "roll back before the next call");
+        return -1;
+    }
+    return s_open (self, err);
+}
+
+int
+fks_pg_connect (fks_pg_t *self, fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    return s_ready (self, err);
+}
+
+bool
+fks_pg_connected (fks_pg_t *self)
+{
+    assert (self);
+    return self->conn && PQstatus (self->conn) == CONNECTION_OK;
+}
+
+PGconn *
+fks_pg_conn (fks_pg_t *self)
+{
+    assert (self);
+    return self->conn;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Running statements
+
+//  After PQexec returned a COPY state, ends the copy so the connection is usable again.
+static void
+s_abort_copy (fks_pg_t *self, PGresult *res)
+{
+    ExecStatusType st = PQresultStatus (res);
+    if (st == PGRES_COPY_IN)
+        PQputCopyEnd (self->conn, "COPY FROM STDIN is not supported by fks_pg_query");
+    else
+    if (st == PGRES_COPY_OUT) {
+        for (int i = 0; i < S_MAX_DRAIN; i++) {
+            char *row = NULL;
+            int n = PQgetCopyData (self->conn, &row, 0);
+            if (row)
+                PQfreemem (row);
+            if (n < 0)
+                break;
+        }
+    }
+    else
+    if (st == PGRES_COPY_BOTH) {
+        s_drop (self);
+        return;
+    }
+    int i;
+    for (i = 0; i < S_MAX_DRAIN; i++) {
+        PGresult *more = PQgetResult (self->conn);
+        if (!more)
+            break;
+        PQclear (more);
+    }
+    if (i == S_MAX_DRAIN)
+        s_drop (self);          /* cannot get back in sync: start over next call */
+}
+
+//  Checks a result: returns it on success, or clears it, fills err and returns NULL.
+static PGresult *
+s_finish (fks_pg_t *self, PGresult *res, fks_pg_err_t *err)
+{
+    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
+    if (res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+        s_note_tx (self);
+        return res;
+    }
+    if (res && (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)) {
+        s_abort_copy (self, res);
+        s_set_err (err, "0A000", false, "COPY is not supported here; use fks_pg_conn");
+    }
+    else
+    if (res && st == PGRES_EMPTY_QUERY)
+        s_set_err (err, "", false, "empty query");
+    else
+        s_set_err_from (self, res, err);
+    PQclear (res);
+    if (!self->conn || PQstatus (self->conn) != CONNECTION_OK) {
+        if (err)
+            err->conn_lost = true;
+        s_drop (self);
+    }
+    else
+        s_note_tx (self);
+    return NULL;
+}
+
+static const fks_pg_stmt_t *
+s_find_stmt (fks_pg_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->n_stmts; i++)
+        if (s_streq (self->stmts[i].name, name))
+            return &self->stmts[i];
+    return NULL;
+}
+
+PGresult *
+fks_pg_exec (fks_pg_t *self, const char *name, int n_params, const char *const *values,
+             const int *lengths, const int *formats, fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    const fks_pg_stmt_t *stmt = name ? s_find_stmt (self, name) : NULL;
+    if (!stmt) {
+        s_set_err (err, "", false, "unknown statement '%s'", name ? name : "(null)");
+        return NULL;
+    }
+    if (n_params != stmt->n_params || (n_params > 0 && !values)) {
+        s_set_err (err, "", false, "statement %s takes %d parameters, got %d",
+                   name, stmt->n_params, values || n_params == 0 ? n_params : 0);
+        return NULL;
+    }
+    if (s_ready (self, err) != 0)
+        return NULL;
+    PGresult *res = PQexecPrepared (self->conn, name, n_params, values, lengths, formats, 0);
+    return s_finish (self, res, err);
+}
+
+PGresult *
+fks_pg_query (fks_pg_t *self, const char *sql, int n_params, const char *const *values,
+              const int *lengths, const int *formats, fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    if (!sql || n_params < 0 || n_params > 65535 || (n_params > 0 && !values)) {
+        s_set_err (err, "", false, "invalid query (no SQL, or parameters missing)");
+        return NULL;
+    }
+    if (s_ready (self, err) != 0)
+        return NULL;
+    PGresult *res = n_params == 0
+        ? PQexec (self->conn, sql)
+        : PQexecParams (self->conn, sql, n_params, NULL, values, lengths, formats, 0);
+    return s_finish (self, res, err);
+}
+
+int
+fks_pg_command (fks_pg_t *self, const char *sql, fks_pg_err_t *err)
+{
+    PGresult *res = fks_pg_query (self, sql, 0, NULL, NULL, NULL, err);
+    if (!res)
+        return -1;
+    PQclear (res);
+    return 0;
+}
+
+int
+fks_pg_ping (fks_pg_t *self, fks_pg_err_t *err)
+{
+    return fks_pg_command (self, "SELECT 1", err);
+}
+
+int
+fks_pg_begin (fks_pg_t *self, fks_pg_err_t *err)
+{
+    return fks_pg_command (self, "BEGIN", err);
+}
+
+int
+fks_pg_commit (fks_pg_t *self, fks_pg_err_t *err)
+{
+    PGresult *res = fks_pg_query (self, "COMMIT", 0, NULL, NULL, NULL, err);
+    if (!res)
+        return -1;
+    //  COMMIT of a failed transaction "succeeds" with the tag ROLLBACK: report it as the
+    //  failure it is.
+    bool rolled_back = strcmp (PQcmdStatus (res), "ROLLBACK") == 0;
+    PQclear (res);
+    if (rolled_back) {
+        s_set_err (err, "25P02", false, "the transaction was rolled back (an earlier statement "
+                   "in it failed)");
+        return -1;
+    }
+    return 0;
+}
+
+void
+fks_pg_rollback (fks_pg_t *self)
+{
+    assert (self);
+    //  A connection that died took its transaction with it: there is nothing to roll back,
+    //  and the handle may be used again.
+    self->tx_lost = false;
+    if (!self->conn || PQstatus (self->conn) != CONNECTION_OK) {
+        s_drop (self);
+        self->tx_lost = false;
+        return;
+    }
+    if (PQtransactionStatus (self->conn) == PQTRANS_IDLE)
+        return;
+    PGresult *res = PQexec (self->conn, "ROLLBACK");
+    if (!res || PQresultStatus (res) != PGRES_COMMAND_OK) {
+        fks_pg_err_t err;
+        s_set_err_from (self, res, &err);
+        fks_log (FKS_LOG_WARN, NULL, NULL, "postgres ROLLBACK failed: %s", err.msg);
+    }
+    PQclear (res);
+    if (PQstatus (self->conn) != CONNECTION_OK) {
+        s_drop (self);
+        self->tx_lost = false;
+    }
+    else
+        s_note_tx (self);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Redaction
+
+static bool
+s_starts_with (const char *s, const char *prefix)
+{
+    return strncmp (s, prefix, strlen (prefix)) == 0;
+}
+
+//  Appends len bytes of src to the growing string (*buf, *n), capacity known to suffice.
+static void
+s_put (char *buf, size_t *n, const char *src, size_t len)
+{
+    memcpy (buf + *n, src, len);
+    *n += len;
+}
+
+//  URI form: postgresql://user:secret@host/db?password=secret&... The credentials end at the
+//  last '@' before the query string, so a password holding a raw '@' or '/' is still hidden
+//  (over-redacting a strange URL is fine; leaking a password is not).
+static char *
+s_redact_uri (const char *url)
+{
+    //  Each "***" replaces at least an empty value, so it grows the text by at most 3 bytes,
+    //  and there are fewer replacements than bytes.
+    size_t len = strlen (url);
+    char *out = malloc (4 * len + 4);
+    if (!out)
+        return NULL;
+    const char *rest = strstr (url, "://") + 3;
+    const char *query = strchr (rest, '?');
+    const char *auth_end = query ? query : url + len;
+    const char *at = NULL;
+    for (const char *p = rest; p < auth_end; p++)
+        if (*p == '@')
+            at = p;
+    size_t n = 0;
+    s_put (out, &n, url, (size_t) (rest - url));
+    const char *p = rest;
+    if (at) {
+        const char *colon = memchr (rest, ':', (size_t) (at - rest));
+        if (colon) {
+            s_put (out, &n, rest, (size_t) (colon + 1 - rest));
+            s_put (out, &n, "***", 3);
+            p = at;
+        }
+    }
+    if (!query) {
+        s_put (out, &n, p, (size_t) (url + len - p));
+        out[n] = '\0';
+        return out;
+    }
+    s_put (out, &n, p, (size_t) (query + 1 - p));
+    //  Query parameters: hide the value of password=... (the name may be percent-encoded
+    //  only in theory; libpq does not decode names).
+    p = query + 1;
+    while (*p) {
+        const char *amp = strchr (p, '&');
+        const char *end = amp ? amp : url + len;
+        const char *eq = memchr (p, '=', (size_t) (end - p));
+        if (eq && (size_t) (eq - p) == 8 && strncmp (p, "password", 8) == 0) {
+            s_put (out, &n, p, (size_t) (eq + 1 - p));
+            s_put (out, &n, "***", 3);
+        }
+        else
+            s_put (out, &n, p, (size_t) (end - p));
+        if (!amp)
+            break;
+        s_put (out, &n, "&", 1);
+        p = amp + 1;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+//  key=value form, with libpq's rules: values are bare words or single-quoted with backslash
+//  escapes; spaces around '=' are allowed. Returns NULL on a string libpq would not accept
+//  either, so the caller can print a placeholder instead of guessing.
+static char *
+s_redact_kv (const char *url)
+{
+    size_t len = strlen (url);
+    char *out = malloc (4 * len + 4);   /* as in s_redact_uri: "***" grows by 3 at most */
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    const char *p = url;
+    while (*p) {
+        while (isspace ((unsigned char) *p))
+            s_put (out, &n, p++, 1);
+        if (!*p)
+            break;
+        const char *key = p;
+        while (*p && *p != '=' && !isspace ((unsigned char) *p))
+            p++;
+        size_t key_len = (size_t) (p - key);
+        s_put (out, &n, key, key_len);
+        while (isspace ((unsigned char) *p))
+            s_put (out, &n, p++, 1);
+        if (*p != '=' || key_len == 0) {
+            free (out);
+            return NULL;
+        }
+        s_put (out, &n, p++, 1);
+        while (isspace ((unsigned char) *p))
+            s_put (out, &n, p++, 1);
+        const char *val = p;
+        if (*p == '\'') {
+            p++;
+            while (*p && *p != '\'') {
+                if (*p == '\\' && p[1])
+                    p++;
+                p++;
+            }
+            if (*p != '\'') {
+                free (out);
+                return NULL;
+            }
+            p++;
+        }
+        else
+            while (*p && !isspace ((unsigned char) *p)) {
+                if (*p == '\\' && p[1])
+                    p++;
+                p++;
+            }
+        bool secret = key_len == 8 && strncmp (key, "password", 8) == 0;
+        size_t val_len = (size_t) (p - val);
+        if (secret)
+            s_put (out, &n, "***", 3);
+        else
+            s_put (out, &n, val, val_len);
+    }
+    out[n] = '\0';
+    return out;
+}
+
+char *
+fks_pg_url_redacted (const char *url)
+{
+    if (!url)
+        return strdup ("");
+    if (s_starts_with (url, "postgresql://") || s_starts_with (url, "postgres://"))
+        return s_redact_uri (url);
+    char *out = s_redact_kv (url);
+    return out ? out : strdup ("(unparseable connection string)");
+}

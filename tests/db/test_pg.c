@@ -1,0 +1,457 @@
+/*  test_pg.c - common/pg.c: statements, errors, reconnects, URL redaction.
+ *
+ *  Suite pg_url needs nothing running (meson suite 'unit'). Suite pg talks to the PostgreSQL
+ *  at FKS_TEST_PG_URL (meson suite 'integration'); without it every test fails and says to
+ *  run tools/test.sh. A server "restart" is simulated with pg_terminate_backend on the
+ *  handle's own backend, from a second connection.
+ */
+#include "common/pg.h"
+
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *
+s_pg_url (void)
+{
+    const char *url = getenv ("FKS_TEST_PG_URL");
+    cr_assert (url && *url, "FKS_TEST_PG_URL is not set: run tools/test.sh, which starts "
+               "PostgreSQL and Redis and sets it (a superuser URL such as "
+               "postgresql://postgres@127.0.0.1:PORT/postgres)");
+    return url;
+}
+
+static fks_pg_t *
+s_new (const fks_pg_stmt_t *stmts, size_t n)
+{
+    fks_pg_err_t err;
+    fks_pg_t *pg = fks_pg_new (s_pg_url (), stmts, n, &err);
+    cr_assert (pg, "fks_pg_new: %s", err.msg);
+    return pg;
+}
+
+//  One value from a one-row result, as a malloc'd string.
+static char *
+s_scalar (fks_pg_t *pg, const char *sql)
+{
+    fks_pg_err_t err;
+    PGresult *res = fks_pg_query (pg, sql, 0, NULL, NULL, NULL, &err);
+    cr_assert (res, "%s: %s %s", sql, err.sqlstate, err.msg);
+    cr_assert_eq (PQntuples (res), 1);
+    char *v = strdup (PQgetvalue (res, 0, 0));
+    PQclear (res);
+    return v;
+}
+
+//  A loopback TCP port nobody listens on (bound then released).
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    cr_assert (bind (fd, (struct sockaddr *) &a, sizeof a) == 0);
+    cr_assert (getsockname (fd, (struct sockaddr *) &a, &len) == 0);
+    close (fd);
+    return ntohs (a.sin_port);
+}
+
+//  A loopback listener that accepts connections (in the kernel backlog) and never answers.
+static int
+s_silent_listener (int *port)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    cr_assert (bind (fd, (struct sockaddr *) &a, sizeof a) == 0);
+    cr_assert (listen (fd, 8) == 0);
+    cr_assert (getsockname (fd, (struct sockaddr *) &a, &len) == 0);
+    *port = ntohs (a.sin_port);
+    return fd;
+}
+
+static double
+s_now (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+//  Terminates the backend with this pid from a separate connection and waits until it is gone,
+//  so the handle's socket holds the server's goodbye.
+static void
+s_terminate_backend (const char *pid)
+{
+    fks_pg_t *admin = s_new (NULL, 0);
+    fks_pg_err_t err;
+    const char *params[1] = { pid };
+    PGresult *res = fks_pg_query (admin, "SELECT pg_terminate_backend($1::integer)", 1, params,
+                                  NULL, NULL, &err);
+    cr_assert (res, "pg_terminate_backend: %s", err.msg);
+    cr_assert_str_eq (PQgetvalue (res, 0, 0), "t");
+    PQclear (res);
+    bool gone = false;
+    for (int i = 0; i < 500 && !gone; i++) {
+        res = fks_pg_query (admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::integer",
+                            1, params, NULL, NULL, &err);
+        cr_assert (res, "pg_stat_activity: %s", err.msg);
+        gone = strcmp (PQgetvalue (res, 0, 0), "0") == 0;
+        PQclear (res);
+        if (!gone)
+            usleep (10 * 1000);
+    }
+    cr_assert (gone, "backend %s did not go away", pid);
+    fks_pg_destroy (&admin);
+}
+
+
+//  --------------------------------------------------------------------------
+//  pg_url: no server needed
+
+Test (pg_url, uri_password_is_hidden)
+{
+    char *r = fks_pg_url_redacted ("postgresql://fks:s3cret@db.example:5432/fks");
+    cr_assert_str_eq (r, "postgresql://fks:***@db.example:5432/fks");
+    free (r);
+}
+
+Test (pg_url, uri_without_password_is_unchanged)
+{
+    char *r = fks_pg_url_redacted ("postgres://fks@127.0.0.1:5432/fks?sslmode=disable");
+    cr_assert_str_eq (r, "postgres://fks@127.0.0.1:5432/fks?sslmode=disable");
+    free (r);
+}
+
+Test (pg_url, uri_password_parameter_is_hidden)
+{
+    char *r = fks_pg_url_redacted ("postgresql://db/fks?user=a&password=s3cret&sslmode=require");
+    cr_assert_str_eq (r, "postgresql://db/fks?user=a&password=***&sslmode=require");
+    free (r);
+}
+
+Test (pg_url, uri_password_with_raw_at_sign_is_hidden_whole)
+{
+    char *r = fks_pg_url_redacted ("postgresql://u:p@ss@host/db");
+    cr_assert_str_eq (r, "postgresql://u:***@host/db");
+    free (r);
+}
+
+Test (pg_url, keyword_value_password_is_hidden)
+{
+    char *r = fks_pg_url_redacted ("host=db password=s3cret user=fks");
+    cr_assert_str_eq (r, "host=db password=*** user=fks");
+    free (r);
+    r = fks_pg_url_redacted ("password = 'a b\\' c' host=db");
+    cr_assert_str_eq (r, "password = *** host=db");
+    free (r);
+    r = fks_pg_url_redacted ("host=db password=");
+    cr_assert_str_eq (r, "host=db password=***");
+    free (r);
+}
+
+Test (pg_url, unparseable_keyword_value_string_shows_nothing)
+{
+    char *r = fks_pg_url_redacted ("host=db password='s3cret");
+    cr_assert_null (strstr (r, "s3cret"), "leaked: %s", r);
+    free (r);
+}
+
+Test (pg_url, bad_url_is_refused_without_quoting_it)
+{
+    fks_pg_err_t err;
+    fks_pg_t *pg = fks_pg_new ("postgresql://u:hunter2@[::1/db", NULL, 0, &err);
+    cr_assert_null (pg);
+    cr_assert (strstr (err.msg, "invalid PostgreSQL URL"), "message: %s", err.msg);
+    cr_assert_null (strstr (err.msg, "hunter2"), "leaked: %s", err.msg);
+    pg = fks_pg_new ("host=db passwrod=hunter2", NULL, 0, &err);
+    cr_assert_null (pg);
+    cr_assert_null (strstr (err.msg, "hunter2"), "leaked: %s", err.msg);
+    cr_assert_eq (err.conn_lost, false);
+}
+
+Test (pg_url, malformed_statement_table_is_refused)
+{
+    fks_pg_err_t err;
+    fks_pg_stmt_t stmts[] = { { "a", "SELECT 1", 0 }, { "a", "SELECT 2", 0 } };
+    cr_assert_null (fks_pg_new ("postgresql://db/fks", stmts, 2, &err));
+    cr_assert (strstr (err.msg, "used twice"), "message: %s", err.msg);
+    fks_pg_stmt_t nameless[] = { { NULL, "SELECT 1", 0 } };
+    cr_assert_null (fks_pg_new ("postgresql://db/fks", nameless, 1, &err));
+}
+
+Test (pg_url, new_does_not_connect)
+{
+    fks_pg_err_t err;
+    //  Nothing listens on port 1; creation must still succeed.
+    fks_pg_t *pg = fks_pg_new ("postgresql://127.0.0.1:1/fks", NULL, 0, &err);
+    cr_assert (pg, "%s", err.msg);
+    cr_assert_eq (fks_pg_connected (pg), false);
+    cr_assert_null (fks_pg_conn (pg));
+    fks_pg_destroy (&pg);
+    cr_assert_null (pg);
+    fks_pg_destroy (&pg);       /* destroying NULL is a no-op */
+}
+
+
+//  --------------------------------------------------------------------------
+//  pg: against a server
+
+Test (pg, prepared_statement_runs_with_text_parameters)
+{
+    fks_pg_stmt_t stmts[] = { { "add", "SELECT $1::integer + $2::integer", 2 } };
+    fks_pg_t *pg = s_new (stmts, 1);
+    cr_assert_eq (fks_pg_connected (pg), false, "connecting must be lazy");
+    fks_pg_err_t err;
+    const char *values[2] = { "2", "40" };
+    PGresult *res = fks_pg_exec (pg, "add", 2, values, NULL, NULL, &err);
+    cr_assert (res, "%s %s", err.sqlstate, err.msg);
+    cr_assert_str_eq (PQgetvalue (res, 0, 0), "42");
+    PQclear (res);
+    cr_assert (fks_pg_connected (pg));
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, null_parameter_is_sql_null)
+{
+    fks_pg_stmt_t stmts[] = { { "isnull", "SELECT $1::text IS NULL, coalesce($1::text, 'none')", 1 } };
+    fks_pg_t *pg = s_new (stmts, 1);
+    fks_pg_err_t err;
+    const char *values[1] = { NULL };
+    PGresult *res = fks_pg_exec (pg, "isnull", 1, values, NULL, NULL, &err);
+    cr_assert (res, "%s", err.msg);
+    cr_assert_str_eq (PQgetvalue (res, 0, 0), "t");
+    cr_assert_str_eq (PQgetvalue (res, 0, 1), "none");
+    PQclear (res);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, binary_parameter_round_trips_every_byte)
+{
+    fks_pg_stmt_t stmts[] = { { "echo", "SELECT $1::bytea, octet_length($1::bytea)", 1 } };
+    fks_pg_t *pg = s_new (stmts, 1);
+    char bytes[256];
+    for (int i = 0; i < 256; i++)
+        bytes[i] = (char) (255 - i);        /* includes NUL, quotes, backslash, 0xff */
+    const char *values[1] = { bytes };
+    int lengths[1] = { 256 };
+    int formats[1] = { 1 };
+    fks_pg_err_t err;
+    PGresult *res = fks_pg_exec (pg, "echo", 1, values, lengths, formats, &err);
+    cr_assert (res, "%s", err.msg);
+    cr_assert_str_eq (PQgetvalue (res, 0, 1), "256");
+    size_t n = 0;
+    unsigned char *back = PQunescapeBytea ((const unsigned char *) PQgetvalue (res, 0, 0), &n);
+    cr_assert_eq (n, 256);
+    cr_assert_eq (memcmp (back, bytes, 256), 0);
+    PQfreemem (back);
+    PQclear (res);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, unique_violation_reports_sqlstate_without_values)
+{
+    fks_pg_t *pg = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_command (pg, "CREATE TEMP TABLE t (k text PRIMARY KEY)", &err), 0,
+                  "%s", err.msg);
+    const char *values[1] = { "secret-value-123" };
+    PGresult *res = fks_pg_query (pg, "INSERT INTO t VALUES ($1)", 1, values, NULL, NULL, &err);
+    cr_assert (res, "%s", err.msg);
+    PQclear (res);
+    res = fks_pg_query (pg, "INSERT INTO t VALUES ($1)", 1, values, NULL, NULL, &err);
+    cr_assert_null (res);
+    cr_assert_str_eq (err.sqlstate, FKS_PG_UNIQUE_VIOLATION);
+    cr_assert_eq (err.conn_lost, false);
+    cr_assert (strstr (err.msg, "duplicate key"), "message: %s", err.msg);
+    cr_assert_null (strstr (err.msg, "secret-value-123"), "leaked a value: %s", err.msg);
+    cr_assert_null (strchr (err.msg, '\n'), "not one line: %s", err.msg);
+    //  The connection is still good.
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "%s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, syntax_error_reports_sqlstate)
+{
+    fks_pg_t *pg = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_command (pg, "SELEC 1", &err), -1);
+    cr_assert_str_eq (err.sqlstate, "42601");
+    cr_assert_eq (err.conn_lost, false);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, unknown_statement_or_wrong_arity_is_an_error)
+{
+    fks_pg_stmt_t stmts[] = { { "one", "SELECT $1::integer", 1 } };
+    fks_pg_t *pg = s_new (stmts, 1);
+    fks_pg_err_t err;
+    cr_assert_null (fks_pg_exec (pg, "nope", 0, NULL, NULL, NULL, &err));
+    cr_assert (strstr (err.msg, "unknown statement"), "message: %s", err.msg);
+    cr_assert_null (fks_pg_exec (pg, "one", 0, NULL, NULL, NULL, &err));
+    cr_assert (strstr (err.msg, "takes 1 parameters"), "message: %s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, statement_that_does_not_prepare_fails_the_connect)
+{
+    fks_pg_stmt_t stmts[] = { { "bad", "SELECT FROM WHERE", 0 } };
+    fks_pg_t *pg = s_new (stmts, 1);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_connect (pg, &err), -1);
+    cr_assert_str_eq (err.sqlstate, "42601");
+    cr_assert (strstr (err.msg, "bad"), "names the statement: %s", err.msg);
+    cr_assert_eq (fks_pg_connected (pg), false);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, terminated_backend_reconnects_on_next_call_and_re_prepares)
+{
+    fks_pg_stmt_t stmts[] = { { "pid", "SELECT pg_backend_pid()", 0 } };
+    fks_pg_t *pg = s_new (stmts, 1);
+    fks_pg_err_t err;
+    PGresult *res = fks_pg_exec (pg, "pid", 0, NULL, NULL, NULL, &err);
+    cr_assert (res, "%s", err.msg);
+    char *pid1 = strdup (PQgetvalue (res, 0, 0));
+    PQclear (res);
+
+    s_terminate_backend (pid1);
+
+    //  Found broken before sending: reset once, statement prepared again, call succeeds.
+    res = fks_pg_exec (pg, "pid", 0, NULL, NULL, NULL, &err);
+    cr_assert (res, "after a terminated backend: %s %s (conn_lost %d)", err.sqlstate, err.msg,
+               err.conn_lost);
+    cr_assert_str_neq (PQgetvalue (res, 0, 0), pid1, "must be a new backend");
+    PQclear (res);
+    free (pid1);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, connection_lost_inside_transaction_is_not_replaced_until_rollback)
+{
+    fks_pg_t *pg = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_command (pg, "CREATE TEMP TABLE t (x integer)", &err), 0);
+    cr_assert_eq (fks_pg_begin (pg, &err), 0, "%s", err.msg);
+    cr_assert_eq (fks_pg_command (pg, "INSERT INTO t VALUES (1)", &err), 0, "%s", err.msg);
+    char *pid = s_scalar (pg, "SELECT pg_backend_pid()");
+
+    s_terminate_backend (pid);
+    free (pid);
+
+    //  The rest of the transaction must not run in autocommit on a new connection.
+    cr_assert_eq (fks_pg_command (pg, "SELECT 1", &err), -1);
+    cr_assert (err.conn_lost);
+    cr_assert (strstr (err.msg, "transaction"), "message: %s", err.msg);
+    cr_assert_eq (fks_pg_commit (pg, &err), -1, "a COMMIT must not succeed on a new connection");
+    cr_assert (err.conn_lost);
+
+    fks_pg_rollback (pg);
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "usable again after rollback: %s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, failure_after_send_is_reported_as_conn_lost)
+{
+    fks_pg_t *pg = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "%s", err.msg);
+    //  The server kills the connection while running the statement: reported, not retried.
+    cr_assert_eq (fks_pg_command (pg, "SELECT pg_terminate_backend(pg_backend_pid())", &err), -1);
+    cr_assert (err.conn_lost, "conn_lost must be set (sqlstate %s, %s)", err.sqlstate, err.msg);
+    cr_assert_eq (fks_pg_connected (pg), false);
+    //  The next call reconnects.
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "%s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, commit_of_a_failed_transaction_fails)
+{
+    fks_pg_t *pg = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_begin (pg, &err), 0);
+    cr_assert_eq (fks_pg_command (pg, "SELECT 1/0", &err), -1);
+    cr_assert_str_eq (err.sqlstate, "22012");
+    cr_assert_eq (fks_pg_commit (pg, &err), -1);
+    cr_assert_str_eq (err.sqlstate, "25P02");
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "%s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, connect_timeout_defaults_to_5_seconds_unless_the_url_sets_it)
+{
+    fks_pg_t *pg = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_connect (pg, &err), 0, "%s", err.msg);
+    bool found = false;
+    PQconninfoOption *opts = PQconninfo (fks_pg_conn (pg));
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp (o->keyword, "connect_timeout") == 0) {
+            cr_assert_str_eq (o->val, "5");
+            found = true;
+        }
+    PQconninfoFree (opts);
+    cr_assert (found);
+    fks_pg_destroy (&pg);
+
+    //  Against a server that never answers, the URL's own timeout bounds the wait.
+    int port;
+    int listener = s_silent_listener (&port);
+    char url[128];
+    snprintf (url, sizeof url, "postgresql://postgres@127.0.0.1:%d/x?connect_timeout=1", port);
+    pg = fks_pg_new (url, NULL, 0, &err);
+    cr_assert (pg, "%s", err.msg);
+    double t0 = s_now ();
+    cr_assert_eq (fks_pg_ping (pg, &err), -1);
+    double took = s_now () - t0;
+    cr_assert (err.conn_lost);
+    cr_assert (took < 4.0, "took %.1f s with connect_timeout=1", took);
+    fks_pg_destroy (&pg);
+    close (listener);
+}
+
+Test (pg, refused_port_is_an_error_with_conn_lost)
+{
+    s_pg_url ();
+    char url[96];
+    snprintf (url, sizeof url, "postgresql://postgres@127.0.0.1:%d/postgres", s_free_port ());
+    fks_pg_err_t err;
+    fks_pg_t *pg = fks_pg_new (url, NULL, 0, &err);
+    cr_assert (pg, "%s", err.msg);
+    cr_assert_eq (fks_pg_ping (pg, &err), -1);
+    cr_assert (err.conn_lost);
+    cr_assert_str_eq (err.sqlstate, "");
+    cr_assert (strstr (err.msg, "cannot connect"), "message: %s", err.msg);
+    cr_assert_eq (fks_pg_connected (pg), false);
+    cr_assert_null (fks_pg_exec (pg, "none", 0, NULL, NULL, NULL, &err));
+    //  Still an error, never a crash, on every later call.
+    cr_assert_eq (fks_pg_begin (pg, &err), -1);
+    fks_pg_rollback (pg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, bad_database_name_is_a_server_error)
+{
+    s_pg_url ();
+    fks_pg_err_t err;
+    PQconninfoOption *opts = PQconninfoParse (s_pg_url (), NULL);
+    cr_assert (opts);
+    const char *host = "127.0.0.1", *port = "5432";
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val && strcmp (o->keyword, "host") == 0) host = o->val;
+        if (o->val && strcmp (o->keyword, "port") == 0) port = o->val;
+    }
+    char url[256];
+    snprintf (url, sizeof url, "host=%s port=%s user=postgres dbname=fks_no_such_db", host, port);
+    PQconninfoFree (opts);
+    fks_pg_t *pg = fks_pg_new (url, NULL, 0, &err);
+    cr_assert (pg);
+    cr_assert_eq (fks_pg_ping (pg, &err), -1);
+    cr_assert (strstr (err.msg, "fks_no_such_db"), "message: %s", err.msg);
+    fks_pg_destroy (&pg);
+}
