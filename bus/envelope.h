@@ -8,9 +8,13 @@
  *
  *  Decoding is strict and bounded, because frames come from the network: a frame larger than
  *  FKS_ENVELOPE_MAX_SIZE, a claimed length or count larger than the bytes that remain, nesting
- *  deeper than FKS_ENVELOPE_MAX_DEPTH, trailing bytes, a wrong version or wrong types all give
- *  an error, never a crash, an overread or a large allocation. The whole frame is scanned
- *  before msgpack-c is allowed to allocate anything.
+ *  deeper than FKS_ENVELOPE_MAX_DEPTH, a map with more than FKS_ENVELOPE_MAX_KEYS entries, a
+ *  map key that is not a str, a duplicate key, an ext value, trailing bytes, a wrong version or
+ *  wrong types all give an error, never a crash, an overread or a large allocation. The whole
+ *  frame is scanned before msgpack-c is allowed to allocate anything.
+ *
+ *  Thread safety: all functions may be called from any thread; an fks_envelope_t is immutable
+ *  after decode and may be read from several threads at once.
  */
 #ifndef FKS_ENVELOPE_H
 #define FKS_ENVELOPE_H
@@ -23,7 +27,8 @@
 
 #define FKS_ENVELOPE_VERSION   1
 #define FKS_ENVELOPE_MAX_SIZE  (256 * 1024)
-#define FKS_ENVELOPE_MAX_DEPTH 8
+#define FKS_ENVELOPE_MAX_DEPTH 8        /* nested maps/arrays, the envelope map being 1 */
+#define FKS_ENVELOPE_MAX_KEYS  128      /* entries in any one map */
 #define FKS_TYPE_MAX           64       /* incl. NUL */
 #define FKS_SRC_MAX            64       /* incl. NUL */
 
@@ -43,10 +48,12 @@ typedef struct {
     int64_t seq;                /* event sequence once persisted, 0 before */
 } fks_envelope_hdr_t;
 
-/*  Checks a frame and reads its header without allocating: bounds, depth, version, the header
- *  fields, and that `body` is a map. *body_out / *body_len_out (may be NULL) point into data at
- *  the raw msgpack body. Does NOT check the body against its schema (fks_envelope_decode does).
- *  For the broker, which routes frames without looking inside bodies. 0 or -1 with err. */
+/*  Checks a frame and reads its header without allocating: the frame rules of
+ *  schemas/envelope.md over the whole frame (bounds, depth, map sizes, str keys, no duplicate
+ *  keys, no ext, no trailing bytes), then the version and the header fields, and that `body` is
+ *  a map. *body_out / *body_len_out (may be NULL) point into data at the raw msgpack body.
+ *  Does NOT check the body against its schema (fks_envelope_decode does). For the broker, which
+ *  routes frames without looking inside bodies. hdr and err may be NULL. 0 or -1 with err. */
 int fks_envelope_peek (const void *data, size_t len, fks_envelope_hdr_t *hdr,
                        const uint8_t **body_out, size_t *body_len_out, fks_envelope_err_t *err);
 
@@ -54,7 +61,8 @@ int fks_envelope_peek (const void *data, size_t len, fks_envelope_hdr_t *hdr,
 typedef struct fks_envelope_t fks_envelope_t;
 
 /*  Decodes and validates a whole frame (peek + body unpack + schema check). Returns a new
- *  envelope (caller destroys) or NULL with err. The data is copied. */
+ *  envelope (caller destroys) or NULL with err (may be NULL). The data is copied, so the
+ *  caller may free it at once. Destroying NULL (or *self_p NULL) is a no-op. */
 fks_envelope_t *fks_envelope_decode (const void *data, size_t len, fks_envelope_err_t *err);
 void fks_envelope_destroy (fks_envelope_t **self_p);
 
@@ -65,8 +73,9 @@ const msgpack_object *fks_envelope_body (const fks_envelope_t *self);
 
 /*  Body field accessors. Each returns 0 when the key is present with a usable value, 1 when it
  *  is absent or nil, -1 when present with the wrong type or (str) too long for buf.
- *  get_str copies into buf (cap bytes, NUL-terminated; rejects strings holding NUL);
- *  get_f64 accepts msgpack ints and floats; get_i64 accepts ints, and floats with no fraction.
+ *  get_str copies into buf (cap bytes, NUL-terminated, "" when absent; rejects strings holding
+ *  NUL); get_f64 accepts msgpack ints and finite floats; get_i64 accepts ints within int64,
+ *  and floats with no fraction within int64; get_id accepts bin 16.
  *  get_obj returns the raw object (for nested maps such as stop_loss). */
 int fks_envelope_get_str (const fks_envelope_t *self, const char *key, char *buf, size_t cap);
 int fks_envelope_get_f64 (const fks_envelope_t *self, const char *key, double *out);
@@ -76,13 +85,18 @@ int fks_envelope_get_id (const fks_envelope_t *self, const char *key, fks_id_t *
 int fks_envelope_get_obj (const fks_envelope_t *self, const char *key,
                           const msgpack_object **out);
 
-/*  Looks a key up in any msgpack map object (for nested maps). NULL when absent. */
+/*  Looks a str key up in any msgpack map object (for nested maps). NULL when absent, or when
+ *  map is NULL or not a map. */
 const msgpack_object *fks_msgpack_map_get (const msgpack_object *map, const char *key);
 
 /*  Encodes an envelope: the header and a body given as an already packed msgpack map (build it
- *  with msgpack_packer, see fks_body_*). The body is checked against the type's schema, so
- *  nothing invalid is ever sent. Appends the frame to out (msgpack_sbuffer, caller-initialised).
- *  hdr->v 0 means FKS_ENVELOPE_VERSION. 0 or -1 with err. */
+ *  with msgpack_packer and the fks_pack_* helpers below). The header and the body are held to
+ *  the same rules as a received frame (the body to its type's schema), so nothing invalid is
+ *  ever sent. Appends the frame to out (msgpack_sbuffer, caller-initialised; reuse it with
+ *  out->size = 0 to avoid allocating per message); on failure out is left as it was.
+ *  hdr->v 0 means FKS_ENVELOPE_VERSION. Keys are written in the documented order, numbers in
+ *  their smallest msgpack form: re-encoding a decoded frame gives the same bytes.
+ *  0 or -1 with err. */
 int fks_envelope_encode (const fks_envelope_hdr_t *hdr, const void *body, size_t body_len,
                          msgpack_sbuffer *out, fks_envelope_err_t *err);
 
@@ -91,7 +105,9 @@ int fks_envelope_encode (const fks_envelope_hdr_t *hdr, const void *body, size_t
 int fks_envelope_hdr_init (fks_envelope_hdr_t *hdr, const char *type, const char *src,
                            const fks_id_t *corr, const fks_id_t *cause);
 
-/*  Helpers for packing body fields with msgpack_packer: a str key followed by a value. */
+/*  Helpers for packing body fields with msgpack_packer: a str key followed by a value. f64
+ *  values are written as float 64, ids as bin 16; a NULL str or id is written as nil.
+ *  Write errors (out of memory) surface as a refused body in fks_envelope_encode. */
 void fks_pack_str (msgpack_packer *pk, const char *s);
 void fks_pack_kv_str (msgpack_packer *pk, const char *key, const char *value);
 void fks_pack_kv_f64 (msgpack_packer *pk, const char *key, double value);
