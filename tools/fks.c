@@ -10,6 +10,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/pg.h"
+#include "gateway/apikeys.h"
 #include "tools/migrate.h"
 
 #include <stdbool.h>
@@ -29,6 +30,7 @@ typedef struct {
 } s_command_t;
 
 static int s_cmd_migrate (int argc, char **argv);
+static int s_cmd_keys (int argc, char **argv);
 static int s_cmd_help (int argc, char **argv);
 
 static const s_command_t s_commands [] = {
@@ -46,6 +48,21 @@ static const s_command_t s_commands [] = {
       "                      schemas/migrations)\n"
       "\n"
       "exit status: 0 when the database is up to date, 1 otherwise.\n" },
+    { "keys", s_cmd_keys, "create, revoke and list REST API keys",
+      "usage: fks keys create NAME [--scopes read,trade,admin]\n"
+      "       fks keys revoke NAME|PREFIX\n"
+      "       fks keys list\n"
+      "\n"
+      "create makes a key for /api/v1 with the given scopes (default: read) and prints it\n"
+      "once on stdout: only its SHA-256 is stored, so it cannot be shown again. read allows\n"
+      "the GET endpoints and the stream, trade manual orders and cancels, admin everything\n"
+      "(the circuit breaker reset). One active key per name. revoke stops a key at once;\n"
+      "list shows every key (name, prefix, scopes, created, revoked), never a key itself.\n"
+      "\n"
+      "environment:\n"
+      "  FKS_PG_URL          PostgreSQL URL (or FKS_PG_URL_FILE); required\n"
+      "\n"
+      "exit status: 0 on success, 1 otherwise.\n" },
     { "help", s_cmd_help, "show the commands, or one command's usage",
       "usage: fks help [COMMAND]\n" },
 };
@@ -166,6 +183,103 @@ done:
     free (dir);
     free (url);
     return status;
+}
+
+
+//  --------------------------------------------------------------------------
+//  fks keys
+
+static void
+s_print_key_row (void *arg, const char *name, const char *prefix, const char *scopes,
+                 const char *created_at, const char *revoked_at)
+{
+    (void) arg;
+    printf ("%-24s %-14s %-18s %-21s %s\n", name, prefix, scopes, created_at,
+            *revoked_at ? revoked_at : "-");
+}
+
+static int
+s_cmd_keys (int argc, char **argv)
+{
+    const char *usage = s_lookup ("keys")->usage;
+    if (argc < 2 || s_is_help_flag (argv [1])) {
+        fputs (usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    const char *sub = argv [1];
+    const char *name = NULL;
+    unsigned scopes = FKS_SCOPE_READ;
+    if (strcmp (sub, "create") == 0) {
+        for (int i = 2; i < argc; i++) {
+            if (strcmp (argv [i], "--scopes") == 0 && i + 1 < argc) {
+                if (fks_apikey_scopes_parse (argv [++i], &scopes) != 0) {
+                    fprintf (stderr, "fks keys: --scopes takes read, trade, admin separated "
+                             "by commas, e.g. read,trade\n");
+                    return 1;
+                }
+            }
+            else if (!name && argv [i][0] != '-')
+                name = argv [i];
+            else {
+                fprintf (stderr, "fks keys: unexpected argument '%.64s'\n%s", argv [i], usage);
+                return 1;
+            }
+        }
+    }
+    else if (strcmp (sub, "revoke") == 0 && argc == 3)
+        name = argv [2];
+    else if (strcmp (sub, "list") != 0 || argc != 2) {
+        fprintf (stderr, "fks keys: unknown or incomplete command\n%s", usage);
+        return 1;
+    }
+    if (strcmp (sub, "list") != 0 && !name) {
+        fprintf (stderr, "fks keys: give the key's name\n%s", usage);
+        return 1;
+    }
+    fks_config_err_t cerr;
+    char *url = NULL;
+    if (fks_config_str ("FKS_PG_URL", NULL, &url, &cerr) < 0 || !url || !*url) {
+        fprintf (stderr, "fks keys: %s\n", url ? cerr.msg
+                 : "FKS_PG_URL is not set; set FKS_PG_URL (or FKS_PG_URL_FILE)");
+        free (url);
+        return 1;
+    }
+    fks_pg_err_t perr;
+    fks_pg_t *pg = fks_pg_new (url, fks_apikey_stmts, fks_apikey_stmts_n, &perr);
+    free (url);
+    if (!pg) {
+        fprintf (stderr, "fks keys: FKS_PG_URL: %s\n", perr.msg);
+        return 1;
+    }
+    char err [256] = "";
+    int rc;
+    if (strcmp (sub, "create") == 0) {
+        char key [FKS_APIKEY_LEN + 1];
+        rc = fks_apikey_create (pg, name, scopes, key, err, sizeof err);
+        if (rc == 0) {
+            char sc [32];
+            fks_apikey_scopes_format (scopes, sc, sizeof sc);
+            printf ("%s\n", key);
+            fprintf (stderr, "created key '%s' (%s). It is shown only this once: store it now.\n",
+                     name, sc);
+            memset (key, 0, sizeof key);
+        }
+    }
+    else if (strcmp (sub, "revoke") == 0) {
+        rc = fks_apikey_revoke (pg, name, err, sizeof err);
+        if (rc == 0)
+            printf ("revoked '%s'\n", name);
+    }
+    else {
+        printf ("%-24s %-14s %-18s %-21s %s\n", "NAME", "PREFIX", "SCOPES", "CREATED", "REVOKED");
+        rc = fks_apikey_list (pg, s_print_key_row, NULL, err, sizeof err);
+    }
+    fks_pg_destroy (&pg);
+    if (rc != 0) {
+        fprintf (stderr, "fks keys: %s\n", err);
+        return 1;
+    }
+    return 0;
 }
 
 

@@ -13,7 +13,7 @@ FKS_PACKAGES_BUILD="meson ninja-build pkg-config gcc libzmq3-dev libczmq-dev lib
   libhiredis-dev libmsgpack-dev libcivetweb-dev libssl-dev libjansson-dev libcurl4-openssl-dev"
 FKS_PACKAGES_RUN="postgresql redis-server openssl"
 FKS_PACKAGES_TEST="libcriterion-dev clang python3 python3-msgpack python3-zmq prometheus
-  yamllint wrk curl"
+  prometheus-alertmanager yamllint wrk curl"
 
 fks_say() { printf '%s\n' "$*" >&2; }
 fks_die() { printf 'fks: %s\n' "$*" >&2; exit 1; }
@@ -140,7 +140,7 @@ fks_redis_start() {
       echo "appendonly yes"
       echo "appendfsync everysec"
       echo "save \"\""
-      [ -n "$pass" ] && echo "requirepass $pass"
+      if [ -n "$pass" ]; then echo "requirepass $pass"; fi
     } >"$dir/redis.conf" )
   redis-server "$dir/redis.conf" || fks_die "Redis did not start (see $dir/redis.log)"
   local i

@@ -1,0 +1,1455 @@
+/*  api.c - the REST API under /api/v1: bearer keys with scopes, lists, manual orders.
+ *
+ *  One handler takes every /api/v1/... request, authenticates it, and dispatches on the path
+ *  segments. Reads are single parameterised statements whose rows PostgreSQL renders as JSON
+ *  (json_build_object, times as UTC ISO 8601 with milliseconds), so this file only stitches
+ *  rows into the {"items","next"} envelope. Pages are keyset pages: a list asks for limit + 1
+ *  rows ordered by (time DESC, id DESC), and the extra row's presence yields the cursor
+ *  "<unix microseconds>.<uuid>" of the last row shown; the next page continues strictly below
+ *  it, so rows inserted meanwhile never shift a page.
+ *
+ *  The events feed follows the stream's no-gap rule (docs/ARCHITECTURE.gateway.md): rows in
+ *  (xid, seq) order, only below the snapshot's xmin, resumed from the (xid, seq) of the row
+ *  named by ?after=<seq>.
+ *
+ *  Writes (manual order, cancel) are an envelope inserted in the events outbox and published
+ *  after commit; with an Idempotency-Key header the order id and envelope id are derived from
+ *  the key (and the caller's key name), so a retried POST finds its first envelope and answers
+ *  200 duplicate instead of ordering twice.
+ */
+#include "gateway/api.h"
+#include "bus/client.h"
+#include "bus/envelope.h"
+#include "common/breaker.h"
+#include "common/id.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/redis.h"
+
+#include <civetweb.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define S_LIMIT_DEFAULT  100
+#define S_LIMIT_MAX      1000
+#define S_POOL_WAIT_MS   2000
+#define S_BODY_MAX       (16 * 1024)
+#define S_ID_KEY_MAX     128
+
+//  A timestamptz column as UTC ISO 8601 text.
+#define S_TS(col) "to_char (" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+//  The keyset cursor columns of a row.
+#define S_CURSOR(col) "(extract (epoch FROM " col ") * 1000000)::bigint"
+//  The keyset condition: $4 microseconds, $5 uuid.
+#define S_BELOW(col) \
+    "($4::bigint IS NULL OR (" col ", id) < (timestamptz 'epoch' + $4::bigint * interval '1 microsecond', $5::uuid))"
+
+#define S_ORDER_JSON \
+    "json_build_object ('id', id, 'client_order_id', client_order_id, 'signal_id', signal_id," \
+    " 'corr', corr, 'symbol', symbol, 'side', side, 'type', type, 'qty', qty," \
+    " 'limit_price', limit_price, 'status', status, 'filled_qty', filled_qty," \
+    " 'avg_fill_price', avg_fill_price, 'broker', broker, 'exchange_order_id', exchange_order_id," \
+    " 'reason', reason, 'created_at', " S_TS ("created_at") ", 'updated_at', " \
+    S_TS ("updated_at") ")::text"
+
+#define S_SIGNAL_JSON \
+    "json_build_object ('id', id, 'inbox_id', inbox_id, 'corr', corr, 'source', source," \
+    " 'symbol', symbol, 'action', action, 'side', side, 'qty', qty," \
+    " 'quantity_type', quantity_type, 'target_position', target_position," \
+    " 'order_type', order_type, 'price', price, 'limit_price', limit_price," \
+    " 'stop_loss', stop_loss, 'take_profit', take_profit, 'strategy', strategy," \
+    " 'interval', interval, 'confidence', confidence, 'params', params, 'status', status," \
+    " 'reason', reason, 'created_at', " S_TS ("created_at") ", 'updated_at', " \
+    S_TS ("updated_at") ")::text"
+
+#define S_ALERT_JSON \
+    "json_build_object ('id', id, 'source', source, 'status', status, 'received_at', " \
+    S_TS ("received_at") ", 'updated_at', " S_TS ("updated_at") ", 'content_type', content_type," \
+    " 'remote_addr', remote_addr, 'idem_key', idem_key, 'alert', alert)::text"
+
+#define S_FILL_JSON \
+    "json_build_object ('id', id, 'order_id', order_id, 'broker', broker," \
+    " 'exchange_fill_id', exchange_fill_id, 'symbol', symbol, 'side', side, 'qty', qty," \
+    " 'price', price, 'fee', fee, 'fee_asset', fee_asset, 'ts', " S_TS ("ts") "," \
+    " 'created_at', " S_TS ("created_at") ")::text"
+
+//  $1 symbol, $2 status, $3 since, $4/$5 cursor, $6 limit + 1. Unused filters stay NULL.
+static const char s_sql_alerts[] =
+    "SELECT " S_ALERT_JSON ", " S_CURSOR ("received_at") ", id FROM inbox"
+    " WHERE ($1::text IS NULL OR alert->>'symbol' = $1) AND ($2::text IS NULL OR status = $2)"
+    " AND ($3::timestamptz IS NULL OR received_at >= $3) AND " S_BELOW ("received_at")
+    " ORDER BY received_at DESC, id DESC LIMIT $6";
+
+static const char s_sql_signals[] =
+    "SELECT " S_SIGNAL_JSON ", " S_CURSOR ("created_at") ", id FROM signals"
+    " WHERE ($1::text IS NULL OR symbol = $1) AND ($2::text IS NULL OR status = $2)"
+    " AND ($3::timestamptz IS NULL OR created_at >= $3) AND " S_BELOW ("created_at")
+    " ORDER BY created_at DESC, id DESC LIMIT $6";
+
+static const char s_sql_orders[] =
+    "SELECT " S_ORDER_JSON ", " S_CURSOR ("created_at") ", id FROM orders"
+    " WHERE ($1::text IS NULL OR symbol = $1) AND ($2::text IS NULL OR status = $2)"
+    " AND ($3::timestamptz IS NULL OR created_at >= $3) AND " S_BELOW ("created_at")
+    " ORDER BY created_at DESC, id DESC LIMIT $6";
+
+static const char s_sql_fills[] =
+    "SELECT " S_FILL_JSON ", " S_CURSOR ("created_at") ", id FROM fills"
+    " WHERE ($1::text IS NULL OR symbol = $1) AND ($2::text IS NULL)"
+    " AND ($3::timestamptz IS NULL OR created_at >= $3) AND " S_BELOW ("created_at")
+    " ORDER BY created_at DESC, id DESC LIMIT $6";
+
+typedef struct {
+    const char *name;               /* path segment */
+    const char *sql;
+    bool has_status;
+    const char *const *statuses;    /* allowed ?status= values */
+} s_list_t;
+
+static const char *const s_alert_statuses[] = { "accepted", "signalled", "scored", "filtered",
+    "rejected", "ordered", "filled", "failed", NULL };
+static const char *const s_signal_statuses[] = { "created", "scored", "filtered", "rejected",
+    "ordered", "failed", NULL };
+static const char *const s_order_statuses[] = { "new", "submitted", "partially_filled",
+    "filled", "rejected", "cancelled", NULL };
+
+static const s_list_t s_lists[] = {
+    { "alerts", s_sql_alerts, true, s_alert_statuses },
+    { "signals", s_sql_signals, true, s_signal_statuses },
+    { "orders", s_sql_orders, true, s_order_statuses },
+    { "fills", s_sql_fills, false, NULL },
+};
+
+struct fks_api_t {
+    fks_api_opts_t o;
+    pthread_mutex_t pool_mutex;
+    pthread_cond_t pool_cond;
+    fks_pg_t **free_pg;             /* idle connections */
+    size_t n_free;
+    size_t n_pool;
+    fks_metric_family_t *m_requests;
+    fks_metric_family_t *m_auth_fail;
+    pthread_mutex_t redis_mutex;    /* the circuit breaker's Redis handle */
+    fks_redis_t *redis;
+    fks_breaker_cfg_t breaker_cfg;
+};
+
+// ---------------------------------------------------------------------------------------------
+//  Pool
+
+fks_pg_t *
+fks_api_pg_get (fks_api_t *self, int timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock (&self->pool_mutex);
+    while (self->n_free == 0)
+        if (pthread_cond_timedwait (&self->pool_cond, &self->pool_mutex, &ts) != 0)
+            break;
+    fks_pg_t *pg = self->n_free ? self->free_pg[--self->n_free] : NULL;
+    pthread_mutex_unlock (&self->pool_mutex);
+    return pg;
+}
+
+void
+fks_api_pg_put (fks_api_t *self, fks_pg_t *pg)
+{
+    if (!pg)
+        return;
+    pthread_mutex_lock (&self->pool_mutex);
+    self->free_pg[self->n_free++] = pg;
+    pthread_cond_signal (&self->pool_cond);
+    pthread_mutex_unlock (&self->pool_mutex);
+}
+
+fks_api_t *
+fks_api_new (const fks_api_opts_t *opts)
+{
+    if (!opts || !opts->cfg || !opts->keys || !opts->rl)
+        return NULL;
+    fks_api_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->o = *opts;
+    pthread_mutex_init (&self->pool_mutex, NULL);
+    pthread_cond_init (&self->pool_cond, NULL);
+    pthread_mutex_init (&self->redis_mutex, NULL);
+    char berr[256];
+    if (fks_breaker_cfg_load (&self->breaker_cfg, berr, sizeof berr) != 0) {
+        fks_error ("api: %s", berr);
+        fks_api_destroy (&self);
+        return NULL;
+    }
+    fks_redis_err_t rerr;
+    self->redis = fks_redis_new (opts->cfg->redis_url, 1000, 2000, &rerr);
+    if (!self->redis) {
+        fks_error ("api: FKS_REDIS_URL: %s", rerr.msg);
+        fks_api_destroy (&self);
+        return NULL;
+    }
+    size_t n = (size_t) opts->cfg->db_pool;
+    self->free_pg = calloc (n, sizeof *self->free_pg);
+    if (!self->free_pg) {
+        fks_api_destroy (&self);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fks_pg_err_t err;
+        fks_pg_t *pg = fks_pg_new (opts->cfg->pg_url, fks_apikey_stmts, fks_apikey_stmts_n, &err);
+        if (!pg) {
+            fks_error ("api: FKS_PG_URL: %s", err.msg);
+            fks_api_destroy (&self);
+            return NULL;
+        }
+        self->free_pg[self->n_free++] = pg;
+        self->n_pool++;
+    }
+    static const char *const labels[] = { "route", "status" };
+    static const char *const kind_label[] = { "kind" };
+    self->m_requests = fks_counter_family ("fks_gateway_api_requests_total",
+        "REST API requests by route and status", labels, 2);
+    self->m_auth_fail = fks_counter_family ("fks_gateway_api_auth_failures_total",
+        "REST API requests refused for their key, by kind", kind_label, 1);
+    return self;
+}
+
+void
+fks_api_destroy (fks_api_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fks_api_t *self = *self_p;
+    pthread_mutex_lock (&self->pool_mutex);
+    for (size_t i = 0; i < self->n_free; i++)
+        fks_pg_destroy (&self->free_pg[i]);
+    pthread_mutex_unlock (&self->pool_mutex);
+    free (self->free_pg);
+    fks_redis_destroy (&self->redis);
+    pthread_cond_destroy (&self->pool_cond);
+    pthread_mutex_destroy (&self->pool_mutex);
+    pthread_mutex_destroy (&self->redis_mutex);
+    free (self);
+    *self_p = NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Authentication
+
+int
+fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
+                   bool allow_query, fks_apikey_info_t *info)
+{
+    const char *auth = fks_http_header (conn, "Authorization");
+    char qkey[FKS_APIKEY_PRESENTED_MAX + 1];
+    const char *key = NULL;
+    size_t klen = 0;
+    if (auth) {
+        size_t alen = strnlen (auth, FKS_APIKEY_PRESENTED_MAX + 16);
+        if (alen > 7 && strncasecmp (auth, "Bearer ", 7) == 0) {
+            key = auth + 7;
+            while (*key == ' ')
+                key++;
+            klen = strnlen (key, FKS_APIKEY_PRESENTED_MAX + 1);
+            while (klen > 0 && key[klen - 1] == ' ')
+                klen--;
+        }
+    }
+    else if (allow_query) {
+        int n = fks_http_query (conn, "access_token", qkey, sizeof qkey);
+        if (n >= 0) {
+            key = qkey;
+            klen = (size_t) n;
+        }
+        else if (n == -2) {
+            key = qkey;
+            klen = FKS_APIKEY_PRESENTED_MAX + 1;        /* too long: refused below */
+        }
+    }
+    static const char www[] = "WWW-Authenticate: Bearer realm=\"fks\"\r\n";
+    if (!key) {
+        fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "missing"));
+        return fks_http_error (conn, 401, www, "unauthorized", NULL,
+                               "send an API key: Authorization: Bearer <key>");
+    }
+    fks_pg_t *pg = fks_api_pg_get (self, S_POOL_WAIT_MS);
+    int rc = fks_apikeys_verify (self->o.keys, pg, key, klen, info);
+    fks_api_pg_put (self, pg);
+    OPENSSL_cleanse (qkey, sizeof qkey);
+    if (rc < 0)
+        return fks_http_error (conn, 503, "Retry-After: 1\r\n", "unavailable", NULL,
+                               "the key could not be checked: the database is unavailable");
+    if (rc > 0) {
+        fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "bad_key"));
+        fks_security_record (self->o.security, "api.bad_key", fks_http_peer (conn),
+                             fks_http_path (conn), "an unknown or revoked API key was presented");
+        return fks_http_error (conn, 401, www, "unauthorized", NULL,
+                               "the API key is not valid");
+    }
+    if (!fks_apikey_allows (info->scopes, scope)) {
+        char msg[96];
+        char need[24];
+        fks_apikey_scopes_format (scope, need, sizeof need);
+        snprintf (msg, sizeof msg, "this key lacks the %s scope", need);
+        fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "scope"));
+        return fks_http_error (conn, 403, NULL, "forbidden", NULL, msg);
+    }
+    int retry = 1;
+    const char *rl_key = info->bootstrap ? "admin" : info->prefix;
+    if (fks_ratelimit_hit (self->o.rl, "key", rl_key, self->o.cfg->rate_key, &retry) != 0) {
+        char hdr[48];
+        snprintf (hdr, sizeof hdr, "Retry-After: %d\r\n", retry);
+        return fks_http_error (conn, 429, hdr, "rate_limited", NULL,
+                               "too many requests with this key; retry after the given seconds");
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Event JSON (msgpack to JSON)
+
+static void
+s_json_id (fks_sbuf_t *out, const fks_id_t *id)
+{
+    if (fks_id_is_nil (id)) {
+        fks_sbuf_puts (out, "null");
+        return;
+    }
+    char s[FKS_ID_STR_SIZE];
+    fks_id_format (id, s);
+    fks_sbuf_printf (out, "\"%s\"", s);
+}
+
+static void
+s_json_double (fks_sbuf_t *out, double v)
+{
+    if (!isfinite (v)) {
+        fks_sbuf_puts (out, "null");
+        return;
+    }
+    //  The shortest text that reads back as the same double.
+    char buf[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf (buf, sizeof buf, "%.*g", prec, v);
+        if (strtod (buf, NULL) == v)
+            break;
+    }
+    fks_sbuf_puts (out, buf);
+}
+
+static void
+s_mp_json (fks_sbuf_t *out, const msgpack_object *o, int depth)
+{
+    if (depth > FKS_ENVELOPE_MAX_DEPTH + 1) {
+        fks_sbuf_puts (out, "null");
+        return;
+    }
+    switch (o->type) {
+        case MSGPACK_OBJECT_NIL:
+            fks_sbuf_puts (out, "null");
+            break;
+        case MSGPACK_OBJECT_BOOLEAN:
+            fks_sbuf_puts (out, o->via.boolean ? "true" : "false");
+            break;
+        case MSGPACK_OBJECT_POSITIVE_INTEGER:
+            fks_sbuf_printf (out, "%" PRIu64, o->via.u64);
+            break;
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+            fks_sbuf_printf (out, "%" PRId64, o->via.i64);
+            break;
+        case MSGPACK_OBJECT_FLOAT32:
+        case MSGPACK_OBJECT_FLOAT64:
+            s_json_double (out, o->via.f64);
+            break;
+        case MSGPACK_OBJECT_STR:
+            fks_sbuf_json_str (out, o->via.str.ptr, o->via.str.size);
+            break;
+        case MSGPACK_OBJECT_BIN:
+            if (o->via.bin.size == FKS_ID_SIZE) {
+                fks_id_t id;
+                memcpy (id.b, o->via.bin.ptr, FKS_ID_SIZE);
+                char s[FKS_ID_STR_SIZE];
+                fks_id_format (&id, s);
+                fks_sbuf_printf (out, "\"%s\"", s);
+            }
+            else {
+                fks_sbuf_puts (out, "\"");
+                for (uint32_t i = 0; i < o->via.bin.size; i++)
+                    fks_sbuf_printf (out, "%02x", (unsigned char) o->via.bin.ptr[i]);
+                fks_sbuf_puts (out, "\"");
+            }
+            break;
+        case MSGPACK_OBJECT_ARRAY:
+            fks_sbuf_puts (out, "[");
+            for (uint32_t i = 0; i < o->via.array.size; i++) {
+                if (i)
+                    fks_sbuf_puts (out, ",");
+                s_mp_json (out, &o->via.array.ptr[i], depth + 1);
+            }
+            fks_sbuf_puts (out, "]");
+            break;
+        case MSGPACK_OBJECT_MAP:
+            fks_sbuf_puts (out, "{");
+            for (uint32_t i = 0; i < o->via.map.size; i++) {
+                const msgpack_object_kv *kv = &o->via.map.ptr[i];
+                if (i)
+                    fks_sbuf_puts (out, ",");
+                if (kv->key.type == MSGPACK_OBJECT_STR)
+                    fks_sbuf_json_str (out, kv->key.via.str.ptr, kv->key.via.str.size);
+                else
+                    fks_sbuf_puts (out, "\"?\"");
+                fks_sbuf_puts (out, ":");
+                s_mp_json (out, &kv->val, depth + 1);
+            }
+            fks_sbuf_puts (out, "}");
+            break;
+        default:
+            fks_sbuf_puts (out, "null");
+            break;
+    }
+}
+
+int
+fks_api_event_json (fks_sbuf_t *out, int64_t seq, const void *envelope, size_t len)
+{
+    fks_envelope_err_t err;
+    fks_envelope_t *env = fks_envelope_decode (envelope, len, &err);
+    if (!env) {
+        fks_envelope_hdr_t hdr;
+        bool peek = fks_envelope_peek (envelope, len, &hdr, NULL, NULL, &err) == 0;
+        fks_sbuf_printf (out, "{\"seq\":%" PRId64 ",\"type\":", seq);
+        fks_sbuf_json_str (out, peek ? hdr.type : "", peek ? strlen (hdr.type) : 0);
+        fks_sbuf_puts (out, ",\"error\":");
+        fks_sbuf_json_str (out, err.msg, strlen (err.msg));
+        fks_sbuf_puts (out, "}");
+        return out->failed ? -1 : 0;
+    }
+    const fks_envelope_hdr_t *h = fks_envelope_hdr (env);
+    fks_sbuf_printf (out, "{\"seq\":%" PRId64 ",\"id\":", seq);
+    s_json_id (out, &h->id);
+    fks_sbuf_puts (out, ",\"type\":");
+    fks_sbuf_json_str (out, h->type, strlen (h->type));
+    fks_sbuf_puts (out, ",\"corr\":");
+    s_json_id (out, &h->corr);
+    fks_sbuf_puts (out, ",\"cause\":");
+    s_json_id (out, &h->cause);
+    time_t secs = (time_t) (h->ts / 1000000000);
+    struct tm tm;
+    gmtime_r (&secs, &tm);
+    char when[40];
+    strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    fks_sbuf_printf (out, ",\"ts\":%" PRId64 ",\"time\":\"%s.%03dZ\",\"src\":", h->ts, when,
+                     (int) ((h->ts / 1000000) % 1000));
+    fks_sbuf_json_str (out, h->src, strlen (h->src));
+    fks_sbuf_puts (out, ",\"body\":");
+    s_mp_json (out, fks_envelope_body (env), 1);
+    fks_sbuf_puts (out, "}");
+    fks_envelope_destroy (&env);
+    return out->failed ? -1 : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Request helpers
+
+//  A request's context inside this file.
+typedef struct {
+    fks_api_t *api;
+    struct mg_connection *conn;
+    const char *route;              /* metrics label */
+    fks_apikey_info_t key;
+} s_req_t;
+
+static int
+s_done (s_req_t *r, int status)
+{
+    char st[8];
+    snprintf (st, sizeof st, "%d", status);
+    const char *labels[2] = { r->route, st };
+    fks_metric_inc (fks_metric_get (r->api->m_requests, labels));
+    return status;
+}
+
+static int
+s_bad (s_req_t *r, const char *field, const char *message)
+{
+    return s_done (r, fks_http_error (r->conn, 400, NULL, "invalid_field", field, message));
+}
+
+static int
+s_unavailable (s_req_t *r, const char *why)
+{
+    if (why)
+        fks_warn ("api: %s", why);
+    return s_done (r, fks_http_error (r->conn, 503, "Retry-After: 1\r\n", "unavailable", NULL,
+                                      "the database is unavailable; retry"));
+}
+
+static int
+s_not_found (s_req_t *r, const char *what)
+{
+    return s_done (r, fks_http_error (r->conn, 404, NULL, "not_found", NULL, what));
+}
+
+static bool
+s_in (const char *v, const char *const *set)
+{
+    for (; set && *set; set++)
+        if (strcmp (v, *set) == 0)
+            return true;
+    return false;
+}
+
+//  A symbol as the tables allow it.
+static bool
+s_symbol_ok (const char *s)
+{
+    size_t n = strlen (s);
+    if (n < 1 || n > 32 || !isalnum ((unsigned char) s[0]))
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!isalnum ((unsigned char) s[i]) && !strchr ("._:/-", s[i]))
+            return false;
+    return true;
+}
+
+//  ?limit= into *limit. 0, or the error reply's status.
+static int
+s_limit (s_req_t *r, int *limit)
+{
+    char v[16];
+    int n = fks_http_query (r->conn, "limit", v, sizeof v);
+    *limit = S_LIMIT_DEFAULT;
+    if (n == -1)
+        return 0;
+    char *end = NULL;
+    long l = n > 0 ? strtol (v, &end, 10) : 0;
+    if (n < 0 || !end || *end || l < 1 || l > S_LIMIT_MAX)
+        return s_bad (r, "limit", "limit must be an integer from 1 to 1000");
+    *limit = (int) l;
+    return 0;
+}
+
+//  A UUID from a path segment; 0 or the error reply's status.
+static int
+s_path_id (s_req_t *r, const char *seg, fks_id_t *id, char out[FKS_ID_STR_SIZE])
+{
+    if (fks_id_parse (seg, strlen (seg), id) != 0)
+        return s_bad (r, "id", "the id must be a UUID");
+    fks_id_format (id, out);
+    return 0;
+}
+
+//  Runs a query and returns its result, or NULL after answering 503 (*status set) or 400 when
+//  PostgreSQL refused a parameter (invalid_datetime: *status set, field named).
+static PGresult *
+s_query (s_req_t *r, fks_pg_t *pg, const char *sql, int n, const char *const *values,
+         const char *bad_field, int *status)
+{
+    fks_pg_err_t err;
+    PGresult *res = fks_pg_query (pg, sql, n, values, NULL, NULL, &err);
+    if (res)
+        return res;
+    if (bad_field && strncmp (err.sqlstate, "22", 2) == 0)
+        *status = s_bad (r, bad_field, "the value is not valid here");
+    else
+        *status = s_unavailable (r, err.msg);
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Lists
+
+static int
+s_list (s_req_t *r, const s_list_t *list)
+{
+    char symbol[40], status[24], since[48], cursor[80];
+    int limit;
+    int st = s_limit (r, &limit);
+    if (st)
+        return st;
+    int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
+    if (n_sym == -2 || (n_sym >= 0 && !s_symbol_ok (symbol)))
+        return s_bad (r, "symbol", "symbol must be 1-32 characters [A-Za-z0-9._:/-]");
+    int n_st = fks_http_query (r->conn, "status", status, sizeof status);
+    if (n_st != -1 && (!list->has_status || n_st < 0 || !s_in (status, list->statuses)))
+        return s_bad (r, "status", list->has_status ? "unknown status for this list"
+                                                    : "this list has no status filter");
+    int n_since = fks_http_query (r->conn, "since", since, sizeof since);
+    if (n_since == -2 || n_since == 0)
+        return s_bad (r, "since", "since must be an ISO 8601 time");
+    if (n_since > 0)
+        for (int i = 0; i < n_since; i++)
+            if (!isdigit ((unsigned char) since[i]) && !strchr ("-:.TZ+ ", since[i]))
+                return s_bad (r, "since", "since must be an ISO 8601 time");
+    char us[24] = "", cid[FKS_ID_STR_SIZE] = "";
+    int n_cur = fks_http_query (r->conn, "cursor", cursor, sizeof cursor);
+    if (n_cur != -1) {
+        char *dot = n_cur > 0 ? strchr (cursor, '.') : NULL;
+        fks_id_t id;
+        bool ok = dot && dot - cursor > 0 && dot - cursor < 20;
+        for (char *p = cursor; ok && p < dot; p++)
+            ok = isdigit ((unsigned char) *p);
+        ok = ok && fks_id_parse (dot + 1, strlen (dot + 1), &id) == 0;
+        if (!ok)
+            return s_bad (r, "cursor", "cursor must be a value of a previous page's next");
+        memcpy (us, cursor, (size_t) (dot - cursor));
+        us[dot - cursor] = '\0';
+        fks_id_format (&id, cid);
+    }
+    char lim[16];
+    snprintf (lim, sizeof lim, "%d", limit + 1);
+    const char *values[6] = { n_sym >= 0 ? symbol : NULL, n_st >= 0 ? status : NULL,
+                              n_since > 0 ? since : NULL, us[0] ? us : NULL,
+                              cid[0] ? cid : NULL, lim };
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg)
+        return s_unavailable (r, "no database connection came free");
+    int status_code = 0;
+    PGresult *res = s_query (r, pg, list->sql, 6, values, "since", &status_code);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return status_code;
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 0);
+    fks_sbuf_puts (&b, "{\"items\":[");
+    int rows = PQntuples (res);
+    int shown = rows > limit ? limit : rows;
+    for (int i = 0; i < shown; i++) {
+        if (i)
+            fks_sbuf_puts (&b, ",");
+        fks_sbuf_puts (&b, PQgetvalue (res, i, 0));
+    }
+    fks_sbuf_puts (&b, "],\"next\":");
+    if (rows > limit && shown > 0)
+        fks_sbuf_printf (&b, "\"%s.%s\"}", PQgetvalue (res, shown - 1, 1),
+                         PQgetvalue (res, shown - 1, 2));
+    else
+        fks_sbuf_puts (&b, "null}");
+    PQclear (res);
+    if (b.failed) {
+        fks_sbuf_free (&b);
+        return s_unavailable (r, "the page does not fit in memory");
+    }
+    st = fks_http_json (r->conn, 200, b.data, b.len);
+    fks_sbuf_free (&b);
+    return s_done (r, st);
+}
+
+static int
+s_positions (s_req_t *r)
+{
+    char symbol[40];
+    int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
+    if (n_sym == -2 || (n_sym >= 0 && !s_symbol_ok (symbol)))
+        return s_bad (r, "symbol", "symbol must be 1-32 characters [A-Za-z0-9._:/-]");
+    const char *values[1] = { n_sym >= 0 ? symbol : NULL };
+    static const char sql[] =
+        "SELECT json_build_object ('symbol', symbol, 'qty', qty, 'avg_price', avg_price,"
+        " 'realized_pnl', realized_pnl, 'unrealized_pnl', NULL, 'fees', fees,"
+        " 'updated_at', " S_TS ("updated_at") ")::text"
+        " FROM positions WHERE ($1::text IS NULL OR symbol = $1) ORDER BY symbol LIMIT 1000";
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg)
+        return s_unavailable (r, "no database connection came free");
+    int st = 0;
+    PGresult *res = s_query (r, pg, sql, 1, values, NULL, &st);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return st;
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 0);
+    fks_sbuf_puts (&b, "{\"items\":[");
+    for (int i = 0; i < PQntuples (res); i++) {
+        if (i)
+            fks_sbuf_puts (&b, ",");
+        fks_sbuf_puts (&b, PQgetvalue (res, i, 0));
+    }
+    fks_sbuf_puts (&b, "],\"next\":null}");
+    PQclear (res);
+    st = fks_http_json (r->conn, 200, b.data ? b.data : "", b.len);
+    fks_sbuf_free (&b);
+    return s_done (r, st);
+}
+
+static int
+s_bars (s_req_t *r)
+{
+    char symbol[40], interval[16], cursor[24];
+    int limit;
+    int st = s_limit (r, &limit);
+    if (st)
+        return st;
+    int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
+    if (n_sym < 0 || !s_symbol_ok (symbol))
+        return s_bad (r, "symbol", "symbol is required: 1-32 characters [A-Za-z0-9._:/-]");
+    int n_iv = fks_http_query (r->conn, "interval", interval, sizeof interval);
+    bool iv_ok = n_iv > 1 && n_iv <= 5 && strchr ("smhdwM", interval[n_iv - 1]);
+    for (int i = 0; iv_ok && i < n_iv - 1; i++)
+        iv_ok = isdigit ((unsigned char) interval[i]) && !(i == 0 && interval[i] == '0');
+    if (!iv_ok)
+        return s_bad (r, "interval", "interval is required, e.g. 1m, 5m, 1h, 1d");
+    int n_cur = fks_http_query (r->conn, "cursor", cursor, sizeof cursor);
+    bool cur_ok = n_cur == -1;
+    if (n_cur > 0) {
+        cur_ok = true;
+        for (int i = 0; i < n_cur; i++)
+            cur_ok = cur_ok && isdigit ((unsigned char) cursor[i]);
+    }
+    if (!cur_ok)
+        return s_bad (r, "cursor", "cursor must be a value of a previous page's next");
+    char lim[16];
+    snprintf (lim, sizeof lim, "%d", limit + 1);
+    const char *values[4] = { symbol, interval, n_cur > 0 ? cursor : NULL, lim };
+    static const char sql[] =
+        "SELECT json_build_object ('symbol', symbol, 'interval', interval, 'open_time', "
+        S_TS ("open_time") ", 'open', open, 'high', high, 'low', low, 'close', close,"
+        " 'volume', volume, 'source', source)::text, " S_CURSOR ("open_time")
+        " FROM bars WHERE symbol = $1 AND interval = $2"
+        " AND ($3::bigint IS NULL OR open_time < timestamptz 'epoch' + $3::bigint * interval '1 microsecond')"
+        " ORDER BY open_time DESC LIMIT $4";
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg)
+        return s_unavailable (r, "no database connection came free");
+    PGresult *res = s_query (r, pg, sql, 4, values, NULL, &st);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return st;
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 0);
+    fks_sbuf_puts (&b, "{\"items\":[");
+    int rows = PQntuples (res);
+    int shown = rows > limit ? limit : rows;
+    for (int i = 0; i < shown; i++) {
+        if (i)
+            fks_sbuf_puts (&b, ",");
+        fks_sbuf_puts (&b, PQgetvalue (res, i, 0));
+    }
+    fks_sbuf_puts (&b, "],\"next\":");
+    if (rows > limit && shown > 0)
+        fks_sbuf_printf (&b, "\"%s\"}", PQgetvalue (res, shown - 1, 1));
+    else
+        fks_sbuf_puts (&b, "null}");
+    PQclear (res);
+    st = fks_http_json (r->conn, 200, b.data ? b.data : "", b.len);
+    fks_sbuf_free (&b);
+    return s_done (r, st);
+}
+
+//  GET /api/v1/events?after=<seq>&type=<prefix>&limit=
+static int
+s_events (s_req_t *r)
+{
+    char after[24], type[64], like[130];
+    int limit;
+    int st = s_limit (r, &limit);
+    if (st)
+        return st;
+    int n_after = fks_http_query (r->conn, "after", after, sizeof after);
+    if (n_after == -1)
+        snprintf (after, sizeof after, "0");
+    else {
+        bool ok = n_after > 0;
+        for (int i = 0; ok && i < n_after; i++)
+            ok = isdigit ((unsigned char) after[i]);
+        if (!ok || n_after > 18)
+            return s_bad (r, "after", "after must be an event seq (a non-negative integer)");
+    }
+    int n_type = fks_http_query (r->conn, "type", type, sizeof type);
+    if (n_type != -1) {
+        bool ok = n_type > 0;
+        for (int i = 0; ok && i < n_type; i++)
+            ok = (type[i] >= 'a' && type[i] <= 'z') || isdigit ((unsigned char) type[i])
+                 || type[i] == '.' || type[i] == '_';
+        if (!ok)
+            return s_bad (r, "type", "type must be a type or a prefix such as order.");
+        size_t k = 0;
+        for (int i = 0; i < n_type; i++) {
+            if (type[i] == '_')
+                like[k++] = '\\';
+            like[k++] = type[i];
+        }
+        like[k++] = '%';
+        like[k] = '\0';
+    }
+    char lim[16], xid[24] = "0";
+    snprintf (lim, sizeof lim, "%d", limit + 1);
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg)
+        return s_unavailable (r, "no database connection came free");
+    //  The no-gap rule: resume after the (xid, seq) of the row named by after; only rows whose
+    //  transaction is older than every running one (final), in (xid, seq) order.
+    PGresult *res = NULL;
+    if (strcmp (after, "0") != 0) {
+        const char *v1[1] = { after };
+        res = s_query (r, pg, "SELECT xid::text FROM events WHERE seq = $1::bigint", 1, v1,
+                       NULL, &st);
+        if (!res) {
+            fks_api_pg_put (r->api, pg);
+            return st;
+        }
+        bool found = PQntuples (res) == 1;
+        if (found)
+            snprintf (xid, sizeof xid, "%s", PQgetvalue (res, 0, 0));
+        PQclear (res);
+        if (!found) {
+            fks_api_pg_put (r->api, pg);
+            return s_bad (r, "after", "after names no stored event");
+        }
+    }
+    const char *values[4] = { xid, after, n_type >= 0 ? like : NULL, lim };
+    static const char sql[] =
+        "SELECT seq, envelope FROM events"
+        " WHERE (xid, seq) > ($1::xid8, $2::bigint)"
+        " AND xid < pg_snapshot_xmin (pg_current_snapshot ())"
+        " AND ($3::text IS NULL OR type LIKE $3)"
+        " ORDER BY xid, seq LIMIT $4";
+    res = s_query (r, pg, sql, 4, values, NULL, &st);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return st;
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 0);
+    fks_sbuf_puts (&b, "{\"items\":[");
+    int rows = PQntuples (res);
+    int shown = rows > limit ? limit : rows;
+    for (int i = 0; i < shown; i++) {
+        if (i)
+            fks_sbuf_puts (&b, ",");
+        size_t elen = 0;
+        unsigned char *env = PQunescapeBytea ((const unsigned char *) PQgetvalue (res, i, 1),
+                                              &elen);
+        fks_api_event_json (&b, strtoll (PQgetvalue (res, i, 0), NULL, 10), env, env ? elen : 0);
+        PQfreemem (env);
+    }
+    fks_sbuf_puts (&b, "],\"next\":");
+    if (rows > limit && shown > 0)
+        fks_sbuf_printf (&b, "\"%s\"}", PQgetvalue (res, shown - 1, 0));
+    else
+        fks_sbuf_puts (&b, "null}");
+    PQclear (res);
+    if (b.failed) {
+        fks_sbuf_free (&b);
+        return s_unavailable (r, "the page does not fit in memory");
+    }
+    st = fks_http_json (r->conn, 200, b.data, b.len);
+    fks_sbuf_free (&b);
+    return s_done (r, st);
+}
+
+// ---------------------------------------------------------------------------------------------
+//  One item
+
+//  GET /api/v1/<signals|orders|fills>/{id}
+static int
+s_get_one (s_req_t *r, const char *sql, const char *seg, const char *what)
+{
+    fks_id_t id;
+    char ids[FKS_ID_STR_SIZE];
+    int st = s_path_id (r, seg, &id, ids);
+    if (st)
+        return st;
+    const char *values[1] = { ids };
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg)
+        return s_unavailable (r, "no database connection came free");
+    PGresult *res = s_query (r, pg, sql, 1, values, NULL, &st);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 0) {
+        PQclear (res);
+        return s_not_found (r, what);
+    }
+    st = fks_http_json (r->conn, 200, PQgetvalue (res, 0, 0),
+                        (size_t) PQgetlength (res, 0, 0));
+    PQclear (res);
+    return s_done (r, st);
+}
+
+//  GET /api/v1/alerts/{id}: the alert, its stages (events with corr = id), its signal and
+//  orders, read in one repeatable-read snapshot.
+static int
+s_alert (s_req_t *r, const char *seg)
+{
+    fks_id_t id;
+    char ids[FKS_ID_STR_SIZE];
+    int st = s_path_id (r, seg, &id, ids);
+    if (st)
+        return st;
+    const char *values[1] = { ids };
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg)
+        return s_unavailable (r, "no database connection came free");
+    fks_pg_err_t err;
+    PGresult *a = NULL, *ev = NULL, *sig = NULL, *ord = NULL;
+    if (fks_pg_command (pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &err) != 0) {
+        fks_api_pg_put (r->api, pg);
+        return s_unavailable (r, err.msg);
+    }
+    a = fks_pg_query (pg, "SELECT " S_ALERT_JSON " FROM inbox WHERE id = $1::uuid", 1, values,
+                      NULL, NULL, &err);
+    if (a && PQntuples (a) > 0) {
+        ev = fks_pg_query (pg, "SELECT seq, envelope FROM events WHERE corr = $1::uuid"
+                               " ORDER BY seq LIMIT 1000", 1, values, NULL, NULL, &err);
+        if (ev)
+            sig = fks_pg_query (pg, "SELECT " S_SIGNAL_JSON " FROM signals WHERE inbox_id = $1::uuid",
+                                1, values, NULL, NULL, &err);
+        if (sig)
+            ord = fks_pg_query (pg, "SELECT " S_ORDER_JSON " FROM orders WHERE corr = $1::uuid"
+                                    " ORDER BY created_at, id LIMIT 100", 1, values, NULL, NULL,
+                                &err);
+    }
+    bool ok = a && (PQntuples (a) == 0 || ord);
+    if (ok)
+        fks_pg_commit (pg, &err);
+    else
+        fks_pg_rollback (pg);
+    fks_api_pg_put (r->api, pg);
+    if (!ok) {
+        PQclear (a);
+        PQclear (ev);
+        PQclear (sig);
+        return s_unavailable (r, err.msg);
+    }
+    if (PQntuples (a) == 0) {
+        PQclear (a);
+        return s_not_found (r, "no alert with this id");
+    }
+    //  The alert object, with stages, signal and orders added to it.
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 0);
+    const char *obj = PQgetvalue (a, 0, 0);
+    size_t olen = strlen (obj);
+    fks_sbuf_put (&b, obj, olen > 0 ? olen - 1 : 0);       /* without the closing brace */
+    fks_sbuf_puts (&b, ",\"stages\":[");
+    for (int i = 0; i < PQntuples (ev); i++) {
+        if (i)
+            fks_sbuf_puts (&b, ",");
+        size_t elen = 0;
+        unsigned char *env = PQunescapeBytea ((const unsigned char *) PQgetvalue (ev, i, 1),
+                                              &elen);
+        fks_api_event_json (&b, strtoll (PQgetvalue (ev, i, 0), NULL, 10), env, env ? elen : 0);
+        PQfreemem (env);
+    }
+    fks_sbuf_puts (&b, "],\"signal\":");
+    fks_sbuf_puts (&b, PQntuples (sig) > 0 ? PQgetvalue (sig, 0, 0) : "null");
+    fks_sbuf_puts (&b, ",\"orders\":[");
+    for (int i = 0; i < PQntuples (ord); i++) {
+        if (i)
+            fks_sbuf_puts (&b, ",");
+        fks_sbuf_puts (&b, PQgetvalue (ord, i, 0));
+    }
+    fks_sbuf_puts (&b, "]}");
+    PQclear (a);
+    PQclear (ev);
+    PQclear (sig);
+    PQclear (ord);
+    if (b.failed) {
+        fks_sbuf_free (&b);
+        return s_unavailable (r, "the alert does not fit in memory");
+    }
+    st = fks_http_json (r->conn, 200, b.data, b.len);
+    fks_sbuf_free (&b);
+    return s_done (r, st);
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Writes
+
+//  An id derived from the caller's Idempotency-Key: SHA-256 over (what, key name, key), cut
+//  to 16 bytes with the UUID version 8 and variant bits.
+static void
+s_derived_id (const char *what, const char *owner, const char *idem, fks_id_t *out)
+{
+    uint8_t d[32];
+    unsigned int n = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
+    EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL);
+    EVP_DigestUpdate (ctx, what, strlen (what) + 1);
+    EVP_DigestUpdate (ctx, owner, strlen (owner) + 1);
+    EVP_DigestUpdate (ctx, idem, strlen (idem));
+    EVP_DigestFinal_ex (ctx, d, &n);
+    EVP_MD_CTX_free (ctx);
+    memcpy (out->b, d, FKS_ID_SIZE);
+    out->b[6] = (uint8_t) ((out->b[6] & 0x0f) | 0x80);
+    out->b[8] = (uint8_t) ((out->b[8] & 0x3f) | 0x80);
+}
+
+//  The Idempotency-Key header: absent (0, *out empty), valid (0), or the 400 reply's status.
+static int
+s_idem_header (s_req_t *r, char out[S_ID_KEY_MAX + 1])
+{
+    out[0] = '\0';
+    const char *h = fks_http_header (r->conn, "Idempotency-Key");
+    if (!h)
+        return 0;
+    size_t n = strnlen (h, S_ID_KEY_MAX + 1);
+    bool ok = n >= 1 && n <= S_ID_KEY_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char) h[i] > 0x20 && (unsigned char) h[i] < 0x7f;
+    if (!ok)
+        return s_bad (r, "Idempotency-Key", "Idempotency-Key must be 1-128 printable characters");
+    memcpy (out, h, n);
+    out[n] = '\0';
+    return 0;
+}
+
+//  Stores an envelope in the outbox (one statement, autocommit) and publishes it. Returns 0,
+//  1 when an envelope with this id exists (a retried request), -1 after answering 503.
+static int
+s_outbox (s_req_t *r, const fks_envelope_hdr_t *hdr, const msgpack_sbuffer *body, int *status)
+{
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init (&frame);
+    fks_envelope_err_t eerr;
+    if (fks_envelope_encode (hdr, body->data, body->size, &frame, &eerr) != 0) {
+        msgpack_sbuffer_destroy (&frame);
+        fks_error ("api: cannot encode %s: %s", hdr->type, eerr.msg);
+        *status = s_done (r, fks_http_error (r->conn, 500, NULL, "internal", NULL,
+                                             "the request could not be encoded"));
+        return -1;
+    }
+    char id_s[FKS_ID_STR_SIZE], corr_s[FKS_ID_STR_SIZE], us[24];
+    fks_id_format (&hdr->id, id_s);
+    fks_id_format (&hdr->corr, corr_s);
+    snprintf (us, sizeof us, "%" PRId64, hdr->ts / 1000);
+    const char *values[5] = { id_s, hdr->type, corr_s, us, frame.data };
+    int lengths[5] = { 0, 0, 0, 0, (int) frame.size };
+    int formats[5] = { 0, 0, 0, 0, 1 };
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg) {
+        msgpack_sbuffer_destroy (&frame);
+        *status = s_unavailable (r, "no database connection came free");
+        return -1;
+    }
+    fks_pg_err_t err;
+    PGresult *res = fks_pg_query (pg,
+        "INSERT INTO events (id, type, corr, src, ts, envelope)"
+        " VALUES ($1::uuid, $2, $3::uuid, 'gateway',"
+        "         timestamptz 'epoch' + $4::bigint * interval '1 microsecond', $5)"
+        " ON CONFLICT (id) DO NOTHING RETURNING seq", 5, values, lengths, formats, &err);
+    fks_api_pg_put (r->api, pg);
+    if (!res) {
+        msgpack_sbuffer_destroy (&frame);
+        *status = s_unavailable (r, err.msg);
+        return -1;
+    }
+    int inserted = PQntuples (res);
+    PQclear (res);
+    if (inserted && r->api->o.bus)
+        fks_bus_publish (r->api->o.bus, hdr->type, frame.data, frame.size);
+    msgpack_sbuffer_destroy (&frame);
+    return inserted ? 0 : 1;
+}
+
+//  POST /api/v1/orders {symbol, side, type, qty, limit_price}
+static int
+s_order_create (s_req_t *r)
+{
+    char idem[S_ID_KEY_MAX + 1];
+    int st = s_idem_header (r, idem);
+    if (st)
+        return st;
+    const char *ct = fks_http_header (r->conn, "Content-Type");
+    if (!ct || strncasecmp (ct, "application/json", 16) != 0)
+        return s_done (r, fks_http_error (r->conn, 415, NULL, "unsupported_media_type",
+                                          "Content-Type", "send the order as application/json"));
+    char *body = malloc (S_BODY_MAX);           /* civetweb's stacks are small */
+    if (!body)
+        return s_unavailable (r, "out of memory");
+    size_t len = 0;
+    int rb = fks_http_read_body (r->conn, body, S_BODY_MAX, &len);
+    if (rb != 0) {
+        free (body);
+        if (rb == 1)
+            return s_done (r, fks_http_error (r->conn, 413, NULL, "body_too_large", "body",
+                                              "the body is larger than 16384 bytes"));
+        return s_done (r, fks_http_error (r->conn, 408, NULL, "request_timeout", "body",
+                                          "the body did not arrive in time"));
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb (body, len, JSON_REJECT_DUPLICATES, &jerr);
+    free (body);
+    if (!j || !json_is_object (j)) {
+        json_decref (j);
+        return s_bad (r, "body", "the body must be a JSON object");
+    }
+    const char *field = NULL, *msg = NULL;
+    json_t *v;
+    const char *side = NULL, *type = "market";
+    char symbol[40];
+    double qty = 0, limit_price = 0;
+    bool has_limit = false;
+    v = json_object_get (j, "symbol");
+    if (!json_is_string (v) || !s_symbol_ok (json_string_value (v))) {
+        field = "symbol";
+        msg = "symbol is required: 1-32 characters [A-Za-z0-9._:/-]";
+        goto invalid;
+    }
+    snprintf (symbol, sizeof symbol, "%s", json_string_value (v));
+    v = json_object_get (j, "side");
+    if (!json_is_string (v) || (strcmp (json_string_value (v), "buy") != 0
+                                && strcmp (json_string_value (v), "sell") != 0)) {
+        field = "side";
+        msg = "side must be buy or sell";
+        goto invalid;
+    }
+    side = json_string_value (v);
+    v = json_object_get (j, "type");
+    if (v && !json_is_null (v)) {
+        if (!json_is_string (v) || (strcmp (json_string_value (v), "market") != 0
+                                    && strcmp (json_string_value (v), "limit") != 0)) {
+            field = "type";
+            msg = "type must be market or limit";
+            goto invalid;
+        }
+        type = json_string_value (v);
+    }
+    v = json_object_get (j, "qty");
+    if (!json_is_number (v) || !isfinite (json_number_value (v)) || json_number_value (v) <= 0
+        || json_number_value (v) > 1e12) {
+        field = "qty";
+        msg = "qty must be a number above 0";
+        goto invalid;
+    }
+    qty = json_number_value (v);
+    v = json_object_get (j, "limit_price");
+    if (v && !json_is_null (v)) {
+        if (!json_is_number (v) || !isfinite (json_number_value (v))
+            || json_number_value (v) <= 0 || json_number_value (v) > 1e12) {
+            field = "limit_price";
+            msg = "limit_price must be a number above 0";
+            goto invalid;
+        }
+        limit_price = json_number_value (v);
+        has_limit = true;
+    }
+    if (strcmp (type, "limit") == 0 && !has_limit) {
+        field = "limit_price";
+        msg = "a limit order needs limit_price";
+        goto invalid;
+    }
+    if (strcmp (type, "market") == 0 && has_limit) {
+        field = "limit_price";
+        msg = "a market order takes no limit_price";
+        goto invalid;
+    }
+
+    fks_id_t order_id;
+    fks_envelope_hdr_t hdr;
+    if (idem[0])
+        s_derived_id ("order", r->key.name, idem, &order_id);
+    else if (fks_id_new (&order_id) != 0) {
+        json_decref (j);
+        return s_unavailable (r, "no random ids");
+    }
+    if (fks_envelope_hdr_init (&hdr, "order.requested", "gateway", &order_id, NULL) != 0) {
+        json_decref (j);
+        return s_unavailable (r, "no envelope header");
+    }
+    if (idem[0])
+        s_derived_id ("order.requested", r->key.name, idem, &hdr.id);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init (&sb);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, has_limit ? 7 : 6);
+    fks_pack_kv_id (&pk, "order_id", &order_id);
+    fks_pack_kv_str (&pk, "symbol", symbol);
+    fks_pack_kv_str (&pk, "side", side);
+    fks_pack_kv_str (&pk, "type", type);
+    fks_pack_kv_f64 (&pk, "qty", qty);
+    if (has_limit)
+        fks_pack_kv_f64 (&pk, "limit_price", limit_price);
+    fks_pack_kv_str (&pk, "requested_by", r->key.name);
+    json_decref (j);
+    int rc = s_outbox (r, &hdr, &sb, &st);
+    msgpack_sbuffer_destroy (&sb);
+    if (rc < 0)
+        return st;
+    char ids[FKS_ID_STR_SIZE], out[128];
+    fks_id_format (&order_id, ids);
+    int n = snprintf (out, sizeof out, "{\"id\":\"%s\",\"status\":\"%s\"}", ids,
+                      rc == 0 ? "requested" : "duplicate");
+    char fields[256] = "";
+    fks_log_field_str (fields, sizeof fields, "key", r->key.name);
+    fks_log_field_str (fields, sizeof fields, "symbol", symbol);
+    fks_log (FKS_LOG_INFO, ids, fields, "manual order %s", rc == 0 ? "requested" : "repeated");
+    return s_done (r, fks_http_json (r->conn, rc == 0 ? 202 : 200, out, (size_t) n));
+
+invalid:
+    json_decref (j);
+    return s_bad (r, field, msg);
+}
+
+//  DELETE /api/v1/orders/{id}
+static int
+s_order_cancel (s_req_t *r, const char *seg)
+{
+    fks_id_t id;
+    char ids[FKS_ID_STR_SIZE];
+    int st = s_path_id (r, seg, &id, ids);
+    if (st)
+        return st;
+    char idem[S_ID_KEY_MAX + 1];
+    st = s_idem_header (r, idem);
+    if (st)
+        return st;
+    const char *values[1] = { ids };
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg)
+        return s_unavailable (r, "no database connection came free");
+    PGresult *res = s_query (r, pg, "SELECT status, corr FROM orders WHERE id = $1::uuid", 1,
+                             values, NULL, &st);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 0) {
+        PQclear (res);
+        return s_not_found (r, "no order with this id");
+    }
+    const char *status = PQgetvalue (res, 0, 0);
+    if (strcmp (status, "filled") == 0 || strcmp (status, "rejected") == 0
+        || strcmp (status, "cancelled") == 0) {
+        char msg[96];
+        snprintf (msg, sizeof msg, "the order is %s: nothing to cancel", status);
+        PQclear (res);
+        return s_done (r, fks_http_error (r->conn, 409, NULL, "not_cancellable", NULL, msg));
+    }
+    fks_id_t corr = id;
+    if (!PQgetisnull (res, 0, 1))
+        fks_id_parse (PQgetvalue (res, 0, 1), (size_t) PQgetlength (res, 0, 1), &corr);
+    PQclear (res);
+    fks_envelope_hdr_t hdr;
+    if (fks_envelope_hdr_init (&hdr, "order.cancel_requested", "gateway", &corr, NULL) != 0)
+        return s_unavailable (r, "no envelope header");
+    if (idem[0])
+        s_derived_id ("order.cancel_requested", r->key.name, idem, &hdr.id);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init (&sb);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 2);
+    fks_pack_kv_id (&pk, "order_id", &id);
+    fks_pack_kv_str (&pk, "requested_by", r->key.name);
+    int rc = s_outbox (r, &hdr, &sb, &st);
+    msgpack_sbuffer_destroy (&sb);
+    if (rc < 0)
+        return st;
+    char out[128];
+    int n = snprintf (out, sizeof out, "{\"id\":\"%s\",\"status\":\"%s\"}", ids,
+                      rc == 0 ? "cancel_requested" : "duplicate");
+    return s_done (r, fks_http_json (r->conn, rc == 0 ? 202 : 200, out, (size_t) n));
+}
+
+
+// ---------------------------------------------------------------------------------------------
+//  Circuit breaker (common/breaker.h): GET /api/v1/breaker, POST /api/v1/breaker/reset
+
+static void
+s_breaker_json (fks_sbuf_t *b, const char *scope, const fks_breaker_status_t *st)
+{
+    fks_sbuf_puts (b, "{\"scope\":");
+    fks_sbuf_json_str (b, scope, strlen (scope));
+    fks_sbuf_printf (b, ",\"state\":\"%s\",\"consecutive_failures\":%" PRId64
+                     ",\"window_failures\":%" PRId64 ",\"window_total\":%" PRId64
+                     ",\"half_open_successes\":%" PRId64 ",\"changed_at_ms\":%" PRId64
+                     ",\"opened_at_ms\":%" PRId64 ",\"reason\":",
+                     fks_breaker_state_name (st->state), st->consecutive, st->window_failures,
+                     st->window_total, st->half_open_ok, st->changed_at_ms, st->opened_at_ms);
+    fks_sbuf_json_str (b, st->reason, strlen (st->reason));
+    fks_sbuf_puts (b, "}");
+}
+
+static int
+s_breaker (s_req_t *r, bool reset)
+{
+    char scope[FKS_BREAKER_SCOPE_MAX];
+    int n = fks_http_query (r->conn, "scope", scope, sizeof scope);
+    if (n == -1)
+        snprintf (scope, sizeof scope, "global");
+    else if (n < 0 || !fks_breaker_scope_valid (scope))
+        return s_bad (r, "scope", "scope is 1-63 characters [a-z0-9:._-], e.g. global");
+    fks_breaker_status_t st;
+    fks_breaker_transition_t tr = FKS_BREAKER_NO_CHANGE;
+    fks_redis_err_t err = { .msg = "" };
+    char reason[FKS_BREAKER_REASON_MAX];
+    snprintf (reason, sizeof reason, "reset by %s through the REST API", r->key.name);
+    pthread_mutex_lock (&r->api->redis_mutex);
+    fks_breaker_t *br = fks_breaker_new (r->api->redis, scope, &r->api->breaker_cfg);
+    int rc = -1;
+    if (br)
+        rc = reset ? fks_breaker_reset (br, reason, fks_now_ms (), &st, &tr, &err)
+                   : fks_breaker_status (br, fks_now_ms (), &st, &err);
+    fks_breaker_destroy (&br);
+    pthread_mutex_unlock (&r->api->redis_mutex);
+    if (rc != 0) {
+        fks_warn ("api: circuit breaker: %s", err.msg);
+        return s_done (r, fks_http_error (r->conn, 503, "Retry-After: 1\r\n", "unavailable",
+                                          NULL, "the circuit breaker's store (Redis) is "
+                                                "unavailable; retry"));
+    }
+    if (reset) {
+        char fields[256] = "";
+        fks_log_field_str (fields, sizeof fields, "scope", scope);
+        fks_log_field_str (fields, sizeof fields, "key", r->key.name);
+        fks_log (FKS_LOG_WARN, NULL, fields, "circuit breaker reset by an operator");
+    }
+    if (tr == FKS_BREAKER_CLOSED_NOW) {
+        //  The reset closed it: tell everyone (breaker.closed through the outbox).
+        fks_envelope_hdr_t hdr;
+        if (fks_envelope_hdr_init (&hdr, "breaker.closed", "gateway", NULL, NULL) == 0) {
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init (&sb);
+            msgpack_packer pk;
+            msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+            msgpack_pack_map (&pk, 2);
+            fks_pack_kv_str (&pk, "scope", scope);
+            fks_pack_kv_str (&pk, "reason", reason);
+            int ost = 0;
+            int orc = s_outbox (r, &hdr, &sb, &ost);
+            msgpack_sbuffer_destroy (&sb);
+            if (orc < 0)
+                return ost;
+        }
+    }
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 0);
+    s_breaker_json (&b, scope, &st);
+    int status = fks_http_json (r->conn, 200, b.data ? b.data : "{}", b.len);
+    fks_sbuf_free (&b);
+    return s_done (r, status);
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Routing
+
+static int
+s_method_not_allowed (s_req_t *r, const char *allow)
+{
+    char hdr[64];
+    snprintf (hdr, sizeof hdr, "Allow: %s\r\n", allow);
+    return s_done (r, fks_http_error (r->conn, 405, hdr, "method_not_allowed", NULL,
+                                      "this method is not allowed here"));
+}
+
+static int
+s_handle (struct mg_connection *conn, void *cbdata)
+{
+    fks_api_t *self = cbdata;
+    s_req_t r = { .api = self, .conn = conn, .route = "unknown" };
+    const char *path = fks_http_path (conn);
+    const char *method = fks_http_method (conn);
+    if (strncmp (path, "/api/v1/", 8) != 0)
+        return s_not_found (&r, "no such route");
+    //  Split what follows /api/v1/ into at most two segments.
+    char rest[160];
+    if (strlen (path + 8) >= sizeof rest)
+        return s_not_found (&r, "no such route");
+    snprintf (rest, sizeof rest, "%s", path + 8);
+    size_t rl = strlen (rest);
+    if (rl > 0 && rest[rl - 1] == '/')
+        rest[--rl] = '\0';
+    char *seg2 = strchr (rest, '/');
+    if (seg2) {
+        *seg2++ = '\0';
+        if (strchr (seg2, '/'))
+            return s_not_found (&r, "no such route");
+    }
+    const char *seg1 = rest;
+    bool get = strcmp (method, "GET") == 0;
+    bool post = strcmp (method, "POST") == 0;
+    bool del = strcmp (method, "DELETE") == 0;
+
+    //  Which route, which scope; unknown routes are 404 before authentication.
+    const s_list_t *list = NULL;
+    for (size_t i = 0; i < sizeof s_lists / sizeof s_lists[0]; i++)
+        if (strcmp (seg1, s_lists[i].name) == 0)
+            list = &s_lists[i];
+    bool breaker = strcmp (seg1, "breaker") == 0;
+    bool known = list || breaker || strcmp (seg1, "positions") == 0
+                 || strcmp (seg1, "bars") == 0 || strcmp (seg1, "events") == 0;
+    bool seg2_ok = !seg2 || (list && *seg2) || (breaker && strcmp (seg2, "reset") == 0);
+    if (!known || !seg2_ok)
+        return s_not_found (&r, "no such route");
+    r.route = seg1;
+    unsigned scope = FKS_SCOPE_READ;
+    if (breaker) {
+        if (seg2 && !post)
+            return s_method_not_allowed (&r, "POST");
+        if (!seg2 && !get)
+            return s_method_not_allowed (&r, "GET");
+        if (seg2)
+            scope = FKS_SCOPE_ADMIN;
+    }
+    else if (list && strcmp (seg1, "orders") == 0) {
+        if (!seg2 && !get && !post)
+            return s_method_not_allowed (&r, "GET, POST");
+        if (seg2 && !get && !del)
+            return s_method_not_allowed (&r, "GET, DELETE");
+        if (post || del)
+            scope = FKS_SCOPE_TRADE;
+    }
+    else if (!get)
+        return s_method_not_allowed (&r, "GET");
+
+    int st = fks_api_authorize (self, conn, scope, false, &r.key);
+    if (st)
+        return s_done (&r, st);
+
+    if (breaker)
+        return s_breaker (&r, seg2 != NULL);
+    if (strcmp (seg1, "positions") == 0)
+        return s_positions (&r);
+    if (strcmp (seg1, "bars") == 0)
+        return s_bars (&r);
+    if (strcmp (seg1, "events") == 0)
+        return s_events (&r);
+    if (strcmp (seg1, "orders") == 0) {
+        if (post)
+            return s_order_create (&r);
+        if (del)
+            return s_order_cancel (&r, seg2);
+        if (seg2)
+            return s_get_one (&r, "SELECT " S_ORDER_JSON " FROM orders WHERE id = $1::uuid", seg2,
+                              "no order with this id");
+    }
+    if (seg2) {
+        if (strcmp (seg1, "alerts") == 0)
+            return s_alert (&r, seg2);
+        if (strcmp (seg1, "signals") == 0)
+            return s_get_one (&r, "SELECT " S_SIGNAL_JSON " FROM signals WHERE id = $1::uuid",
+                              seg2, "no signal with this id");
+        return s_get_one (&r, "SELECT " S_FILL_JSON " FROM fills WHERE id = $1::uuid", seg2,
+                          "no fill with this id");
+    }
+    return s_list (&r, list);
+}
+
+//  Anything no other handler took.
+static int
+s_not_found_handler (struct mg_connection *conn, void *cbdata)
+{
+    (void) cbdata;
+    return fks_http_error (conn, 404, NULL, "not_found", NULL, "no such route");
+}
+
+void
+fks_api_register (fks_api_t *self, struct mg_context *ctx)
+{
+    mg_set_request_handler (ctx, "/api/v1", s_handle, self);
+    mg_set_request_handler (ctx, "**", s_not_found_handler, NULL);
+}

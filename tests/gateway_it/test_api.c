@@ -1,0 +1,551 @@
+/*  test_api.c - the REST API under /api/v1 against the real fks-gateway.
+ *
+ *  One gateway and bus for the file. Keys are made the way `fks keys create` makes them
+ *  (gateway/apikeys.c on the file's database); rows the workers would write (signals, orders,
+ *  fills, positions) are inserted with SQL, since this suite tests what the API shows. The
+ *  last test walks schemas/openapi.yaml and calls every operation it documents.
+ */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "common/pg.h"
+#include "gateway/apikeys.h"
+
+ReportHook (PRE_ALL) (struct criterion_test_set *set)
+{
+    (void) set;
+    static const char *const env[] = { "FKS_GATEWAY_RATE_LIMIT_KEY=100000", NULL };
+    it_setup ("api", true, env);
+}
+
+ReportHook (POST_ALL) (struct criterion_global_stats *stats)
+{
+    it_teardown (stats->tests_failed + stats->tests_crashed > 0);
+}
+
+static unsigned long
+s_unique (void)
+{
+    static unsigned long n;
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (unsigned long) ts.tv_nsec / 1000 + (unsigned long) getpid () * 1000003UL + ++n;
+}
+
+//  A new key with scopes, stored as `fks keys create` stores it.
+static void
+s_make_key (const it_ctx_t *ctx, const char *scopes, char key[FKS_APIKEY_LEN + 1])
+{
+    fks_pg_err_t perr;
+    fks_pg_t *pg = fks_pg_new (ctx->db_url, fks_apikey_stmts, fks_apikey_stmts_n, &perr);
+    cr_assert_not_null (pg, "%s", perr.msg);
+    unsigned bits;
+    cr_assert_eq (fks_apikey_scopes_parse (scopes, &bits), 0);
+    char name[64], err[256];
+    snprintf (name, sizeof name, "k%lu", s_unique ());
+    cr_assert_eq (fks_apikey_create (pg, name, bits, key, err, sizeof err), 0, "%s", err);
+    fks_pg_destroy (&pg);
+}
+
+//  A request with a bearer key (NULL: none).
+static void
+s_req (const it_ctx_t *ctx, const char *method, const char *path, const char *key,
+       const char *body, it_resp_t *r)
+{
+    char url[512], auth[600];
+    snprintf (url, sizeof url, "%s%s", ctx->base, path);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", key ? key : "");
+    const char *headers[] = { "Content-Type: application/json", key ? auth : NULL, NULL };
+    cr_assert_eq (it_http (method, url, headers, body, body ? strlen (body) : 0, r), 0,
+                  "%s %s: no answer (log %s)", method, path, ctx->log_path);
+}
+
+static void
+s_webhook (const it_ctx_t *ctx, const char *symbol, char id[64])
+{
+    char body[256];
+    snprintf (body, sizeof body, "{\"ticker\":\"%s\",\"action\":\"buy\",\"id\":\"api-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", symbol, s_unique ());
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json", body, NULL, &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    cr_assert (it_json_str (r.body, "id", id, 64));
+    it_resp_free (&r);
+}
+
+Test (api, no_key_is_401_with_www_authenticate)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/orders", NULL, NULL, &r);
+    cr_assert_eq (r.status, 401);
+    char h[64];
+    cr_assert (it_resp_header (&r, "WWW-Authenticate", h, sizeof h));
+    cr_assert (strstr (r.body, "\"code\":\"unauthorized\""), "%s", r.body);
+    it_resp_free (&r);
+}
+
+Test (api, unknown_key_is_401_and_a_security_event)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/orders", "fks_AAAAAAAA_0000000000000000000000000000000000000000",
+           NULL, &r);
+    cr_assert_eq (r.status, 401);
+    it_resp_free (&r);
+    long n = 0;
+    for (int i = 0; i < 100 && n < 1; i++) {
+        n = it_sql_long (ctx, "SELECT count(*) FROM security_events WHERE kind = 'api.bad_key'",
+                         NULL);
+        if (n < 1)
+            usleep (20000);
+    }
+    cr_assert (n >= 1);
+}
+
+Test (api, a_read_key_reads_but_cannot_order)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char key[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "read", key);
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/orders", key, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
+    s_req (ctx, "POST", "/api/v1/orders", key,
+           "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":1}", &r);
+    cr_assert_eq (r.status, 403, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "trade"), "%s", r.body);
+    it_resp_free (&r);
+}
+
+Test (api, a_revoked_key_is_refused_at_once)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char key[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "read", key);
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/positions", key, NULL, &r);
+    cr_assert_eq (r.status, 200);
+    it_resp_free (&r);
+    char prefix[FKS_APIKEY_PREFIX_LEN + 1];
+    memcpy (prefix, key, FKS_APIKEY_PREFIX_LEN);
+    prefix[FKS_APIKEY_PREFIX_LEN] = '\0';
+    fks_pg_err_t perr;
+    fks_pg_t *pg = fks_pg_new (ctx->db_url, fks_apikey_stmts, fks_apikey_stmts_n, &perr);
+    char err[256];
+    cr_assert_eq (fks_apikey_revoke (pg, prefix, err, sizeof err), 0, "%s", err);
+    fks_pg_destroy (&pg);
+    s_req (ctx, "GET", "/api/v1/positions", key, NULL, &r);
+    cr_assert_eq (r.status, 401);
+    it_resp_free (&r);
+}
+
+Test (api, alerts_list_pages_newest_first_with_a_cursor)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char sym[16], ids[3][64];
+    snprintf (sym, sizeof sym, "P%lu", s_unique () % 100000000);
+    for (int i = 0; i < 3; i++)
+        s_webhook (ctx, sym, ids[i]);
+    char path[256];
+    snprintf (path, sizeof path, "/api/v1/alerts?symbol=%s&limit=2", sym);
+    it_resp_t r;
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    //  Newest first: the third alert, then the second; a cursor to the rest.
+    const char *a = strstr (r.body, ids[2]), *b = strstr (r.body, ids[1]);
+    cr_assert (a && b && a < b, "%s", r.body);
+    cr_assert_null (strstr (r.body, ids[0]));
+    char next[128];
+    cr_assert (it_json_str (r.body, "next", next, sizeof next), "no next: %s", r.body);
+    it_resp_free (&r);
+    snprintf (path, sizeof path, "/api/v1/alerts?symbol=%s&limit=2&cursor=%s", sym, next);
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200);
+    cr_assert (strstr (r.body, ids[0]) && !strstr (r.body, ids[1]), "%s", r.body);
+    cr_assert (strstr (r.body, "\"next\":null"), "%s", r.body);
+    it_resp_free (&r);
+}
+
+Test (api, list_parameters_are_checked)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    const char *bad[][2] = {
+        { "/api/v1/orders?limit=0", "limit" }, { "/api/v1/orders?limit=1001", "limit" },
+        { "/api/v1/orders?status=lost", "status" }, { "/api/v1/orders?cursor=abc", "cursor" },
+        { "/api/v1/orders?since=yesterday", "since" }, { "/api/v1/fills?status=new", "status" },
+        { "/api/v1/bars?symbol=BTCUSDT", "interval" }, { "/api/v1/events?after=-1", "after" },
+        { "/api/v1/alerts/not-a-uuid", "id" }, { "/api/v1/orders?since=2024-13-45", "since" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        it_resp_t r;
+        s_req (ctx, "GET", bad[i][0], IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
+        char field[32];
+        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
+        cr_assert_str_eq (field, bad[i][1], "%s", bad[i][0]);
+        it_resp_free (&r);
+    }
+}
+
+Test (api, an_alert_shows_its_path_through_the_stages)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char id[64], path[128];
+    s_webhook (ctx, "ETHUSDT", id);
+    snprintf (path, sizeof path, "/api/v1/alerts/%s", id);
+    it_resp_t r;
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "\"status\" : \"accepted\"") || strstr (r.body, "\"status\":\"accepted\""),
+               "%s", r.body);
+    cr_assert (strstr (r.body, "\"stages\":[{\"seq\":"), "%s", r.body);
+    cr_assert (strstr (r.body, "\"type\":\"webhook.received\""), "%s", r.body);
+    cr_assert (strstr (r.body, "\"signal\":null"), "%s", r.body);
+    cr_assert (strstr (r.body, "\"orders\":[]"), "%s", r.body);
+    cr_assert_null (strstr (r.body, IT_SECRET), "the raw body must not be shown");
+    it_resp_free (&r);
+    s_req (ctx, "GET", "/api/v1/alerts/01900000-0000-7000-8000-000000000000", IT_ADMIN_KEY,
+           NULL, &r);
+    cr_assert_eq (r.status, 404);
+    it_resp_free (&r);
+}
+
+Test (api, an_alert_with_a_signal_and_an_order_shows_both)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char id[64];
+    s_webhook (ctx, "SOLUSDT", id);
+    char sig[40], ord[40], coid[40];
+    snprintf (sig, sizeof sig, "01900000-0000-7000-8000-%012lu", s_unique () % 1000000000000UL);
+    snprintf (ord, sizeof ord, "01900000-0000-7000-9000-%012lu", s_unique () % 1000000000000UL);
+    snprintf (coid, sizeof coid, "c%lu", s_unique ());
+    const char *p1[] = { sig, id };
+    PQclear (it_sql (ctx, "INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side,"
+                          " qty) VALUES ($1::uuid, $2::uuid, $2::uuid, 'tradingview', 'SOLUSDT',"
+                          " 'buy', 'buy', 2)", 2, p1));
+    const char *p2[] = { ord, coid, sig, id };
+    PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, signal_id, corr, symbol, side,"
+                          " type, qty, status, broker) VALUES ($1::uuid, $2, $3::uuid, $4::uuid,"
+                          " 'SOLUSDT', 'buy', 'market', 2, 'submitted', 'paper')", 4, p2));
+    char path[128];
+    snprintf (path, sizeof path, "/api/v1/alerts/%s", id);
+    it_resp_t r;
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200);
+    cr_assert (strstr (r.body, sig) && strstr (r.body, ord) && strstr (r.body, coid), "%s",
+               r.body);
+    it_resp_free (&r);
+    //  The order carries the contract's fields.
+    snprintf (path, sizeof path, "/api/v1/orders/%s", ord);
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    const char *fields[] = { "id", "client_order_id", "signal_id", "corr", "symbol", "side",
+                             "type", "qty", "limit_price", "status", "filled_qty",
+                             "avg_fill_price", "created_at", "updated_at" };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        char k[48];
+        snprintf (k, sizeof k, "\"%s\" :", fields[i]);
+        cr_assert (strstr (r.body, k), "order has no %s: %s", fields[i], r.body);
+    }
+    it_resp_free (&r);
+    snprintf (path, sizeof path, "/api/v1/signals/%s", sig);
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200);
+    it_resp_free (&r);
+    s_req (ctx, "GET", "/api/v1/orders?symbol=SOLUSDT&status=submitted", IT_ADMIN_KEY, NULL, &r);
+    cr_assert (strstr (r.body, ord), "%s", r.body);
+    it_resp_free (&r);
+}
+
+Test (api, positions_and_fills_are_listed)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char ord[40], coid[40], fill[40], fid[40];
+    snprintf (ord, sizeof ord, "01900000-0000-7000-a000-%012lu", s_unique () % 1000000000000UL);
+    snprintf (fill, sizeof fill, "01900000-0000-7000-b000-%012lu", s_unique () % 1000000000000UL);
+    snprintf (coid, sizeof coid, "f%lu", s_unique ());
+    snprintf (fid, sizeof fid, "x%lu", s_unique ());
+    const char *p1[] = { ord, coid };
+    PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
+                          " status, filled_qty, avg_fill_price, broker) VALUES ($1::uuid, $2,"
+                          " 'XRPUSDT', 'buy', 'market', 10, 'filled', 10, 0.5, 'paper')", 2, p1));
+    const char *p2[] = { fill, ord, fid };
+    PQclear (it_sql (ctx, "INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol,"
+                          " side, qty, price, ts) VALUES ($1::uuid, $2::uuid, 'paper', $3,"
+                          " 'XRPUSDT', 'buy', 10, 0.5, now ())", 3, p2));
+    PQclear (it_sql (ctx, "INSERT INTO positions (symbol, qty, avg_price) VALUES ('XRPUSDT', 10,"
+                          " 0.5) ON CONFLICT (symbol) DO UPDATE SET qty = 10", 0, NULL));
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/fills?symbol=XRPUSDT", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200);
+    cr_assert (strstr (r.body, fill) && strstr (r.body, fid), "%s", r.body);
+    it_resp_free (&r);
+    s_req (ctx, "GET", "/api/v1/positions", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200);
+    cr_assert (strstr (r.body, "\"symbol\" : \"XRPUSDT\""), "%s", r.body);
+    const char *fields[] = { "qty", "avg_price", "realized_pnl", "unrealized_pnl" };
+    for (size_t i = 0; i < 4; i++) {
+        char k[48];
+        snprintf (k, sizeof k, "\"%s\" :", fields[i]);
+        cr_assert (strstr (r.body, k), "position has no %s: %s", fields[i], r.body);
+    }
+    it_resp_free (&r);
+}
+
+Test (api, the_event_feed_resumes_after_a_seq_without_repeating)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char id1[64], id2[64];
+    s_webhook (ctx, "ADAUSDT", id1);
+    long seq1 = it_sql_long (ctx, "SELECT seq FROM events WHERE corr = $1::uuid", id1);
+    s_webhook (ctx, "ADAUSDT", id2);
+    char path[128];
+    snprintf (path, sizeof path, "/api/v1/events?after=%ld&type=webhook.", seq1);
+    it_resp_t r;
+    //  Events become visible once every older transaction has ended: poll a little.
+    bool seen = false;
+    for (int i = 0; i < 50 && !seen; i++) {
+        s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+        seen = strstr (r.body, id2) != NULL;
+        cr_assert_null (strstr (r.body, id1), "after=%ld repeats the event itself", seq1);
+        it_resp_free (&r);
+        if (!seen)
+            usleep (50000);
+    }
+    cr_assert (seen);
+    s_req (ctx, "GET", "/api/v1/events?after=999999999", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 400, "an unknown seq is refused, not silently restarted");
+    it_resp_free (&r);
+}
+
+Test (api, a_manual_order_goes_to_the_outbox_once_per_idempotency_key)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char key[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "trade", key);
+    char url[256], auth[128], idem[64];
+    snprintf (url, sizeof url, "%s/api/v1/orders", ctx->base);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", key);
+    snprintf (idem, sizeof idem, "Idempotency-Key: order-%lu", s_unique ());
+    const char *headers[] = { "Content-Type: application/json", auth, idem, NULL };
+    const char *body = "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":0.25,"
+                       "\"limit_price\":41000}";
+    it_resp_t r;
+    it_http ("POST", url, headers, body, strlen (body), &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    char id[64], id2[64];
+    cr_assert (it_json_str (r.body, "id", id, sizeof id));
+    cr_assert (strstr (r.body, "\"status\":\"requested\""));
+    it_resp_free (&r);
+    it_http ("POST", url, headers, body, strlen (body), &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    cr_assert (it_json_str (r.body, "id", id2, sizeof id2));
+    cr_assert (strstr (r.body, "\"status\":\"duplicate\""));
+    it_resp_free (&r);
+    cr_assert_str_eq (id, id2);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type = 'order.requested'"
+                                    " AND corr = $1::uuid", id), 1);
+}
+
+Test (api, a_bad_manual_order_is_400_naming_the_field)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    const char *bad[][2] = {
+        { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":-1}", "qty" },
+        { "{\"symbol\":\"BTCUSDT\",\"side\":\"hold\",\"qty\":1}", "side" },
+        { "{\"symbol\":\"BTC USDT\",\"side\":\"buy\",\"qty\":1}", "symbol" },
+        { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":1}", "limit_price" },
+        { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":\"1\"}", "qty" },
+        { "[1]", "body" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        it_resp_t r;
+        s_req (ctx, "POST", "/api/v1/orders", IT_ADMIN_KEY, bad[i][0], &r);
+        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
+        char field[32];
+        cr_assert (it_json_str (r.body, "field", field, sizeof field));
+        cr_assert_str_eq (field, bad[i][1]);
+        it_resp_free (&r);
+    }
+}
+
+Test (api, cancel_asks_the_execution_worker_only_for_open_orders)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char open_id[40], done_id[40], c1[40], c2[40];
+    snprintf (open_id, sizeof open_id, "01900000-0000-7000-c000-%012lu",
+              s_unique () % 1000000000000UL);
+    snprintf (done_id, sizeof done_id, "01900000-0000-7000-d000-%012lu",
+              s_unique () % 1000000000000UL);
+    snprintf (c1, sizeof c1, "o%lu", s_unique ());
+    snprintf (c2, sizeof c2, "d%lu", s_unique ());
+    const char *p1[] = { open_id, c1 };
+    PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
+                          " limit_price, status, broker) VALUES ($1::uuid, $2, 'BTCUSDT', 'buy',"
+                          " 'limit', 1, 30000, 'submitted', 'paper')", 2, p1));
+    const char *p2[] = { done_id, c2 };
+    PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
+                          " status, filled_qty, avg_fill_price, broker) VALUES ($1::uuid, $2,"
+                          " 'BTCUSDT', 'buy', 'market', 1, 'filled', 1, 30000, 'paper')", 2, p2));
+    char path[128];
+    it_resp_t r;
+    snprintf (path, sizeof path, "/api/v1/orders/%s", open_id);
+    s_req (ctx, "DELETE", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "cancel_requested"));
+    it_resp_free (&r);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type ="
+                                    " 'order.cancel_requested' AND corr = $1::uuid", open_id), 1);
+    snprintf (path, sizeof path, "/api/v1/orders/%s", done_id);
+    s_req (ctx, "DELETE", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 409, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
+    s_req (ctx, "DELETE", "/api/v1/orders/01900000-0000-7000-8000-0000000000ff", IT_ADMIN_KEY,
+           NULL, &r);
+    cr_assert_eq (r.status, 404);
+    it_resp_free (&r);
+}
+
+Test (api, the_circuit_breaker_is_read_with_read_and_reset_with_admin)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char key[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "read,trade", key);
+    char path[128];
+    snprintf (path, sizeof path, "/api/v1/breaker?scope=it-%lu", s_unique ());
+    it_resp_t r;
+    s_req (ctx, "GET", path, key, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "\"state\":\"closed\""), "%s", r.body);
+    it_resp_free (&r);
+    snprintf (path, sizeof path, "/api/v1/breaker/reset?scope=it-%lu", s_unique ());
+    s_req (ctx, "POST", path, key, NULL, &r);
+    cr_assert_eq (r.status, 403);
+    it_resp_free (&r);
+    s_req (ctx, "POST", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
+}
+
+Test (api, a_key_over_its_rate_limit_gets_429)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-api-%d-rl.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_RATE_LIMIT_KEY=5", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char key[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "read", key);
+    char url[128], auth[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/positions", port);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", key);
+    const char *headers[] = { auth, NULL };
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 8; i++) {
+        it_resp_t r;
+        it_http ("GET", url, headers, NULL, 0, &r);
+        ok += r.status == 200;
+        if (r.status == 429) {
+            char retry[16];
+            cr_assert (it_resp_header (&r, "Retry-After", retry, sizeof retry));
+            limited++;
+        }
+        it_resp_free (&r);
+    }
+    it_stop_pid (pid);
+    unlink (log_path);
+    cr_assert_eq (ok, 5);
+    cr_assert_eq (limited, 3);
+}
+
+//  Every operation of schemas/openapi.yaml answers, with a status the document lists or the
+//  errors every operation can give; a route the gateway does not know is a failure.
+Test (api, every_route_in_openapi_answers)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char spec_path[512];
+    snprintf (spec_path, sizeof spec_path, "%s/schemas/openapi.yaml", FKS_SOURCE_ROOT);
+    FILE *f = fopen (spec_path, "r");
+    cr_assert_not_null (f, "no %s", spec_path);
+    char line[512], path[256] = "";
+    int operations = 0;
+    bool in_paths = false;
+    while (fgets (line, sizeof line, f)) {
+        if (strncmp (line, "paths:", 6) == 0) {
+            in_paths = true;
+            continue;
+        }
+        if (in_paths && line[0] != ' ' && line[0] != '\n')
+            break;
+        if (!in_paths)
+            continue;
+        if (strncmp (line, "  /", 3) == 0) {
+            snprintf (path, sizeof path, "%.*s", (int) strcspn (line + 2, ":"), line + 2);
+            continue;
+        }
+        char method[16];
+        if (sscanf (line, "    %15[a-z]:", method) != 1 || line[4] == ' ')
+            continue;
+        if (strcmp (method, "get") && strcmp (method, "post") && strcmp (method, "delete"))
+            continue;
+        //  A concrete URL for the template.
+        char url[512] = "";
+        const char *id = strstr (path, "{id}");
+        if (id)
+            snprintf (url, sizeof url, "%s%.*s01900000-0000-7000-8000-000000000001%s", ctx->base,
+                      (int) (id - path), path, id + 4);
+        else
+            snprintf (url, sizeof url, "%s%s", ctx->base, path);
+        if (strcmp (path, "/api/v1/bars") == 0)
+            strncat (url, "?symbol=BTCUSDT&interval=1m", sizeof url - strlen (url) - 1);
+        char upper[16];
+        for (size_t i = 0; i <= strlen (method); i++)
+            upper[i] = (char) toupper ((unsigned char) method[i]);
+        const char *body = NULL;
+        char wbody[256];
+        if (strncmp (path, "/webhook", 8) == 0) {
+            snprintf (wbody, sizeof wbody, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":"
+                      "\"spec-%lu\",\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+            body = wbody;
+        }
+        else if (strcmp (path, "/api/v1/orders") == 0 && strcmp (method, "post") == 0)
+            body = "{\"symbol\":\"BTCUSDT\",\"side\":\"sell\",\"qty\":1}";
+        char auth[128];
+        snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+        const char *headers[] = { "Content-Type: application/json", auth, NULL };
+        it_resp_t r;
+        long status;
+        if (strcmp (path, "/api/v1/stream") == 0) {
+            //  A stream never ends: its headers are what count.
+            char curl_url[600];
+            snprintf (curl_url, sizeof curl_url, "%s?access_token=%s", url, IT_ADMIN_KEY);
+            it_http_timeout (upper, curl_url, NULL, NULL, 0, 1000, &r);
+            status = r.status;
+        }
+        else {
+            it_http (upper, url, headers, body, body ? strlen (body) : 0, &r);
+            status = r.status;
+        }
+        bool known = status != 405 && status < 500
+                     && !(status == 404 && strstr (r.body, "no such route"));
+        cr_assert (known, "%s %s -> %ld %s", upper, path, status, r.body);
+        cr_assert (status == 200 || status == 202 || status == 404, "%s %s -> %ld %s", upper,
+                   path, status, r.body);
+        it_resp_free (&r);
+        operations++;
+    }
+    fclose (f);
+    cr_assert (operations >= 21, "only %d operations found in %s", operations, spec_path);
+}

@@ -1,0 +1,500 @@
+/*  test_stream.c - GET /api/v1/stream (SSE and WebSocket) against the real fks-gateway.
+ *
+ *  An SSE client here is libcurl with a write callback that splits the stream into events and
+ *  records (id, type, corr) of each; it stops when the test's condition holds or its time is
+ *  up. Alerts are posted as webhooks, so the events are the real webhook.received envelopes
+ *  committed by the inbox. The resume test posts from several threads while the client reads,
+ *  drops the connection in the middle, and resumes with Last-Event-ID: every alert's event
+ *  must arrive exactly once.
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+ReportHook (PRE_ALL) (struct criterion_test_set *set)
+{
+    (void) set;
+    static const char *const env[] = { "FKS_GATEWAY_STREAM_POLL=50ms",
+                                       "FKS_GATEWAY_STREAM_HEARTBEAT=1s", NULL };
+    it_setup ("stream", true, env);
+}
+
+ReportHook (POST_ALL) (struct criterion_global_stats *stats)
+{
+    it_teardown (stats->tests_failed + stats->tests_crashed > 0);
+}
+
+static unsigned long
+s_unique (void)
+{
+    static unsigned long n;
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (unsigned long) ts.tv_nsec / 1000 + (unsigned long) getpid () * 1000003UL + ++n;
+}
+
+// ---------------------------------------------------------------------------------------------
+//  An SSE client
+
+#define S_MAX_EVENTS 4096
+
+typedef struct {
+    long id;
+    char type[40];
+    char corr[40];
+} s_event_t;
+
+typedef struct {
+    char *pending;              /* bytes of an event not complete yet */
+    size_t len;
+    s_event_t *events;
+    int n;
+    int stop_after;             /* stop once n reaches it (0: never) */
+    const char *const *want;    /* stop once every corr in want[0..n_want) was seen */
+    int n_want;
+    bool comments;              /* saw a ": keepalive" */
+} s_sse_t;
+
+static bool
+s_sse_done (const s_sse_t *s)
+{
+    if (s->stop_after && s->n >= s->stop_after)
+        return true;
+    if (!s->n_want)
+        return false;
+    for (int w = 0; w < s->n_want; w++) {
+        bool seen = false;
+        for (int i = 0; i < s->n && !seen; i++)
+            seen = strcmp (s->events[i].corr, s->want[w]) == 0;
+        if (!seen)
+            return false;
+    }
+    return true;
+}
+
+static void
+s_sse_event (s_sse_t *s, char *block)
+{
+    s_event_t ev = { .id = -1 };
+    bool any = false;
+    for (char *line = strtok (block, "\n"); line; line = strtok (NULL, "\n")) {
+        if (strncmp (line, "id: ", 4) == 0) {
+            ev.id = strtol (line + 4, NULL, 10);
+            any = true;
+        }
+        else if (strncmp (line, "event: ", 7) == 0)
+            snprintf (ev.type, sizeof ev.type, "%s", line + 7);
+        else if (strncmp (line, "data: ", 6) == 0) {
+            if (!it_json_str (line + 6, "corr", ev.corr, sizeof ev.corr))
+                ev.corr[0] = '\0';
+        }
+        else if (line[0] == ':')
+            s->comments = true;
+    }
+    if (any && s->n < S_MAX_EVENTS)
+        s->events[s->n++] = ev;
+}
+
+static size_t
+s_sse_write (char *data, size_t size, size_t nmemb, void *arg)
+{
+    s_sse_t *s = arg;
+    size_t add = size * nmemb;
+    char *p = realloc (s->pending, s->len + add + 1);
+    if (!p)
+        return 0;
+    s->pending = p;
+    memcpy (s->pending + s->len, data, add);
+    s->len += add;
+    s->pending[s->len] = '\0';
+    char *end;
+    while ((end = strstr (s->pending, "\n\n")) != NULL) {
+        *end = '\0';
+        s_sse_event (s, s->pending);
+        size_t used = (size_t) (end + 2 - s->pending);
+        memmove (s->pending, end + 2, s->len - used + 1);
+        s->len -= used;
+        if (s_sse_done (s))
+            return 0;                   /* ends the transfer: the client hangs up */
+    }
+    return add;
+}
+
+//  Reads the stream at query (after "/api/v1/stream") until done or timeout_ms. Returns the
+//  HTTP status.
+static long
+s_sse_read (const it_ctx_t *ctx, const char *query, const char *last_event_id, s_sse_t *s,
+            long timeout_ms)
+{
+    char url[512], auth[128], lei[64];
+    snprintf (url, sizeof url, "%s/api/v1/stream%s", ctx->base, query ? query : "");
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+    struct curl_slist *h = curl_slist_append (NULL, auth);
+    if (last_event_id) {
+        snprintf (lei, sizeof lei, "Last-Event-ID: %s", last_event_id);
+        h = curl_slist_append (h, lei);
+    }
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, s_sse_write);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_perform (c);
+    long status = 0;
+    curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (c);
+    curl_slist_free_all (h);
+    return status;
+}
+
+static void
+s_sse_init (s_sse_t *s)
+{
+    memset (s, 0, sizeof *s);
+    s->events = calloc (S_MAX_EVENTS, sizeof *s->events);
+}
+
+static void
+s_sse_free (s_sse_t *s)
+{
+    free (s->pending);
+    free (s->events);
+}
+
+//  Posts one webhook; its alert id into id.
+static void
+s_post (const it_ctx_t *ctx, const char *symbol, char id[64])
+{
+    char body[256];
+    snprintf (body, sizeof body, "{\"ticker\":\"%s\",\"action\":\"buy\",\"id\":\"st-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", symbol, s_unique ());
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json", body, NULL, &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    cr_assert (it_json_str (r.body, "id", id, 64));
+    it_resp_free (&r);
+}
+
+//  The seq of the newest stored event (after posting one, so there is one).
+static long
+s_newest_seq (const it_ctx_t *ctx)
+{
+    char id[64];
+    s_post (ctx, "SEEDUSDT", id);
+    return it_sql_long (ctx, "SELECT seq FROM events WHERE corr = $1::uuid", id);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    const it_ctx_t *ctx;
+    int n;
+    char (*ids)[64];
+    int delay_us;
+} s_poster_t;
+
+static void *
+s_poster (void *arg)
+{
+    s_poster_t *p = arg;
+    for (int i = 0; i < p->n; i++) {
+        s_post (p->ctx, "STRMUSDT", p->ids[i]);
+        if (p->delay_us)
+            usleep ((useconds_t) p->delay_us);
+    }
+    return NULL;
+}
+
+Test (stream, sse_delivers_each_event_with_its_seq_as_id)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char after[24];
+    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
+    char ids[3][64];
+    for (int i = 0; i < 3; i++)
+        s_post (ctx, "LIVEUSDT", ids[i]);
+    const char *want[3] = { ids[0], ids[1], ids[2] };
+    s_sse_t s;
+    s_sse_init (&s);
+    s.want = want;
+    s.n_want = 3;
+    long st = s_sse_read (ctx, "?types=webhook.", after, &s, 10000);
+    cr_assert_eq (st, 200);
+    cr_assert (s_sse_done (&s), "got %d events", s.n);
+    for (int i = 0; i < s.n; i++) {
+        cr_assert_str_eq (s.events[i].type, "webhook.received");
+        long seq = it_sql_long (ctx, "SELECT seq FROM events WHERE corr = $1::uuid",
+                                s.events[i].corr);
+        cr_assert_eq (s.events[i].id, seq, "the SSE id is the event's seq");
+    }
+    s_sse_free (&s);
+}
+
+Test (stream, a_client_that_drops_and_resumes_sees_every_event_once)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char after[24];
+    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
+    //  Three posters, 40 alerts each, while the client reads, drops, and resumes.
+    enum { POSTERS = 3, EACH = 40, TOTAL = POSTERS * EACH };
+    static char ids[TOTAL][64];
+    s_poster_t posters[POSTERS];
+    pthread_t th[POSTERS];
+    for (int i = 0; i < POSTERS; i++) {
+        posters[i] = (s_poster_t) { ctx, EACH, ids + i * EACH, 2000 };
+        pthread_create (&th[i], NULL, s_poster, &posters[i]);
+    }
+    //  First connection: stop after 25 events, in the middle of the posting.
+    s_sse_t s;
+    s_sse_init (&s);
+    s.stop_after = 25;
+    cr_assert_eq (s_sse_read (ctx, "?types=webhook.", after, &s, 15000), 200);
+    cr_assert_eq (s.n, 25, "the first connection got %d events", s.n);
+    char last[24];
+    snprintf (last, sizeof last, "%ld", s.events[s.n - 1].id);
+    int first_n = s.n;
+    for (int i = 0; i < POSTERS; i++)
+        pthread_join (th[i], NULL);
+    //  Second connection, resumed: read until every posted alert was seen.
+    const char *want[TOTAL];
+    for (int i = 0; i < TOTAL; i++)
+        want[i] = ids[i];
+    s.len = 0;                  /* what the first connection left unread is gone with it */
+    s.stop_after = 0;
+    s.want = want;
+    s.n_want = TOTAL;
+    cr_assert_eq (s_sse_read (ctx, "?types=webhook.", last, &s, 20000), 200);
+    cr_assert (s.n > first_n);
+    //  Exactly once each: no alert missed at the seam, none repeated.
+    for (int w = 0; w < TOTAL; w++) {
+        int count = 0;
+        for (int i = 0; i < s.n; i++)
+            count += strcmp (s.events[i].corr, ids[w]) == 0;
+        cr_assert_eq (count, 1, "alert %s seen %d times over the two connections", ids[w], count);
+    }
+    for (int i = 0; i < s.n; i++)
+        for (int j = i + 1; j < s.n; j++)
+            cr_assert_neq (s.events[i].id, s.events[j].id, "event %ld sent twice", s.events[i].id);
+    s_sse_free (&s);
+}
+
+Test (stream, the_types_filter_keeps_only_matching_events)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char after[24];
+    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
+    //  A refused webhook makes a security.event; an accepted one a webhook.received.
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json",
+                "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"not-the-secret\"}", NULL, &r);
+    cr_assert_eq (r.status, 401);
+    it_resp_free (&r);
+    char id[64];
+    s_post (ctx, "FILTUSDT", id);
+    s_sse_t s;
+    s_sse_init (&s);
+    s.stop_after = 1;
+    cr_assert_eq (s_sse_read (ctx, "?types=security.", after, &s, 10000), 200);
+    cr_assert_eq (s.n, 1);
+    cr_assert_str_eq (s.events[0].type, "security.event");
+    s_sse_free (&s);
+}
+
+Test (stream, a_quiet_stream_sends_keepalives)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    s_sse_t s;
+    s_sse_init (&s);
+    cr_assert_eq (s_sse_read (ctx, "?types=nothing.", NULL, &s, 2500), 200);
+    cr_assert (s.comments, "no keepalive comment within 2.5 s (heartbeat 1 s)");
+    s_sse_free (&s);
+}
+
+Test (stream, the_stream_needs_a_read_key_and_takes_access_token)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256];
+    snprintf (url, sizeof url, "%s/api/v1/stream", ctx->base);
+    it_resp_t r;
+    it_http_timeout ("GET", url, NULL, NULL, 0, 2000, &r);
+    cr_assert_eq (r.status, 401);
+    it_resp_free (&r);
+    snprintf (url, sizeof url, "%s/api/v1/stream?access_token=%s", ctx->base, IT_ADMIN_KEY);
+    it_http_timeout ("GET", url, NULL, NULL, 0, 500, &r);
+    cr_assert_eq (r.status, 200);
+    char ct[64];
+    cr_assert (it_resp_header (&r, "Content-Type", ct, sizeof ct));
+    cr_assert_str_eq (ct, "text/event-stream");
+    it_resp_free (&r);
+}
+
+Test (stream, an_unknown_last_event_id_is_400)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    s_sse_t s;
+    s_sse_init (&s);
+    cr_assert_eq (s_sse_read (ctx, NULL, "987654321", &s, 2000), 400);
+    cr_assert_eq (s_sse_read (ctx, NULL, "12x", &s, 2000), 400);
+    s_sse_free (&s);
+}
+
+// ---------------------------------------------------------------------------------------------
+//  WebSocket
+
+typedef struct {
+    pthread_mutex_t mutex;
+    int n;
+    char corr[8][40];
+} s_ws_t;
+
+static int
+s_ws_data (struct mg_connection *conn, int flags, char *data, size_t len, void *arg)
+{
+    (void) conn;
+    s_ws_t *w = arg;
+    if ((flags & 0x0f) != MG_WEBSOCKET_OPCODE_TEXT)
+        return 1;
+    char *copy = strndup (data, len);
+    pthread_mutex_lock (&w->mutex);
+    if (w->n < 8 && copy && it_json_str (copy, "corr", w->corr[w->n], sizeof w->corr[0]))
+        w->n++;
+    pthread_mutex_unlock (&w->mutex);
+    free (copy);
+    return 1;
+}
+
+Test (stream, websocket_delivers_the_same_events)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    mg_init_library (0);
+    long after = s_newest_seq (ctx);
+    char id[64];
+    s_post (ctx, "WSUSDT", id);
+    s_ws_t w = { .mutex = PTHREAD_MUTEX_INITIALIZER };
+    char path[256], err[256] = "";
+    snprintf (path, sizeof path, "/api/v1/stream?types=webhook.&after=%ld&access_token=%s",
+              after, IT_ADMIN_KEY);
+    struct mg_connection *c = mg_connect_websocket_client ("127.0.0.1", ctx->port, 0, err,
+                                                           sizeof err, path, NULL, s_ws_data,
+                                                           NULL, &w);
+    cr_assert_not_null (c, "websocket connect: %s", err);
+    bool seen = false;
+    for (int i = 0; i < 100 && !seen; i++) {
+        pthread_mutex_lock (&w.mutex);
+        for (int k = 0; k < w.n; k++)
+            seen = seen || strcmp (w.corr[k], id) == 0;
+        pthread_mutex_unlock (&w.mutex);
+        if (!seen)
+            usleep (50000);
+    }
+    mg_close_connection (c);
+    cr_assert (seen, "the alert's event did not arrive over the WebSocket");
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Limits
+
+Test (stream, streams_beyond_the_cap_get_503)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-cap.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_MAX=1", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    //  A first stream held open by a raw socket.
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                             .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    cr_assert_eq (connect (fd, (struct sockaddr *) &a, sizeof a), 0);
+    char req[256];
+    int n = snprintf (req, sizeof req, "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n"
+                      "Authorization: Bearer %s\r\n\r\n", IT_ADMIN_KEY);
+    cr_assert_eq (write (fd, req, (size_t) n), n);
+    char head[64] = "";
+    cr_assert (read (fd, head, sizeof head - 1) > 0);
+    cr_assert (strstr (head, " 200 "), "%s", head);
+    char url[256];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/stream?access_token=%s", port,
+              IT_ADMIN_KEY);
+    it_resp_t r;
+    it_http_timeout ("GET", url, NULL, NULL, 0, 2000, &r);
+    cr_assert_eq (r.status, 503, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "too_many_streams"), "%s", r.body);
+    it_resp_free (&r);
+    //  Webhooks are still served: streams cannot take their threads.
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/health", port);
+    it_http ("GET", url, NULL, NULL, 0, &r);
+    cr_assert_eq (r.status, 200);
+    it_resp_free (&r);
+    close (fd);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
+Test (stream, a_client_that_does_not_read_is_disconnected)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-slow.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_BUFFER=64", "FKS_GATEWAY_REQUEST_TIMEOUT=1s",
+                          "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    long after = s_newest_seq (ctx);
+    //  A client with a tiny receive buffer that never reads after the headers.
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                             .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    cr_assert_eq (connect (fd, (struct sockaddr *) &a, sizeof a), 0);
+    char req[256];
+    int n = snprintf (req, sizeof req, "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n"
+                      "Last-Event-ID: %ld\r\nAuthorization: Bearer %s\r\n\r\n", after,
+                      IT_ADMIN_KEY);
+    cr_assert_eq (write (fd, req, (size_t) n), n);
+    //  Far more events than the kernel's buffers and the ring hold (copies of a real one).
+    char s_after[24];
+    snprintf (s_after, sizeof s_after, "%ld", after);
+    const char *p[1] = { s_after };
+    PGresult *res = it_sql (ctx, "INSERT INTO events (id, type, corr, src, ts, envelope)"
+                                 " SELECT gen_random_uuid (), e.type, e.corr, e.src, e.ts,"
+                                 " e.envelope FROM events e, generate_series (1, 30000)"
+                                 " WHERE e.seq = $1::bigint", 1, p);
+    cr_assert_not_null (res);
+    PQclear (res);
+    //  The gateway gives up on the client (its write stalls, the ring moves on).
+    char url[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    bool cut = false;
+    for (int i = 0; i < 100 && !cut; i++) {
+        it_resp_t r;
+        it_http ("GET", url, NULL, NULL, 0, &r);
+        cut = strstr (r.body, "fks_gateway_stream_disconnects_total{reason=\"slow\"} 1") != NULL
+              && strstr (r.body, "fks_gateway_stream_clients 0") != NULL;
+        it_resp_free (&r);
+        if (!cut)
+            usleep (100000);
+    }
+    close (fd);
+    cr_assert (cut, "the slow client was not cut off (log %s)", log_path);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}

@@ -1,0 +1,727 @@
+/*  test_webhook.c - POST /webhook/tradingview and /webhook against the real fks-gateway.
+ *
+ *  One gateway (with a real fks-bus) for the file, on its own database. Every answer code of
+ *  the webhook contract and every body form TradingView sends is posted over HTTP; what a user
+ *  would see is asserted: the status, the JSON body, the row in the inbox (or its absence),
+ *  the security event, the webhook.received envelope on the bus. Each test sends from its own
+ *  client address (X-Forwarded-For, trusted from 127.0.0.1) so rate limits never mix tests.
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+#include "bus/envelope.h"
+#include "gateway/auth.h"
+
+static const char *const s_env[] = {
+    "FKS_GATEWAY_RATE_LIMIT_IP=20",
+    "FKS_GATEWAY_RATE_WINDOW=60s",
+    "FKS_GATEWAY_BODY_MAX=4096",
+    NULL
+};
+
+ReportHook (PRE_ALL) (struct criterion_test_set *set)
+{
+    (void) set;
+    it_setup ("webhook", true, s_env);
+}
+
+ReportHook (POST_ALL) (struct criterion_global_stats *stats)
+{
+    it_teardown (stats->tests_failed + stats->tests_crashed > 0);
+}
+
+//  A value no other test or run uses, for client ids and quantities.
+static unsigned long
+s_unique (void)
+{
+    static unsigned long n;
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (unsigned long) ts.tv_nsec / 1000 + (unsigned long) getpid () * 1000003UL + ++n;
+}
+
+static long
+s_inbox_rows (const it_ctx_t *ctx, const char *id)
+{
+    return it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid", id);
+}
+
+static long
+s_inbox_total (const it_ctx_t *ctx)
+{
+    return it_sql_long (ctx, "SELECT count(*) FROM inbox", NULL);
+}
+
+//  Posts, expects `status`, and returns the answer's id (accepted/duplicate) in id.
+static void
+s_expect (const it_ctx_t *ctx, const char *path, const char *ctype, const char *body,
+          long status, char id[64])
+{
+    char addr[32];
+    it_unique_addr (addr);
+    it_resp_t r;
+    cr_assert_eq (it_webhook (ctx, path, ctype, body, addr, &r), 0, "no answer (log %s)",
+                  ctx->log_path);
+    cr_assert_eq (r.status, status, "POST %s %s -> %ld %s (log %s)", path, body, r.status,
+                  r.body, ctx->log_path);
+    if (id) {
+        id[0] = '\0';
+        cr_assert (it_json_str (r.body, "id", id, 64), "no id in %s", r.body);
+    }
+    it_resp_free (&r);
+}
+
+Test (webhook, json_body_is_accepted_with_202_and_committed_before_the_answer)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256], id[64];
+    snprintf (body, sizeof body,
+              "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"contracts\":0.5,\"price\":42000,"
+              "\"id\":\"c-%lu\",\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+    char addr[32];
+    it_unique_addr (addr);
+    it_resp_t r;
+    cr_assert_eq (it_webhook (ctx, "/webhook/tradingview", "application/json", body, addr, &r), 0);
+    cr_assert_eq (r.status, 202, "got %ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "\"status\":\"accepted\""), "%s", r.body);
+    cr_assert (it_json_str (r.body, "id", id, sizeof id));
+    it_resp_free (&r);
+    //  The row is there the moment the answer is: the commit happened first.
+    cr_assert_eq (s_inbox_rows (ctx, id), 1);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE corr = $1::uuid"
+                                    " AND type = 'webhook.received'", id), 1);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND source = 'tradingview' AND alert->>'symbol' = 'BTCUSDT'",
+                               id), 1);
+}
+
+Test (webhook, plain_text_json_with_trailing_newline_is_accepted)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256], id[64];
+    snprintf (body, sizeof body, "{\"ticker\":\"ETHUSDT\",\"action\":\"sell\",\"qty\":\"%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}\n", s_unique () % 1000 + 1);
+    s_expect (ctx, "/webhook/tradingview", "text/plain; charset=utf-8", body, 202, id);
+    cr_assert_eq (s_inbox_rows (ctx, id), 1);
+}
+
+Test (webhook, plain_text_key_value_line_is_accepted)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256], id[64];
+    snprintf (body, sizeof body, "ticker=SPY action=buy qty=%lu price=501.25 passphrase=%s",
+              s_unique () % 100000 + 1, IT_SECRET);
+    s_expect (ctx, "/webhook/tradingview", "text/plain", body, 202, id);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND alert->>'symbol' = 'SPY'", id), 1);
+}
+
+Test (webhook, plain_text_action_ticker_qty_price_with_token_is_accepted)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[128], id[64];
+    snprintf (body, sizeof body, "buy BTCUSDT 0.%lu @42000\n", s_unique () % 100000 + 1);
+    s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 202, id);
+    cr_assert_eq (s_inbox_rows (ctx, id), 1);
+}
+
+Test (webhook, numbers_as_strings_and_aliases_are_accepted)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[512], id[64];
+    snprintf (body, sizeof body,
+              "{\"symbol\":\"AAPL\",\"side\":\"sell\",\"quantity\":\"%lu\",\"price\":\"185.5\","
+              "\"timenow\":\"2024-05-01T12:00:00Z\",\"interval\":\"5\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique () % 1000 + 1);
+    s_expect (ctx, "/webhook", "application/json", body, 202, id);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND alert->>'symbol' = 'AAPL'", id), 1);
+}
+
+Test (webhook, strategy_placeholders_values_are_accepted)
+{
+    //  What {{strategy.order.action}} and {{strategy.market_position}} become.
+    const it_ctx_t *ctx = it_ctx ();
+    char body[512], id[64];
+    snprintf (body, sizeof body,
+              "{\"ticker\":\"ETHUSDT\",\"action\":\"sell\",\"market_position\":\"flat\","
+              "\"position_size\":\"0\",\"contracts\":\"%lu\",\"strategy\":\"ema\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique () % 1000 + 1);
+    s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, id);
+    cr_assert_eq (s_inbox_rows (ctx, id), 1);
+}
+
+Test (webhook, unfilled_placeholder_is_400_naming_the_field_and_stores_nothing)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    long before = s_inbox_total (ctx);
+    char addr[32];
+    it_unique_addr (addr);
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json",
+                "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"price\":\"{{close}}\","
+                "\"passphrase\":\"" IT_SECRET "\"}", addr, &r);
+    cr_assert_eq (r.status, 400, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "\"code\":\"invalid_field\""), "%s", r.body);
+    cr_assert (strstr (r.body, "\"field\":\"price\""), "%s", r.body);
+    it_resp_free (&r);
+    cr_assert_eq (s_inbox_total (ctx), before);
+}
+
+Test (webhook, missing_symbol_is_400_and_stores_nothing)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    long before = s_inbox_total (ctx);
+    s_expect (ctx, "/webhook/tradingview", "application/json",
+              "{\"action\":\"buy\",\"passphrase\":\"" IT_SECRET "\"}", 400, NULL);
+    cr_assert_eq (s_inbox_total (ctx), before);
+}
+
+Test (webhook, wrong_passphrase_is_401_a_security_event_and_no_row)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    long before = s_inbox_total (ctx);
+    char addr[32];
+    it_unique_addr (addr);
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json",
+                "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"passphrase\":\"wrong-secret-xyz\"}",
+                addr, &r);
+    cr_assert_eq (r.status, 401, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "\"code\":\"unauthorized\""), "%s", r.body);
+    cr_assert_null (strstr (r.body, "wrong-secret-xyz"), "the answer quotes the secret");
+    it_resp_free (&r);
+    cr_assert_eq (s_inbox_total (ctx), before);
+    //  The security event is stored by a background thread: wait for it a little.
+    long n = 0;
+    for (int i = 0; i < 100 && n < 1; i++) {
+        n = it_sql_long (ctx, "SELECT count(*) FROM security_events WHERE remote_addr = $1"
+                              " AND kind = 'auth.bad_secret'", addr);
+        if (n < 1)
+            usleep (20000);
+    }
+    cr_assert_eq (n, 1, "no security event for %s", addr);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM security_events WHERE"
+                                    " detail LIKE '%wrong-secret%'", NULL), 0);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type = 'security.event'",
+                               NULL) >= 1, 1);
+}
+
+Test (webhook, no_credentials_is_401)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    s_expect (ctx, "/webhook/tradingview", "application/json",
+              "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\"}", 401, NULL);
+}
+
+Test (webhook, wrong_token_is_401)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    s_expect (ctx, "/webhook/tradingview?token=nope-nope-nope", "text/plain",
+              "buy BTCUSDT 1", 401, NULL);
+}
+
+//  Posts body signed at time ts with the HMAC headers; returns the status.
+static long
+s_post_signed (const it_ctx_t *ctx, const char *body, long ts, const char *secret, char id[64])
+{
+    char tss[32], sig[FKS_AUTH_SIGNATURE_MAX];
+    snprintf (tss, sizeof tss, "%ld", ts);
+    cr_assert_eq (fks_auth_hmac_sign (secret, strlen (secret), tss, body, strlen (body), sig), 0);
+    char h1[64], h2[128], addr[32], fwd[64], url[256];
+    snprintf (h1, sizeof h1, "X-FKS-Timestamp: %s", tss);
+    snprintf (h2, sizeof h2, "X-FKS-Signature: %s", sig);
+    it_unique_addr (addr);
+    snprintf (fwd, sizeof fwd, "X-Forwarded-For: %s", addr);
+    const char *headers[] = { "Content-Type: application/json", h1, h2, fwd, NULL };
+    snprintf (url, sizeof url, "%s/webhook", ctx->base);
+    it_resp_t r;
+    cr_assert_eq (it_http ("POST", url, headers, body, strlen (body), &r), 0);
+    long st = r.status;
+    if (id && !it_json_str (r.body, "id", id, 64))
+        id[0] = '\0';
+    it_resp_free (&r);
+    return st;
+}
+
+Test (webhook, hmac_signed_script_alert_is_accepted_as_source_script)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256], id[64];
+    snprintf (body, sizeof body, "{\"ticker\":\"SOLUSDT\",\"action\":\"buy\",\"qty\":%lu}",
+              s_unique () % 1000 + 1);
+    cr_assert_eq (s_post_signed (ctx, body, (long) time (NULL), IT_SECRET, id), 202);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND source = 'script'", id), 1);
+}
+
+Test (webhook, hmac_outside_the_replay_window_is_401)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    cr_assert_eq (s_post_signed (ctx, "{\"ticker\":\"SOLUSDT\",\"action\":\"buy\"}",
+                                 (long) time (NULL) - 3600, IT_SECRET, NULL), 401);
+}
+
+Test (webhook, hmac_with_the_wrong_key_is_401)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    cr_assert_eq (s_post_signed (ctx, "{\"ticker\":\"SOLUSDT\",\"action\":\"buy\"}",
+                                 (long) time (NULL), "another-secret-entirely", NULL), 401);
+}
+
+Test (webhook, source_outside_the_allowlist_is_403_and_a_security_event)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    long before = s_inbox_total (ctx);
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json",
+                "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"passphrase\":\"" IT_SECRET "\"}",
+                "192.0.2.77", &r);
+    cr_assert_eq (r.status, 403, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
+    cr_assert_eq (s_inbox_total (ctx), before);
+    long n = 0;
+    for (int i = 0; i < 100 && n < 1; i++) {
+        n = it_sql_long (ctx, "SELECT count(*) FROM security_events WHERE remote_addr = "
+                              "'192.0.2.77' AND kind = 'source.denied'", NULL);
+        if (n < 1)
+            usleep (20000);
+    }
+    cr_assert_eq (n, 1);
+}
+
+Test (webhook, body_over_the_limit_is_413_and_stores_nothing)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    long before = s_inbox_total (ctx);
+    char *big = malloc (8192);
+    memset (big, ' ', 8191);
+    memcpy (big, "{\"ticker\":\"A\",\"action\":\"buy\"}", 29);
+    big[8191] = '\0';
+    s_expect (ctx, "/webhook/tradingview", "application/json", big, 413, NULL);
+    free (big);
+    cr_assert_eq (s_inbox_total (ctx), before);
+}
+
+Test (webhook, unsupported_media_type_is_415)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    s_expect (ctx, "/webhook/tradingview", "application/x-www-form-urlencoded",
+              "ticker=A&action=buy", 415, NULL);
+}
+
+Test (webhook, get_is_405)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256];
+    snprintf (url, sizeof url, "%s/webhook/tradingview", ctx->base);
+    it_resp_t r;
+    it_http ("GET", url, NULL, NULL, 0, &r);
+    cr_assert_eq (r.status, 405);
+    char allow[32];
+    cr_assert (it_resp_header (&r, "Allow", allow, sizeof allow));
+    cr_assert_str_eq (allow, "POST");
+    it_resp_free (&r);
+}
+
+Test (webhook, too_many_requests_from_one_address_is_429_with_retry_after)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char addr[32];
+    it_unique_addr (addr);
+    long last = 0;
+    int n429 = 0;
+    char retry[16] = "";
+    for (int i = 0; i < 25; i++) {
+        it_resp_t r;
+        it_webhook (ctx, "/webhook/tradingview", "application/json", "{}", addr, &r);
+        last = r.status;
+        if (r.status == 429) {
+            n429++;
+            it_resp_header (&r, "Retry-After", retry, sizeof retry);
+        }
+        it_resp_free (&r);
+    }
+    //  The limit is 20 per minute: the first 20 get an answer (400 here), the rest 429.
+    cr_assert_eq (n429, 5, "429s: %d", n429);
+    cr_assert_eq (last, 429);
+    cr_assert (atoi (retry) >= 1 && atoi (retry) <= 120, "Retry-After: '%s'", retry);
+    cr_assert (it_metric (ctx, "fks_gateway_ratelimit_rejections_total{scope=\"ip\"}") >= 5);
+}
+
+Test (webhook, the_same_alert_twice_is_one_row_and_200_duplicate_with_the_same_id)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256], id1[64], id2[64];
+    snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":\"dup-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+    s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, id1);
+    char addr[32];
+    it_unique_addr (addr);
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json", body, addr, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "\"status\":\"duplicate\""), "%s", r.body);
+    cr_assert (it_json_str (r.body, "id", id2, sizeof id2));
+    it_resp_free (&r);
+    cr_assert_str_eq (id1, id2);
+    cr_assert_eq (s_inbox_rows (ctx, id1), 1);
+}
+
+Test (webhook, the_same_alert_without_id_twice_is_a_duplicate_by_its_content)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256], id1[64], id2[64];
+    snprintf (body, sizeof body, "buy XRPUSDT %lu @0.5", s_unique () % 100000 + 1);
+    s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 202, id1);
+    s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 200, id2);
+    cr_assert_str_eq (id1, id2);
+}
+
+typedef struct {
+    const it_ctx_t *ctx;
+    const char *body;
+    long status;
+    char id[64];
+} s_post_t;
+
+static void *
+s_poster (void *arg)
+{
+    s_post_t *p = arg;
+    char addr[32];
+    it_unique_addr (addr);
+    it_resp_t r;
+    if (it_webhook (p->ctx, "/webhook/tradingview", "application/json", p->body, addr, &r) == 0) {
+        p->status = r.status;
+        if (!it_json_str (r.body, "id", p->id, sizeof p->id))
+            p->id[0] = '\0';
+    }
+    it_resp_free (&r);
+    return NULL;
+}
+
+Test (webhook, twenty_concurrent_posts_of_one_alert_give_one_row_one_202_and_19_duplicates)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256];
+    snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"sell\",\"id\":\"race-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+    s_post_t posts[20];
+    pthread_t th[20];
+    for (int i = 0; i < 20; i++) {
+        posts[i] = (s_post_t) { .ctx = ctx, .body = body };
+        pthread_create (&th[i], NULL, s_poster, &posts[i]);
+    }
+    for (int i = 0; i < 20; i++)
+        pthread_join (th[i], NULL);
+    int accepted = 0, dup = 0;
+    for (int i = 0; i < 20; i++) {
+        accepted += posts[i].status == 202;
+        dup += posts[i].status == 200;
+        cr_assert_str_eq (posts[i].id, posts[0].id, "every answer names the same alert");
+    }
+    cr_assert_eq (accepted, 1, "202s: %d", accepted);
+    cr_assert_eq (dup, 19, "200s: %d", dup);
+    char key[96];
+    snprintf (key, sizeof key, "id:race-%s", strstr (body, "race-") + 5);
+    *strchr (key, '"') = '\0';
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE idem_key = $1", key), 1);
+}
+
+Test (webhook, accepted_alert_is_published_on_the_bus_with_its_id_as_corr)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    void *zctx = zmq_ctx_new ();
+    void *sub = zmq_socket (zctx, ZMQ_SUB);
+    char ep[64];
+    snprintf (ep, sizeof ep, "tcp://127.0.0.1:%d", ctx->bus_stream_port);
+    zmq_connect (sub, ep);
+    zmq_setsockopt (sub, ZMQ_SUBSCRIBE, "webhook.received", 16);
+    int to = 200;
+    zmq_setsockopt (sub, ZMQ_RCVTIMEO, &to, sizeof to);
+    usleep (300000);                    /* the subscription reaches the broker */
+    char body[256], id[64];
+    snprintf (body, sizeof body, "{\"ticker\":\"ADAUSDT\",\"action\":\"buy\",\"id\":\"pub-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+    s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, id);
+    bool found = false;
+    for (int i = 0; i < 50 && !found; i++) {
+        char topic[64];
+        int n = zmq_recv (sub, topic, sizeof topic, 0);
+        if (n < 0)
+            continue;
+        zmq_msg_t m;
+        zmq_msg_init (&m);
+        zmq_msg_recv (&m, sub, 0);
+        fks_envelope_err_t err;
+        fks_envelope_t *env = fks_envelope_decode (zmq_msg_data (&m), zmq_msg_size (&m), &err);
+        if (env) {
+            char corr[FKS_ID_STR_SIZE];
+            fks_id_format (&fks_envelope_hdr (env)->corr, corr);
+            char sym[16] = "";
+            fks_envelope_get_str (env, "symbol", sym, sizeof sym);
+            found = strcmp (corr, id) == 0 && strcmp (sym, "ADAUSDT") == 0;
+            fks_envelope_destroy (&env);
+        }
+        zmq_msg_close (&m);
+    }
+    zmq_close (sub);
+    zmq_ctx_term (zctx);
+    cr_assert (found, "no webhook.received with corr %s on the bus", id);
+}
+
+Test (webhook, health_ready_and_metrics_answer)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256];
+    it_resp_t r;
+    snprintf (url, sizeof url, "%s/health", ctx->base);
+    it_http ("GET", url, NULL, NULL, 0, &r);
+    cr_assert_eq (r.status, 200);
+    cr_assert (strstr (r.body, "\"status\":\"healthy\"") && strstr (r.body, "\"env\":\"it\""),
+               "%s", r.body);
+    it_resp_free (&r);
+    snprintf (url, sizeof url, "%s/ready", ctx->base);
+    long st = 0;
+    for (int i = 0; i < 50 && st != 200; i++) {
+        it_http ("GET", url, NULL, NULL, 0, &r);
+        st = r.status;
+        it_resp_free (&r);
+        if (st != 200)
+            usleep (100000);
+    }
+    cr_assert_eq (st, 200, "/ready with PostgreSQL, Redis and the bus up");
+    char body[256];
+    snprintf (body, sizeof body, "{\"ticker\":\"DOTUSDT\",\"action\":\"buy\",\"id\":\"m-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+    s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, NULL);
+    snprintf (url, sizeof url, "%s/metrics", ctx->base);
+    it_http ("GET", url, NULL, NULL, 0, &r);
+    cr_assert_eq (r.status, 200);
+    cr_assert (strstr (r.body, "fks_gateway_webhooks_total{result=\"accepted\"}"), "no counts");
+    cr_assert (strstr (r.body, "fks_gateway_webhook_accept_seconds_bucket"), "no histogram");
+    cr_assert (strstr (r.body, "fks_gateway_requests_in_flight"), "no in-flight gauge");
+    cr_assert (strstr (r.body, "fks_gateway_stream_clients"), "no stream gauge");
+    it_resp_free (&r);
+    cr_assert (it_metric (ctx, "fks_gateway_webhooks_total{result=\"accepted\"}") >= 1);
+}
+
+Test (webhook, unknown_route_is_a_json_404)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256];
+    snprintf (url, sizeof url, "%s/webhook/other", ctx->base);
+    it_resp_t r;
+    it_http ("POST", url, NULL, "{}", 2, &r);
+    cr_assert_eq (r.status, 404);
+    cr_assert (strstr (r.body, "\"code\":\"not_found\""), "%s", r.body);
+    it_resp_free (&r);
+}
+
+Test (webhook, readme_example_is_accepted)
+{
+    //  The example of docs/ARCHITECTURE.gateway.md ("Try it"), as curl sends it.
+    const it_ctx_t *ctx = it_ctx ();
+    char body[256];
+    snprintf (body, sizeof body,
+              "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"contracts\":\"0.01\","
+              "\"price\":\"%lu\",\"passphrase\":\"" IT_SECRET "\"}", 60000 + s_unique () % 1000);
+    s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, NULL);
+}
+
+//  A second gateway whose database is unreachable: 503, promptly, and nothing stored.
+Test (webhook, database_down_is_503_promptly)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char pg[128], log_path[128];
+    snprintf (pg, sizeof pg, "FKS_PG_URL=postgresql://postgres@127.0.0.1:%d/none?connect_timeout=2",
+              it_free_port ());
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-down.log", (int) getpid ());
+    const char *env[] = { pg, NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "the gateway must start without its database (log %s)", log_path);
+    char url[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook/tradingview", port);
+    const char *headers[] = { "Content-Type: application/json", NULL };
+    const char *body = "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"passphrase\":\"" IT_SECRET "\"}";
+    struct timespec a, b;
+    clock_gettime (CLOCK_MONOTONIC, &a);
+    it_resp_t r;
+    it_http ("POST", url, headers, body, strlen (body), &r);
+    clock_gettime (CLOCK_MONOTONIC, &b);
+    cr_assert_eq (r.status, 503, "%ld %s", r.status, r.body);
+    char retry[16];
+    cr_assert (it_resp_header (&r, "Retry-After", retry, sizeof retry));
+    it_resp_free (&r);
+    double secs = (double) (b.tv_sec - a.tv_sec) + (double) (b.tv_nsec - a.tv_nsec) / 1e9;
+    cr_assert (secs < 3.0, "503 took %.2f s", secs);
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/ready", port);
+    it_http ("GET", url, NULL, NULL, 0, &r);
+    cr_assert_eq (r.status, 503);
+    it_resp_free (&r);
+    cr_assert_eq (it_stop_pid (pid), 0, "clean exit on SIGTERM");
+    unlink (log_path);
+}
+
+//  A second gateway with no bus at all: alerts are still accepted (the reconciler publishes
+//  them later).
+Test (webhook, bus_down_still_accepts)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char bus[96], stream[96], log_path[128];
+    snprintf (bus, sizeof bus, "FKS_BUS_URL=tcp://127.0.0.1:%d", it_free_port ());
+    snprintf (stream, sizeof stream, "FKS_BUS_STREAM_URL=tcp://127.0.0.1:%d", it_free_port ());
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-nobus.log", (int) getpid ());
+    const char *env[] = { bus, stream, NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char url[128], body[256], id[64];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook/tradingview", port);
+    snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":\"nobus-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+    const char *headers[] = { "Content-Type: application/json", NULL };
+    it_resp_t r;
+    it_http ("POST", url, headers, body, strlen (body), &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    cr_assert (it_json_str (r.body, "id", id, sizeof id));
+    it_resp_free (&r);
+    cr_assert_eq (s_inbox_rows (ctx, id), 1);
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/ready", port);
+    it_http ("GET", url, NULL, NULL, 0, &r);
+    cr_assert_eq (r.status, 503, "/ready says the bus is down");
+    cr_assert (strstr (r.body, "bus"), "%s", r.body);
+    it_resp_free (&r);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
+Test (webhook, database_connection_killed_is_survived)
+{
+    //  PostgreSQL ends the inbox's connections (as on a restart): the next alerts still commit.
+    const it_ctx_t *ctx = it_ctx ();
+    PGresult *res = it_sql (ctx, "SELECT pg_terminate_backend (pid) FROM pg_stat_activity"
+                                 " WHERE application_name = 'fks-gateway-inbox'"
+                                 " AND datname = current_database ()", 0, NULL);
+    PQclear (res);
+    usleep (100000);
+    for (int i = 0; i < 5; i++) {
+        char body[256];
+        snprintf (body, sizeof body, "{\"ticker\":\"LTCUSDT\",\"action\":\"buy\","
+                  "\"id\":\"kill-%lu\",\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+        s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, NULL);
+    }
+}
+
+//  Opens a raw connection to port on loopback.
+static int
+s_connect (int port)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                             .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    cr_assert_eq (connect (fd, (struct sockaddr *) &a, sizeof a), 0);
+    return fd;
+}
+
+//  Seconds until the server closes fd (reading and discarding what it sends), at most limit.
+static double
+s_seconds_until_closed (int fd, double limit, char *first, size_t cap)
+{
+    struct timespec a, b;
+    clock_gettime (CLOCK_MONOTONIC, &a);
+    struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t got = 0;
+    for (;;) {
+        char buf[512];
+        ssize_t n = read (fd, buf, sizeof buf);
+        clock_gettime (CLOCK_MONOTONIC, &b);
+        double secs = (double) (b.tv_sec - a.tv_sec) + (double) (b.tv_nsec - a.tv_nsec) / 1e9;
+        if (n > 0 && first && got + 1 < cap) {
+            size_t take = (size_t) n < cap - 1 - got ? (size_t) n : cap - 1 - got;
+            memcpy (first + got, buf, take);
+            got += take;
+            first[got] = '\0';
+        }
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return secs;
+        if (secs > limit)
+            return secs;
+    }
+}
+
+Test (webhook, slow_senders_are_cut_off_by_the_request_timeout)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-slow.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_REQUEST_TIMEOUT=1s", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    //  Headers that never end (slowloris): the connection is closed, the thread freed.
+    int fd = s_connect (port);
+    const char *partial = "POST /webhook/tradingview HTTP/1.1\r\nHost: x\r\n";
+    cr_assert (write (fd, partial, strlen (partial)) > 0);
+    double secs = s_seconds_until_closed (fd, 10, NULL, 0);
+    close (fd);
+    cr_assert (secs < 5, "a stalled header held the connection %.1f s", secs);
+    //  A body that stops half-way: 408, connection closed, nothing stored.
+    long before = s_inbox_total (ctx);
+    fd = s_connect (port);
+    const char *head = "POST /webhook/tradingview HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"ticker\":";
+    cr_assert (write (fd, head, strlen (head)) > 0);
+    char answer[256] = "";
+    secs = s_seconds_until_closed (fd, 10, answer, sizeof answer);
+    close (fd);
+    cr_assert (secs < 5, "a stalled body held the connection %.1f s", secs);
+    cr_assert (strncmp (answer, "HTTP/1.1 408", 12) == 0, "answer: %s", answer);
+    cr_assert_eq (s_inbox_total (ctx), before);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
+Test (webhook, x_forwarded_for_from_an_untrusted_peer_is_ignored)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-xff.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_TRUSTED_PROXIES=", "FKS_GATEWAY_ALLOWLIST=127.0.0.1",
+                          NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char url[128], body[256], id[64];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook/tradingview", port);
+    snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":\"xff-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+    //  The header claims an address outside the allowlist; the peer is not a trusted proxy,
+    //  so the claim is ignored: the client is 127.0.0.1, allowed, and stored as such.
+    const char *headers[] = { "Content-Type: application/json", "X-Forwarded-For: 192.0.2.1",
+                              NULL };
+    it_resp_t r;
+    it_http ("POST", url, headers, body, strlen (body), &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    cr_assert (it_json_str (r.body, "id", id, sizeof id));
+    it_resp_free (&r);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND remote_addr = '127.0.0.1'", id), 1);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
