@@ -110,6 +110,34 @@ s_refuse (fks_webhook_t *self, struct mg_connection *conn, fks_auth_result_t ar,
     return s_result (self, status == 403 ? "forbidden" : "unauthorized", status);
 }
 
+
+//  The raw body is stored in the inbox as the alert's record, but the passphrase it may carry
+//  is a secret and must not sit in the database or its backups: every verbatim occurrence is
+//  overwritten with '*'. When the passphrase was written with JSON escapes and cannot be found
+//  verbatim, the raw body is not stored at all (length 0); the parsed alert still is. Runs
+//  after every use of the raw bytes (HMAC, parse). Returns the length to store.
+static size_t
+s_redact (char *body, size_t len, const char *secret, size_t secret_len)
+{
+    if (secret_len == 0)
+        return len;
+    bool found = false;
+    char *p = body;
+    size_t left = len;
+    char *hit;
+    while (left >= secret_len && (hit = memmem (p, left, secret, secret_len))) {
+        memset (hit, '*', secret_len);
+        found = true;
+        left -= (size_t) (hit - p) + secret_len;
+        p = hit + secret_len;
+    }
+    if (!found) {
+        OPENSSL_cleanse (body, len);
+        return 0;
+    }
+    return len;
+}
+
 static int
 s_handle (struct mg_connection *conn, void *cbdata)
 {
@@ -204,6 +232,8 @@ s_handle (struct mg_connection *conn, void *cbdata)
         ok = fks_auth_check_secret (self->o.auth, pass->value, pass->len) == FKS_AUTH_OK;
     bool presented_secret = tlen != -1 || pass->present;
     OPENSSL_cleanse (sc->token, sizeof sc->token);
+    if (pass->present)
+        len = s_redact (sc->body, len, pass->value, pass->len);
     fks_alert_secret_wipe (pass);
     if (!ok) {
         ar = (ts || sig) ? hmac : presented_secret ? FKS_AUTH_BAD_SECRET

@@ -105,6 +105,32 @@ Test (webhook, json_body_is_accepted_with_202_and_committed_before_the_answer)
     cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
                                     " AND source = 'tradingview' AND alert->>'symbol' = 'BTCUSDT'",
                                id), 1);
+    //  The raw body is kept, but never with the passphrase in it.
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND position('\"ticker\":\"BTCUSDT\"' in"
+                                    " convert_from (body, 'UTF8')) > 0"
+                                    " AND position('" IT_SECRET "' in convert_from (body, 'UTF8')) = 0",
+                               id), 1);
+}
+
+Test (webhook, an_escaped_passphrase_keeps_the_raw_body_out_of_the_inbox)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    //  The secret's first character written as a JSON escape: it cannot be found verbatim.
+    char body[256], id[64], addr[32];
+    snprintf (body, sizeof body,
+              "{\"ticker\":\"ETHUSDT\",\"action\":\"buy\",\"qty\":1,\"id\":\"e-%lu\","
+              "\"passphrase\":\"\\u%04x%s\"}", s_unique (), (unsigned) IT_SECRET[0],
+              IT_SECRET + 1);
+    it_unique_addr (addr);
+    it_resp_t r;
+    cr_assert_eq (it_webhook (ctx, "/webhook/tradingview", "application/json", body, addr, &r), 0);
+    cr_assert_eq (r.status, 202, "got %ld %s", r.status, r.body);
+    cr_assert (it_json_str (r.body, "id", id, sizeof id));
+    it_resp_free (&r);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND length (body) = 0 AND alert->>'symbol' = 'ETHUSDT'",
+                               id), 1);
 }
 
 Test (webhook, plain_text_json_with_trailing_newline_is_accepted)
