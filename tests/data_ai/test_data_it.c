@@ -1,0 +1,338 @@
+/*  test_data_it.c - the fks-data program as an operator runs it: a replay of the shipped
+ *  sample, live feeds from the fake Binance and Yahoo (with a 429 on the way), a stale feed,
+ *  and configuration mistakes (suite integration).
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "bus/envelope.h"
+#include "workers/ai/model.h"
+
+TestSuite (data_it, .fini = dai_cleanup);
+
+typedef struct {
+    int port;
+    char log[128];
+    char env[8][1200];
+    const char *envp[9];
+    int n;
+} s_run_t;
+
+static void
+s_env (s_run_t *r, const char *fmt, const char *value)
+{
+    cr_assert_lt (r->n, 8);
+    snprintf (r->env[r->n], sizeof r->env[r->n], fmt, value);
+    r->envp[r->n] = r->env[r->n];
+    r->n++;
+    r->envp[r->n] = NULL;
+}
+
+//  The usual environment for fks-data on the current database.
+static void
+s_run_init (s_run_t *r, const char *db, const char *feeds)
+{
+    memset (r, 0, sizeof *r);
+    r->port = dai_free_port ();
+    snprintf (r->log, sizeof r->log, "/tmp/fks-dai-data-%d.log", (int) getpid ());
+    char port[16], bus[64];
+    snprintf (port, sizeof port, "%d", r->port);
+    snprintf (bus, sizeof bus, "tcp://127.0.0.1:%d", dai_free_port ());   //  no broker there
+    s_env (r, "FKS_PG_URL=%s", db);
+    s_env (r, "FKS_REDIS_URL=%s", dai_redis_url ());
+    s_env (r, "FKS_DATA_PORT=%s", port);
+    s_env (r, "FKS_BUS_URL=%s", bus);
+    s_env (r, "FKS_DATA_FEEDS=%s", feeds);
+}
+
+static long
+s_rows (const char *symbol)
+{
+    const char *p[1] = { symbol };
+    return dai_sql_long ("SELECT count(*) FROM bars WHERE symbol = $1", 1, p);
+}
+
+//  The data.quality events of symbol: how many, and how many of kind.
+static long
+s_quality (const char *symbol, const char *kind)
+{
+    PGresult *r = PQexec (dai_pg (), "SELECT envelope FROM events WHERE type = 'data.quality'");
+    long n = 0;
+    for (int i = 0; i < PQntuples (r); i++) {
+        size_t len;
+        unsigned char *raw = PQunescapeBytea ((unsigned char *) PQgetvalue (r, i, 0), &len);
+        fks_envelope_t *env = fks_envelope_decode (raw, len, NULL);
+        PQfreemem (raw);
+        cr_assert (env);
+        char s[40], k[32];
+        fks_envelope_get_str (env, "symbol", s, sizeof s);
+        fks_envelope_get_str (env, "kind", k, sizeof k);
+        if (!strcmp (s, symbol) && (!kind || !strcmp (k, kind)))
+            n++;
+        fks_envelope_destroy (&env);
+    }
+    PQclear (r);
+    return n;
+}
+
+static long
+s_bar_events (void)
+{
+    return dai_sql_long ("SELECT count(*) FROM events WHERE type = 'market.bar'", 0, NULL);
+}
+
+static double
+s_metric_wait (int port, const char *series, double want, int timeout_ms)
+{
+    double v = -1;
+    for (int waited = 0; waited <= timeout_ms; waited += 100) {
+        v = dai_metric (port, series);
+        if (v >= want)
+            break;
+        usleep (100000);
+    }
+    return v;
+}
+
+Test (data_it, replay_of_the_sample_lands_every_bar_once)
+{
+    const char *db = dai_db ();
+    char symbol[32], feeds[512];
+    snprintf (symbol, sizeof symbol, "TTRCD%d", (int) getpid ());
+    snprintf (feeds, sizeof feeds, "replay %s %s 1d calendar=weekdays",
+              dai_source ("tools/data/ttrc_ohlcv.csv"), symbol);
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    char url[64];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/ready", r.port);
+    cr_assert_eq (dai_http ("GET", url, NULL, NULL), 200, "ready with PostgreSQL and Redis");
+
+    char sql[160];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM bars WHERE symbol = '%s'", symbol);
+    cr_assert_eq (dai_wait_count (sql, 5550, 60000), 5550, "log: %s", r.log);
+    cr_assert_eq (s_bar_events (), 5550);
+    long gaps = s_quality (symbol, "gap");
+    cr_assert_gt (gaps, 100, "holidays are gaps in a weekday series");
+    cr_assert_eq (s_quality (symbol, NULL), gaps, "nothing but gaps in the sample");
+    cr_assert_float_eq (s_metric_wait (r.port, "fks_data_bars_total{source=\"replay\","
+                                       "result=\"stored\"}", 5550, 10000), 5550, 1e-9);
+    cr_assert_float_eq (dai_metric (r.port, "fks_data_quality_total{kind=\"gap\"}"),
+                        (double) gaps, 1e-9);
+    //  The last bar, 2006-12-29, closed at 51.95: the latest price, as of its close.
+    char *price = dai_redis ("HGET fks:price:%s price", symbol);
+    char *ts = dai_redis ("HGET fks:price:%s ts", symbol);
+    cr_assert (price && ts);
+    cr_assert_float_eq (strtod (price, NULL), 51.95, 1e-9);
+    cr_assert_str_eq (ts, "1167436800000");
+    free (price);
+    free (ts);
+    cr_assert_eq (dai_stop (pid), 0, "SIGTERM: a clean stop");
+
+    //  The same replay again: every bar is already there, nothing is stored or announced.
+    pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    cr_assert_float_eq (s_metric_wait (r.port, "fks_data_bars_total{source=\"replay\","
+                                       "result=\"unchanged\"}", 5550, 60000), 5550, 1e-9);
+    cr_assert_eq (s_rows (symbol), 5550);
+    cr_assert_eq (s_bar_events (), 5550);
+    cr_assert_eq (s_quality (symbol, NULL), gaps, "gaps already reported are not repeated");
+    cr_assert_eq (dai_stop (pid), 0);
+    free (dai_redis ("DEL fks:price:%s", symbol));
+    char *log = dai_slurp (r.log);
+    cr_assert (strstr (log, "replay finished: 5550 bars read, 0 stored, 5550 unchanged"), "%s",
+               r.log);
+    free (log);
+}
+
+Test (data_it, live_feeds_from_binance_and_yahoo_with_a_429_on_the_way)
+{
+    const char *db = dai_db ();
+    const char *market = dai_fake_market (true);
+    dai_fake_script ("[{\"path\":\"/api/v3/klines\",\"status\":429,"
+                     "\"headers\":{\"Retry-After\":\"1\"},"
+                     "\"fixture\":\"binance_error_rate_limited.json\"}]");
+    int p = (int) getpid ();
+    char b[32], e[32], a[32], m[32], feeds[512];
+    snprintf (b, sizeof b, "DAIB%d", p);
+    snprintf (e, sizeof e, "DAIE%d", p);
+    snprintf (a, sizeof a, "DAIA%d", p);
+    snprintf (m, sizeof m, "DAIM%d", p);
+    snprintf (feeds, sizeof feeds, "binance BTCUSDT=%s,ETHUSDT=%s 1m every=1s; "
+              "yahoo AAPL=%s,MSFT=%s 1d every=1s", b, e, a, m);
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    s_env (&r, "FKS_BINANCE_URL=%s", market);
+    s_env (&r, "FKS_YAHOO_URL=%s", market);
+    pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    char sql[200];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM bars WHERE symbol IN ('%s', '%s', '%s', "
+              "'%s')", b, e, a, m);
+    cr_assert_eq (dai_wait_count (sql, 12 + 9 + 10 + 8, 30000), 12 + 9 + 10 + 8, "log: %s",
+                  r.log);
+    cr_assert_eq (s_rows (b), 12);
+    cr_assert_eq (s_rows (e), 9, "ETHUSDT: 10 recorded, one with its high below its low");
+    cr_assert_eq (s_rows (a), 10);
+    cr_assert_eq (s_rows (m), 8, "MSFT: one day without a trade, one without an open");
+    cr_assert_eq (s_quality (e, "gap"), 2);
+    cr_assert_eq (s_quality (e, "bad_value"), 1);
+    cr_assert_eq (s_quality (m, "bad_value"), 1);
+    cr_assert_eq (s_quality (m, "gap"), 2);
+    cr_assert_eq (s_quality (a, NULL), 0, "AAPL: a clean fortnight, weekends are no gap");
+    cr_assert_eq (s_quality (b, NULL), 0);
+    cr_assert_float_eq (dai_metric (r.port, "fks_data_fetch_total{source=\"binance\","
+                                    "result=\"rate_limited\"}"), 1, 1e-9);
+    //  More polls come (every second) and find nothing new: no second event for any bar.
+    long events = s_bar_events ();
+    cr_assert_eq (events, 12 + 9 + 10 + 8);
+    double polls = dai_metric (r.port, "fks_data_fetch_total{source=\"binance\",result=\"ok\"}");
+    s_metric_wait (r.port, "fks_data_fetch_total{source=\"binance\",result=\"ok\"}",
+                   polls + 4, 10000);
+    cr_assert_eq (s_bar_events (), events, "unchanged bars are not announced again");
+    cr_assert_eq (s_rows (b), 12);
+    //  The latest price of each symbol is its newest close.
+    char *price = dai_redis ("HGET fks:price:%s price", b);
+    cr_assert (price);
+    const char *pb[1] = { b };
+    double newest = dai_sql_double ("SELECT close FROM bars WHERE symbol = $1 "
+                                    "ORDER BY open_time DESC LIMIT 1", 1, pb);
+    cr_assert_float_eq (strtod (price, NULL), newest, 1e-9);
+    free (price);
+    cr_assert_eq (dai_stop (pid), 0);
+    cr_assert_null (dai_redis ("GET fks:data:lease:binance:%s:1m", b),
+                    "a stopped replica gives its leases back");
+    const char *keys[] = { b, e, a, m };
+    for (int i = 0; i < 4; i++)
+        free (dai_redis ("DEL fks:price:%s", keys[i]));
+}
+
+Test (data_it, feed_without_bars_goes_stale)
+{
+    const char *db = dai_db ();
+    const char *market = dai_fake_market (false);   //  recorded in 2024: nothing recent
+    char sym[32], feeds[256];
+    snprintf (sym, sizeof sym, "DAIS%d", (int) getpid ());
+    snprintf (feeds, sizeof feeds, "binance BTCUSDT=%s 1m every=1s", sym);
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    s_env (&r, "FKS_BINANCE_URL=%s", market);
+    s_env (&r, "FKS_DATA_STALE_FACTOR=%s", "0.05");         //  3 s for minute bars
+    pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    long n = 0;
+    for (int waited = 0; waited < 20000 && n == 0; waited += 200) {
+        n = s_quality (sym, "stale");
+        usleep (200000);
+    }
+    cr_assert_eq (n, 1, "one stale finding (log: %s)", r.log);
+    cr_assert_eq (s_rows (sym), 0);
+    usleep (1500000);
+    cr_assert_eq (s_quality (sym, "stale"), 1, "reported once per episode");
+    cr_assert_eq (dai_stop (pid), 0);
+}
+
+//  Starts fks-data with feeds and expects it to stop at once with status 2 and needle in
+//  its log.
+static void
+s_refused (const char *db, const char *feeds, const char *needle)
+{
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    r.port = 0;
+    pid_t pid = dai_start ("workers/fks-data", r.envp, 0, r.log);
+    cr_assert_eq (dai_wait_exit (pid, 10000), 2, "exit status 2 for '%s'", feeds);
+    char *log = dai_slurp (r.log);
+    cr_assert (strstr (log, needle), "'%s' in: %s", needle, log);
+    free (log);
+}
+
+Test (data_it, configuration_mistakes_stop_it_with_the_reason)
+{
+    const char *db = dai_db ();
+    s_refused (db, "kraken XBTUSD 1m", "FKS_DATA_FEEDS entry 1: unknown source 'kraken'");
+    s_refused (db, "replay /nonexistent/history.csv X 1d",
+               "/nonexistent/history.csv: No such file or directory");
+    s_refused (db, "binance BTCUSDT 2m", "binance does not serve the interval 2m");
+    s_run_t r;
+    s_run_init (&r, db, "");
+    r.envp[0] = "FKS_PG_URL_UNUSED=1";
+    pid_t pid = dai_start ("workers/fks-data", r.envp, 0, r.log);
+    cr_assert_eq (dai_wait_exit (pid, 10000), 2);
+    char *log = dai_slurp (r.log);
+    cr_assert (strstr (log, "FKS_PG_URL is required (set FKS_PG_URL or FKS_PG_URL_FILE)"),
+               "%s", log);
+    free (log);
+}
+
+Test (data_it, trainer_fits_on_bars_from_the_database)
+{
+    const char *db = dai_db ();
+    //  400 daily bars of a wavy series, as the data worker would have stored them.
+    dai_sql_exec ("INSERT INTO bars (symbol, interval, open_time, open, high, low, close, volume,"
+                  " source) SELECT 'WAVE', '1d', timestamptz '2020-01-01' + g * interval '1 day',"
+                  " c, c, c, c, 1000 + g, 'replay' FROM (SELECT g, round ((100 + 10 * sin (g / 7.0)"
+                  " + g * 0.01)::numeric, 4) AS c FROM generate_series (0, 399) g) s");
+    char dir[] = "/tmp/fks-train-db-XXXXXX";
+    cr_assert (mkdtemp (dir));
+    char out[128], url[1200], log[128];
+    snprintf (out, sizeof out, "%s/wave.txt", dir);
+    snprintf (url, sizeof url, "FKS_PG_URL=%s", db);
+    snprintf (log, sizeof log, "%s/train.log", dir);
+    const char *env[] = { url, NULL };
+    //  dai_start runs a program without arguments: go through a shell for them.
+    char script[512];
+    snprintf (script, sizeof script, "%s/train.sh", dir);
+    FILE *f = fopen (script, "w");
+    cr_assert (f);
+    fprintf (f, "#!/bin/sh\nexec '%s' --db --symbol wave --interval 1d --out '%s'\n",
+             dai_build ("tools/fks-train"), out);
+    fclose (f);
+    cr_assert_eq (chmod (script, 0755), 0);
+    pid_t pid = dai_start (script, env, 0, log);
+    cr_assert_eq (dai_wait_exit (pid, 20000), 0, "fks-train --db failed: see %s", log);
+    char *text = dai_slurp (log);
+    cr_assert (strstr (text, "data: 400 bars of WAVE 1d from the bars table"), "%s", text);
+    cr_assert (strstr (text, "out-of-sample accuracy: "), "%s", text);
+    free (text);
+    fks_model_t m;
+    char err[512];
+    cr_assert_eq (fks_model_load (out, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (strncmp (m.version, "wave-1d-h5-", 11), 0, "%s", m.version);
+    cr_assert (strstr (m.trained, "bars-table rows="), "%s", m.trained);
+    char cmd[128];
+    snprintf (cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq (system (cmd), 0);
+}
+
+Test (data_it, two_replicas_share_a_feed_without_polling_it_twice)
+{
+    const char *db = dai_db ();
+    const char *market = dai_fake_market (true);
+    char sym[32], feeds[256];
+    snprintf (sym, sizeof sym, "DAIR%d", (int) getpid ());
+    snprintf (feeds, sizeof feeds, "binance BTCUSDT=%s 1m every=1s", sym);
+    s_run_t one, two;
+    s_run_init (&one, db, feeds);
+    s_env (&one, "FKS_BINANCE_URL=%s", market);
+    s_run_init (&two, db, feeds);
+    s_env (&two, "FKS_BINANCE_URL=%s", market);
+    snprintf (two.log, sizeof two.log, "/tmp/fks-dai-data2-%d.log", (int) getpid ());
+    pid_t first = dai_start ("workers/fks-data", one.envp, one.port, one.log);
+    const char *ok = "fks_data_fetch_total{source=\"binance\",result=\"ok\"}";
+    cr_assert_geq (s_metric_wait (one.port, ok, 1, 10000), 1, "the first replica polls");
+    pid_t second = dai_start ("workers/fks-data", two.envp, two.port, two.log);
+    double before = dai_metric (one.port, ok);
+    cr_assert_geq (s_metric_wait (one.port, ok, before + 3, 10000), before + 3);
+    cr_assert_lt (dai_metric (two.port, ok), 1, "the second waits: the feed is leased");
+    cr_assert_eq (s_rows (sym), 12);
+    //  The first stops and gives the lease back: the second takes the feed over.
+    cr_assert_eq (dai_stop (first), 0);
+    cr_assert_geq (s_metric_wait (two.port, ok, 1, 10000), 1, "log: %s", two.log);
+    cr_assert_eq (s_rows (sym), 12, "nothing stored twice");
+    cr_assert_eq (dai_stop (second), 0);
+    free (dai_redis ("DEL fks:price:%s", sym));
+}

@@ -1,0 +1,295 @@
+/*  test_feed.c - feeds (workers/data/feed.c): what is asked when, back-off and Retry-After,
+ *  quality findings on the way, and replay pacing. Times are passed in, so nothing here
+ *  depends on how fast the machine is.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "workers/data/feed.h"
+
+#define MIN   60000LL
+#define BASE  1709251200000LL           /* the recorded klines start here (2024-03-01) */
+#define T     (BASE + 11 * MIN + 30000) /* halfway through the last recorded minute */
+
+static void
+s_init (void)
+{
+    fks_http_global_init ();
+}
+
+TestSuite (feed, .init = s_init, .fini = dai_cleanup);
+
+static fks_feed_cfg_t
+s_cfg (const char *symbol, const char *interval, size_t batch)
+{
+    fks_feed_cfg_t c = { .raw_symbol = symbol, .symbol = symbol, .interval = interval,
+                         .every_ms = 30000, .lookback = 500, .speed = 0, .batch = batch };
+    fks_quality_cfg_defaults (&c.quality);
+    return c;
+}
+
+Test (feed, live_feed_asks_for_the_lookback_then_from_its_newest_bar)
+{
+    fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 500);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
+    cr_assert (f, "%s", err);
+    cr_assert_str_eq (fks_feed_name (f), "binance BTCUSDT 1m");
+    cr_assert_not (fks_feed_is_history (f));
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.n, 12);
+    cr_assert_eq (out.n_findings, 0);
+    cr_assert_not (out.bars.v[11].closed, "the newest minute is still forming");
+    cr_assert_eq (fks_feed_next_ms (f), T + 30000);
+    fks_feed_out_clear (&out);
+    cr_assert_eq (fks_feed_poll (f, T + 1000, &out, &e), FKS_FEED_IDLE);
+    cr_assert_eq (fks_feed_poll (f, T + 30000, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.n, 1, "only the newest bar, asked again");
+    char *seen = dai_fake_requests ();
+    char want[160];
+    snprintf (want, sizeof want, "limit=500&startTime=%lld&endTime=%lld",
+              (long long) (T - 500 * MIN), (long long) (T + MIN));
+    cr_assert (strstr (seen, want), "first poll: %s in %s", want, seen);
+    snprintf (want, sizeof want, "startTime=%lld&endTime=", (long long) (BASE + 11 * MIN));
+    cr_assert (strstr (seen, want), "second poll: %s in %s", want, seen);
+    free (seen);
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+Test (feed, full_page_behind_the_clock_is_followed_at_once)
+{
+    fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 5);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    int64_t newest = 0;
+    int polls = 0;
+    while (polls < 10 && fks_feed_next_ms (f) <= T) {
+        cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+        newest = out.bars.v[out.bars.n - 1].open_time;
+        polls++;
+    }
+    cr_assert_eq (polls, 3, "pages of 5: minutes 0-4, 4-8, 8-11");
+    cr_assert_eq (newest, BASE + 11 * MIN);
+    cr_assert_eq (fks_feed_next_ms (f), T + 30000);
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+Test (feed, rate_limited_poll_waits_for_retry_after_then_backs_off)
+{
+    fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
+    dai_fake_script ("[{\"path\":\"/api/v3/klines\",\"status\":429,"
+                     "\"headers\":{\"Retry-After\":\"7\"},"
+                     "\"fixture\":\"binance_error_rate_limited.json\"},"
+                     "{\"path\":\"/api/v3/klines\",\"status\":500,\"body\":\"oops\"}]");
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 500);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_FAILED);
+    cr_assert_eq (e.http_status, 429);
+    cr_assert_eq (fks_feed_next_ms (f), T + 7000, "Retry-After: 7 is honoured");
+    cr_assert_eq (fks_feed_poll (f, T + 6999, &out, &e), FKS_FEED_IDLE);
+    cr_assert_eq (fks_feed_poll (f, T + 7000, &out, &e), FKS_FEED_FAILED);
+    cr_assert_eq (e.http_status, 500);
+    cr_assert_eq (fks_feed_next_ms (f), T + 7000 + 2000, "the back-off doubles: 1 s, 2 s");
+    cr_assert_eq (fks_feed_poll (f, T + 9000, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.n, 12);
+    cr_assert_eq (fks_feed_next_ms (f), T + 9000 + 30000);
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+Test (feed, quality_findings_come_out_with_the_bars)
+{
+    //  ETHUSDT's recording lacks minutes 5 and 6, and minute 9 has its high below its low.
+    fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
+    fks_feed_cfg_t c = s_cfg ("ETHUSDT", "1m", 500);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.n, 9, "10 recorded, 1 refused");
+    cr_assert_eq (out.rejected, 1);
+    for (size_t i = 0; i < out.bars.n; i++)
+        cr_assert_neq (out.bars.v[i].open_time, BASE + 9 * MIN, "the bad bar is not handed out");
+    cr_assert_eq (out.n_findings, 3);
+    cr_assert_eq (out.findings[0].kind, FKS_QUALITY_GAP);
+    cr_assert_float_eq (out.findings[0].value, 2, 1e-12);
+    cr_assert_eq (out.findings[1].kind, FKS_QUALITY_BAD_VALUE);
+    cr_assert (strstr (out.findings[1].detail, "is below low"), "%s", out.findings[1].detail);
+    cr_assert_eq (out.findings[2].kind, FKS_QUALITY_GAP, "minute 9 is missing from the table");
+    cr_assert_float_eq (out.findings[2].value, 1, 1e-12);
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+Test (feed, live_feed_goes_stale_when_no_bar_comes)
+{
+    fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 500);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    fks_quality_finding_t st;
+    //  The newest bar opened at minute 11 and closes at 12; stale after 3 more minutes.
+    cr_assert_not (fks_feed_stale (f, BASE + 15 * MIN, &st));
+    cr_assert (fks_feed_stale (f, BASE + 15 * MIN + 1000, &st));
+    cr_assert_str_eq (st.symbol, "BTCUSDT");
+    cr_assert_float_eq (st.value, 181, 1e-9);
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+static fks_adapter_t *
+s_ttrc (void)
+{
+    char err[256];
+    fks_csv_opts_t o = { .symbol = "TTRC", .interval = "1d" };
+    char path[512];
+    snprintf (path, sizeof path, "%s/ttrc_ohlcv.csv", getenv ("FKS_TOOLS_DATA"));
+    fks_adapter_t *a = fks_adapter_replay_new (path, &o, err, sizeof err);
+    cr_assert (a, "%s", err);
+    cr_assert_eq (fks_adapter_replay_size (a), 5550);
+    return a;
+}
+
+static int
+s_days_from_civil (int y, int m, int d)
+{
+    //  Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's formula).
+    y -= m <= 2;
+    int era = (y >= 0 ? y : y - 399) / 400;
+    int yoe = y - era * 400;
+    int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+Test (feed, replay_as_fast_as_possible_comes_in_batches_and_finishes)
+{
+    fks_adapter_t *a = s_ttrc ();
+    fks_feed_cfg_t c = s_cfg ("TTRC", "1d", 2000);
+    c.quality.calendar = FKS_CALENDAR_WEEKDAYS;
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, BASE, err, sizeof err);
+    cr_assert (f, "%s", err);
+    cr_assert (fks_feed_is_history (f));
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    size_t sizes[3];
+    for (int i = 0; i < 3; i++) {
+        size_t before = out.bars.n;
+        cr_assert_eq (fks_feed_poll (f, BASE, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+        sizes[i] = out.bars.n - before;
+    }
+    cr_assert_eq (sizes[0], 2000);
+    cr_assert_eq (sizes[1], 2000);
+    cr_assert_eq (sizes[2], 1550);
+    cr_assert (fks_feed_done (f));
+    cr_assert_eq (fks_feed_poll (f, BASE, &out, &e), FKS_FEED_DONE);
+    cr_assert_eq (fks_feed_served (f), 5550);
+    //  Every finding is a weekday gap, and they add up: the weekdays from the first bar to
+    //  the last, minus the bars there are, is what is missing (counted independently here).
+    int first = s_days_from_civil (1985, 1, 2), last = s_days_from_civil (2006, 12, 29);
+    long weekdays = 0;
+    for (int d = first; d <= last; d++) {
+        int dow = ((d % 7) + 11) % 7;                   //  1970-01-01 was a Thursday (4)
+        weekdays += dow != 0 && dow != 6;
+    }
+    double missing = 0;
+    for (size_t i = 0; i < out.n_findings; i++) {
+        cr_assert_eq (out.findings[i].kind, FKS_QUALITY_GAP, "%s", out.findings[i].detail);
+        missing += out.findings[i].value;
+    }
+    cr_assert_float_eq (missing, (double) (weekdays - 5550), 1e-9);
+    cr_assert_gt (out.n_findings, 100, "holidays: about nine a year");
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+Test (feed, paced_replay_follows_the_bar_clock)
+{
+    fks_adapter_t *a = s_ttrc ();
+    fks_feed_cfg_t c = s_cfg ("TTRC", "1d", 500);
+    c.speed = 86400;                            //  one day of bars per second
+    char err[256];
+    int64_t t0 = BASE;
+    fks_feed_t *f = fks_feed_new (a, &c, t0, err, sizeof err);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_feed_poll (f, t0, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.n, 1, "1985-01-02, due at once");
+    cr_assert_eq (fks_feed_next_ms (f), t0 + 1000, "1985-01-03 is one day later");
+    cr_assert_eq (fks_feed_poll (f, t0 + 1000, &out, &e), FKS_FEED_POLLED);
+    cr_assert_eq (fks_feed_poll (f, t0 + 2000, &out, &e), FKS_FEED_POLLED);
+    cr_assert_eq (out.bars.n, 3);
+    cr_assert_eq (fks_feed_next_ms (f), t0 + 5000, "Friday 1985-01-04, then Monday the 7th");
+    cr_assert_eq (fks_feed_poll (f, t0 + 4999, &out, &e), FKS_FEED_IDLE);
+    //  Late by 10 s: everything due by then comes in one poll.
+    cr_assert_eq (fks_feed_poll (f, t0 + 15000, &out, &e), FKS_FEED_POLLED);
+    cr_assert_eq (out.bars.v[out.bars.n - 1].open_time, 474768000000LL,
+                  "15 s after the start, bars up to 15 days after the first: 1985-01-17");
+    cr_assert_eq (out.bars.n, 12, "Jan 2-4, 7-11, 14-17");
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+Test (feed, undone_poll_gives_the_same_bars_again)
+{
+    fks_adapter_t *a = s_ttrc ();
+    fks_feed_cfg_t c = s_cfg ("TTRC", "1d", 10);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, BASE, err, sizeof err);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_feed_poll (f, BASE, &out, &e), FKS_FEED_POLLED);
+    cr_assert_eq (fks_feed_poll (f, BASE, &out, &e), FKS_FEED_POLLED);
+    int64_t second_first = out.bars.v[10].open_time;
+    fks_feed_undo (f, BASE + 500);
+    cr_assert_eq (fks_feed_served (f), 10);
+    cr_assert_eq (fks_feed_poll (f, BASE + 499, &out, &e), FKS_FEED_IDLE, "due again later");
+    fks_feed_out_clear (&out);
+    cr_assert_eq (fks_feed_poll (f, BASE + 500, &out, &e), FKS_FEED_POLLED);
+    cr_assert_eq (out.bars.n, 10);
+    cr_assert_eq (out.bars.v[0].open_time, second_first);
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+Test (feed, interval_the_source_does_not_serve_is_refused)
+{
+    fks_adapter_t *a = fks_adapter_binance_new ("http://127.0.0.1:1", NULL);
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "2m", 500);
+    char err[256];
+    cr_assert_null (fks_feed_new (a, &c, 0, err, sizeof err));
+    cr_assert (strstr (err, "binance does not serve the interval 2m"), "%s", err);
+    c = s_cfg ("BTCUSDT", "1x", 500);
+    cr_assert_null (fks_feed_new (a, &c, 0, err, sizeof err));
+    cr_assert (strstr (err, "'1x' is not an interval"), "%s", err);
+    c = s_cfg ("BTCUSDT", "1m", 0);
+    cr_assert_null (fks_feed_new (a, &c, 0, err, sizeof err));
+    fks_adapter_destroy (&a);
+}
