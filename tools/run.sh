@@ -94,6 +94,12 @@ export FKS_BUS_STREAM_BIND=${FKS_BUS_STREAM_BIND:-tcp://127.0.0.1:5571}
 export FKS_BUS_URL=${FKS_BUS_URL:-$FKS_BUS_BIND}
 export FKS_BUS_STREAM_URL=${FKS_BUS_STREAM_URL:-$FKS_BUS_STREAM_BIND}
 
+# With the AI worker built, execution trades what it scored (signal.scored), not every
+# signal.created.
+if [ -x "$BUILD/workers/fks-ai" ]; then
+  export FKS_EXECUTION_INPUT=${FKS_EXECUTION_INPUT:-signal.scored}
+fi
+
 fks_say "applying migrations ..."
 "$BUILD/tools/fks" migrate >>"$STATE/logs/migrate.log" 2>&1 \
   || { tail -n 20 "$STATE/logs/migrate.log" >&2; fks_die "migrations failed (log: $STATE/logs/migrate.log)"; }
