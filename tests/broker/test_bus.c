@@ -1,0 +1,591 @@
+/*  test_bus.c - the bus end to end: the real fks-bus program, real consumer processes
+ *  (bus-test-consumer) that write their effects to PostgreSQL with a unique key, a fresh
+ *  database per test, loopback ports.
+ *
+ *  Each test is one promise of docs/BUS.md: work shared exactly once, nothing lost when a
+ *  replica or the broker is killed, dead letters, the queue-full policy, observers that cannot
+ *  stall the pipeline, bad frames ignored. Needs FKS_TEST_PG_URL (tools/test.sh).
+ */
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "bus/envelope.h"
+#include "bus/protocol.h"
+#include "tests/broker/harness.h"
+
+TestSuite (bus, .init = h_setup, .fini = h_teardown, .timeout = 60);
+
+#define EFFECTS "SELECT count(*) FROM t_effects"
+
+static const char *const s_consumer_args[] = {
+    "--group", "g", "--prefix", "market.", "--window", "50", NULL };
+
+static void
+s_wait_consumers (int n)
+{
+    double got = h_wait_metric ("fks_bus_consumers{group=\"g\"}", n, 15000);
+    cr_assert_geq (got, n, "only %.0f of %d consumers joined; logs in /tmp/fks-bus-tests", got,
+                   n);
+}
+
+static long
+s_count_by (const char *replica)
+{
+    char sql[160];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM t_effects WHERE replica = '%s'", replica);
+    return h_sql_long (sql);
+}
+
+static void
+s_assert_exactly_once (long n)
+{
+    cr_assert_eq (h_sql_long (EFFECTS), n, "effects: %ld of %ld", h_sql_long (EFFECTS), n);
+    cr_assert_eq (h_sql_long ("SELECT count(DISTINCT msg_id) FROM t_effects"), n);
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM events e WHERE e.type = 'market.bar' AND "
+                              "NOT EXISTS (SELECT 1 FROM t_effects t WHERE t.msg_id = e.id)"), 0,
+                  "some published messages never reached their end");
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM t_violations"), 0,
+                  "a message was processed by two replicas at the same time");
+}
+
+Test (bus, three_replicas_share_10000_messages_each_processed_exactly_once)
+{
+    h_bus_start (NULL);
+    char body[256];
+    long long ready_by = h_now_ms () + 10000;
+    while (h_http_get (h.http_port, "/ready", body, sizeof body) != 200 && h_now_ms () < ready_by)
+        h_sleep_ms (50);
+    cr_assert_eq (h_http_get (h.http_port, "/ready", body, sizeof body), 200,
+                  "fks-bus with a working PostgreSQL is not ready: %s", body);
+    h_consumer_start ("c1", s_consumer_args);
+    h_consumer_start ("c2", s_consumer_args);
+    h_consumer_start ("c3", s_consumer_args);
+    s_wait_consumers (3);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 10000), 0, "some publishes failed");
+    long n = h_wait_sql (EFFECTS, 10000, 45000);
+    cr_assert_eq (n, 10000, "only %ld of 10000 processed; logs in /tmp/fks-bus-tests", n);
+    s_assert_exactly_once (10000);
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM t_dups"), 0,
+                  "a message was delivered again although nothing failed");
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM consumed WHERE grp = 'g'"), 10000);
+    //  Spread over all three: each did a real share.
+    for (int i = 1; i <= 3; i++) {
+        char name[8];
+        snprintf (name, sizeof name, "c%d", i);
+        long mine = s_count_by (name);
+        cr_log_info ("%s processed %ld", name, mine);
+        cr_assert_geq (mine, 1000, "%s processed only %ld of 10000", name, mine);
+    }
+    cr_assert_eq (h_wait_metric ("fks_bus_acks_total{group=\"g\"}", 10000, 5000), 10000);
+    cr_assert_eq (h_metric ("fks_bus_redeliveries_total{group=\"g\"}"), 0);
+    cr_assert_eq (h_wait_metric ("fks_bus_in_flight{group=\"g\"}", 0, 2000), 0);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, a_replica_killed_while_holding_messages_loses_none_and_effects_happen_once)
+{
+    h_bus_start (NULL);
+    const char *args[] = { "--group", "g", "--prefix", "market.", "--window", "20",
+                           "--delay-ms", "10", NULL };
+    h_consumer_start ("c1", args);
+    pid_t victim = h_consumer_start ("c2", args);
+    h_consumer_start ("c3", args);
+    s_wait_consumers (3);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 900), 0);
+    h_wait_sql ("SELECT count(*) FROM t_effects WHERE replica = 'c2'", 30, 20000);
+    //  c2 holds up to its window of deliveries, one of them inside an open transaction.
+    kill (victim, SIGKILL);
+    long before = s_count_by ("c2");
+    cr_assert_eq (h_wait_exit (victim, 5000), 128 + SIGKILL);
+    double lost = h_wait_metric ("fks_bus_taken_back_total{group=\"g\",reason=\"lost\"}", 1,
+                                 10000);
+    cr_assert_geq (lost, 1, "the killed replica's messages were never taken back");
+    long n = h_wait_sql (EFFECTS, 900, 45000);
+    cr_assert_eq (n, 900, "only %ld of 900 processed", n);
+    s_assert_exactly_once (900);
+    cr_assert_eq (s_count_by ("c2"), before, "a killed replica cannot have processed more");
+    cr_assert_geq (h_wait_metric ("fks_bus_redeliveries_total{group=\"g\"}", lost, 5000), lost,
+                   "what c2 held must have been delivered to the others");
+    cr_assert_eq (h_wait_metric_eq ("fks_bus_consumers{group=\"g\"}", 2, 5000), 2);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, replicas_added_and_removed_during_a_run_lose_and_repeat_nothing)
+{
+    h_bus_start (NULL);
+    const char *args[] = { "--group", "g", "--prefix", "market.", "--window", "10",
+                           "--delay-ms", "5", NULL };
+    pid_t c1 = h_consumer_start ("c1", args);
+    h_consumer_start ("c2", args);
+    s_wait_consumers (2);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1500), 0);
+    h_wait_sql (EFFECTS, 300, 20000);
+    h_consumer_start ("c3", args);                  /* scale up */
+    h_wait_sql ("SELECT count(*) FROM t_effects WHERE replica = 'c3'", 50, 20000);
+    kill (c1, SIGTERM);                              /* scale down, the HPA way */
+    cr_assert_eq (h_wait_exit (c1, 10000), 0, "c1 did not leave cleanly");
+    long c1_done = s_count_by ("c1");
+    long n = h_wait_sql (EFFECTS, 1500, 45000);
+    cr_assert_eq (n, 1500, "only %ld of 1500 processed", n);
+    s_assert_exactly_once (1500);
+    char dups[2048];
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM t_dups"), 0,
+                  "a graceful scale-down made a message be processed twice: %s",
+                  h_sql_text ("SELECT string_agg (e.replica || ' then ' || d.replica || "
+                              "' attempt ' || e.attempt, ', ') FROM t_dups d "
+                              "JOIN t_effects e USING (msg_id)", dups, sizeof dups));
+    cr_assert_gt (s_count_by ("c3"), 0);
+    cr_assert_eq (s_count_by ("c1"), c1_done);
+    cr_assert_eq (h_wait_metric_eq ("fks_bus_consumers{group=\"g\"}", 2, 5000), 2);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, a_slow_replica_takes_only_its_share_and_does_not_slow_the_others)
+{
+    h_bus_start (NULL);
+    const char *fast[] = { "--group", "g", "--prefix", "market.", "--window", "20", NULL };
+    const char *slow[] = { "--group", "g", "--prefix", "market.", "--window", "5",
+                           "--delay-ms", "200", NULL };
+    h_consumer_start ("fast1", fast);
+    h_consumer_start ("fast2", fast);
+    s_wait_consumers (2);
+    fks_bus_client_t *pub = h_publisher ();
+    //  Baseline: the two fast replicas alone.
+    long long t0 = h_now_ms ();
+    cr_assert_eq (h_produce (pub, 1500), 0);
+    cr_assert_eq (h_wait_sql (EFFECTS, 1500, 30000), 1500);
+    long long base = h_now_ms () - t0;
+    //  The same amount with a slow replica added.
+    h_consumer_start ("slow", slow);
+    s_wait_consumers (3);
+    t0 = h_now_ms ();
+    cr_assert_eq (h_produce (pub, 1500), 0);
+    cr_assert_eq (h_wait_sql (EFFECTS, 3000, 40000), 3000);
+    long long with_slow = h_now_ms () - t0;
+    long slow_n = s_count_by ("slow");
+    cr_log_info ("1500 messages: %lld ms with two fast replicas, %lld ms with a slow one added "
+                 "(it processed %ld)", base, with_slow, slow_n);
+    //  Credit: the slow replica never gets more than it can finish plus its window.
+    cr_assert_leq (slow_n, with_slow / 200 + 5 + 2,
+                   "the slow replica got %ld messages in %lld ms", slow_n, with_slow);
+    //  Evenly split, the slow one alone would need 500 x 200 ms = 100 s.
+    cr_assert_lt (with_slow, 2 * base + 5 * 200 + 3000,
+                  "with a slow replica the run took %lld ms against %lld ms", with_slow, base);
+    s_assert_exactly_once (3000);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, a_message_that_always_fails_ends_as_one_dead_letter)
+{
+    const char *env[] = { "FKS_BUS_MAX_DELIVERIES=3", "FKS_BUS_RECONCILE_AFTER=1s", NULL };
+    h_bus_start (env);
+    //  An observer of dead letters on the stream.
+    void *zctx = zmq_ctx_new ();
+    void *sub = zmq_socket (zctx, ZMQ_SUB);
+    zmq_setsockopt (sub, ZMQ_SUBSCRIBE, "dead.letter", 11);
+    cr_assert_eq (zmq_connect (sub, h.stream_url), 0);
+    const char *args[] = { "--group", "g", "--prefix", "market.", "--fail", NULL };
+    h_consumer_start ("failing", args);
+    s_wait_consumers (1);
+    h_sleep_ms (300);                                /* the subscription reaches the XPUB */
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1), 0);
+    cr_assert_eq (h_wait_sql ("SELECT count(*) FROM dead_letters", 1, 15000), 1);
+    //  Give the reconciler (1 s) several passes: it must not bring the message back.
+    h_sleep_ms (3000);
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM t_attempts"), 3);
+    cr_assert_eq (h_sql_long ("SELECT max(attempt) FROM t_attempts"), 3);
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM dead_letters WHERE grp = 'g' AND "
+                              "attempts = 3 AND type = 'market.bar' AND "
+                              "reason LIKE '%always fails%' AND msg_id = "
+                              "(SELECT id FROM events WHERE type = 'market.bar')"), 1);
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM events WHERE type = 'dead.letter' AND "
+                              "cause = (SELECT id FROM events WHERE type = 'market.bar')"), 1);
+    cr_assert_eq (h_wait_metric ("fks_bus_dead_letters_total{group=\"g\"}", 1, 5000), 1);
+    //  The stream carried it: a schema-valid dead.letter naming the group and the message.
+    int timeout = 5000;
+    zmq_setsockopt (sub, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    char topic[64];
+    int tlen = zmq_recv (sub, topic, sizeof topic, 0);
+    cr_assert_eq (tlen, 11, "no dead.letter on the stream");
+    static uint8_t buf[65536];
+    int len = zmq_recv (sub, buf, sizeof buf, 0);
+    cr_assert_gt (len, 0);
+    fks_envelope_err_t err;
+    fks_envelope_t *env_msg = fks_envelope_decode (buf, (size_t) len, &err);
+    cr_assert_not_null (env_msg, "%s", err.msg);
+    char grp[32];
+    cr_assert_eq (fks_envelope_get_str (env_msg, "grp", grp, sizeof grp), 0);
+    cr_assert_str_eq (grp, "g");
+    int64_t attempts;
+    cr_assert_eq (fks_envelope_get_i64 (env_msg, "attempts", &attempts), 0);
+    cr_assert_eq (attempts, 3);
+    fks_envelope_destroy (&env_msg);
+    zmq_close (sub);
+    zmq_ctx_term (zctx);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, the_broker_killed_mid_run_and_restarted_loses_nothing_with_the_reconciler)
+{
+    //  The consumers start first: they must join by themselves once the broker is up.
+    const char *args[] = { "--group", "g", "--prefix", "market.", "--window", "20",
+                           "--delay-ms", "2", NULL };
+    h_consumer_start ("c1", args);
+    h_consumer_start ("c2", args);
+    h_sleep_ms (500);
+    h_bus_start (NULL);
+    s_wait_consumers (2);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1000), 0);
+    h_wait_sql (EFFECTS, 200, 20000);
+    cr_assert_eq (h_bus_stop (SIGKILL, 5000), 128 + SIGKILL);
+    long at_kill = h_sql_long (EFFECTS);
+    //  While the broker is down, stages keep committing to the outbox; the publish is lost.
+    h_produce (NULL, 500);
+    h_bus_start (NULL);
+    s_wait_consumers (2);
+    cr_assert_eq (h_produce (pub, 500), 0, "publishing after the restart failed");
+    long n = h_wait_sql (EFFECTS, 2000, 45000);
+    cr_log_info ("%ld processed when the broker was killed, %ld in the end", at_kill, n);
+    cr_assert_eq (n, 2000, "only %ld of 2000 reached their end; see /tmp/fks-bus-tests", n);
+    s_assert_exactly_once (2000);
+    cr_assert_gt (h_wait_metric ("fks_bus_reconciled_total", 1, 5000), 0,
+                  "the reconciler should have published the lost messages again");
+    fks_bus_client_destroy (&pub);
+}
+
+typedef struct {
+    const char *url;
+    atomic_long got;
+    atomic_bool stop;
+} observer_t;
+
+static void *
+s_observer (void *arg)
+{
+    observer_t *o = arg;
+    void *zctx = zmq_ctx_new ();
+    void *sub = zmq_socket (zctx, ZMQ_SUB);
+    int hwm = 0, timeout = 100;
+    zmq_setsockopt (sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt (sub, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt (sub, ZMQ_SUBSCRIBE, "market.", 7);
+    zmq_connect (sub, o->url);
+    char buf[4096];
+    while (!atomic_load (&o->stop)) {
+        if (zmq_recv (sub, buf, sizeof buf, 0) < 0)
+            continue;
+        int more = 0;
+        size_t sz = sizeof more;
+        zmq_getsockopt (sub, ZMQ_RCVMORE, &more, &sz);
+        if (more && zmq_recv (sub, buf, sizeof buf, 0) >= 0)
+            atomic_fetch_add (&o->got, 1);
+    }
+    zmq_close (sub);
+    zmq_ctx_term (zctx);
+    return NULL;
+}
+
+Test (bus, a_stuck_observer_does_not_change_the_pipelines_throughput)
+{
+    const char *env[] = { "FKS_BUS_STREAM_HWM=500", "FKS_BUS_STREAM_SNDBUF=65536", NULL };
+    h_bus_start (env);
+    h_consumer_start ("c1", s_consumer_args);
+    h_consumer_start ("c2", s_consumer_args);
+    s_wait_consumers (2);
+    observer_t healthy = { .url = h.stream_url };
+    pthread_t th;
+    pthread_create (&th, NULL, s_observer, &healthy);
+    h_sleep_ms (300);
+    fks_bus_client_t *pub = h_publisher ();
+
+    long long t0 = h_now_ms ();
+    cr_assert_eq (h_produce (pub, 2000), 0);
+    cr_assert_eq (h_wait_sql (EFFECTS, 2000, 30000), 2000);
+    long long alone = h_now_ms () - t0;
+
+    //  An observer that subscribes to everything and never reads.
+    void *zctx = zmq_ctx_new ();
+    void *stuck = zmq_socket (zctx, ZMQ_SUB);
+    int one = 1, small = 1024;
+    zmq_setsockopt (stuck, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt (stuck, ZMQ_RCVBUF, &small, sizeof small);
+    zmq_setsockopt (stuck, ZMQ_SUBSCRIBE, "", 0);
+    cr_assert_eq (zmq_connect (stuck, h.stream_url), 0);
+    h_sleep_ms (300);
+
+    t0 = h_now_ms ();
+    cr_assert_eq (h_produce (pub, 4000), 0);
+    cr_assert_eq (h_wait_sql (EFFECTS, 6000, 40000), 6000);
+    long long with_stuck = h_now_ms () - t0;
+    cr_log_info ("2000 messages in %lld ms with no stuck observer; 4000 in %lld ms with one",
+                 alone, with_stuck);
+    double overflows = h_wait_metric ("fks_bus_stream_overflows_total", 1, 5000);
+    cr_assert_geq (overflows, 1, "the stuck observer's losses were not counted");
+    //  The healthy observer missed nothing, although the stuck one was full.
+    long long end = h_now_ms () + 10000;
+    while (atomic_load (&healthy.got) < 6000 && h_now_ms () < end)
+        h_sleep_ms (50);
+    cr_assert_eq (atomic_load (&healthy.got), 6000);
+    //  Twice the messages in about twice the time, not blocked.
+    cr_assert_lt (with_stuck, 3 * 2 * alone + 3000, "throughput fell with a stuck observer");
+    s_assert_exactly_once (6000);
+    atomic_store (&healthy.stop, true);
+    pthread_join (th, NULL);
+    zmq_close (stuck);
+    zmq_ctx_term (zctx);
+    fks_bus_client_destroy (&pub);
+}
+
+static void
+s_send_frames (void *sock, const void *const *parts, const size_t *sizes, int n)
+{
+    for (int i = 0; i < n; i++)
+        zmq_send (sock, parts[i], sizes[i], i + 1 < n ? ZMQ_SNDMORE : 0);
+}
+
+static void
+s_raw_tcp_garbage (int port)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port) };
+    sa.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    if (connect (fd, (struct sockaddr *) &sa, sizeof sa) == 0) {
+        char junk[1000];
+        for (size_t i = 0; i < sizeof junk; i++)
+            junk[i] = (char) (i * 37 + 11);
+        ssize_t rc = write (fd, junk, sizeof junk);
+        (void) rc;
+    }
+    close (fd);
+}
+
+Test (bus, bad_frames_on_every_socket_are_counted_and_ignored)
+{
+    h_bus_start (NULL);
+    void *zctx = zmq_ctx_new ();
+    void *d = zmq_socket (zctx, ZMQ_DEALER);
+    cr_assert_eq (zmq_connect (d, h.bus_url), 0);
+    uint8_t pub_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_PUBLISH };
+    uint8_t join_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_JOIN };
+    uint8_t ack_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_ACK };
+    uint8_t v9_hdr[3] = { FKS_BUS_SIGNATURE, 9, FKS_BUS_PUBLISH };
+    uint8_t bad_cmd[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, 0x7f };
+    static uint8_t big[300 * 1024];
+    memset (big, 0xc1, sizeof big);
+
+    zmq_send (d, "garbage", 7, 0);                                  /* no signature */
+    { const void *p[] = { v9_hdr, "market.bar", "x" }; size_t s[] = { 3, 10, 1 };
+      s_send_frames (d, p, s, 3); }                                 /* wrong version */
+    { const void *p[] = { pub_hdr, "market.bar", big }; size_t s[] = { 3, 10, sizeof big };
+      s_send_frames (d, p, s, 3); }                                 /* oversized */
+    { const void *p[] = { pub_hdr, "market.bar", "\xdf\x0a\xff\x2e\x0a" };
+      size_t s[] = { 3, 10, 5 }; s_send_frames (d, p, s, 3); }      /* map32 bomb */
+    { const void *p[] = { bad_cmd }; size_t s[] = { 3 }; s_send_frames (d, p, s, 1); }
+    { const void *p[] = { join_hdr, "g" }; size_t s[] = { 3, 1 };
+      s_send_frames (d, p, s, 2); }                                 /* JOIN missing frames */
+    { const void *p[] = { ack_hdr, "12345" }; size_t s[] = { 3, 5 };
+      s_send_frames (d, p, s, 2); }                                 /* tags not 8 bytes */
+    //  A valid envelope under a topic that is not its type.
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (NULL, 1), 0);
+    PGresult *res = PQexec (h.pg, "SELECT envelope FROM events LIMIT 1");
+    size_t elen = 0;
+    unsigned char *env = PQunescapeBytea ((unsigned char *) PQgetvalue (res, 0, 0), &elen);
+    PQclear (res);
+    { const void *p[] = { pub_hdr, "signal.created", env }; size_t s[] = { 3, 14, elen };
+      s_send_frames (d, p, s, 3); }
+    //  A frame over the transport limit (512 KiB): libzmq cuts that connection.
+    void *d2 = zmq_socket (zctx, ZMQ_DEALER);
+    zmq_connect (d2, h.bus_url);
+    size_t huge_len = 5 * 1024 * 1024;
+    uint8_t *huge = calloc (1, huge_len);
+    { const void *p[] = { pub_hdr, "market.bar", huge }; size_t s[] = { 3, 10, huge_len };
+      s_send_frames (d2, p, s, 3); }
+    //  The stream: a non-subscription message from an XSUB, and raw TCP garbage on both.
+    void *x = zmq_socket (zctx, ZMQ_XSUB);
+    zmq_connect (x, h.stream_url);
+    h_sleep_ms (200);
+    zmq_send (x, "\x07garbage", 8, 0);
+    s_raw_tcp_garbage (h.bus_port);
+    s_raw_tcp_garbage (h.stream_port);
+    s_raw_tcp_garbage (h.http_port);
+
+    cr_assert_geq (h_wait_metric ("fks_bus_bad_frames_total{socket=\"stream\",reason="
+                                  "\"garbage\"}", 1, 5000), 1);
+    cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason=\"garbage\"}"),
+                   1);
+    cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason=\"version\"}"),
+                   1);
+    cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
+                             "\"oversized\"}"), 1);
+    cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
+                             "\"envelope\"}"), 2);
+    cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
+                             "\"unknown_command\"}"), 1);
+    cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
+                             "\"malformed\"}"), 2);
+    cr_assert_eq (h_metric ("fks_bus_published_total"), 0, "a bad frame was published");
+
+    //  Still alive and still doing its job.
+    int status;
+    cr_assert_eq (waitpid (h.bus_pid, &status, WNOHANG), 0, "fks-bus died; see %s", h.bus_log);
+    char body[256];
+    cr_assert_eq (h_http_get (h.http_port, "/health", body, sizeof body), 200);
+    h_consumer_start ("c1", s_consumer_args);
+    s_wait_consumers (1);
+    cr_assert_eq (fks_bus_publish (pub, "market.bar", env, elen), 0);
+    cr_assert_eq (h_wait_sql (EFFECTS, 1, 10000), 1);
+    PQfreemem (env);
+    free (huge);
+    zmq_close (d);
+    zmq_close (d2);
+    zmq_close (x);
+    zmq_ctx_term (zctx);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, a_full_queue_refuses_and_the_reconciler_brings_the_rest_back)
+{
+    //  The group is known from an earlier run (bus_groups) but no replica is connected.
+    h_sql ("INSERT INTO bus_groups (grp, prefixes) VALUES ('g', '{market.}')");
+    const char *env[] = { "FKS_BUS_QUEUE_LIMIT=100", "FKS_BUS_RECONCILE_AFTER=2s", NULL };
+    h_bus_start (env);
+    cr_assert_geq (h_wait_metric ("fks_bus_queue_depth{group=\"g\"}", 0, 10000), 0,
+                   "the persisted group was not declared at start");
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 150), 0);
+    cr_assert_eq (h_wait_metric ("fks_bus_refused_total{group=\"g\"}", 50, 5000), 50);
+    cr_assert_eq (h_metric ("fks_bus_queue_depth{group=\"g\"}"), 100);
+    h_consumer_start ("c1", s_consumer_args);
+    long n = h_wait_sql (EFFECTS, 150, 30000);
+    cr_assert_eq (n, 150, "only %ld of 150: refused messages must come back", n);
+    s_assert_exactly_once (150);
+    cr_assert_geq (h_wait_metric ("fks_bus_reconciled_total", 50, 5000), 50);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, sigterm_lets_in_flight_finish_and_a_restarted_broker_gets_the_rest)
+{
+    const char *env[] = { "FKS_BUS_DRAIN_TIMEOUT=5s", NULL };
+    h_bus_start (env);
+    const char *args[] = { "--group", "g", "--prefix", "market.", "--window", "3",
+                           "--delay-ms", "300", NULL };
+    h_consumer_start ("c1", args);
+    s_wait_consumers (1);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 20), 0);
+    h_wait_sql (EFFECTS, 2, 10000);
+    long long t0 = h_now_ms ();
+    cr_assert_eq (h_bus_stop (SIGTERM, 8000), 0, "fks-bus did not exit cleanly on SIGTERM");
+    cr_log_info ("drained in %lld ms", h_now_ms () - t0);
+    //  What was in flight got acked before the exit: nothing was processed twice.
+    h_bus_start (env);
+    long n = h_wait_sql (EFFECTS, 20, 30000);
+    cr_assert_eq (n, 20, "only %ld of 20 after the restart", n);
+    s_assert_exactly_once (20);
+    char dups[2048];
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM t_dups"), 0,
+                  "an in-flight message was handed out again although it was acked: %s",
+                  h_sql_text ("SELECT string_agg (e.replica || ' at ' || e.at || ' then ' || "
+                              "d.replica, ', ') FROM t_dups d JOIN t_effects e USING (msg_id)",
+                              dups, sizeof dups));
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, ready_says_why_when_postgresql_is_unreachable_but_routing_goes_on)
+{
+    //  Port 1 on loopback: nothing listens there.
+    const char *env[] = { "FKS_PG_URL=postgresql://postgres@127.0.0.1:1/x?connect_timeout=1",
+                          NULL };
+    h_bus_start (env);
+    //  Past the first connection attempts (connect_timeout=1), it still says why.
+    h_sleep_ms (2500);
+    char body[512];
+    cr_assert_eq (h_http_get (h.http_port, "/ready", body, sizeof body), 503);
+    cr_assert (strstr (body, "postgresql unavailable") != NULL, "/ready said: %s", body);
+    h_consumer_start ("c1", s_consumer_args);
+    s_wait_consumers (1);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 10), 0);
+    cr_assert_eq (h_wait_sql (EFFECTS, 10, 10000), 10);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, dead_letters_wait_in_memory_while_postgresql_is_away_and_are_written_after)
+{
+    //  The broker's database does not exist yet: to fks-bus that is PostgreSQL being down.
+    char url[1024], env_url[1100];
+    h_extra_db ("late", false, url, sizeof url);
+    snprintf (env_url, sizeof env_url, "FKS_PG_URL=%s", url);
+    const char *env[] = { env_url, "FKS_BUS_MAX_DELIVERIES=2", NULL };
+    h_bus_start (env);
+    const char *args[] = { "--group", "g", "--prefix", "market.", "--fail", NULL };
+    h_consumer_start ("failing", args);
+    s_wait_consumers (1);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1), 0);
+    cr_assert_eq (h_wait_metric ("fks_bus_dead_letters_total{group=\"g\"}", 1, 10000), 1);
+    cr_assert_eq (h_wait_metric ("fks_bus_store_pending", 2, 5000), 2,
+                  "the dead letter and the group should wait in memory");
+    char body[512];
+    cr_assert_eq (h_http_get (h.http_port, "/ready", body, sizeof body), 503);
+    cr_assert (strstr (body, "2 record(s) waiting") != NULL, "/ready said: %s", body);
+    //  PostgreSQL comes back (the database appears): everything is written, ready again.
+    h_create_extra_db ("late");
+    cr_assert_eq (h_wait_metric_eq ("fks_bus_store_pending", 0, 10000), 0);
+    long long end = h_now_ms () + 10000;
+    while (h_http_get (h.http_port, "/ready", body, sizeof body) != 200 && h_now_ms () < end)
+        h_sleep_ms (100);
+    cr_assert_eq (h_http_get (h.http_port, "/ready", body, sizeof body), 200, "%s", body);
+    PGconn *late = PQconnectdb (url);
+    cr_assert_eq (PQstatus (late), CONNECTION_OK);
+    PGresult *res = PQexec (late, "SELECT (SELECT count(*) FROM dead_letters WHERE grp = 'g' "
+                                  "AND attempts = 2) || ',' || (SELECT count(*) FROM events "
+                                  "WHERE type = 'dead.letter') || ',' || (SELECT count(*) "
+                                  "FROM bus_groups WHERE grp = 'g')");
+    cr_assert_str_eq (PQgetvalue (res, 0, 0), "1,1,1");
+    PQclear (res);
+    PQfinish (late);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, fks_bus_refuses_to_start_without_its_database_url)
+{
+    //  Start it by hand with FKS_PG_URL removed from the environment.
+    const char *bin = getenv ("FKS_BUS_BIN");
+    char log[256];
+    snprintf (log, sizeof log, "/tmp/fks-bus-tests/%s-nourl.log", h.db_name);
+    pid_t pid = fork ();
+    if (pid == 0) {
+        unsetenv ("FKS_PG_URL");
+        unsetenv ("FKS_PG_URL_FILE");
+        unsetenv ("FKS_BUS_STANDALONE");
+        FILE *f = freopen (log, "w", stderr);
+        (void) f;
+        execl (bin, bin, (char *) NULL);
+        _exit (127);
+    }
+    cr_assert_eq (h_wait_exit (pid, 5000), 2);
+    FILE *f = fopen (log, "r");
+    char text[512] = "";
+    size_t r = fread (text, 1, sizeof text - 1, f);
+    text[r] = 0;
+    fclose (f);
+    cr_assert (strstr (text, "FKS_PG_URL") != NULL, "stderr said: %s", text);
+}

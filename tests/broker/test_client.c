@@ -1,0 +1,333 @@
+/*  test_client.c - the bus client API (bus/client.h) against the real fks-bus: what a gateway
+ *  or worker author relies on. Publishing with no broker, joining before the broker exists,
+ *  receive timeouts, the poll fd, reject and attempt numbers, touch, a graceful leave that
+ *  hands back unread deliveries, publishing from many threads, and acks made stale by a broker
+ *  restart. Needs FKS_TEST_PG_URL (tools/test.sh), like every test that starts fks-bus.
+ */
+#include <criterion/criterion.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bus/envelope.h"
+#include "tests/broker/harness.h"
+
+TestSuite (client, .init = h_setup, .fini = h_teardown, .timeout = 60);
+
+static fks_bus_client_t *
+s_consumer (const char *name, unsigned window)
+{
+    fks_bus_client_opts_t opts = { .url = h.bus_url, .name = name, .heartbeat_ms = 200 };
+    fks_bus_client_t *c = fks_bus_client_new (&opts);
+    cr_assert_not_null (c);
+    const char *prefixes[1] = { "market." };
+    cr_assert_eq (fks_bus_join (c, "g", prefixes, 1, window), 0);
+    return c;
+}
+
+static void
+s_wait_joined (fks_bus_client_t *c)
+{
+    long long end = h_now_ms () + 10000;
+    while (!fks_bus_joined (c) && h_now_ms () < end)
+        h_sleep_ms (20);
+    cr_assert (fks_bus_joined (c), "the client did not join");
+}
+
+Test (client, publish_fails_within_its_timeout_when_no_broker_runs)
+{
+    fks_bus_client_opts_t opts = { .url = h.bus_url, .publish_timeout_ms = 100 };
+    fks_bus_client_t *pub = fks_bus_client_new (&opts);
+    cr_assert_not_null (pub);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init (&b);
+    fks_envelope_hdr_t hdr;
+    h_envelope (0, &b, &hdr);
+    long long t0 = h_now_ms ();
+    cr_assert_eq (fks_bus_publish (pub, "market.bar", b.data, b.size), -1);
+    long long took = h_now_ms () - t0;
+    cr_assert_geq (took, 80, "it gave up after %lld ms, before its timeout", took);
+    cr_assert_lt (took, 1000, "it waited %lld ms", took);
+    //  Invalid arguments fail at once.
+    cr_assert_eq (fks_bus_publish (pub, "", b.data, b.size), -1);
+    cr_assert_eq (fks_bus_publish (pub, "market.bar", b.data, 0), -1);
+    fks_bus_client_stats_t st;
+    fks_bus_client_stats (pub, &st);
+    cr_assert_eq (st.publish_failed, 3);
+    cr_assert_eq (st.published, 0);
+    msgpack_sbuffer_destroy (&b);
+    fks_bus_client_destroy (&pub);
+    cr_assert_null (pub);
+}
+
+Test (client, a_consumer_started_before_the_broker_joins_when_it_comes_up)
+{
+    fks_bus_client_t *c = s_consumer ("early", 10);
+    h_sleep_ms (700);
+    cr_assert_not (fks_bus_joined (c));
+    cr_assert_null (fks_bus_recv (c, 0));
+    h_bus_start (NULL);
+    s_wait_joined (c);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 3), 0);
+    for (int i = 0; i < 3; i++) {
+        fks_bus_msg_t *msg = fks_bus_recv (c, 5000);
+        cr_assert_not_null (msg, "delivery %d did not come", i);
+        fks_bus_ack (c, &msg);
+        cr_assert_null (msg);
+    }
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&c);
+}
+
+Test (client, recv_waits_as_long_as_asked_and_a_delivery_carries_its_envelope)
+{
+    h_bus_start (NULL);
+    fks_bus_client_t *c = s_consumer ("c", 10);
+    s_wait_joined (c);
+    long long t0 = h_now_ms ();
+    cr_assert_null (fks_bus_recv (c, 0));
+    cr_assert_null (fks_bus_recv (c, 300));
+    long long took = h_now_ms () - t0;
+    cr_assert_geq (took, 280);
+    cr_assert_lt (took, 1500);
+    fks_bus_client_t *pub = h_publisher ();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init (&b);
+    fks_envelope_hdr_t hdr;
+    h_envelope (7, &b, &hdr);
+    cr_assert_eq (fks_bus_publish (pub, "market.bar", b.data, b.size), 0);
+    fks_bus_msg_t *msg = fks_bus_recv (c, -1);
+    cr_assert_not_null (msg);
+    cr_assert_str_eq (fks_bus_msg_topic (msg), "market.bar");
+    cr_assert_eq (fks_bus_msg_attempt (msg), 1);
+    cr_assert_eq (memcmp (fks_bus_msg_id (msg)->b, hdr.id.b, FKS_ID_SIZE), 0);
+    size_t size;
+    const uint8_t *data = fks_bus_msg_data (msg, &size);
+    cr_assert_eq (size, b.size);
+    cr_assert_eq (memcmp (data, b.data, size), 0, "the envelope arrived changed");
+    fks_bus_ack (c, &msg);
+    msgpack_sbuffer_destroy (&b);
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&c);
+}
+
+Test (client, the_fd_polls_readable_exactly_while_a_delivery_waits)
+{
+    h_bus_start (NULL);
+    fks_bus_client_t *c = s_consumer ("poller", 10);
+    int fd = fks_bus_fd (c);
+    cr_assert_geq (fd, 0);
+    s_wait_joined (c);
+    struct pollfd p = { fd, POLLIN, 0 };
+    cr_assert_eq (poll (&p, 1, 0), 0);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 2), 0);
+    cr_assert_eq (poll (&p, 1, 5000), 1, "the fd never became readable");
+    fks_bus_msg_t *msg = fks_bus_recv (c, 0);
+    cr_assert_not_null (msg);
+    fks_bus_ack (c, &msg);
+    //  The second one arrives too; once taken, the fd is quiet again.
+    cr_assert_eq (poll (&p, 1, 5000), 1);
+    msg = fks_bus_recv (c, 0);
+    cr_assert_not_null (msg);
+    fks_bus_ack (c, &msg);
+    cr_assert_eq (poll (&p, 1, 200), 0, "readable with nothing waiting");
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&c);
+}
+
+Test (client, a_rejected_delivery_comes_back_with_the_next_attempt_number)
+{
+    h_bus_start (NULL);
+    fks_bus_client_t *c = s_consumer ("c", 10);
+    s_wait_joined (c);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1), 0);
+    fks_bus_msg_t *msg = fks_bus_recv (c, 5000);
+    cr_assert_not_null (msg);
+    fks_id_t id = *fks_bus_msg_id (msg);
+    cr_assert_eq (fks_bus_reject (c, &msg, FKS_BUS_RETRY, "not now"), 0);
+    cr_assert_null (msg);
+    msg = fks_bus_recv (c, 5000);
+    cr_assert_not_null (msg);
+    cr_assert_eq (memcmp (fks_bus_msg_id (msg)->b, id.b, FKS_ID_SIZE), 0);
+    cr_assert_eq (fks_bus_msg_attempt (msg), 2);
+    fks_bus_ack (c, &msg);
+    cr_assert_eq (h_wait_metric ("fks_bus_rejects_total{group=\"g\"}", 1, 3000), 1);
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&c);
+}
+
+Test (client, touch_keeps_a_slow_handler_from_losing_its_message)
+{
+    const char *env[] = { "FKS_BUS_ACK_DEADLINE=1s", NULL };
+    h_bus_start (env);
+    fks_bus_client_t *slow = s_consumer ("slow", 1);
+    s_wait_joined (slow);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1), 0);
+    fks_bus_msg_t *msg = fks_bus_recv (slow, 5000);
+    cr_assert_not_null (msg);
+    fks_bus_client_t *other = s_consumer ("other", 1);
+    s_wait_joined (other);
+    //  2.4 s of work, touching every 400 ms: more than twice the 1 s deadline.
+    for (int i = 0; i < 6; i++) {
+        h_sleep_ms (400);
+        cr_assert_eq (fks_bus_touch (slow, msg), 0);
+    }
+    cr_assert_null (fks_bus_recv (other, 0), "the message went to another replica");
+    fks_bus_ack (slow, &msg);
+    h_sleep_ms (300);
+    cr_assert_eq (h_metric ("fks_bus_taken_back_total{group=\"g\",reason=\"deadline\"}"), 0);
+    cr_assert_eq (h_wait_metric ("fks_bus_acks_total{group=\"g\"}", 1, 3000), 1);
+    //  Without touching, the deadline takes it back and the other replica gets it.
+    cr_assert_eq (h_produce (pub, 1), 0);
+    fks_bus_client_t *holder = NULL, *rest = NULL;
+    long long end = h_now_ms () + 5000;
+    while (!msg && h_now_ms () < end) {
+        if ((msg = fks_bus_recv (slow, 50)))
+            holder = slow, rest = other;
+        else
+        if ((msg = fks_bus_recv (other, 50)))
+            holder = other, rest = slow;
+    }
+    cr_assert_not_null (msg);
+    fks_bus_msg_t *again = fks_bus_recv (rest, 5000);
+    cr_assert_not_null (again, "an expired delivery was not handed to the other replica "
+                        "(taken back: %.0f, deliveries: %.0f, holder: %s)",
+                        h_metric ("fks_bus_taken_back_total{group=\"g\",reason=\"deadline\"}"),
+                        h_metric ("fks_bus_deliveries_total{group=\"g\"}"),
+                        holder == slow ? "slow" : "other");
+    cr_assert_eq (fks_bus_msg_attempt (again), 2);
+    fks_bus_ack (rest, &again);
+    fks_bus_ack (holder, &msg);                 /* late: stale at the broker, harmless */
+    cr_assert_geq (h_wait_metric ("fks_bus_stale_total", 1, 3000), 1);
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&other);
+    fks_bus_client_destroy (&slow);
+}
+
+Test (client, leaving_hands_back_unread_deliveries_without_spending_an_attempt)
+{
+    h_bus_start (NULL);
+    fks_bus_client_t *a = s_consumer ("a", 20);
+    s_wait_joined (a);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 20), 0);
+    fks_bus_msg_t *held = fks_bus_recv (a, 5000);
+    cr_assert_not_null (held);
+    //  Let the agent read the rest of the window into a's buffer.
+    fks_bus_client_stats_t st;
+    long long end = h_now_ms () + 10000;
+    do {
+        h_sleep_ms (50);
+        fks_bus_client_stats (a, &st);
+    } while (st.received < 20 && h_now_ms () < end);
+    cr_assert_eq (st.received, 20);
+    fks_bus_client_destroy (&a);                /* held is neither acked nor rejected */
+    fks_bus_msg_destroy (&held);
+    fks_bus_client_t *b = s_consumer ("b", 50);
+    s_wait_joined (b);
+    int got = 0, second = 0;
+    fks_bus_msg_t *msg;
+    while (got < 20 && (msg = fks_bus_recv (b, 5000))) {
+        got++;
+        if (fks_bus_msg_attempt (msg) > 1)
+            second++;
+        fks_bus_ack (b, &msg);
+    }
+    cr_assert_eq (got, 20);
+    cr_assert_eq (second, 1, "only the delivery a held should count a second attempt, not %d "
+                  "(released %.0f, lost %.0f)", second,
+                  h_metric ("fks_bus_taken_back_total{group=\"g\",reason=\"released\"}"),
+                  h_metric ("fks_bus_taken_back_total{group=\"g\",reason=\"lost\"}"));
+    cr_assert_eq (h_wait_metric ("fks_bus_taken_back_total{group=\"g\",reason=\"released\"}",
+                                 19, 3000), 19);
+    fks_bus_client_destroy (&b);
+    fks_bus_client_destroy (&pub);
+}
+
+typedef struct {
+    fks_bus_client_t *pub;
+    int base;
+    int failed;
+} pub_arg_t;
+
+static void *
+s_publish_many (void *arg)
+{
+    pub_arg_t *p = arg;
+    for (int i = 0; i < 500; i++) {
+        msgpack_sbuffer b;
+        msgpack_sbuffer_init (&b);
+        fks_envelope_hdr_t hdr;
+        h_envelope (p->base + i, &b, &hdr);
+        if (fks_bus_publish (p->pub, "market.bar", b.data, b.size) != 0)
+            p->failed++;
+        msgpack_sbuffer_destroy (&b);
+    }
+    return NULL;
+}
+
+Test (client, many_threads_can_publish_through_one_client)
+{
+    h_bus_start (NULL);
+    fks_bus_client_t *c = s_consumer ("c", 100);
+    s_wait_joined (c);
+    fks_bus_client_t *pub = h_publisher ();
+    pthread_t th[4];
+    pub_arg_t args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (pub_arg_t) { pub, i * 1000, 0 };
+        pthread_create (&th[i], NULL, s_publish_many, &args[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join (th[i], NULL);
+        cr_assert_eq (args[i].failed, 0);
+    }
+    int got = 0;
+    fks_bus_msg_t *msg;
+    while (got < 2000 && (msg = fks_bus_recv (c, 5000))) {
+        got++;
+        fks_bus_ack (c, &msg);
+    }
+    cr_assert_eq (got, 2000);
+    cr_assert_null (fks_bus_recv (c, 300), "more deliveries than publishes");
+    fks_bus_client_stats_t st;
+    fks_bus_client_stats (pub, &st);
+    cr_assert_eq (st.published, 2000);
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&c);
+}
+
+Test (client, acks_from_before_a_broker_restart_are_dropped_as_stale)
+{
+    h_bus_start (NULL);
+    fks_bus_client_t *c = s_consumer ("c", 10);
+    s_wait_joined (c);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1), 0);
+    fks_bus_msg_t *msg = fks_bus_recv (c, 5000);
+    cr_assert_not_null (msg);
+    cr_assert_eq (h_bus_stop (SIGKILL, 5000), 128 + SIGKILL);
+    h_bus_start (NULL);
+    long long end = h_now_ms () + 10000;
+    fks_bus_client_stats_t st;
+    do {
+        h_sleep_ms (50);
+        fks_bus_client_stats (c, &st);
+    } while ((st.joins < 2 || !fks_bus_joined (c)) && h_now_ms () < end);
+    cr_assert_eq (st.joins, 2, "the client did not join the new broker");
+    fks_bus_ack (c, &msg);
+    fks_bus_client_stats (c, &st);
+    cr_assert_eq (st.stale, 1);
+    //  The reconciler publishes it again (its events row has no consumed row).
+    msg = fks_bus_recv (c, 15000);
+    cr_assert_not_null (msg, "the unacked message never came back");
+    fks_bus_ack (c, &msg);
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&c);
+}
