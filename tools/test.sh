@@ -147,8 +147,8 @@ for d in sys.argv[1:3]:
     for line in open(path):
         t = json.loads(line)
         out = t.get('stdout') or ''
-        oks = len(re.findall(r'^ok \d+', out, re.M))
-        bad = len(re.findall(r'^not ok \d+', out, re.M))
+        oks = len(re.findall(r'^ok\b', out, re.M))
+        bad = len(re.findall(r'^not ok\b', out, re.M))
         if oks + bad == 0:
             oks, bad = (1, 0) if t.get('result') in ('OK', 'EXPECTEDFAIL') else (0, 1)
         elif t.get('result') not in ('OK', 'EXPECTEDFAIL') and bad == 0:
