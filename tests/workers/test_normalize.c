@@ -1,0 +1,361 @@
+/*  test_normalize.c - alerts into signals: symbols, actions, targets, staleness, and reading
+ *  a webhook.received body (workers/signal/normalize.c, workers/symbol.c).
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+#include "workers/signal/normalize.h"
+
+#define NOW 1800000000000LL
+
+static fks_signal_cfg_t s_cfg = {
+    .sizing = { FKS_SIZING_NONE, 0, 10000, 8 },
+    .max_age_ms = 120000,
+    .max_future_ms = 5000,
+};
+
+static fks_signal_alert_t
+s_alert (const char *action, double qty)
+{
+    fks_signal_alert_t a;
+    memset (&a, 0, sizeof a);
+    snprintf (a.source, sizeof a.source, "tradingview");
+    snprintf (a.symbol, sizeof a.symbol, "BTCUSDT");
+    snprintf (a.action, sizeof a.action, "%s", action);
+    if (qty > 0) {
+        a.has_quantity = true;
+        a.quantity = qty;
+    }
+    a.has_price = true;
+    a.price = 100;
+    return a;
+}
+
+static fks_signal_decision_t
+s_decide (const fks_signal_alert_t *a, double position)
+{
+    fks_signal_ctx_t ctx = { .now_ms = NOW, .received_ms = NOW - 10, .position = position };
+    fks_signal_decision_t d;
+    fks_signal_decide (&s_cfg, a, "BTCUSDT", &ctx, &d);
+    return d;
+}
+
+Test (symbol, every_spelling_becomes_one_form)
+{
+    const char *forms[] = { "BINANCE:BTCUSDT", "BTCUSDT", "BTC/USDT", "btc-usdt", "BTC_USDT",
+                            "binance:btc/usdt" };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        char out[FKS_SYMBOL_MAX];
+        cr_assert_eq (fks_symbol_normalize (forms[i], out, NULL, 0), 0, "%s", forms[i]);
+        cr_assert_str_eq (out, "BTCUSDT", "%s", forms[i]);
+    }
+    char out[FKS_SYMBOL_MAX];
+    cr_assert_eq (fks_symbol_normalize ("BYBIT:BTCUSDT.P", out, NULL, 0), 0);
+    cr_assert_str_eq (out, "BTCUSDT.P");
+}
+
+Test (symbol, bad_symbols_are_refused_with_a_reason)
+{
+    char out[FKS_SYMBOL_MAX], why[160];
+    cr_assert_eq (fks_symbol_normalize ("BTC USDT", out, why, sizeof why), -1);
+    cr_assert (strstr (why, "not a letter"), "%s", why);
+    cr_assert_eq (fks_symbol_normalize ("BINANCE:", out, why, sizeof why), -1);
+    cr_assert_eq (fks_symbol_normalize ("", out, why, sizeof why), -1);
+    cr_assert_eq (fks_symbol_normalize ("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", out, why,
+                                        sizeof why), -1);
+    cr_assert (strstr (why, "longer"), "%s", why);
+    cr_assert_str_eq (out, "");
+}
+
+Test (decide, buy_with_quantity_is_a_market_buy)
+{
+    fks_signal_alert_t a = s_alert ("buy", 0.5);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_str_eq (d.side, "buy");
+    cr_assert_str_eq (d.action, "buy");
+    cr_assert_str_eq (d.order_type, "market");
+    cr_assert_float_eq (d.qty, 0.5, 1e-12);
+    cr_assert (!d.reduce_only);
+    cr_assert (d.has_price);
+    cr_assert_float_eq (d.price, 100, 1e-12);
+}
+
+Test (decide, long_and_short_mean_buy_and_sell)
+{
+    fks_signal_alert_t a = s_alert ("short", 1);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.side, "sell");
+    a = s_alert ("long", 1);
+    d = s_decide (&a, 0);
+    cr_assert_str_eq (d.side, "buy");
+}
+
+Test (decide, buy_against_a_short_closes_it_and_opens_the_quantity)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    fks_signal_decision_t d = s_decide (&a, -2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.side, "buy");
+    cr_assert_float_eq (d.qty, 3, 1e-12);
+    cr_assert (strstr (d.reason, "close short"), "%s", d.reason);
+}
+
+Test (decide, sell_with_market_position_flat_only_closes_the_long)
+{
+    fks_signal_alert_t a = s_alert ("sell", 5);
+    snprintf (a.market_position, sizeof a.market_position, "flat");
+    fks_signal_decision_t d = s_decide (&a, 2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_float_eq (d.qty, 2, 1e-12);
+    cr_assert (d.reduce_only);
+}
+
+Test (decide, close_and_flat_exit_the_open_position)
+{
+    const char *actions[] = { "close", "flat", "exit" };
+    for (int i = 0; i < 3; i++) {
+        fks_signal_alert_t a = s_alert (actions[i], 0);
+        fks_signal_decision_t d = s_decide (&a, -1.5);
+        cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s: %s", actions[i], d.reason);
+        cr_assert_str_eq (d.action, "exit");
+        cr_assert_str_eq (d.side, "buy");
+        cr_assert_float_eq (d.qty, 1.5, 1e-12);
+        cr_assert (d.reduce_only);
+    }
+}
+
+Test (decide, close_without_a_position_is_filtered_with_the_reason)
+{
+    fks_signal_alert_t a = s_alert ("close", 0);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "nothing to close"), "%s", d.reason);
+    cr_assert_str_eq (d.action, "exit");
+}
+
+Test (decide, exit_with_a_quantity_closes_part_of_the_position)
+{
+    fks_signal_alert_t a = s_alert ("exit", 0.5);
+    fks_signal_decision_t d = s_decide (&a, 2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_float_eq (d.qty, 0.5, 1e-12);
+}
+
+Test (decide, position_size_trades_the_difference)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.has_position_size = true;
+    a.position_size = 3;
+    fks_signal_decision_t d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.side, "buy");
+    cr_assert_float_eq (d.qty, 2, 1e-12);
+    cr_assert (d.has_target);
+    a.position_size = -1;
+    d = s_decide (&a, 1);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_float_eq (d.qty, 2, 1e-12);
+    cr_assert (!d.reduce_only);
+    a.position_size = 1;
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "already at the target"), "%s", d.reason);
+}
+
+Test (decide, stale_alert_is_filtered_with_its_age)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.has_alert_time = true;
+    a.alert_time_ms = NOW - 300000;
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "stale"), "%s", d.reason);
+    cr_assert (strstr (d.reason, "300.0 s"), "%s", d.reason);
+    cr_assert_str_eq (d.side, "buy", "a refused buy still records its side");
+}
+
+Test (decide, alert_from_the_future_is_filtered)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.has_alert_time = true;
+    a.alert_time_ms = NOW + 60000;
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "in the future"), "%s", d.reason);
+}
+
+Test (decide, alert_without_time_is_stale_when_received_long_ago)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    fks_signal_ctx_t ctx = { .now_ms = NOW, .received_ms = NOW - 200000 };
+    fks_signal_decision_t d;
+    fks_signal_decide (&s_cfg, &a, "BTCUSDT", &ctx, &d);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "was received"), "%s", d.reason);
+}
+
+Test (decide, no_quantity_and_no_rule_is_filtered)
+{
+    fks_signal_alert_t a = s_alert ("buy", 0);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "FKS_SIGNAL_SIZING"), "%s", d.reason);
+}
+
+Test (decide, limit_orders_carry_their_limit_price)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    snprintf (a.order_type, sizeof a.order_type, "limit");
+    a.has_limit_price = true;
+    a.limit_price = 95;
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.order_type, "limit");
+    cr_assert (d.has_limit_price);
+    cr_assert_float_eq (d.limit_price, 95, 1e-12);
+}
+
+Test (decide, stops_and_targets_in_percent_become_prices)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PERCENT, 5 };
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_AMOUNT, 10 };
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert (d.has_stop_loss && d.has_take_profit);
+    cr_assert_float_eq (d.stop_loss, 105, 1e-9);
+    cr_assert_float_eq (d.take_profit, 90, 1e-9);
+}
+
+Test (decide, sentiment_alone_gives_the_direction)
+{
+    fks_signal_alert_t a = s_alert ("", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.side, "sell");
+}
+
+Test (decide, cancel_asks_for_the_open_orders_to_be_cancelled)
+{
+    fks_signal_alert_t a = s_alert ("cancel", 0);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CANCEL);
+    cr_assert_str_eq (d.action, "cancel");
+}
+
+Test (decide, add_needs_a_position_or_a_sentiment)
+{
+    fks_signal_alert_t a = s_alert ("add", 1);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    d = s_decide (&a, -2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_float_eq (d.qty, 1, 1e-12);
+}
+
+Test (decide, buy_while_the_strategy_stays_short_reduces_the_short)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    snprintf (a.market_position, sizeof a.market_position, "short");
+    fks_signal_decision_t d = s_decide (&a, -3);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
+    cr_assert_float_eq (d.qty, 1, 1e-12);
+    cr_assert (d.reduce_only);
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+}
+
+Test (decide, quantity_that_rounds_to_zero_is_filtered)
+{
+    fks_signal_alert_t a = s_alert ("buy", 0.000000001);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "rounds to zero"), "%s", d.reason);
+}
+
+Test (decide, sizing_falls_back_to_the_latest_price)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1000);
+    a.has_price = false;
+    snprintf (a.quantity_type, sizeof a.quantity_type, "dollar_amount");
+    fks_signal_ctx_t ctx = { .now_ms = NOW, .received_ms = NOW, .has_last_price = true,
+                             .last_price = 250 };
+    fks_signal_decision_t d;
+    fks_signal_decide (&s_cfg, &a, "BTCUSDT", &ctx, &d);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_float_eq (d.qty, 4, 1e-12);
+    ctx.has_last_price = false;
+    fks_signal_decide (&s_cfg, &a, "BTCUSDT", &ctx, &d);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+}
+
+//  Reading a webhook.received body, as the gateway packs it.
+static fks_envelope_t *
+s_envelope (double confidence)
+{
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init (&body);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+    fks_id_t inbox;
+    fks_id_new (&inbox);
+    msgpack_pack_map (&pk, 8);
+    fks_pack_kv_id (&pk, "inbox_id", &inbox);
+    fks_pack_kv_str (&pk, "source", "tradingview");
+    fks_pack_kv_str (&pk, "symbol", "BINANCE:ETHUSDT");
+    fks_pack_kv_str (&pk, "action", "sell");
+    fks_pack_kv_f64 (&pk, "quantity", 2);
+    fks_pack_kv_f64 (&pk, "confidence", confidence);
+    fks_pack_str (&pk, "stop_loss");
+    msgpack_pack_map (&pk, 2);
+    fks_pack_kv_str (&pk, "type", "stop");
+    fks_pack_kv_f64 (&pk, "stop_price", 2100);
+    fks_pack_str (&pk, "take_profit");
+    msgpack_pack_map (&pk, 1);
+    fks_pack_kv_f64 (&pk, "percent", 3);
+    fks_envelope_hdr_t hdr;
+    fks_envelope_hdr_init (&hdr, "webhook.received", "gateway", &inbox, NULL);
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init (&frame);
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_encode (&hdr, body.data, body.size, &frame, &err), 0, "%s",
+                  err.msg);
+    fks_envelope_t *env = fks_envelope_decode (frame.data, frame.size, &err);
+    cr_assert (env, "%s", err.msg);
+    msgpack_sbuffer_destroy (&body);
+    msgpack_sbuffer_destroy (&frame);
+    return env;
+}
+
+Test (alert, webhook_body_is_read_with_its_nested_levels)
+{
+    fks_envelope_t *env = s_envelope (0.8);
+    fks_signal_alert_t a;
+    char why[200];
+    cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), 0, "%s", why);
+    cr_assert_str_eq (a.symbol, "BINANCE:ETHUSDT");
+    cr_assert_str_eq (a.action, "sell");
+    cr_assert (a.has_quantity);
+    cr_assert_float_eq (a.quantity, 2, 1e-12);
+    cr_assert_eq (a.stop_loss.kind, FKS_LEVEL_AT_PRICE);
+    cr_assert_float_eq (a.stop_loss.value, 2100, 1e-12);
+    cr_assert_eq (a.take_profit.kind, FKS_LEVEL_AT_PERCENT);
+    cr_assert_float_eq (a.confidence, 0.8, 1e-12);
+    fks_envelope_destroy (&env);
+}
+
+Test (alert, confidence_outside_zero_to_one_is_malformed)
+{
+    fks_envelope_t *env = s_envelope (1.5);
+    fks_signal_alert_t a;
+    char why[200];
+    cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), -1);
+    cr_assert (strstr (why, "confidence"), "%s", why);
+    cr_assert (!fks_id_is_nil (&a.inbox_id), "the alert id is known even when malformed");
+    fks_envelope_destroy (&env);
+}

@@ -1,0 +1,634 @@
+/*  test_pipeline.c - the signal and execution workers as real processes, with fks-bus,
+ *  fks-gateway, PostgreSQL and Redis: alerts become orders, fills and positions, once.
+ *
+ *  Integration suite: needs FKS_TEST_PG_URL and FKS_TEST_REDIS_URL (tools/test.sh). Each test
+ *  starts its own bus and workers on free ports against a fresh database, and stops them with
+ *  SIGTERM at the end, asserting they drain and exit 0. No assertion depends on timing: waits
+ *  poll the database until the expected state or a generous deadline.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "tests/workers/harness.h"
+
+#define REDIS_DB 13
+#define WAIT_MS  30000
+
+static h_stack_t s;
+
+static void
+s_teardown (void)
+{
+    h_stack_stop (&s);
+}
+
+static char *
+s_q (char *buf, size_t cap, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+
+static char *
+s_q (char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (buf, cap, fmt, ap);
+    va_end (ap);
+    return buf;
+}
+
+static void
+s_wait_status (const fks_id_t *alert, const char *status)
+{
+    char id[FKS_ID_STR_SIZE], q[256];
+    fks_id_format (alert, id);
+    s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = '%s'", id, status);
+    if (h_wait_int (q, 1, WAIT_MS) != 1) {
+        h_dump_logs ();
+        s_q (q, sizeof q, "SELECT status FROM inbox WHERE id = '%s'", id);
+        char *got = h_sql_text (q);
+        cr_assert_fail ("alert %s: status %s, expected %s", id, got, status);
+    }
+}
+
+static const char *
+s_signal_reason (const fks_id_t *alert, char *buf, size_t cap)
+{
+    char id[FKS_ID_STR_SIZE], q[256];
+    fks_id_format (alert, id);
+    s_q (q, sizeof q, "SELECT coalesce (max (reason), '') FROM signals WHERE inbox_id = '%s'", id);
+    char *r = h_sql_text (q);
+    snprintf (buf, cap, "%s", r);
+    free (r);
+    return buf;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Through the gateway, as a user would do it
+
+Test (pipeline, alert_posted_to_the_gateway_becomes_a_filled_order_and_a_position,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .gateway = true,
+                         .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_stream_ready (&s);
+
+    char *body = NULL;
+    int st = h_http ("POST", s.gateway_port, "/webhook?token=" H_WEBHOOK_SECRET, NULL,
+                     "application/json",
+                     "{\"ticker\":\"BINANCE:BTCUSDT\",\"action\":\"buy\",\"contracts\":\"0.5\","
+                     "\"price\":\"42000\",\"strategy\":\"ema-cross\"}", &body);
+    cr_assert_eq (st, 202, "gateway answered %d: %s", st, body);
+    char *idp = strstr (body, "\"id\":\"");
+    cr_assert (idp, "%s", body);
+    fks_id_t alert;
+    cr_assert_eq (fks_id_parse (idp + 6, 36, &alert), 0);
+    free (body);
+
+    s_wait_status (&alert, "filled");
+    char id[FKS_ID_STR_SIZE], q[512];
+    fks_id_format (&alert, id);
+    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s' AND status = 'filled'"
+         " AND symbol = 'BTCUSDT' AND side = 'buy' AND qty = 0.5 AND filled_qty = 0.5", id);
+    cr_assert_eq (h_sql_int (q), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'BTCUSDT'"
+                             " AND qty = 0.5 AND avg_price = 42000"), 1);
+
+    //  On the stream, in order.
+    char types[8][64];
+    int n = h_stream_types (&s, &alert, types, 5, 10000);
+    cr_assert_eq (n, 5, "saw %d of the alert's events on the stream", n);
+    const char *want[] = { "webhook.received", "signal.created", "order.submitted",
+                           "order.filled", "position.updated" };
+    for (int i = 0; i < 5; i++)
+        cr_assert_str_eq (types[i], want[i], "event %d", i);
+
+    //  Through the REST API.
+    char path[128];
+    snprintf (path, sizeof path, "/api/v1/alerts/%s", id);
+    st = h_http ("GET", s.gateway_port, path, H_ADMIN_KEY, NULL, NULL, &body);
+    cr_assert_eq (st, 200, "%s", body);
+    cr_assert (strstr (body, "\"filled\""), "%s", body);
+    const char *at = body;
+    for (int i = 0; i < 5; i++) {
+        char needle[80];
+        snprintf (needle, sizeof needle, "\"type\":\"%s\"", want[i]);
+        const char *hit = strstr (at, needle);
+        cr_assert (hit, "stage %s missing or out of order in %s", want[i], body);
+        at = hit + 1;
+    }
+    free (body);
+    st = h_http ("GET", s.gateway_port, "/api/v1/orders", H_ADMIN_KEY, NULL, NULL, &body);
+    cr_assert_eq (st, 200);
+    cr_assert (strstr (body, "BTCUSDT") && strstr (body, "filled"), "%s", body);
+    free (body);
+    st = h_http ("GET", s.gateway_port, "/api/v1/positions", H_ADMIN_KEY, NULL, NULL, &body);
+    cr_assert_eq (st, 200);
+    cr_assert (strstr (body, "BTCUSDT"), "%s", body);
+    free (body);
+}
+
+Test (pipeline, manual_order_and_cancel_from_the_rest_api_take_the_same_path,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .gateway = true,
+                         .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "ETHUSDT", 2000);
+    char *body = NULL;
+    int st = h_http ("POST", s.gateway_port, "/api/v1/orders", H_ADMIN_KEY, "application/json",
+                     "{\"symbol\":\"ETHUSDT\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":1,"
+                     "\"limit_price\":1900}", &body);
+    cr_assert (st == 202 || st == 201 || st == 200, "POST /orders answered %d: %s", st, body);
+    char *idp = strstr (body, "\"id\":\"");
+    cr_assert (idp, "%s", body);
+    char id[FKS_ID_STR_SIZE];
+    memcpy (id, idp + 6, 36);
+    id[36] = '\0';
+    free (body);
+    char q[256];
+    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE id = '%s' AND status = 'submitted'", id);
+    if (h_wait_int (q, 1, WAIT_MS) != 1) {
+        h_dump_logs ();
+        cr_assert_fail ("the manual limit order did not rest as submitted");
+    }
+    char path[128];
+    snprintf (path, sizeof path, "/api/v1/orders/%s", id);
+    st = h_http ("DELETE", s.gateway_port, path, H_ADMIN_KEY, NULL, NULL, &body);
+    cr_assert (st >= 200 && st < 300, "DELETE answered %d: %s", st, body);
+    free (body);
+    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE id = '%s' AND status = 'cancelled'", id);
+    cr_assert_eq (h_wait_int (q, 1, WAIT_MS), 1, "the order was not cancelled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'order.cancelled'"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Alerts published as the gateway would (the workers' own behaviour)
+
+Test (pipeline, close_and_flat_exit_the_open_position, .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_alert_t buy = { .symbol = "BINANCE:SOLUSDT", .action = "buy", .quantity = 2,
+                      .price = 100 };
+    fks_id_t a1 = h_inject_alert (&s, &buy, NULL, NULL);
+    s_wait_status (&a1, "filled");
+
+    h_alert_t close = { .symbol = "SOL/USDT", .action = "close", .price = 110 };
+    fks_id_t a2 = h_inject_alert (&s, &close, NULL, NULL);
+    s_wait_status (&a2, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
+                             " AND qty = 0 AND avg_price = 0 AND realized_pnl = 20"), 1,
+                  "the close must leave SOLUSDT flat with 2 * (110 - 100) realised");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE symbol = 'SOLUSDT'"
+                             " AND side = 'sell' AND qty = 2"), 1);
+
+    //  A strategy's exit with nothing open: filtered, with the reason.
+    h_alert_t flat = { .symbol = "SOLUSDT", .action = "sell", .quantity = 1, .price = 110,
+                       .market_position = "flat" };
+    fks_id_t a3 = h_inject_alert (&s, &flat, NULL, NULL);
+    s_wait_status (&a3, "filtered");
+    char reason[512];
+    cr_assert (strstr (s_signal_reason (&a3, reason, sizeof reason), "nothing to close"),
+               "%s", reason);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'signal.filtered'"), 1);
+
+    //  flat as the action closes a short too.
+    h_alert_t sell = { .symbol = "SOLUSDT", .action = "sell", .quantity = 3, .price = 100 };
+    fks_id_t a4 = h_inject_alert (&s, &sell, NULL, NULL);
+    s_wait_status (&a4, "filled");
+    h_alert_t flat2 = { .symbol = "SOLUSDT", .action = "flat", .price = 90 };
+    fks_id_t a5 = h_inject_alert (&s, &flat2, NULL, NULL);
+    s_wait_status (&a5, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
+                             " AND qty = 0 AND realized_pnl = 50"), 1);
+}
+
+Test (pipeline, stale_future_and_malformed_alerts_are_filtered_with_the_reason,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .extra_env = (const char *[]) { "FKS_SIGNAL_MAX_AGE=60s", NULL } };
+    h_stack_start (&s, &o);
+    h_alert_t stale = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100,
+                        .alert_time_ms = fks_now_ms () - 600000 };
+    h_alert_t future = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100,
+                         .alert_time_ms = fks_now_ms () + 600000 };
+    h_alert_t bad_conf = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100,
+                           .has_confidence = true, .confidence = 7 };
+    h_alert_t bad_symbol = { .symbol = "BTC USDT", .action = "buy", .quantity = 1,
+                             .price = 100 };
+    h_alert_t no_qty = { .symbol = "BTCUSDT", .action = "buy", .price = 100 };
+    fks_id_t a1 = h_inject_alert (&s, &stale, NULL, NULL);
+    fks_id_t a2 = h_inject_alert (&s, &future, NULL, NULL);
+    fks_id_t a3 = h_inject_alert (&s, &bad_conf, NULL, NULL);
+    fks_id_t a4 = h_inject_alert (&s, &bad_symbol, NULL, NULL);
+    fks_id_t a5 = h_inject_alert (&s, &no_qty, NULL, NULL);
+    s_wait_status (&a1, "filtered");
+    s_wait_status (&a2, "filtered");
+    s_wait_status (&a3, "filtered");
+    s_wait_status (&a4, "filtered");
+    s_wait_status (&a5, "filtered");
+    char reason[512];
+    cr_assert (strstr (s_signal_reason (&a1, reason, sizeof reason), "stale"), "%s", reason);
+    cr_assert (strstr (s_signal_reason (&a2, reason, sizeof reason), "in the future"), "%s",
+               reason);
+    cr_assert (strstr (s_signal_reason (&a5, reason, sizeof reason), "FKS_SIGNAL_SIZING"), "%s",
+               reason);
+    //  A malformed alert has no usable signal row; its reason travels in signal.filtered.
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'signal.filtered'"), 5);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+}
+
+Test (pipeline, risk_rules_refuse_with_the_rule_and_the_numbers, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = {
+        .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+        .exec_env = (const char *[]) { "FKS_RISK_SYMBOLS=BTCUSDT,ETHUSDT",
+                                       "FKS_RISK_MAX_QTY=5", "FKS_RISK_MAX_NOTIONAL=100000",
+                                       "FKS_RISK_MAX_POSITION=6",
+                                       "FKS_RISK_MAX_ORDERS_PER_MINUTE=3", NULL }
+    };
+    h_stack_start (&s, &o);
+    h_alert_t not_allowed = { .symbol = "DOGEUSDT", .action = "buy", .quantity = 1, .price = 1 };
+    h_alert_t too_many = { .symbol = "BTCUSDT", .action = "buy", .quantity = 6, .price = 1 };
+    h_alert_t too_big = { .symbol = "BTCUSDT", .action = "buy", .quantity = 3,
+                          .price = 40000 };
+    fks_id_t a1 = h_inject_alert (&s, &not_allowed, NULL, NULL);
+    s_wait_status (&a1, "rejected");
+    fks_id_t a2 = h_inject_alert (&s, &too_many, NULL, NULL);
+    s_wait_status (&a2, "rejected");
+    fks_id_t a3 = h_inject_alert (&s, &too_big, NULL, NULL);
+    s_wait_status (&a3, "rejected");
+    char reason[512];
+    cr_assert (strstr (s_signal_reason (&a1, reason, sizeof reason), "allowlist"), "%s", reason);
+    cr_assert (strstr (s_signal_reason (&a2, reason, sizeof reason), "quantity 6"), "%s",
+               reason);
+    cr_assert (strstr (s_signal_reason (&a3, reason, sizeof reason), "notional 120000"), "%s",
+               reason);
+
+    //  Position: 4 is fine, 4 more would make 8 > 6.
+    h_alert_t four = { .symbol = "ETHUSDT", .action = "buy", .quantity = 4, .price = 10 };
+    fks_id_t a4 = h_inject_alert (&s, &four, NULL, NULL);
+    s_wait_status (&a4, "filled");
+    fks_id_t a5 = h_inject_alert (&s, &four, NULL, NULL);
+    s_wait_status (&a5, "rejected");
+    cr_assert (strstr (s_signal_reason (&a5, reason, sizeof reason), "position would be 8"),
+               "%s", reason);
+
+    //  Orders per minute (3): the filled one counted; two more pass, the next is refused.
+    //  (A minute boundary in between would reset the count: then the refusal comes later.)
+    h_alert_t one = { .symbol = "ETHUSDT", .action = "sell", .quantity = 0.1, .price = 10 };
+    int refused = 0;
+    for (int i = 0; i < 6 && !refused; i++) {
+        fks_id_t a = h_inject_alert (&s, &one, NULL, NULL);
+        char id[FKS_ID_STR_SIZE], q[256];
+        fks_id_format (&a, id);
+        s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s'"
+             " AND status IN ('filled', 'rejected')", id);
+        cr_assert_eq (h_wait_int (q, 1, WAIT_MS), 1);
+        s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = 'rejected'",
+             id);
+        refused = (int) h_sql_int (q);
+        if (refused)
+            cr_assert (strstr (s_signal_reason (&a, reason, sizeof reason), "orders in this "
+                       "minute"), "%s", reason);
+    }
+    cr_assert (refused, "the orders-per-minute limit never refused an order");
+    //  Every rejection is a risk.rejected event.
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'"), 5);
+}
+
+Test (pipeline, limit_order_rests_until_a_bar_crosses_then_fills_in_parts,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_MAX_VOLUME_SHARE=0.5",
+                                                        "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_alert_t lim = { .symbol = "ADAUSDT", .action = "buy", .quantity = 10, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.9 };
+    fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+    s_wait_status (&a, "ordered");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"
+                             " AND type = 'limit' AND limit_price = 0.9"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0);
+
+    //  A bar through the limit with volume 12: half of it (6) fills, then the rest.
+    for (int i = 0; i < 2; i++) {
+        msgpack_sbuffer body;
+        msgpack_sbuffer_init (&body);
+        msgpack_packer pk;
+        msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+        msgpack_pack_map (&pk, 9);
+        fks_pack_kv_str (&pk, "symbol", "ADAUSDT");
+        fks_pack_kv_str (&pk, "interval", "1m");
+        fks_pack_kv_i64 (&pk, "open_time", fks_now_ms () - 60000 + i);
+        fks_pack_kv_f64 (&pk, "open", 0.95);
+        fks_pack_kv_f64 (&pk, "high", 0.96);
+        fks_pack_kv_f64 (&pk, "low", 0.85);
+        fks_pack_kv_f64 (&pk, "close", 0.88);
+        fks_pack_kv_f64 (&pk, "volume", 12);
+        fks_pack_kv_str (&pk, "source", "csv");
+        h_publish_body (&s, "market.bar", "data", body.data, body.size);
+        msgpack_sbuffer_destroy (&body);
+        if (i == 0)
+            cr_assert_eq (h_wait_int ("SELECT count(*) FROM orders WHERE status ="
+                                      " 'partially_filled' AND filled_qty = 6", 1, WAIT_MS), 1);
+    }
+    s_wait_status (&a, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE price = 0.9"), 2);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'ADAUSDT'"
+                             " AND qty = 10 AND avg_price = 0.9"), 1, "position: %s",
+                  h_sql_text ("SELECT qty || ' at ' || avg_price FROM positions"
+                              " WHERE symbol = 'ADAUSDT'"));
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'order.partially_filled'"),
+                  1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'order.filled'"), 1);
+
+    //  `cancel` alerts cancel what rests (a limit below the last close, 0.88, rests).
+    h_alert_t low = lim;
+    low.limit_price = 0.8;
+    fks_id_t b = h_inject_alert (&s, &low, NULL, NULL);
+    s_wait_status (&b, "ordered");
+    h_alert_t cancel = { .symbol = "ADAUSDT", .action = "cancel" };
+    fks_id_t c = h_inject_alert (&s, &cancel, NULL, NULL);
+    s_wait_status (&c, "signalled");
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM orders WHERE status = 'cancelled'", 1,
+                              WAIT_MS), 1);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Scale and failures
+
+static void
+s_assert_books_balance (void)
+{
+    //  Every position equals the signed sum of its fills.
+    long long bad = h_sql_int (
+        "SELECT count(*) FROM (SELECT f.symbol, sum (CASE f.side WHEN 'buy' THEN f.qty"
+        "        ELSE -f.qty END) AS q FROM fills f GROUP BY f.symbol) x"
+        " FULL JOIN positions p ON p.symbol = x.symbol"
+        " WHERE coalesce (p.qty, 0) <> coalesce (x.q, 0)");
+    cr_assert_eq (bad, 0, "%lld positions differ from the sum of their fills", bad);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders o WHERE o.filled_qty <>"
+                             " (SELECT coalesce (sum (qty), 0) FROM fills f"
+                             "   WHERE f.order_id = o.id)"), 0);
+}
+
+static const char *s_symbols[] = { "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT" };
+
+Test (pipeline, thousand_alerts_with_200_duplicates_over_3_replicas_make_800_orders,
+      .fini = s_teardown, .timeout = 180)
+{
+    h_stack_opts_t o = { .signal_replicas = 3, .execution_replicas = 3, .gateway = true,
+                         .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    //  800 distinct alerts through the gateway, 100 of them posted twice (the gateway answers
+    //  200 duplicate), and 100 more delivered twice on the bus (the workers' consumed rows
+    //  make the second delivery a no-op).
+    int accepted = 0, duplicates = 0;
+    uint8_t *envs[100];
+    size_t lens[100];
+    for (int i = 0; i < 700; i++) {
+        char json[256];
+        snprintf (json, sizeof json, "{\"ticker\":\"%s\",\"action\":\"%s\",\"contracts\":"
+                  "\"0.%d\",\"price\":\"%d\",\"id\":\"alert-%d\"}", s_symbols[i % 4],
+                  i % 3 ? "buy" : "sell", 1 + i % 9, 100 + i % 7, i);
+        for (int k = 0; k < (i < 100 ? 2 : 1); k++) {
+            //  503 means "not persisted, send it again", as the contract says.
+            int st = 503;
+            for (int t = 0; t < 5 && st == 503; t++)
+                st = h_http ("POST", s.gateway_port, "/webhook?token=" H_WEBHOOK_SECRET, NULL,
+                             "application/json", json, NULL);
+            cr_assert (st == 202 || st == 200, "gateway answered %d", st);
+            accepted += st == 202;
+            duplicates += st == 200;
+        }
+    }
+    cr_assert_eq (accepted, 700);
+    cr_assert_eq (duplicates, 100);
+    for (int i = 0; i < 100; i++) {
+        h_alert_t a = { .symbol = s_symbols[i % 4], .action = i % 2 ? "buy" : "sell",
+                        .quantity = 0.25, .price = 50 };
+        h_inject_alert (&s, &a, &envs[i], &lens[i]);
+    }
+    long long orders = h_wait_int ("SELECT count(*) FROM orders WHERE status = 'filled'", 800,
+                                   120000);
+    if (orders != 800)
+        h_dump_logs ();
+    cr_assert_eq (orders, 800);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM inbox WHERE status <> 'filled'", 0, WAIT_MS),
+                  0);
+    //  Now the 100 injected alerts are delivered a second time: the signal replicas find
+    //  their consumed rows and ack them without doing anything.
+    for (int i = 0; i < 100; i++) {
+        h_publish (&s, "webhook.received", envs[i], lens[i]);
+        free (envs[i]);
+    }
+    double dups = 0;
+    for (int t = 0; t < 400 && dups < 100; t++) {
+        dups = 0;
+        for (int r = 0; r < 3; r++) {
+            double v = h_metric (s.signal_ports[r], "fks_worker_messages_total{group=\"signal\","
+                                 "result=\"duplicate\"}");
+            dups += v > 0 ? v : 0;
+        }
+        if (dups < 100)
+            usleep (50000);
+    }
+    cr_assert_eq (dups, 100, "second deliveries acked as duplicates: %g", dups);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 800);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals"), 800);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 800);
+    cr_assert_eq (h_sql_int ("SELECT count(DISTINCT signal_id) FROM orders"), 800);
+    s_assert_books_balance ();
+}
+
+Test (pipeline, execution_killed_mid_run_and_restarted_leaves_one_order_per_signal,
+      .fini = s_teardown, .timeout = 180)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    for (int i = 0; i < 1000; i++) {
+        h_alert_t a = { .symbol = s_symbols[i % 4], .action = i % 2 ? "buy" : "sell",
+                        .quantity = 1 + i % 3, .price = 10 + i % 5 };
+        h_inject_alert (&s, &a, NULL, NULL);
+        if (i == 400) {
+            //  Once some orders are in, kill the execution worker mid-stream.
+            h_wait_int ("SELECT least (count(*), 100) FROM orders", 100, WAIT_MS);
+            cr_assert_eq (h_stop (s.execution[0], SIGKILL, 5000), 128 + SIGKILL);
+        }
+    }
+    long long before = h_sql_int ("SELECT count(*) FROM orders");
+    cr_assert (before < 1000, "the kill came too late to test anything (%lld orders)", before);
+    h_stack_start_execution (&s, 0);
+    long long orders = h_wait_int ("SELECT count(*) FROM orders", 1000, 120000);
+    if (orders != 1000)
+        h_dump_logs ();
+    cr_assert_eq (orders, 1000);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM inbox WHERE status <> 'filled'", 0,
+                              WAIT_MS), 0, "alerts left unfinished");
+    cr_assert_eq (h_sql_int ("SELECT count(DISTINCT signal_id) FROM orders"), 1000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status <> 'filled'"), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 1000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+    s_assert_books_balance ();
+}
+
+Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_reset,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = {
+        .signal_replicas = 1, .execution_replicas = 2, .redis_db = REDIS_DB, .gateway = true,
+        .exec_env = (const char *[]) { "FKS_BREAKER_FAILURES=3", "FKS_BREAKER_COOLDOWN=4s",
+                                       "FKS_BREAKER_HALF_OPEN_SUCCESSES=1",
+                                       "FKS_BREAKER_MIN_REQUESTS=1000", NULL }
+    };
+    h_stack_start (&s, &o);
+    //  Market orders with no price anywhere: the paper broker refuses them (a broker failure).
+    h_alert_t unpriced = { .symbol = "NOPRICEUSDT", .action = "buy", .quantity = 1 };
+    for (int i = 0; i < 3; i++) {
+        fks_id_t a = h_inject_alert (&s, &unpriced, NULL, NULL);
+        s_wait_status (&a, "failed");
+    }
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.opened'", 1,
+                              WAIT_MS), 1, "events: %s",
+                  h_sql_text ("SELECT string_agg (type, ' ' ORDER BY seq) FROM events"));
+    int64_t opened = fks_mono_ns ();
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'order.rejected'"), 3);
+
+    //  Now even priced orders are refused, whichever replica takes them.
+    h_alert_t priced = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100 };
+    for (int i = 0; i < 8; i++) {
+        fks_id_t a = h_inject_alert (&s, &priced, NULL, NULL);
+        s_wait_status (&a, "rejected");
+    }
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals WHERE status = 'rejected'"
+                             " AND reason LIKE '%circuit breaker global is open%'"), 8);
+    //  Both replicas show the breaker open (their gauges refresh from Redis when idle).
+    for (int r = 0; r < 2; r++) {
+        double v = -1;
+        for (int t = 0; t < 100 && v != 2; t++) {
+            v = h_metric (s.execution_ports[r], "fks_breaker_state{scope=\"global\"}");
+            if (v != 2)
+                usleep (50000);
+        }
+        cr_assert_eq (v, 2, "replica %d shows breaker state %g", r, v);
+    }
+
+    //  After the cool-down (4 s) a probe goes through, succeeds, and closes it.
+    while (fks_mono_ns () - opened < 4300000000LL)
+        usleep (100000);
+    fks_id_t a = h_inject_alert (&s, &priced, NULL, NULL);
+    s_wait_status (&a, "filled");
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.closed'", 1,
+                              WAIT_MS), 1);
+    for (int r = 0; r < 2; r++) {
+        double v = -1;
+        for (int t = 0; t < 100 && v != 0; t++) {
+            v = h_metric (s.execution_ports[r], "fks_breaker_state{scope=\"global\"}");
+            if (v != 0)
+                usleep (50000);
+        }
+        cr_assert_eq (v, 0, "replica %d shows breaker state %g", r, v);
+    }
+
+    //  Opened again, an operator closes it through the REST API (admin).
+    for (int i = 0; i < 3; i++) {
+        fks_id_t b = h_inject_alert (&s, &unpriced, NULL, NULL);
+        s_wait_status (&b, "failed");
+    }
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.opened'", 2,
+                              WAIT_MS), 2);
+    char *body = NULL;
+    cr_assert_eq (h_http ("GET", s.gateway_port, "/api/v1/breaker", H_ADMIN_KEY, NULL, NULL,
+                          &body), 200, "%s", body);
+    cr_assert (strstr (body, "\"state\":\"open\""), "%s", body);
+    free (body);
+    cr_assert_eq (h_http ("POST", s.gateway_port, "/api/v1/breaker/reset", H_ADMIN_KEY,
+                          "application/json", "{}", &body), 200, "%s", body);
+    cr_assert (strstr (body, "\"state\":\"closed\""), "%s", body);
+    free (body);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.closed'", 2,
+                              WAIT_MS), 2);
+    fks_id_t c = h_inject_alert (&s, &priced, NULL, NULL);
+    s_wait_status (&c, "filled");
+}
+
+Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice,
+      .fini = s_teardown, .timeout = 90)
+{
+    //  The consumed rows stop a redelivered message; the unique keys on orders stop the same
+    //  signal arriving inside other messages (here three copies with fresh envelope ids,
+    //  some in one batch): still one order.
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_alert_t a = { .symbol = "ETHUSDT", .action = "buy", .quantity = 1, .price = 2000 };
+    fks_id_t alert = h_inject_alert (&s, &a, NULL, NULL);
+    s_wait_status (&alert, "filled");
+    PGconn *conn = PQconnectdb (h_db_url ());
+    cr_assert (PQstatus (conn) == CONNECTION_OK);
+    PGresult *r = PQexecParams (conn, "SELECT envelope FROM events WHERE type = 'signal.created'",
+                                0, NULL, NULL, NULL, NULL, 1);
+    cr_assert (PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1);
+    fks_envelope_hdr_t hdr;
+    const uint8_t *body;
+    size_t body_len;
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_peek (PQgetvalue (r, 0, 0), (size_t) PQgetlength (r, 0, 0), &hdr,
+                                     &body, &body_len, &err), 0, "%s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        fks_envelope_hdr_t copy;
+        cr_assert_eq (fks_envelope_hdr_init (&copy, "signal.created", "signal", &hdr.corr,
+                                             &hdr.cause), 0);
+        msgpack_sbuffer frame;
+        msgpack_sbuffer_init (&frame);
+        cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s",
+                      err.msg);
+        h_store_event (&copy, frame.data, frame.size);
+        h_publish (&s, "signal.created", (const uint8_t *) frame.data, frame.size);
+        msgpack_sbuffer_destroy (&frame);
+    }
+    PQclear (r);
+    PQfinish (conn);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 4,
+                              WAIT_MS), 4, "every copy was consumed");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE qty = 1"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'order.filled'"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+}
+
+Test (pipeline, routing_to_execution_follows_the_configured_input, .fini = s_teardown,
+      .timeout = 90)
+{
+    //  With the ai stage switched on, execution takes signal.scored: a signal.created alone
+    //  must not trade.
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_EXECUTION_INPUT=signal.scored",
+                                                        NULL } };
+    h_stack_start (&s, &o);
+    h_alert_t a = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100 };
+    fks_id_t id = h_inject_alert (&s, &a, NULL, NULL);
+    s_wait_status (&id, "signalled");
+    //  The execution group's subscription does not include signal.created: nothing consumed.
+    usleep (500000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'"), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM bus_groups WHERE grp = 'execution'"
+                             " AND prefixes @> ARRAY['signal.scored']"
+                             " AND NOT prefixes @> ARRAY['signal.created']"), 1);
+}

@@ -1,0 +1,423 @@
+/*  test_runtime.c - the worker runtime (workers/runtime.c) in this process, against a real
+ *  fks-bus and PostgreSQL: one transaction per batch with the consumed ids and the outbox,
+ *  publish after commit, redelivery made harmless, retries, failures recorded, draining.
+ *
+ *  Integration suite: needs FKS_TEST_PG_URL and FKS_TEST_REDIS_URL (tools/test.sh). The test
+ *  worker consumes data.quality (its `detail` tells the handler what to do) and produces
+ *  security.event, and writes its effect into a table of the test's own (rt_effects).
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include "tests/workers/harness.h"
+#include "workers/runtime.h"
+
+#define REDIS_DB 12
+#define WAIT_MS  20000
+
+static h_stack_t s;
+static atomic_int s_calls;          /* handler calls */
+static atomic_int s_retries_left;   /* "retry" messages fail this many times first */
+static atomic_int s_fail_calls;     /* on_fail calls */
+static atomic_int s_started;        /* "slow" messages started */
+
+static const fks_pg_stmt_t s_stmts[] = {
+    { "rt_insert", "INSERT INTO rt_effects (msg_id, detail) VALUES ($1, $2)", 2 },
+};
+
+static int
+s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
+{
+    (void) arg;
+    atomic_fetch_add (&s_calls, 1);
+    char detail[64] = "";
+    fks_envelope_get_str (env, "detail", detail, sizeof detail);
+    char id[FKS_ID_STR_SIZE];
+    fks_id_format (&fks_envelope_hdr (env)->id, id);
+    const char *values[2] = { id, detail };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "rt_insert", 2, values, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "rt_insert");
+    PQclear (r);
+    if (strcmp (detail, "fail") == 0)
+        return fks_worker_fail (tx, "this message can never work");
+    if (strcmp (detail, "retry") == 0 && atomic_fetch_sub (&s_retries_left, 1) > 0)
+        return fks_worker_retry (tx, "a transient problem");
+    if (strcmp (detail, "slow") == 0) {
+        atomic_fetch_add (&s_started, 1);
+        usleep (300000);
+    }
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 3);
+    fks_pack_kv_str (pk, "kind", "rt_handled");
+    fks_pack_kv_str (pk, "source_addr", "127.0.0.1");
+    fks_pack_kv_str (pk, "detail", detail);
+    return fks_worker_emit (tx, "security.event", NULL, NULL);
+}
+
+static atomic_int s_flush_fail;     /* flushes of a batch to fail */
+static atomic_int s_flushed_alone;  /* flushes of single messages */
+
+static int
+s_flush (fks_worker_tx_t *tx, void *arg)
+{
+    (void) arg;
+    if (fks_worker_batch_size (tx) > 1 && atomic_fetch_sub (&s_flush_fail, 1) > 0)
+        return fks_worker_fail (tx, "a gathered write met a conflict");
+    if (fks_worker_batch_size (tx) == 1)
+        atomic_fetch_add (&s_flushed_alone, 1);
+    return FKS_WORKER_OK;
+}
+
+static int
+s_on_fail (fks_worker_tx_t *tx, const fks_envelope_t *env, const char *reason, void *arg)
+{
+    (void) env;
+    (void) arg;
+    atomic_fetch_add (&s_fail_calls, 1);
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 3);
+    fks_pack_kv_str (pk, "kind", "rt_failed");
+    fks_pack_kv_str (pk, "source_addr", "127.0.0.1");
+    fks_pack_kv_str (pk, "detail", reason);
+    return fks_worker_emit (tx, "security.event", NULL, NULL);
+}
+
+typedef struct {
+    fks_worker_def_t def;
+    fks_worker_t *w;
+    int stop_fd;
+    pthread_t thread;
+    bool running;
+    int rc;
+} s_runner_t;
+
+static s_runner_t *s_current;       /* stopped by the teardown if a test failed midway */
+
+static void *
+s_run (void *arg)
+{
+    s_runner_t *r = arg;
+    r->rc = fks_worker_run (r->w, r->stop_fd);
+    return NULL;
+}
+
+static const char *s_prefixes[] = { "data.quality" };
+
+static void
+s_start (s_runner_t *r, bool with_on_fail, int batch)
+{
+    memset (r, 0, sizeof *r);
+    r->def = (fks_worker_def_t) {
+        .program = "rt-test", .group = "rt", .src = "rt", .port_var = NULL,
+        .default_port = 0, .prefixes = s_prefixes, .n_prefixes = 1,
+        .stmts = s_stmts, .n_stmts = 1, .handler = s_handler,
+        .on_fail = with_on_fail ? s_on_fail : NULL,
+        .flush = s_flush,
+    };
+    fks_worker_cfg_t cfg = {
+        .env = "test", .pg_url = (char *) h_db_url (), .bus_url = s.bus_url,
+        .http_bind = "127.0.0.1", .port = 0, .threads = 2, .batch = batch, .window = 64,
+    };
+    char redis[320];
+    snprintf (redis, sizeof redis, "%s", s.redis_env + strlen ("FKS_REDIS_URL="));
+    cfg.redis_url = redis;
+    r->w = fks_worker_new (&r->def, &cfg);
+    cr_assert (r->w);
+    r->stop_fd = eventfd (0, EFD_CLOEXEC);
+    pthread_create (&r->thread, NULL, s_run, r);
+    r->running = true;
+    s_current = r;
+    for (int i = 0; i < 200 && fks_worker_port (r->w) <= 0; i++)
+        usleep (20000);
+    cr_assert (fks_worker_port (r->w) > 0, "the worker did not start");
+    cr_assert (h_wait_http (fks_worker_port (r->w), "/ready", 10000), "not ready");
+}
+
+static int
+s_stop (s_runner_t *r)
+{
+    if (!r->running)
+        return r->rc;
+    r->running = false;
+    uint64_t one = 1;
+    cr_assert_eq (write (r->stop_fd, &one, sizeof one), (ssize_t) sizeof one);
+    pthread_join (r->thread, NULL);
+    close (r->stop_fd);
+    fks_worker_destroy (&r->w);
+    return r->rc;
+}
+
+static void
+s_setup (void)
+{
+    atomic_store (&s_calls, 0);
+    atomic_store (&s_fail_calls, 0);
+    atomic_store (&s_retries_left, 0);
+    atomic_store (&s_started, 0);
+    atomic_store (&s_flush_fail, 0);
+    atomic_store (&s_flushed_alone, 0);
+    h_stack_opts_t o = { .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_sql_exec ("CREATE TABLE rt_effects (msg_id uuid PRIMARY KEY, detail text)");
+}
+
+static void
+s_teardown (void)
+{
+    if (s_current)
+        s_stop (s_current);
+    s_current = NULL;
+    h_stack_stop (&s);
+}
+
+//  Publishes a data.quality message (stored in events first, as producers do); returns its
+//  encoded envelope for publishing again.
+static void
+s_send (const char *detail, uint8_t **copy, size_t *len)
+{
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init (&body);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 3);
+    fks_pack_kv_str (&pk, "symbol", "BTCUSDT");
+    fks_pack_kv_str (&pk, "kind", "gap");
+    fks_pack_kv_str (&pk, "detail", detail);
+    fks_envelope_hdr_t hdr;
+    fks_id_t corr;
+    fks_id_new (&corr);
+    cr_assert_eq (fks_envelope_hdr_init (&hdr, "data.quality", "data", &corr, NULL), 0);
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init (&frame);
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_encode (&hdr, body.data, body.size, &frame, &err), 0, "%s",
+                  err.msg);
+    h_store_event (&hdr, frame.data, frame.size);
+    h_publish (&s, "data.quality", (const uint8_t *) frame.data, frame.size);
+    if (copy) {
+        *copy = malloc (frame.size);
+        memcpy (*copy, frame.data, frame.size);
+        *len = frame.size;
+    }
+    msgpack_sbuffer_destroy (&body);
+    msgpack_sbuffer_destroy (&frame);
+}
+
+Test (runtime, a_message_delivered_twice_takes_effect_once, .init = s_setup, .fini = s_teardown,
+      .timeout = 60)
+{
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    uint8_t *copy;
+    size_t len;
+    s_send ("ok", &copy, &len);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 1, WAIT_MS), 1);
+    //  Delivered again (the broker ignores a publish while the first delivery is still in
+    //  flight, so send until two more deliveries came): acked without running the handler.
+    double dup = 0;
+    for (int i = 0; i < 200 && dup < 2; i++) {
+        h_publish (&s, "data.quality", copy, len);
+        usleep (50000);
+        dup = h_metric (fks_worker_port (r.w),
+                        "fks_worker_messages_total{group=\"rt\",result=\"duplicate\"}");
+    }
+    free (copy);
+    cr_assert (dup >= 2, "redeliveries seen: %g", dup);
+    cr_assert_eq (atomic_load (&s_calls), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 1);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, produced_envelopes_are_committed_then_published_with_cause_and_corr,
+      .init = s_setup, .fini = s_teardown, .timeout = 60)
+{
+    h_stream_ready (&s);
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    s_send ("ok", NULL, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'security.event'", 1,
+                              WAIT_MS), 1);
+    cr_assert_eq (h_sql_int (
+        "SELECT count(*) FROM events o JOIN events i ON i.type = 'data.quality'"
+        " AND o.cause = i.id AND o.corr = i.corr WHERE o.type = 'security.event'"
+        " AND o.src = 'rt'"), 1, "the outbox row carries cause, corr and src");
+    char *corr = h_sql_text ("SELECT corr FROM events WHERE type = 'security.event'");
+    fks_id_t c;
+    cr_assert_eq (fks_id_parse (corr, strlen (corr), &c), 0);
+    free (corr);
+    char types[4][64];
+    cr_assert_eq (h_stream_types (&s, &c, types, 2, 10000), 2);
+    cr_assert_str_eq (types[0], "data.quality");
+    cr_assert_str_eq (types[1], "security.event", "published after its commit");
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, a_transient_failure_is_retried_until_it_works, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    atomic_store (&s_retries_left, 2);
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    s_send ("retry", NULL, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'security.event'", 1,
+                              WAIT_MS), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 1,
+                  "the failed attempts were rolled back");
+    cr_assert_eq (atomic_load (&s_calls), 3);
+    cr_assert_eq (h_metric (fks_worker_port (r.w), "fks_worker_retries_total{group=\"rt\"}"), 2);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, a_permanent_failure_is_recorded_by_the_worker, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    s_send ("fail", NULL, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'", 1, WAIT_MS), 1);
+    cr_assert_eq (atomic_load (&s_fail_calls), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 0,
+                  "the handler's effect was rolled back");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+    cr_assert_eq (h_metric (fks_worker_port (r.w),
+                            "fks_worker_messages_total{group=\"rt\",result=\"failed\"}"), 1);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, a_permanent_failure_without_a_record_becomes_a_dead_letter, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    s_start (&r, false, 16);
+    s_send ("fail", NULL, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM dead_letters WHERE grp = 'rt'"
+                              " AND reason LIKE '%can never work%'", 1, WAIT_MS), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 0);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, one_bad_message_does_not_hold_back_its_batch, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    //  Messages sent while the group has no replica wait in the broker, so they come at once
+    //  when one joins, and make a batch.
+    s_start (&r, true, 64);
+    cr_assert_eq (s_stop (&r), 0);
+    for (int i = 0; i < 20; i++)
+        s_send (i == 7 ? "fail" : "ok", NULL, NULL);
+    s_start (&r, true, 64);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'", 20, WAIT_MS), 20);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 19);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 20,
+                  "19 handled and 1 failure record");
+    cr_assert_eq (atomic_load (&s_fail_calls), 1);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, a_batch_whose_flush_fails_is_handled_message_by_message, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    s_start (&r, true, 64);
+    cr_assert_eq (s_stop (&r), 0);
+    for (int i = 0; i < 10; i++)
+        s_send ("ok", NULL, NULL);
+    atomic_store (&s_flush_fail, 1000);
+    s_start (&r, true, 64);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 10, WAIT_MS), 10);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 10);
+    cr_assert_eq (atomic_load (&s_fail_calls), 0, "nothing was a failure");
+    cr_assert (atomic_load (&s_flushed_alone) >= 10 - 1);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, stopping_drains_what_is_in_hand_and_hands_back_the_rest, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    s_start (&r, true, 1);
+    for (int i = 0; i < 10; i++)
+        s_send ("slow", NULL, NULL);
+    for (int i = 0; i < 250 && atomic_load (&s_started) == 0; i++)
+        usleep (20000);
+    cr_assert (atomic_load (&s_started) > 0);
+    cr_assert_eq (s_stop (&r), 0, "a drained stop returns 0");
+    long long done = h_sql_int ("SELECT count(*) FROM rt_effects");
+    cr_assert (done >= 1, "what was started was finished and committed");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), done);
+    //  A new replica finishes the rest, each exactly once.
+    s_start (&r, true, 16);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 10, WAIT_MS), 10);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 10);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, serves_health_ready_and_metrics, .init = s_setup, .fini = s_teardown,
+      .timeout = 60)
+{
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    int port = fks_worker_port (r.w);
+    char *body = NULL;
+    cr_assert_eq (h_http ("GET", port, "/health", NULL, NULL, NULL, &body), 200);
+    cr_assert (strstr (body, "\"healthy\""), "%s", body);
+    free (body);
+    cr_assert_eq (h_http ("GET", port, "/ready", NULL, NULL, NULL, &body), 200, "%s", body);
+    free (body);
+    s_send ("ok", NULL, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 1, WAIT_MS), 1);
+    cr_assert_eq (h_http ("GET", port, "/metrics", NULL, NULL, NULL, &body), 200);
+    cr_assert (strstr (body, "fks_worker_handler_seconds_count{group=\"rt\"} 1"), "%s", body);
+    cr_assert (strstr (body, "fks_worker_in_flight{group=\"rt\"}"), "%s", body);
+    free (body);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime_cfg, configuration_errors_name_the_variable)
+{
+    fks_worker_def_t def = { .program = "x", .group = "x", .port_var = "FKS_X_PORT",
+                             .default_port = 8002 };
+    fks_worker_cfg_t cfg;
+    char err[256];
+    unsetenv ("FKS_PG_URL");
+    unsetenv ("FKS_PG_URL_FILE");
+    cr_assert_eq (fks_worker_cfg_load (&def, &cfg, err, sizeof err), -1);
+    cr_assert (strstr (err, "FKS_PG_URL is required"), "%s", err);
+    setenv ("FKS_PG_URL", "postgresql://x@127.0.0.1/x", 1);
+    setenv ("FKS_REDIS_URL", "redis://127.0.0.1:6379/0", 1);
+    setenv ("FKS_WORKER_BATCH", "0", 1);
+    cr_assert_eq (fks_worker_cfg_load (&def, &cfg, err, sizeof err), -1);
+    cr_assert (strstr (err, "FKS_WORKER_BATCH"), "%s", err);
+    unsetenv ("FKS_WORKER_BATCH");
+    cr_assert_eq (fks_worker_cfg_load (&def, &cfg, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (cfg.port, 8002);
+    cr_assert_eq (cfg.threads, 2);
+    fks_worker_cfg_free (&cfg);
+    unsetenv ("FKS_PG_URL");
+    unsetenv ("FKS_REDIS_URL");
+}
+
+Test (runtime_num, numbers_for_numeric_columns_are_exact_decimals)
+{
+    char buf[48];
+    cr_assert_str_eq (fks_worker_num (buf, 0.1 + 0.2), "0.3");
+    cr_assert_str_eq (fks_worker_num (buf, 42000), "42000");
+    cr_assert_str_eq (fks_worker_num (buf, -0.0), "0");
+    cr_assert_str_eq (fks_worker_num (buf, 1e-7), "1e-07");
+    cr_assert_float_eq (fks_worker_parse_num ("12.5", 0), 12.5, 1e-12);
+    cr_assert_float_eq (fks_worker_parse_num ("", 3), 3, 1e-12);
+    cr_assert_float_eq (fks_worker_parse_num ("abc", 3), 3, 1e-12);
+}

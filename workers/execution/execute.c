@@ -1,0 +1,1646 @@
+/*  execute.c - the execution worker's handlers: signals and manual orders to broker orders.
+ *
+ *  See execute.h for what each message does. The order of work inside a placement matters
+ *  and is always the same: lock the position, check (risk, rate, breaker), ask the broker,
+ *  apply its answer to the order and the position in memory (orders.c, positions.c), then
+ *  write the order, its fills and the position, and emit the events in the order a user
+ *  expects to see them: order.submitted, each fill, position.updated. A unique-key conflict on
+ *  the order (the same signal, or the same client order id, seen again) means the work was
+ *  done before: nothing is written and nothing is emitted.
+ *
+ *  Redis holds what replicas share and is not transactional: the orders-per-minute counter,
+ *  the breaker, the latest prices. A transaction that rolls back after touching them leaves a
+ *  count one too high for a minute, or a breaker event unpublished (the state itself is
+ *  right); that is the price of not stopping every replica on one lock.
+ */
+#include "workers/execution/execute.h"
+#include "workers/execution/orders.h"
+#include "workers/execution/positions.h"
+#include "workers/prices.h"
+#include "workers/symbol.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/metrics.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_RANK(x) "(CASE " x " WHEN 'accepted' THEN 1 WHEN 'signalled' THEN 2 " \
+                  "WHEN 'scored' THEN 3 WHEN 'ordered' THEN 4 WHEN 'filled' THEN 6 ELSE 5 END)"
+#define S_ORDER_COLS "o.id, o.client_order_id, o.signal_id, o.corr, o.symbol, o.side, o.type, " \
+                     "o.qty, o.limit_price, o.status, o.filled_qty, o.avg_fill_price, " \
+                     "(SELECT count(*) FROM fills f WHERE f.order_id = o.id)"
+
+static const fks_pg_stmt_t s_stmts[] = {
+    //  Two statements, not one: under READ COMMITTED a statement reads the snapshot taken
+    //  when it started, so a read in the statement that waited for the lock would see the
+    //  position as it was before the holder committed.
+    { "ex_position_lock",
+      "SELECT pg_advisory_xact_lock (hashtextextended ('fks.position:' || $1, 0))", 1 },
+    { "ex_position",
+      "SELECT qty, avg_price, realized_pnl, fees FROM positions WHERE symbol = $1", 1 },
+    //  A batch's symbols (sorted by the caller; the subquery keeps that order), then their
+    //  rows.
+    { "ex_positions_lock",
+      "SELECT count (pg_advisory_xact_lock (hashtextextended ('fks.position:' || s, 0)))"
+      "  FROM (SELECT s FROM unnest ($1::text[]) AS u (s) ORDER BY s COLLATE \"C\") x", 1 },
+    { "ex_positions",
+      "SELECT symbol, qty, avg_price, realized_pnl, fees FROM positions"
+      " WHERE symbol = ANY ($1::text[])", 1 },
+    //  The batch's new orders with their fill and statuses at once (ex_place for many).
+    { "ex_place_many",
+      "WITH v AS ("
+      "  SELECT * FROM unnest ($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[],"
+      "                        $6::text[], $7::text[], $8::numeric[], $9::numeric[],"
+      "                        $10::text[], $11::numeric[], $12::numeric[], $13::text[],"
+      "                        $14::text[], $15::text[], $16::uuid[], $17::text[],"
+      "                        $18::numeric[], $19::numeric[], $20::numeric[], $21::text[],"
+      "                        $22::text[], $23::text[])"
+      "    AS t (id, coid, sid, corr, symbol, side, type, qty, lim, status, fq, avg, broker,"
+      "          exid, reason, fid, fexid, fqty, fprice, ffee, fasset, sstatus, istatus)),"
+      " o AS ("
+      "  INSERT INTO orders (id, client_order_id, signal_id, corr, symbol, side, type, qty,"
+      "                      limit_price, status, filled_qty, avg_fill_price, broker,"
+      "                      exchange_order_id, reason)"
+      "  SELECT id, coid, sid, corr, symbol, side, type, qty, lim, status, fq, avg, broker,"
+      "         exid, reason FROM v"
+      "  ON CONFLICT DO NOTHING RETURNING id),"
+      " f AS ("
+      "  INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol, side, qty, price,"
+      "                     fee, fee_asset, ts)"
+      "  SELECT v.fid, v.id, v.broker, v.fexid, v.symbol, v.side, v.fqty, v.fprice, v.ffee,"
+      "         v.fasset, now() FROM v JOIN o ON o.id = v.id WHERE v.fexid IS NOT NULL),"
+      " s AS ("
+      "  UPDATE signals SET status = v.sstatus, updated_at = now()"
+      "    FROM v JOIN o ON o.id = v.id WHERE signals.id = v.sid),"
+      " i AS ("
+      "  UPDATE inbox SET status = v.istatus, updated_at = now()"
+      "    FROM v JOIN o ON o.id = v.id"
+      "   WHERE inbox.id = v.corr"
+      "     AND " S_RANK ("inbox.status") " < " S_RANK ("v.istatus") ")"
+      "SELECT count(*) FROM o", 23 },
+    //  Every position the transaction moved, written once before COMMIT.
+    { "ex_positions_save",
+      "INSERT INTO positions (symbol, qty, avg_price, realized_pnl, fees, updated_at)"
+      " SELECT s, q, a, r, f, now()"
+      "   FROM unnest ($1::text[], $2::numeric[], $3::numeric[], $4::numeric[],"
+      "                $5::numeric[]) AS t (s, q, a, r, f)"
+      " ON CONFLICT (symbol) DO UPDATE SET qty = EXCLUDED.qty, avg_price = EXCLUDED.avg_price,"
+      "   realized_pnl = EXCLUDED.realized_pnl, fees = EXCLUDED.fees, updated_at = now()", 5 },
+    //  A new order with at most one fill, and the status of its signal and alert, in one
+    //  round trip: the common case (a market order filled at once, a limit order resting, a
+    //  broker refusal). Nothing else happens when the order exists already.
+    { "ex_place",
+      "WITH o AS ("
+      "  INSERT INTO orders (id, client_order_id, signal_id, corr, symbol, side, type, qty,"
+      "                      limit_price, status, filled_qty, avg_fill_price, broker,"
+      "                      exchange_order_id, reason)"
+      "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+      "  ON CONFLICT DO NOTHING RETURNING id),"
+      " f AS ("
+      "  INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol, side, qty, price,"
+      "                     fee, fee_asset, ts)"
+      "  SELECT $16, o.id, $13, $17, $5, $6, $18, $19, $20, $21, now() FROM o"
+      "   WHERE $17::text IS NOT NULL),"
+      " s AS ("
+      "  UPDATE signals SET status = $22, updated_at = now()"
+      "   WHERE id = $3 AND EXISTS (SELECT 1 FROM o)),"
+      " i AS ("
+      "  UPDATE inbox SET status = $23, updated_at = now()"
+      "   WHERE id = $4 AND EXISTS (SELECT 1 FROM o)"
+      "     AND " S_RANK ("status") " < " S_RANK ("$23::text") ")"
+      "SELECT id FROM o", 23 },
+    { "ex_order_insert",
+      "INSERT INTO orders (id, client_order_id, signal_id, corr, symbol, side, type, qty,"
+      "                    limit_price, status, filled_qty, avg_fill_price, broker,"
+      "                    exchange_order_id, reason)"
+      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+      " ON CONFLICT DO NOTHING RETURNING id", 15 },
+    { "ex_order_update",
+      "UPDATE orders SET status = $2, filled_qty = $3, avg_fill_price = $4,"
+      "       exchange_order_id = COALESCE ($5, exchange_order_id),"
+      "       reason = COALESCE ($6, reason), broker = $7, updated_at = now()"
+      " WHERE id = $1", 7 },
+    { "ex_order_get",
+      "SELECT " S_ORDER_COLS " FROM orders o WHERE o.id = $1 FOR UPDATE", 1 },
+    { "ex_open_limits",
+      "SELECT " S_ORDER_COLS " FROM orders o"
+      " WHERE o.symbol = $1 AND o.type = 'limit' AND o.status IN ('submitted', 'partially_filled')"
+      " ORDER BY o.created_at, o.id LIMIT 1000 FOR UPDATE", 1 },
+    { "ex_fill_insert",
+      "INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol, side, qty, price, fee,"
+      "                   fee_asset, ts)"
+      " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())"
+      " ON CONFLICT (broker, exchange_fill_id) DO NOTHING RETURNING id", 10 },
+    { "ex_signal_status",
+      "WITH s AS (UPDATE signals SET status = $2, reason = COALESCE ($3, reason),"
+      "                              updated_at = now()"
+      "            WHERE id = $1 RETURNING inbox_id)"
+      "UPDATE inbox SET status = $4, updated_at = now()"
+      " WHERE id = (SELECT inbox_id FROM s)"
+      "   AND " S_RANK ("status") " < " S_RANK ("$4::text"), 4 },
+    { "ex_inbox_status",
+      "UPDATE inbox SET status = $2, updated_at = now()"
+      " WHERE id = $1 AND " S_RANK ("status") " < " S_RANK ("$2::text"), 2 },
+};
+
+struct fks_exec_t {
+    fks_exec_cfg_t cfg;
+    fks_broker_t *broker;
+    const char *prefixes[4];
+    fks_metric_family_t *f_orders;
+    fks_metric_family_t *f_risk;
+    fks_metric_t *m_breaker;
+    fks_metric_t *m_fills;
+};
+
+#define S_CACHE_MAX 64              /* symbols one transaction keeps in memory */
+
+typedef struct {
+    char symbol[FKS_SYMBOL_MAX];
+    fks_position_t pos;
+    bool dirty;
+} s_pos_entry_t;
+
+typedef struct {
+    char symbol[FKS_SYMBOL_MAX];
+    bool has;
+    double price;
+} s_price_entry_t;
+
+//  A new order waiting for the batch's single insert (s_flush).
+typedef struct {
+    fks_order_t order;
+    fks_broker_result_t res;        /* its outcome: at most one fill */
+    const char *inbox_status;       /* static strings */
+} s_placed_t;
+
+//  A handler thread's state. The caches live for one transaction (reset by s_begin): the
+//  positions it locked and moved, the latest prices it read, and the orders it placed in a
+//  batch (all written by s_flush).
+typedef struct {
+    fks_exec_t *x;
+    fks_breaker_t *breaker;
+    fks_redis_t *redis;
+    s_pos_entry_t pos[S_CACHE_MAX];
+    size_t n_pos;
+    s_price_entry_t prices[S_CACHE_MAX];
+    size_t n_prices;
+    s_placed_t *placed;
+    size_t n_placed, cap_placed;
+    bool *outcomes;                 /* a batch's paper outcomes, for the breaker (s_flush) */
+    size_t n_outcomes, cap_outcomes;
+    char failure[FKS_BROKER_REASON_MAX];    /* the batch's last broker refusal */
+} s_thread_t;
+
+static const fks_id_t s_nil;        /* corr of events that concern no alert */
+
+
+//  --------------------------------------------------------------------------
+//  Configuration and setup
+
+int
+fks_exec_cfg_load (fks_exec_cfg_t *cfg, char *err, size_t cap)
+{
+    memset (cfg, 0, sizeof *cfg);
+    if (fks_risk_limits_load (&cfg->limits, err, cap) != 0
+        || fks_breaker_cfg_load (&cfg->breaker, err, cap) != 0)
+        return -1;
+    fks_config_err_t e;
+    char *input = NULL, *scope = NULL;
+    //  "global" is the scope GET /api/v1/breaker shows and resets when none is named.
+    if (fks_config_str ("FKS_EXECUTION_INPUT", "signal.created", &input, &e) < 0
+        || fks_config_str ("FKS_BREAKER_SCOPE", "global", &scope, &e) < 0) {
+        snprintf (err, cap, "%s", e.msg);
+        free (input);
+        free (scope);
+        return -1;
+    }
+    int rc = 0;
+    if (strcmp (input, "signal.created") != 0 && strcmp (input, "signal.scored") != 0) {
+        snprintf (err, cap, "FKS_EXECUTION_INPUT: expected signal.created or signal.scored, "
+                  "got '%.40s'", input);
+        rc = -1;
+    }
+    else if (!fks_breaker_scope_valid (scope)) {
+        snprintf (err, cap, "FKS_BREAKER_SCOPE: expected 1-63 chars of [a-z0-9:._-], got "
+                  "'%.64s'", scope);
+        rc = -1;
+    }
+    else {
+        snprintf (cfg->input, sizeof cfg->input, "%s", input);
+        snprintf (cfg->breaker_scope, sizeof cfg->breaker_scope, "%s", scope);
+    }
+    free (input);
+    free (scope);
+    return rc;
+}
+
+fks_exec_t *
+fks_exec_new (const fks_exec_cfg_t *cfg, fks_broker_t *broker)
+{
+    fks_exec_t *self = calloc (1, sizeof *self);
+    if (!self || !broker) {
+        free (self);
+        fks_broker_destroy (&broker);
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->broker = broker;
+    self->prefixes[0] = self->cfg.input;
+    self->prefixes[1] = "order.requested";
+    self->prefixes[2] = "order.cancel_requested";
+    self->prefixes[3] = "market.bar";
+    self->f_orders = fks_counter_family ("fks_execution_orders_total",
+        "Orders by outcome: filled, partially_filled, resting, rejected (by the broker), "
+        "risk_rejected, cancelled", (const char *[]) { "outcome" }, 1);
+    self->f_risk = fks_counter_family ("fks_execution_risk_rejections_total",
+        "Orders refused before the broker, by rule", (const char *[]) { "rule" }, 1);
+    self->m_fills = fks_metric_get (fks_counter_family ("fks_execution_fills_total",
+        "Fills applied to orders and positions", NULL, 0), NULL);
+    self->m_breaker = fks_metric_get1 (fks_gauge_family ("fks_breaker_state",
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+        (const char *[]) { "scope" }, 1), self->cfg.breaker_scope);
+    if (!self->f_orders || !self->f_risk || !self->m_fills || !self->m_breaker) {
+        fks_exec_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+void
+fks_exec_destroy (fks_exec_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fks_broker_destroy (&(*self_p)->broker);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+const fks_pg_stmt_t *
+fks_exec_stmts (size_t *n)
+{
+    *n = sizeof s_stmts / sizeof s_stmts[0];
+    return s_stmts;
+}
+
+static void *
+s_thread_init (fks_pg_t *pg, fks_redis_t *redis, void *arg)
+{
+    (void) pg;
+    fks_exec_t *x = arg;
+    s_thread_t *st = calloc (1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->x = x;
+    st->redis = redis;
+    st->breaker = fks_breaker_new (redis, x->cfg.breaker_scope, &x->cfg.breaker);
+    return st;
+}
+
+static void
+s_thread_fini (void *state, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = state;
+    if (st) {
+        fks_breaker_destroy (&st->breaker);
+        free (st->placed);
+        free (st->outcomes);
+        free (st);
+    }
+}
+
+static void
+s_idle (void *state, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = state;
+    if (!st || !st->breaker)
+        return;
+    fks_breaker_status_t s;
+    fks_redis_err_t err;
+    if (fks_breaker_status (st->breaker, fks_now_ms (), &s, &err) == 0)
+        fks_metric_set (st->x->m_breaker, (double) s.state);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Reading
+
+//  Writes every position this transaction moved, in one statement.
+static int
+s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
+{
+    char arr[5][S_CACHE_MAX * 50 + 8];
+    size_t len[5] = { 0 };
+    int dirty = 0;
+    for (int k = 0; k < 5; k++)
+        len[k] = (size_t) snprintf (arr[k], sizeof arr[k], "{");
+    for (size_t i = 0; i < st->n_pos; i++) {
+        s_pos_entry_t *e = &st->pos[i];
+        if (!e->dirty)
+            continue;
+        char v[4][48];
+        fks_worker_num (v[0], e->pos.qty);
+        fks_worker_num (v[1], e->pos.qty == 0 ? 0 : e->pos.avg_price);
+        fks_worker_num (v[2], e->pos.realized_pnl);
+        fks_worker_num (v[3], e->pos.fees);
+        const char *sep = dirty ? "," : "";
+        len[0] += (size_t) snprintf (arr[0] + len[0], sizeof arr[0] - len[0], "%s\"%s\"", sep,
+                                     e->symbol);
+        for (int k = 0; k < 4; k++)
+            len[k + 1] += (size_t) snprintf (arr[k + 1] + len[k + 1],
+                                             sizeof arr[k + 1] - len[k + 1], "%s%s", sep, v[k]);
+        dirty++;
+    }
+    if (dirty == 0)
+        return FKS_WORKER_OK;
+    for (int k = 0; k < 5; k++)
+        snprintf (arr[k] + len[k], sizeof arr[k] - len[k], "}");
+    const char *values[5] = { arr[0], arr[1], arr[2], arr[3], arr[4] };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_positions_save", 5, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "saving positions");
+    PQclear (r);
+    for (size_t i = 0; i < st->n_pos; i++)
+        st->pos[i].dirty = false;
+    return FKS_WORKER_OK;
+}
+
+//  The symbol's position, locked for the rest of the transaction: read once per transaction,
+//  then kept in memory (and written by s_flush). NULL with the reason set on failure.
+static s_pos_entry_t *
+s_position (fks_worker_tx_t *tx, s_thread_t *st, const char *symbol, int *rc)
+{
+    for (size_t i = 0; i < st->n_pos; i++)
+        if (strcmp (st->pos[i].symbol, symbol) == 0)
+            return &st->pos[i];
+    if (st->n_pos == S_CACHE_MAX) {
+        //  Full: write what moved and start over (the locks stay held until COMMIT, so the
+        //  rows read again are the ones written here).
+        if ((*rc = s_save_positions (tx, st)) != FKS_WORKER_OK)
+            return NULL;
+        st->n_pos = 0;
+    }
+    fks_pg_err_t err;
+    const char *values[1] = { symbol };
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_position_lock", 1, values, NULL, NULL,
+                               &err);
+    if (!r) {
+        *rc = fks_worker_pg_error (tx, &err, "locking the position");
+        return NULL;
+    }
+    PQclear (r);
+    r = fks_pg_exec (fks_worker_pg (tx), "ex_position", 1, values, NULL, NULL, &err);
+    if (!r) {
+        *rc = fks_worker_pg_error (tx, &err, "reading the position");
+        return NULL;
+    }
+    s_pos_entry_t *e = &st->pos[st->n_pos++];
+    memset (e, 0, sizeof *e);
+    snprintf (e->symbol, sizeof e->symbol, "%s", symbol);
+    if (PQntuples (r) == 1) {
+        e->pos.qty = fks_worker_parse_num (PQgetvalue (r, 0, 0), 0);
+        e->pos.avg_price = fks_worker_parse_num (PQgetvalue (r, 0, 1), 0);
+        e->pos.realized_pnl = fks_worker_parse_num (PQgetvalue (r, 0, 2), 0);
+        e->pos.fees = fks_worker_parse_num (PQgetvalue (r, 0, 3), 0);
+    }
+    PQclear (r);
+    return e;
+}
+
+static int
+s_cmp_symbol (const void *a, const void *b)
+{
+    return strcmp ((const char *) a, (const char *) b);
+}
+
+//  The batch's positions, locked in one fixed order (sorted symbols) and read in one round
+//  trip each, before any message is handled: two replicas whose batches share symbols then
+//  wait for each other instead of deadlocking.
+static int
+s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
+{
+    fks_exec_t *x = st->x;
+    size_t n = fks_worker_batch_size (tx);
+    char symbols[S_CACHE_MAX][FKS_SYMBOL_MAX];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < S_CACHE_MAX; i++) {
+        const fks_envelope_t *env = fks_worker_batch_env (tx, i);
+        const char *type = fks_envelope_hdr (env)->type;
+        if (strcmp (type, x->cfg.input) != 0 && strcmp (type, "order.requested") != 0
+            && strcmp (type, "market.bar") != 0)
+            continue;
+        char raw[65];
+        if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
+            || fks_symbol_normalize (raw, symbols[k], NULL, 0) != 0)
+            continue;
+        k++;
+    }
+    if (k == 0)
+        return FKS_WORKER_OK;
+    qsort (symbols, k, sizeof symbols[0], s_cmp_symbol);
+    fks_worker_array_t arr;
+    fks_worker_array_init (&arr);
+    size_t uniq = 0;
+    for (size_t i = 0; i < k; i++)
+        if (i == 0 || strcmp (symbols[i], symbols[i - 1]) != 0) {
+            fks_worker_array_add (&arr, symbols[i]);
+            memcpy (symbols[uniq++], symbols[i], FKS_SYMBOL_MAX);
+        }
+    const char *list = fks_worker_array_end (&arr);
+    if (!list) {
+        fks_worker_array_free (&arr);
+        return fks_worker_retry (tx, "out of memory");
+    }
+    const char *values[1] = { list };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_positions_lock", 1, values, NULL, NULL,
+                               &err);
+    if (!r) {
+        fks_worker_array_free (&arr);
+        return fks_worker_pg_error (tx, &err, "locking the batch's positions");
+    }
+    PQclear (r);
+    r = fks_pg_exec (fks_worker_pg (tx), "ex_positions", 1, values, NULL, NULL, &err);
+    fks_worker_array_free (&arr);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "reading the batch's positions");
+    for (size_t i = 0; i < uniq; i++) {
+        s_pos_entry_t *e = &st->pos[st->n_pos++];
+        memset (e, 0, sizeof *e);
+        memcpy (e->symbol, symbols[i], FKS_SYMBOL_MAX);
+    }
+    int rows = PQntuples (r);
+    for (int j = 0; j < rows; j++) {
+        const char *sym = PQgetvalue (r, j, 0);
+        for (size_t i = 0; i < st->n_pos; i++)
+            if (strcmp (st->pos[i].symbol, sym) == 0) {
+                st->pos[i].pos.qty = fks_worker_parse_num (PQgetvalue (r, j, 1), 0);
+                st->pos[i].pos.avg_price = fks_worker_parse_num (PQgetvalue (r, j, 2), 0);
+                st->pos[i].pos.realized_pnl = fks_worker_parse_num (PQgetvalue (r, j, 3), 0);
+                st->pos[i].pos.fees = fks_worker_parse_num (PQgetvalue (r, j, 4), 0);
+            }
+    }
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
+static int
+s_begin (fks_worker_tx_t *tx, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (!st)
+        return FKS_WORKER_OK;
+    st->n_pos = 0;
+    st->n_prices = 0;
+    st->n_placed = 0;
+    st->n_outcomes = 0;
+    st->failure[0] = '\0';
+    return fks_worker_batch_size (tx) > 1 ? s_lock_batch (tx, st) : FKS_WORKER_OK;
+}
+
+static int s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st);
+static int s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st);
+
+//  Before COMMIT: the batch's orders, the positions they moved, then the batch's outcomes
+//  with the breaker (last, so that a refusal there undoes everything before it).
+static int
+s_flush (fks_worker_tx_t *tx, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (!st)
+        return FKS_WORKER_OK;
+    int rc = s_write_placed_many (tx, st);
+    if (rc == FKS_WORKER_OK)
+        rc = s_save_positions (tx, st);
+    if (rc == FKS_WORKER_OK)
+        rc = s_settle_breaker (tx, st);
+    return rc;
+}
+
+//  An order row (S_ORDER_COLS) into o.
+static int
+s_order_from_row (PGresult *r, int row, fks_order_t *o)
+{
+    memset (o, 0, sizeof *o);
+    const char *v = PQgetvalue (r, row, 0);
+    if (fks_id_parse (v, strlen (v), &o->id) != 0)
+        return -1;
+    snprintf (o->client_order_id, sizeof o->client_order_id, "%s", PQgetvalue (r, row, 1));
+    if (!PQgetisnull (r, row, 2)) {
+        v = PQgetvalue (r, row, 2);
+        o->has_signal = fks_id_parse (v, strlen (v), &o->signal_id) == 0;
+    }
+    if (!PQgetisnull (r, row, 3)) {
+        v = PQgetvalue (r, row, 3);
+        o->has_corr = fks_id_parse (v, strlen (v), &o->corr) == 0;
+    }
+    snprintf (o->symbol, sizeof o->symbol, "%s", PQgetvalue (r, row, 4));
+    o->buy = strcmp (PQgetvalue (r, row, 5), "buy") == 0;
+    o->limit = strcmp (PQgetvalue (r, row, 6), "limit") == 0;
+    o->qty = fks_worker_parse_num (PQgetvalue (r, row, 7), 0);
+    o->limit_price = fks_worker_parse_num (PQgetvalue (r, row, 8), 0);
+    if (fks_order_status_parse (PQgetvalue (r, row, 9), &o->status) != 0)
+        return -1;
+    o->filled_qty = fks_worker_parse_num (PQgetvalue (r, row, 10), 0);
+    o->avg_fill_price = fks_worker_parse_num (PQgetvalue (r, row, 11), 0);
+    o->fills = atoi (PQgetvalue (r, row, 12));
+    return 0;
+}
+
+//  The latest price of symbol (Redis), read once per transaction: 0 with *has set, or
+//  FKS_WORKER_RETRY.
+static int
+s_last_price (fks_worker_tx_t *tx, s_thread_t *st, const char *symbol, bool *has,
+              double *price)
+{
+    for (size_t i = 0; i < st->n_prices; i++)
+        if (strcmp (st->prices[i].symbol, symbol) == 0) {
+            *has = st->prices[i].has;
+            *price = st->prices[i].price;
+            return FKS_WORKER_OK;
+        }
+    fks_redis_err_t err;
+    int rc = fks_price_get (fks_worker_redis (tx), symbol, price, NULL, &err);
+    if (rc < 0)
+        return fks_worker_redis_error (tx, &err, "reading the latest price");
+    *has = rc == 0;
+    if (st->n_prices < S_CACHE_MAX) {
+        s_price_entry_t *e = &st->prices[st->n_prices++];
+        snprintf (e->symbol, sizeof e->symbol, "%s", symbol);
+        e->has = *has;
+        e->price = *has ? *price : 0;
+    }
+    return FKS_WORKER_OK;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Emitting
+
+static void
+s_pack_order_ids (msgpack_packer *pk, const fks_order_t *o)
+{
+    fks_pack_kv_id (pk, "order_id", &o->id);
+    fks_pack_kv_str (pk, "client_order_id", o->client_order_id);
+}
+
+static const fks_id_t *
+s_corr (const fks_order_t *o)
+{
+    return o->has_corr ? &o->corr : &s_nil;
+}
+
+static int
+s_emit_submitted (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o,
+                  const char *exchange_id)
+{
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 7 + (o->has_signal ? 1 : 0) + (o->limit ? 1 : 0)
+                          + (exchange_id && *exchange_id ? 1 : 0));
+    s_pack_order_ids (pk, o);
+    if (o->has_signal)
+        fks_pack_kv_id (pk, "signal_id", &o->signal_id);
+    fks_pack_kv_str (pk, "symbol", o->symbol);
+    fks_pack_kv_str (pk, "side", o->buy ? "buy" : "sell");
+    fks_pack_kv_str (pk, "type", o->limit ? "limit" : "market");
+    fks_pack_kv_f64 (pk, "qty", o->qty);
+    if (o->limit)
+        fks_pack_kv_f64 (pk, "limit_price", o->limit_price);
+    fks_pack_kv_str (pk, "broker", broker);
+    if (exchange_id && *exchange_id)
+        fks_pack_kv_str (pk, "exchange_order_id", exchange_id);
+    return fks_worker_emit (tx, "order.submitted", s_corr (o), NULL);
+}
+
+typedef struct {
+    double filled_qty, avg;
+    bool complete;
+} s_snap_t;
+
+static int
+s_emit_fill (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o,
+             const fks_broker_fill_t *f, const s_snap_t *snap)
+{
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 11 + (f->fee_asset[0] ? 1 : 0));
+    s_pack_order_ids (pk, o);
+    fks_pack_kv_str (pk, "fill_id", f->fill_id);
+    fks_pack_kv_str (pk, "symbol", o->symbol);
+    fks_pack_kv_str (pk, "side", o->buy ? "buy" : "sell");
+    fks_pack_kv_f64 (pk, "qty", f->qty);
+    fks_pack_kv_f64 (pk, "price", f->price);
+    fks_pack_kv_f64 (pk, "fee", f->fee);
+    if (f->fee_asset[0])
+        fks_pack_kv_str (pk, "fee_asset", f->fee_asset);
+    fks_pack_kv_f64 (pk, "filled_qty", snap->filled_qty);
+    fks_pack_kv_f64 (pk, "avg_fill_price", snap->avg);
+    fks_pack_kv_str (pk, "broker", broker);
+    return fks_worker_emit (tx, snap->complete ? "order.filled" : "order.partially_filled",
+                            s_corr (o), NULL);
+}
+
+//  order.rejected or order.cancelled.
+static int
+s_emit_ended (fks_worker_tx_t *tx, const char *type, const fks_order_t *o, const char *reason)
+{
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 4 + (o->filled_qty > 0 ? 1 : 0));
+    s_pack_order_ids (pk, o);
+    fks_pack_kv_str (pk, "symbol", o->symbol);
+    fks_pack_kv_str (pk, "reason", reason && *reason ? reason : "no reason given");
+    if (o->filled_qty > 0)
+        fks_pack_kv_f64 (pk, "filled_qty", o->filled_qty);
+    return fks_worker_emit (tx, type, s_corr (o), NULL);
+}
+
+static int
+s_emit_position (fks_worker_tx_t *tx, const char *symbol, const fks_position_t *p, double last,
+                 const fks_order_t *o)
+{
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 7);
+    fks_pack_kv_str (pk, "symbol", symbol);
+    fks_pack_kv_f64 (pk, "qty", p->qty);
+    fks_pack_kv_f64 (pk, "avg_price", p->qty == 0 ? 0 : p->avg_price);
+    fks_pack_kv_f64 (pk, "realized_pnl", p->realized_pnl);
+    fks_pack_kv_f64 (pk, "unrealized_pnl", fks_position_unrealized (p, last));
+    fks_pack_kv_f64 (pk, "last_price", last);
+    fks_pack_kv_id (pk, "order_id", &o->id);
+    return fks_worker_emit (tx, "position.updated", s_corr (o), NULL);
+}
+
+//  Publishes a breaker transition (and keeps the gauge true).
+static int
+s_breaker_event (fks_worker_tx_t *tx, s_thread_t *st, fks_breaker_transition_t tr,
+                 const fks_breaker_status_t *s)
+{
+    fks_metric_set (st->x->m_breaker, (double) s->state);
+    if (tr != FKS_BREAKER_OPENED && tr != FKS_BREAKER_CLOSED_NOW) {
+        if (tr == FKS_BREAKER_HALF_OPENED)
+            fks_log (FKS_LOG_INFO, NULL, NULL, "breaker %s half-open: %s",
+                     st->x->cfg.breaker_scope, s->reason);
+        return FKS_WORKER_OK;
+    }
+    bool opened = tr == FKS_BREAKER_OPENED;
+    fks_log (opened ? FKS_LOG_WARN : FKS_LOG_INFO, NULL, NULL, "breaker %s %s: %s",
+             st->x->cfg.breaker_scope, opened ? "opened" : "closed", s->reason);
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 4);
+    fks_pack_kv_str (pk, "scope", st->x->cfg.breaker_scope);
+    fks_pack_kv_str (pk, "reason", s->reason[0] ? s->reason : (opened ? "opened" : "closed"));
+    fks_pack_kv_i64 (pk, "failures", opened ? s->consecutive > s->window_failures
+                                              ? s->consecutive : s->window_failures : 0);
+    fks_pack_kv_i64 (pk, "window_s", st->x->cfg.breaker.window_ms / 1000);
+    return fks_worker_emit (tx, opened ? "breaker.opened" : "breaker.closed", &s_nil, NULL);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Statuses
+
+static int
+s_signal_status (fks_worker_tx_t *tx, const fks_order_t *o, const char *sig_status,
+                 const char *reason, const char *inbox_status)
+{
+    fks_pg_err_t err;
+    char sid[FKS_ID_STR_SIZE], cid[FKS_ID_STR_SIZE];
+    PGresult *r;
+    if (o->has_signal) {
+        const char *values[4] = { fks_worker_uuid (sid, &o->signal_id), sig_status, reason,
+                                  inbox_status };
+        r = fks_pg_exec (fks_worker_pg (tx), "ex_signal_status", 4, values, NULL, NULL, &err);
+    }
+    else if (o->has_corr) {
+        const char *values[2] = { fks_worker_uuid (cid, &o->corr), inbox_status };
+        r = fks_pg_exec (fks_worker_pg (tx), "ex_inbox_status", 2, values, NULL, NULL, &err);
+    }
+    else
+        return FKS_WORKER_OK;
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "updating the signal's status");
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Writing orders and fills
+
+//  Writes o as it stands: INSERT for a new row (false in *stored on a unique conflict: done
+//  before), UPDATE for a row that exists.
+static int
+s_write_order (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o, bool exists,
+               const char *exchange_id, const char *reason, bool *stored)
+{
+    char id[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], cid[FKS_ID_STR_SIZE];
+    char qty[48], lim[48], filled[48], avg[48];
+    fks_pg_err_t err;
+    PGresult *r;
+    const char *ex = exchange_id && *exchange_id ? exchange_id : NULL;
+    const char *why = reason && *reason ? reason : NULL;
+    const char *avg_v = o->filled_qty > 0 ? fks_worker_num (avg, o->avg_fill_price) : NULL;
+    *stored = true;
+    if (exists) {
+        const char *values[7] = {
+            fks_worker_uuid (id, &o->id), fks_order_status_name (o->status),
+            fks_worker_num (filled, o->filled_qty), avg_v, ex, why, broker
+        };
+        r = fks_pg_exec (fks_worker_pg (tx), "ex_order_update", 7, values, NULL, NULL, &err);
+    }
+    else {
+        const char *values[15] = {
+            fks_worker_uuid (id, &o->id), o->client_order_id,
+            o->has_signal ? fks_worker_uuid (sid, &o->signal_id) : NULL,
+            o->has_corr ? fks_worker_uuid (cid, &o->corr) : NULL,
+            o->symbol, o->buy ? "buy" : "sell", o->limit ? "limit" : "market",
+            fks_worker_num (qty, o->qty), o->limit ? fks_worker_num (lim, o->limit_price) : NULL,
+            fks_order_status_name (o->status), fks_worker_num (filled, o->filled_qty), avg_v,
+            broker, ex, why
+        };
+        r = fks_pg_exec (fks_worker_pg (tx), "ex_order_insert", 15, values, NULL, NULL, &err);
+        if (r)
+            *stored = PQntuples (r) == 1;
+    }
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "writing the order");
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
+static int
+s_write_fill (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o,
+              const fks_broker_fill_t *f)
+{
+    fks_id_t fid;
+    if (fks_id_new (&fid) != 0)
+        return fks_worker_retry (tx, "no random bytes for an id");
+    char id[FKS_ID_STR_SIZE], oid[FKS_ID_STR_SIZE], q[48], p[48], fee[48];
+    const char *values[10] = {
+        fks_worker_uuid (id, &fid), fks_worker_uuid (oid, &o->id), broker, f->fill_id,
+        o->symbol, o->buy ? "buy" : "sell", fks_worker_num (q, f->qty),
+        fks_worker_num (p, f->price), fks_worker_num (fee, f->fee),
+        f->fee_asset[0] ? f->fee_asset : NULL
+    };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_fill_insert", 10, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "writing the fill");
+    bool fresh = PQntuples (r) == 1;
+    PQclear (r);
+    if (!fresh)
+        return fks_worker_fail (tx, "fill %s of order %s already recorded", f->fill_id,
+                                o->client_order_id);
+    return FKS_WORKER_OK;
+}
+
+//  A value as the numeric column will hold it (15 significant digits): positions kept in
+//  memory for a transaction move exactly as they would if read back after every fill, so
+//  float error never accumulates across a batch.
+static double
+s_stored (double v)
+{
+    char buf[48];
+    return fks_worker_parse_num (fks_worker_num (buf, v), 0);
+}
+
+static void
+s_position_stored (fks_position_t *p)
+{
+    p->qty = s_stored (p->qty);
+    p->avg_price = p->qty == 0 ? 0 : s_stored (p->avg_price);
+    p->realized_pnl = s_stored (p->realized_pnl);
+    p->fees = s_stored (p->fees);
+}
+
+//  Applies the broker's fills to the order and the position in memory; snaps[i] is the
+//  order's state after fill i.
+static int
+s_apply_fills (fks_worker_tx_t *tx, fks_order_t *o, fks_position_t *p,
+               const fks_broker_result_t *res, s_snap_t *snaps)
+{
+    char why[256];
+    for (size_t i = 0; i < res->n_fills; i++) {
+        const fks_broker_fill_t *f = &res->fills[i];
+        if (fks_order_apply_fill (o, f->qty, f->price, why, sizeof why) != 0)
+            return fks_worker_fail (tx, "broker fill refused: %s", why);
+        fks_position_apply (p, o->buy, f->qty, f->price, f->fee);
+        s_position_stored (p);
+        snaps[i].filled_qty = o->filled_qty;
+        snaps[i].avg = o->avg_fill_price;
+        snaps[i].complete = o->status == FKS_ORDER_FILLED;
+    }
+    return FKS_WORKER_OK;
+}
+
+static int
+s_write_fills (fks_worker_tx_t *tx, s_thread_t *st, const fks_order_t *o,
+               const fks_broker_result_t *res, const s_snap_t *snaps)
+{
+    const char *broker = fks_broker_name (st->x->broker);
+    for (size_t i = 0; i < res->n_fills; i++) {
+        int rc = s_write_fill (tx, broker, o, &res->fills[i]);
+        if (rc == FKS_WORKER_OK)
+            rc = s_emit_fill (tx, broker, o, &res->fills[i], &snaps[i]);
+        if (rc != FKS_WORKER_OK)
+            return rc;
+        fks_metric_inc (st->x->m_fills);
+    }
+    return FKS_WORKER_OK;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Placing an order
+
+typedef struct {
+    fks_order_t order;
+    bool exists;                    /* the row exists (a manual order the gateway reserved) */
+    bool reduce_only;
+    bool has_ref;
+    double ref;                     /* the signal's reference price */
+} s_req_t;
+
+static void
+s_count (s_thread_t *st, const char *outcome)
+{
+    fks_metric_inc (fks_metric_get1 (st->x->f_orders, outcome));
+}
+
+static int
+s_risk_rejected (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q, const fks_risk_verdict_t *v)
+{
+    fks_order_t *o = &q->order;
+    fks_metric_inc (fks_metric_get1 (st->x->f_risk, v->rule));
+    s_count (st, "risk_rejected");
+    fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL, "risk rejected %s %.10g %s: %s",
+             o->buy ? "buy" : "sell", o->qty, o->symbol, v->message);
+    int rc;
+    char reason[400];
+    snprintf (reason, sizeof reason, "risk: %s", v->message);
+    if (o->has_signal)
+        rc = s_signal_status (tx, o, "rejected", reason, "rejected");
+    else {
+        //  A manual order: its row shows the refusal.
+        bool stored;
+        if (fks_order_move (o, FKS_ORDER_REJECTED) != 0)
+            return fks_worker_fail (tx, "order %s cannot be rejected from %s",
+                                    o->client_order_id, fks_order_status_name (o->status));
+        rc = s_write_order (tx, fks_broker_name (st->x->broker), o, q->exists, NULL, reason,
+                            &stored);
+        if (rc == FKS_WORKER_OK && !stored)
+            return FKS_WORKER_OK;
+        if (rc == FKS_WORKER_OK)
+            rc = s_signal_status (tx, o, "rejected", reason, "rejected");
+    }
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    msgpack_packer *pk = fks_worker_body (tx);
+    msgpack_pack_map (pk, 6 + (v->has_limit ? 1 : 0) + (v->has_value ? 1 : 0));
+    if (o->has_signal)
+        fks_pack_kv_id (pk, "signal_id", &o->signal_id);
+    else
+        fks_pack_kv_id (pk, "order_id", &o->id);
+    fks_pack_kv_str (pk, "symbol", o->symbol);
+    fks_pack_kv_str (pk, "side", o->buy ? "buy" : "sell");
+    fks_pack_kv_f64 (pk, "qty", o->qty);
+    fks_pack_kv_str (pk, "rule", v->rule);
+    if (v->has_limit)
+        fks_pack_kv_f64 (pk, "limit", v->limit);
+    if (v->has_value)
+        fks_pack_kv_f64 (pk, "value", v->value);
+    fks_pack_kv_str (pk, "message", v->message);
+    return fks_worker_emit (tx, "risk.rejected", s_corr (o), NULL);
+}
+
+//  Orders placed in the current minute by every replica, this one included.
+static int
+s_orders_this_minute (fks_worker_tx_t *tx, int64_t *placed)
+{
+    static const char script[] =
+        "local n = redis.call('INCR', KEYS[1])\n"
+        "if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end\n"
+        "return n\n";
+    char key[48];
+    snprintf (key, sizeof key, "fks:opm:%" PRId64, fks_now_ms () / 60000);
+    fks_redis_err_t err;
+    redisReply *r = fks_redis_command (fks_worker_redis (tx), &err, "EVAL %s 1 %s", script, key);
+    if (!r)
+        return fks_worker_redis_error (tx, &err, "counting orders per minute");
+    *placed = r->type == REDIS_REPLY_INTEGER ? (int64_t) r->integer : 0;
+    freeReplyObject (r);
+    return FKS_WORKER_OK;
+}
+
+//  May an order go to the broker? 1 yes, 0 no (breaker open: bs says why), or a worker error
+//  (negative).
+static int
+s_breaker_allow (fks_worker_tx_t *tx, s_thread_t *st, fks_breaker_status_t *bs)
+{
+    fks_breaker_transition_t tr;
+    fks_redis_err_t rerr;
+    int allowed = fks_breaker_allow (st->breaker, fks_now_ms (), bs, &tr, &rerr);
+    if (allowed < 0)
+        return fks_worker_redis_error (tx, &rerr, "asking the circuit breaker");
+    int rc = s_breaker_event (tx, st, tr, bs);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    return allowed;
+}
+
+//  The parameters of ex_place / ex_place_many for one order, formatted into b.
+typedef struct {
+    char id[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], cid[FKS_ID_STR_SIZE], fid[FKS_ID_STR_SIZE];
+    char qty[48], lim[48], filled[48], avg[48], fq[48], fp[48], fee[48];
+    const char *v[23];
+} s_place_values_t;
+
+static int
+s_place_values (s_place_values_t *b, const char *broker, const fks_order_t *o,
+                const fks_broker_result_t *res, const char *sig_status,
+                const char *inbox_status)
+{
+    const fks_broker_fill_t *f = res->n_fills == 1 ? &res->fills[0] : NULL;
+    fks_id_t fill_id;
+    if (f && fks_id_new (&fill_id) != 0)
+        return -1;
+    const char *v[23] = {
+        fks_worker_uuid (b->id, &o->id), o->client_order_id,
+        o->has_signal ? fks_worker_uuid (b->sid, &o->signal_id) : NULL,
+        o->has_corr ? fks_worker_uuid (b->cid, &o->corr) : NULL,
+        o->symbol, o->buy ? "buy" : "sell", o->limit ? "limit" : "market",
+        fks_worker_num (b->qty, o->qty), o->limit ? fks_worker_num (b->lim, o->limit_price) : NULL,
+        fks_order_status_name (o->status), fks_worker_num (b->filled, o->filled_qty),
+        o->filled_qty > 0 ? fks_worker_num (b->avg, o->avg_fill_price) : NULL,
+        broker, res->exchange_order_id[0] ? res->exchange_order_id : NULL,
+        res->outcome == FKS_BROKER_ACCEPTED || !res->reason[0] ? NULL : res->reason,
+        f ? fks_worker_uuid (b->fid, &fill_id) : NULL,
+        f ? f->fill_id : NULL,
+        f ? fks_worker_num (b->fq, f->qty) : NULL,
+        f ? fks_worker_num (b->fp, f->price) : NULL,
+        f ? fks_worker_num (b->fee, f->fee) : NULL,
+        f && f->fee_asset[0] ? f->fee_asset : NULL,
+        sig_status, inbox_status
+    };
+    memcpy (b->v, v, sizeof v);
+    return 0;
+}
+
+//  The common write: a new order with at most one fill, and the statuses. Alone, in one
+//  statement now (*stored false when the order existed already); in a batch, gathered for
+//  s_flush, which writes them all in one statement and, should one exist already, has the
+//  batch handled again message by message.
+static int
+s_write_placed (fks_worker_tx_t *tx, s_thread_t *st, const char *broker, const fks_order_t *o,
+                const fks_broker_result_t *res, const char *inbox_status, bool *stored)
+{
+    if (fks_worker_batch_size (tx) > 1) {
+        if (st->n_placed == st->cap_placed) {
+            size_t cap = st->cap_placed ? st->cap_placed * 2 : 64;
+            s_placed_t *p = realloc (st->placed, cap * sizeof *p);
+            if (!p)
+                return fks_worker_retry (tx, "out of memory");
+            st->placed = p;
+            st->cap_placed = cap;
+        }
+        st->placed[st->n_placed++] = (s_placed_t) { *o, *res, inbox_status };
+        *stored = true;
+        return FKS_WORKER_OK;
+    }
+    s_place_values_t b;
+    if (s_place_values (&b, broker, o, res, "ordered", inbox_status) != 0)
+        return fks_worker_retry (tx, "no random bytes for an id");
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_place", 23, b.v, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "writing the order");
+    *stored = PQntuples (r) == 1;
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
+static int
+s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st)
+{
+    if (st->n_placed == 0)
+        return FKS_WORKER_OK;
+    const char *broker = fks_broker_name (st->x->broker);
+    fks_worker_array_t col[23];
+    for (int k = 0; k < 23; k++)
+        fks_worker_array_init (&col[k]);
+    int rc = FKS_WORKER_OK;
+    for (size_t i = 0; i < st->n_placed && rc == FKS_WORKER_OK; i++) {
+        s_placed_t *p = &st->placed[i];
+        s_place_values_t b;
+        if (s_place_values (&b, broker, &p->order, &p->res, "ordered", p->inbox_status) != 0)
+            rc = fks_worker_retry (tx, "no random bytes for an id");
+        for (int k = 0; rc == FKS_WORKER_OK && k < 23; k++)
+            fks_worker_array_add (&col[k], b.v[k]);
+    }
+    const char *values[23];
+    for (int k = 0; rc == FKS_WORKER_OK && k < 23; k++)
+        if (!(values[k] = fks_worker_array_end (&col[k])))
+            rc = fks_worker_retry (tx, "out of memory");
+    if (rc == FKS_WORKER_OK) {
+        fks_pg_err_t err;
+        PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_place_many", 23, values, NULL, NULL,
+                                   &err);
+        if (!r)
+            rc = fks_worker_pg_error (tx, &err, "writing the orders");
+        else {
+            long long n = atoll (PQgetvalue (r, 0, 0));
+            PQclear (r);
+            if (n != (long long) st->n_placed)
+                rc = fks_worker_fail (tx, "%zu of %zu orders exist already: handling them one "
+                                      "by one", st->n_placed - (size_t) n, st->n_placed);
+        }
+    }
+    for (int k = 0; k < 23; k++)
+        fks_worker_array_free (&col[k]);
+    st->n_placed = 0;
+    return rc;
+}
+
+//  A paper order's outcome in a batch, settled with the breaker by s_flush.
+static int
+s_outcome_add (fks_worker_tx_t *tx, s_thread_t *st, bool ok, const char *reason)
+{
+    if (st->n_outcomes == st->cap_outcomes) {
+        size_t cap = st->cap_outcomes ? st->cap_outcomes * 2 : 64;
+        bool *p = realloc (st->outcomes, cap * sizeof *p);
+        if (!p)
+            return fks_worker_retry (tx, "out of memory");
+        st->outcomes = p;
+        st->cap_outcomes = cap;
+    }
+    st->outcomes[st->n_outcomes++] = ok;
+    if (!ok)
+        snprintf (st->failure, sizeof st->failure, "%s", reason);
+    return FKS_WORKER_OK;
+}
+
+//  All the batch's paper outcomes in one round trip: either the breaker lets every order
+//  through (recorded; breaker.opened / breaker.closed emitted if that changed it), or the
+//  batch is handled again message by message, where each order asks for itself.
+static int
+s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
+{
+    if (st->n_outcomes == 0)
+        return FKS_WORKER_OK;
+    if (!st->breaker)
+        return fks_worker_retry (tx, "the breaker could not be set up");
+    fks_breaker_status_t bs;
+    bool opened, closed;
+    fks_redis_err_t rerr;
+    int n = fks_breaker_try_many (st->breaker, st->outcomes, st->n_outcomes,
+                                  st->failure[0] ? st->failure : NULL, fks_now_ms (), &bs,
+                                  &opened, &closed, &rerr);
+    size_t count = st->n_outcomes;
+    st->n_outcomes = 0;
+    if (n < 0)
+        return fks_worker_redis_error (tx, &rerr, "settling orders with the circuit breaker");
+    if (n == 0)
+        return fks_worker_fail (tx, "the circuit breaker would refuse an order of this batch "
+                                "of %zu: handling them one by one", count);
+    int rc = FKS_WORKER_OK;
+    if (closed)
+        rc = s_breaker_event (tx, st, FKS_BREAKER_CLOSED_NOW, &bs);
+    if (rc == FKS_WORKER_OK && opened)
+        rc = s_breaker_event (tx, st, FKS_BREAKER_OPENED, &bs);
+    if (rc == FKS_WORKER_OK && !opened && !closed)
+        fks_metric_set (st->x->m_breaker, (double) bs.state);
+    return rc;
+}
+
+static int
+s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
+{
+    fks_exec_t *x = st->x;
+    fks_order_t *o = &q->order;
+    const char *broker = fks_broker_name (x->broker);
+    if (!st->breaker)
+        return fks_worker_retry (tx, "the breaker could not be set up");
+
+    //  1. The position, locked for the rest of the transaction.
+    int rc = FKS_WORKER_OK;
+    s_pos_entry_t *pe = s_position (tx, st, o->symbol, &rc);
+    if (!pe)
+        return rc;
+    fks_position_t pos = pe->pos;
+
+    //  2. A reduce-only order is cut to what is open, or refused when nothing is.
+    if (q->reduce_only) {
+        bool opposite = o->buy ? pos.qty < 0 : pos.qty > 0;
+        if (!opposite) {
+            fks_risk_verdict_t v = { .rule = "reduce_only", .has_value = true,
+                                     .value = pos.qty };
+            snprintf (v.message, sizeof v.message, "nothing to reduce: no open %s position in "
+                      "%s", o->buy ? "short" : "long", o->symbol);
+            return s_risk_rejected (tx, st, q, &v);
+        }
+        if (o->qty > fabs (pos.qty))
+            o->qty = fabs (pos.qty);
+    }
+
+    //  3. Risk, rate and breaker.
+    fks_quote_t quote = { .has_ref = q->has_ref, .ref = q->ref };
+    rc = s_last_price (tx, st, o->symbol, &quote.has_last, &quote.last);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    fks_risk_order_t ro = {
+        .symbol = o->symbol, .buy = o->buy, .qty = o->qty,
+        .has_price = quote.has_last || quote.has_ref || o->limit,
+        .price = quote.has_last ? quote.last : quote.has_ref ? quote.ref : o->limit_price,
+        .position = pos.qty
+    };
+    fks_risk_verdict_t v;
+    if (fks_risk_check (&x->cfg.limits, &ro, &v) != 0)
+        return s_risk_rejected (tx, st, q, &v);
+    if (x->cfg.limits.max_orders_per_minute > 0) {
+        int64_t placed = 0;
+        if ((rc = s_orders_this_minute (tx, &placed)) != FKS_WORKER_OK)
+            return rc;
+        if (fks_risk_check_rate (&x->cfg.limits, placed, &v) != 0)
+            return s_risk_rejected (tx, st, q, &v);
+    }
+    //  4. The breaker and the broker. A simulated broker answers before the breaker is
+    //  asked, which then decides and records in one round trip; a real one is asked only
+    //  once the breaker allows it, and its outcome recorded afterwards.
+    fks_breaker_status_t bs;
+    memset (&bs, 0, sizeof bs);
+    fks_breaker_transition_t tr;
+    fks_redis_err_t rerr;
+    fks_broker_result_t res;
+    int allowed;
+    if (fks_broker_simulated (x->broker)) {
+        if (fks_broker_submit (x->broker, o, &quote, &res) != 0)
+            return fks_worker_retry (tx, "broker %s did not answer: %s", broker, res.reason);
+        bool ok = res.outcome != FKS_BROKER_REJECTED;
+        if (fks_worker_batch_size (tx) > 1) {
+            //  Settled for the whole batch in s_flush (all or nothing).
+            if ((rc = s_outcome_add (tx, st, ok, res.reason)) != FKS_WORKER_OK)
+                return rc;
+            allowed = 1;
+        }
+        else {
+            allowed = fks_breaker_try (st->breaker, ok, res.reason, fks_now_ms (), &bs, &tr,
+                                       &rerr);
+            if (allowed < 0)
+                return fks_worker_redis_error (tx, &rerr, "asking the circuit breaker");
+            if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
+                return rc;
+        }
+    }
+    else {
+        allowed = s_breaker_allow (tx, st, &bs);
+        if (allowed < 0)
+            return allowed;
+        if (allowed) {
+            if (fks_broker_submit (x->broker, o, &quote, &res) != 0) {
+                if (fks_breaker_record (st->breaker, false, res.reason, fks_now_ms (), &bs, &tr,
+                                        &rerr) == 0)
+                    fks_metric_set (x->m_breaker, (double) bs.state);
+                return fks_worker_retry (tx, "broker %s did not answer: %s", broker,
+                                         res.reason);
+            }
+            if (fks_breaker_record (st->breaker, res.outcome != FKS_BROKER_REJECTED, res.reason,
+                                    fks_now_ms (), &bs, &tr, &rerr) != 0)
+                return fks_worker_redis_error (tx, &rerr, "recording with the circuit breaker");
+            if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
+                return rc;
+        }
+    }
+    if (!allowed) {
+        memset (&v, 0, sizeof v);
+        snprintf (v.rule, sizeof v.rule, "breaker_open");
+        snprintf (v.message, sizeof v.message, "circuit breaker %s is open: %.160s",
+                  x->cfg.breaker_scope, bs.reason);
+        return s_risk_rejected (tx, st, q, &v);
+    }
+
+    //  5. Its answer, applied in memory.
+    s_snap_t snaps[FKS_BROKER_MAX_FILLS];
+    if (res.outcome == FKS_BROKER_REJECTED) {
+        if (fks_order_move (o, FKS_ORDER_REJECTED) != 0)
+            return fks_worker_fail (tx, "order %s cannot be rejected from %s",
+                                    o->client_order_id, fks_order_status_name (o->status));
+    }
+    else {
+        if (fks_order_move (o, FKS_ORDER_SUBMITTED) != 0)
+            return fks_worker_fail (tx, "order %s cannot be submitted from %s",
+                                    o->client_order_id, fks_order_status_name (o->status));
+        if ((rc = s_apply_fills (tx, o, &pos, &res, snaps)) != FKS_WORKER_OK)
+            return rc;
+        if (res.outcome == FKS_BROKER_CANCELLED && fks_order_is_open (o->status))
+            fks_order_move (o, FKS_ORDER_CANCELLED);
+    }
+
+    //  6. Written, then told.
+    bool rejected = res.outcome == FKS_BROKER_REJECTED;
+    const char *inbox_status = rejected ? "failed"
+                             : o->status == FKS_ORDER_FILLED ? "filled" : "ordered";
+    bool stored = false;
+    if (!q->exists && res.n_fills <= 1) {
+        rc = s_write_placed (tx, st, broker, o, &res, inbox_status, &stored);
+        if (rc != FKS_WORKER_OK)
+            return rc;
+    }
+    else {
+        rc = s_write_order (tx, broker, o, q->exists, res.exchange_order_id,
+                            res.outcome == FKS_BROKER_ACCEPTED ? NULL : res.reason, &stored);
+        if (rc == FKS_WORKER_OK && stored) {
+            for (size_t i = 0; rc == FKS_WORKER_OK && i < res.n_fills; i++)
+                rc = s_write_fill (tx, broker, o, &res.fills[i]);
+            if (rc == FKS_WORKER_OK)
+                rc = s_signal_status (tx, o, "ordered", NULL, inbox_status);
+        }
+        if (rc != FKS_WORKER_OK)
+            return rc;
+    }
+    if (!stored) {
+        fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL,
+                 "order %s exists already: nothing to do", o->client_order_id);
+        return FKS_WORKER_OK;
+    }
+    if (rejected) {
+        s_count (st, "rejected");
+        fks_log (FKS_LOG_WARN, fks_worker_corr_text (tx), NULL, "broker %s rejected order %s: "
+                 "%s", broker, o->client_order_id, res.reason);
+        return s_emit_ended (tx, "order.rejected", o, res.reason);
+    }
+    if ((rc = s_emit_submitted (tx, broker, o, res.exchange_order_id)) != FKS_WORKER_OK)
+        return rc;
+    for (size_t i = 0; i < res.n_fills; i++) {
+        if ((rc = s_emit_fill (tx, broker, o, &res.fills[i], &snaps[i])) != FKS_WORKER_OK)
+            return rc;
+        fks_metric_inc (x->m_fills);
+    }
+    if (res.n_fills > 0) {
+        pe->pos = pos;
+        pe->dirty = true;
+        double last = res.fills[res.n_fills - 1].price;
+        rc = s_emit_position (tx, o->symbol, &pos, quote.has_last ? quote.last : last, o);
+        if (rc != FKS_WORKER_OK)
+            return rc;
+    }
+    if (o->status == FKS_ORDER_CANCELLED
+        && (rc = s_emit_ended (tx, "order.cancelled", o, res.reason)) != FKS_WORKER_OK)
+        return rc;
+    s_count (st, o->status == FKS_ORDER_FILLED ? "filled"
+               : o->status == FKS_ORDER_PARTIALLY_FILLED ? "partially_filled"
+               : o->status == FKS_ORDER_CANCELLED ? "cancelled" : "resting");
+    return FKS_WORKER_OK;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Handlers
+
+static int
+s_symbol (fks_worker_tx_t *tx, const fks_envelope_t *env, char out[FKS_SYMBOL_MAX])
+{
+    char raw[65], why[160];
+    if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0)
+        return fks_worker_fail (tx, "no usable symbol");
+    if (fks_symbol_normalize (raw, out, why, sizeof why) != 0)
+        return fks_worker_fail (tx, "%s", why);
+    return FKS_WORKER_OK;
+}
+
+static int
+s_on_signal (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
+{
+    s_req_t q;
+    memset (&q, 0, sizeof q);
+    fks_order_t *o = &q.order;
+    char side[8], type[8];
+    int rc = s_symbol (tx, env, o->symbol);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    if (fks_envelope_get_id (env, "signal_id", &o->signal_id) != 0
+        || fks_envelope_get_str (env, "side", side, sizeof side) != 0
+        || fks_envelope_get_f64 (env, "qty", &o->qty) != 0
+        || fks_envelope_get_str (env, "order_type", type, sizeof type) != 0)
+        return fks_worker_fail (tx, "signal without signal_id, side, qty or order_type");
+    if (!isfinite (o->qty) || o->qty <= 0)
+        return fks_worker_fail (tx, "signal quantity %.10g is not positive", o->qty);
+    o->has_signal = true;
+    o->buy = strcmp (side, "buy") == 0;
+    o->limit = strcmp (type, "limit") == 0;
+    if (o->limit && (fks_envelope_get_f64 (env, "limit_price", &o->limit_price) != 0
+                     || !(o->limit_price > 0)))
+        return fks_worker_fail (tx, "limit signal without a positive limit_price");
+    q.has_ref = fks_envelope_get_f64 (env, "price", &q.ref) == 0 && q.ref > 0;
+    bool reduce = false;
+    q.reduce_only = fks_envelope_get_bool (env, "reduce_only", &reduce) == 0 && reduce;
+    const fks_envelope_hdr_t *hdr = fks_worker_msg (tx);
+    if (!fks_id_is_nil (&hdr->corr)) {
+        o->has_corr = true;
+        o->corr = hdr->corr;
+    }
+    if (fks_id_new (&o->id) != 0)
+        return fks_worker_retry (tx, "no random bytes for an id");
+    fks_order_client_id (&o->signal_id, o->client_order_id);
+    o->status = FKS_ORDER_NEW;
+    return s_place (tx, st, &q);
+}
+
+static int
+s_get_order (fks_worker_tx_t *tx, const fks_id_t *id, fks_order_t *o, bool *found)
+{
+    char text[FKS_ID_STR_SIZE];
+    const char *values[1] = { fks_worker_uuid (text, id) };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_order_get", 1, values, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "reading the order");
+    *found = PQntuples (r) == 1;
+    int rc = FKS_WORKER_OK;
+    if (*found && s_order_from_row (r, 0, o) != 0)
+        rc = fks_worker_fail (tx, "order row %s is unreadable", text);
+    PQclear (r);
+    return rc;
+}
+
+static int
+s_on_order_requested (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
+{
+    s_req_t q;
+    memset (&q, 0, sizeof q);
+    fks_order_t *o = &q.order;
+    fks_id_t order_id;
+    char side[8], type[8];
+    if (fks_envelope_get_id (env, "order_id", &order_id) != 0)
+        return fks_worker_fail (tx, "order.requested without order_id");
+    int rc = s_symbol (tx, env, o->symbol);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    char symbol[FKS_SYMBOL_MAX];
+    snprintf (symbol, sizeof symbol, "%s", o->symbol);
+    //  The gateway may have reserved the row already: then it is the order (in state new).
+    bool found;
+    if ((rc = s_get_order (tx, &order_id, o, &found)) != FKS_WORKER_OK)
+        return rc;
+    if (found && o->status != FKS_ORDER_NEW) {
+        fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL, "order %s is %s already: "
+                 "nothing to do", o->client_order_id, fks_order_status_name (o->status));
+        return FKS_WORKER_OK;
+    }
+    q.exists = found;
+    if (!found) {
+        memset (o, 0, sizeof *o);
+        o->id = order_id;
+        snprintf (o->symbol, sizeof o->symbol, "%s", symbol);
+        if (fks_envelope_get_str (env, "side", side, sizeof side) != 0
+            || fks_envelope_get_str (env, "type", type, sizeof type) != 0
+            || fks_envelope_get_f64 (env, "qty", &o->qty) != 0)
+            return fks_worker_fail (tx, "order.requested without side, type or qty");
+        if (!isfinite (o->qty) || o->qty <= 0)
+            return fks_worker_fail (tx, "order quantity %.10g is not positive", o->qty);
+        o->buy = strcmp (side, "buy") == 0;
+        o->limit = strcmp (type, "limit") == 0;
+        if (o->limit && (fks_envelope_get_f64 (env, "limit_price", &o->limit_price) != 0
+                         || !(o->limit_price > 0)))
+            return fks_worker_fail (tx, "limit order without a positive limit_price");
+        fks_order_client_id (&o->id, o->client_order_id);
+        const fks_envelope_hdr_t *hdr = fks_worker_msg (tx);
+        if (!fks_id_is_nil (&hdr->corr)) {
+            o->has_corr = true;
+            o->corr = hdr->corr;
+        }
+    }
+    if (!o->client_order_id[0])
+        fks_order_client_id (&o->id, o->client_order_id);
+    o->status = FKS_ORDER_NEW;
+    return s_place (tx, st, &q);
+}
+
+static int
+s_on_cancel (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
+{
+    fks_id_t order_id;
+    if (fks_envelope_get_id (env, "order_id", &order_id) != 0)
+        return fks_worker_fail (tx, "order.cancel_requested without order_id");
+    char by[129] = "";
+    if (fks_envelope_get_str (env, "requested_by", by, sizeof by) != 0)
+        by[0] = '\0';
+    //  Orders placed earlier in this transaction must be in the table before it is read.
+    int rc = s_write_placed_many (tx, st);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    fks_order_t o;
+    bool found;
+    rc = s_get_order (tx, &order_id, &o, &found);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    char text[FKS_ID_STR_SIZE];
+    fks_id_format (&order_id, text);
+    if (!found) {
+        fks_log (FKS_LOG_WARN, fks_worker_corr_text (tx), NULL, "cancel of unknown order %s "
+                 "ignored", text);
+        return FKS_WORKER_OK;
+    }
+    if (!fks_order_is_open (o.status)) {
+        fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL, "cancel of order %s ignored: it "
+                 "is %s", o.client_order_id, fks_order_status_name (o.status));
+        return FKS_WORKER_OK;
+    }
+    fks_exec_t *x = st->x;
+    fks_broker_result_t res;
+    if (fks_broker_cancel (x->broker, &o, &res) != 0)
+        return fks_worker_retry (tx, "broker %s did not answer a cancel: %s",
+                                 fks_broker_name (x->broker), res.reason);
+    if (res.outcome != FKS_BROKER_CANCELLED) {
+        fks_log (FKS_LOG_WARN, fks_worker_corr_text (tx), NULL, "broker kept order %s: %s",
+                 o.client_order_id, res.reason);
+        return FKS_WORKER_OK;
+    }
+    char reason[200];
+    snprintf (reason, sizeof reason, "cancelled by %s", by[0] ? by : "request");
+    if (fks_order_move (&o, FKS_ORDER_CANCELLED) != 0)
+        return fks_worker_fail (tx, "order %s cannot be cancelled", o.client_order_id);
+    bool stored;
+    if ((rc = s_write_order (tx, fks_broker_name (x->broker), &o, true, NULL, reason, &stored))
+        != FKS_WORKER_OK)
+        return rc;
+    s_count (st, "cancelled");
+    return s_emit_ended (tx, "order.cancelled", &o, reason);
+}
+
+static int
+s_on_bar (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
+{
+    char symbol[FKS_SYMBOL_MAX];
+    int rc = s_symbol (tx, env, symbol);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    fks_bar_t bar;
+    memset (&bar, 0, sizeof bar);
+    if (fks_envelope_get_f64 (env, "open", &bar.open) != 0
+        || fks_envelope_get_f64 (env, "high", &bar.high) != 0
+        || fks_envelope_get_f64 (env, "low", &bar.low) != 0
+        || fks_envelope_get_f64 (env, "close", &bar.close) != 0
+        || fks_envelope_get_i64 (env, "open_time", &bar.open_time_ms) != 0)
+        return fks_worker_fail (tx, "market.bar without open, high, low, close or open_time");
+    if (fks_envelope_get_f64 (env, "volume", &bar.volume) != 0)
+        bar.volume = 0;
+    if (!(bar.low > 0) || bar.high < bar.low || bar.close < bar.low || bar.close > bar.high
+        || bar.open < bar.low || bar.open > bar.high)
+        return fks_worker_fail (tx, "market.bar for %s with impossible prices", symbol);
+
+    fks_redis_err_t rerr;
+    if (fks_price_set (fks_worker_redis (tx), symbol, bar.close, bar.open_time_ms, &rerr) != 0)
+        return fks_worker_redis_error (tx, &rerr, "recording the latest price");
+    //  Later messages of this transaction see the new price too (unless the stored one was
+    //  newer: then it is read again).
+    for (size_t i = 0; i < st->n_prices; i++)
+        if (strcmp (st->prices[i].symbol, symbol) == 0) {
+            st->prices[i] = st->prices[--st->n_prices];
+            break;
+        }
+
+    s_pos_entry_t *pe = s_position (tx, st, symbol, &rc);
+    if (!pe)
+        return rc;
+    fks_position_t pos = pe->pos;
+    //  Orders placed earlier in this transaction must be in the table before it is read.
+    if ((rc = s_write_placed_many (tx, st)) != FKS_WORKER_OK)
+        return rc;
+    const char *values[1] = { symbol };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_open_limits", 1, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "reading resting orders");
+    fks_exec_t *x = st->x;
+    const char *broker = fks_broker_name (x->broker);
+    int rows = PQntuples (r);
+    bool moved = false;
+    fks_order_t last_order;
+    memset (&last_order, 0, sizeof last_order);
+    for (int i = 0; i < rows && rc == FKS_WORKER_OK; i++) {
+        fks_order_t o;
+        if (s_order_from_row (r, i, &o) != 0)
+            continue;
+        fks_broker_result_t res;
+        if (fks_broker_on_bar (x->broker, &o, &bar, &res) != 0) {
+            rc = fks_worker_retry (tx, "broker %s did not answer: %s", broker, res.reason);
+            break;
+        }
+        if (res.n_fills == 0)
+            continue;
+        s_snap_t snaps[FKS_BROKER_MAX_FILLS];
+        bool stored;
+        if ((rc = s_apply_fills (tx, &o, &pos, &res, snaps)) != FKS_WORKER_OK
+            || (rc = s_write_order (tx, broker, &o, true, NULL, NULL, &stored))
+               != FKS_WORKER_OK
+            || (rc = s_write_fills (tx, st, &o, &res, snaps)) != FKS_WORKER_OK)
+            break;
+        if (o.status == FKS_ORDER_FILLED) {
+            s_count (st, "filled");
+            rc = s_signal_status (tx, &o, "ordered", NULL, "filled");
+        }
+        moved = true;
+        last_order = o;
+        //  Each order's position.updated carries the order's corr: emit it per order.
+        if (rc == FKS_WORKER_OK)
+            rc = s_emit_position (tx, symbol, &pos, bar.close, &last_order);
+    }
+    PQclear (r);
+    if (rc == FKS_WORKER_OK && moved) {
+        pe->pos = pos;
+        pe->dirty = true;
+    }
+    return rc;
+}
+
+static int
+s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
+{
+    fks_exec_t *x = arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (!st)
+        return fks_worker_retry (tx, "the handler thread has no state (out of memory)");
+    const char *type = fks_envelope_hdr (env)->type;
+    if (strcmp (type, x->cfg.input) == 0)
+        return s_on_signal (tx, st, env);
+    if (strcmp (type, "order.requested") == 0)
+        return s_on_order_requested (tx, st, env);
+    if (strcmp (type, "order.cancel_requested") == 0)
+        return s_on_cancel (tx, st, env);
+    if (strcmp (type, "market.bar") == 0)
+        return s_on_bar (tx, st, env);
+    //  Another signal type than the one configured (the AI stage switched on or off while
+    //  messages were queued): consumed, and said.
+    fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL, "%s ignored: this worker executes "
+             "%s (FKS_EXECUTION_INPUT)", type, x->cfg.input);
+    return FKS_WORKER_OK;
+}
+
+//  A signal or manual order that could not be executed ends as risk.rejected with the rule
+//  execution_error, and the alert as failed; anything else becomes a dead letter.
+static int
+s_on_fail (fks_worker_tx_t *tx, const fks_envelope_t *env, const char *reason, void *arg)
+{
+    fks_exec_t *x = arg;
+    if (!env)
+        return FKS_WORKER_FAIL;
+    const char *type = fks_envelope_hdr (env)->type;
+    bool signal = strcmp (type, x->cfg.input) == 0;
+    if (!signal && strcmp (type, "order.requested") != 0)
+        return FKS_WORKER_FAIL;
+    fks_order_t o;
+    memset (&o, 0, sizeof o);
+    char raw[65] = "";
+    if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0 || !raw[0])
+        snprintf (raw, sizeof raw, "?");
+    snprintf (o.symbol, sizeof o.symbol, "%.32s", raw);
+    o.has_signal = signal && fks_envelope_get_id (env, "signal_id", &o.signal_id) == 0;
+    const fks_envelope_hdr_t *hdr = fks_envelope_hdr (env);
+    o.has_corr = !fks_id_is_nil (&hdr->corr);
+    o.corr = hdr->corr;
+    char msg[400];
+    snprintf (msg, sizeof msg, "could not be executed: %s", reason);
+    int rc = s_signal_status (tx, &o, "failed", msg, "failed");
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    msgpack_packer *pk = fks_worker_body (tx);
+    fks_id_t order_id;
+    bool has_order = !signal && fks_envelope_get_id (env, "order_id", &order_id) == 0;
+    msgpack_pack_map (pk, 3 + (o.has_signal ? 1 : 0) + (has_order ? 1 : 0));
+    if (o.has_signal)
+        fks_pack_kv_id (pk, "signal_id", &o.signal_id);
+    if (has_order)
+        fks_pack_kv_id (pk, "order_id", &order_id);
+    fks_pack_kv_str (pk, "symbol", raw);
+    fks_pack_kv_str (pk, "rule", "execution_error");
+    fks_pack_kv_str (pk, "message", msg);
+    return fks_worker_emit (tx, "risk.rejected", NULL, NULL);
+}
+
+void
+fks_exec_define (fks_exec_t *self, fks_worker_def_t *def)
+{
+    def->prefixes = self->prefixes;
+    def->n_prefixes = 4;
+    def->stmts = fks_exec_stmts (&def->n_stmts);
+    def->handler = s_handle;
+    def->on_fail = s_on_fail;
+    def->thread_init = s_thread_init;
+    def->thread_fini = s_thread_fini;
+    def->idle = s_idle;
+    def->begin = s_begin;
+    def->flush = s_flush;
+    def->arg = self;
+}

@@ -1,0 +1,28 @@
+/*  prices.h - the latest known price of each symbol, shared through Redis.
+ *
+ *  The data worker records the close of every bar it ingests (and any adapter may record a
+ *  trade price); the signal worker sizes alerts with it and the paper broker fills market
+ *  orders at it. One Redis hash per symbol, key "fks:price:<SYMBOL>" (the normalised symbol,
+ *  workers/symbol.h), fields `price` (decimal text) and `ts` (Unix ms of the price). A price
+ *  older than the one stored never replaces it, so replays and late bars cannot move the
+ *  latest price backwards. Values read back are validated (finite, > 0).
+ *
+ *  Thread-safety is that of the Redis handle (one per thread).
+ */
+#ifndef FKS_PRICES_H
+#define FKS_PRICES_H
+
+#include <stdint.h>
+#include "common/redis.h"
+
+/*  Reads symbol's latest price. Returns 0 (found: *price > 0, *ts_ms when ts_ms is not
+ *  NULL), 1 (no price known, or the stored one is unusable), -1 (Redis error, err filled). */
+int fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_t *ts_ms,
+                   fks_redis_err_t *err);
+
+/*  Records price (> 0, finite) at ts_ms unless a newer one is stored. Returns 0 (stored or
+ *  older), -1 on a Redis error or an invalid price. */
+int fks_price_set (fks_redis_t *redis, const char *symbol, double price, int64_t ts_ms,
+                   fks_redis_err_t *err);
+
+#endif

@@ -1,0 +1,1264 @@
+/*  runtime.c - what every FKS worker shares, so that a worker's own code is its domain logic.
+ *
+ *  See runtime.h for the contract. Shape: the main thread owns the bus client, the ops server
+ *  and the stop fd; N handler threads share the client (its receive, ack and publish calls
+ *  are thread-safe) and own one PostgreSQL and one Redis connection each. A handler thread
+ *  loops: wait up to 250 ms for a message, take whatever else is already waiting up to the
+ *  batch size, handle the batch in one transaction (s_handle), repeat until told to stop. The
+ *  ready check has its own connections behind a mutex because civetweb calls it from its own
+ *  threads.
+ *
+ *  The outbox insert uses one statement per batch: the events' columns travel as seven array
+ *  parameters and are unnested on the server, so a batch of 64 messages producing 200 events
+ *  costs one round trip, not 200.
+ */
+#include "workers/runtime.h"
+#include "bus/client.h"
+#include "bus/protocol.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/ops.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_RECV_WAIT_MS     250
+#define S_IDLE_EVERY_MS    1000
+#define S_BACKOFF_MIN_MS   100
+#define S_BACKOFF_MAX_MS   5000
+#define S_MAX_STMTS        64
+#define S_REDIS_TIMEOUT_MS 2000
+
+typedef struct {
+    fks_id_t id, corr, cause;
+    int64_t ts;
+    char type[FKS_TYPE_MAX];
+    uint8_t *data;
+    size_t size;
+} s_event_t;
+
+typedef struct s_thread_t s_thread_t;
+
+struct fks_worker_tx_t {
+    s_thread_t *th;
+    fks_pg_t *pg;
+    fks_redis_t *redis;
+    void *state;
+    const fks_envelope_hdr_t *hdr;          /* the message being handled */
+    uint32_t attempt;
+    char corr_text[FKS_ID_STR_SIZE];
+    msgpack_sbuffer body;
+    msgpack_packer pk;
+    size_t batch;                           /* fresh messages in the open transaction */
+    const fks_envelope_t **envs;            /* their envelopes (batch of them) */
+    s_event_t *events;                      /* the outbox of the open transaction */
+    size_t n_events, cap_events;
+    char reason[FKS_WORKER_REASON_MAX];
+};
+
+struct s_thread_t {
+    fks_worker_t *w;
+    int index;
+    pthread_t tid;
+    bool started;
+    fks_pg_t *pg;
+    fks_redis_t *redis;
+    fks_worker_tx_t tx;
+    fks_bus_msg_t **batch;                  /* batch slots */
+    bool *fresh;                            /* per batch slot: not consumed before */
+    fks_envelope_t **decoded;               /* per batch slot: its envelope, once decoded */
+};
+
+struct fks_worker_t {
+    const fks_worker_def_t *def;
+    fks_worker_cfg_t cfg;
+    fks_pg_stmt_t stmts[S_MAX_STMTS];
+    size_t n_stmts;
+    fks_bus_client_t *bus;
+    fks_ops_t *ops;
+    s_thread_t *threads;
+    atomic_bool stop;
+    atomic_int in_flight;
+    pthread_mutex_t ready_lock;
+    fks_pg_t *ready_pg;
+    fks_redis_t *ready_redis;
+    fks_metric_t *m_ok, *m_dup, *m_failed, *m_dead, *m_retries, *m_pub_fail;
+    fks_metric_t *m_handler, *m_batch, *m_batch_size, *m_in_flight;
+};
+
+static const char *s_sql_consumed =
+    "INSERT INTO consumed (grp, msg_id) SELECT $1, unnest ($2::uuid[]) "
+    "ON CONFLICT DO NOTHING RETURNING msg_id";
+static const char *s_sql_events =
+    "INSERT INTO events (id, type, corr, cause, src, ts, envelope) "
+    "SELECT * FROM unnest ($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], "
+    "$6::timestamptz[], $7::bytea[])";
+
+
+//  --------------------------------------------------------------------------
+//  A small growable string, for array parameters
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+    bool failed;
+} s_buf_t;
+
+static void
+s_buf_put (s_buf_t *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc (b->data, cap);
+        if (!p) {
+            b->failed = true;
+            return;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy (b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void
+s_buf_puts (s_buf_t *b, const char *s)
+{
+    s_buf_put (b, s, strlen (s));
+}
+
+static void
+s_buf_free (s_buf_t *b)
+{
+    free (b->data);
+    memset (b, 0, sizeof *b);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Configuration
+
+int
+fks_worker_cfg_load (const fks_worker_def_t *def, fks_worker_cfg_t *cfg, char *err, size_t cap)
+{
+    memset (cfg, 0, sizeof *cfg);
+    fks_config_err_t e;
+    int64_t v;
+#define S_TRY(call) do { if ((call) < 0) goto fail; } while (0)
+    S_TRY (fks_config_str ("FKS_ENV", "local", &cfg->env, &e));
+    S_TRY (fks_config_str ("FKS_PG_URL", NULL, &cfg->pg_url, &e));
+    if (!cfg->pg_url) {
+        snprintf (e.msg, sizeof e.msg, "FKS_PG_URL is required (set FKS_PG_URL or FKS_PG_URL_FILE)");
+        goto fail;
+    }
+    S_TRY (fks_config_str ("FKS_REDIS_URL", NULL, &cfg->redis_url, &e));
+    if (!cfg->redis_url) {
+        snprintf (e.msg, sizeof e.msg,
+                  "FKS_REDIS_URL is required (set FKS_REDIS_URL or FKS_REDIS_URL_FILE)");
+        goto fail;
+    }
+    S_TRY (fks_config_str ("FKS_BUS_URL", NULL, &cfg->bus_url, &e));
+    S_TRY (fks_config_str ("FKS_HTTP_BIND", "127.0.0.1", &cfg->http_bind, &e));
+    if (def->port_var) {
+        //  Port 0 (tests: any free port) is allowed here, unlike fks_config_port.
+        S_TRY (fks_config_int (def->port_var, def->default_port, 0, 65535, &v, &e));
+        cfg->port = (int) v;
+    }
+    else
+        cfg->port = def->default_port;
+    S_TRY (fks_config_int ("FKS_WORKER_THREADS", 2, 1, 64, &v, &e));
+    cfg->threads = (int) v;
+    S_TRY (fks_config_int ("FKS_WORKER_BATCH", 64, 1, 1024, &v, &e));
+    cfg->batch = (int) v;
+    S_TRY (fks_config_int ("FKS_WORKER_WINDOW", 256, 1, 10000, &v, &e));
+    cfg->window = (int) v;
+#undef S_TRY
+    return 0;
+fail:
+    snprintf (err, cap, "%s", e.msg);
+    fks_worker_cfg_free (cfg);
+    return -1;
+}
+
+static void
+s_wipe_free (char *s)
+{
+    if (s) {
+        //  URLs may hold passwords: do not leave them in freed memory.
+        volatile char *p = s;
+        while (*p)
+            *p++ = '\0';
+        free (s);
+    }
+}
+
+void
+fks_worker_cfg_free (fks_worker_cfg_t *cfg)
+{
+    if (!cfg)
+        return;
+    free (cfg->env);
+    s_wipe_free (cfg->pg_url);
+    s_wipe_free (cfg->redis_url);
+    free (cfg->bus_url);
+    free (cfg->http_bind);
+    memset (cfg, 0, sizeof *cfg);
+}
+
+static char *
+s_strdup (const char *s)
+{
+    return s ? strdup (s) : NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Handler API
+
+fks_pg_t *
+fks_worker_pg (fks_worker_tx_t *tx)
+{
+    return tx->pg;
+}
+
+fks_redis_t *
+fks_worker_redis (fks_worker_tx_t *tx)
+{
+    return tx->redis;
+}
+
+void *
+fks_worker_state (fks_worker_tx_t *tx)
+{
+    return tx->state;
+}
+
+const fks_envelope_hdr_t *
+fks_worker_msg (fks_worker_tx_t *tx)
+{
+    return tx->hdr;
+}
+
+const char *
+fks_worker_corr_text (fks_worker_tx_t *tx)
+{
+    return tx->corr_text;
+}
+
+uint32_t
+fks_worker_attempt (fks_worker_tx_t *tx)
+{
+    return tx->attempt;
+}
+
+size_t
+fks_worker_batch_size (fks_worker_tx_t *tx)
+{
+    return tx->batch;
+}
+
+const fks_envelope_t *
+fks_worker_batch_env (fks_worker_tx_t *tx, size_t i)
+{
+    return i < tx->batch ? tx->envs[i] : NULL;
+}
+
+void
+fks_worker_array_init (fks_worker_array_t *a)
+{
+    memset (a, 0, sizeof *a);
+}
+
+static void
+s_array_put (fks_worker_array_t *a, const char *s, size_t n)
+{
+    if (a->failed)
+        return;
+    if (a->len + n + 2 > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < a->len + n + 2)
+            cap *= 2;
+        char *p = realloc (a->data, cap);
+        if (!p) {
+            a->failed = true;
+            return;
+        }
+        a->data = p;
+        a->cap = cap;
+    }
+    memcpy (a->data + a->len, s, n);
+    a->len += n;
+    a->data[a->len] = '\0';
+}
+
+void
+fks_worker_array_add (fks_worker_array_t *a, const char *value)
+{
+    s_array_put (a, a->n ? "," : "{", 1);
+    a->n++;
+    if (!value) {
+        s_array_put (a, "NULL", 4);
+        return;
+    }
+    s_array_put (a, "\"", 1);
+    const char *run = value;
+    for (const char *p = value; *p; p++)
+        if (*p == '"' || *p == '\\') {
+            s_array_put (a, run, (size_t) (p - run));
+            s_array_put (a, "\\", 1);
+            run = p;
+        }
+    s_array_put (a, run, strlen (run));
+    s_array_put (a, "\"", 1);
+}
+
+const char *
+fks_worker_array_end (fks_worker_array_t *a)
+{
+    if (a->n == 0)
+        s_array_put (a, "{", 1);
+    s_array_put (a, "}", 1);
+    return a->failed ? NULL : a->data;
+}
+
+void
+fks_worker_array_free (fks_worker_array_t *a)
+{
+    free (a->data);
+    memset (a, 0, sizeof *a);
+}
+
+msgpack_packer *
+fks_worker_body (fks_worker_tx_t *tx)
+{
+    msgpack_sbuffer_clear (&tx->body);
+    return &tx->pk;
+}
+
+int
+fks_worker_emit (fks_worker_tx_t *tx, const char *type, const fks_id_t *corr, fks_id_t *id_out)
+{
+    fks_worker_t *w = tx->th->w;
+    fks_envelope_hdr_t hdr;
+    const fks_id_t *cause = tx->hdr ? &tx->hdr->id : NULL;
+    if (!corr && tx->hdr && !fks_id_is_nil (&tx->hdr->corr))
+        corr = &tx->hdr->corr;
+    if (fks_envelope_hdr_init (&hdr, type, w->def->src, corr, cause) != 0)
+        return fks_worker_fail (tx, "cannot make an envelope of type %s", type);
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init (&out);
+    fks_envelope_err_t err;
+    if (fks_envelope_encode (&hdr, tx->body.data, tx->body.size, &out, &err) != 0) {
+        msgpack_sbuffer_destroy (&out);
+        fks_log (FKS_LOG_ERROR, tx->corr_text[0] ? tx->corr_text : NULL, NULL,
+                 "%s: produced an invalid %s: %s", w->def->program, type, err.msg);
+        return fks_worker_fail (tx, "internal error: invalid %s (%s)", type, err.msg);
+    }
+    if (tx->n_events == tx->cap_events) {
+        size_t cap = tx->cap_events ? tx->cap_events * 2 : 16;
+        s_event_t *p = realloc (tx->events, cap * sizeof *p);
+        if (!p) {
+            msgpack_sbuffer_destroy (&out);
+            return fks_worker_retry (tx, "out of memory");
+        }
+        tx->events = p;
+        tx->cap_events = cap;
+    }
+    s_event_t *ev = &tx->events[tx->n_events++];
+    ev->id = hdr.id;
+    ev->corr = hdr.corr;
+    ev->cause = hdr.cause;
+    ev->ts = hdr.ts;
+    snprintf (ev->type, sizeof ev->type, "%s", type);
+    ev->data = (uint8_t *) out.data;        /* taken over from the sbuffer */
+    ev->size = out.size;
+    if (id_out)
+        *id_out = hdr.id;
+    return 0;
+}
+
+static int
+s_reason (fks_worker_tx_t *tx, int rc, const char *fmt, va_list ap)
+{
+    vsnprintf (tx->reason, sizeof tx->reason, fmt, ap);
+    return rc;
+}
+
+int
+fks_worker_fail (fks_worker_tx_t *tx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    int rc = s_reason (tx, FKS_WORKER_FAIL, fmt, ap);
+    va_end (ap);
+    return rc;
+}
+
+int
+fks_worker_retry (fks_worker_tx_t *tx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    int rc = s_reason (tx, FKS_WORKER_RETRY, fmt, ap);
+    va_end (ap);
+    return rc;
+}
+
+int
+fks_worker_pg_error (fks_worker_tx_t *tx, const fks_pg_err_t *err, const char *what)
+{
+    const char *s = err->sqlstate;
+    bool transient = err->conn_lost || !s[0]
+                  || !strncmp (s, "08", 2) || !strncmp (s, "40", 2) || !strncmp (s, "53", 2)
+                  || !strncmp (s, "57", 2) || !strncmp (s, "58", 2);
+    snprintf (tx->reason, sizeof tx->reason, "%s: %s%s%s", what, err->msg,
+              s[0] ? " (SQLSTATE " : "", s[0] ? s : "");
+    if (s[0])
+        strncat (tx->reason, ")", sizeof tx->reason - strlen (tx->reason) - 1);
+    return transient ? FKS_WORKER_RETRY : FKS_WORKER_FAIL;
+}
+
+int
+fks_worker_redis_error (fks_worker_tx_t *tx, const fks_redis_err_t *err, const char *what)
+{
+    snprintf (tx->reason, sizeof tx->reason, "%s: Redis: %s", what, err->msg);
+    return FKS_WORKER_RETRY;
+}
+
+const char *
+fks_worker_num (char buf[48], double v)
+{
+    if (!isfinite (v))
+        v = 0;
+    snprintf (buf, 48, "%.15g", v);
+    if (strcmp (buf, "-0") == 0)
+        strcpy (buf, "0");
+    return buf;
+}
+
+double
+fks_worker_parse_num (const char *text, double def)
+{
+    if (!text || !*text)
+        return def;
+    char *end;
+    double v = strtod (text, &end);
+    return (end != text && *end == '\0' && isfinite (v)) ? v : def;
+}
+
+const char *
+fks_worker_uuid (char buf[FKS_ID_STR_SIZE], const fks_id_t *id)
+{
+    fks_id_format (id, buf);
+    return buf;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The transaction
+
+static void
+s_events_clear (fks_worker_tx_t *tx)
+{
+    for (size_t i = 0; i < tx->n_events; i++)
+        free (tx->events[i].data);
+    tx->n_events = 0;
+}
+
+static void
+s_fmt_ts (char *buf, size_t cap, int64_t ns)
+{
+    time_t secs = (time_t) (ns / 1000000000);
+    long us = (long) ((ns % 1000000000) / 1000);
+    struct tm tm;
+    gmtime_r (&secs, &tm);
+    char day[40];
+    strftime (day, sizeof day, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf (buf, cap, "%s.%06ld+00", day, us);
+}
+
+//  Inserts the outbox of the open transaction in one statement.
+static int
+s_insert_events (fks_worker_tx_t *tx, fks_pg_err_t *err)
+{
+    if (tx->n_events == 0)
+        return 0;
+    s_buf_t a[7];
+    memset (a, 0, sizeof a);
+    static const char hex[] = "0123456789abcdef";
+    char id[FKS_ID_STR_SIZE], ts[64];
+    for (int k = 0; k < 7; k++)
+        s_buf_puts (&a[k], "{");
+    for (size_t i = 0; i < tx->n_events; i++) {
+        s_event_t *ev = &tx->events[i];
+        const char *sep = i ? "," : "";
+        for (int k = 0; k < 7; k++)
+            s_buf_puts (&a[k], sep);
+        s_buf_puts (&a[0], fks_worker_uuid (id, &ev->id));
+        s_buf_puts (&a[1], "\"");
+        s_buf_puts (&a[1], ev->type);
+        s_buf_puts (&a[1], "\"");
+        s_buf_puts (&a[2], fks_id_is_nil (&ev->corr) ? "NULL" : fks_worker_uuid (id, &ev->corr));
+        s_buf_puts (&a[3], fks_id_is_nil (&ev->cause) ? "NULL"
+                                                      : fks_worker_uuid (id, &ev->cause));
+        s_buf_puts (&a[4], "\"");
+        s_buf_puts (&a[4], tx->th->w->def->src);
+        s_buf_puts (&a[4], "\"");
+        s_fmt_ts (ts, sizeof ts, ev->ts);
+        s_buf_puts (&a[5], "\"");
+        s_buf_puts (&a[5], ts);
+        s_buf_puts (&a[5], "\"");
+        //  A bytea element in an array literal: "\\x0a1b..." (the backslash escaped once).
+        s_buf_puts (&a[6], "\"\\\\x");
+        char chunk[512];
+        size_t c = 0;
+        for (size_t j = 0; j < ev->size; j++) {
+            chunk[c++] = hex[ev->data[j] >> 4];
+            chunk[c++] = hex[ev->data[j] & 15];
+            if (c == sizeof chunk) {
+                s_buf_put (&a[6], chunk, c);
+                c = 0;
+            }
+        }
+        s_buf_put (&a[6], chunk, c);
+        s_buf_puts (&a[6], "\"");
+    }
+    bool failed = false;
+    for (int k = 0; k < 7; k++) {
+        s_buf_puts (&a[k], "}");
+        failed |= a[k].failed;
+    }
+    int rc = -1;
+    if (failed) {
+        memset (err, 0, sizeof *err);
+        snprintf (err->msg, sizeof err->msg, "out of memory building the outbox insert");
+        err->conn_lost = true;      /* transient */
+    }
+    else {
+        const char *values[7];
+        for (int k = 0; k < 7; k++)
+            values[k] = a[k].data;
+        PGresult *r = fks_pg_exec (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
+        if (r) {
+            PQclear (r);
+            rc = 0;
+        }
+    }
+    for (int k = 0; k < 7; k++)
+        s_buf_free (&a[k]);
+    return rc;
+}
+
+//  Inserts the consumed rows of msgs; fresh[i] tells whether message i is new to the group.
+static int
+s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, fks_pg_err_t *err)
+{
+    s_buf_t ids;
+    memset (&ids, 0, sizeof ids);
+    char id[FKS_ID_STR_SIZE];
+    s_buf_puts (&ids, "{");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            s_buf_puts (&ids, ",");
+        s_buf_puts (&ids, fks_worker_uuid (id, fks_bus_msg_id (msgs[i])));
+        th->fresh[i] = false;
+    }
+    s_buf_puts (&ids, "}");
+    if (ids.failed) {
+        s_buf_free (&ids);
+        memset (err, 0, sizeof *err);
+        snprintf (err->msg, sizeof err->msg, "out of memory");
+        err->conn_lost = true;
+        return -1;
+    }
+    const char *values[2] = { th->w->def->group, ids.data };
+    PGresult *r = fks_pg_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err);
+    s_buf_free (&ids);
+    if (!r)
+        return -1;
+    int rows = PQntuples (r);
+    for (int k = 0; k < rows; k++) {
+        fks_id_t got;
+        const char *text = PQgetvalue (r, k, 0);
+        if (fks_id_parse (text, strlen (text), &got) != 0)
+            continue;
+        //  The first message with this id is the fresh one; a second copy in the same batch
+        //  is a duplicate.
+        for (size_t i = 0; i < n; i++)
+            if (!th->fresh[i] && memcmp (fks_bus_msg_id (msgs[i])->b, got.b, FKS_ID_SIZE) == 0) {
+                th->fresh[i] = true;
+                break;
+            }
+    }
+    PQclear (r);
+    return 0;
+}
+
+static void
+s_tx_set_msg (fks_worker_tx_t *tx, const fks_envelope_hdr_t *hdr, fks_bus_msg_t *msg)
+{
+    tx->hdr = hdr;
+    tx->attempt = msg ? fks_bus_msg_attempt (msg) : 0;
+    if (hdr && !fks_id_is_nil (&hdr->corr))
+        fks_id_format (&hdr->corr, tx->corr_text);
+    else
+        tx->corr_text[0] = '\0';
+}
+
+typedef enum { S_DONE = 0, S_TRANSIENT, S_PERMANENT } s_outcome_t;
+
+static void
+s_decoded_free (s_thread_t *th, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fks_envelope_destroy (&th->decoded[i]);
+    th->tx.batch = 0;
+}
+
+//  One attempt at a batch in one transaction. On failure *bad is the index of the message
+//  that failed (n when the failure was not a message's), and th->tx.reason says why.
+static s_outcome_t
+s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, size_t *bad)
+{
+    fks_worker_t *w = th->w;
+    fks_worker_tx_t *tx = &th->tx;
+    fks_pg_err_t err;
+    *bad = n;
+    tx->reason[0] = '\0';
+    s_events_clear (tx);
+    int64_t t0 = fks_mono_ns ();
+    if (fks_pg_begin (th->pg, &err) != 0) {
+        fks_worker_pg_error (tx, &err, "BEGIN");
+        fks_pg_rollback (th->pg);
+        return S_TRANSIENT;
+    }
+    if (s_insert_consumed (th, msgs, n, &err) != 0) {
+        int rc = fks_worker_pg_error (tx, &err, "recording consumed messages");
+        fks_pg_rollback (th->pg);
+        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+    }
+    //  Decode every new message first, so that begin sees the whole batch.
+    tx->batch = 0;
+    for (size_t i = 0; i < n; i++) {
+        th->decoded[i] = NULL;
+        if (!th->fresh[i])
+            continue;
+        size_t size;
+        const uint8_t *data = fks_bus_msg_data (msgs[i], &size);
+        fks_envelope_err_t eerr;
+        th->decoded[i] = fks_envelope_decode (data, size, &eerr);
+        if (!th->decoded[i]) {
+            snprintf (tx->reason, sizeof tx->reason, "undecodable %s: %s",
+                      fks_bus_msg_topic (msgs[i]), eerr.msg);
+            s_decoded_free (th, n);
+            fks_pg_rollback (th->pg);
+            *bad = i;
+            return S_PERMANENT;
+        }
+        tx->envs[tx->batch++] = th->decoded[i];
+    }
+    if (w->def->begin) {
+        int rc = w->def->begin (tx, w->def->arg);
+        if (rc != FKS_WORKER_OK) {
+            if (!tx->reason[0])
+                snprintf (tx->reason, sizeof tx->reason, "the transaction could not begin");
+            s_decoded_free (th, n);
+            fks_pg_rollback (th->pg);
+            return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!th->decoded[i])
+            continue;
+        const fks_envelope_t *env = th->decoded[i];
+        s_tx_set_msg (tx, fks_envelope_hdr (env), msgs[i]);
+        int64_t h0 = fks_mono_ns ();
+        int rc = w->def->handler (tx, env, w->def->arg);
+        fks_metric_observe (w->m_handler, (double) (fks_mono_ns () - h0) / 1e9);
+        s_tx_set_msg (tx, NULL, NULL);
+        if (rc != FKS_WORKER_OK) {
+            if (!tx->reason[0])
+                snprintf (tx->reason, sizeof tx->reason, "the handler failed");
+            s_decoded_free (th, n);
+            fks_pg_rollback (th->pg);
+            *bad = i;
+            return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+        }
+    }
+    if (w->def->flush) {
+        int rc = w->def->flush (tx, w->def->arg);
+        if (rc != FKS_WORKER_OK) {
+            if (!tx->reason[0])
+                snprintf (tx->reason, sizeof tx->reason, "the flush failed");
+            s_decoded_free (th, n);
+            fks_pg_rollback (th->pg);
+            return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+        }
+    }
+    s_decoded_free (th, n);
+    if (s_insert_events (tx, &err) != 0) {
+        int rc = fks_worker_pg_error (tx, &err, "inserting the outbox");
+        fks_pg_rollback (th->pg);
+        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+    }
+    if (fks_pg_commit (th->pg, &err) != 0) {
+        int rc = fks_worker_pg_error (tx, &err, "COMMIT");
+        fks_pg_rollback (th->pg);
+        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+    }
+    fks_metric_observe (w->m_batch, (double) (fks_mono_ns () - t0) / 1e9);
+    return S_DONE;
+}
+
+//  After COMMIT: publish what was produced, then ack.
+static void
+s_finish (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
+{
+    fks_worker_t *w = th->w;
+    fks_worker_tx_t *tx = &th->tx;
+    for (size_t i = 0; i < tx->n_events; i++) {
+        s_event_t *ev = &tx->events[i];
+        if (fks_bus_publish (w->bus, ev->type, ev->data, ev->size) != 0)
+            fks_metric_inc (w->m_pub_fail);     /* the reconciler publishes it later */
+    }
+    s_events_clear (tx);
+    for (size_t i = 0; i < n; i++) {
+        fks_metric_inc (th->fresh[i] ? w->m_ok : w->m_dup);
+        fks_bus_ack (w->bus, &msgs[i]);
+    }
+}
+
+static bool
+s_stopping (fks_worker_t *w)
+{
+    return atomic_load (&w->stop);
+}
+
+//  Sleeps ms unless the worker is told to stop; renews the messages' ack deadlines.
+static void
+s_pause (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, int64_t ms)
+{
+    int64_t end = fks_mono_ns () + ms * 1000000;
+    while (!s_stopping (th->w)) {
+        int64_t left = (end - fks_mono_ns ()) / 1000000;
+        if (left <= 0)
+            break;
+        struct timespec ts = { 0, (long) (left > 50 ? 50 : left) * 1000000L };
+        nanosleep (&ts, NULL);
+    }
+    for (size_t i = 0; i < n; i++)
+        fks_bus_touch (th->w->bus, msgs[i]);
+}
+
+static void
+s_release (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fks_bus_msg_destroy (&msgs[i]);
+    fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu message(s) handed back unhandled",
+             th->w->def->program, n);
+}
+
+static void
+s_log_retry (s_thread_t *th, int tries, const char *corr)
+{
+    //  Log the first failure and then every tenth, so an outage does not flood the log.
+    if (tries == 1 || tries % 10 == 0)
+        fks_log (FKS_LOG_WARN, corr && *corr ? corr : NULL, NULL,
+                 "%s: transient failure (try %d), retrying: %s", th->w->def->program, tries,
+                 th->tx.reason);
+}
+
+//  A message that can never be handled: let the worker record it, else dead-letter it.
+static void
+s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
+{
+    fks_worker_t *w = th->w;
+    fks_worker_tx_t *tx = &th->tx;
+    char reason[FKS_WORKER_REASON_MAX];
+    snprintf (reason, sizeof reason, "%s", why);
+    size_t size;
+    const uint8_t *data = fks_bus_msg_data (msg, &size);
+    fks_envelope_err_t eerr;
+    fks_envelope_t *env = fks_envelope_decode (data, size, &eerr);
+    char corr[FKS_ID_STR_SIZE] = "";
+    if (env && !fks_id_is_nil (&fks_envelope_hdr (env)->corr))
+        fks_id_format (&fks_envelope_hdr (env)->corr, corr);
+    fks_log (FKS_LOG_ERROR, corr[0] ? corr : NULL, NULL, "%s: cannot handle %s: %s",
+             w->def->program, fks_bus_msg_topic (msg), reason);
+
+    int64_t backoff = S_BACKOFF_MIN_MS;
+    for (int tries = 1;; tries++) {
+        int rc = FKS_WORKER_FAIL;
+        fks_pg_err_t err;
+        tx->reason[0] = '\0';
+        s_events_clear (tx);
+        if (w->def->on_fail) {
+            if (fks_pg_begin (th->pg, &err) != 0)
+                rc = fks_worker_pg_error (tx, &err, "BEGIN");
+            else if (s_insert_consumed (th, &msg, 1, &err) != 0)
+                rc = fks_worker_pg_error (tx, &err, "recording the consumed message");
+            else if (!th->fresh[0]) {
+                //  Another replica finished it meanwhile.
+                rc = fks_pg_commit (th->pg, &err) == 0 ? FKS_WORKER_OK
+                                                        : fks_worker_pg_error (tx, &err, "COMMIT");
+                if (rc == FKS_WORKER_OK) {
+                    fks_envelope_destroy (&env);
+                    fks_metric_inc (w->m_dup);
+                    fks_bus_ack (w->bus, &msg);
+                    return;
+                }
+            }
+            else {
+                tx->batch = env ? 1 : 0;
+                tx->envs[0] = env;
+                rc = w->def->begin ? w->def->begin (tx, w->def->arg) : FKS_WORKER_OK;
+                s_tx_set_msg (tx, env ? fks_envelope_hdr (env) : NULL, msg);
+                if (rc == FKS_WORKER_OK)
+                    rc = w->def->on_fail (tx, env, reason, w->def->arg);
+                s_tx_set_msg (tx, NULL, NULL);
+                tx->batch = 0;
+                if (rc == FKS_WORKER_OK && w->def->flush)
+                    rc = w->def->flush (tx, w->def->arg);
+                if (rc == FKS_WORKER_OK && s_insert_events (tx, &err) != 0)
+                    rc = fks_worker_pg_error (tx, &err, "inserting the outbox");
+                if (rc == FKS_WORKER_OK && fks_pg_commit (th->pg, &err) != 0)
+                    rc = fks_worker_pg_error (tx, &err, "COMMIT");
+            }
+            if (rc != FKS_WORKER_OK)
+                fks_pg_rollback (th->pg);
+        }
+        if (rc == FKS_WORKER_OK) {
+            fks_envelope_destroy (&env);
+            fks_bus_msg_t *one[1] = { msg };
+            th->fresh[0] = false;
+            s_finish (th, one, 1);              /* publishes; acks (counted below) */
+            fks_metric_inc (w->m_failed);
+            return;
+        }
+        if (rc == FKS_WORKER_RETRY) {
+            fks_metric_inc (w->m_retries);
+            s_log_retry (th, tries, corr);
+            if (s_stopping (w)) {
+                fks_envelope_destroy (&env);
+                s_release (th, &msg, 1);
+                return;
+            }
+            s_pause (th, &msg, 1, backoff);
+            backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        //  Nothing recorded it: the bus keeps it as a dead letter.
+        if (w->def->on_fail)
+            fks_log (FKS_LOG_ERROR, corr[0] ? corr : NULL, NULL,
+                     "%s: could not record the failure either: %s", w->def->program,
+                     tx->reason);
+        s_events_clear (tx);
+        fks_envelope_destroy (&env);
+        fks_metric_inc (w->m_dead);
+        fks_bus_reject (w->bus, &msg, FKS_BUS_DEAD, reason);
+        return;
+    }
+}
+
+//  Handles a batch: in one transaction if it can, else message by message.
+static void
+s_handle (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
+{
+    fks_worker_t *w = th->w;
+    int64_t backoff = S_BACKOFF_MIN_MS;
+    for (int tries = 1;; tries++) {
+        size_t bad;
+        s_outcome_t out = s_attempt (th, msgs, n, &bad);
+        if (out == S_DONE) {
+            s_finish (th, msgs, n);
+            return;
+        }
+        bool conn_lost = !fks_pg_connected (th->pg);
+        if (n > 1 && !conn_lost) {
+            //  One message (or a deadlock between replicas) spoiled the batch: take it apart.
+            s_events_clear (&th->tx);
+            for (size_t i = 0; i < n; i++)
+                s_handle (th, &msgs[i], 1);
+            return;
+        }
+        if (out == S_PERMANENT && n == 1) {
+            char why[FKS_WORKER_REASON_MAX];
+            snprintf (why, sizeof why, "%s", th->tx.reason);
+            s_events_clear (&th->tx);
+            s_fail_one (th, msgs[0], why);
+            return;
+        }
+        s_events_clear (&th->tx);
+        fks_metric_inc (w->m_retries);
+        s_log_retry (th, tries, NULL);
+        if (s_stopping (w)) {
+            s_release (th, msgs, n);
+            return;
+        }
+        s_pause (th, msgs, n, backoff);
+        backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
+    }
+}
+
+static void *
+s_thread_main (void *arg)
+{
+    s_thread_t *th = arg;
+    fks_worker_t *w = th->w;
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    if (w->def->thread_init)
+        th->tx.state = w->def->thread_init (th->pg, th->redis, w->def->arg);
+    int64_t last_idle = 0;
+    while (!s_stopping (w)) {
+        fks_bus_msg_t *msg = fks_bus_recv (w->bus, S_RECV_WAIT_MS);
+        if (!msg) {
+            int64_t now = fks_mono_ns () / 1000000;
+            if (w->def->idle && now - last_idle >= S_IDLE_EVERY_MS) {
+                last_idle = now;
+                w->def->idle (th->tx.state, w->def->arg);
+            }
+            continue;
+        }
+        size_t n = 0;
+        th->batch[n++] = msg;
+        while (n < (size_t) w->cfg.batch && (msg = fks_bus_recv (w->bus, 0)) != NULL)
+            th->batch[n++] = msg;
+        atomic_fetch_add (&w->in_flight, (int) n);
+        fks_metric_set (w->m_in_flight, atomic_load (&w->in_flight));
+        fks_metric_observe (w->m_batch_size, (double) n);
+        s_handle (th, th->batch, n);
+        atomic_fetch_sub (&w->in_flight, (int) n);
+        fks_metric_set (w->m_in_flight, atomic_load (&w->in_flight));
+    }
+    if (w->def->thread_fini)
+        w->def->thread_fini (th->tx.state, w->def->arg);
+    th->tx.state = NULL;
+    return NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The worker
+
+static int
+s_ready (void *arg, char *why, size_t cap)
+{
+    fks_worker_t *w = arg;
+    int rc = 0;
+    pthread_mutex_lock (&w->ready_lock);
+    fks_pg_err_t perr;
+    fks_redis_err_t rerr;
+    if (fks_pg_ping (w->ready_pg, &perr) != 0) {
+        snprintf (why, cap, "PostgreSQL: %s", perr.msg);
+        rc = -1;
+    }
+    else if (fks_redis_ping (w->ready_redis, &rerr) != 0) {
+        snprintf (why, cap, "Redis: %s", rerr.msg);
+        rc = -1;
+    }
+    else if (!fks_bus_joined (w->bus)) {
+        snprintf (why, cap, "bus: not joined to group %s", w->def->group);
+        rc = -1;
+    }
+    pthread_mutex_unlock (&w->ready_lock);
+    return rc;
+}
+
+fks_worker_t *
+fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
+{
+    assert (def && cfg);
+    if (!def->program || !def->group || !def->src || !def->handler || !def->prefixes
+        || def->n_prefixes == 0 || def->n_stmts + 2 > S_MAX_STMTS || !cfg->pg_url
+        || !cfg->redis_url || cfg->threads < 1 || cfg->batch < 1 || cfg->window < 1) {
+        fks_log (FKS_LOG_ERROR, NULL, NULL, "worker: invalid definition or configuration");
+        return NULL;
+    }
+    fks_worker_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->def = def;
+    self->cfg = *cfg;
+    self->cfg.env = s_strdup (cfg->env ? cfg->env : "local");
+    self->cfg.pg_url = s_strdup (cfg->pg_url);
+    self->cfg.redis_url = s_strdup (cfg->redis_url);
+    self->cfg.bus_url = s_strdup (cfg->bus_url);
+    self->cfg.http_bind = s_strdup (cfg->http_bind ? cfg->http_bind : "127.0.0.1");
+    pthread_mutex_init (&self->ready_lock, NULL);
+    atomic_init (&self->stop, false);
+    atomic_init (&self->in_flight, 0);
+
+    self->stmts[0] = (fks_pg_stmt_t) { "fks_w_consumed", s_sql_consumed, 2 };
+    self->stmts[1] = (fks_pg_stmt_t) { "fks_w_events", s_sql_events, 7 };
+    for (size_t i = 0; i < def->n_stmts; i++)
+        self->stmts[2 + i] = def->stmts[i];
+    self->n_stmts = 2 + def->n_stmts;
+
+    const char *g[] = { def->group };
+    const char *gr[2] = { def->group, NULL };
+    fks_metric_family_t *f_msgs = fks_counter_family ("fks_worker_messages_total",
+        "Messages handled by a worker group, by result (ok, duplicate, failed, dead)",
+        (const char *[]) { "group", "result" }, 2);
+    gr[1] = "ok";        self->m_ok = fks_metric_get (f_msgs, gr);
+    gr[1] = "duplicate"; self->m_dup = fks_metric_get (f_msgs, gr);
+    gr[1] = "failed";    self->m_failed = fks_metric_get (f_msgs, gr);
+    gr[1] = "dead";      self->m_dead = fks_metric_get (f_msgs, gr);
+    self->m_retries = fks_metric_get (fks_counter_family ("fks_worker_retries_total",
+        "Transient failures a worker retried (PostgreSQL or Redis unreachable, deadlocks)",
+        (const char *[]) { "group" }, 1), g);
+    self->m_pub_fail = fks_metric_get (fks_counter_family ("fks_worker_publish_failures_total",
+        "Envelopes committed but not published (the bus reconciler publishes them later)",
+        (const char *[]) { "group" }, 1), g);
+    self->m_handler = fks_metric_get (fks_histogram_family ("fks_worker_handler_seconds",
+        "Time a handler spent on one message, inside its transaction",
+        (const char *[]) { "group" }, 1, NULL, 0), g);
+    self->m_batch = fks_metric_get (fks_histogram_family ("fks_worker_batch_seconds",
+        "Time from BEGIN to COMMIT of one batch",
+        (const char *[]) { "group" }, 1, NULL, 0), g);
+    static const double size_buckets[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024 };
+    self->m_batch_size = fks_metric_get (fks_histogram_family ("fks_worker_batch_size",
+        "Messages handled in one transaction", (const char *[]) { "group" }, 1, size_buckets,
+        sizeof size_buckets / sizeof size_buckets[0]), g);
+    self->m_in_flight = fks_metric_get (fks_gauge_family ("fks_worker_in_flight",
+        "Messages a worker replica is handling now", (const char *[]) { "group" }, 1), g);
+    if (!self->m_ok || !self->m_retries || !self->m_handler || !self->m_in_flight
+        || !self->m_batch_size || !self->m_pub_fail || !self->m_batch) {
+        fks_log (FKS_LOG_ERROR, NULL, NULL, "worker: cannot register metrics");
+        fks_worker_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+int
+fks_worker_port (fks_worker_t *self)
+{
+    return self && self->ops ? fks_ops_port (self->ops) : -1;
+}
+
+static void
+s_threads_free (fks_worker_t *self)
+{
+    if (!self->threads)
+        return;
+    for (int i = 0; i < self->cfg.threads; i++) {
+        s_thread_t *th = &self->threads[i];
+        fks_pg_destroy (&th->pg);
+        fks_redis_destroy (&th->redis);
+        s_events_clear (&th->tx);
+        free (th->tx.events);
+        msgpack_sbuffer_destroy (&th->tx.body);
+        free (th->batch);
+        free (th->fresh);
+        free (th->decoded);
+        free (th->tx.envs);
+    }
+    free (self->threads);
+    self->threads = NULL;
+}
+
+static int
+s_threads_make (fks_worker_t *self)
+{
+    self->threads = calloc ((size_t) self->cfg.threads, sizeof *self->threads);
+    if (!self->threads)
+        return -1;
+    for (int i = 0; i < self->cfg.threads; i++) {
+        s_thread_t *th = &self->threads[i];
+        th->w = self;
+        th->index = i;
+        msgpack_sbuffer_init (&th->tx.body);
+        msgpack_packer_init (&th->tx.pk, &th->tx.body, msgpack_sbuffer_write);
+        th->tx.th = th;
+        th->batch = calloc ((size_t) self->cfg.batch, sizeof *th->batch);
+        th->fresh = calloc ((size_t) self->cfg.batch, sizeof *th->fresh);
+        th->decoded = calloc ((size_t) self->cfg.batch, sizeof *th->decoded);
+        th->tx.envs = calloc ((size_t) self->cfg.batch, sizeof *th->tx.envs);
+        fks_pg_err_t perr;
+        fks_redis_err_t rerr;
+        th->pg = fks_pg_new (self->cfg.pg_url, self->stmts, self->n_stmts, &perr);
+        if (!th->pg)
+            fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: PostgreSQL: %s", self->def->program,
+                     perr.msg);
+        th->redis = fks_redis_new (self->cfg.redis_url, S_REDIS_TIMEOUT_MS, S_REDIS_TIMEOUT_MS,
+                                   &rerr);
+        if (!th->redis)
+            fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: Redis: %s", self->def->program, rerr.msg);
+        if (!th->batch || !th->fresh || !th->decoded || !th->tx.envs || !th->pg || !th->redis)
+            return -1;
+        th->tx.pg = th->pg;
+        th->tx.redis = th->redis;
+    }
+    return 0;
+}
+
+int
+fks_worker_run (fks_worker_t *self, int stop_fd)
+{
+    assert (self);
+    const fks_worker_def_t *def = self->def;
+    int rc = -1;
+    fks_pg_err_t perr;
+    fks_redis_err_t rerr;
+    atomic_store (&self->stop, false);
+
+    //  Connections for /ready, and a first check that the statements prepare: a typo in SQL
+    //  should stop the program at start, not on the first message.
+    self->ready_pg = fks_pg_new (self->cfg.pg_url, self->stmts, self->n_stmts, &perr);
+    if (!self->ready_pg) {
+        fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: PostgreSQL: %s", def->program, perr.msg);
+        goto done;
+    }
+    if (fks_pg_connect (self->ready_pg, &perr) != 0) {
+        if (perr.sqlstate[0] && strncmp (perr.sqlstate, "08", 2) != 0) {
+            fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: PostgreSQL refused the worker's "
+                     "statements: %s (SQLSTATE %s)", def->program, perr.msg, perr.sqlstate);
+            goto done;
+        }
+        fks_log (FKS_LOG_WARN, NULL, NULL, "%s: PostgreSQL not reachable yet (%s); will retry",
+                 def->program, perr.msg);
+    }
+    self->ready_redis = fks_redis_new (self->cfg.redis_url, S_REDIS_TIMEOUT_MS,
+                                       S_REDIS_TIMEOUT_MS, &rerr);
+    if (!self->ready_redis) {
+        fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: Redis: %s", def->program, rerr.msg);
+        goto done;
+    }
+    char name[FKS_BUS_NAME_MAX];
+    snprintf (name, sizeof name, "%s-%d", def->group, (int) getpid ());
+    fks_bus_client_opts_t opts = { .url = self->cfg.bus_url, .name = name };
+    self->bus = fks_bus_client_new (&opts);
+    if (!self->bus)
+        goto done;
+    self->ops = fks_ops_new (self->cfg.env, s_ready, self, NULL);
+    if (!self->ops || fks_ops_listen (self->ops, self->cfg.http_bind, self->cfg.port) != 0)
+        goto done;
+    if (s_threads_make (self) != 0)
+        goto done;
+    if (fks_bus_join (self->bus, def->group, def->prefixes, def->n_prefixes,
+                      (unsigned) self->cfg.window) != 0)
+        goto done;
+    for (int i = 0; i < self->cfg.threads; i++) {
+        if (pthread_create (&self->threads[i].tid, NULL, s_thread_main, &self->threads[i]) != 0) {
+            atomic_store (&self->stop, true);
+            break;
+        }
+        self->threads[i].started = true;
+    }
+    if (!atomic_load (&self->stop)) {
+        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: running: group %s, %d thread(s), batch %d, "
+                 "window %d, ops on %s:%d", def->program, def->group, self->cfg.threads,
+                 self->cfg.batch, self->cfg.window, self->cfg.http_bind,
+                 fks_ops_port (self->ops));
+        struct pollfd pfd = { .fd = stop_fd, .events = POLLIN };
+        while (poll (&pfd, 1, -1) < 0 && errno == EINTR)
+            ;
+        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping: draining %d message(s) in flight",
+                 def->program, atomic_load (&self->in_flight));
+        rc = 0;
+    }
+    atomic_store (&self->stop, true);
+    //  The ops server goes first (civetweb takes a moment to stop its threads), while the
+    //  handler threads finish what they hold.
+    fks_ops_destroy (&self->ops);
+    for (int i = 0; i < self->cfg.threads; i++)
+        if (self->threads[i].started) {
+            pthread_join (self->threads[i].tid, NULL);
+            self->threads[i].started = false;
+        }
+done:
+    //  Leaving the group hands back whatever was received but not started.
+    fks_bus_client_destroy (&self->bus);
+    fks_ops_destroy (&self->ops);
+    s_threads_free (self);
+    fks_pg_destroy (&self->ready_pg);
+    fks_redis_destroy (&self->ready_redis);
+    if (rc == 0)
+        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: drained and stopped", def->program);
+    return rc;
+}
+
+void
+fks_worker_destroy (fks_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fks_worker_t *self = *self_p;
+    fks_bus_client_destroy (&self->bus);
+    fks_ops_destroy (&self->ops);
+    s_threads_free (self);
+    fks_pg_destroy (&self->ready_pg);
+    fks_redis_destroy (&self->ready_redis);
+    pthread_mutex_destroy (&self->ready_lock);
+    fks_worker_cfg_free (&self->cfg);
+    free (self);
+    *self_p = NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The program
+
+static int s_stop_fd = -1;
+
+static void
+s_on_signal (int sig)
+{
+    (void) sig;
+    uint64_t one = 1;
+    ssize_t rc = write (s_stop_fd, &one, sizeof one);
+    (void) rc;
+}
+
+int
+fks_worker_main (const fks_worker_def_t *def)
+{
+    fks_worker_cfg_t cfg;
+    char err[FKS_CONFIG_ERR_MAX];
+    if (fks_worker_cfg_load (def, &cfg, err, sizeof err) != 0) {
+        fprintf (stderr, "%s: %s\n", def->program, err);
+        return 2;
+    }
+    s_stop_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s_stop_fd < 0) {
+        fks_log (FKS_LOG_ERROR, NULL, NULL, "eventfd: %s", strerror (errno));
+        fks_worker_cfg_free (&cfg);
+        return 1;
+    }
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset (&sa.sa_mask);
+    sigaction (SIGTERM, &sa, NULL);
+    sigaction (SIGINT, &sa, NULL);
+    signal (SIGPIPE, SIG_IGN);
+
+    fks_worker_t *w = fks_worker_new (def, &cfg);
+    fks_worker_cfg_free (&cfg);
+    int rc = w && fks_worker_run (w, s_stop_fd) == 0 ? 0 : 1;
+    fks_worker_destroy (&w);
+    close (s_stop_fd);
+    s_stop_fd = -1;
+    return rc;
+}

@@ -1,0 +1,239 @@
+/*  runtime.h - what every FKS worker shares, so that a worker's own code is its domain logic.
+ *
+ *  A worker is a consumer group on the bus (bus/client.h) plus a handler. The runtime joins
+ *  the group with a credit window and runs FKS_WORKER_THREADS handler threads, each with its
+ *  own PostgreSQL and Redis connection. A thread takes what is waiting (up to
+ *  FKS_WORKER_BATCH messages) and, in ONE transaction:
+ *
+ *      INSERT INTO consumed (grp, msg_id) ... ON CONFLICT DO NOTHING RETURNING msg_id
+ *          a message whose row already exists was handled before: it is only acked
+ *      for each new message: decode it, run the handler, which writes its effect and adds
+ *          the envelopes it produces with fks_worker_emit
+ *      INSERT INTO events ... (the outbox: every envelope produced)
+ *      COMMIT
+ *
+ *  then publishes the produced envelopes and acks the messages. Inserting `consumed` first
+ *  also serialises two replicas that got the same message (after an ack deadline): the second
+ *  waits on the first one's row and then finds it. If the bus loses a publish, the broker's
+ *  reconciler publishes the outbox row again, so "publish after commit" loses nothing.
+ *
+ *  Failures. A handler returns FKS_WORKER_OK, FKS_WORKER_RETRY (transient: PostgreSQL or
+ *  Redis unreachable, a deadlock) or FKS_WORKER_FAIL (permanent: this message can never be
+ *  handled). On any failure the transaction is rolled back and nothing is published. A batch
+ *  that failed for another reason than a lost connection is taken apart and each message is
+ *  handled alone, so one bad message never holds back the others. A transient failure is
+ *  retried in place with a growing pause (100 ms to 5 s), keeping the messages (their ack
+ *  deadline is renewed), until it succeeds or the worker stops. A permanent failure is
+ *  recorded: the definition's on_fail hook writes the domain's record of it (e.g.
+ *  signal.filtered with the reason) with the message marked consumed; without a hook, or when
+ *  the hook fails too, the message is rejected as a dead letter, which the bus stores in
+ *  dead_letters and publishes as dead.letter. Nothing is dropped silently.
+ *
+ *  Operations: /health, /ready (PostgreSQL, Redis and the bus) and /metrics on the worker's
+ *  port (common/ops.h). Metrics: fks_worker_messages_total{group,result} (ok, duplicate,
+ *  failed, dead), fks_worker_handler_seconds{group} per message, fks_worker_batch_seconds
+ *  {group} per transaction, fks_worker_batch_size{group}, fks_worker_in_flight{group},
+ *  fks_worker_retries_total{group}, fks_worker_publish_failures_total{group}.
+ *
+ *  Stopping: SIGTERM or SIGINT (or the stop fd given to fks_worker_run) drains: threads stop
+ *  taking messages, finish and commit what they hold, publish, ack, and the client leaves the
+ *  group, handing back what it had not started. Exit code 0.
+ *
+ *  Configuration: FKS_ENV, FKS_PG_URL, FKS_REDIS_URL (both required), FKS_BUS_URL,
+ *  FKS_HTTP_BIND (127.0.0.1), the worker's port variable, FKS_WORKER_THREADS (2),
+ *  FKS_WORKER_BATCH (64), FKS_WORKER_WINDOW (256 un-acked messages per replica).
+ */
+#ifndef FKS_WORKER_RUNTIME_H
+#define FKS_WORKER_RUNTIME_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "bus/envelope.h"
+#include "common/id.h"
+#include "common/pg.h"
+#include "common/redis.h"
+
+#define FKS_WORKER_OK      0
+#define FKS_WORKER_RETRY  -1
+#define FKS_WORKER_FAIL   -2
+
+#define FKS_WORKER_REASON_MAX 512
+
+typedef struct fks_worker_t fks_worker_t;
+
+/*  One handler thread's view of the message (and transaction) being handled. */
+typedef struct fks_worker_tx_t fks_worker_tx_t;
+
+/*  Handles one decoded message inside the transaction. Returns FKS_WORKER_OK, _RETRY or _FAIL
+ *  (set a reason with fks_worker_fail / fks_worker_retry). */
+typedef int (fks_worker_handler_fn) (fks_worker_tx_t *tx, const fks_envelope_t *env,
+                                     void *arg);
+
+/*  Records a permanent failure of one message, in a fresh transaction (env is NULL when the
+ *  message could not even be decoded; data/size are then its raw bytes). Returns
+ *  FKS_WORKER_OK when recorded, else the message becomes a dead letter. */
+typedef int (fks_worker_fail_fn) (fks_worker_tx_t *tx, const fks_envelope_t *env,
+                                  const char *reason, void *arg);
+
+/*  Per-thread state: made when a handler thread starts (its connections exist but may not be
+ *  connected yet), freed when it ends. */
+typedef void *(fks_worker_thread_init_fn) (fks_pg_t *pg, fks_redis_t *redis, void *arg);
+typedef void (fks_worker_thread_fini_fn) (void *state, void *arg);
+
+/*  Called on a handler thread about once a second while no message is waiting, outside any
+ *  transaction (e.g. to refresh a gauge from Redis). */
+typedef void (fks_worker_idle_fn) (void *state, void *arg);
+
+/*  Transaction hooks, for handlers that keep state for the length of one transaction (a
+ *  cache of rows they locked, writes they gather to do once): begin runs after BEGIN and the
+ *  consumed insert, before the first handler call, and sees the whole batch
+ *  (fks_worker_batch_env), e.g. to lock what it will touch in a fixed order; flush runs after
+ *  the last handler call, before the outbox insert and COMMIT. Both may use the database and
+ *  return FKS_WORKER_OK, _RETRY or _FAIL like a handler. A transaction that fails is rolled
+ *  back whatever they did, and the next one starts with begin again, so state kept between
+ *  the two must be reset in begin. */
+typedef int (fks_worker_begin_fn) (fks_worker_tx_t *tx, void *arg);
+typedef int (fks_worker_flush_fn) (fks_worker_tx_t *tx, void *arg);
+
+typedef struct {
+    const char *program;            /* "fks-signal": the client name and log lines */
+    const char *group;              /* consumer group, e.g. "signal" */
+    const char *src;                /* the src of envelopes it produces, e.g. "signal" */
+    const char *port_var;           /* "FKS_SIGNAL_PORT" */
+    int default_port;               /* 8002 */
+    const char *const *prefixes;    /* the types it consumes (type prefixes) */
+    size_t n_prefixes;
+    const fks_pg_stmt_t *stmts;     /* the handler's prepared statements (may be NULL) */
+    size_t n_stmts;
+    fks_worker_handler_fn *handler;
+    fks_worker_fail_fn *on_fail;    /* may be NULL */
+    fks_worker_thread_init_fn *thread_init;     /* may be NULL */
+    fks_worker_thread_fini_fn *thread_fini;     /* may be NULL */
+    fks_worker_idle_fn *idle;       /* may be NULL */
+    void *arg;                      /* passed to every hook */
+    fks_worker_begin_fn *begin;     /* may be NULL */
+    fks_worker_flush_fn *flush;     /* may be NULL */
+} fks_worker_def_t;
+
+typedef struct {
+    char *env;
+    char *pg_url;
+    char *redis_url;
+    char *bus_url;                  /* NULL: the bus client's default (FKS_BUS_URL) */
+    char *http_bind;
+    int port;                       /* 0: any free port (tests) */
+    int threads;
+    int batch;
+    int window;
+} fks_worker_cfg_t;
+
+/*  Reads the runtime's configuration (see above) for def. 0, or -1 with a message naming the
+ *  variable in err (cap bytes). On failure cfg holds nothing to free. */
+int fks_worker_cfg_load (const fks_worker_def_t *def, fks_worker_cfg_t *cfg, char *err,
+                         size_t cap);
+void fks_worker_cfg_free (fks_worker_cfg_t *cfg);
+
+/*  Creates a worker (def and everything it points to must outlive it; cfg is copied). Does
+ *  not connect yet. NULL (logged) on invalid definitions or configuration. */
+fks_worker_t *fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg);
+
+/*  Starts the ops server, joins the group, runs the handler threads, and returns once stop_fd
+ *  polls readable (an eventfd or a pipe the caller writes to), after draining. Returns 0, or
+ *  -1 when it could not start (the port is taken, a statement does not prepare...). */
+int fks_worker_run (fks_worker_t *self, int stop_fd);
+
+/*  The ops port actually bound while running (-1 before). */
+int fks_worker_port (fks_worker_t *self);
+
+void fks_worker_destroy (fks_worker_t **self_p);
+
+/*  The whole program: reads the configuration, installs SIGTERM/SIGINT handlers, runs until
+ *  one arrives. Returns the exit code: 0 after a clean drain, 1 when it could not start, 2 on
+ *  a configuration error. Call fks_log_init first. */
+int fks_worker_main (const fks_worker_def_t *def);
+
+//  --------------------------------------------------------------------------
+//  For handlers
+
+fks_pg_t *fks_worker_pg (fks_worker_tx_t *tx);
+fks_redis_t *fks_worker_redis (fks_worker_tx_t *tx);
+void *fks_worker_state (fks_worker_tx_t *tx);
+
+/*  The header of the message being handled. */
+const fks_envelope_hdr_t *fks_worker_msg (fks_worker_tx_t *tx);
+
+/*  The message's corr as text ("" when nil), for log lines. */
+const char *fks_worker_corr_text (fks_worker_tx_t *tx);
+
+/*  The delivery attempt of the message (1 on the first). */
+uint32_t fks_worker_attempt (fks_worker_tx_t *tx);
+
+/*  How many messages this transaction handles (new to the group). A handler may gather its
+ *  writes and do them once in flush when this is above 1; if such a gathered write finds a
+ *  unique-key conflict, flush returns FKS_WORKER_FAIL and the runtime handles each message
+ *  alone (this is then 1), where the handler writes row by row and can tell exactly which
+ *  message was done before. */
+size_t fks_worker_batch_size (fks_worker_tx_t *tx);
+
+/*  The decoded envelope of the i-th of those messages (0 <= i < fks_worker_batch_size), in
+ *  the order the handler will see them. Valid until the transaction ends. */
+const fks_envelope_t *fks_worker_batch_env (fks_worker_tx_t *tx, size_t i);
+
+/*  Starts a new body: returns a packer writing into the transaction's body buffer (emptied).
+ *  Pack one map, then call fks_worker_emit. */
+msgpack_packer *fks_worker_body (fks_worker_tx_t *tx);
+
+/*  Adds an envelope of `type` with the body just packed to the outbox of this transaction:
+ *  cause is the message being handled, corr is `corr` when not NULL, else the message's corr.
+ *  The envelope is validated against its schema here, inserted into `events` before COMMIT and
+ *  published after it. Its id goes to *id_out (may be NULL). Returns 0, or FKS_WORKER_FAIL
+ *  when the body does not match its schema (a bug: logged with the schema's complaint). */
+int fks_worker_emit (fks_worker_tx_t *tx, const char *type, const fks_id_t *corr,
+                     fks_id_t *id_out);
+
+/*  Set the reason of a failure and return FKS_WORKER_FAIL / FKS_WORKER_RETRY. */
+int fks_worker_fail (fks_worker_tx_t *tx, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+int fks_worker_retry (fks_worker_tx_t *tx, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+/*  Classifies a PostgreSQL error: connection loss and SQLSTATE classes 08, 40 (deadlock,
+ *  serialization), 53, 57 and 58 are transient (FKS_WORKER_RETRY); anything else, such as a
+ *  constraint violation, is permanent (FKS_WORKER_FAIL). Sets the reason to "<what>: <error>". */
+int fks_worker_pg_error (fks_worker_tx_t *tx, const fks_pg_err_t *err, const char *what);
+
+/*  A Redis error is transient: sets the reason and returns FKS_WORKER_RETRY. */
+int fks_worker_redis_error (fks_worker_tx_t *tx, const fks_redis_err_t *err, const char *what);
+
+//  --------------------------------------------------------------------------
+//  Helpers for SQL parameters
+
+/*  Formats a double for a numeric parameter with 15 significant digits (what a double holds
+ *  exactly), so 0.1 + 0.2 is stored as 0.3 and sums of stored values stay exact in numeric.
+ *  buf needs 48 bytes. Returns buf. */
+const char *fks_worker_num (char buf[48], double v);
+
+/*  Parses a numeric column's text (NULL or "" gives def). */
+double fks_worker_parse_num (const char *text, double def);
+
+/*  Formats an id as text for a uuid parameter (buf FKS_ID_STR_SIZE bytes). */
+const char *fks_worker_uuid (char buf[FKS_ID_STR_SIZE], const fks_id_t *id);
+
+/*  A PostgreSQL array literal built value by value, for multi-row statements
+ *  (unnest ($1::text[], ...)): each value is quoted and escaped, NULL becomes SQL NULL. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    size_t n;                       /* values added */
+    bool failed;                    /* out of memory: the literal is unusable */
+} fks_worker_array_t;
+
+void fks_worker_array_init (fks_worker_array_t *a);
+void fks_worker_array_add (fks_worker_array_t *a, const char *value);
+/*  The finished literal ("{...}"), or NULL when out of memory. Valid until freed. */
+const char *fks_worker_array_end (fks_worker_array_t *a);
+void fks_worker_array_free (fks_worker_array_t *a);
+
+#endif

@@ -1,0 +1,611 @@
+/*  fks_signal.c - fks-signal, the signal worker: accepted alerts become signals.
+ *
+ *  Consumes webhook.received (consumer group "signal"). For each alert, inside the runtime's
+ *  transaction (workers/runtime.h): read the body, normalise the symbol, look up the open
+ *  position (positions) and, when the alert carries no price, the latest price (Redis), and
+ *  let normalize.c decide. Then:
+ *
+ *    - a signal: INSERT into signals (one per alert: UNIQUE inbox_id), the alert's status
+ *      becomes `signalled`, and signal.created is emitted;
+ *    - a cancel: the open orders of the symbol each get an order.cancel_requested, which the
+ *      execution worker carries out;
+ *    - nothing to trade: the signal is stored as `filtered` with the reason when the alert had
+ *      a usable symbol and action, the alert's status becomes `filtered`, and signal.filtered
+ *      carries the reason. A permanent failure (on_fail) is recorded the same way, with the
+ *      alert `failed`.
+ *
+ *  The signal worker always emits signal.created; whether execution takes it directly or the
+ *  ai worker scores it first (signal.scored) is the execution worker's FKS_EXECUTION_INPUT.
+ *
+ *  Configuration, besides the runtime's: FKS_SIGNAL_PORT (8002), FKS_SIGNAL_SIZING (none,
+ *  fixed_quantity, fixed_notional, percent_of_equity) with FKS_SIGNAL_SIZE, FKS_SIGNAL_EQUITY
+ *  (for percent sizes), FKS_SIGNAL_QTY_DECIMALS (8), FKS_SIGNAL_MAX_AGE (120s),
+ *  FKS_SIGNAL_MAX_FUTURE (5s).
+ */
+#include "workers/runtime.h"
+#include "workers/prices.h"
+#include "workers/signal/normalize.h"
+#include "common/config.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_CANCEL_MAX 100            /* open orders cancelled by one alert */
+
+//  The inbox status only moves forward: accepted < signalled < scored < ordered < final.
+#define S_RANK(x) "(CASE " x " WHEN 'accepted' THEN 1 WHEN 'signalled' THEN 2 " \
+                  "WHEN 'scored' THEN 3 WHEN 'ordered' THEN 4 WHEN 'filled' THEN 6 ELSE 5 END)"
+
+static const fks_pg_stmt_t s_stmts[] = {
+    { "sig_position", "SELECT qty FROM positions WHERE symbol = $1", 1 },
+    { "sig_insert",
+      "WITH ins AS ("
+      "  INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
+      "                       quantity_type, order_type, price, limit_price, stop_loss,"
+      "                       take_profit, strategy, interval, confidence, params, status,"
+      "                       reason)"
+      "  VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+      "          $17::jsonb, $18, $19)"
+      "  ON CONFLICT (inbox_id) DO NOTHING RETURNING id),"
+      " upd AS ("
+      "  UPDATE inbox SET status = $20, updated_at = now()"
+      "   WHERE id = $2 AND EXISTS (SELECT 1 FROM ins)"
+      "     AND " S_RANK ("status") " < " S_RANK ("$20::text") ")"
+      "SELECT id FROM ins", 20 },
+    //  The same for every signal of a batch at once (workers/runtime.h, batch size).
+    { "sig_insert_many",
+      "WITH v AS ("
+      "  SELECT * FROM unnest ($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
+      "                        $6::text[], $7::numeric[], $8::text[], $9::text[],"
+      "                        $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[],"
+      "                        $14::text[], $15::text[], $16::numeric[], $17::jsonb[],"
+      "                        $18::text[], $19::text[], $20::text[])"
+      "    AS t (id, inbox, source, symbol, action, side, qty, qtype, otype, price, lim, sl,"
+      "          tp, strategy, intv, conf, params, status, reason, istatus)),"
+      " ins AS ("
+      "  INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
+      "                       quantity_type, order_type, price, limit_price, stop_loss,"
+      "                       take_profit, strategy, interval, confidence, params, status,"
+      "                       reason)"
+      "  SELECT id, inbox, inbox, source, symbol, action, side, qty, qtype, otype, price, lim,"
+      "         sl, tp, strategy, intv, conf, params, status, reason FROM v"
+      "  ON CONFLICT (inbox_id) DO NOTHING RETURNING id),"
+      " upd AS ("
+      "  UPDATE inbox SET status = v.istatus, updated_at = now()"
+      "    FROM v JOIN ins ON ins.id = v.id"
+      "   WHERE inbox.id = v.inbox"
+      "     AND " S_RANK ("inbox.status") " < " S_RANK ("v.istatus") ")"
+      "SELECT count(*) FROM ins", 20 },
+    { "sig_inbox_status",
+      "UPDATE inbox SET status = $2, updated_at = now()"
+      " WHERE id = $1 AND " S_RANK ("status") " < " S_RANK ("$2::text"), 2 },
+    { "sig_open_orders",
+      "SELECT id FROM orders WHERE symbol = $1"
+      "   AND status IN ('new', 'submitted', 'partially_filled')"
+      " ORDER BY created_at LIMIT 100", 1 },
+};
+
+typedef struct {
+    fks_signal_cfg_t cfg;
+} s_signal_t;
+
+#define S_CACHE_MAX 64
+
+//  A handler thread's cache for one transaction (reset by s_begin): positions and latest
+//  prices already read, so a batch of alerts on one symbol reads them once.
+typedef struct {
+    char symbol[FKS_SIGNAL_SYMBOL_MAX];
+    double position;
+    bool has_price;
+    bool price_read;
+    double price;
+} s_seen_t;
+
+//  A signal row waiting for the batch's single insert (s_flush).
+typedef struct {
+    fks_id_t id;
+    fks_signal_alert_t a;
+    fks_signal_decision_t d;
+    const char *status;             /* static strings */
+    const char *inbox_status;
+} s_pending_t;
+
+typedef struct {
+    s_seen_t seen[S_CACHE_MAX];
+    size_t n;
+    s_pending_t *pending;
+    size_t n_pending, cap_pending;
+} s_thread_t;
+
+static void *
+s_thread_init (fks_pg_t *pg, fks_redis_t *redis, void *arg)
+{
+    (void) pg;
+    (void) redis;
+    (void) arg;
+    return calloc (1, sizeof (s_thread_t));
+}
+
+static void
+s_thread_fini (void *state, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = state;
+    if (st)
+        free (st->pending);
+    free (st);
+}
+
+static int
+s_begin (fks_worker_tx_t *tx, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (st) {
+        st->n = 0;
+        st->n_pending = 0;
+    }
+    return FKS_WORKER_OK;
+}
+
+//  The symbol's cache entry, reading the position the first time. NULL with *rc set.
+static s_seen_t *
+s_seen (fks_worker_tx_t *tx, const char *symbol, int *rc)
+{
+    s_thread_t *st = fks_worker_state (tx);
+    if (st)
+        for (size_t i = 0; i < st->n; i++)
+            if (strcmp (st->seen[i].symbol, symbol) == 0)
+                return &st->seen[i];
+    static __thread s_seen_t spare;     /* when the cache is full or missing */
+    s_seen_t *e = st && st->n < S_CACHE_MAX ? &st->seen[st->n] : &spare;
+    memset (e, 0, sizeof *e);
+    snprintf (e->symbol, sizeof e->symbol, "%s", symbol);
+    fks_pg_err_t err;
+    const char *values[1] = { symbol };
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_position", 1, values, NULL, NULL, &err);
+    if (!r) {
+        *rc = fks_worker_pg_error (tx, &err, "reading the position");
+        return NULL;
+    }
+    if (PQntuples (r) == 1)
+        e->position = fks_worker_parse_num (PQgetvalue (r, 0, 0), 0);
+    PQclear (r);
+    if (st && e == &st->seen[st->n])
+        st->n++;
+    return e;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Writing
+
+typedef struct {
+    fks_id_t id;                    /* the signal's id, when a row was written */
+    bool stored;
+} s_row_t;
+
+//  The parameters of one signals row, formatted into b.
+typedef struct {
+    char id[FKS_ID_STR_SIZE], inbox[FKS_ID_STR_SIZE];
+    char qty[48], price[48], limit[48], sl[48], tp[48], conf[48];
+    char params[256], exch[160];
+    const char *v[20];
+} s_values_t;
+
+static void
+s_values (s_values_t *b, const fks_id_t *id, const fks_signal_alert_t *a,
+          const fks_signal_decision_t *d, const char *status, const char *inbox_status)
+{
+    fks_json_escape (b->exch, sizeof b->exch, a->exchange, strlen (a->exchange));
+    int n = snprintf (b->params, sizeof b->params, "{\"reduce_only\":%s",
+                      d->reduce_only ? "true" : "false");
+    if (d->has_target)
+        n += snprintf (b->params + n, sizeof b->params - (size_t) n,
+                       ",\"target_position\":%.15g", d->target);
+    if (a->exchange[0])
+        n += snprintf (b->params + n, sizeof b->params - (size_t) n, ",\"exchange\":\"%s\"",
+                       b->exch);
+    snprintf (b->params + n, sizeof b->params - (size_t) n, "}");
+    bool created = d->kind == FKS_SIGNAL_CREATE;
+    const char *v[20] = {
+        fks_worker_uuid (b->id, id),
+        fks_worker_uuid (b->inbox, &a->inbox_id),
+        a->source,
+        d->symbol,
+        d->action,
+        d->side[0] ? d->side : NULL,
+        created ? fks_worker_num (b->qty, d->qty) : NULL,
+        a->quantity_type[0] ? a->quantity_type : "fixed_quantity",
+        d->order_type,
+        d->has_price ? fks_worker_num (b->price, d->price) : NULL,
+        d->has_limit_price ? fks_worker_num (b->limit, d->limit_price) : NULL,
+        d->has_stop_loss ? fks_worker_num (b->sl, d->stop_loss) : NULL,
+        d->has_take_profit ? fks_worker_num (b->tp, d->take_profit) : NULL,
+        a->strategy[0] ? a->strategy : NULL,
+        a->interval[0] ? a->interval : NULL,
+        a->has_confidence ? fks_worker_num (b->conf, a->confidence) : NULL,
+        b->params,
+        status,
+        d->reason,
+        inbox_status,
+    };
+    memcpy (b->v, v, sizeof v);
+}
+
+//  Writes the signals row for decision d (status `created` or `filtered`) and moves the
+//  alert's status to inbox_status. Returns FKS_WORKER_OK with row->stored false when the
+//  alert already had a signal (then nothing else must happen). In a batch the row waits for
+//  s_flush, which writes all of them at once.
+static int
+s_store (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_signal_decision_t *d,
+         const char *status, const char *inbox_status, s_row_t *row)
+{
+    row->stored = false;
+    if (fks_id_new (&row->id) != 0)
+        return fks_worker_retry (tx, "no random bytes for an id");
+    s_thread_t *st = fks_worker_state (tx);
+    if (st && fks_worker_batch_size (tx) > 1) {
+        if (st->n_pending == st->cap_pending) {
+            size_t cap = st->cap_pending ? st->cap_pending * 2 : 64;
+            s_pending_t *p = realloc (st->pending, cap * sizeof *p);
+            if (!p)
+                return fks_worker_retry (tx, "out of memory");
+            st->pending = p;
+            st->cap_pending = cap;
+        }
+        st->pending[st->n_pending++] = (s_pending_t) { row->id, *a, *d, status, inbox_status };
+        row->stored = true;
+        return FKS_WORKER_OK;
+    }
+    s_values_t b;
+    s_values (&b, &row->id, a, d, status, inbox_status);
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_insert", 20, b.v, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "inserting the signal");
+    row->stored = PQntuples (r) == 1;
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
+//  Writes the batch's signals in one statement. If one of them existed already, the batch is
+//  handled again message by message, where that one is found and skipped.
+static int
+s_flush (fks_worker_tx_t *tx, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (!st || st->n_pending == 0)
+        return FKS_WORKER_OK;
+    fks_worker_array_t col[20];
+    for (int k = 0; k < 20; k++)
+        fks_worker_array_init (&col[k]);
+    for (size_t i = 0; i < st->n_pending; i++) {
+        s_pending_t *p = &st->pending[i];
+        s_values_t b;
+        s_values (&b, &p->id, &p->a, &p->d, p->status, p->inbox_status);
+        for (int k = 0; k < 20; k++)
+            fks_worker_array_add (&col[k], b.v[k]);
+    }
+    const char *values[20];
+    bool ok = true;
+    for (int k = 0; k < 20; k++)
+        ok &= (values[k] = fks_worker_array_end (&col[k])) != NULL;
+    int rc = FKS_WORKER_OK;
+    if (!ok)
+        rc = fks_worker_retry (tx, "out of memory");
+    else {
+        fks_pg_err_t err;
+        PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_insert_many", 20, values, NULL, NULL,
+                                   &err);
+        if (!r)
+            rc = fks_worker_pg_error (tx, &err, "inserting the signals");
+        else {
+            long long n = atoll (PQgetvalue (r, 0, 0));
+            PQclear (r);
+            if (n != (long long) st->n_pending)
+                rc = fks_worker_fail (tx, "%zu of %zu alerts have a signal already: handling "
+                                      "them one by one", st->n_pending - (size_t) n,
+                                      st->n_pending);
+        }
+    }
+    for (int k = 0; k < 20; k++)
+        fks_worker_array_free (&col[k]);
+    st->n_pending = 0;
+    return rc;
+}
+
+static int
+s_inbox_status (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *status)
+{
+    char inbox[FKS_ID_STR_SIZE];
+    const char *values[2] = { fks_worker_uuid (inbox, inbox_id), status };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_inbox_status", 2, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "updating the alert's status");
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
+//  signal.filtered, with the signal when one was stored.
+static int
+s_emit_filtered (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const fks_id_t *signal_id,
+                 const char *symbol, const char *reason)
+{
+    msgpack_packer *pk = fks_worker_body (tx);
+    int n = 2 + (inbox_id ? 1 : 0) + (signal_id ? 1 : 0) + (symbol && *symbol ? 1 : 0);
+    msgpack_pack_map (pk, (size_t) n);
+    if (signal_id)
+        fks_pack_kv_id (pk, "signal_id", signal_id);
+    if (inbox_id)
+        fks_pack_kv_id (pk, "inbox_id", inbox_id);
+    if (symbol && *symbol)
+        fks_pack_kv_str (pk, "symbol", symbol);
+    fks_pack_kv_str (pk, "stage", "signal");
+    fks_pack_kv_str (pk, "reason", reason);
+    return fks_worker_emit (tx, "signal.filtered", NULL, NULL);
+}
+
+static int
+s_emit_created (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_signal_decision_t *d,
+                const fks_id_t *signal_id)
+{
+    msgpack_packer *pk = fks_worker_body (tx);
+    size_t n = 8 + d->has_limit_price + d->has_price + d->has_stop_loss + d->has_take_profit
+             + (a->strategy[0] != 0) + a->has_confidence;
+    msgpack_pack_map (pk, n);
+    fks_pack_kv_id (pk, "signal_id", signal_id);
+    fks_pack_kv_id (pk, "inbox_id", &a->inbox_id);
+    fks_pack_kv_str (pk, "symbol", d->symbol);
+    fks_pack_kv_str (pk, "side", d->side);
+    fks_pack_kv_f64 (pk, "qty", d->qty);
+    fks_pack_kv_str (pk, "order_type", d->order_type);
+    if (d->has_limit_price)
+        fks_pack_kv_f64 (pk, "limit_price", d->limit_price);
+    if (d->has_price)
+        fks_pack_kv_f64 (pk, "price", d->price);
+    if (d->has_stop_loss)
+        fks_pack_kv_f64 (pk, "stop_loss", d->stop_loss);
+    if (d->has_take_profit)
+        fks_pack_kv_f64 (pk, "take_profit", d->take_profit);
+    if (a->strategy[0])
+        fks_pack_kv_str (pk, "strategy", a->strategy);
+    if (a->has_confidence)
+        fks_pack_kv_f64 (pk, "confidence", a->confidence);
+    fks_pack_kv_bool (pk, "reduce_only", d->reduce_only);
+    fks_pack_kv_str (pk, "reason", d->reason);
+    return fks_worker_emit (tx, "signal.created", NULL, NULL);
+}
+
+//  Filtered: the signal row when the alert had a usable symbol and action, the status, the
+//  event.
+static int
+s_filtered (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_signal_decision_t *d,
+            const char *inbox_status)
+{
+    s_row_t row = { .stored = false };
+    if (d->symbol[0] && d->action[0]) {
+        int rc = s_store (tx, a, d, "filtered", inbox_status, &row);
+        if (rc != FKS_WORKER_OK)
+            return rc;
+        if (!row.stored)
+            return FKS_WORKER_OK;           /* this alert already has its signal */
+    }
+    else {
+        int rc = s_inbox_status (tx, &a->inbox_id, inbox_status);
+        if (rc != FKS_WORKER_OK)
+            return rc;
+    }
+    fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL, "alert filtered: %s", d->reason);
+    return s_emit_filtered (tx, &a->inbox_id, row.stored ? &row.id : NULL,
+                            d->symbol[0] ? d->symbol : a->symbol, d->reason);
+}
+
+static int
+s_cancel (fks_worker_tx_t *tx, const fks_signal_alert_t *a, fks_signal_decision_t *d)
+{
+    fks_pg_err_t err;
+    const char *values[1] = { d->symbol };
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_open_orders", 1, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "finding open orders");
+    int rows = PQntuples (r);
+    if (rows == 0) {
+        PQclear (r);
+        d->kind = FKS_SIGNAL_FILTER;
+        snprintf (d->reason, sizeof d->reason, "nothing to cancel: no open orders in %s",
+                  d->symbol);
+        return s_filtered (tx, a, d, "filtered");
+    }
+    snprintf (d->reason, sizeof d->reason, "cancel %d open order%s of %s", rows,
+              rows == 1 ? "" : "s", d->symbol);
+    s_row_t row;
+    int rc = s_store (tx, a, d, "created", "signalled", &row);
+    for (int i = 0; rc == FKS_WORKER_OK && row.stored && i < rows && i < S_CANCEL_MAX; i++) {
+        fks_id_t order_id;
+        const char *text = PQgetvalue (r, i, 0);
+        if (fks_id_parse (text, strlen (text), &order_id) != 0)
+            continue;
+        msgpack_packer *pk = fks_worker_body (tx);
+        msgpack_pack_map (pk, 2);
+        fks_pack_kv_id (pk, "order_id", &order_id);
+        fks_pack_kv_str (pk, "requested_by", "alert");
+        rc = fks_worker_emit (tx, "order.cancel_requested", NULL, NULL);
+    }
+    PQclear (r);
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The handler
+
+static int
+s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
+{
+    s_signal_t *self = arg;
+    const fks_envelope_hdr_t *hdr = fks_envelope_hdr (env);
+    if (strcmp (hdr->type, "webhook.received") != 0)
+        return fks_worker_fail (tx, "unexpected message type %s", hdr->type);
+
+    fks_signal_alert_t a;
+    fks_signal_decision_t d;
+    memset (&d, 0, sizeof d);
+    char why[256];
+    if (fks_signal_alert_read (env, &a, why, sizeof why) != 0) {
+        if (fks_id_is_nil (&a.inbox_id))
+            return fks_worker_fail (tx, "webhook.received without inbox_id");
+        snprintf (d.reason, sizeof d.reason, "malformed alert: %s", why);
+        return s_filtered (tx, &a, &d, "filtered");
+    }
+    if (fks_symbol_normalize (a.symbol, d.symbol, why, sizeof why) != 0) {
+        snprintf (d.reason, sizeof d.reason, "malformed alert: %s", why);
+        return s_filtered (tx, &a, &d, "filtered");
+    }
+
+    fks_signal_ctx_t ctx = {
+        .now_ms = fks_now_ms (),
+        .received_ms = hdr->ts / 1000000,
+    };
+    int rc = FKS_WORKER_OK;
+    s_seen_t *seen = s_seen (tx, d.symbol, &rc);
+    if (!seen)
+        return rc;
+    ctx.position = seen->position;
+    if (!a.has_price && !a.has_limit_price && !a.has_signal_price) {
+        if (!seen->price_read) {
+            fks_redis_err_t rerr;
+            int got = fks_price_get (fks_worker_redis (tx), d.symbol, &seen->price, NULL, &rerr);
+            if (got < 0)
+                return fks_worker_redis_error (tx, &rerr, "reading the latest price");
+            seen->has_price = got == 0;
+            seen->price_read = true;
+        }
+        ctx.has_last_price = seen->has_price;
+        ctx.last_price = seen->price;
+    }
+
+    char symbol[FKS_SIGNAL_SYMBOL_MAX];
+    snprintf (symbol, sizeof symbol, "%s", d.symbol);
+    fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
+    switch (d.kind) {
+        case FKS_SIGNAL_FILTER:
+            return s_filtered (tx, &a, &d, "filtered");
+        case FKS_SIGNAL_CANCEL:
+            return s_cancel (tx, &a, &d);
+        case FKS_SIGNAL_CREATE:
+            break;
+    }
+    s_row_t row;
+    rc = s_store (tx, &a, &d, "created", "signalled", &row);
+    if (rc != FKS_WORKER_OK || !row.stored)
+        return rc;
+    fks_log (FKS_LOG_DEBUG, fks_worker_corr_text (tx), NULL, "signal: %s", d.reason);
+    return s_emit_created (tx, &a, &d, &row.id);
+}
+
+//  A message that could not be handled: the alert is marked failed and signal.filtered says
+//  why, so the user sees it in GET /api/v1/alerts/{id}.
+static int
+s_on_fail (fks_worker_tx_t *tx, const fks_envelope_t *env, const char *reason, void *arg)
+{
+    (void) arg;
+    fks_id_t inbox_id;
+    bool has_inbox = env && fks_envelope_get_id (env, "inbox_id", &inbox_id) == 0;
+    char msg[FKS_SIGNAL_REASON_MAX];
+    snprintf (msg, sizeof msg, "failed: %s", reason);
+    if (has_inbox) {
+        int rc = s_inbox_status (tx, &inbox_id, "failed");
+        if (rc != FKS_WORKER_OK)
+            return rc;
+    }
+    char symbol[65] = "";
+    if (env && fks_envelope_get_str (env, "symbol", symbol, sizeof symbol) != 0)
+        symbol[0] = '\0';
+    return s_emit_filtered (tx, has_inbox ? &inbox_id : NULL, NULL, symbol, msg);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Configuration and main
+
+static int
+s_config (fks_signal_cfg_t *c)
+{
+    fks_config_err_t e;
+    char *rule = NULL;
+    int64_t dec;
+    memset (c, 0, sizeof *c);
+    if (fks_config_str ("FKS_SIGNAL_SIZING", "none", &rule, &e) < 0)
+        goto fail;
+    if (fks_sizing_rule_parse (rule, &c->sizing.rule) != 0) {
+        snprintf (e.msg, sizeof e.msg, "FKS_SIGNAL_SIZING: expected none, fixed_quantity, "
+                  "fixed_notional or percent_of_equity, got '%.40s'", rule);
+        goto fail;
+    }
+    if (fks_config_double ("FKS_SIGNAL_SIZE", 0, 0, 1e15, &c->sizing.value, &e) < 0
+        || fks_config_double ("FKS_SIGNAL_EQUITY", 0, 0, 1e15, &c->sizing.equity, &e) < 0
+        || fks_config_int ("FKS_SIGNAL_QTY_DECIMALS", 8, 0, 12, &dec, &e) < 0
+        || fks_config_duration_ms ("FKS_SIGNAL_MAX_AGE", 120000, 1000, 7LL * 86400000,
+                                   &c->max_age_ms, &e) < 0
+        || fks_config_duration_ms ("FKS_SIGNAL_MAX_FUTURE", 5000, 0, 3600000,
+                                   &c->max_future_ms, &e) < 0)
+        goto fail;
+    c->sizing.qty_decimals = (int) dec;
+    if (c->sizing.rule != FKS_SIZING_NONE && !(c->sizing.value > 0)) {
+        snprintf (e.msg, sizeof e.msg, "FKS_SIGNAL_SIZE must be greater than 0 with "
+                  "FKS_SIGNAL_SIZING=%s", rule);
+        goto fail;
+    }
+    if (c->sizing.rule == FKS_SIZING_PERCENT_EQUITY && !(c->sizing.equity > 0)) {
+        snprintf (e.msg, sizeof e.msg, "FKS_SIGNAL_EQUITY must be greater than 0 with "
+                  "FKS_SIGNAL_SIZING=percent_of_equity");
+        goto fail;
+    }
+    free (rule);
+    return 0;
+fail:
+    free (rule);
+    fprintf (stderr, "fks-signal: %s\n", e.msg);
+    return -1;
+}
+
+int
+main (void)
+{
+    if (fks_log_init ("fks-signal") != 0)
+        fks_log (FKS_LOG_WARN, NULL, NULL, "FKS_LOG_LEVEL not understood; logging at info");
+    static s_signal_t self;
+    if (s_config (&self.cfg) != 0)
+        return 2;
+    fks_log (FKS_LOG_INFO, NULL, NULL, "sizing rule %s %.10g, equity %.10g, %d decimals; "
+             "alerts older than %lld ms are stale", fks_sizing_rule_name (self.cfg.sizing.rule),
+             self.cfg.sizing.value, self.cfg.sizing.equity, self.cfg.sizing.qty_decimals,
+             (long long) self.cfg.max_age_ms);
+    static const char *prefixes[] = { "webhook.received" };
+    fks_worker_def_t def = {
+        .program = "fks-signal",
+        .group = "signal",
+        .src = "signal",
+        .port_var = "FKS_SIGNAL_PORT",
+        .default_port = 8002,
+        .prefixes = prefixes,
+        .n_prefixes = 1,
+        .stmts = s_stmts,
+        .n_stmts = sizeof s_stmts / sizeof s_stmts[0],
+        .handler = s_handle,
+        .on_fail = s_on_fail,
+        .thread_init = s_thread_init,
+        .thread_fini = s_thread_fini,
+        .begin = s_begin,
+        .flush = s_flush,
+        .arg = &self,
+    };
+    return fks_worker_main (&def);
+}

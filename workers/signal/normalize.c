@@ -1,0 +1,436 @@
+/*  normalize.c - an accepted alert turned into a signal, or into a reason why not.
+ *
+ *  See normalize.h for the rules. The decision runs in a fixed order, and the first rule that
+ *  says no gives the reason: the alert's time (stale or in the future), the action (from
+ *  `action`, else `sentiment`), the target (position_size, or flat), then the quantity, whose
+ *  rounding may still make it zero. Every reason is written for the person who set up the
+ *  alert, with the numbers that made the decision.
+ */
+#include "workers/signal/normalize.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define S_EPS 1e-12
+
+static int
+s_why (char *why, size_t cap, const char *fmt, const char *field)
+{
+    if (why && cap)
+        snprintf (why, cap, fmt, field);
+    return -1;
+}
+
+//  A positive finite number from a nested map (stop_loss / take_profit), under either of two
+//  spellings. 1 when absent, -1 when present but unusable.
+static int
+s_map_num (const msgpack_object *map, const char *k1, const char *k2, double *out)
+{
+    const msgpack_object *v = fks_msgpack_map_get (map, k1);
+    if (!v && k2)
+        v = fks_msgpack_map_get (map, k2);
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return 1;
+    double d;
+    if (v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64)
+        d = v->via.f64;
+    else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        d = (double) v->via.u64;
+    else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        d = (double) v->via.i64;
+    else
+        return -1;
+    if (!isfinite (d) || d <= 0)
+        return -1;
+    *out = d;
+    return 0;
+}
+
+//  A stop loss or take profit map: one of a price, a percent or an amount.
+static int
+s_read_level (const fks_envelope_t *env, const char *key, bool stop, fks_level_t *out,
+              char *why, size_t cap)
+{
+    memset (out, 0, sizeof *out);
+    const msgpack_object *m = NULL;
+    int rc = fks_envelope_get_obj (env, key, &m);
+    if (rc == 1)
+        return 0;
+    if (rc < 0 || !m || m->type != MSGPACK_OBJECT_MAP)
+        return s_why (why, cap, "%s is not a map", key);
+    double v;
+    int r = stop ? s_map_num (m, "stop_price", "stopPrice", &v)
+                 : s_map_num (m, "limit_price", "limitPrice", &v);
+    if (r == 0) {
+        out->kind = FKS_LEVEL_AT_PRICE;
+        out->value = v;
+        return 0;
+    }
+    if (r < 0)
+        return s_why (why, cap, "%s has an invalid price", key);
+    if ((r = s_map_num (m, "percent", NULL, &v)) == 0) {
+        out->kind = FKS_LEVEL_AT_PERCENT;
+        out->value = v;
+        return 0;
+    }
+    if (r < 0)
+        return s_why (why, cap, "%s has an invalid percent", key);
+    if ((r = s_map_num (m, "amount", NULL, &v)) == 0) {
+        out->kind = FKS_LEVEL_AT_AMOUNT;
+        out->value = v;
+        return 0;
+    }
+    if (r < 0)
+        return s_why (why, cap, "%s has an invalid amount", key);
+    //  A trailing stop or a map without a level: nothing FKS can place with the order.
+    return 0;
+}
+
+static int
+s_str (const fks_envelope_t *env, const char *key, char *buf, size_t cap, char *why,
+       size_t wcap)
+{
+    if (fks_envelope_get_str (env, key, buf, cap) < 0)
+        return s_why (why, wcap, "%s is not a usable string", key);
+    return 0;
+}
+
+static int
+s_num (const fks_envelope_t *env, const char *key, bool *has, double *out, bool positive,
+       char *why, size_t cap)
+{
+    int rc = fks_envelope_get_f64 (env, key, out);
+    if (rc < 0)
+        return s_why (why, cap, "%s is not a number", key);
+    *has = rc == 0;
+    if (*has && (!isfinite (*out) || (positive && *out <= 0)))
+        return s_why (why, cap, "%s must be greater than 0", key);
+    return 0;
+}
+
+int
+fks_signal_alert_read (const fks_envelope_t *env, fks_signal_alert_t *a, char *why, size_t cap)
+{
+    memset (a, 0, sizeof *a);
+    if (fks_envelope_get_id (env, "inbox_id", &a->inbox_id) != 0)
+        return s_why (why, cap, "%s is missing", "inbox_id");
+    if (s_str (env, "source", a->source, sizeof a->source, why, cap)
+        || s_str (env, "symbol", a->symbol, sizeof a->symbol, why, cap)
+        || s_str (env, "action", a->action, sizeof a->action, why, cap)
+        || s_str (env, "quantity_type", a->quantity_type, sizeof a->quantity_type, why, cap)
+        || s_str (env, "order_type", a->order_type, sizeof a->order_type, why, cap)
+        || s_str (env, "strategy", a->strategy, sizeof a->strategy, why, cap)
+        || s_str (env, "interval", a->interval, sizeof a->interval, why, cap)
+        || s_str (env, "exchange", a->exchange, sizeof a->exchange, why, cap)
+        || s_str (env, "market_position", a->market_position, sizeof a->market_position, why,
+                  cap)
+        || s_str (env, "sentiment", a->sentiment, sizeof a->sentiment, why, cap))
+        return -1;
+    if (s_num (env, "quantity", &a->has_quantity, &a->quantity, true, why, cap)
+        || s_num (env, "price", &a->has_price, &a->price, true, why, cap)
+        || s_num (env, "limit_price", &a->has_limit_price, &a->limit_price, true, why, cap)
+        || s_num (env, "signal_price", &a->has_signal_price, &a->signal_price, true, why, cap)
+        || s_num (env, "position_size", &a->has_position_size, &a->position_size, false, why,
+                  cap)
+        || s_num (env, "confidence", &a->has_confidence, &a->confidence, false, why, cap))
+        return -1;
+    if (a->has_confidence && (a->confidence < 0 || a->confidence > 1))
+        return s_why (why, cap, "%s must be between 0 and 1", "confidence");
+    int64_t t;
+    int rc = fks_envelope_get_i64 (env, "alert_time", &t);
+    if (rc < 0)
+        return s_why (why, cap, "%s is not an integer", "alert_time");
+    if (rc == 0) {
+        a->has_alert_time = true;
+        a->alert_time_ms = t;
+    }
+    if (s_read_level (env, "stop_loss", true, &a->stop_loss, why, cap)
+        || s_read_level (env, "take_profit", false, &a->take_profit, why, cap))
+        return -1;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Deciding
+
+static void
+s_filter (fks_signal_decision_t *d, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+
+static void
+s_filter (fks_signal_decision_t *d, const char *fmt, ...)
+{
+    d->kind = FKS_SIGNAL_FILTER;
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (d->reason, sizeof d->reason, fmt, ap);
+    va_end (ap);
+}
+
+typedef enum { S_BUY, S_SELL, S_EXIT, S_CANCEL, S_ADD, S_NONE } s_act_t;
+
+static s_act_t
+s_action (const fks_signal_alert_t *a)
+{
+    const char *x = a->action;
+    if (!strcmp (x, "buy") || !strcmp (x, "long"))
+        return S_BUY;
+    if (!strcmp (x, "sell") || !strcmp (x, "short"))
+        return S_SELL;
+    if (!strcmp (x, "close") || !strcmp (x, "exit") || !strcmp (x, "flat"))
+        return S_EXIT;
+    if (!strcmp (x, "cancel"))
+        return S_CANCEL;
+    if (!strcmp (x, "add"))
+        return S_ADD;
+    if (*x)
+        return S_NONE;
+    //  No action: TradersPost's sentiment alone says where to go.
+    x = a->sentiment;
+    if (!strcmp (x, "bullish") || !strcmp (x, "long"))
+        return S_BUY;
+    if (!strcmp (x, "bearish") || !strcmp (x, "short"))
+        return S_SELL;
+    if (!strcmp (x, "flat"))
+        return S_EXIT;
+    return S_NONE;
+}
+
+//  +1 bullish/long, -1 bearish/short, 0 none or flat.
+static int
+s_sentiment_dir (const char *s)
+{
+    if (!strcmp (s, "bullish") || !strcmp (s, "long"))
+        return 1;
+    if (!strcmp (s, "bearish") || !strcmp (s, "short"))
+        return -1;
+    return 0;
+}
+
+static void
+s_fmt_secs (char *buf, size_t cap, int64_t ms)
+{
+    snprintf (buf, cap, "%.1f s", (double) ms / 1000.0);
+}
+
+void
+fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
+                   const char *symbol, const fks_signal_ctx_t *ctx, fks_signal_decision_t *d)
+{
+    memset (d, 0, sizeof *d);
+    snprintf (d->symbol, sizeof d->symbol, "%s", symbol);
+    snprintf (d->order_type, sizeof d->order_type, "%s",
+              strcmp (a->order_type, "limit") == 0 ? "limit" : "market");
+
+    //  What the alert asks for, known before any rule can refuse it, so that a refused alert
+    //  is still recorded with its action and side.
+    s_act_t act = s_action (a);
+    static const char *names[] = { "buy", "sell", "exit", "cancel", "add" };
+    if (act != S_NONE)
+        snprintf (d->action, sizeof d->action, "%s", names[act]);
+    if (act == S_BUY || act == S_SELL)
+        snprintf (d->side, sizeof d->side, "%s", act == S_BUY ? "buy" : "sell");
+
+    //  1. Time: an alert from the future is a clock or template error; an old one is stale.
+    char t1[32], t2[32];
+    if (a->has_alert_time && a->alert_time_ms - ctx->now_ms > cfg->max_future_ms) {
+        s_fmt_secs (t1, sizeof t1, a->alert_time_ms - ctx->now_ms);
+        s_fmt_secs (t2, sizeof t2, cfg->max_future_ms);
+        s_filter (d, "alert time is %s in the future (allowed clock skew %s)", t1, t2);
+        return;
+    }
+    int64_t born = a->has_alert_time ? a->alert_time_ms : ctx->received_ms;
+    if (ctx->now_ms - born > cfg->max_age_ms) {
+        s_fmt_secs (t1, sizeof t1, ctx->now_ms - born);
+        s_fmt_secs (t2, sizeof t2, cfg->max_age_ms);
+        s_filter (d, "stale: the alert %s %s ago (limit %s)",
+                  a->has_alert_time ? "fired" : "was received", t1, t2);
+        return;
+    }
+
+    //  2. The action.
+    if (act == S_NONE) {
+        s_filter (d, "no usable action ('%s') or sentiment ('%s')", a->action, a->sentiment);
+        return;
+    }
+    if (act == S_CANCEL) {
+        d->kind = FKS_SIGNAL_CANCEL;
+        snprintf (d->reason, sizeof d->reason, "cancel the open orders of %s", symbol);
+        return;
+    }
+
+    double pos = ctx->position;
+    double pos_abs = fabs (pos);
+    bool flat_target = !strcmp (a->market_position, "flat") || !strcmp (a->sentiment, "flat");
+
+    //  The entry price: the limit for a limit order, else the alert's price, its signal
+    //  price, or the latest known price.
+    bool limit = !strcmp (d->order_type, "limit");
+    if (limit && !a->has_limit_price && !a->has_price) {
+        s_filter (d, "a limit order needs a limit price");
+        return;
+    }
+    if (limit) {
+        d->has_limit_price = true;
+        d->limit_price = a->has_limit_price ? a->limit_price : a->price;
+    }
+    bool has_entry = true;
+    double entry = 0;
+    const char *entry_from = "";
+    if (limit)
+        entry = d->limit_price, entry_from = "limit price";
+    else if (a->has_price)
+        entry = a->price, entry_from = "alert price";
+    else if (a->has_signal_price)
+        entry = a->signal_price, entry_from = "signal price";
+    else if (ctx->has_last_price && ctx->last_price > 0)
+        entry = ctx->last_price, entry_from = "latest price";
+    else
+        has_entry = false;
+    (void) entry_from;
+    if (has_entry) {
+        d->has_price = true;
+        d->price = a->has_price ? a->price : entry;
+    }
+
+    //  The sized quantity, computed lazily: not every path needs one.
+    fks_sizing_in_t in = {
+        .quantity_type = a->quantity_type, .has_quantity = a->has_quantity,
+        .quantity = a->quantity, .has_entry = has_entry, .entry = entry,
+        .position_abs = pos_abs, .stop = a->stop_loss
+    };
+    char how[256] = "";
+    double sized = 0;
+    int sized_rc = fks_sizing_qty (&cfg->sizing, &in, &sized, how, sizeof how);
+
+    bool buy;
+    double qty;
+    char basis[320];
+    int dir = s_sentiment_dir (a->sentiment);
+
+    if (a->has_position_size && act != S_CANCEL) {
+        //  3a. A target position: trade the difference.
+        double target = (act == S_EXIT || flat_target) ? 0 : a->position_size;
+        double delta = target - pos;
+        if (fabs (delta) <= S_EPS) {
+            s_filter (d, "already at the target position %.10g %s", target, symbol);
+            return;
+        }
+        buy = delta > 0;
+        qty = fabs (delta);
+        d->has_target = true;
+        d->target = target;
+        d->reduce_only = (target == 0 || (target > 0) == (pos > 0)) && fabs (target) < pos_abs;
+        snprintf (basis, sizeof basis, "target position %.10g from %.10g", target, pos);
+    }
+    else if (act == S_EXIT) {
+        //  3b. Close what is open (all of it, or the alert's share of it).
+        if (pos_abs <= S_EPS) {
+            s_filter (d, "nothing to close: no open position in %s", symbol);
+            return;
+        }
+        buy = pos < 0;
+        qty = pos_abs;
+        if (a->has_quantity) {
+            if (sized_rc != 0) {
+                s_filter (d, "%s", how);
+                return;
+            }
+            if (sized < qty)
+                qty = sized;
+        }
+        d->reduce_only = true;
+        snprintf (basis, sizeof basis, "close %s position of %.10g%s", pos > 0 ? "long" : "short",
+                  pos_abs, qty < pos_abs ? " in part" : "");
+    }
+    else if ((act == S_BUY || act == S_SELL) && flat_target) {
+        //  3c. A strategy's exit: buy to cover a short, sell to close a long, nothing more.
+        buy = act == S_BUY;
+        if (buy ? pos >= -S_EPS : pos <= S_EPS) {
+            s_filter (d, "nothing to close: %s with target flat and no %s position in %s",
+                      buy ? "buy" : "sell", buy ? "short" : "long", symbol);
+            return;
+        }
+        qty = pos_abs;
+        d->reduce_only = true;
+        snprintf (basis, sizeof basis, "close %s position of %.10g (target flat)",
+                  buy ? "short" : "long", pos_abs);
+    }
+    else if ((act == S_BUY && !strcmp (a->market_position, "short"))
+             || (act == S_SELL && !strcmp (a->market_position, "long"))) {
+        //  3d. The strategy stays short (long) after a buy (sell): it reduced its position.
+        buy = act == S_BUY;
+        if (buy ? pos >= -S_EPS : pos <= S_EPS) {
+            s_filter (d, "nothing to reduce: %s with market position %s and no %s position in "
+                      "%s", buy ? "buy" : "sell", a->market_position,
+                      buy ? "short" : "long", symbol);
+            return;
+        }
+        if (sized_rc != 0) {
+            s_filter (d, "%s", how);
+            return;
+        }
+        qty = sized < pos_abs ? sized : pos_abs;
+        d->reduce_only = true;
+        snprintf (basis, sizeof basis, "reduce %s position of %.10g by %s",
+                  buy ? "short" : "long", pos_abs, how);
+    }
+    else if (act == S_ADD) {
+        //  3e. Add in the direction of the sentiment, else of the open position.
+        int side = dir != 0 ? dir : (pos > S_EPS ? 1 : pos < -S_EPS ? -1 : 0);
+        if (side == 0) {
+            s_filter (d, "add needs an open position or a sentiment, and %s has neither",
+                      symbol);
+            return;
+        }
+        if (sized_rc != 0) {
+            s_filter (d, "%s", how);
+            return;
+        }
+        buy = side > 0;
+        qty = sized;
+        snprintf (basis, sizeof basis, "add to %s: %s", buy ? "long" : "short", how);
+    }
+    else {
+        //  3f. Buy (sell): close an opposite position, then open the sized amount.
+        buy = act == S_BUY;
+        if (sized_rc != 0) {
+            s_filter (d, "%s", how);
+            return;
+        }
+        double opposite = buy ? (pos < 0 ? pos_abs : 0) : (pos > 0 ? pos_abs : 0);
+        qty = sized + opposite;
+        if (opposite > 0)
+            snprintf (basis, sizeof basis, "close %s position of %.10g and open %s",
+                      buy ? "short" : "long", opposite, how);
+        else
+            snprintf (basis, sizeof basis, "%s", how);
+    }
+
+    //  4. Round to the tradable step.
+    double rounded = fks_sizing_round_down (qty, cfg->sizing.qty_decimals);
+    if (!(rounded > 0)) {
+        s_filter (d, "quantity %.12g rounds to zero at %d decimals", qty,
+                  cfg->sizing.qty_decimals);
+        return;
+    }
+    d->kind = FKS_SIGNAL_CREATE;
+    snprintf (d->side, sizeof d->side, "%s", buy ? "buy" : "sell");
+    d->qty = rounded;
+
+    //  5. Stop and target as prices, when they can be placed.
+    double p;
+    if (fks_sizing_level_price (&a->stop_loss, true, buy, has_entry, entry, &p) == 0) {
+        d->has_stop_loss = true;
+        d->stop_loss = p;
+    }
+    if (fks_sizing_level_price (&a->take_profit, false, buy, has_entry, entry, &p) == 0) {
+        d->has_take_profit = true;
+        d->take_profit = p;
+    }
+    snprintf (d->reason, sizeof d->reason, "%s %.10g %s%s: %s", d->side, d->qty, symbol,
+              d->reduce_only ? " (reduce only)" : "", basis);
+}
