@@ -7,9 +7,11 @@
  *
  *      INSERT INTO consumed (grp, msg_id) ... ON CONFLICT DO NOTHING RETURNING msg_id
  *          a message whose row already exists was handled before: it is only acked
- *      for each new message: decode it, run the handler, which writes its effect and adds
- *          the envelopes it produces with fks_worker_emit
- *      INSERT INTO events ... (the outbox: every envelope produced)
+ *      decode the new messages; the begin hook (it sees the whole batch)
+ *      for each new message: run the handler, which writes its effect and adds the
+ *          envelopes it produces with fks_worker_emit
+ *      the flush hook (writes a handler gathered for the whole batch)
+ *      INSERT INTO events ... (the outbox: every envelope produced, one statement)
  *      COMMIT
  *
  *  then publishes the produced envelopes and acks the messages. Inserting `consumed` first
