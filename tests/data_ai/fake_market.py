@@ -62,12 +62,20 @@ def load(name):
         return f.read()
 
 
+SHIFTS = {}
+
+
 def rebase_shift(newest_ms, step_ms):
-    """Whole steps that move newest_ms into the current step."""
+    """Whole steps that move newest_ms into the current step, fixed at the first request for
+    that fixture: a test that runs across a step boundary (a minute, for 1m klines) must see
+    the same bars at the same times on every poll, or it would see every bar move."""
     if not REBASE or step_ms <= 0:
         return 0
-    now = int(time.time() * 1000)
-    return ((now - newest_ms) // step_ms) * step_ms
+    key = (newest_ms, step_ms)
+    if key not in SHIFTS:
+        now = int(time.time() * 1000)
+        SHIFTS[key] = ((now - newest_ms) // step_ms) * step_ms
+    return SHIFTS[key]
 
 
 class Handler(BaseHTTPRequestHandler):
