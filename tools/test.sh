@@ -87,8 +87,16 @@ if [ "$FUZZ_SECONDS" != 0 ] && [ -z "${FKS_TEST_ARGS:-}" ]; then
   fks_say "== fuzz (libFuzzer, ${FUZZ_SECONDS}s per harness)"
   # The whole tree is built with coverage instrumentation (fuzzer-no-link), so libFuzzer sees
   # inside the parsers, and with the sanitizers, so a bad read is a crash, not a quiet pass.
-  CC=clang fks_build "$FKS_ROOT/build-fuzz" -Dfuzzing=true -Db_lundef=false \
-    -Db_sanitize=address,undefined -Dc_args=-fsanitize=fuzzer-no-link -Dbuildtype=debugoptimized
+  # Only the harnesses (and what they link) are built here.
+  if [ ! -f "$FKS_ROOT/build-fuzz/build.ninja" ]; then
+    CC=clang meson setup "$FKS_ROOT/build-fuzz" "$FKS_ROOT" -Dfuzzing=true -Db_lundef=false \
+      -Db_sanitize=address,undefined -Dc_args=-fsanitize=fuzzer-no-link \
+      -Dbuildtype=debugoptimized >"$FKS_ROOT/build-fuzz.setup.log" 2>&1 \
+      || { cat "$FKS_ROOT/build-fuzz.setup.log" >&2; fks_die "meson setup build-fuzz failed"; }
+  fi
+  ninja -C "$FKS_ROOT/build-fuzz" fuzz/fuzz_envelope fuzz/fuzz_webhook \
+    >"$FKS_ROOT/build-fuzz.build.log" 2>&1 \
+    || { tail -n 40 "$FKS_ROOT/build-fuzz.build.log" >&2; fks_die "fuzz build failed"; }
   for h in "$FKS_ROOT"/build-fuzz/fuzz/fuzz_*; do
     [ -x "$h" ] || continue
     name=$(basename "$h"); corpus="$FKS_ROOT/fuzz/corpus/${name#fuzz_}"

@@ -121,7 +121,7 @@ Test (webhook, an_escaped_passphrase_keeps_the_raw_body_out_of_the_inbox)
     snprintf (body, sizeof body,
               "{\"ticker\":\"ETHUSDT\",\"action\":\"buy\",\"qty\":1,\"id\":\"e-%lu\","
               "\"passphrase\":\"\\u%04x%s\"}", s_unique (), (unsigned) IT_SECRET[0],
-              IT_SECRET + 1);
+              &IT_SECRET[1]);
     it_unique_addr (addr);
     it_resp_t r;
     cr_assert_eq (it_webhook (ctx, "/webhook/tradingview", "application/json", body, addr, &r), 0);
