@@ -98,7 +98,7 @@ if [ "$FUZZ_SECONDS" != 0 ] && [ -z "${FKS_TEST_ARGS:-}" ]; then
     >"$FKS_ROOT/build-fuzz.build.log" 2>&1 \
     || { tail -n 40 "$FKS_ROOT/build-fuzz.build.log" >&2; fks_die "fuzz build failed"; }
   for h in "$FKS_ROOT"/build-fuzz/fuzz/fuzz_*; do
-    [ -x "$h" ] || continue
+    [ -f "$h" ] && [ -x "$h" ] || continue
     name=$(basename "$h"); corpus="$FKS_ROOT/fuzz/corpus/${name#fuzz_}"
     mkdir -p "$TMP/corpus-$name"
     if "$h" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 \
