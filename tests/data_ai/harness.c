@@ -66,20 +66,28 @@ dai_build (const char *rel)
     return buf[k];
 }
 
+//  A free port below the kernel's ephemeral range (32768-60999): a port the kernel hands out
+//  for port 0 can be taken a moment later as the local port of any outgoing connection (libpq,
+//  curl) made by a test running in parallel, and the program then fails to bind it.
 int
 dai_free_port (void)
 {
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind (fd, (struct sockaddr *) &a, sizeof a) == 0
-        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
-        port = ntohs (a.sin_port);
-    close (fd);
-    return port;
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned) getpid () * 2654435761u;
+    for (int tries = 0; tries < 200; tries++) {
+        int port = 20000 + (int) (rand_r (&seed) % 12000);
+        int fd = socket (AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            return -1;
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                                 .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+        int ok = bind (fd, (struct sockaddr *) &a, sizeof a) == 0;
+        close (fd);
+        if (ok)
+            return port;
+    }
+    return -1;
 }
 
 //  --------------------------------------------------------------------------
