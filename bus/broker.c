@@ -84,6 +84,7 @@ typedef struct {
     char name[FKS_BUS_NAME_MAX];
     uint32_t group;
     uint32_t window;
+    uint32_t flags;             /* the transport's, from the JOIN */
     uint32_t inflight;
     int64_t last_heard;
     int64_t last_sent;
@@ -732,7 +733,7 @@ fks_broker_publish (fks_broker_t *self, zmq_msg_t *topic, zmq_msg_t *env,
 int
 fks_broker_join (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const char *group,
                  const char *const *prefixes, size_t n_prefixes, uint32_t window,
-                 const char *name, int64_t now, char *why, size_t cap)
+                 uint32_t flags, const char *name, int64_t now, char *why, size_t cap)
 {
     if (rid_len == 0 || rid_len > FKS_BUS_ROUTING_ID_MAX) {
         snprintf (why, cap, "invalid routing id");
@@ -783,6 +784,7 @@ fks_broker_join (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const c
     snprintf (r->name, sizeof r->name, "%s", name);
     r->group = gi;
     r->window = window;
+    r->flags = flags;
     r->last_heard = now;
     r->last_sent = now;
     r->used = true;
@@ -994,7 +996,7 @@ s_dispatch_group (fks_broker_t *self, uint32_t gi, int64_t now)
         r->inflight += (uint32_t) k;
         self->in_flight += k;
 
-        if (self->io.deliver (self->io.arg, r->rid, r->rid_len, batch, k) != 0) {
+        if (self->io.deliver (self->io.arg, r->rid, r->rid_len, r->flags, batch, k) != 0) {
             //  Not sent: the attempts do not count, and the replica is gone.
             for (size_t i = 0; i < k; i++)
                 s_entry (self, batch_idx[i])->attempts--;

@@ -71,9 +71,9 @@ typedef enum {
 typedef struct {
     void *arg;
     /*  Sends n deliveries (n <= FKS_BUS_DELIVER_BATCH_MAX) to the replica with this routing
-     *  id. Returns 0, or -1 when the replica cannot be reached: the core then drops it and
-     *  puts the batch back (the attempts are not counted). */
-    int (*deliver) (void *arg, const uint8_t *rid, size_t rid_len,
+     *  id and the flags it joined with. Returns 0, or -1 when the replica cannot be reached:
+     *  the core then drops it and puts the batch back (the attempts are not counted). */
+    int (*deliver) (void *arg, const uint8_t *rid, size_t rid_len, uint32_t flags,
                     const fks_broker_delivery_t *batch, size_t n);
     /*  Sends a heartbeat to a replica. May be NULL. */
     void (*heartbeat) (void *arg, const uint8_t *rid, size_t rid_len);
@@ -114,12 +114,13 @@ int fks_broker_publish (fks_broker_t *self, zmq_msg_t *topic, zmq_msg_t *env,
                         fks_broker_publish_result_t *result);
 
 /*  A replica (routing id rid) joins group with prefixes and a credit window, at time now.
- *  A replica already known under rid is dropped first (its un-acked messages requeued). The
- *  group is created if new; its prefixes become these. Returns 0, or -1 with a reason in
- *  why (cap bytes) when refused. */
+ *  flags belong to the transport (how this replica wants its deliveries framed): the core
+ *  keeps them and hands them back to io.deliver. A replica already known under rid is
+ *  dropped first (its un-acked messages requeued). The group is created if new; its
+ *  prefixes become these. Returns 0, or -1 with a reason in why (cap bytes) when refused. */
 int fks_broker_join (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const char *group,
                      const char *const *prefixes, size_t n_prefixes, uint32_t window,
-                     const char *name, int64_t now, char *why, size_t cap);
+                     uint32_t flags, const char *name, int64_t now, char *why, size_t cap);
 
 /*  Is rid a known replica? Records that it was heard from at `now`. */
 bool fks_broker_heard (fks_broker_t *self, const uint8_t *rid, size_t rid_len, int64_t now);

@@ -83,7 +83,8 @@ fks_bus_client_t *fks_bus_client_new (const fks_bus_client_opts_t *opts);
 void fks_bus_client_destroy (fks_bus_client_t **self_p);
 
 /*  Publishes one envelope: topic is its type (e.g. "signal.created"), data/size the encoded
- *  envelope (bus/envelope.h). The bytes are copied. Returns 0 once queued for sending, -1 when
+ *  envelope (bus/envelope.h). The broker routes by the type inside the envelope; topic is
+ *  checked for its bounds only. The bytes are copied. Returns 0 once queued for sending, -1 when
  *  the arguments are invalid (topic empty or longer than FKS_TYPE_MAX-1, size 0 or over
  *  FKS_ENVELOPE_MAX_SIZE) or no broker took it within publish_timeout_ms. Thread-safe. */
 int fks_bus_publish (fks_bus_client_t *self, const char *topic, const void *data, size_t size);

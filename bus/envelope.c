@@ -31,6 +31,7 @@
 #include <string.h>
 
 #define S_SLOTS      (2 * FKS_ENVELOPE_MAX_KEYS)    //  hash slots per map: a power of two
+#define S_LINEAR_KEYS 8                             //  maps up to this size: no hash table
 #define S_ZONE_CHUNK 2048                           //  msgpack zone chunk for one body
 
 //  The header keys, in the order they are encoded.
@@ -196,31 +197,45 @@ s_scan_map (s_scan_t *s, uint64_t n, int depth, size_t at)
         return s_fail (s->err, "frame: map at offset %zu has %llu entries, over the limit of %d",
                        at, (unsigned long long) n, FKS_ENVELOPE_MAX_KEYS);
 
-    //  Duplicate keys: a hash table of this map's keys, sized for n, in this level's keyset.
+    //  Duplicate keys: a small map (every envelope header and most bodies) compares each key
+    //  with the ones before it, which is cheaper than hashing; a larger one uses a hash table
+    //  of its keys, sized for n, in this level's keyset.
     s_keyset_t *ks = &s->sets[depth - 1];
+    bool hashed = n > S_LINEAR_KEYS;
     size_t tsize = 8;
-    while (tsize < 2 * n)
-        tsize *= 2;
-    memset (ks->slot, 0, tsize * sizeof ks->slot[0]);
+    if (hashed) {
+        while (tsize < 2 * n)
+            tsize *= 2;
+        memset (ks->slot, 0, tsize * sizeof ks->slot[0]);
+    }
 
     for (uint32_t i = 0; i < (uint32_t) n; i++) {
         uint32_t koff = 0, klen = 0;
         if (s_scan_key (s, &koff, &klen) != 0)
             return -1;
         const uint8_t *key = s->p + koff;
-        size_t h = s_hash (key, klen) & (tsize - 1);
-        while (ks->slot[h]) {
-            const s_key_t *other = &ks->key[ks->slot[h] - 1];
-            if (other->len == klen && memcmp (s->p + other->off, key, klen) == 0) {
-                char shown[40];
-                return s_fail (s->err, "frame: duplicate key \"%s\" in the map at offset %zu",
-                               s_printable (shown, sizeof shown, key, klen), at);
+        bool duplicate = false;
+        size_t h = 0;
+        if (hashed) {
+            h = s_hash (key, klen) & (tsize - 1);
+            while (ks->slot[h] && !duplicate) {
+                const s_key_t *other = &ks->key[ks->slot[h] - 1];
+                duplicate = other->len == klen && memcmp (s->p + other->off, key, klen) == 0;
+                h = (h + 1) & (tsize - 1);
             }
-            h = (h + 1) & (tsize - 1);
+            ks->slot[h] = (uint16_t) (i + 1);
+        }
+        else
+            for (uint32_t j = 0; j < i && !duplicate; j++)
+                duplicate = ks->key[j].len == klen
+                         && memcmp (s->p + ks->key[j].off, key, klen) == 0;
+        if (duplicate) {
+            char shown[40];
+            return s_fail (s->err, "frame: duplicate key \"%s\" in the map at offset %zu",
+                           s_printable (shown, sizeof shown, key, klen), at);
         }
         ks->key[i].off = koff;
         ks->key[i].len = klen;
-        ks->slot[h] = (uint16_t) (i + 1);
 
         int hk = (s->hdr && depth == 1) ? s_hkey_find (key, klen) : -1;
         size_t val_at = s->pos;

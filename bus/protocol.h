@@ -10,8 +10,13 @@
  *  followed by the command's frames (integers are unsigned, big-endian):
  *
  *    client -> broker
- *      PUBLISH   [topic][envelope]              topic must equal the envelope's type
- *      JOIN      [group][window u32][name][prefix]...   1..FKS_BUS_PREFIXES_MAX prefix frames
+ *      PUBLISH   [topic]?[envelope]             the topic is the envelope's type; when
+ *                                               present it must equal the type
+ *      PUBLISH   (header and envelope in one frame: the 3 header bytes, then the envelope)
+ *                                               what clients send: one frame per message
+ *      JOIN      [group][window u32 (flags u32)?][name][prefix]...   1..FKS_BUS_PREFIXES_MAX
+ *                                               prefix frames; flags: FKS_BUS_JOIN_* (unknown
+ *                                               bits are ignored), 0 when absent
  *      ACK       [tags: n x u64]                1..FKS_BUS_TAGS_MAX tags
  *      REJECT    [tag u64][action u8][reason]   action: FKS_BUS_REJECT_RETRY or _DEAD
  *      RELEASE   [tags: n x u64]                handed back unprocessed: no attempt counted
@@ -28,6 +33,10 @@
  *      DELIVER   ([meta+topic][envelope]) x 1..FKS_BUS_DELIVER_BATCH_MAX
  *                meta = tag u64, attempt u32, envelope id (16 bytes): FKS_BUS_META_SIZE bytes,
  *                followed in the same frame by the topic (1..FKS_TYPE_MAX-1 bytes)
+ *      DELIVER_PACKED [metas][envelope] x n, n = 1..FKS_BUS_DELIVER_BATCH_MAX: to replicas
+ *                that joined with FKS_BUS_JOIN_PACKED. metas holds n records, in the order of
+ *                the envelope frames: meta (as above), topic length u8, topic. One frame per
+ *                message instead of two.
  *      HEARTBEAT (no frames)
  *      ERROR     [code u8][text]                FKS_BUS_ERR_*
  *
@@ -64,12 +73,17 @@
 /*  Commands, broker to client (HEARTBEAT is shared). */
 #define FKS_BUS_WELCOME          0x81
 #define FKS_BUS_DELIVER          0x82
+#define FKS_BUS_DELIVER_PACKED   0x83
 #define FKS_BUS_ERROR            0x84
 
 /*  ERROR codes. */
 #define FKS_BUS_ERR_UNKNOWN      1      /* the broker does not know this peer: join again */
 #define FKS_BUS_ERR_REFUSED      2      /* the JOIN was refused (bad group, prefix, window) */
 #define FKS_BUS_ERR_SHUTDOWN     3      /* the broker is stopping: reconnect later */
+
+/*  JOIN flags. */
+#define FKS_BUS_JOIN_PACKED      0x1    /* send me DELIVER_PACKED */
+#define FKS_BUS_JOIN_FLAGS       0x1    /* every flag this version knows */
 
 /*  REJECT actions. */
 #define FKS_BUS_REJECT_RETRY     0      /* back of the queue, counts as an attempt */

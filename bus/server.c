@@ -154,13 +154,46 @@ s_send_error (fks_bus_server_t *self, const uint8_t *rid, size_t rid_len, uint8_
     zmq_send (self->router, text, strlen (text), 0);
 }
 
+//  Sends the batch as DELIVER_PACKED: every message's meta and topic in one frame, then the
+//  envelopes, shared with the queue (zmq_msg_copy), one frame each.
 static int
-s_deliver (void *arg, const uint8_t *rid, size_t rid_len, const fks_broker_delivery_t *batch,
-           size_t n)
+s_deliver_packed (fks_bus_server_t *self, const uint8_t *rid, size_t rid_len,
+                  const fks_broker_delivery_t *batch, size_t n)
+{
+    uint8_t metas[FKS_BUS_DELIVER_BATCH_MAX * (FKS_BUS_META_SIZE + 1 + FKS_TYPE_MAX)];
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t tlen = zmq_msg_size (batch[i].topic);
+        uint8_t *p = metas + len;
+        fks_bus_put_u64 (p, batch[i].tag);
+        fks_bus_put_u32 (p + 8, batch[i].attempt);
+        memcpy (p + 12, batch[i].id->b, FKS_ID_SIZE);
+        p[FKS_BUS_META_SIZE] = (uint8_t) tlen;
+        memcpy (p + FKS_BUS_META_SIZE + 1, zmq_msg_data (batch[i].topic), tlen);
+        len += FKS_BUS_META_SIZE + 1 + tlen;
+    }
+    if (s_send_hdr (self->router, rid, rid_len, FKS_BUS_DELIVER_PACKED, true) != 0)
+        return -1;
+    zmq_send (self->router, metas, len, ZMQ_SNDMORE);
+    for (size_t i = 0; i < n; i++) {
+        zmq_msg_t part;
+        zmq_msg_init (&part);
+        zmq_msg_copy (&part, batch[i].env);
+        if (zmq_msg_send (&part, self->router, i + 1 < n ? ZMQ_SNDMORE : 0) == -1)
+            zmq_msg_close (&part);
+    }
+    return 0;
+}
+
+static int
+s_deliver (void *arg, const uint8_t *rid, size_t rid_len, uint32_t flags,
+           const fks_broker_delivery_t *batch, size_t n)
 {
     fks_bus_server_t *self = arg;
     //  ROUTER_MANDATORY: the routing-id frame fails (EHOSTUNREACH) when the peer is gone, or
     //  EAGAIN when its queue is full, which credit makes impossible for a live replica.
+    if (flags & FKS_BUS_JOIN_PACKED)
+        return s_deliver_packed (self, rid, rid_len, batch, n);
     if (s_send_hdr (self->router, rid, rid_len, FKS_BUS_DELIVER, true) != 0)
         return -1;
     for (size_t i = 0; i < n; i++) {
@@ -348,7 +381,7 @@ static void
 s_publish (fks_bus_server_t *self, s_sock_t sock, zmq_msg_t *topic, zmq_msg_t *env,
            const char *group)
 {
-    size_t tlen = zmq_msg_size (topic);
+    size_t tlen = topic ? zmq_msg_size (topic) : 1;
     size_t elen = zmq_msg_size (env);
     if (elen > FKS_ENVELOPE_MAX_SIZE) {
         char detail[64];
@@ -366,6 +399,16 @@ s_publish (fks_bus_server_t *self, s_sock_t sock, zmq_msg_t *topic, zmq_msg_t *e
         s_bad (self, sock, S_BAD_ENVELOPE, err.msg);
         return;
     }
+    //  Without a topic frame the topic is the envelope's type (a short frame: zmq keeps it
+    //  inside the zmq_msg_t, no allocation).
+    zmq_msg_t own_topic;
+    if (!topic) {
+        tlen = strlen (hdr.type);
+        zmq_msg_init_size (&own_topic, tlen);
+        memcpy (zmq_msg_data (&own_topic), hdr.type, tlen);
+        topic = &own_topic;
+    }
+    else
     if (strlen (hdr.type) != tlen || memcmp (hdr.type, zmq_msg_data (topic), tlen) != 0) {
         s_bad (self, sock, S_BAD_ENVELOPE, "topic differs from the envelope's type");
         return;
@@ -381,6 +424,8 @@ s_publish (fks_bus_server_t *self, s_sock_t sock, zmq_msg_t *topic, zmq_msg_t *e
     //  With no observer subscribed to anything, the XPUB would only throw the copies away.
     if (!group && !self->draining && self->stream_topics > 0)
         s_stream_send (self, topic, env);
+    if (topic == &own_topic)
+        zmq_msg_close (&own_topic);
 }
 
 static size_t
@@ -404,7 +449,8 @@ s_handle_join (fks_bus_server_t *self, const uint8_t *rid, size_t rid_len, zmq_m
     char group[FKS_BUS_GROUP_MAX], name[FKS_BUS_NAME_MAX];
     char prefix_buf[FKS_BUS_PREFIXES_MAX][FKS_BUS_PREFIX_MAX];
     const char *prefixes[FKS_BUS_PREFIXES_MAX];
-    if (n < 6 || n > 5 + FKS_BUS_PREFIXES_MAX || zmq_msg_size (&f[3]) != 4
+    size_t wlen = n >= 4 ? zmq_msg_size (&f[3]) : 0;
+    if (n < 6 || n > 5 + FKS_BUS_PREFIXES_MAX || (wlen != 4 && wlen != 8)
         || s_frame_str (&f[2], group, sizeof group) != 0
         || s_frame_str (&f[4], name, sizeof name) != 0) {
         s_bad (self, S_SOCK_ROUTER, S_BAD_MALFORMED, "JOIN");
@@ -421,9 +467,11 @@ s_handle_join (fks_bus_server_t *self, const uint8_t *rid, size_t rid_len, zmq_m
         prefixes[i] = prefix_buf[i];
     }
     uint32_t window = fks_bus_get_u32 (zmq_msg_data (&f[3]));
+    uint32_t flags = wlen == 8 ? fks_bus_get_u32 ((const uint8_t *) zmq_msg_data (&f[3]) + 4)
+                                 & FKS_BUS_JOIN_FLAGS : 0;
     char why[160];
-    if (fks_broker_join (self->broker, rid, rid_len, group, prefixes, n_prefixes, window, name,
-                         now, why, sizeof why) != 0) {
+    if (fks_broker_join (self->broker, rid, rid_len, group, prefixes, n_prefixes, window, flags,
+                         name, now, why, sizeof why) != 0) {
         char fields[256] = "";
         if (fks_bus_group_valid (group, strlen (group)))
             fks_log_field_str (fields, sizeof fields, "group", group);
@@ -468,7 +516,8 @@ s_handle_router (fks_bus_server_t *self, zmq_msg_t *f, int n, bool extra, int64_
         return;
     }
     const uint8_t *hdr = zmq_msg_data (&f[1]);
-    if (zmq_msg_size (&f[1]) != FKS_BUS_HDR_SIZE || hdr[0] != FKS_BUS_SIGNATURE) {
+    size_t hdr_len = zmq_msg_size (&f[1]);
+    if (hdr_len < FKS_BUS_HDR_SIZE || hdr[0] != FKS_BUS_SIGNATURE) {
         s_bad (self, S_SOCK_ROUTER, S_BAD_GARBAGE, NULL);
         return;
     }
@@ -482,16 +531,30 @@ s_handle_router (fks_bus_server_t *self, zmq_msg_t *f, int n, bool extra, int64_
         s_bad (self, S_SOCK_ROUTER, S_BAD_MALFORMED, "too many frames");
         return;
     }
+    if (hdr_len > FKS_BUS_HDR_SIZE) {
+        //  Only a PUBLISH carries its envelope in the header frame. The envelope is copied
+        //  out so that the queue holds it alone.
+        if (hdr[2] != FKS_BUS_PUBLISH || n != 2) {
+            s_bad (self, S_SOCK_ROUTER, S_BAD_MALFORMED, "header frame size");
+            return;
+        }
+        zmq_msg_t env;
+        zmq_msg_init_size (&env, hdr_len - FKS_BUS_HDR_SIZE);
+        memcpy (zmq_msg_data (&env), hdr + FKS_BUS_HDR_SIZE, hdr_len - FKS_BUS_HDR_SIZE);
+        s_publish (self, S_SOCK_ROUTER, NULL, &env, NULL);
+        zmq_msg_close (&env);
+        return;
+    }
     uint64_t tags[FKS_BUS_TAGS_MAX];
     size_t n_tags;
     int rc = 0;
     switch (hdr[2]) {
         case FKS_BUS_PUBLISH:
-            if (n != 4) {
+            if (n != 3 && n != 4) {
                 s_bad (self, S_SOCK_ROUTER, S_BAD_MALFORMED, "PUBLISH");
                 return;
             }
-            s_publish (self, S_SOCK_ROUTER, &f[2], &f[3], NULL);
+            s_publish (self, S_SOCK_ROUTER, n == 4 ? &f[2] : NULL, &f[n - 1], NULL);
             return;
         case FKS_BUS_JOIN:
             s_handle_join (self, rid, rid_len, f, n, now);

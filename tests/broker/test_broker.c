@@ -17,6 +17,7 @@ typedef struct {
     char rid[16];
     uint64_t tag;
     uint32_t attempt;
+    uint32_t flags;
     char payload[32];
 } rec_t;
 
@@ -38,8 +39,8 @@ typedef struct {
 static fake_t fake;
 
 static int
-s_deliver (void *arg, const uint8_t *rid, size_t rid_len, const fks_broker_delivery_t *batch,
-           size_t n)
+s_deliver (void *arg, const uint8_t *rid, size_t rid_len, uint32_t flags,
+           const fks_broker_delivery_t *batch, size_t n)
 {
     fake_t *f = arg;
     if (f->unreachable && rid_len == strlen (f->unreachable)
@@ -47,6 +48,7 @@ s_deliver (void *arg, const uint8_t *rid, size_t rid_len, const fks_broker_deliv
         return -1;
     for (size_t i = 0; i < n && f->n_got < MAX_REC; i++) {
         rec_t *r = &f->got[f->n_got++];
+        r->flags = flags;
         snprintf (r->rid, sizeof r->rid, "%.*s", (int) rid_len, (const char *) rid);
         r->tag = batch[i].tag;
         r->attempt = batch[i].attempt;
@@ -140,7 +142,7 @@ s_join (fks_broker_t *b, const char *rid, const char *group, const char *prefix,
 {
     const char *prefixes[1] = { prefix };
     char why[128] = "";
-    int rc = fks_broker_join (b, (const uint8_t *) rid, strlen (rid), group, prefixes, 1, window,
+    int rc = fks_broker_join (b, (const uint8_t *) rid, strlen (rid), group, prefixes, 1, window, 0,
                               rid, now, why, sizeof why);
     cr_assert_eq (rc, 0, "join %s refused: %s", rid, why);
 }
@@ -190,6 +192,24 @@ Test (broker, message_goes_once_to_every_group_whose_prefix_matches)
     cr_assert_eq (s_count_for ("s1"), 0);
     fks_broker_destroy (&b);
     cr_assert_null (b);
+}
+
+Test (broker, each_replica_gets_its_deliveries_with_the_flags_it_joined_with)
+{
+    fks_broker_cfg_t cfg = s_cfg ();
+    fks_broker_t *b = s_broker (&cfg);
+    const char *prefixes[1] = { "market." };
+    char why[128] = "";
+    cr_assert_eq (fks_broker_join (b, (const uint8_t *) "p1", 2, "data", prefixes, 1, 10, 1,
+                                   "p1", 0, why, sizeof why), 0, "%s", why);
+    s_join (b, "o1", "ai", "market.", 10, 0);
+    s_pub (b, "market.bar", "m1", NULL);
+    fks_broker_dispatch (b, 0);
+    cr_assert_eq (fake.n_got, 2);
+    for (size_t i = 0; i < fake.n_got; i++)
+        cr_assert_eq (fake.got[i].flags, strcmp (fake.got[i].rid, "p1") == 0 ? 1u : 0u,
+                      "%s got flags %u", fake.got[i].rid, fake.got[i].flags);
+    fks_broker_destroy (&b);
 }
 
 Test (broker, empty_prefix_takes_every_type_and_unknown_types_go_nowhere)
@@ -718,7 +738,7 @@ Test (broker, draining_refuses_new_work_but_still_takes_acks)
     cr_assert_eq (fake.n_got, 1);
     char why[128];
     const char *prefixes[1] = { "t." };
-    cr_assert_eq (fks_broker_join (b, (const uint8_t *) "r9", 2, "g", prefixes, 1, 1, "r9", 1,
+    cr_assert_eq (fks_broker_join (b, (const uint8_t *) "r9", 2, "g", prefixes, 1, 1, 0, "r9", 1,
                                    why, sizeof why), -1);
     fks_broker_destroy (&b);
 }
@@ -732,15 +752,15 @@ Test (broker, invalid_joins_are_refused_with_a_reason)
     const char *good[1] = { "t." };
     const char *bad[1] = { "T/X" };
     const uint8_t *rid = (const uint8_t *) "r1";
-    cr_assert_eq (fks_broker_join (b, rid, 2, "Bad Name", good, 1, 5, "r1", 0, why, 128), -1);
+    cr_assert_eq (fks_broker_join (b, rid, 2, "Bad Name", good, 1, 5, 0, "r1", 0, why, 128), -1);
     cr_assert (strstr (why, "group") != NULL, "%s", why);
-    cr_assert_eq (fks_broker_join (b, rid, 2, "g", bad, 1, 5, "r1", 0, why, 128), -1);
+    cr_assert_eq (fks_broker_join (b, rid, 2, "g", bad, 1, 5, 0, "r1", 0, why, 128), -1);
     cr_assert (strstr (why, "prefix") != NULL, "%s", why);
-    cr_assert_eq (fks_broker_join (b, rid, 2, "g", good, 0, 5, "r1", 0, why, 128), -1);
-    cr_assert_eq (fks_broker_join (b, rid, 2, "g", good, 1, 0, "r1", 0, why, 128), -1);
+    cr_assert_eq (fks_broker_join (b, rid, 2, "g", good, 0, 5, 0, "r1", 0, why, 128), -1);
+    cr_assert_eq (fks_broker_join (b, rid, 2, "g", good, 1, 0, 0, "r1", 0, why, 128), -1);
     cr_assert (strstr (why, "window") != NULL, "%s", why);
-    cr_assert_eq (fks_broker_join (b, rid, 2, "g", good, 1, 5, "r1", 0, why, 128), 0);
-    cr_assert_eq (fks_broker_join (b, (const uint8_t *) "r2", 2, "h", good, 1, 5, "r2", 0, why,
+    cr_assert_eq (fks_broker_join (b, rid, 2, "g", good, 1, 5, 0, "r1", 0, why, 128), 0);
+    cr_assert_eq (fks_broker_join (b, (const uint8_t *) "r2", 2, "h", good, 1, 5, 0, "r2", 0, why,
                                    128), -1);
     cr_assert (strstr (why, "too many groups") != NULL, "%s", why);
     fks_broker_destroy (&b);

@@ -401,6 +401,15 @@ Test (bus, bad_frames_on_every_socket_are_counted_and_ignored)
       s_send_frames (d, p, s, 2); }                                 /* JOIN missing frames */
     { const void *p[] = { ack_hdr, "12345" }; size_t s[] = { 3, 5 };
       s_send_frames (d, p, s, 2); }                                 /* tags not 8 bytes */
+    uint8_t inline_pub[8] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_PUBLISH,
+                              0x81, 0xa1, 'v', 0x01, 0x00 };
+    { const void *p[] = { inline_pub, "x" }; size_t s[] = { 8, 1 };
+      s_send_frames (d, p, s, 2); }                 /* inline PUBLISH and one frame more */
+    uint8_t long_ack[5] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_ACK, 0, 0 };
+    { const void *p[] = { long_ack, "12345678" }; size_t s[] = { 5, 8 };
+      s_send_frames (d, p, s, 2); }                 /* only PUBLISH may carry bytes inline */
+    { const void *p[] = { inline_pub }; size_t s[] = { 7 };
+      s_send_frames (d, p, s, 1); }                 /* inline PUBLISH of a bad envelope */
     //  A valid envelope under a topic that is not its type.
     fks_bus_client_t *pub = h_publisher ();
     cr_assert_eq (h_produce (NULL, 1), 0);
@@ -435,11 +444,11 @@ Test (bus, bad_frames_on_every_socket_are_counted_and_ignored)
     cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
                              "\"oversized\"}"), 1);
     cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
-                             "\"envelope\"}"), 2);
+                             "\"envelope\"}"), 3);
     cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
                              "\"unknown_command\"}"), 1);
     cr_assert_geq (h_metric ("fks_bus_bad_frames_total{socket=\"router\",reason="
-                             "\"malformed\"}"), 2);
+                             "\"malformed\"}"), 4);
     cr_assert_eq (h_metric ("fks_bus_published_total"), 0, "a bad frame was published");
 
     //  Still alive and still doing its job.
@@ -451,6 +460,16 @@ Test (bus, bad_frames_on_every_socket_are_counted_and_ignored)
     s_wait_consumers (1);
     cr_assert_eq (fks_bus_publish (pub, "market.bar", env, elen), 0);
     cr_assert_eq (h_wait_sql (EFFECTS, 1, 10000), 1);
+    PQfreemem (env);
+    //  The client leaves the topic frame out; a PUBLISH that carries it, equal to the
+    //  envelope's type, is routed too.
+    cr_assert_eq (h_produce (NULL, 1), 0);
+    res = PQexec (h.pg, "SELECT envelope FROM events ORDER BY seq DESC LIMIT 1");
+    env = PQunescapeBytea ((unsigned char *) PQgetvalue (res, 0, 0), &elen);
+    PQclear (res);
+    { const void *p[] = { pub_hdr, "market.bar", env }; size_t s[] = { 3, 10, elen };
+      s_send_frames (d, p, s, 3); }
+    cr_assert_eq (h_wait_sql (EFFECTS, 2, 10000), 2, "a PUBLISH with its topic frame was lost");
     PQfreemem (env);
     free (huge);
     zmq_close (d);
@@ -588,4 +607,118 @@ Test (bus, fks_bus_refuses_to_start_without_its_database_url)
     text[r] = 0;
     fclose (f);
     cr_assert (strstr (text, "FKS_PG_URL") != NULL, "stderr said: %s", text);
+}
+
+//  Reads one whole message from a raw DEALER into frames (at most max); -1 after timeout_ms.
+static int
+s_recv_frames (void *sock, zmq_msg_t *frames, int max, int timeout_ms)
+{
+    zmq_setsockopt (sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+    int n = 0;
+    for (;;) {
+        cr_assert_lt (n, max, "more frames than expected");
+        zmq_msg_init (&frames[n]);
+        if (zmq_msg_recv (&frames[n], sock, 0) == -1) {
+            zmq_msg_close (&frames[n]);
+            return n > 0 ? n : -1;
+        }
+        bool more = zmq_msg_more (&frames[n]);
+        n++;
+        if (!more)
+            return n;
+    }
+}
+
+//  A replica of an earlier version (JOIN with a 4-byte window, no flags) must keep getting the
+//  frame-pair DELIVER, and a current one DELIVER_PACKED, from the same broker: replicas and
+//  broker are upgraded one Deployment at a time.
+static void
+s_raw_replica_gets_deliveries (bool packed)
+{
+    h_bus_start (NULL);
+    void *zctx = zmq_ctx_new ();
+    void *d = zmq_socket (zctx, ZMQ_DEALER);
+    cr_assert_eq (zmq_connect (d, h.bus_url), 0);
+    uint8_t join_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_JOIN };
+    uint8_t window[8];
+    fks_bus_put_u32 (window, 10);
+    fks_bus_put_u32 (window + 4, FKS_BUS_JOIN_PACKED | 0x80000000u);   /* + an unknown bit */
+    { const void *p[] = { join_hdr, "raw", window, "raw-1", "market." };
+      size_t s[] = { 3, 3, packed ? 8 : 4, 5, 7 }; s_send_frames (d, p, s, 5); }
+    zmq_msg_t f[1 + 2 * FKS_BUS_DELIVER_BATCH_MAX];
+    int n = s_recv_frames (d, f, 4, 5000);
+    cr_assert_eq (n, 4, "no WELCOME");
+    cr_assert_eq (((const uint8_t *) zmq_msg_data (&f[0]))[2], FKS_BUS_WELCOME);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close (&f[i]);
+
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 3), 0);
+    int got = 0;
+    uint64_t tags[3];
+    while (got < 3) {
+        n = s_recv_frames (d, f, 1 + 2 * FKS_BUS_DELIVER_BATCH_MAX, 5000);
+        cr_assert_gt (n, 0, "only %d of 3 deliveries came", got);
+        const uint8_t *hdr = zmq_msg_data (&f[0]);
+        if (hdr[2] == FKS_BUS_HEARTBEAT)
+            continue;
+        cr_assert_eq (hdr[2], packed ? FKS_BUS_DELIVER_PACKED : FKS_BUS_DELIVER,
+                      "command 0x%02x", hdr[2]);
+        int msgs = packed ? n - 2 : (n - 1) / 2;
+        cr_assert (got + msgs <= 3 && msgs >= 1 && (packed || (n - 1) % 2 == 0), "%d frames", n);
+        const uint8_t *metas = packed ? zmq_msg_data (&f[1]) : NULL;
+        size_t off = 0;
+        for (int i = 0; i < msgs; i++) {
+            const uint8_t *meta;
+            size_t tlen;
+            zmq_msg_t *env;
+            if (packed) {
+                meta = metas + off;
+                tlen = meta[FKS_BUS_META_SIZE];
+                cr_assert_eq (tlen, 10);
+                cr_assert (memcmp (meta + FKS_BUS_META_SIZE + 1, "market.bar", 10) == 0);
+                off += FKS_BUS_META_SIZE + 1 + tlen;
+                env = &f[2 + i];
+            }
+            else {
+                meta = zmq_msg_data (&f[1 + 2 * i]);
+                tlen = zmq_msg_size (&f[1 + 2 * i]) - FKS_BUS_META_SIZE;
+                cr_assert_eq (tlen, 10);
+                cr_assert (memcmp (meta + FKS_BUS_META_SIZE, "market.bar", 10) == 0);
+                env = &f[2 + 2 * i];
+            }
+            fks_envelope_hdr_t eh;
+            fks_envelope_err_t err;
+            cr_assert_eq (fks_envelope_peek (zmq_msg_data (env), zmq_msg_size (env), &eh, NULL,
+                                             NULL, &err), 0, "%s", err.msg);
+            cr_assert (memcmp (eh.id.b, meta + 12, FKS_ID_SIZE) == 0, "meta id differs");
+            cr_assert_eq (fks_bus_get_u32 (meta + 8), 1, "attempt");
+            tags[got++] = fks_bus_get_u64 (meta);
+        }
+        if (packed)
+            cr_assert_eq (off, zmq_msg_size (&f[1]), "metas frame has trailing bytes");
+        for (int i = 0; i < n; i++)
+            zmq_msg_close (&f[i]);
+    }
+    uint8_t ack_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_ACK };
+    uint8_t tag_bytes[24];
+    for (int i = 0; i < 3; i++)
+        fks_bus_put_u64 (tag_bytes + 8 * i, tags[i]);
+    { const void *p[] = { ack_hdr, tag_bytes }; size_t s[] = { 3, 24 };
+      s_send_frames (d, p, s, 2); }
+    cr_assert_eq (h_wait_metric_eq ("fks_bus_acks_total{group=\"raw\"}", 3, 5000), 3);
+    cr_assert_eq (h_metric ("fks_bus_in_flight{group=\"raw\"}"), 0);
+    zmq_close (d);
+    zmq_ctx_term (zctx);
+    fks_bus_client_destroy (&pub);
+}
+
+Test (bus, a_replica_that_joins_without_flags_gets_a_frame_pair_per_delivery)
+{
+    s_raw_replica_gets_deliveries (false);
+}
+
+Test (bus, a_replica_that_joins_packed_gets_one_frame_per_delivery)
+{
+    s_raw_replica_gets_deliveries (true);
 }
