@@ -38,6 +38,7 @@
 
 #include "bus/client.h"
 #include "bus/envelope.h"
+#include "bus/protocol.h"
 #include "common/id.h"
 #include "common/log.h"
 
@@ -49,6 +50,7 @@ extern char **environ;
 static double s_seconds = 2;
 static int s_rounds = 5;
 static long s_outstanding = 5000;
+static int s_window = 1000;            /* each replica's credit window */
 static double s_latency_rate = 0;       /* 0: 10% of raw */
 static const char *s_bus_path = FKS_BUS_EXE;
 
@@ -364,7 +366,7 @@ s_bench_path (int replicas, double rate, double *p50, double *p99, double *p999,
     s_bus_start ();
     static uint64_t run;
     run++;
-    path_t p = { .acked = 0, .window = 1000, .measure_latency = rate > 0 };
+    path_t p = { .acked = 0, .window = s_window, .measure_latency = rate > 0 };
     snprintf (p.group, sizeof p.group, "bench%llu", (unsigned long long) run);
     if (p.measure_latency)
         p.samples = malloc (MAX_SAMPLES * sizeof *p.samples);
@@ -454,25 +456,28 @@ main (int argc, char **argv)
         { "seconds", required_argument, NULL, 's' },
         { "rounds", required_argument, NULL, 'n' },
         { "outstanding", required_argument, NULL, 'o' },
+        { "window", required_argument, NULL, 'w' },
         { "latency-rate", required_argument, NULL, 'r' },
         { "bus", required_argument, NULL, 'b' },
         { NULL, 0, NULL, 0 } };
     int c;
-    while ((c = getopt_long (argc, argv, "s:n:o:r:b:", opts, NULL)) != -1) {
+    while ((c = getopt_long (argc, argv, "s:n:o:w:r:b:", opts, NULL)) != -1) {
         switch (c) {
             case 's': s_seconds = atof (optarg); break;
             case 'n': s_rounds = atoi (optarg); break;
             case 'o': s_outstanding = atol (optarg); break;
+            case 'w': s_window = atoi (optarg); break;
             case 'r': s_latency_rate = atof (optarg); break;
             case 'b': s_bus_path = optarg; break;
             default:
                 fprintf (stderr, "usage: bench-bus [--rounds N] [--seconds S] "
-                         "[--outstanding N] [--latency-rate R] [--bus PATH]\n");
+                         "[--outstanding N] [--window N] [--latency-rate R] [--bus PATH]\n");
                 return 2;
         }
     }
     if (s_seconds <= 0 || s_seconds > 600 || s_rounds < 1 || s_rounds > 64
-        || s_outstanding <= 0 || s_latency_rate < 0) {
+        || s_outstanding <= 0 || s_window < 1 || s_window > FKS_BUS_WINDOW_MAX
+        || s_latency_rate < 0) {
         fprintf (stderr, "bench-bus: bad arguments\n");
         return 2;
     }
@@ -503,8 +508,9 @@ main (int argc, char **argv)
     double load[3] = { 0, 0, 0 };
     getloadavg (load, 3);
     printf ("machine: %ld CPUs, %s, %s %s; libzmq %d.%d.%d; load average %.2f at start; "
-            "%d rounds of %.1f s\n", cpus, model, u.sysname, u.release, zmaj, zmin, zpat,
-            load[0], s_rounds, s_seconds);
+            "%d rounds of %.1f s; window %d per replica, at most %ld unacked\n", cpus, model,
+            u.sysname, u.release, zmaj, zmin, zpat, load[0], s_rounds, s_seconds, s_window,
+            s_outstanding);
     fflush (stdout);
 
     double raw[64], one[64], three[64], r1[64], r3[64], d = 0;

@@ -163,6 +163,22 @@ E2E=$(sql "SELECT count(*), round ((percentile_cont (0.5) WITHIN GROUP (ORDER BY
              FROM (SELECT extract (epoch FROM f.ts - w.ts) * 1000 AS ms
                      FROM events w JOIN events f ON f.corr = w.corr AND f.type = 'order.filled'
                     WHERE w.type = 'webhook.received' AND w.seq > $mark) x" | tr '|' ' ')
+# The same alerts split by stage: accept -> signal.created (gateway, bus, signal worker) and
+# signal.created -> order.filled (bus, execution worker).
+STAGES=$(sql "SELECT string_agg (format ('%s p50 %s ms, p99 %s ms', stage, p50, p99), '; ')
+                FROM (SELECT stage,
+                             round ((percentile_cont (0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2) p50,
+                             round ((percentile_cont (0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2) p99
+                        FROM (SELECT 'accept -> signal.created' stage,
+                                     extract (epoch FROM s.ts - w.ts) * 1000 ms
+                                FROM events w JOIN events s ON s.corr = w.corr AND s.type = 'signal.created'
+                               WHERE w.type = 'webhook.received' AND w.seq > $mark
+                              UNION ALL
+                              SELECT 'signal.created -> order.filled',
+                                     extract (epoch FROM f.ts - s.ts) * 1000
+                                FROM events s JOIN events f ON f.corr = s.corr AND f.type = 'order.filled'
+                               WHERE s.type = 'signal.created' AND s.seq > $mark) x
+                       GROUP BY stage ORDER BY stage) y")
 
 # 2. Sustained rates.
 RESULTS=()
@@ -211,6 +227,7 @@ FKS_WORKER_THREADS=${FKS_WORKER_THREADS:-2}, FKS_WORKER_BATCH=${FKS_WORKER_BATCH
 Latency at $LAT_RATE alerts/s for ${SECONDS_PER_RUN}s (accepted ${lat_acc}/s, non-2xx $lat_non2xx):
 accept (HTTP) p50 $lat_a50, p99 $lat_a99; accept -> order.filled over $lat_n alerts:
 p50 ${lat_p50} ms, p99 ${lat_p99} ms, max ${lat_max} ms; drained ${LAT_DRAIN}s after the run.
+By stage: ${STAGES}.
 
 | offered alerts/s | accepted/s | filled/s during the run | backlog at the end | drain (s) | HTTP p99 | sustained |
 | ---: | ---: | ---: | ---: | ---: | ---: | --- |
