@@ -20,6 +20,7 @@
 
 #include "bus/envelope.h"
 #include "common/pg.h"
+#include "tests/lib/ports.h"
 #include "tools/migrate.h"
 
 extern char **environ;
@@ -42,18 +43,13 @@ h_sleep_ms (int ms)
         ;
 }
 
+//  A port for fks-bus to bind, below the ephemeral range (tests/lib/ports.h).
 static int
 s_free_port (void)
 {
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq (fd, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = 0 };
-    sa.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    cr_assert_eq (bind (fd, (struct sockaddr *) &sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    getsockname (fd, (struct sockaddr *) &sa, &len);
-    close (fd);
-    return ntohs (sa.sin_port);
+    int port = fks_test_free_port ();
+    cr_assert_gt (port, 0, "no free loopback port for fks-bus");
+    return port;
 }
 
 //  The admin URL with another database, as a key=value conninfo string.

@@ -5,6 +5,7 @@
  *  list of what it started and of the databases it made, and dai_cleanup undoes all of it.
  */
 #include "harness.h"
+#include "tests/lib/ports.h"
 
 #include <criterion/criterion.h>
 #include <curl/curl.h>
@@ -12,13 +13,11 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,28 +65,12 @@ dai_build (const char *rel)
     return buf[k];
 }
 
-//  A free port below the kernel's ephemeral range (32768-60999): a port the kernel hands out
-//  for port 0 can be taken a moment later as the local port of any outgoing connection (libpq,
-//  curl) made by a test running in parallel, and the program then fails to bind it.
 int
 dai_free_port (void)
 {
-    static unsigned seed;
-    if (!seed)
-        seed = (unsigned) getpid () * 2654435761u;
-    for (int tries = 0; tries < 200; tries++) {
-        int port = 20000 + (int) (rand_r (&seed) % 12000);
-        int fd = socket (AF_INET, SOCK_STREAM, 0);
-        if (fd < 0)
-            return -1;
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
-                                 .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-        int ok = bind (fd, (struct sockaddr *) &a, sizeof a) == 0;
-        close (fd);
-        if (ok)
-            return port;
-    }
-    return -1;
+    int port = fks_test_free_port ();
+    cr_assert_gt (port, 0, "no free loopback port for a program");
+    return port;
 }
 
 //  --------------------------------------------------------------------------

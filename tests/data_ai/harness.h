@@ -58,7 +58,8 @@ const char *dai_redis_url (void);
 /*  A Redis command through hiredis, its reply as text (caller frees; NULL for nil). */
 char *dai_redis (const char *fmt, ...);
 
-/*  A free loopback TCP port. */
+/*  A free loopback TCP port below the ephemeral range (tests/lib/ports.h); the test fails
+ *  when there is none. */
 int dai_free_port (void);
 
 /*  Starts a program of the build (e.g. "workers/fks-data"; an absolute path is taken as it is)

@@ -10,13 +10,11 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,22 +50,6 @@ s_fail_setup (const char *fmt, ...)
     fprintf (stderr, "gateway_it setup: %s\n", msg);
     if (!getenv ("FKS_IT_ERROR"))
         setenv ("FKS_IT_ERROR", msg, 1);
-}
-
-int
-it_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind (fd, (struct sockaddr *) &a, sizeof a) == 0
-        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
-        port = ntohs (a.sin_port);
-    close (fd);
-    return port;
 }
 
 //  An environment: the current one minus FKS_* (except FKS_TEST_*), plus extra (later wins).
@@ -237,7 +219,9 @@ pid_t
 it_start_gateway (const it_ctx_t *ctx, const char *const *extra_env, int *port,
                   const char *log_path)
 {
-    *port = it_free_port ();
+    *port = fks_test_free_port ();
+    if (*port < 0)
+        return -1;
     s_env_t env;
     s_env_init (&env);
     s_env_setf (&env, "FKS_ENV=it");
@@ -327,10 +311,14 @@ it_setup (const char *name, bool with_bus, const char *const *extra_env)
         return;
     }
 
-    ctx.bus_port = it_free_port ();
-    ctx.bus_stream_port = it_free_port ();
+    ctx.bus_port = fks_test_free_port ();
+    ctx.bus_stream_port = fks_test_free_port ();
+    int http = fks_test_free_port ();
+    if (ctx.bus_port < 0 || ctx.bus_stream_port < 0 || http < 0) {
+        s_fail_setup ("no free loopback ports for fks-bus");
+        return;
+    }
     if (with_bus) {
-        int http = it_free_port ();
         s_env_init (&env);
         s_env_setf (&env, "FKS_PG_URL=%s", ctx.db_url);
         s_env_setf (&env, "FKS_BUS_BIND=tcp://127.0.0.1:%d", ctx.bus_port);

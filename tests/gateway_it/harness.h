@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include "tests/lib/ports.h"                 /* fks_test_free_port, for extra programs */
 
 #define IT_SECRET    "it-webhook-secret-0123456789"
 #define IT_ADMIN_KEY "it-admin-key-abcdefghijklmnopqrstuvwxyz"
@@ -40,9 +41,6 @@ void it_teardown (bool keep_logs);
 
 /*  Test side: the context, or a failed assertion naming what is missing. */
 const it_ctx_t *it_ctx (void);
-
-/*  A free TCP port on 127.0.0.1 (bind to 0, read, close). */
-int it_free_port (void);
 
 /*  Starts an extra fks-gateway with the context's settings plus extra_env (which wins), on a
  *  new port written to *port. Returns its pid, or -1. it_stop_pid stops it (SIGTERM, then

@@ -2,21 +2,19 @@
  */
 #include "tests/workers/harness.h"
 #include "common/redis.h"
+#include "tests/lib/ports.h"
 #include "tools/migrate.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,15 +227,9 @@ h_wait_int (const char *sql, long long want, int timeout_ms)
 int
 h_free_port (void)
 {
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    cr_assert (fd >= 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0 };
-    a.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    cr_assert_eq (bind (fd, (struct sockaddr *) &a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    getsockname (fd, (struct sockaddr *) &a, &len);
-    close (fd);
-    return ntohs (a.sin_port);
+    int port = fks_test_free_port ();
+    cr_assert_gt (port, 0, "no free loopback port for a program");
+    return port;
 }
 
 h_proc_t *

@@ -43,7 +43,8 @@ void h_sql_exec (const char *sql);
 /*  Polls sql every 50 ms until it returns want or timeout_ms passes; returns the last value. */
 long long h_wait_int (const char *sql, long long want, int timeout_ms);
 
-/*  A free loopback TCP port. */
+/*  A free loopback TCP port below the ephemeral range (tests/lib/ports.h); the test fails
+ *  when there is none. */
 int h_free_port (void);
 
 typedef struct {
