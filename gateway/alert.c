@@ -368,8 +368,10 @@ s_charset_ok (s_charset_t cs, const char *s, size_t len)
         bool ok;
         switch (cs) {
             case S_CS_SYMBOL:
+                //  '!' ends TradingView's continuous futures (ES1!, CME_MINI:NQ1!); it never
+                //  starts the symbol nor the instrument after an exchange prefix.
                 ok = s_is_alnum ((char) ch) || ch == ':' || ch == '.' || ch == '_' || ch == '/'
-                     || ch == '-';
+                     || ch == '-' || (ch == '!' && i > 0 && s[i - 1] != ':');
                 break;
             case S_CS_INTERVAL:
                 ok = s_is_alnum ((char) ch);
@@ -394,7 +396,7 @@ static const char *
 s_charset_text (s_charset_t cs)
 {
     switch (cs) {
-        case S_CS_SYMBOL:    return "letters, digits and : . _ / -";
+        case S_CS_SYMBOL:    return "letters, digits and : . _ / - ! (! not first nor after :)";
         case S_CS_INTERVAL:  return "letters and digits";
         case S_CS_EXCHANGE:  return "letters, digits and _ . -";
         case S_CS_PRINTABLE: return "printable ASCII characters";

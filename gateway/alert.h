@@ -95,7 +95,8 @@ typedef struct {
 
 typedef struct {
     char source[FKS_ALERT_SOURCE_MAX];      /* who sent it, from the route ("tradingview") */
-    char symbol[FKS_ALERT_SYMBOL_MAX];      /* always set; uppercased; [A-Z0-9:._/-] */
+    char symbol[FKS_ALERT_SYMBOL_MAX];      /* always set; uppercased; [A-Z0-9:._/!-],
+                                               '!' never first nor after ':' */
     fks_alert_action_t action;              /* always set: a sentiment alone gives long,
                                                short or flat */
     fks_alert_sentiment_t sentiment;

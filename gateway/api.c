@@ -512,7 +512,10 @@ s_in (const char *v, const char *const *set)
     return false;
 }
 
-//  A symbol as the tables allow it.
+//  A symbol as the tables allow it (0004_symbols.sql): 1-32 of [A-Za-z0-9._:/!-], the first a
+//  letter or a digit ('!' ends TradingView's continuous futures, ES1!).
+#define S_SYMBOL_RULE "1-32 characters [A-Za-z0-9._:/!-], the first a letter or a digit"
+
 static bool
 s_symbol_ok (const char *s)
 {
@@ -520,7 +523,7 @@ s_symbol_ok (const char *s)
     if (n < 1 || n > 32 || !isalnum ((unsigned char) s[0]))
         return false;
     for (size_t i = 1; i < n; i++)
-        if (!isalnum ((unsigned char) s[i]) && !strchr ("._:/-", s[i]))
+        if (!isalnum ((unsigned char) s[i]) && !strchr ("._:/!-", s[i]))
             return false;
     return true;
 }
@@ -582,7 +585,7 @@ s_list (s_req_t *r, const s_list_t *list)
         return st;
     int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
     if (n_sym == -2 || (n_sym >= 0 && !s_symbol_ok (symbol)))
-        return s_bad (r, "symbol", "symbol must be 1-32 characters [A-Za-z0-9._:/-]");
+        return s_bad (r, "symbol", "symbol must be " S_SYMBOL_RULE);
     int n_st = fks_http_query (r->conn, "status", status, sizeof status);
     if (n_st != -1 && (!list->has_status || n_st < 0 || !s_in (status, list->statuses)))
         return s_bad (r, "status", list->has_status ? "unknown status for this list"
@@ -648,18 +651,124 @@ s_list (s_req_t *r, const s_list_t *list)
     return s_done (r, st);
 }
 
+//  The latest price of each position's symbol, from the hashes workers/prices.c keeps
+//  ("fks:price:<SYMBOL>", fields price and ts): one EVAL for every symbol, so one round trip.
+static const char s_marks_script[] =
+    "local out = {}\n"
+    "for i, key in ipairs (KEYS) do out[i] = redis.call ('HMGET', key, 'price', 'ts') end\n"
+    "return out\n";
+
+typedef struct {
+    bool known;
+    double price;               /* > 0, finite */
+    int64_t ts_ms;              /* Unix ms of the price; 0 when not stored */
+} s_mark_t;
+
+//  Reads the marks of the n symbols in column col of res into marks (all unknown first).
+//  Returns 0, or -1 when Redis could not be read (every mark stays unknown).
+static int
+s_marks (fks_api_t *api, PGresult *res, int col, s_mark_t *marks, size_t n)
+{
+    if (n == 0)
+        return 0;
+    memset (marks, 0, n * sizeof *marks);
+    size_t argc = 3 + n;
+    const char **argv = calloc (argc, sizeof *argv);
+    size_t *lens = calloc (argc, sizeof *lens);
+    char (*keys)[48] = calloc (n, sizeof *keys);
+    char nkeys[24];
+    int rc = -1;
+    if (!argv || !lens || !keys) {
+        fks_warn ("api: positions: out of memory for the price lookup");
+        goto done;
+    }
+    snprintf (nkeys, sizeof nkeys, "%zu", n);
+    argv[0] = "EVAL";
+    argv[1] = s_marks_script;
+    argv[2] = nkeys;
+    for (size_t i = 0; i < n; i++) {
+        //  The tables bound a symbol to 32 characters, so the key always fits.
+        snprintf (keys[i], sizeof keys[i], "fks:price:%s", PQgetvalue (res, (int) i, col));
+        argv[3 + i] = keys[i];
+    }
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen (argv[i]);
+    fks_redis_err_t err = { .msg = "" };
+    pthread_mutex_lock (&api->redis_mutex);
+    redisReply *reply = fks_redis_command_argv (api->redis, (int) argc, argv, lens, &err);
+    pthread_mutex_unlock (&api->redis_mutex);
+    if (!reply) {
+        fks_warn ("api: positions: latest prices unavailable, unrealized_pnl is null: %s",
+                  err.msg);
+        goto done;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
+        fks_warn ("api: positions: unexpected reply to the price lookup");
+        freeReplyObject (reply);
+        goto done;
+    }
+    //  Values are checked as prices.c checks them: a finite decimal above 0.
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *pair = reply->element[i];
+        if (pair->type != REDIS_REPLY_ARRAY || pair->elements != 2)
+            continue;
+        const redisReply *p = pair->element[0], *t = pair->element[1];
+        if (p->type != REDIS_REPLY_STRING || p->len == 0 || p->len >= 64)
+            continue;
+        char buf[64];
+        memcpy (buf, p->str, p->len);
+        buf[p->len] = '\0';
+        char *end = NULL;
+        double price = strtod (buf, &end);
+        if (*end != '\0' || !isfinite (price) || price <= 0)
+            continue;
+        marks[i].known = true;
+        marks[i].price = price;
+        if (t->type == REDIS_REPLY_STRING && t->len > 0 && t->len < 20) {
+            memcpy (buf, t->str, t->len);
+            buf[t->len] = '\0';
+            long long ts = strtoll (buf, &end, 10);
+            if (*end == '\0' && ts > 0)
+                marks[i].ts_ms = (int64_t) ts;
+        }
+    }
+    freeReplyObject (reply);
+    rc = 0;
+done:
+    free (argv);
+    free (lens);
+    free (keys);
+    return rc;
+}
+
+//  A money amount computed in double precision, rounded to 8 decimal places (below 9e7, where
+//  that is finer than a double's own precision), so that (42100.3 - 42000.1) * 0.1 shows as
+//  10.02 rather than 10.020000000000437.
+static double
+s_round8 (double v)
+{
+    if (fabs (v) < 9e7)
+        v = round (v * 1e8) / 1e8;
+    return v == 0 ? 0 : v;              /* never -0 */
+}
+
+//  GET /api/v1/positions: the rows, each valued at its symbol's latest price (mark_price, of
+//  mark_time), unrealized_pnl = (mark_price - avg_price) * qty, which has the right sign for
+//  shorts (qty < 0). A flat position's unrealized_pnl is 0; otherwise it is null while no
+//  price is known (or Redis cannot be read: the positions are still listed). A price is used
+//  however old it is; mark_time says how old.
 static int
 s_positions (s_req_t *r)
 {
     char symbol[40];
     int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
     if (n_sym == -2 || (n_sym >= 0 && !s_symbol_ok (symbol)))
-        return s_bad (r, "symbol", "symbol must be 1-32 characters [A-Za-z0-9._:/-]");
+        return s_bad (r, "symbol", "symbol must be " S_SYMBOL_RULE);
     const char *values[1] = { n_sym >= 0 ? symbol : NULL };
     static const char sql[] =
         "SELECT json_build_object ('symbol', symbol, 'qty', qty, 'avg_price', avg_price,"
-        " 'realized_pnl', realized_pnl, 'unrealized_pnl', NULL, 'fees', fees,"
-        " 'updated_at', " S_TS ("updated_at") ")::text"
+        " 'realized_pnl', realized_pnl, 'fees', fees,"
+        " 'updated_at', " S_TS ("updated_at") ")::text, symbol, qty::float8, avg_price::float8"
         " FROM positions WHERE ($1::text IS NULL OR symbol = $1) ORDER BY symbol LIMIT 1000";
     fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
     if (!pg)
@@ -669,17 +778,57 @@ s_positions (s_req_t *r)
     fks_api_pg_put (r->api, pg);
     if (!res)
         return st;
+    size_t rows = (size_t) PQntuples (res);
+    s_mark_t *marks = rows ? calloc (rows, sizeof *marks) : NULL;
+    if (rows && !marks) {
+        PQclear (res);
+        return s_unavailable (r, "out of memory");
+    }
+    s_marks (r->api, res, 1, marks, rows);
     fks_sbuf_t b;
     fks_sbuf_init (&b, 0);
     fks_sbuf_puts (&b, "{\"items\":[");
-    for (int i = 0; i < PQntuples (res); i++) {
+    for (size_t i = 0; i < rows; i++) {
+        const char *obj = PQgetvalue (res, (int) i, 0);
+        size_t olen = strlen (obj);
         if (i)
             fks_sbuf_puts (&b, ",");
-        fks_sbuf_puts (&b, PQgetvalue (res, i, 0));
+        fks_sbuf_put (&b, obj, olen > 0 ? olen - 1 : 0);       /* without the closing brace */
+        double qty = strtod (PQgetvalue (res, (int) i, 2), NULL);
+        double avg = strtod (PQgetvalue (res, (int) i, 3), NULL);
+        fks_sbuf_puts (&b, ", \"mark_price\" : ");
+        if (marks[i].known)
+            s_json_double (&b, marks[i].price);
+        else
+            fks_sbuf_puts (&b, "null");
+        fks_sbuf_puts (&b, ", \"mark_time\" : ");
+        if (marks[i].known && marks[i].ts_ms > 0) {
+            time_t secs = (time_t) (marks[i].ts_ms / 1000);
+            struct tm tm;
+            char when[40];
+            gmtime_r (&secs, &tm);
+            strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+            fks_sbuf_printf (&b, "\"%s.%03dZ\"", when, (int) (marks[i].ts_ms % 1000));
+        }
+        else
+            fks_sbuf_puts (&b, "null");
+        fks_sbuf_puts (&b, ", \"unrealized_pnl\" : ");
+        if (qty == 0)
+            fks_sbuf_puts (&b, "0");
+        else if (marks[i].known)
+            s_json_double (&b, s_round8 ((marks[i].price - avg) * qty));
+        else
+            fks_sbuf_puts (&b, "null");
+        fks_sbuf_puts (&b, "}");
     }
     fks_sbuf_puts (&b, "],\"next\":null}");
     PQclear (res);
-    st = fks_http_json (r->conn, 200, b.data ? b.data : "", b.len);
+    free (marks);
+    if (b.failed) {
+        fks_sbuf_free (&b);
+        return s_unavailable (r, "the page does not fit in memory");
+    }
+    st = fks_http_json (r->conn, 200, b.data, b.len);
     fks_sbuf_free (&b);
     return s_done (r, st);
 }
@@ -694,7 +843,7 @@ s_bars (s_req_t *r)
         return st;
     int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
     if (n_sym < 0 || !s_symbol_ok (symbol))
-        return s_bad (r, "symbol", "symbol is required: 1-32 characters [A-Za-z0-9._:/-]");
+        return s_bad (r, "symbol", "symbol is required: " S_SYMBOL_RULE);
     int n_iv = fks_http_query (r->conn, "interval", interval, sizeof interval);
     bool iv_ok = n_iv > 1 && n_iv <= 5 && strchr ("smhdwM", interval[n_iv - 1]);
     for (int i = 0; iv_ok && i < n_iv - 1; i++)
@@ -1096,7 +1245,7 @@ s_order_create (s_req_t *r)
     v = json_object_get (j, "symbol");
     if (!json_is_string (v) || !s_symbol_ok (json_string_value (v))) {
         field = "symbol";
-        msg = "symbol is required: 1-32 characters [A-Za-z0-9._:/-]";
+        msg = "symbol is required: " S_SYMBOL_RULE;
         goto invalid;
     }
     snprintf (symbol, sizeof symbol, "%s", json_string_value (v));

@@ -346,10 +346,12 @@ main (int argc, char **argv)
             fprintf (stderr, "fks-train: the fitted model is not valid\n");
             goto done;
         }
+        //  A version is [A-Za-z0-9._-]: the '!' of a continuous future (ES1!) is left out.
         char lower[FKS_SYMBOL_MAX];
         size_t k = 0;
-        for (; symbol[k] && k < sizeof lower - 1; k++)
-            lower[k] = (char) tolower ((unsigned char) symbol[k]);
+        for (size_t i = 0; symbol[i] && k < sizeof lower - 1; i++)
+            if (symbol[i] != '!')
+                lower[k++] = (char) tolower ((unsigned char) symbol[i]);
         lower[k] = '\0';
         snprintf (m.version, sizeof m.version, "%.24s-%s-h%d-%08x", lower, a.interval,
                   a.horizon, s_fnv1a (text, (size_t) len));

@@ -26,10 +26,10 @@ fks_symbol_normalize (const char *raw, char out[FKS_SYMBOL_MAX], char *why, size
             continue;
         if (ch >= 'a' && ch <= 'z')
             ch = (char) (ch - 'a' + 'A');
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.')) {
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '!')) {
             if (why && cap)
                 snprintf (why, cap, "symbol '%.64s' holds a character that is not a letter, a "
-                          "digit or '.'", raw);
+                          "digit, '.' or '!'", raw);
             out[0] = '\0';
             return -1;
         }
@@ -43,7 +43,7 @@ fks_symbol_normalize (const char *raw, char out[FKS_SYMBOL_MAX], char *why, size
         out[n++] = ch;
     }
     out[n] = '\0';
-    if (n == 0 || out[0] == '.') {
+    if (n == 0 || out[0] == '.' || out[0] == '!') {
         if (why && cap)
             snprintf (why, cap, "symbol '%.64s' has no instrument name", raw);
         out[0] = '\0';

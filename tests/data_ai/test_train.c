@@ -185,6 +185,21 @@ Test (train, same_data_give_the_same_file)
     free (shipped);
 }
 
+//  A continuous future (ES1!) names its model without the '!', which a version may not hold.
+Test (train, a_continuous_future_symbol_names_a_loadable_model)
+{
+    char *out;
+    const char *args[] = { "--csv", s_ttrc (), "--symbol", "CME_MINI:ES1!", "--out",
+                           s_path ("es.txt"), NULL };
+    cr_assert_eq (s_train (&out, args), 0, "%s", out);
+    cr_assert (strstr (out, "bars of ES1! 1d"), "%s", out);
+    fks_model_t m;
+    char err[512];
+    cr_assert_eq (fks_model_load (s_path ("es.txt"), &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (strncmp (m.version, "es1-1d-h5-", 10), 0, "%s", m.version);
+    free (out);
+}
+
 Test (train, closes_only_file_with_a_named_column)
 {
     char *out;

@@ -987,3 +987,67 @@ Test (migrate, events_get_increasing_seq_and_bars_upsert_on_their_key)
     s_expect_scalar (pg, "SELECT count(*) || ':' || max(close) FROM bars", "1:107");
     fks_pg_destroy (&pg);
 }
+
+//  One symbol rule in every table (0004_symbols.sql): TradingView's continuous futures (ES1!)
+//  are stored; '!' may not come first.
+Test (migrate, continuous_futures_symbols_are_stored_in_every_table)
+{
+    fks_pg_t *pg = s_seeded ();
+    fks_pg_err_t err;
+    const char *ok_sql[] = {            //  one statement per table, the symbol as %s
+        ("INSERT INTO signals (id, corr, source, symbol, action, side, qty) VALUES"
+         " ('018f0000-0000-7000-8000-0000000000f1', '018f0000-0000-7000-8000-0000000000f1',"
+         " 'tradingview', '%s', 'buy', 'buy', 1)"),
+        ("INSERT INTO orders (id, client_order_id, symbol, side, type, qty, broker) VALUES"
+         " ('018f0000-0000-7000-8000-0000000000f2', 'fks-f2', '%s', 'buy', 'market', 1,"
+         " 'paper')"),
+        ("INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol, side, qty, price, ts)"
+         " VALUES ('018f0000-0000-7000-8000-0000000000f3', '" S_ORDER "', 'paper', 'f-f3',"
+         " '%s', 'buy', 1, 5000, now())"),
+        "INSERT INTO positions (symbol, qty, avg_price) VALUES ('%s', 2, 5000.25)",
+        ("INSERT INTO bars (symbol, interval, open_time, open, high, low, close, volume, source)"
+         " VALUES ('%s', '1m', '2024-01-01T00:00:00Z', 100, 110, 90, 105, 5, 'csv')"),
+    };
+    const char *constraint[] = { "signals_symbol_check", "orders_symbol_check",
+                                 "fills_symbol_check", "positions_symbol_check",
+                                 "bars_symbol_check" };
+    const char *good[] = { "ES1!", "1ES!", "CME_MINI:NQ1!" };
+    const char *bad[] = { "!ES", "!" };
+    char sql[768];
+    for (size_t t = 0; t < sizeof ok_sql / sizeof ok_sql[0]; t++) {
+        for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+            cr_assert_eq (fks_pg_command (pg, "BEGIN", &err), 0, "%s", err.msg);
+            snprintf (sql, sizeof sql, ok_sql[t], good[i]);
+            cr_assert_eq (fks_pg_command (pg, sql, &err), 0, "%s refused: %s", good[i], err.msg);
+            cr_assert_eq (fks_pg_command (pg, "ROLLBACK", &err), 0, "%s", err.msg);
+        }
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            snprintf (sql, sizeof sql, ok_sql[t], bad[i]);
+            s_expect_violation (pg, sql, "23514", constraint[t]);
+        }
+    }
+    //  Stored, it reads back unchanged and the constraints kept their names.
+    snprintf (sql, sizeof sql, ok_sql[3], "ES1!");
+    cr_assert_eq (fks_pg_command (pg, sql, &err), 0, "%s", err.msg);
+    s_expect_scalar (pg, "SELECT symbol || ' ' || qty FROM positions", "ES1! 2");
+    s_expect_scalar (pg, "SELECT count(*) FROM pg_constraint WHERE conname IN"
+                         " ('signals_symbol_check', 'orders_symbol_check', 'fills_symbol_check',"
+                         "  'positions_symbol_check', 'bars_symbol_check') AND convalidated", "5");
+    fks_pg_destroy (&pg);
+}
+
+Test (migrate, events_comments_describe_the_xid_seq_stream_order)
+{
+    fks_pg_t *pg = s_seeded ();
+    char *seq = s_scalar (pg, "SELECT col_description ('events'::regclass,"
+                              " (SELECT attnum FROM pg_attribute WHERE attrelid = 'events'::regclass"
+                              "  AND attname = 'seq'))");
+    cr_assert (strstr (seq, "(xid, seq) order"), "events.seq: %s", seq);
+    cr_assert (strstr (seq, "resume after the (xid, seq)"), "events.seq: %s", seq);
+    free (seq);
+    char *table = s_scalar (pg, "SELECT obj_description ('events'::regclass, 'pg_class')");
+    cr_assert (strstr (table, "(xid, seq) order"), "events: %s", table);
+    cr_assert_null (strstr (table, "is a seq)"), "events: %s", table);
+    free (table);
+    fks_pg_destroy (&pg);
+}

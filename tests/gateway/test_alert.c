@@ -658,6 +658,56 @@ Test (alert, symbol_charset_and_length_are_bounded)
     expect_400 (JSON, body, "ticker", "longer than 63 bytes");
 }
 
+Test (alert, tradingview_continuous_futures_symbols_are_accepted)
+{
+    expect_ok (JSON, "{\"ticker\":\"ES1!\",\"action\":\"buy\",\"contracts\":1}");
+    cr_assert_str_eq (A.symbol, "ES1!");
+    expect_ok (JSON, "{\"ticker\":\"CME_MINI:nq1!\",\"action\":\"sell\"}");
+    cr_assert_str_eq (A.symbol, "CME_MINI:NQ1!");
+    expect_ok (TEXT, "ticker=CL2! action=buy qty=3");
+    cr_assert_str_eq (A.symbol, "CL2!");
+    expect_ok (TEXT, "buy ES1! 2 @5000.25");
+    cr_assert_str_eq (A.symbol, "ES1!");
+    expect_num (A.quantity, 2);
+    expect_num (A.price, 5000.25);
+    //  The msgpack body the workers receive carries it unchanged, and passes the bus schema.
+    expect_ok (JSON, "{\"ticker\":\"CME_MINI:ES1!\",\"action\":\"buy\"}");
+    fks_id_t inbox_id;
+    cr_assert_eq (fks_id_new (&inbox_id), 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init (&sb);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+    cr_assert_eq (fks_alert_pack (&A, &inbox_id, &pk), 0);
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    cr_assert_eq (msgpack_unpack_next (&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    char err[160] = "";
+    cr_assert_eq (fks_schema_check (fks_schema_find ("webhook.received"), &u.data, err,
+                                    sizeof err), 0, "%s", err);
+    const msgpack_object_map *m = &u.data.via.map;
+    bool seen = false;
+    for (uint32_t i = 0; i < m->size; i++)
+        if (m->ptr[i].key.via.str.size == 6 && memcmp (m->ptr[i].key.via.str.ptr, "symbol", 6) == 0) {
+            cr_assert_eq (m->ptr[i].val.type, MSGPACK_OBJECT_STR);
+            cr_assert_eq (m->ptr[i].val.via.str.size, 13);
+            cr_assert (memcmp (m->ptr[i].val.via.str.ptr, "CME_MINI:ES1!", 13) == 0);
+            seen = true;
+        }
+    cr_assert (seen, "the body has no symbol");
+    msgpack_unpacked_destroy (&u);
+    msgpack_sbuffer_destroy (&sb);
+}
+
+Test (alert, a_bang_never_starts_a_symbol_or_its_instrument)
+{
+    expect_400 (JSON, "{\"ticker\":\"!ES\",\"action\":\"buy\"}", "ticker", "! not first");
+    expect_400 (JSON, "{\"ticker\":\"CME_MINI:!ES\",\"action\":\"buy\"}", "ticker",
+                "'CME_MINI:!ES'");
+    expect_400 (JSON, "{\"symbol\":\"!\",\"action\":\"buy\"}", "symbol", "! not first");
+    expect_400 (TEXT, "buy !ES 1", "ticker", "! not first");
+}
+
 Test (alert, client_id_is_bounded_and_printable)
 {
     expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"id\":\"order-17 #a\"}");

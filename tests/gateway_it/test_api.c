@@ -10,13 +10,17 @@
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "common/pg.h"
+#include "common/redis.h"
 #include "gateway/apikeys.h"
+
+#include <jansson.h>
 
 ReportHook (PRE_ALL) (struct criterion_test_set *set)
 {
@@ -301,6 +305,120 @@ Test (api, positions_and_fills_are_listed)
     it_resp_free (&r);
 }
 
+//  The item of a positions page with this symbol, or NULL.
+static json_t *
+s_position (json_t *page, const char *symbol)
+{
+    json_t *items = json_object_get (page, "items");
+    for (size_t i = 0; i < json_array_size (items); i++) {
+        json_t *it = json_array_get (items, i);
+        if (strcmp (json_string_value (json_object_get (it, "symbol")), symbol) == 0)
+            return it;
+    }
+    return NULL;
+}
+
+static void
+s_expect_number (json_t *pos, const char *key, double want)
+{
+    json_t *v = json_object_get (pos, key);
+    cr_assert (json_is_number (v), "%s is not a number", key);
+    cr_assert (fabs (json_number_value (v) - want) < 1e-9, "%s = %.17g, want %.17g", key,
+               json_number_value (v), want);
+}
+
+Test (api, positions_are_valued_at_the_latest_price)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    //  Symbols of this run only: Redis is shared with other suites.
+    unsigned long u = s_unique () % 100000000UL;
+    char lng[32], sht[32], flat[32], none[32], lng_key[48], sht_key[48];
+    snprintf (lng, sizeof lng, "L%lu1!", u);            //  a continuous future, long
+    snprintf (sht, sizeof sht, "S%luUSDT", u);          //  short
+    snprintf (flat, sizeof flat, "F%luUSDT", u);        //  flat, no price
+    snprintf (none, sizeof none, "N%luUSDT", u);        //  open, no price
+    snprintf (lng_key, sizeof lng_key, "fks:price:%s", lng);
+    snprintf (sht_key, sizeof sht_key, "fks:price:%s", sht);
+    const char *p[] = { lng, sht, flat, none };
+    PQclear (it_sql (ctx, "INSERT INTO positions (symbol, qty, avg_price, realized_pnl) VALUES"
+                          " ($1, 2, 5000.25, 7), ($2, -0.1, 42100.3, 0), ($3, 0, 0, -3),"
+                          " ($4, 1, 10, 0)", 4, p));
+    //  The hashes as workers/prices.c writes them: price as %.17g, ts in Unix ms.
+    fks_redis_err_t rerr;
+    fks_redis_t *redis = fks_redis_new (ctx->redis_url, 1000, 2000, &rerr);
+    cr_assert_not_null (redis, "%s", rerr.msg);
+    redisReply *rr = fks_redis_command (redis, &rerr, "HSET %s price %s ts %s", lng_key,
+                                        "5010.5", "1700000000123");
+    cr_assert_not_null (rr, "%s", rerr.msg);
+    freeReplyObject (rr);
+    rr = fks_redis_command (redis, &rerr, "HSET %s price %s ts %s", sht_key,
+                            "42000.099999999999", "1700000060000");
+    cr_assert_not_null (rr, "%s", rerr.msg);
+    freeReplyObject (rr);
+
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/positions", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    json_error_t jerr;
+    json_t *page = json_loads (r.body, 0, &jerr);
+    cr_assert_not_null (page, "not JSON (%s): %s", jerr.text, r.body);
+
+    json_t *pos = s_position (page, lng);
+    cr_assert_not_null (pos, "no %s in %s", lng, r.body);
+    s_expect_number (pos, "qty", 2);
+    s_expect_number (pos, "avg_price", 5000.25);
+    s_expect_number (pos, "realized_pnl", 7);
+    s_expect_number (pos, "mark_price", 5010.5);
+    s_expect_number (pos, "unrealized_pnl", 20.5);      //  (5010.5 - 5000.25) * 2
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_time")),
+                      "2023-11-14T22:13:20.123Z");
+
+    pos = s_position (page, sht);
+    cr_assert_not_null (pos, "no %s in %s", sht, r.body);
+    s_expect_number (pos, "mark_price", 42000.1);
+    //  A short gains when the price falls: (42000.1 - 42100.3) * -0.1 = 10.02, shown exactly.
+    s_expect_number (pos, "unrealized_pnl", 10.02);
+    cr_assert (strstr (r.body, "\"unrealized_pnl\" : 10.02}"), "%s", r.body);
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_time")),
+                      "2023-11-14T22:14:20.000Z");
+
+    pos = s_position (page, flat);
+    cr_assert_not_null (pos, "no %s in %s", flat, r.body);
+    s_expect_number (pos, "unrealized_pnl", 0);
+    cr_assert (json_is_null (json_object_get (pos, "mark_price")), "%s", r.body);
+
+    pos = s_position (page, none);
+    cr_assert_not_null (pos, "no %s in %s", none, r.body);
+    cr_assert (json_is_null (json_object_get (pos, "unrealized_pnl")), "%s", r.body);
+    cr_assert (json_is_null (json_object_get (pos, "mark_price")), "%s", r.body);
+    cr_assert (json_is_null (json_object_get (pos, "mark_time")), "%s", r.body);
+    json_decref (page);
+    it_resp_free (&r);
+
+    //  The price moves: the next read values the position at the new price.
+    rr = fks_redis_command (redis, &rerr, "HSET %s price %s ts %s", lng_key, "4990.25",
+                            "1700000120000");
+    cr_assert_not_null (rr, "%s", rerr.msg);
+    freeReplyObject (rr);
+    char path[96];
+    snprintf (path, sizeof path, "/api/v1/positions?symbol=L%lu1%%21", u);   //  '!' encoded
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    page = json_loads (r.body, 0, &jerr);
+    cr_assert_not_null (page, "not JSON: %s", r.body);
+    cr_assert_eq (json_array_size (json_object_get (page, "items")), 1, "%s", r.body);
+    pos = s_position (page, lng);
+    cr_assert_not_null (pos, "%s", r.body);
+    s_expect_number (pos, "unrealized_pnl", -20);       //  (4990.25 - 5000.25) * 2
+    json_decref (page);
+    it_resp_free (&r);
+
+    const char *keys[] = { "DEL", lng_key, sht_key };
+    rr = fks_redis_command_argv (redis, 3, keys, NULL, &rerr);
+    freeReplyObject (rr);
+    fks_redis_destroy (&redis);
+}
+
 Test (api, the_event_feed_resumes_after_a_seq_without_repeating)
 {
     const it_ctx_t *ctx = it_ctx ();
@@ -357,6 +475,23 @@ Test (api, a_manual_order_goes_to_the_outbox_once_per_idempotency_key)
                                     " AND corr = $1::uuid", id), 1);
 }
 
+Test (api, a_manual_order_for_a_continuous_future_is_accepted)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    it_resp_t r;
+    s_req (ctx, "POST", "/api/v1/orders", IT_ADMIN_KEY,
+           "{\"symbol\":\"ES1!\",\"side\":\"buy\",\"qty\":1}", &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    char id[64];
+    cr_assert (it_json_str (r.body, "id", id, sizeof id), "%s", r.body);
+    it_resp_free (&r);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type = 'order.requested'"
+                                    " AND corr = $1::uuid", id), 1);
+    s_req (ctx, "GET", "/api/v1/orders?symbol=ES1%21", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "a '!' in the symbol filter: %ld %s", r.status, r.body);
+    it_resp_free (&r);
+}
+
 Test (api, a_bad_manual_order_is_400_naming_the_field)
 {
     const it_ctx_t *ctx = it_ctx ();
@@ -364,6 +499,7 @@ Test (api, a_bad_manual_order_is_400_naming_the_field)
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":-1}", "qty" },
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"hold\",\"qty\":1}", "side" },
         { "{\"symbol\":\"BTC USDT\",\"side\":\"buy\",\"qty\":1}", "symbol" },
+        { "{\"symbol\":\"!ES\",\"side\":\"buy\",\"qty\":1}", "symbol" },
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":1}", "limit_price" },
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":\"1\"}", "qty" },
         { "[1]", "body" },

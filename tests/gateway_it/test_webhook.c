@@ -573,8 +573,10 @@ Test (webhook, database_down_is_503_promptly)
 {
     const it_ctx_t *ctx = it_ctx ();
     char pg[128], log_path[128];
+    int nobody = fks_test_free_port ();                 //  nothing listens there
+    cr_assert_gt (nobody, 0);
     snprintf (pg, sizeof pg, "FKS_PG_URL=postgresql://postgres@127.0.0.1:%d/none?connect_timeout=2",
-              it_free_port ());
+              nobody);
     snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-down.log", (int) getpid ());
     const char *env[] = { pg, NULL };
     int port = 0;
@@ -609,8 +611,10 @@ Test (webhook, bus_down_still_accepts)
 {
     const it_ctx_t *ctx = it_ctx ();
     char bus[96], stream[96], log_path[128];
-    snprintf (bus, sizeof bus, "FKS_BUS_URL=tcp://127.0.0.1:%d", it_free_port ());
-    snprintf (stream, sizeof stream, "FKS_BUS_STREAM_URL=tcp://127.0.0.1:%d", it_free_port ());
+    int bus_port = fks_test_free_port (), stream_port = fks_test_free_port ();
+    cr_assert (bus_port > 0 && stream_port > 0);
+    snprintf (bus, sizeof bus, "FKS_BUS_URL=tcp://127.0.0.1:%d", bus_port);
+    snprintf (stream, sizeof stream, "FKS_BUS_STREAM_URL=tcp://127.0.0.1:%d", stream_port);
     snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-nobus.log", (int) getpid ());
     const char *env[] = { bus, stream, NULL };
     int port = 0;

@@ -59,12 +59,39 @@ Test (symbol, bad_symbols_are_refused_with_a_reason)
     char out[FKS_SYMBOL_MAX], why[160];
     cr_assert_eq (fks_symbol_normalize ("BTC USDT", out, why, sizeof why), -1);
     cr_assert (strstr (why, "not a letter"), "%s", why);
+    cr_assert_eq (fks_symbol_normalize ("ES1?", out, why, sizeof why), -1);
+    cr_assert (strstr (why, "'.' or '!'"), "%s", why);
     cr_assert_eq (fks_symbol_normalize ("BINANCE:", out, why, sizeof why), -1);
     cr_assert_eq (fks_symbol_normalize ("", out, why, sizeof why), -1);
     cr_assert_eq (fks_symbol_normalize ("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", out, why,
                                         sizeof why), -1);
     cr_assert (strstr (why, "longer"), "%s", why);
     cr_assert_str_eq (out, "");
+}
+
+Test (symbol, tradingview_continuous_futures_keep_their_bang)
+{
+    const char *forms[][2] = { { "ES1!", "ES1!" }, { "CME_MINI:ES1!", "ES1!" },
+                               { "cme_mini:nq1!", "NQ1!" }, { "NYMEX:CL2!", "CL2!" },
+                               { "1ES!", "1ES!" } };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        char out[FKS_SYMBOL_MAX], why[160] = "";
+        cr_assert_eq (fks_symbol_normalize (forms[i][0], out, why, sizeof why), 0, "%s: %s",
+                      forms[i][0], why);
+        cr_assert_str_eq (out, forms[i][1], "%s", forms[i][0]);
+    }
+}
+
+Test (symbol, a_bang_never_starts_the_instrument)
+{
+    const char *bad[] = { "!ES", "CME_MINI:!ES", "!", "/!ES1", "-!" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char out[FKS_SYMBOL_MAX] = "x", why[160] = "";
+        cr_assert_eq (fks_symbol_normalize (bad[i], out, why, sizeof why), -1, "%s became %s",
+                      bad[i], out);
+        cr_assert (strstr (why, "no instrument name"), "%s: %s", bad[i], why);
+        cr_assert_str_eq (out, "");
+    }
 }
 
 Test (decide, buy_with_quantity_is_a_market_buy)

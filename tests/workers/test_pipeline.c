@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "common/redis.h"
 #include "tests/workers/harness.h"
 
 #define REDIS_DB 13
@@ -171,6 +172,55 @@ Test (pipeline, manual_order_and_cancel_from_the_rest_api_take_the_same_path,
 
 //  --------------------------------------------------------------------------
 //  Alerts published as the gateway would (the workers' own behaviour)
+
+//  TradingView's continuous futures: CME_MINI:ES1! is ordered, filled and held as ES1!, and the
+//  REST API values the position at the latest price.
+Test (pipeline, a_continuous_futures_alert_is_ordered_and_its_position_valued,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .gateway = true,
+                         .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+
+    char *body = NULL;
+    int st = h_http ("POST", s.gateway_port, "/webhook?token=" H_WEBHOOK_SECRET, NULL,
+                     "text/plain", "buy CME_MINI:ES1! 2 @5000.25", &body);
+    cr_assert_eq (st, 202, "gateway answered %d: %s", st, body);
+    char *idp = strstr (body, "\"id\":\"");
+    cr_assert (idp, "%s", body);
+    fks_id_t alert;
+    cr_assert_eq (fks_id_parse (idp + 6, 36, &alert), 0);
+    free (body);
+
+    s_wait_status (&alert, "filled");
+    char id[FKS_ID_STR_SIZE], q[512];
+    fks_id_format (&alert, id);
+    s_q (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND symbol = 'ES1!'", id);
+    cr_assert_eq (h_sql_int (q), 1);
+    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s' AND status = 'filled'"
+         " AND symbol = 'ES1!' AND side = 'buy' AND qty = 2", id);
+    cr_assert_eq (h_sql_int (q), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE symbol = 'ES1!'"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'ES1!'"
+                             " AND qty = 2 AND avg_price = 5000.25"), 1);
+
+    //  A newer price, as the data worker records it: the position shows its unrealised PnL.
+    fks_redis_err_t err;
+    fks_redis_t *r = fks_redis_new (strchr (s.redis_env, '=') + 1, 1000, 2000, &err);   //  the stack's
+    cr_assert_not_null (r, "%s", err.msg);
+    redisReply *rep = fks_redis_command (r, &err, "HSET fks:price:ES1! price 5010.5 ts %lld",
+                                         (long long) fks_now_ms ());
+    cr_assert_not_null (rep, "%s", err.msg);
+    freeReplyObject (rep);
+    fks_redis_destroy (&r);
+    st = h_http ("GET", s.gateway_port, "/api/v1/positions?symbol=ES1%21", H_ADMIN_KEY, NULL,
+                 NULL, &body);
+    cr_assert_eq (st, 200, "%s", body);
+    cr_assert (strstr (body, "\"symbol\" : \"ES1!\""), "%s", body);
+    cr_assert (strstr (body, "\"mark_price\" : 5010.5"), "%s", body);
+    cr_assert (strstr (body, "\"unrealized_pnl\" : 20.5"), "(5010.5 - 5000.25) * 2: %s", body);
+    free (body);
+}
 
 Test (pipeline, close_and_flat_exit_the_open_position, .fini = s_teardown, .timeout = 90)
 {
