@@ -430,6 +430,25 @@ s_open (fks_pg_t *self, fks_pg_err_t *err)
     }
     self->goodbye = false;
     PQsetNoticeReceiver (self->conn, s_notice_receiver, self);
+    //  Every execution of a prepared statement gets a plan for its own parameters. After five
+    //  executions PostgreSQL would otherwise settle on one generic plan (it assumes a 10-row
+    //  unnest, so a batch of 64 looks cheaper generic) and keep it until the table is next
+    //  analyzed; made while a table is small (a fresh install, the first minute after a
+    //  deploy), that plan joins a batch against a sequential scan and goes on reading the
+    //  whole table for every batch as it grows. FKS's hot statements carry a
+    //  whole batch each, so planning them every time costs a few microseconds per row; the
+    //  list queries with optional filters get better plans too.
+    PGresult *set = PQexec (self->conn, "SET plan_cache_mode = force_custom_plan");
+    if (!set || PQresultStatus (set) != PGRES_COMMAND_OK) {
+        fks_pg_err_t tmp;
+        s_set_err_from (self, set, &tmp);
+        s_set_err (err, tmp.sqlstate, tmp.conn_lost, "cannot set plan_cache_mode: %s", tmp.msg);
+        PQclear (set);
+        PQfinish (self->conn);
+        self->conn = NULL;
+        return -1;
+    }
+    PQclear (set);
     for (size_t i = 0; i < self->n_stmts; i++) {
         const fks_pg_stmt_t *s = &self->stmts[i];
         PGresult *res = PQprepare (self->conn, s->name, s->sql, s->n_params, NULL);
