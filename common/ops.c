@@ -107,10 +107,24 @@ fks_ops_destroy (fks_ops_t **self_p)
 //  --------------------------------------------------------------------------
 //  Answers
 
-static int
-s_reply (struct mg_connection *conn, int status, const char *content_type, const char *allow,
-         const char *body, size_t len, bool head_only)
+//  Paths and codes are a short fixed list, so the counter's series stay few.
+static void
+s_count (fks_ops_t *self, s_path_t path, int status)
 {
+    char code[8];
+    snprintf (code, sizeof code, "%d", status);
+    const char *values[2] = { s_paths[path], code };
+    fks_metric_inc (fks_metric_get (self->requests, values));
+}
+
+//  Counts the answer, then sends it: counted first, so that a client that has its answer
+//  finds it in fks_http_requests_total.
+static int
+s_reply (const s_route_t *route, struct mg_connection *conn, int status,
+         const char *content_type, const char *allow, const char *body, size_t len,
+         bool head_only)
+{
+    s_count (route->ops, route->path, status);
     char length[24];
     snprintf (length, sizeof length, "%zu", len);
     mg_response_header_start (conn, status);
@@ -126,8 +140,9 @@ s_reply (struct mg_connection *conn, int status, const char *content_type, const
 }
 
 static int
-s_ready (fks_ops_t *self, struct mg_connection *conn, bool head_only)
+s_ready (const s_route_t *route, struct mg_connection *conn, bool head_only)
 {
+    fks_ops_t *self = route->ops;
     char why[S_WHY_MAX] = "";
     int rc = self->ready ? self->ready (self->arg, why, sizeof why) : 0;
     why[sizeof why - 1] = '\0';
@@ -137,7 +152,8 @@ s_ready (fks_ops_t *self, struct mg_connection *conn, bool head_only)
         if (before == 0)
             fks_info ("ops: ready again");
         static const char body[] = "{\"status\":\"ready\"}";
-        return s_reply (conn, 200, "application/json", NULL, body, sizeof body - 1, head_only);
+        return s_reply (route, conn, 200, "application/json", NULL, body, sizeof body - 1,
+                        head_only);
     }
     if (!*why)
         snprintf (why, sizeof why, "readiness check failed");
@@ -150,32 +166,23 @@ s_ready (fks_ops_t *self, struct mg_connection *conn, bool head_only)
     fks_json_escape (escaped, sizeof escaped, why, strlen (why));
     char body[sizeof escaped + 64];
     int n = snprintf (body, sizeof body, "{\"status\":\"not_ready\",\"reason\":\"%s\"}", escaped);
-    return s_reply (conn, 503, "application/json", NULL, body, (size_t) n, head_only);
+    return s_reply (route, conn, 503, "application/json", NULL, body, (size_t) n, head_only);
 }
 
 static int
-s_metrics (fks_ops_t *self, struct mg_connection *conn, bool head_only)
+s_metrics (const s_route_t *route, struct mg_connection *conn, bool head_only)
 {
+    fks_ops_t *self = route->ops;
     size_t len = 0;
     char *text = fks_metrics_render (self->metrics, &len);
     if (!text) {
         static const char body[] = "metrics could not be rendered (out of memory)\n";
-        return s_reply (conn, 500, "text/plain; charset=utf-8", NULL, body, sizeof body - 1,
-                        head_only);
+        return s_reply (route, conn, 500, "text/plain; charset=utf-8", NULL, body,
+                        sizeof body - 1, head_only);
     }
-    int status = s_reply (conn, 200, S_METRICS_TYPE, NULL, text, len, head_only);
+    int status = s_reply (route, conn, 200, S_METRICS_TYPE, NULL, text, len, head_only);
     free (text);
     return status;
-}
-
-//  Paths and codes are a short fixed list, so the counter's series stay few.
-static void
-s_count (fks_ops_t *self, s_path_t path, int status)
-{
-    char code[8];
-    snprintf (code, sizeof code, "%d", status);
-    const char *values[2] = { s_paths[path], code };
-    fks_metric_inc (fks_metric_get (self->requests, values));
 }
 
 static int
@@ -193,17 +200,16 @@ s_handle (struct mg_connection *conn, void *cbdata)
     if (!head_only && strcmp (method, "GET") != 0) {
         static const char body[] = "{\"error\":{\"code\":\"method_not_allowed\","
                                    "\"message\":\"use GET or HEAD\"}}";
-        status = s_reply (conn, 405, "application/json", "GET, HEAD", body, sizeof body - 1,
-                          false);
+        status = s_reply (route, conn, 405, "application/json", "GET, HEAD", body,
+                          sizeof body - 1, false);
     }
     else if (route->path == S_HEALTH)
-        status = s_reply (conn, 200, "application/json", NULL, self->health, self->health_len,
-                          head_only);
+        status = s_reply (route, conn, 200, "application/json", NULL, self->health,
+                          self->health_len, head_only);
     else if (route->path == S_READY)
-        status = s_ready (self, conn, head_only);
+        status = s_ready (route, conn, head_only);
     else
-        status = s_metrics (self, conn, head_only);
-    s_count (self, route->path, status);
+        status = s_metrics (route, conn, head_only);
     return status;
 }
 
