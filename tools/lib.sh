@@ -55,11 +55,15 @@ fks_port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# fks_free_port : prints a free loopback port in 20000-59999.
+# fks_free_port : prints a free loopback port in 20000-31999, below the kernel's ephemeral
+# range (read from /proc when it starts lower), where no outgoing connection can take the
+# port between this check and the server's bind (tests/lib/ports.c uses the same range).
 fks_free_port() {
-  local p i
+  local p i low=32768 high=32000
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  [ "$low" -gt 20100 ] && [ "$low" -lt "$high" ] && high=$low
   for i in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % (high - 20000) ))
     if fks_port_free "$p"; then echo "$p"; return 0; fi
   done
   fks_die "no free port found"
