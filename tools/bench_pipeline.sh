@@ -148,6 +148,34 @@ drain() {
   awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'
 }
 
+# cpu_snapshot : "name ticks" per process of this run (utime + stime from /proc), the
+# PostgreSQL postmaster and its backends summed as "postgres". Processes that exit between two
+# snapshots (wrk, psql) are not counted.
+cpu_snapshot() {
+  local pm f pid name
+  pm=$(head -n 1 "$TMP/pg/data/postmaster.pid" 2>/dev/null)
+  declare -A who=()
+  for f in "$TMP"/pids/*.pid; do who[$(cat "$f")]=$(basename "$f" .pid); done
+  who[$(cat "$TMP/redis/redis.pid" 2>/dev/null || echo 0)]=redis
+  for f in /proc/[0-9]*/stat; do
+    pid=${f#/proc/}; pid=${pid%/stat}
+    read -r line <"$f" 2>/dev/null || continue
+    # fields after the command name: state ppid ... utime (12th) stime (13th)
+    set -- ${line##*) }
+    name=${who[$pid]:-}
+    if [ "$pid" = "$pm" ] || [ "$2" = "$pm" ]; then name=postgres; fi
+    [ -n "$name" ] && echo "$name $(( ${12} + ${13} ))"
+  done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}' | sort
+}
+
+# cpu_report BEFORE AFTER ALERTS : CPU per alert and process between two snapshots.
+cpu_report() {
+  join <(echo "$1") <(echo "$2") | awk -v n="$3" -v hz="$(getconf CLK_TCK)" '
+    { d = ($3 - $2) / hz; tot += d; line[NR] = sprintf ("%s %.3f", $1, 1000 * d / n) }
+    END { for (i = 1; i <= NR; i++) printf "%s ms, ", line[i];
+          printf "total %.3f ms", 1000 * tot / n }'
+}
+
 fks_say "warming up ..."
 run 500 3 >/dev/null
 drain 120 >/dev/null
@@ -155,8 +183,12 @@ drain 120 >/dev/null
 # 1. Latency at a fixed rate.
 fks_say "latency at $LAT_RATE alerts/s for ${SECONDS_PER_RUN}s ..."
 mark=$(sql "SELECT coalesce (max (seq), 0) FROM events")
+cpu0=$(cpu_snapshot)
 LAT=$(run "$LAT_RATE" "$SECONDS_PER_RUN")
 LAT_DRAIN=$(drain 120)
+cpu1=$(cpu_snapshot)
+lat_alerts=$(sql "SELECT count(*) FROM events WHERE type = 'webhook.received' AND seq > $mark")
+CPU=$(cpu_report "$cpu0" "$cpu1" "$lat_alerts")
 E2E=$(sql "SELECT count(*), round ((percentile_cont (0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2),
                   round ((percentile_cont (0.99) WITHIN GROUP (ORDER BY ms))::numeric, 2),
                   round (max (ms)::numeric, 2)
@@ -228,6 +260,7 @@ Latency at $LAT_RATE alerts/s for ${SECONDS_PER_RUN}s (accepted ${lat_acc}/s, no
 accept (HTTP) p50 $lat_a50, p99 $lat_a99; accept -> order.filled over $lat_n alerts:
 p50 ${lat_p50} ms, p99 ${lat_p99} ms, max ${lat_max} ms; drained ${LAT_DRAIN}s after the run.
 By stage: ${STAGES}.
+CPU per alert in that run (wrk not counted): ${CPU}.
 
 | offered alerts/s | accepted/s | filled/s during the run | backlog at the end | drain (s) | HTTP p99 | sustained |
 | ---: | ---: | ---: | ---: | ---: | ---: | --- |
