@@ -9,6 +9,7 @@ does. Standard library only; PostgreSQL through the psql client.
 """
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -37,10 +38,34 @@ class Missing(Exception):
     """A service or program the test needs is not there (the test fails with this text)."""
 
 
+_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, in 20000-31999: below the kernel's ephemeral range,
+    so no outgoing connection can take it between this check and the program's bind (binding
+    port 0 hands out ephemeral ports). Never the same port twice in one process; the same
+    range as tests/lib/ports.c and tools/lib.sh."""
+    high = 32000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+        if 20100 < low < high:
+            high = low
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(2000):
+        port = random.randrange(20000, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in 20000-{high - 1}")
 
 
 def find_program(build, name):

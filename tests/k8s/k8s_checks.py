@@ -29,6 +29,10 @@ import time
 
 import yaml
 
+sys.dont_write_bytecode = True          # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fkslocal import free_port  # noqa: E402
+
 OVERLAYS = ["dev", "prod", "keda"]
 results = []
 
@@ -388,7 +392,6 @@ def check_alertmanager_live(am_dir, text):
     URL files pointing at a local sink, and checks what each receiver gets. Only the waiting
     times are shortened (group_wait / group_interval) so the test takes seconds."""
     import http.server
-    import socket
     import threading
     import urllib.request
 
@@ -411,9 +414,7 @@ def check_alertmanager_live(am_dir, text):
 
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        port = so.getsockname()[1]
+    port = free_port()
     secrets = os.path.join(am_dir, "secrets")
     os.makedirs(secrets, exist_ok=True)
     for r in ("critical", "warning", "info"):
