@@ -836,9 +836,13 @@ s_tag_entry (fks_broker_t *self, uint32_t ri, uint64_t tag)
     return idx;
 }
 
-int
-fks_broker_ack (fks_broker_t *self, const uint8_t *rid, size_t rid_len,
-                const uint64_t *tags, size_t n, int64_t now)
+typedef enum { S_ACK, S_RELEASE, S_TOUCH } s_tag_op_t;
+
+//  Applies op to each of a replica's tags that is still in flight there (others are stale and
+//  counted). Returns the number of tags accepted, or -1 when the replica is unknown.
+static int
+s_tags_apply (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const uint64_t *tags,
+              size_t n, int64_t now, s_tag_op_t op)
 {
     uint32_t ri = s_replica_find (self, rid, rid_len);
     if (ri == NIL)
@@ -847,73 +851,61 @@ fks_broker_ack (fks_broker_t *self, const uint8_t *rid, size_t rid_len,
     s_group_t *g = &self->groups[r->group];
     r->last_heard = now;
     int accepted = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t idx = s_tag_entry (self, ri, tags[i]);
+    for (size_t k = 0; k < n; k++) {
+        //  Tags come in delivery order; released ones are pushed to the head of the queue one
+        //  by one, so they are taken from the last to keep that order.
+        uint64_t tag = op == S_RELEASE ? tags[n - 1 - k] : tags[k];
+        uint32_t idx = s_tag_entry (self, ri, tag);
         if (idx == NIL) {
             self->stats.stale++;
             continue;
         }
-        s_list_remove (self, &g->inflight, idx);
-        r->inflight--;
-        self->in_flight--;
-        g->stats.acks++;
-        s_entry_finish (self, idx);
+        switch (op) {
+            case S_ACK:
+                s_list_remove (self, &g->inflight, idx);
+                r->inflight--;
+                self->in_flight--;
+                g->stats.acks++;
+                s_entry_finish (self, idx);
+                break;
+            case S_RELEASE:
+                s_entry (self, idx)->attempts--;
+                s_take_back (self, idx, true, "released");
+                g->stats.released++;
+                break;
+            case S_TOUCH:
+                s_list_remove (self, &g->inflight, idx);
+                s_entry (self, idx)->deadline = now + self->cfg.ack_deadline_ms;
+                s_list_push_back (self, &g->inflight, idx);
+                break;
+        }
         accepted++;
     }
-    s_ready_add (self, ri);
+    //  An ack or a release frees credit; a touch does not.
+    if (op != S_TOUCH)
+        s_ready_add (self, ri);
     return accepted;
+}
+
+int
+fks_broker_ack (fks_broker_t *self, const uint8_t *rid, size_t rid_len,
+                const uint64_t *tags, size_t n, int64_t now)
+{
+    return s_tags_apply (self, rid, rid_len, tags, n, now, S_ACK);
 }
 
 int
 fks_broker_release (fks_broker_t *self, const uint8_t *rid, size_t rid_len,
                     const uint64_t *tags, size_t n, int64_t now)
 {
-    uint32_t ri = s_replica_find (self, rid, rid_len);
-    if (ri == NIL)
-        return -1;
-    s_replica_t *r = &self->replicas[ri];
-    s_group_t *g = &self->groups[r->group];
-    r->last_heard = now;
-    int accepted = 0;
-    //  Tags come in delivery order; pushing each to the head from the last one keeps it.
-    for (size_t i = n; i-- > 0; ) {
-        uint32_t idx = s_tag_entry (self, ri, tags[i]);
-        if (idx == NIL) {
-            self->stats.stale++;
-            continue;
-        }
-        s_entry (self, idx)->attempts--;
-        s_take_back (self, idx, true, "released");
-        g->stats.released++;
-        accepted++;
-    }
-    s_ready_add (self, ri);
-    return accepted;
+    return s_tags_apply (self, rid, rid_len, tags, n, now, S_RELEASE);
 }
 
 int
 fks_broker_touch (fks_broker_t *self, const uint8_t *rid, size_t rid_len,
                   const uint64_t *tags, size_t n, int64_t now)
 {
-    uint32_t ri = s_replica_find (self, rid, rid_len);
-    if (ri == NIL)
-        return -1;
-    s_replica_t *r = &self->replicas[ri];
-    s_group_t *g = &self->groups[r->group];
-    r->last_heard = now;
-    int accepted = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t idx = s_tag_entry (self, ri, tags[i]);
-        if (idx == NIL) {
-            self->stats.stale++;
-            continue;
-        }
-        s_list_remove (self, &g->inflight, idx);
-        s_entry (self, idx)->deadline = now + self->cfg.ack_deadline_ms;
-        s_list_push_back (self, &g->inflight, idx);
-        accepted++;
-    }
-    return accepted;
+    return s_tags_apply (self, rid, rid_len, tags, n, now, S_TOUCH);
 }
 
 int
