@@ -173,3 +173,35 @@ fks_http_resp_free (fks_http_resp_t *resp)
     resp->body = NULL;
     resp->len = 0;
 }
+
+fks_http_endpoint_t *
+fks_http_endpoint_new (const char *base_url, const fks_http_opts_t *http)
+{
+    if (!base_url || (strncmp (base_url, "http://", 7) != 0
+                      && strncmp (base_url, "https://", 8) != 0) || strlen (base_url) > 512)
+        return NULL;
+    fks_http_endpoint_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->base = strdup (base_url);
+    if (!self->base) {
+        free (self);
+        return NULL;
+    }
+    size_t n = strlen (self->base);
+    while (n > 0 && self->base[n - 1] == '/')
+        self->base[--n] = '\0';
+    if (http)
+        self->http = *http;
+    return self;
+}
+
+void
+fks_http_endpoint_destroy (void *endpoint)
+{
+    fks_http_endpoint_t *self = endpoint;
+    if (self) {
+        free (self->base);
+        free (self);
+    }
+}

@@ -41,6 +41,20 @@ int fks_http_get (const char *url, const fks_http_opts_t *opts, fks_http_resp_t 
 
 void fks_http_resp_free (fks_http_resp_t *resp);
 
+/*  Where an adapter sends its requests: a base URL and the request options. */
+typedef struct {
+    char *base;                 /* http:// or https://, no trailing '/' */
+    fks_http_opts_t http;
+} fks_http_endpoint_t;
+
+/*  A new endpoint for base_url (http:// or https://, at most 512 bytes; trailing '/' are
+ *  dropped) with a copy of http (NULL: defaults). NULL when base_url is invalid or memory
+ *  runs out. */
+fks_http_endpoint_t *fks_http_endpoint_new (const char *base_url, const fks_http_opts_t *http);
+
+/*  Frees an endpoint; takes a void pointer so that it can be an adapter's destroy. NULL-safe. */
+void fks_http_endpoint_destroy (void *endpoint);
+
 /*  Reads a Retry-After value: whole seconds (at most a day) or an HTTP date, relative to
  *  now_s. Returns milliseconds (0 for a date in the past), or -1 when it does not parse. */
 int64_t fks_http_retry_after (const char *value, int64_t now_s);

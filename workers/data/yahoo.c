@@ -29,11 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    char *base;
-    fks_http_opts_t http;
-} s_yahoo_t;
-
 const char *
 fks_yahoo_interval (const char *interval)
 {
@@ -184,7 +179,7 @@ s_error_text (const char *body, size_t len, char *out, size_t cap)
 static int
 s_fetch (void *impl, const fks_fetch_req_t *req, fks_bars_t *out, fks_fetch_err_t *err)
 {
-    s_yahoo_t *self = impl;
+    fks_http_endpoint_t *self = impl;
     const char *iv = fks_yahoo_interval (req->interval);
     if (!iv || strlen (req->raw_symbol) >= FKS_RAW_SYMBOL_MAX) {
         snprintf (err->msg, sizeof err->msg, "%s", iv ? "symbol too long"
@@ -242,42 +237,17 @@ s_supports (void *impl, const char *interval)
     return fks_yahoo_interval (interval) != NULL;
 }
 
-static void
-s_destroy (void *impl)
-{
-    s_yahoo_t *self = impl;
-    if (self) {
-        free (self->base);
-        free (self);
-    }
-}
-
 static const fks_adapter_ops_t s_ops = {
     .name = "yahoo",
     .history = false,
     .fetch = s_fetch,
     .supports = s_supports,
-    .destroy = s_destroy,
+    .destroy = fks_http_endpoint_destroy,
 };
 
 fks_adapter_t *
 fks_adapter_yahoo_new (const char *base_url, const fks_http_opts_t *http)
 {
-    if (!base_url || (strncmp (base_url, "http://", 7) != 0
-                      && strncmp (base_url, "https://", 8) != 0) || strlen (base_url) > 512)
-        return NULL;
-    s_yahoo_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return NULL;
-    self->base = strdup (base_url);
-    if (!self->base) {
-        free (self);
-        return NULL;
-    }
-    size_t n = strlen (self->base);
-    while (n > 0 && self->base[n - 1] == '/')
-        self->base[--n] = '\0';
-    if (http)
-        self->http = *http;
-    return fks_adapter_new (&s_ops, self);
+    fks_http_endpoint_t *self = fks_http_endpoint_new (base_url, http);
+    return self ? fks_adapter_new (&s_ops, self) : NULL;
 }
