@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/sbuf.h"
+
 struct mg_connection;
 struct mg_context;
 typedef struct fks_bus_client_t fks_bus_client_t;
@@ -127,25 +129,6 @@ const char *fks_http_header (struct mg_connection *conn, const char *name);
 const char *fks_http_path (struct mg_connection *conn);
 const char *fks_http_method (struct mg_connection *conn);
 const char *fks_http_peer (struct mg_connection *conn);
-
-// ---------------------------------------------------------------------------------------------
-//  A growable string for building JSON bodies
-
-typedef struct {
-    char *data;                     /* NUL-terminated while not failed */
-    size_t len, cap;
-    size_t max;                     /* growth limit; 0: 16 MiB */
-    bool failed;                    /* out of memory or over max: the content is incomplete */
-} fks_sbuf_t;
-
-void fks_sbuf_init (fks_sbuf_t *b, size_t max);
-void fks_sbuf_free (fks_sbuf_t *b);
-void fks_sbuf_put (fks_sbuf_t *b, const char *s, size_t n);
-void fks_sbuf_puts (fks_sbuf_t *b, const char *s);
-void fks_sbuf_printf (fks_sbuf_t *b, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
-
-/*  Appends s (n bytes) as a JSON string, quotes included (common/log.h's escaping). */
-void fks_sbuf_json_str (fks_sbuf_t *b, const char *s, size_t n);
 
 // ---------------------------------------------------------------------------------------------
 //  Security events

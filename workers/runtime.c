@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/ops.h"
+#include "common/sbuf.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -106,51 +107,6 @@ static const char *s_sql_events =
     "INSERT INTO events (id, type, corr, cause, src, ts, envelope) "
     "SELECT * FROM unnest ($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], "
     "$6::timestamptz[], $7::bytea[])";
-
-
-//  --------------------------------------------------------------------------
-//  A small growable string, for array parameters
-
-typedef struct {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} s_buf_t;
-
-static void
-s_buf_put (s_buf_t *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc (b->data, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy (b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void
-s_buf_puts (s_buf_t *b, const char *s)
-{
-    s_buf_put (b, s, strlen (s));
-}
-
-static void
-s_buf_free (s_buf_t *b)
-{
-    free (b->data);
-    memset (b, 0, sizeof *b);
-}
 
 
 //  --------------------------------------------------------------------------
@@ -501,49 +457,50 @@ s_insert_events (fks_worker_tx_t *tx, fks_pg_err_t *err)
 {
     if (tx->n_events == 0)
         return 0;
-    s_buf_t a[7];
-    memset (a, 0, sizeof a);
+    fks_sbuf_t a[7];
     static const char hex[] = "0123456789abcdef";
     char id[FKS_ID_STR_SIZE], ts[64];
-    for (int k = 0; k < 7; k++)
-        s_buf_puts (&a[k], "{");
+    for (int k = 0; k < 7; k++) {
+        fks_sbuf_init (&a[k], 0);
+        fks_sbuf_puts (&a[k], "{");
+    }
     for (size_t i = 0; i < tx->n_events; i++) {
         s_event_t *ev = &tx->events[i];
         const char *sep = i ? "," : "";
         for (int k = 0; k < 7; k++)
-            s_buf_puts (&a[k], sep);
-        s_buf_puts (&a[0], fks_worker_uuid (id, &ev->id));
-        s_buf_puts (&a[1], "\"");
-        s_buf_puts (&a[1], ev->type);
-        s_buf_puts (&a[1], "\"");
-        s_buf_puts (&a[2], fks_id_is_nil (&ev->corr) ? "NULL" : fks_worker_uuid (id, &ev->corr));
-        s_buf_puts (&a[3], fks_id_is_nil (&ev->cause) ? "NULL"
+            fks_sbuf_puts (&a[k], sep);
+        fks_sbuf_puts (&a[0], fks_worker_uuid (id, &ev->id));
+        fks_sbuf_puts (&a[1], "\"");
+        fks_sbuf_puts (&a[1], ev->type);
+        fks_sbuf_puts (&a[1], "\"");
+        fks_sbuf_puts (&a[2], fks_id_is_nil (&ev->corr) ? "NULL" : fks_worker_uuid (id, &ev->corr));
+        fks_sbuf_puts (&a[3], fks_id_is_nil (&ev->cause) ? "NULL"
                                                       : fks_worker_uuid (id, &ev->cause));
-        s_buf_puts (&a[4], "\"");
-        s_buf_puts (&a[4], tx->th->w->def->src);
-        s_buf_puts (&a[4], "\"");
+        fks_sbuf_puts (&a[4], "\"");
+        fks_sbuf_puts (&a[4], tx->th->w->def->src);
+        fks_sbuf_puts (&a[4], "\"");
         s_fmt_ts (ts, sizeof ts, ev->ts);
-        s_buf_puts (&a[5], "\"");
-        s_buf_puts (&a[5], ts);
-        s_buf_puts (&a[5], "\"");
+        fks_sbuf_puts (&a[5], "\"");
+        fks_sbuf_puts (&a[5], ts);
+        fks_sbuf_puts (&a[5], "\"");
         //  A bytea element in an array literal: "\\x0a1b..." (the backslash escaped once).
-        s_buf_puts (&a[6], "\"\\\\x");
+        fks_sbuf_puts (&a[6], "\"\\\\x");
         char chunk[512];
         size_t c = 0;
         for (size_t j = 0; j < ev->size; j++) {
             chunk[c++] = hex[ev->data[j] >> 4];
             chunk[c++] = hex[ev->data[j] & 15];
             if (c == sizeof chunk) {
-                s_buf_put (&a[6], chunk, c);
+                fks_sbuf_put (&a[6], chunk, c);
                 c = 0;
             }
         }
-        s_buf_put (&a[6], chunk, c);
-        s_buf_puts (&a[6], "\"");
+        fks_sbuf_put (&a[6], chunk, c);
+        fks_sbuf_puts (&a[6], "\"");
     }
     bool failed = false;
     for (int k = 0; k < 7; k++) {
-        s_buf_puts (&a[k], "}");
+        fks_sbuf_puts (&a[k], "}");
         failed |= a[k].failed;
     }
     int rc = -1;
@@ -563,7 +520,7 @@ s_insert_events (fks_worker_tx_t *tx, fks_pg_err_t *err)
         }
     }
     for (int k = 0; k < 7; k++)
-        s_buf_free (&a[k]);
+        fks_sbuf_free (&a[k]);
     return rc;
 }
 
@@ -571,19 +528,19 @@ s_insert_events (fks_worker_tx_t *tx, fks_pg_err_t *err)
 static int
 s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, fks_pg_err_t *err)
 {
-    s_buf_t ids;
-    memset (&ids, 0, sizeof ids);
+    fks_sbuf_t ids;
+    fks_sbuf_init (&ids, 0);
     char id[FKS_ID_STR_SIZE];
-    s_buf_puts (&ids, "{");
+    fks_sbuf_puts (&ids, "{");
     for (size_t i = 0; i < n; i++) {
         if (i)
-            s_buf_puts (&ids, ",");
-        s_buf_puts (&ids, fks_worker_uuid (id, fks_bus_msg_id (msgs[i])));
+            fks_sbuf_puts (&ids, ",");
+        fks_sbuf_puts (&ids, fks_worker_uuid (id, fks_bus_msg_id (msgs[i])));
         th->fresh[i] = false;
     }
-    s_buf_puts (&ids, "}");
+    fks_sbuf_puts (&ids, "}");
     if (ids.failed) {
-        s_buf_free (&ids);
+        fks_sbuf_free (&ids);
         memset (err, 0, sizeof *err);
         snprintf (err->msg, sizeof err->msg, "out of memory");
         err->conn_lost = true;
@@ -591,7 +548,7 @@ s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, fks_pg_err_t 
     }
     const char *values[2] = { th->w->def->group, ids.data };
     PGresult *r = fks_pg_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err);
-    s_buf_free (&ids);
+    fks_sbuf_free (&ids);
     if (!r)
         return -1;
     int rows = PQntuples (r);

@@ -8,6 +8,7 @@
 #include "workers/data/ingest.h"
 #include "bus/envelope.h"
 #include "common/log.h"
+#include "common/sbuf.h"
 #include "workers/prices.h"
 
 #include <inttypes.h>
@@ -46,48 +47,14 @@ const fks_pg_stmt_t fks_ingest_stmts[] = {
 const size_t fks_ingest_n_stmts = sizeof fks_ingest_stmts / sizeof fks_ingest_stmts[0];
 
 //  --------------------------------------------------------------------------
-//  A growable string for array parameters
-
-typedef struct {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} s_buf_t;
+//  Array parameters
 
 static void
-s_put (s_buf_t *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc (b->data, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->data = p;
-        b->cap = cap;
-    }
-    memcpy (b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void
-s_puts (s_buf_t *b, const char *s)
-{
-    s_put (b, s, strlen (s));
-}
-
-static void
-s_num (s_buf_t *b, double v)
+s_num (fks_sbuf_t *b, double v)
 {
     char t[48];
     snprintf (t, sizeof t, "%.15g", v);
-    s_puts (b, strcmp (t, "-0") ? t : "0");
+    fks_sbuf_puts (b, strcmp (t, "-0") ? t : "0");
 }
 
 //  --------------------------------------------------------------------------
@@ -262,20 +229,21 @@ static int
 s_upsert (fks_pg_t *pg, const char *source, const fks_bar_t *const *u, size_t n, bool *changed,
           fks_pg_err_t *err)
 {
-    s_buf_t a[8];
-    memset (a, 0, sizeof a);
-    for (int k = 0; k < 8; k++)
-        s_puts (&a[k], "{");
+    fks_sbuf_t a[8];
+    for (int k = 0; k < 8; k++) {
+        fks_sbuf_init (&a[k], 0);
+        fks_sbuf_puts (&a[k], "{");
+    }
     for (size_t i = 0; i < n; i++) {
         const fks_bar_t *b = u[i];
         const char *sep = i ? "," : "";
         for (int k = 0; k < 8; k++)
-            s_puts (&a[k], sep);
-        s_puts (&a[0], b->symbol);      //  [A-Z0-9.]: no quoting needed
-        s_puts (&a[1], b->interval);    //  digits and a unit letter
+            fks_sbuf_puts (&a[k], sep);
+        fks_sbuf_puts (&a[0], b->symbol);      //  [A-Z0-9.]: no quoting needed
+        fks_sbuf_puts (&a[1], b->interval);    //  digits and a unit letter
         char t[24];
         snprintf (t, sizeof t, "%" PRId64, b->open_time);
-        s_puts (&a[2], t);
+        fks_sbuf_puts (&a[2], t);
         s_num (&a[3], b->open);
         s_num (&a[4], b->high);
         s_num (&a[5], b->low);
@@ -284,7 +252,7 @@ s_upsert (fks_pg_t *pg, const char *source, const fks_bar_t *const *u, size_t n,
     }
     bool failed = false;
     for (int k = 0; k < 8; k++) {
-        s_puts (&a[k], "}");
+        fks_sbuf_puts (&a[k], "}");
         failed |= a[k].failed;
     }
     int rc = -1;
@@ -330,22 +298,23 @@ s_insert_events (fks_pg_t *pg, const s_events_t *e, fks_pg_err_t *err)
 {
     if (e->n == 0)
         return 0;
-    s_buf_t a[4];
-    memset (a, 0, sizeof a);
+    fks_sbuf_t a[4];
     static const char hex[] = "0123456789abcdef";
-    for (int k = 0; k < 4; k++)
-        s_puts (&a[k], "{");
+    for (int k = 0; k < 4; k++) {
+        fks_sbuf_init (&a[k], 0);
+        fks_sbuf_puts (&a[k], "{");
+    }
     for (size_t i = 0; i < e->n; i++) {
         const s_event_t *ev = &e->v[i];
         const char *sep = i ? "," : "";
         for (int k = 0; k < 4; k++)
-            s_puts (&a[k], sep);
+            fks_sbuf_puts (&a[k], sep);
         char id[FKS_ID_STR_SIZE], ns[24];
         fks_id_format (&ev->id, id);
-        s_puts (&a[0], id);
-        s_puts (&a[1], ev->type);
+        fks_sbuf_puts (&a[0], id);
+        fks_sbuf_puts (&a[1], ev->type);
         snprintf (ns, sizeof ns, "%" PRId64, ev->ns);
-        s_puts (&a[2], ns);
+        fks_sbuf_puts (&a[2], ns);
         char chunk[512];
         size_t c = 0;
         for (size_t j = 0; j < ev->env.size; j++) {
@@ -353,15 +322,15 @@ s_insert_events (fks_pg_t *pg, const s_events_t *e, fks_pg_err_t *err)
             chunk[c++] = hex[byte >> 4];
             chunk[c++] = hex[byte & 15];
             if (c == sizeof chunk) {
-                s_put (&a[3], chunk, c);
+                fks_sbuf_put (&a[3], chunk, c);
                 c = 0;
             }
         }
-        s_put (&a[3], chunk, c);
+        fks_sbuf_put (&a[3], chunk, c);
     }
     bool failed = false;
     for (int k = 0; k < 4; k++) {
-        s_puts (&a[k], "}");
+        fks_sbuf_puts (&a[k], "}");
         failed |= a[k].failed;
     }
     int rc = -1;

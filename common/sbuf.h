@@ -1,0 +1,30 @@
+/*  sbuf.h - a growable string with a size limit, for JSON bodies and SQL array literals.
+ *
+ *  Appends never fail loudly: out of memory, or growth past `max`, sets `failed` and every
+ *  later append does nothing, so a caller checks once at the end. The data stays
+ *  NUL-terminated while not failed.
+ */
+#ifndef FKS_SBUF_H
+#define FKS_SBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    char *data;                     /* NUL-terminated while not failed */
+    size_t len, cap;
+    size_t max;                     /* growth limit; 0: 16 MiB */
+    bool failed;                    /* out of memory or over max: the content is incomplete */
+} fks_sbuf_t;
+
+/*  An empty string that may grow to max bytes (0: 16 MiB); free it with fks_sbuf_free. */
+void fks_sbuf_init (fks_sbuf_t *b, size_t max);
+void fks_sbuf_free (fks_sbuf_t *b);
+void fks_sbuf_put (fks_sbuf_t *b, const char *s, size_t n);
+void fks_sbuf_puts (fks_sbuf_t *b, const char *s);
+void fks_sbuf_printf (fks_sbuf_t *b, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+
+/*  Appends s (n bytes) as a JSON string, quotes included (common/log.h's escaping). */
+void fks_sbuf_json_str (fks_sbuf_t *b, const char *s, size_t n);
+
+#endif
