@@ -19,7 +19,8 @@
 
 #define S_TRIES        1000
 #define S_MIN_BAND     1000         /* fewer ports than this below the ephemeral range: warn */
-#define S_GIVEN_MAX    256          /* ports remembered so as not to hand one out twice */
+#define S_GIVEN_MAX    4096         /* ports remembered so as not to hand one out twice: more
+                                       than a test process ever takes (the test takes 300) */
 
 static pthread_mutex_t s_mutex = PTHREAD_MUTEX_INITIALIZER;
 static bool s_ready;
