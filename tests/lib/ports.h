@@ -20,9 +20,9 @@
 /*  Returns a TCP port on 127.0.0.1 that nothing had bound when it was checked (bound, without
  *  SO_REUSEADDR, and released), in the band above and outside the kernel's ephemeral range.
  *  The process never gets the same port twice (among its first 4096), so a harness can take
- *  several in a row before starting anything. Another process may still take the port before the program binds it
- *  (a chance of about one in ten thousand per pair of picks); tests name the port in their
- *  errors. Returns -1, after a message on stderr, when no free port was found in 1000 tries.
+ *  several in a row before starting anything. Another process may still take the port
+ *  before the program binds it (a chance of about one in ten thousand per pair of picks);
+ *  tests name the port in their errors. Returns -1, after a message on stderr, when no free port was found in 1000 tries.
  *  Thread-safe. */
 int fks_test_free_port (void);
 
