@@ -22,7 +22,8 @@
  *  The process never gets the same port twice (among its first 4096), so a harness can take
  *  several in a row before starting anything. Another process may still take the port
  *  before the program binds it (a chance of about one in ten thousand per pair of picks);
- *  tests name the port in their errors. Returns -1, after a message on stderr, when no free port was found in 1000 tries.
+ *  tests name the port in their errors. Returns -1, after a message on stderr, when no free
+ *  port was found in 1000 tries.
  *  Thread-safe. */
 int fks_test_free_port (void);
 
