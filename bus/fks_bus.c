@@ -122,8 +122,10 @@ s_read_config (s_config_t *c)
                                      &c->reconciler.after_ms, &err));
     S_CHECK (fks_config_duration_ms ("FKS_BUS_RECONCILE_MAX_AGE", 3600000, 1000,
                                      30LL * 86400000, &c->reconciler.max_age_ms, &err));
-    S_CHECK (fks_config_int ("FKS_BUS_RECONCILE_BATCH", 1000, 1, 100000, &v, &err));
+    S_CHECK (fks_config_int ("FKS_BUS_RECONCILE_BATCH", 5000, 1, 100000, &v, &err));
     c->reconciler.batch = (int) v;
+    S_CHECK (fks_config_int ("FKS_BUS_RECONCILE_SCAN", 10000, 1, 1000000, &v, &err));
+    c->reconciler.scan = (int) v;
     if (c->reconciler.max_age_ms <= c->reconciler.after_ms) {
         fprintf (stderr, "fks-bus: FKS_BUS_RECONCILE_MAX_AGE must be longer than "
                  "FKS_BUS_RECONCILE_AFTER\n");

@@ -70,7 +70,12 @@ static const fks_pg_stmt_t s_stmts[] = {
       "timestamptz 'epoch' + ($6::bigint / 1000) * interval '1 microsecond', $7)", 7 },
     { "bus_group_upsert",
       "INSERT INTO bus_groups (grp, prefixes) VALUES ($1, $2::text[]) "
-      "ON CONFLICT (grp) DO UPDATE SET prefixes = EXCLUDED.prefixes, updated_at = now()", 2 },
+      "ON CONFLICT (grp) DO UPDATE SET prefixes = EXCLUDED.prefixes, updated_at = now(), "
+      //  New prefixes may match rows the reconciler's walk passed: it starts again.
+      "reconciled_xid = CASE WHEN bus_groups.prefixes = EXCLUDED.prefixes "
+      "                      THEN bus_groups.reconciled_xid END, "
+      "reconciled_seq = CASE WHEN bus_groups.prefixes = EXCLUDED.prefixes "
+      "                      THEN bus_groups.reconciled_seq END", 2 },
     { "bus_groups_load", "SELECT grp, prefixes FROM bus_groups ORDER BY grp LIMIT 1024", 0 },
 };
 
