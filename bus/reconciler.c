@@ -92,7 +92,7 @@ static const fks_pg_stmt_t s_stmts[] = {
     { "rec_start",
       "WITH w AS MATERIALIZED (SELECT xid, seq FROM events"
       "                         WHERE created_at > now () - $1" S_MS ")"
-      " SELECT xid::text, seq FROM w ORDER BY xid, seq LIMIT 1", 1 },
+      " SELECT xid::text, seq FROM w ORDER BY xid, seq LIMIT 1", 1, FKS_PG_CUSTOM_PLAN },
     //  $1 group, $2/$3 walk position, $4 bound H, $5 rows to examine, $6 after, $7 max age,
     //  $8 pending rows to return at most, $9 the group's prefixes. Rows: kind 0 (the last row
     //  examined, n = rows examined), kind 1 (the first row too young to judge), kind 2 (the
@@ -123,7 +123,7 @@ static const fks_pg_stmt_t s_stmts[] = {
       "  (SELECT 2, xid, seq, 0 FROM cls WHERE state = 2 ORDER BY xid, seq LIMIT $8::integer))"
       " SELECT o.kind, o.xid::text, o.seq, o.n, e.type, e.envelope"
       "   FROM out o LEFT JOIN events e ON o.kind = 2 AND e.seq = o.seq"
-      "  ORDER BY o.kind, o.xid, o.seq", 9 },
+      "  ORDER BY o.kind, o.xid, o.seq", 9, FKS_PG_CUSTOM_PLAN },
     //  $1 group, $2 seqs, $3 max age. state 0 settled, 2 pending (with its envelope), 3 past
     //  the max age. A row that is gone (deleted by an operator) is simply not returned.
     { "rec_recheck",
@@ -135,7 +135,7 @@ static const fks_pg_stmt_t s_stmts[] = {
       "            ELSE 2 END AS state,"
       "       e.envelope"
       "  FROM events e WHERE e.seq = ANY ($2::bigint[])"
-      " ORDER BY e.xid, e.seq", 3 },
+      " ORDER BY e.xid, e.seq", 3, FKS_PG_CUSTOM_PLAN },
     //  Only while the prefixes are the ones the position was computed for: fks-bus resets
     //  the position when a JOIN changes them.
     { "rec_save",

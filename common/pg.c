@@ -284,9 +284,10 @@ fks_pg_new (const char *url, const fks_pg_stmt_t *stmts, size_t n_stmts, fks_pg_
     for (size_t i = 0; i < n_stmts; i++) {
         const fks_pg_stmt_t *s = &stmts[i];
         if (!s->name || !s->sql || !*s->name || strlen (s->name) > S_MAX_NAME
-        ||  strlen (s->sql) > S_MAX_SQL || s->n_params < 0 || s->n_params > 65535) {
+        ||  strlen (s->sql) > S_MAX_SQL || s->n_params < 0 || s->n_params > 65535
+        ||  (s->flags & ~FKS_PG_CUSTOM_PLAN) != 0) {
             s_set_err (err, "", false, "statement %zu is malformed (needs a name of 1-%d bytes, "
-                       "SQL and 0-65535 parameters)", i, S_MAX_NAME);
+                       "SQL, 0-65535 parameters and known flags)", i, S_MAX_NAME);
             return NULL;
         }
         for (size_t j = 0; j < i; j++)
@@ -316,6 +317,7 @@ fks_pg_new (const char *url, const fks_pg_stmt_t *stmts, size_t n_stmts, fks_pg_
             self->stmts[i].name = strdup (stmts[i].name);
             self->stmts[i].sql = strdup (stmts[i].sql);
             self->stmts[i].n_params = stmts[i].n_params;
+            self->stmts[i].flags = stmts[i].flags;
             if (!self->stmts[i].name || !self->stmts[i].sql) {
                 fks_pg_destroy (&self);
                 s_set_err (err, "", false, "out of memory");
@@ -430,25 +432,8 @@ s_open (fks_pg_t *self, fks_pg_err_t *err)
     }
     self->goodbye = false;
     PQsetNoticeReceiver (self->conn, s_notice_receiver, self);
-    //  Every execution of a prepared statement gets a plan for its own parameters. After five
-    //  executions PostgreSQL would otherwise settle on one generic plan (it assumes a 10-row
-    //  unnest, so a batch of 64 looks cheaper generic) and keep it until the table is next
-    //  analyzed; made while a table is small (a fresh install, the first minute after a
-    //  deploy), that plan joins a batch against a sequential scan and goes on reading the
-    //  whole table for every batch as it grows. FKS's hot statements carry a
-    //  whole batch each, so planning them every time costs a few microseconds per row; the
-    //  list queries with optional filters get better plans too.
-    PGresult *set = PQexec (self->conn, "SET plan_cache_mode = force_custom_plan");
-    if (!set || PQresultStatus (set) != PGRES_COMMAND_OK) {
-        fks_pg_err_t tmp;
-        s_set_err_from (self, set, &tmp);
-        s_set_err (err, tmp.sqlstate, tmp.conn_lost, "cannot set plan_cache_mode: %s", tmp.msg);
-        PQclear (set);
-        PQfinish (self->conn);
-        self->conn = NULL;
-        return -1;
-    }
-    PQclear (set);
+    //  Statements flagged FKS_PG_CUSTOM_PLAN are prepared too, so that a mistake in their SQL
+    //  shows on connect; they run with their SQL (pg.h, "Plans").
     for (size_t i = 0; i < self->n_stmts; i++) {
         const fks_pg_stmt_t *s = &self->stmts[i];
         PGresult *res = PQprepare (self->conn, s->name, s->sql, s->n_params, NULL);
@@ -608,7 +593,9 @@ fks_pg_exec (fks_pg_t *self, const char *name, int n_params, const char *const *
     }
     if (s_ready (self, err) != 0)
         return NULL;
-    PGresult *res = PQexecPrepared (self->conn, name, n_params, values, lengths, formats, 0);
+    PGresult *res = stmt->flags & FKS_PG_CUSTOM_PLAN
+        ? PQexecParams (self->conn, stmt->sql, n_params, NULL, values, lengths, formats, 0)
+        : PQexecPrepared (self->conn, name, n_params, values, lengths, formats, 0);
     return s_finish (self, res, err);
 }
 

@@ -22,10 +22,22 @@
 
 typedef struct fks_pg_t fks_pg_t;
 
+/*  Plans. A prepared statement is planned once per connection and reused (PostgreSQL's
+ *  default: five custom plans, then a generic one if it is not dearer). That suits lookups by
+ *  key, and PostgreSQL's own foreign-key checks, which are prepared statements too. It does not
+ *  suit a statement that joins a batch (an unnest of array parameters) against a table: the
+ *  generic plan assumes a 10-row unnest, and one made while the table was small (a fresh
+ *  install) joins every later batch against a sequential scan of the whole table until the
+ *  table is next analyzed. Flag those FKS_PG_CUSTOM_PLAN: they are sent with their SQL on
+ *  every run (still checked by a prepare on connect), so every run is planned for its own
+ *  parameters. */
+#define FKS_PG_CUSTOM_PLAN 0x1
+
 typedef struct {
     const char *name;   /* statement name, unique in the table */
     const char *sql;    /* with $1..$n placeholders */
     int n_params;
+    int flags;          /* FKS_PG_CUSTOM_PLAN, or 0 */
 } fks_pg_stmt_t;
 
 typedef struct {

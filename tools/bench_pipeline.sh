@@ -20,7 +20,9 @@
 # every position equals the sum of its fills, then prints a table (docs/PERFORMANCE.workers.md
 # keeps the recorded ones). Other settings: FKS_BENCH_FSYNC=off (PostgreSQL without fsync),
 # FKS_BENCH_SIGNAL_REPLICAS / FKS_BENCH_EXECUTION_REPLICAS (1), FKS_WORKER_THREADS (2),
-# FKS_WORKER_BATCH (64), FKS_BUILD_DIR (build).
+# FKS_WORKER_BATCH (64), FKS_BUILD_DIR (build), FKS_BENCH_PGSS=1 (PostgreSQL's time per
+# statement during the latency run, from pg_stat_statements), FKS_BENCH_PG_OPTS (more server
+# options), FKS_BENCH_LOGS=DIR (keep the logs).
 set -uo pipefail      # not -e: lib.sh's helpers end in tests that may be false
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -42,6 +44,9 @@ TMP=$(mktemp -d /tmp/fks-bench-pipeline.XXXXXX)
 chmod 755 "$TMP"
 cleanup() {
   fks_stop_programs "$TMP"
+  # FKS_BENCH_LOGS=DIR keeps the programs' and PostgreSQL's logs there.
+  [ -n "${FKS_BENCH_LOGS:-}" ] && mkdir -p "$FKS_BENCH_LOGS" \
+    && cp "$TMP"/*.log "$TMP"/pg/postgresql.log "$FKS_BENCH_LOGS"/ 2>/dev/null
   fks_redis_stop "$TMP/redis"
   fks_pg_stop "$TMP/pg"
   rm -rf "$TMP"
@@ -50,7 +55,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 PG_PORT=$(fks_free_port)
-FKS_PG_FSYNC=$FSYNC fks_pg_start "$TMP/pg" "$PG_PORT"
+PGSS=${FKS_BENCH_PGSS:-0}
+pg_opts=""
+[ "$PGSS" = 1 ] && pg_opts="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on"
+pg_opts="$pg_opts ${FKS_BENCH_PG_OPTS:-}"     # e.g. auto_explain settings
+FKS_PG_OPTS=$pg_opts FKS_PG_FSYNC=$FSYNC fks_pg_start "$TMP/pg" "$PG_PORT"
 REDIS_PORT=$(fks_free_port)
 fks_redis_start "$TMP/redis" "$REDIS_PORT"
 export FKS_PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
@@ -183,6 +192,10 @@ drain 120 >/dev/null
 # 1. Latency at a fixed rate.
 fks_say "latency at $LAT_RATE alerts/s for ${SECONDS_PER_RUN}s ..."
 mark=$(sql "SELECT coalesce (max (seq), 0) FROM events")
+if [ "$PGSS" = 1 ]; then
+  sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+  sql "SELECT pg_stat_statements_reset ()" >/dev/null
+fi
 cpu0=$(cpu_snapshot)
 LAT=$(run "$LAT_RATE" "$SECONDS_PER_RUN")
 LAT_DRAIN=$(drain 120)
@@ -211,6 +224,19 @@ STAGES=$(sql "SELECT string_agg (format ('%s p50 %s ms, p99 %s ms', stage, p50, 
                                 FROM events s JOIN events f ON f.corr = s.corr AND f.type = 'order.filled'
                                WHERE s.type = 'signal.created' AND s.seq > $mark) x
                        GROUP BY stage ORDER BY stage) y")
+
+# FKS_BENCH_PGSS=1: PostgreSQL's time per statement over the latency run, per alert.
+PGSS_REPORT=""
+if [ "$PGSS" = 1 ]; then
+  PGSS_REPORT=$(sql "SELECT format ('| %s | %s | %s | %s | %s |', round ((total_exec_time * 1000 / $lat_alerts)::numeric, 1),
+                                   round ((total_plan_time * 1000 / $lat_alerts)::numeric, 1),
+                                   round ((calls::numeric / $lat_alerts), 3), round ((rows::numeric / greatest (calls, 1)), 1),
+                                   left (regexp_replace (query, '\s+', ' ', 'g'), 110))
+                       FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'postgres')
+                      ORDER BY total_exec_time + total_plan_time DESC LIMIT 20")
+  PGSS_TOTAL=$(sql "SELECT format ('%s us executing, %s us planning', round ((sum (total_exec_time) * 1000 / $lat_alerts)::numeric, 1),
+                           round ((sum (total_plan_time) * 1000 / $lat_alerts)::numeric, 1)) FROM pg_stat_statements")
+fi
 
 # 2. Sustained rates.
 RESULTS=()
@@ -265,6 +291,8 @@ CPU per alert in that run (wrk not counted): ${CPU}.
 | offered alerts/s | accepted/s | filled/s during the run | backlog at the end | drain (s) | HTTP p99 | sustained |
 | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 $(printf '%s\n' "${RESULTS[@]}")
+
+$([ "$PGSS" = 1 ] && printf '\nPostgreSQL execution time per alert in the latency run (pg_stat_statements; %s):\n\n| us executing per alert | us planning per alert | calls per alert | rows per call | statement |\n| ---: | ---: | ---: | ---: | --- |\n%s\n' "$PGSS_TOTAL" "$PGSS_REPORT")
 
 Highest sustained rate: $best alerts/s.
 Consistency: $alerts alerts, $orders filled orders ($distinct distinct signals), $fills fills,

@@ -87,6 +87,7 @@ fks_pg_dir_usable() {
 }
 
 # fks_pg_start DIR PORT [PASSWORD] : creates a cluster in DIR/data on first use and starts it
+# (FKS_PG_FSYNC=off, and FKS_PG_OPTS: more server options, e.g. "-c shared_preload_libraries=...")
 # on 127.0.0.1:PORT (socket in DIR). With a PASSWORD, the `postgres` role gets it and every
 # connection must authenticate (scram-sha-256); without, the cluster trusts loopback (tests).
 fks_pg_start() {
@@ -114,7 +115,7 @@ fks_pg_start() {
   fi
   fks_port_free "$port" || fks_die "port $port (PostgreSQL) is already in use"
   fks_as_pg "$FKS_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgresql.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=${FKS_PG_FSYNC:-on}" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=${FKS_PG_FSYNC:-on} ${FKS_PG_OPTS:-}" \
     start >/dev/null || { tail -n 30 "$dir/postgresql.log" >&2; fks_die "PostgreSQL did not start"; }
 }
 

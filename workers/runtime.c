@@ -8,6 +8,12 @@
  *  ready check has its own connections behind a mutex because civetweb calls it from its own
  *  threads.
  *
+ *  With a route hook and more than one thread, the handler threads do not receive: a
+ *  dispatcher thread (s_dispatch_main) does, decodes, and appends each message with its
+ *  envelope to the queue of the thread its key names (s_queue_t: a ring of `window` slots
+ *  behind a mutex, one condition for "filled" and one for "room"). A handler thread then
+ *  waits on its own queue instead of the bus, and everything after that is the same code.
+ *
  *  The outbox insert uses one statement per batch: the events' columns travel as seven array
  *  parameters and are unnested on the server, so a batch of 64 messages producing 200 events
  *  costs one round trip, not 200.
@@ -53,6 +59,23 @@ typedef struct {
 
 typedef struct s_thread_t s_thread_t;
 
+//  A message routed to a handler thread, with the envelope the dispatcher decoded (NULL when
+//  it did not decode: the handler thread finds that out again and records the failure).
+typedef struct {
+    fks_bus_msg_t *msg;
+    fks_envelope_t *env;
+} s_item_t;
+
+//  A handler thread's queue (routed workers only). The dispatcher appends, the thread takes.
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t filled;                  /* an item arrived, or the worker stops */
+    pthread_cond_t room;                    /* items were taken, or the worker stops */
+    s_item_t *items;                        /* ring of cap slots */
+    size_t cap, head, n;
+    bool ready;                             /* lock and conditions initialised */
+} s_queue_t;
+
 struct fks_worker_tx_t {
     s_thread_t *th;
     fks_pg_t *pg;
@@ -79,8 +102,10 @@ struct s_thread_t {
     fks_redis_t *redis;
     fks_worker_tx_t tx;
     fks_bus_msg_t **batch;                  /* batch slots */
+    fks_envelope_t **given;                 /* per batch slot: decoded by the dispatcher */
     bool *fresh;                            /* per batch slot: not consumed before */
     fks_envelope_t **decoded;               /* per batch slot: its envelope, once decoded */
+    s_queue_t queue;                        /* routed workers: what the dispatcher gave it */
 };
 
 struct fks_worker_t {
@@ -91,6 +116,9 @@ struct fks_worker_t {
     fks_bus_client_t *bus;
     fks_ops_t *ops;
     s_thread_t *threads;
+    bool routed;                            /* a route hook and more than one thread */
+    pthread_t dispatcher;
+    bool dispatcher_started;
     atomic_bool stop;
     atomic_int in_flight;
     pthread_mutex_t ready_lock;
@@ -420,6 +448,17 @@ fks_worker_parse_num (const char *text, double def)
     return (end != text && *end == '\0' && isfinite (v)) ? v : def;
 }
 
+uint64_t
+fks_worker_key (const char *text)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *) (text ? text : ""); *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
 const char *
 fks_worker_uuid (char buf[FKS_ID_STR_SIZE], const fks_id_t *id)
 {
@@ -582,18 +621,25 @@ s_tx_set_msg (fks_worker_tx_t *tx, const fks_envelope_hdr_t *hdr, fks_bus_msg_t 
 
 typedef enum { S_DONE = 0, S_TRANSIENT, S_PERMANENT } s_outcome_t;
 
+//  Ends the attempt's envelopes: those it decoded are freed, those the dispatcher decoded
+//  (envs[i], owned by the handler thread's loop) are only forgotten.
 static void
-s_decoded_free (s_thread_t *th, size_t n)
+s_decoded_free (s_thread_t *th, fks_envelope_t **envs, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        fks_envelope_destroy (&th->decoded[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (envs && envs[i])
+            th->decoded[i] = NULL;
+        else
+            fks_envelope_destroy (&th->decoded[i]);
+    }
     th->tx.batch = 0;
 }
 
-//  One attempt at a batch in one transaction. On failure *bad is the index of the message
+//  One attempt at a batch in one transaction. envs (may be NULL) holds envelopes already
+//  decoded, per message (NULL: decode it here). On failure *bad is the index of the message
 //  that failed (n when the failure was not a message's), and th->tx.reason says why.
 static s_outcome_t
-s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, size_t *bad)
+s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n, size_t *bad)
 {
     fks_worker_t *w = th->w;
     fks_worker_tx_t *tx = &th->tx;
@@ -618,6 +664,11 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, size_t *bad)
         th->decoded[i] = NULL;
         if (!th->fresh[i])
             continue;
+        if (envs && envs[i]) {
+            th->decoded[i] = envs[i];
+            tx->envs[tx->batch++] = envs[i];
+            continue;
+        }
         size_t size;
         const uint8_t *data = fks_bus_msg_data (msgs[i], &size);
         fks_envelope_err_t eerr;
@@ -625,7 +676,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, size_t *bad)
         if (!th->decoded[i]) {
             snprintf (tx->reason, sizeof tx->reason, "undecodable %s: %s",
                       fks_bus_msg_topic (msgs[i]), eerr.msg);
-            s_decoded_free (th, n);
+            s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
             *bad = i;
             return S_PERMANENT;
@@ -637,7 +688,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, size_t *bad)
         if (rc != FKS_WORKER_OK) {
             if (!tx->reason[0])
                 snprintf (tx->reason, sizeof tx->reason, "the transaction could not begin");
-            s_decoded_free (th, n);
+            s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
             return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
         }
@@ -654,7 +705,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, size_t *bad)
         if (rc != FKS_WORKER_OK) {
             if (!tx->reason[0])
                 snprintf (tx->reason, sizeof tx->reason, "the handler failed");
-            s_decoded_free (th, n);
+            s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
             *bad = i;
             return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
@@ -665,12 +716,12 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, size_t *bad)
         if (rc != FKS_WORKER_OK) {
             if (!tx->reason[0])
                 snprintf (tx->reason, sizeof tx->reason, "the flush failed");
-            s_decoded_free (th, n);
+            s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
             return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
         }
     }
-    s_decoded_free (th, n);
+    s_decoded_free (th, envs, n);
     if (s_insert_events (tx, &err) != 0) {
         int rc = fks_worker_pg_error (tx, &err, "inserting the outbox");
         fks_pg_rollback (th->pg);
@@ -709,7 +760,150 @@ s_stopping (fks_worker_t *w)
     return atomic_load (&w->stop);
 }
 
-//  Sleeps ms unless the worker is told to stop; renews the messages' ack deadlines.
+
+//  --------------------------------------------------------------------------
+//  Routing: the handler threads' queues
+
+//  The absolute CLOCK_MONOTONIC time ms from now, for the queues' timed waits.
+static void
+s_deadline (struct timespec *ts, int64_t ms)
+{
+    clock_gettime (CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t) (ms / 1000);
+    ts->tv_nsec += (long) (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static int
+s_queue_init (s_queue_t *q, size_t cap)
+{
+    memset (q, 0, sizeof *q);
+    q->items = calloc (cap, sizeof *q->items);
+    if (!q->items)
+        return -1;
+    q->cap = cap;
+    pthread_condattr_t attr;
+    pthread_condattr_init (&attr);
+    pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init (&q->lock, NULL);
+    pthread_cond_init (&q->filled, &attr);
+    pthread_cond_init (&q->room, &attr);
+    pthread_condattr_destroy (&attr);
+    q->ready = true;
+    return 0;
+}
+
+//  Hands back what is still queued (freed un-acked); returns how many. Call with no thread
+//  using the queue any more, or under its lock.
+static size_t
+s_queue_clear (s_queue_t *q)
+{
+    size_t n = q->n;
+    for (; q->n > 0; q->n--) {
+        s_item_t *it = &q->items[q->head];
+        fks_bus_msg_destroy (&it->msg);
+        fks_envelope_destroy (&it->env);
+        q->head = (q->head + 1) % q->cap;
+    }
+    q->head = 0;
+    return n;
+}
+
+static void
+s_queue_destroy (s_queue_t *q)
+{
+    if (q->items)
+        s_queue_clear (q);
+    if (q->ready) {
+        pthread_mutex_destroy (&q->lock);
+        pthread_cond_destroy (&q->filled);
+        pthread_cond_destroy (&q->room);
+    }
+    free (q->items);
+    memset (q, 0, sizeof *q);
+}
+
+//  Appends a message for the queue's thread (the dispatcher). Waits while the queue is full:
+//  it holds a window of messages, so that only happens with deliveries from before a rejoin
+//  still queued. Returns 0, or -1 when the worker stops first (the caller keeps the item).
+static int
+s_queue_put (fks_worker_t *w, s_queue_t *q, s_item_t item)
+{
+    pthread_mutex_lock (&q->lock);
+    while (q->n == q->cap && !s_stopping (w)) {
+        struct timespec ts;
+        s_deadline (&ts, S_RECV_WAIT_MS);
+        pthread_cond_timedwait (&q->room, &q->lock, &ts);
+    }
+    if (q->n == q->cap) {
+        pthread_mutex_unlock (&q->lock);
+        return -1;
+    }
+    q->items[(q->head + q->n) % q->cap] = item;
+    if (q->n++ == 0)
+        pthread_cond_signal (&q->filled);
+    pthread_mutex_unlock (&q->lock);
+    return 0;
+}
+
+//  Takes up to max queued messages into msgs/envs (the queue's thread), waiting up to
+//  wait_ms for the first. Returns how many (0 on timeout, and once the worker stops: a
+//  stopping thread takes nothing more).
+static size_t
+s_queue_take (fks_worker_t *w, s_queue_t *q, fks_bus_msg_t **msgs, fks_envelope_t **envs,
+              size_t max, int64_t wait_ms)
+{
+    struct timespec ts;
+    s_deadline (&ts, wait_ms);
+    pthread_mutex_lock (&q->lock);
+    while (q->n == 0 && !s_stopping (w))
+        if (pthread_cond_timedwait (&q->filled, &q->lock, &ts) == ETIMEDOUT)
+            break;
+    size_t n = 0;
+    if (!s_stopping (w)) {
+        bool was_full = q->n == q->cap;
+        while (n < max && q->n > 0) {
+            s_item_t *it = &q->items[q->head];
+            msgs[n] = it->msg;
+            envs[n] = it->env;
+            it->msg = NULL;
+            it->env = NULL;
+            q->head = (q->head + 1) % q->cap;
+            q->n--;
+            n++;
+        }
+        if (was_full && n > 0)
+            pthread_cond_signal (&q->room);
+    }
+    pthread_mutex_unlock (&q->lock);
+    return n;
+}
+
+//  Renews the ack deadlines of what waits in the queue (its thread is retrying).
+static void
+s_queue_touch (fks_worker_t *w, s_queue_t *q)
+{
+    pthread_mutex_lock (&q->lock);
+    for (size_t i = 0; i < q->n; i++)
+        fks_bus_touch (w->bus, q->items[(q->head + i) % q->cap].msg);
+    pthread_mutex_unlock (&q->lock);
+}
+
+//  Wakes whoever waits on a queue, so that a stop is seen at once.
+static void
+s_queue_wake (s_queue_t *q)
+{
+    pthread_mutex_lock (&q->lock);
+    pthread_cond_broadcast (&q->filled);
+    pthread_cond_broadcast (&q->room);
+    pthread_mutex_unlock (&q->lock);
+}
+
+//  Sleeps ms unless the worker is told to stop; renews the ack deadlines of the messages, and
+//  of those waiting in the thread's queue behind them.
 static void
 s_pause (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, int64_t ms)
 {
@@ -723,6 +917,8 @@ s_pause (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, int64_t ms)
     }
     for (size_t i = 0; i < n; i++)
         fks_bus_touch (th->w->bus, msgs[i]);
+    if (th->w->routed)
+        s_queue_touch (th->w, &th->queue);
 }
 
 static void
@@ -838,13 +1034,13 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
 
 //  Handles a batch: in one transaction if it can, else message by message.
 static void
-s_handle (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
+s_handle (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n)
 {
     fks_worker_t *w = th->w;
     int64_t backoff = S_BACKOFF_MIN_MS;
     for (int tries = 1;; tries++) {
         size_t bad;
-        s_outcome_t out = s_attempt (th, msgs, n, &bad);
+        s_outcome_t out = s_attempt (th, msgs, envs, n, &bad);
         if (out == S_DONE) {
             s_finish (th, msgs, n);
             return;
@@ -854,7 +1050,7 @@ s_handle (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
             //  One message (or a deadlock between replicas) spoiled the batch: take it apart.
             s_events_clear (&th->tx);
             for (size_t i = 0; i < n; i++)
-                s_handle (th, &msgs[i], 1);
+                s_handle (th, &msgs[i], envs ? &envs[i] : NULL, 1);
             return;
         }
         if (out == S_PERMANENT && n == 1) {
@@ -888,8 +1084,19 @@ s_thread_main (void *arg)
         th->tx.state = w->def->thread_init (th->pg, th->redis, w->def->arg);
     int64_t last_idle = 0;
     while (!s_stopping (w)) {
-        fks_bus_msg_t *msg = fks_bus_recv (w->bus, S_RECV_WAIT_MS);
-        if (!msg) {
+        size_t n = 0;
+        if (w->routed)
+            n = s_queue_take (w, &th->queue, th->batch, th->given, (size_t) w->cfg.batch,
+                              S_RECV_WAIT_MS);
+        else {
+            fks_bus_msg_t *msg = fks_bus_recv (w->bus, S_RECV_WAIT_MS);
+            if (msg) {
+                th->batch[n++] = msg;
+                while (n < (size_t) w->cfg.batch && (msg = fks_bus_recv (w->bus, 0)) != NULL)
+                    th->batch[n++] = msg;
+            }
+        }
+        if (n == 0) {
             int64_t now = fks_mono_ns () / 1000000;
             if (w->def->idle && now - last_idle >= S_IDLE_EVERY_MS) {
                 last_idle = now;
@@ -897,20 +1104,52 @@ s_thread_main (void *arg)
             }
             continue;
         }
-        size_t n = 0;
-        th->batch[n++] = msg;
-        while (n < (size_t) w->cfg.batch && (msg = fks_bus_recv (w->bus, 0)) != NULL)
-            th->batch[n++] = msg;
         atomic_fetch_add (&w->in_flight, (int) n);
         fks_metric_set (w->m_in_flight, atomic_load (&w->in_flight));
         fks_metric_observe (w->m_batch_size, (double) n);
-        s_handle (th, th->batch, n);
+        s_handle (th, th->batch, w->routed ? th->given : NULL, n);
+        if (w->routed)
+            for (size_t i = 0; i < n; i++)
+                fks_envelope_destroy (&th->given[i]);
         atomic_fetch_sub (&w->in_flight, (int) n);
         fks_metric_set (w->m_in_flight, atomic_load (&w->in_flight));
     }
     if (w->def->thread_fini)
         w->def->thread_fini (th->tx.state, w->def->arg);
     th->tx.state = NULL;
+    return NULL;
+}
+
+//  Routed workers: the only reader of the bus. Each message goes, decoded, to the queue of the
+//  thread its key names; one that does not decode goes to thread 0, whose attempt finds that
+//  out again and records the failure as for any undecodable message.
+static void *
+s_dispatch_main (void *arg)
+{
+    fks_worker_t *w = arg;
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    size_t handed_back = 0;
+    while (!s_stopping (w)) {
+        fks_bus_msg_t *msg = fks_bus_recv (w->bus, S_RECV_WAIT_MS);
+        if (!msg)
+            continue;
+        size_t size;
+        const uint8_t *data = fks_bus_msg_data (msg, &size);
+        fks_envelope_t *env = fks_envelope_decode (data, size, NULL);
+        uint64_t key = env ? w->def->route (env, w->def->arg) : 0;
+        s_thread_t *th = &w->threads[key % (uint64_t) w->cfg.threads];
+        s_item_t item = { msg, env };
+        if (s_queue_put (w, &th->queue, item) != 0) {
+            fks_bus_msg_destroy (&item.msg);
+            fks_envelope_destroy (&item.env);
+            handed_back++;
+        }
+    }
+    if (handed_back)
+        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu message(s) handed back unhandled",
+                 w->def->program, handed_back);
     return NULL;
 }
 
@@ -962,6 +1201,7 @@ fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
     self->cfg.redis_url = s_strdup (cfg->redis_url);
     self->cfg.bus_url = s_strdup (cfg->bus_url);
     self->cfg.http_bind = s_strdup (cfg->http_bind ? cfg->http_bind : "127.0.0.1");
+    self->routed = def->route && cfg->threads > 1;
     pthread_mutex_init (&self->ready_lock, NULL);
     atomic_init (&self->stop, false);
     atomic_init (&self->in_flight, 0);
@@ -1026,7 +1266,9 @@ s_threads_free (fks_worker_t *self)
         s_events_clear (&th->tx);
         free (th->tx.events);
         msgpack_sbuffer_destroy (&th->tx.body);
+        s_queue_destroy (&th->queue);
         free (th->batch);
+        free (th->given);
         free (th->fresh);
         free (th->decoded);
         free (th->tx.envs);
@@ -1049,6 +1291,9 @@ s_threads_make (fks_worker_t *self)
         msgpack_packer_init (&th->tx.pk, &th->tx.body, msgpack_sbuffer_write);
         th->tx.th = th;
         th->batch = calloc ((size_t) self->cfg.batch, sizeof *th->batch);
+        th->given = calloc ((size_t) self->cfg.batch, sizeof *th->given);
+        if (self->routed && s_queue_init (&th->queue, (size_t) self->cfg.window) != 0)
+            return -1;
         th->fresh = calloc ((size_t) self->cfg.batch, sizeof *th->fresh);
         th->decoded = calloc ((size_t) self->cfg.batch, sizeof *th->decoded);
         th->tx.envs = calloc ((size_t) self->cfg.batch, sizeof *th->tx.envs);
@@ -1062,7 +1307,7 @@ s_threads_make (fks_worker_t *self)
                                    &rerr);
         if (!th->redis)
             fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: Redis: %s", self->def->program, rerr.msg);
-        if (!th->batch || !th->fresh || !th->decoded || !th->tx.envs || !th->pg || !th->redis)
+        if (!th->batch || !th->given || !th->fresh || !th->decoded || !th->tx.envs || !th->pg || !th->redis)
             return -1;
         th->tx.pg = th->pg;
         th->tx.redis = th->redis;
@@ -1123,11 +1368,17 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
         }
         self->threads[i].started = true;
     }
+    if (self->routed && !atomic_load (&self->stop)) {
+        if (pthread_create (&self->dispatcher, NULL, s_dispatch_main, self) != 0)
+            atomic_store (&self->stop, true);
+        else
+            self->dispatcher_started = true;
+    }
     if (!atomic_load (&self->stop)) {
-        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: running: group %s, %d thread(s), batch %d, "
+        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: running: group %s, %d thread(s)%s, batch %d, "
                  "window %d, ops on %s:%d", def->program, def->group, self->cfg.threads,
-                 self->cfg.batch, self->cfg.window, self->cfg.http_bind,
-                 fks_ops_port (self->ops));
+                 self->routed ? " routed by key" : "", self->cfg.batch, self->cfg.window,
+                 self->cfg.http_bind, fks_ops_port (self->ops));
         struct pollfd pfd = { .fd = stop_fd, .events = POLLIN };
         while (poll (&pfd, 1, -1) < 0 && errno == EINTR)
             ;
@@ -1136,14 +1387,30 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
         rc = 0;
     }
     atomic_store (&self->stop, true);
+    if (self->routed)
+        for (int i = 0; i < self->cfg.threads; i++)
+            s_queue_wake (&self->threads[i].queue);
     //  The ops server goes first (civetweb takes a moment to stop its threads), while the
     //  handler threads finish what they hold.
     fks_ops_destroy (&self->ops);
+    if (self->dispatcher_started) {
+        pthread_join (self->dispatcher, NULL);
+        self->dispatcher_started = false;
+    }
     for (int i = 0; i < self->cfg.threads; i++)
         if (self->threads[i].started) {
             pthread_join (self->threads[i].tid, NULL);
             self->threads[i].started = false;
         }
+    if (self->routed) {
+        //  What was routed to a thread but not started goes back with the rest.
+        size_t n = 0;
+        for (int i = 0; i < self->cfg.threads; i++)
+            n += s_queue_clear (&self->threads[i].queue);
+        if (n)
+            fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu queued message(s) handed "
+                     "back unhandled", def->program, n);
+    }
 done:
     //  Leaving the group hands back whatever was received but not started.
     fks_bus_client_destroy (&self->bus);

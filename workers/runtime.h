@@ -37,9 +37,24 @@
  *  {group} per transaction, fks_worker_batch_size{group}, fks_worker_in_flight{group},
  *  fks_worker_retries_total{group}, fks_worker_publish_failures_total{group}.
  *
+ *  Routing (optional, the definition's route hook). Without it every handler thread receives
+ *  from the bus itself, so any thread may get any message, and two threads whose batches lock
+ *  the same rows (a symbol's position) take turns on those locks. With it, and more than one
+ *  thread, one dispatcher thread receives from the bus, decodes each message, asks route for
+ *  its key and appends it to the queue of handler thread key % FKS_WORKER_THREADS; a handler
+ *  thread takes its batch from its own queue only. So every message of one key is handled by
+ *  one thread, in the order the bus delivered them, and the threads of one replica never wait
+ *  on each other for a key (replicas still do: that is what the locks are for). The queues
+ *  hold at most FKS_WORKER_WINDOW messages each, which the credit window already ensures;
+ *  should one fill anyway (old deliveries still held after a rejoin), the dispatcher waits for
+ *  room. While a thread retries, the ack deadlines of the messages waiting in its queue are
+ *  renewed together with its batch's.
+ *
  *  Stopping: SIGTERM or SIGINT (or the stop fd given to fks_worker_run) drains: threads stop
  *  taking messages, finish and commit what they hold, publish, ack, and the client leaves the
- *  group, handing back what it had not started. Exit code 0.
+ *  group, handing back what it had not started. Messages routed to a thread's queue but not
+ *  started are handed back too (freed un-acked: the broker gives them to another replica at
+ *  once, at the head of the queue, counting the delivery as an attempt). Exit code 0.
  *
  *  Configuration: FKS_ENV, FKS_PG_URL, FKS_REDIS_URL (both required), FKS_BUS_URL,
  *  FKS_HTTP_BIND (127.0.0.1), the worker's port variable, FKS_WORKER_THREADS (2),
@@ -99,6 +114,16 @@ typedef void (fks_worker_idle_fn) (void *state, void *arg);
 typedef int (fks_worker_begin_fn) (fks_worker_tx_t *tx, void *arg);
 typedef int (fks_worker_flush_fn) (fks_worker_tx_t *tx, void *arg);
 
+/*  The routing key of a message (see Routing above): messages with equal keys are handled by
+ *  handler thread key % FKS_WORKER_THREADS, in bus order. Called on the dispatcher thread for
+ *  every message received, with the message decoded and checked against its schema (the
+ *  handler then gets this same envelope: nothing is decoded twice). It runs outside any
+ *  transaction and beside the handler threads: it must be quick, must not block, and may read
+ *  only env and what arg holds immutably (never per-thread state). A message it cannot key
+ *  (no usable field) should get key 0; a message that does not decode is not given to it and
+ *  goes to thread 0. Hash text keys with fks_worker_key. */
+typedef uint64_t (fks_worker_route_fn) (const fks_envelope_t *env, void *arg);
+
 typedef struct {
     const char *program;            /* "fks-signal": the client name and log lines */
     const char *group;              /* consumer group, e.g. "signal" */
@@ -117,6 +142,7 @@ typedef struct {
     void *arg;                      /* passed to every hook */
     fks_worker_begin_fn *begin;     /* may be NULL */
     fks_worker_flush_fn *flush;     /* may be NULL */
+    fks_worker_route_fn *route;     /* may be NULL: any thread takes any message */
 } fks_worker_def_t;
 
 typedef struct {
@@ -219,6 +245,10 @@ const char *fks_worker_num (char buf[48], double v);
 
 /*  Parses a numeric column's text (NULL or "" gives def). */
 double fks_worker_parse_num (const char *text, double def);
+
+/*  A stable 64-bit hash of text (FNV-1a), for routing keys: the same text gives the same key
+ *  in every process and on every run. NULL hashes like "". */
+uint64_t fks_worker_key (const char *text);
 
 /*  Formats an id as text for a uuid parameter (buf FKS_ID_STR_SIZE bytes). */
 const char *fks_worker_uuid (char buf[FKS_ID_STR_SIZE], const fks_id_t *id);

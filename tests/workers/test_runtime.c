@@ -4,7 +4,9 @@
  *
  *  Integration suite: needs FKS_TEST_PG_URL and FKS_TEST_REDIS_URL (tools/test.sh). The test
  *  worker consumes data.quality (its `detail` tells the handler what to do) and produces
- *  security.event, and writes its effect into a table of the test's own (rt_effects).
+ *  security.event, and writes its effect into a table of the test's own (rt_effects). The
+ *  routing tests key messages by their `symbol` and number them in `detail` ("n:<seq>"); the
+ *  handler notes which thread handled which.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -25,6 +27,43 @@ static atomic_int s_calls;          /* handler calls */
 static atomic_int s_retries_left;   /* "retry" messages fail this many times first */
 static atomic_int s_fail_calls;     /* on_fail calls */
 static atomic_int s_started;        /* "slow" messages started */
+
+//  What the handler saw of numbered messages ("n:<seq>"): key, number, thread, in call order.
+#define MAX_SEEN 1024
+typedef struct {
+    char symbol[16];
+    int seq;
+    pthread_t thread;
+} s_seen_t;
+static s_seen_t s_seen[MAX_SEEN];
+static size_t s_n_seen;
+static pthread_mutex_t s_seen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+s_note (const fks_envelope_t *env, const char *detail)
+{
+    if (strncmp (detail, "n:", 2) != 0)
+        return;
+    pthread_mutex_lock (&s_seen_lock);
+    if (s_n_seen < MAX_SEEN) {
+        s_seen_t *e = &s_seen[s_n_seen++];
+        fks_envelope_get_str (env, "symbol", e->symbol, sizeof e->symbol);
+        e->seq = atoi (detail + 2);
+        e->thread = pthread_self ();
+    }
+    pthread_mutex_unlock (&s_seen_lock);
+}
+
+//  The test worker's routing key: its symbol.
+static uint64_t
+s_route (const fks_envelope_t *env, void *arg)
+{
+    (void) arg;
+    char symbol[16];
+    if (fks_envelope_get_str (env, "symbol", symbol, sizeof symbol) != 0)
+        return 0;
+    return fks_worker_key (symbol);
+}
 
 static const fks_pg_stmt_t s_stmts[] = {
     { "rt_insert", "INSERT INTO rt_effects (msg_id, detail) VALUES ($1, $2)", 2 },
@@ -53,6 +92,7 @@ s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
         atomic_fetch_add (&s_started, 1);
         usleep (300000);
     }
+    s_note (env, detail);
     msgpack_packer *pk = fks_worker_body (tx);
     msgpack_pack_map (pk, 3);
     fks_pack_kv_str (pk, "kind", "rt_handled");
@@ -111,7 +151,8 @@ s_run (void *arg)
 static const char *s_prefixes[] = { "data.quality" };
 
 static void
-s_start (s_runner_t *r, bool with_on_fail, int batch)
+s_start_with (s_runner_t *r, bool with_on_fail, int batch, int threads,
+              fks_worker_route_fn *route)
 {
     memset (r, 0, sizeof *r);
     r->def = (fks_worker_def_t) {
@@ -119,11 +160,11 @@ s_start (s_runner_t *r, bool with_on_fail, int batch)
         .default_port = 0, .prefixes = s_prefixes, .n_prefixes = 1,
         .stmts = s_stmts, .n_stmts = 1, .handler = s_handler,
         .on_fail = with_on_fail ? s_on_fail : NULL,
-        .flush = s_flush,
+        .flush = s_flush, .route = route,
     };
     fks_worker_cfg_t cfg = {
         .env = "test", .pg_url = (char *) h_db_url (), .bus_url = s.bus_url,
-        .http_bind = "127.0.0.1", .port = 0, .threads = 2, .batch = batch, .window = 64,
+        .http_bind = "127.0.0.1", .port = 0, .threads = threads, .batch = batch, .window = 64,
     };
     char redis[320];
     snprintf (redis, sizeof redis, "%s", s.redis_env + strlen ("FKS_REDIS_URL="));
@@ -138,6 +179,12 @@ s_start (s_runner_t *r, bool with_on_fail, int batch)
         usleep (20000);
     cr_assert (fks_worker_port (r->w) > 0, "the worker did not start");
     cr_assert (h_wait_http (fks_worker_port (r->w), "/ready", 10000), "not ready");
+}
+
+static void
+s_start (s_runner_t *r, bool with_on_fail, int batch)
+{
+    s_start_with (r, with_on_fail, batch, 2, NULL);
 }
 
 static int
@@ -163,6 +210,9 @@ s_setup (void)
     atomic_store (&s_started, 0);
     atomic_store (&s_flush_fail, 0);
     atomic_store (&s_flushed_alone, 0);
+    pthread_mutex_lock (&s_seen_lock);
+    s_n_seen = 0;
+    pthread_mutex_unlock (&s_seen_lock);
     h_stack_opts_t o = { .redis_db = REDIS_DB };
     h_stack_start (&s, &o);
     h_sql_exec ("CREATE TABLE rt_effects (msg_id uuid PRIMARY KEY, detail text)");
@@ -180,14 +230,14 @@ s_teardown (void)
 //  Publishes a data.quality message (stored in events first, as producers do); returns its
 //  encoded envelope for publishing again.
 static void
-s_send (const char *detail, uint8_t **copy, size_t *len)
+s_send_to (const char *symbol, const char *detail, uint8_t **copy, size_t *len)
 {
     msgpack_sbuffer body;
     msgpack_sbuffer_init (&body);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 3);
-    fks_pack_kv_str (&pk, "symbol", "BTCUSDT");
+    fks_pack_kv_str (&pk, "symbol", symbol);
     fks_pack_kv_str (&pk, "kind", "gap");
     fks_pack_kv_str (&pk, "detail", detail);
     fks_envelope_hdr_t hdr;
@@ -208,6 +258,12 @@ s_send (const char *detail, uint8_t **copy, size_t *len)
     }
     msgpack_sbuffer_destroy (&body);
     msgpack_sbuffer_destroy (&frame);
+}
+
+static void
+s_send (const char *detail, uint8_t **copy, size_t *len)
+{
+    s_send_to ("BTCUSDT", detail, copy, len);
 }
 
 Test (runtime, a_message_delivered_twice_takes_effect_once, .init = s_setup, .fini = s_teardown,
@@ -363,6 +419,134 @@ Test (runtime, stopping_drains_what_is_in_hand_and_hands_back_the_rest, .init = 
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 10, WAIT_MS), 10);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 10);
     cr_assert_eq (s_stop (&r), 0);
+}
+
+//  The thread that handled the numbered messages of symbol, checking on the way that there
+//  was one and that it saw them in the order they were sent. Returns how many it saw.
+static size_t
+s_one_thread_in_order (const char *symbol, pthread_t *thread)
+{
+    size_t n = 0;
+    int last = -1;
+    for (size_t i = 0; i < s_n_seen; i++) {
+        if (strcmp (s_seen[i].symbol, symbol) != 0)
+            continue;
+        if (n == 0)
+            *thread = s_seen[i].thread;
+        cr_assert (pthread_equal (*thread, s_seen[i].thread),
+                   "%s: message %d handled on another thread than the first", symbol,
+                   s_seen[i].seq);
+        cr_assert (s_seen[i].seq > last, "%s: message %d handled after message %d", symbol,
+                   s_seen[i].seq, last);
+        last = s_seen[i].seq;
+        n++;
+    }
+    return n;
+}
+
+Test (runtime, routed_messages_of_one_key_are_handled_once_on_one_thread_in_bus_order,
+      .init = s_setup, .fini = s_teardown, .timeout = 120)
+{
+    enum { KEYS = 6, PER_KEY = 40, N = KEYS * PER_KEY };
+    static s_runner_t r;
+    s_start_with (&r, true, 16, 4, s_route);
+    for (int i = 0; i < N; i++) {
+        char symbol[16], detail[32];
+        snprintf (symbol, sizeof symbol, "KEY%d", i % KEYS);
+        snprintf (detail, sizeof detail, "n:%d", i);
+        s_send_to (symbol, detail, NULL, NULL);
+    }
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'", N, WAIT_MS), N);
+    cr_assert_eq (s_stop (&r), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), N);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), N);
+    cr_assert_eq (atomic_load (&s_calls), N, "each message was handled exactly once");
+    cr_assert_eq (s_n_seen, (size_t) N);
+    for (int k = 0; k < KEYS; k++) {
+        char symbol[16];
+        snprintf (symbol, sizeof symbol, "KEY%d", k);
+        pthread_t thread;
+        cr_assert_eq (s_one_thread_in_order (symbol, &thread), (size_t) PER_KEY, "%s", symbol);
+    }
+}
+
+Test (runtime, routed_keys_spread_over_the_threads_by_key_modulo_threads, .init = s_setup,
+      .fini = s_teardown, .timeout = 120)
+{
+    enum { KEYS = 32, THREADS = 4 };
+    static s_runner_t r;
+    s_start_with (&r, true, 16, THREADS, s_route);
+    for (int i = 0; i < KEYS; i++) {
+        char symbol[16], detail[32];
+        snprintf (symbol, sizeof symbol, "SYM%d", i);
+        snprintf (detail, sizeof detail, "n:%d", i);
+        s_send_to (symbol, detail, NULL, NULL);
+    }
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", KEYS, WAIT_MS), KEYS);
+    cr_assert_eq (s_stop (&r), 0);
+    //  Two keys share a thread exactly when their keys agree modulo the thread count.
+    pthread_t thread[KEYS];
+    int buckets = 0;
+    bool bucket_used[THREADS] = { false };
+    for (int i = 0; i < KEYS; i++) {
+        char symbol[16];
+        snprintf (symbol, sizeof symbol, "SYM%d", i);
+        cr_assert_eq (s_one_thread_in_order (symbol, &thread[i]), 1, "%s", symbol);
+        uint64_t b = fks_worker_key (symbol) % THREADS;
+        if (!bucket_used[b])
+            buckets++;
+        bucket_used[b] = true;
+        for (int j = 0; j < i; j++) {
+            char other[16];
+            snprintf (other, sizeof other, "SYM%d", j);
+            bool same_bucket = fks_worker_key (other) % THREADS == b;
+            cr_assert_eq (pthread_equal (thread[i], thread[j]) != 0, same_bucket,
+                          "%s and %s: same thread %d, same key modulo %d %d", symbol, other,
+                          pthread_equal (thread[i], thread[j]) != 0, THREADS, same_bucket);
+        }
+    }
+    cr_assert (buckets > 1, "%d distinct keys fell on %d thread(s)", KEYS, buckets);
+}
+
+Test (runtime, routed_messages_waiting_in_a_queue_are_handed_back_on_stop, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    //  One key, batches of 1, slow messages: the first is handled while the others wait in
+    //  that thread's queue.
+    s_start_with (&r, true, 1, 4, s_route);
+    for (int i = 0; i < 10; i++)
+        s_send_to ("ONEKEY", "slow", NULL, NULL);
+    for (int i = 0; i < 250 && atomic_load (&s_started) == 0; i++)
+        usleep (20000);
+    cr_assert (atomic_load (&s_started) > 0);
+    cr_assert_eq (s_stop (&r), 0, "a drained stop returns 0");
+    long long done = h_sql_int ("SELECT count(*) FROM rt_effects");
+    cr_assert (done >= 1, "what was started was finished and committed");
+    cr_assert (done < 10, "messages were still queued when it stopped (%lld done)", done);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), done);
+    //  A new replica finishes the rest, each exactly once.
+    s_start_with (&r, true, 16, 4, s_route);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 10, WAIT_MS), 10);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 10);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, a_route_hook_with_one_thread_handles_everything, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    s_start_with (&r, true, 16, 1, s_route);
+    for (int i = 0; i < 20; i++) {
+        char symbol[16], detail[32];
+        snprintf (symbol, sizeof symbol, "ONE%d", i % 3);
+        snprintf (detail, sizeof detail, "n:%d", i);
+        s_send_to (symbol, detail, NULL, NULL);
+    }
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 20, WAIT_MS), 20);
+    cr_assert_eq (s_stop (&r), 0);
+    cr_assert_eq (atomic_load (&s_calls), 20);
 }
 
 Test (runtime, serves_health_ready_and_metrics, .init = s_setup, .fini = s_teardown,

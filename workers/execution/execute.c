@@ -81,7 +81,7 @@ static const fks_pg_stmt_t s_stmts[] = {
       "    FROM v JOIN o ON o.id = v.id"
       "   WHERE inbox.id = v.corr"
       "     AND " S_RANK ("inbox.status") " < " S_RANK ("v.istatus") ")"
-      "SELECT count(*) FROM o", 23 },
+      "SELECT count(*) FROM o", 23, FKS_PG_CUSTOM_PLAN },
     //  Every position the transaction moved, written once before COMMIT.
     { "ex_positions_save",
       "INSERT INTO positions (symbol, qty, avg_price, realized_pnl, fees, updated_at)"
@@ -1629,6 +1629,22 @@ s_on_fail (fks_worker_tx_t *tx, const fks_envelope_t *env, const char *reason, v
     return fks_worker_emit (tx, "risk.rejected", NULL, NULL);
 }
 
+//  The routing key (workers/runtime.h): the normalised symbol of a signal, order.requested or
+//  market.bar, whose transaction locks that symbol's position. One handler thread then takes
+//  every message of a symbol, so the threads of a replica never wait on each other's position
+//  locks (s_lock_batch still orders them against other replicas). order.cancel_requested names
+//  no symbol: key 0, like a symbol that does not normalise (its handler fails it anyway).
+static uint64_t
+s_route (const fks_envelope_t *env, void *arg)
+{
+    (void) arg;
+    char raw[65], symbol[FKS_SYMBOL_MAX];
+    if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
+        || fks_symbol_normalize (raw, symbol, NULL, 0) != 0)
+        return 0;
+    return fks_worker_key (symbol);
+}
+
 void
 fks_exec_define (fks_exec_t *self, fks_worker_def_t *def)
 {
@@ -1642,5 +1658,6 @@ fks_exec_define (fks_exec_t *self, fks_worker_def_t *def)
     def->idle = s_idle;
     def->begin = s_begin;
     def->flush = s_flush;
+    def->route = s_route;
     def->arg = self;
 }

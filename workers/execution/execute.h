@@ -20,7 +20,8 @@
  *
  *  The position is locked with a transaction-scoped advisory lock on the symbol, taken before
  *  anything reads it, so replicas working on one symbol take turns and a position moves
- *  exactly once per fill. The alert's status (inbox) and the signal's status follow along.
+ *  exactly once per fill (the threads of one replica do not: the runtime routes each symbol
+ *  to one thread, see fks_exec_define). The alert's status (inbox) and the signal's status follow along.
  */
 #ifndef FKS_EXECUTE_H
 #define FKS_EXECUTE_H

@@ -77,7 +77,7 @@ static const fks_pg_stmt_t s_stmts[] = {
       "    FROM v JOIN ins ON ins.id = v.id"
       "   WHERE inbox.id = v.inbox"
       "     AND " S_RANK ("inbox.status") " < " S_RANK ("v.istatus") ")"
-      "SELECT count(*) FROM ins", 20 },
+      "SELECT count(*) FROM ins", 20, FKS_PG_CUSTOM_PLAN },
     { "sig_inbox_status",
       "UPDATE inbox SET status = $2, updated_at = now()"
       " WHERE id = $1 AND " S_RANK ("status") " < " S_RANK ("$2::text"), 2 },
