@@ -575,12 +575,11 @@ s_find_stmt (fks_pg_t *self, const char *name)
     return NULL;
 }
 
-PGresult *
-fks_pg_exec (fks_pg_t *self, const char *name, int n_params, const char *const *values,
-             const int *lengths, const int *formats, fks_pg_err_t *err)
+//  The statement table entry for name with n_params, or NULL with err.
+static const fks_pg_stmt_t *
+s_stmt_for (fks_pg_t *self, const char *name, int n_params, const char *const *values,
+            fks_pg_err_t *err)
 {
-    assert (self);
-    s_err_clear (err);
     const fks_pg_stmt_t *stmt = name ? s_find_stmt (self, name) : NULL;
     if (!stmt) {
         s_set_err (err, "", false, "unknown statement '%s'", name ? name : "(null)");
@@ -591,6 +590,18 @@ fks_pg_exec (fks_pg_t *self, const char *name, int n_params, const char *const *
                    name, stmt->n_params, values || n_params == 0 ? n_params : 0);
         return NULL;
     }
+    return stmt;
+}
+
+PGresult *
+fks_pg_exec (fks_pg_t *self, const char *name, int n_params, const char *const *values,
+             const int *lengths, const int *formats, fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    const fks_pg_stmt_t *stmt = s_stmt_for (self, name, n_params, values, err);
+    if (!stmt)
+        return NULL;
     if (s_ready (self, err) != 0)
         return NULL;
     PGresult *res = stmt->flags & FKS_PG_CUSTOM_PLAN
@@ -615,6 +626,118 @@ fks_pg_query (fks_pg_t *self, const char *sql, int n_params, const char *const *
         ? PQexec (self->conn, sql)
         : PQexecParams (self->conn, sql, n_params, NULL, values, lengths, formats, 0);
     return s_finish (self, res, err);
+}
+
+//  Runs [pre], the statement, [post] in one round trip (libpq's pipeline mode): pre and post
+//  are parameterless commands (BEGIN, COMMIT) or NULL. The statement's result goes to *out
+//  (may be NULL: discarded). 0, or -1 with err from the first part that failed; the parts
+//  after a failed one are skipped by the server. Afterwards the connection is out of
+//  pipeline mode, or dropped when it broke.
+static int
+s_pipeline (fks_pg_t *self, const char *pre, const fks_pg_stmt_t *stmt, int n_params,
+            const char *const *values, const int *lengths, const int *formats, const char *post,
+            PGresult **out, fks_pg_err_t *err)
+{
+    if (out)
+        *out = NULL;
+    if (s_ready (self, err) != 0)
+        return -1;
+    PGconn *c = self->conn;
+    if (!PQenterPipelineMode (c)) {
+        s_set_err (err, "", false, "cannot enter pipeline mode: %s", PQerrorMessage (c));
+        return -1;
+    }
+    int sent = 0;
+    bool ok = true;
+    if (pre)
+        ok = PQsendQueryParams (c, pre, 0, NULL, NULL, NULL, NULL, 0) == 1 && ++sent;
+    if (ok)
+        ok = (stmt->flags & FKS_PG_CUSTOM_PLAN
+              ? PQsendQueryParams (c, stmt->sql, n_params, NULL, values, lengths, formats, 0)
+              : PQsendQueryPrepared (c, stmt->name, n_params, values, lengths, formats, 0))
+             == 1 && ++sent;
+    if (ok && post)
+        ok = PQsendQueryParams (c, post, 0, NULL, NULL, NULL, NULL, 0) == 1 && ++sent;
+    if (ok)
+        ok = PQpipelineSync (c) == 1;
+    int stmt_at = pre ? 1 : 0, rc = 0;
+    //  One result (then a NULL) per query sent, then the sync's.
+    for (int i = 0; i < sent && ok; i++) {
+        PGresult *res = PQgetResult (c);
+        if (!res) {
+            ok = false;
+            break;
+        }
+        while (PQgetResult (c) != NULL)
+            ;                       /* nothing else comes for one query; read to its end */
+        ExecStatusType st = PQresultStatus (res);
+        bool good = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+        if (good && post && i == sent - 1 && strcmp (PQcmdStatus (res), "ROLLBACK") == 0) {
+            //  As fks_pg_commit: COMMIT of a failed transaction answers ROLLBACK.
+            if (rc == 0)
+                s_set_err (err, "25P02", false, "the transaction was rolled back (an earlier "
+                           "statement in it failed)");
+            rc = -1;
+        }
+        else if (!good && rc == 0) {
+            if (st == PGRES_PIPELINE_ABORTED)
+                s_set_err (err, "", false, "skipped after an earlier failure");
+            else
+                s_set_err_from (self, res, err);
+            rc = -1;
+        }
+        if (i == stmt_at && good && out)
+            *out = res;
+        else
+            PQclear (res);
+    }
+    if (ok) {
+        PGresult *sync = PQgetResult (c);
+        ok = sync && PQresultStatus (sync) == PGRES_PIPELINE_SYNC;
+        PQclear (sync);
+    }
+    if (!ok || !PQexitPipelineMode (c) || PQstatus (c) != CONNECTION_OK) {
+        if (rc == 0)
+            s_set_err (err, "08006", true, "connection lost: %s", PQerrorMessage (c));
+        else if (err)
+            err->conn_lost = true;
+        s_drop (self);
+        rc = -1;
+    }
+    else
+        s_note_tx (self);
+    if (rc != 0 && out && *out) {
+        PQclear (*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+PGresult *
+fks_pg_begin_exec (fks_pg_t *self, const char *name, int n_params, const char *const *values,
+                   const int *lengths, const int *formats, fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    const fks_pg_stmt_t *stmt = s_stmt_for (self, name, n_params, values, err);
+    PGresult *res = NULL;
+    if (!stmt || s_pipeline (self, "BEGIN", stmt, n_params, values, lengths, formats, NULL,
+                             &res, err) != 0)
+        return NULL;
+    return res;
+}
+
+int
+fks_pg_exec_commit (fks_pg_t *self, const char *name, int n_params, const char *const *values,
+                    const int *lengths, const int *formats, fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    const fks_pg_stmt_t *stmt = s_stmt_for (self, name, n_params, values, err);
+    if (!stmt)
+        return -1;
+    return s_pipeline (self, NULL, stmt, n_params, values, lengths, formats, "COMMIT", NULL,
+                       err);
 }
 
 int

@@ -73,6 +73,20 @@ PGresult *fks_pg_exec (fks_pg_t *self, const char *name, int n_params,
                        const char *const *values, const int *lengths, const int *formats,
                        fks_pg_err_t *err);
 
+/*  BEGIN, then the named statement, in one round trip (libpq's pipeline mode). Same contract
+ *  as fks_pg_exec; on failure the transaction may be open: call fks_pg_rollback. */
+PGresult *fks_pg_begin_exec (fks_pg_t *self, const char *name, int n_params,
+                             const char *const *values, const int *lengths, const int *formats,
+                             fks_pg_err_t *err);
+
+/*  The named statement, then COMMIT, in one round trip; the statement's result is discarded.
+ *  0, or -1 with err from the part that failed: the statement's error (COMMIT is then skipped;
+ *  call fks_pg_rollback), 25P02 like fks_pg_commit when the server had rolled the transaction
+ *  back, or conn_lost when the connection broke (the commit may or may not have happened). */
+int fks_pg_exec_commit (fks_pg_t *self, const char *name, int n_params,
+                        const char *const *values, const int *lengths, const int *formats,
+                        fks_pg_err_t *err);
+
 /*  Runs SQL text with parameters (PQexecParams), same contract as fks_pg_exec. With n_params
  *  0 it may hold several statements (PQexec), for migrations. */
 PGresult *fks_pg_query (fks_pg_t *self, const char *sql, int n_params,

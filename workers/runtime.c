@@ -491,11 +491,13 @@ s_fmt_ts (char *buf, size_t cap, int64_t ns)
 }
 
 //  Inserts the outbox of the open transaction in one statement.
+//  Inserts the transaction's outbox rows; with commit, COMMIT goes in the same round trip
+//  (alone when there is nothing to insert).
 static int
-s_insert_events (fks_worker_tx_t *tx, fks_pg_err_t *err)
+s_insert_events (fks_worker_tx_t *tx, bool commit, fks_pg_err_t *err)
 {
     if (tx->n_events == 0)
-        return 0;
+        return commit ? fks_pg_commit (tx->pg, err) : 0;
     fks_sbuf_t a[7];
     static const char hex[] = "0123456789abcdef";
     char id[FKS_ID_STR_SIZE], ts[64];
@@ -552,10 +554,14 @@ s_insert_events (fks_worker_tx_t *tx, fks_pg_err_t *err)
         const char *values[7];
         for (int k = 0; k < 7; k++)
             values[k] = a[k].data;
-        PGresult *r = fks_pg_exec (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
-        if (r) {
-            PQclear (r);
-            rc = 0;
+        if (commit)
+            rc = fks_pg_exec_commit (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
+        else {
+            PGresult *r = fks_pg_exec (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
+            if (r) {
+                PQclear (r);
+                rc = 0;
+            }
         }
     }
     for (int k = 0; k < 7; k++)
@@ -564,8 +570,10 @@ s_insert_events (fks_worker_tx_t *tx, fks_pg_err_t *err)
 }
 
 //  Inserts the consumed rows of msgs; fresh[i] tells whether message i is new to the group.
+//  With begin, the statement opens the transaction: BEGIN goes in the same round trip.
 static int
-s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, fks_pg_err_t *err)
+s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, bool begin,
+                   fks_pg_err_t *err)
 {
     fks_sbuf_t ids;
     fks_sbuf_init (&ids, 0);
@@ -586,7 +594,9 @@ s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, fks_pg_err_t 
         return -1;
     }
     const char *values[2] = { th->w->def->group, ids.data };
-    PGresult *r = fks_pg_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err);
+    PGresult *r = begin
+        ? fks_pg_begin_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err)
+        : fks_pg_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err);
     fks_sbuf_free (&ids);
     if (!r)
         return -1;
@@ -648,13 +658,8 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
     tx->reason[0] = '\0';
     s_events_clear (tx);
     int64_t t0 = fks_mono_ns ();
-    if (fks_pg_begin (th->pg, &err) != 0) {
-        fks_worker_pg_error (tx, &err, "BEGIN");
-        fks_pg_rollback (th->pg);
-        return S_TRANSIENT;
-    }
-    if (s_insert_consumed (th, msgs, n, &err) != 0) {
-        int rc = fks_worker_pg_error (tx, &err, "recording consumed messages");
+    if (s_insert_consumed (th, msgs, n, true, &err) != 0) {
+        int rc = fks_worker_pg_error (tx, &err, "BEGIN and recording consumed messages");
         fks_pg_rollback (th->pg);
         return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
     }
@@ -722,13 +727,8 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
         }
     }
     s_decoded_free (th, envs, n);
-    if (s_insert_events (tx, &err) != 0) {
-        int rc = fks_worker_pg_error (tx, &err, "inserting the outbox");
-        fks_pg_rollback (th->pg);
-        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
-    }
-    if (fks_pg_commit (th->pg, &err) != 0) {
-        int rc = fks_worker_pg_error (tx, &err, "COMMIT");
+    if (s_insert_events (tx, true, &err) != 0) {
+        int rc = fks_worker_pg_error (tx, &err, "inserting the outbox and COMMIT");
         fks_pg_rollback (th->pg);
         return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
     }
@@ -967,7 +967,7 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
         if (w->def->on_fail) {
             if (fks_pg_begin (th->pg, &err) != 0)
                 rc = fks_worker_pg_error (tx, &err, "BEGIN");
-            else if (s_insert_consumed (th, &msg, 1, &err) != 0)
+            else if (s_insert_consumed (th, &msg, 1, false, &err) != 0)
                 rc = fks_worker_pg_error (tx, &err, "recording the consumed message");
             else if (!th->fresh[0]) {
                 //  Another replica finished it meanwhile.
@@ -991,7 +991,7 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
                 tx->batch = 0;
                 if (rc == FKS_WORKER_OK && w->def->flush)
                     rc = w->def->flush (tx, w->def->arg);
-                if (rc == FKS_WORKER_OK && s_insert_events (tx, &err) != 0)
+                if (rc == FKS_WORKER_OK && s_insert_events (tx, false, &err) != 0)
                     rc = fks_worker_pg_error (tx, &err, "inserting the outbox");
                 if (rc == FKS_WORKER_OK && fks_pg_commit (th->pg, &err) != 0)
                     rc = fks_worker_pg_error (tx, &err, "COMMIT");

@@ -14,9 +14,11 @@
  *      INSERT INTO events ... (the outbox: every envelope produced, one statement)
  *      COMMIT
  *
- *  then publishes the produced envelopes and acks the messages. Inserting `consumed` first
- *  also serialises two replicas that got the same message (after an ack deadline): the second
- *  waits on the first one's row and then finds it. If the bus loses a publish, the broker's
+ *  (BEGIN travels with the consumed insert, and the outbox insert with COMMIT, in one round
+ *  trip each: libpq's pipeline mode, common/pg.h), then publishes the produced envelopes and
+ *  acks the messages. Inserting `consumed` first also serialises two replicas that got the
+ *  same message (after an ack deadline): the second waits on the first one's row and then
+ *  finds it. If the bus loses a publish, the broker's
  *  reconciler publishes the outbox row again, so "publish after commit" loses nothing.
  *
  *  Failures. A handler returns FKS_WORKER_OK, FKS_WORKER_RETRY (transient: PostgreSQL or

@@ -383,6 +383,114 @@ Test (pg, commit_of_a_failed_transaction_fails)
     fks_pg_destroy (&pg);
 }
 
+//  The pipelined pair a worker's transaction starts and ends with: BEGIN + a statement, then a
+//  statement + COMMIT, one round trip each.
+static const fks_pg_stmt_t s_pipe_stmts[] = {
+    { "p_ins", "INSERT INTO t_pipe (k) SELECT unnest ($1::integer[]) RETURNING k", 1 },
+    { "p_ins_custom", "INSERT INTO t_pipe (k) SELECT unnest ($1::integer[]) RETURNING k", 1,
+      FKS_PG_CUSTOM_PLAN } };
+
+static fks_pg_t *
+s_pipe_new (void)
+{
+    fks_pg_t *setup = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_command (setup, "DROP TABLE IF EXISTS t_pipe; "
+                                         "CREATE TABLE t_pipe (k integer PRIMARY KEY)", &err),
+                  0, "%s", err.msg);
+    fks_pg_destroy (&setup);
+    return s_new (s_pipe_stmts, 2);
+}
+
+static long
+s_pipe_rows (void)
+{
+    fks_pg_t *other = s_new (NULL, 0);
+    char *n = s_scalar (other, "SELECT count(*) FROM t_pipe");
+    long v = atol (n);
+    free (n);
+    fks_pg_destroy (&other);
+    return v;
+}
+
+Test (pg, begin_exec_and_exec_commit_make_one_transaction)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    const char *first[1] = { "{1,2}" }, *second[1] = { "{3}" };
+    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, first, NULL, NULL, &err);
+    cr_assert (res, "%s %s", err.sqlstate, err.msg);
+    cr_assert_eq (PQntuples (res), 2, "the statement's rows come back");
+    PQclear (res);
+    cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_INTRANS);
+    cr_assert_eq (s_pipe_rows (), 0, "nothing is visible before COMMIT");
+    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins_custom", 1, second, NULL, NULL, &err), 0,
+                  "%s %s", err.sqlstate, err.msg);
+    cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_IDLE);
+    cr_assert_eq (s_pipe_rows (), 3);
+    //  The handle is an ordinary one afterwards.
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "%s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, a_failing_statement_before_commit_commits_nothing)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    const char *first[1] = { "{1}" }, *dup[1] = { "{2,1}" };
+    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, first, NULL, NULL, &err);
+    cr_assert (res, "%s", err.msg);
+    PQclear (res);
+    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, dup, NULL, NULL, &err), -1);
+    cr_assert_str_eq (err.sqlstate, "23505", "the statement's error, not COMMIT's: %s", err.msg);
+    cr_assert_not (err.conn_lost);
+    fks_pg_rollback (pg);
+    cr_assert_eq (s_pipe_rows (), 0, "the first insert must not be committed");
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "%s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, a_failing_statement_after_begin_is_reported_and_rolls_back)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    const char *bad[1] = { "{1,1}" };
+    cr_assert_null (fks_pg_begin_exec (pg, "p_ins", 1, bad, NULL, NULL, &err));
+    cr_assert_str_eq (err.sqlstate, "23505", "%s", err.msg);
+    fks_pg_rollback (pg);
+    cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_IDLE);
+    cr_assert_null (fks_pg_begin_exec (pg, "p_nope", 1, bad, NULL, NULL, &err));
+    cr_assert (strstr (err.msg, "unknown statement"), "%s", err.msg);
+    const char *good[1] = { "{7}" };
+    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, good, NULL, NULL, &err);
+    cr_assert (res, "usable after a failure: %s", err.msg);
+    PQclear (res);
+    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, (const char *[]) { "{8}" }, NULL, NULL,
+                                      &err), 0, "%s", err.msg);
+    cr_assert_eq (s_pipe_rows (), 2);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, exec_commit_on_a_connection_lost_inside_the_transaction_is_conn_lost)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, (const char *[]) { "{1}" }, NULL, NULL,
+                                       &err);
+    cr_assert (res, "%s", err.msg);
+    PQclear (res);
+    char *pid = s_scalar (pg, "SELECT pg_backend_pid()");
+    s_terminate_backend (pid);
+    free (pid);
+    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, (const char *[]) { "{2}" }, NULL, NULL,
+                                      &err), -1, "a COMMIT must not succeed on a new connection");
+    cr_assert (err.conn_lost, "%s %s", err.sqlstate, err.msg);
+    fks_pg_rollback (pg);
+    cr_assert_eq (s_pipe_rows (), 0);
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "usable again after rollback: %s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
 Test (pg, connect_timeout_defaults_to_5_seconds_unless_the_url_sets_it)
 {
     fks_pg_t *pg = s_new (NULL, 0);

@@ -40,6 +40,9 @@
 
 static const fks_pg_stmt_t s_stmts[] = {
     { "sig_position", "SELECT qty FROM positions WHERE symbol = $1", 1 },
+    //  The positions of a batch's symbols at once (s_prefetch).
+    { "sig_positions",
+      "SELECT symbol, qty FROM positions WHERE symbol = ANY ($1::text[])", 1 },
     { "sig_insert",
       "WITH ins AS ("
       "  INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
@@ -138,16 +141,71 @@ s_thread_fini (void *state, void *arg)
     free (st);
 }
 
+//  Reads the positions of the batch's symbols in one round trip, into the cache s_seen reads
+//  from, instead of one read per symbol as the handler meets them. An alert that does not
+//  parse is skipped here (its handler records why); a symbol left out (the cache is full)
+//  is read by s_seen as before.
+static int
+s_prefetch (fks_worker_tx_t *tx, s_thread_t *st)
+{
+    size_t n = fks_worker_batch_size (tx);
+    fks_worker_array_t arr;
+    fks_worker_array_init (&arr);
+    for (size_t i = 0; i < n && st->n < S_CACHE_MAX; i++) {
+        const fks_envelope_t *env = fks_worker_batch_env (tx, i);
+        fks_signal_alert_t a;
+        char symbol[FKS_SIGNAL_SYMBOL_MAX], why[256];
+        if (strcmp (fks_envelope_hdr (env)->type, "webhook.received") != 0
+            || fks_signal_alert_read (env, &a, why, sizeof why) != 0
+            || fks_symbol_normalize (a.symbol, symbol, why, sizeof why) != 0)
+            continue;
+        bool known = false;
+        for (size_t j = 0; j < st->n && !known; j++)
+            known = strcmp (st->seen[j].symbol, symbol) == 0;
+        if (known)
+            continue;
+        s_seen_t *e = &st->seen[st->n++];
+        memset (e, 0, sizeof *e);
+        snprintf (e->symbol, sizeof e->symbol, "%s", symbol);
+        fks_worker_array_add (&arr, symbol);
+    }
+    if (st->n == 0) {
+        fks_worker_array_free (&arr);
+        return FKS_WORKER_OK;
+    }
+    const char *list = fks_worker_array_end (&arr);
+    if (!list) {
+        fks_worker_array_free (&arr);
+        st->n = 0;
+        return fks_worker_retry (tx, "out of memory");
+    }
+    const char *values[1] = { list };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_positions", 1, values, NULL, NULL,
+                               &err);
+    fks_worker_array_free (&arr);
+    if (!r) {
+        st->n = 0;
+        return fks_worker_pg_error (tx, &err, "reading the batch's positions");
+    }
+    for (int j = 0; j < PQntuples (r); j++)
+        for (size_t i = 0; i < st->n; i++)
+            if (strcmp (st->seen[i].symbol, PQgetvalue (r, j, 0)) == 0)
+                st->seen[i].position = fks_worker_parse_num (PQgetvalue (r, j, 1), 0);
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
 static int
 s_begin (fks_worker_tx_t *tx, void *arg)
 {
     (void) arg;
     s_thread_t *st = fks_worker_state (tx);
-    if (st) {
-        st->n = 0;
-        st->n_pending = 0;
-    }
-    return FKS_WORKER_OK;
+    if (!st)
+        return FKS_WORKER_OK;
+    st->n = 0;
+    st->n_pending = 0;
+    return fks_worker_batch_size (tx) > 1 ? s_prefetch (tx, st) : FKS_WORKER_OK;
 }
 
 //  The symbol's cache entry, reading the position the first time. NULL with *rc set.
