@@ -431,7 +431,13 @@ s_assert_books_balance (void)
         "        ELSE -f.qty END) AS q FROM fills f GROUP BY f.symbol) x"
         " FULL JOIN positions p ON p.symbol = x.symbol"
         " WHERE coalesce (p.qty, 0) <> coalesce (x.q, 0)");
-    cr_assert_eq (bad, 0, "%lld positions differ from the sum of their fills", bad);
+    cr_assert_eq (bad, 0, "%lld positions differ from the sum of their fills: %s", bad,
+                  h_sql_text ("SELECT string_agg (coalesce (p.symbol, x.symbol) || ' position '"
+                              " || coalesce (p.qty, 0) || ' fills ' || coalesce (x.q, 0), '; ')"
+                              " FROM (SELECT f.symbol, sum (CASE f.side WHEN 'buy' THEN f.qty"
+                              "        ELSE -f.qty END) AS q FROM fills f GROUP BY f.symbol) x"
+                              " FULL JOIN positions p ON p.symbol = x.symbol"
+                              " WHERE coalesce (p.qty, 0) <> coalesce (x.q, 0)"));
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders o WHERE o.filled_qty <>"
                              " (SELECT coalesce (sum (qty), 0) FROM fills f"
                              "   WHERE f.order_id = o.id)"), 0);

@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/sbuf.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -82,14 +83,24 @@ static const fks_pg_stmt_t s_stmts[] = {
       "   WHERE inbox.id = v.corr"
       "     AND " S_RANK ("inbox.status") " < " S_RANK ("v.istatus") ")"
       "SELECT count(*) FROM o", 23, FKS_PG_CUSTOM_PLAN },
-    //  Every position the transaction moved, written once before COMMIT.
+    //  Every position the transaction moved, written once before COMMIT. The quantity is the
+    //  stored one plus the exact sum of the transaction's signed fill quantities ($6/$7, the
+    //  same text as the fills rows), so a position always equals the sum of its fills in
+    //  numeric; the in-memory double only decides (and gives the price and PnL columns).
     { "ex_positions_save",
+      "WITH t AS ("
+      "  SELECT * FROM unnest ($1::text[], $2::numeric[], $3::numeric[], $4::numeric[],"
+      "                        $5::numeric[]) AS t (s, q, a, r, f)),"
+      " d AS (SELECT s, sum (q) AS q FROM unnest ($6::text[], $7::numeric[]) AS m (s, q)"
+      "        GROUP BY s),"
+      " n AS ("
+      "  SELECT t.s, CASE WHEN d.s IS NULL THEN t.q ELSE coalesce (p.qty, 0) + d.q END AS q,"
+      "         t.a, t.r, t.f"
+      "    FROM t LEFT JOIN d ON d.s = t.s LEFT JOIN positions p ON p.symbol = t.s)"
       "INSERT INTO positions (symbol, qty, avg_price, realized_pnl, fees, updated_at)"
-      " SELECT s, q, a, r, f, now()"
-      "   FROM unnest ($1::text[], $2::numeric[], $3::numeric[], $4::numeric[],"
-      "                $5::numeric[]) AS t (s, q, a, r, f)"
+      " SELECT s, q, CASE WHEN q = 0 THEN 0 ELSE a END, r, f, now() FROM n"
       " ON CONFLICT (symbol) DO UPDATE SET qty = EXCLUDED.qty, avg_price = EXCLUDED.avg_price,"
-      "   realized_pnl = EXCLUDED.realized_pnl, fees = EXCLUDED.fees, updated_at = now()", 5 },
+      "   realized_pnl = EXCLUDED.realized_pnl, fees = EXCLUDED.fees, updated_at = now()", 7 },
     //  A new order with at most one fill, and the status of its signal and alert, in one
     //  round trip: the common case (a market order filled at once, a limit order resting, a
     //  broker refusal). Nothing else happens when the order exists already.
@@ -194,6 +205,7 @@ typedef struct {
     bool *outcomes;                 /* a batch's paper outcomes, for the breaker (s_flush) */
     size_t n_outcomes, cap_outcomes;
     char failure[FKS_BROKER_REASON_MAX];    /* the batch's last broker refusal */
+    fks_sbuf_t moved_sym, moved_qty;        /* the fills moving positions: symbol, signed qty */
 } s_thread_t;
 
 static const fks_id_t s_nil;        /* corr of events that concern no alert */
@@ -299,6 +311,8 @@ s_thread_init (fks_pg_t *pg, fks_redis_t *redis, void *arg)
     st->x = x;
     st->redis = redis;
     st->breaker = fks_breaker_new (redis, x->cfg.breaker_scope, &x->cfg.breaker);
+    fks_sbuf_init (&st->moved_sym, 0);
+    fks_sbuf_init (&st->moved_qty, 0);
     return st;
 }
 
@@ -311,6 +325,8 @@ s_thread_fini (void *state, void *arg)
         fks_breaker_destroy (&st->breaker);
         free (st->placed);
         free (st->outcomes);
+        fks_sbuf_free (&st->moved_sym);
+        fks_sbuf_free (&st->moved_qty);
         free (st);
     }
 }
@@ -331,6 +347,32 @@ s_idle (void *state, void *arg)
 
 //  --------------------------------------------------------------------------
 //  Reading
+
+//  Starts the transaction's list of position moves (array literals for ex_positions_save).
+static void
+s_moves_reset (s_thread_t *st)
+{
+    fks_sbuf_free (&st->moved_sym);
+    fks_sbuf_free (&st->moved_qty);
+    fks_sbuf_init (&st->moved_sym, 0);
+    fks_sbuf_init (&st->moved_qty, 0);
+}
+
+//  Records fills that moved a symbol's position, with their quantity as the fills rows hold it.
+static void
+s_moves_add (s_thread_t *st, const char *symbol, bool buy, const fks_broker_fill_t *fills,
+             size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char q[48];
+        fks_sbuf_puts (&st->moved_sym, st->moved_sym.len ? ",\"" : "\"");
+        fks_sbuf_puts (&st->moved_sym, symbol);
+        fks_sbuf_puts (&st->moved_sym, "\"");
+        fks_sbuf_puts (&st->moved_qty, st->moved_qty.len ? "," : "");
+        fks_sbuf_puts (&st->moved_qty, buy ? "" : "-");
+        fks_sbuf_puts (&st->moved_qty, fks_worker_num (q, fills[i].qty));
+    }
+}
 
 //  Writes every position this transaction moved, in one statement.
 static int
@@ -362,10 +404,22 @@ s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
         return FKS_WORKER_OK;
     for (int k = 0; k < 5; k++)
         snprintf (arr[k] + len[k], sizeof arr[k] - len[k], "}");
-    const char *values[5] = { arr[0], arr[1], arr[2], arr[3], arr[4] };
+    fks_sbuf_t msym, mqty;
+    fks_sbuf_init (&msym, 0);
+    fks_sbuf_init (&mqty, 0);
+    fks_sbuf_printf (&msym, "{%s}", st->moved_sym.len ? st->moved_sym.data : "");
+    fks_sbuf_printf (&mqty, "{%s}", st->moved_qty.len ? st->moved_qty.data : "");
+    if (st->moved_sym.failed || st->moved_qty.failed || msym.failed || mqty.failed) {
+        fks_sbuf_free (&msym);
+        fks_sbuf_free (&mqty);
+        return fks_worker_retry (tx, "out of memory");
+    }
+    const char *values[7] = { arr[0], arr[1], arr[2], arr[3], arr[4], msym.data, mqty.data };
     fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_positions_save", 5, values, NULL, NULL,
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_positions_save", 7, values, NULL, NULL,
                                &err);
+    fks_sbuf_free (&msym);
+    fks_sbuf_free (&mqty);
     if (!r)
         return fks_worker_pg_error (tx, &err, "saving positions");
     PQclear (r);
@@ -505,6 +559,7 @@ s_begin (fks_worker_tx_t *tx, void *arg)
     st->n_placed = 0;
     st->n_outcomes = 0;
     st->failure[0] = '\0';
+    s_moves_reset (st);
     return fks_worker_batch_size (tx) > 1 ? s_lock_batch (tx, st) : FKS_WORKER_OK;
 }
 
@@ -1289,6 +1344,7 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
     if (res.n_fills > 0) {
         pe->pos = pos;
         pe->dirty = true;
+        s_moves_add (st, pe->symbol, o->buy, res.fills, res.n_fills);
         double last = res.fills[res.n_fills - 1].price;
         rc = s_emit_position (tx, o->symbol, &pos, quote.has_last ? quote.last : last, o);
         if (rc != FKS_WORKER_OK)
@@ -1547,6 +1603,7 @@ s_on_bar (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
                != FKS_WORKER_OK
             || (rc = s_write_fills (tx, st, &o, &res, snaps)) != FKS_WORKER_OK)
             break;
+        s_moves_add (st, pe->symbol, o.buy, res.fills, res.n_fills);
         if (o.status == FKS_ORDER_FILLED) {
             s_count (st, "filled");
             rc = s_signal_status (tx, &o, "ordered", NULL, "filled");
