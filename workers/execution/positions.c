@@ -1,9 +1,9 @@
 /*  positions.c - a symbol's net position, average price and PnL, moved by fills.
  *
- *  See positions.h. Floating point is enough here because every value is written back to
- *  PostgreSQL's numeric columns rounded to a fixed number of decimals (fks_execution.c), and
- *  the rules are applied to the rounded values of the row, so errors do not accumulate from
- *  one fill to the next.
+ *  See positions.h. Floating point is enough here because it only decides and prices: the
+ *  quantity PostgreSQL stores is the stored one plus the exact numeric sum of the fills
+ *  (execute.c, ex_positions_save), so a position always equals the sum of its fills; the
+ *  average price and PnL are written rounded to 15 digits after every fill.
  */
 #include "workers/execution/positions.h"
 
