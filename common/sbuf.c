@@ -22,6 +22,15 @@ fks_sbuf_free (fks_sbuf_t *b)
     memset (b, 0, sizeof *b);
 }
 
+void
+fks_sbuf_reset (fks_sbuf_t *b)
+{
+    b->len = 0;
+    b->failed = false;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
 static bool
 s_sbuf_room (fks_sbuf_t *b, size_t more)
 {

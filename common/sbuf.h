@@ -20,6 +20,9 @@ typedef struct {
 /*  An empty string that may grow to max bytes (0: 16 MiB); free it with fks_sbuf_free. */
 void fks_sbuf_init (fks_sbuf_t *b, size_t max);
 void fks_sbuf_free (fks_sbuf_t *b);
+/*  Empties the string (and clears `failed`) but keeps its memory, for a buffer reused per
+ *  transaction or request. */
+void fks_sbuf_reset (fks_sbuf_t *b);
 void fks_sbuf_put (fks_sbuf_t *b, const char *s, size_t n);
 void fks_sbuf_puts (fks_sbuf_t *b, const char *s);
 void fks_sbuf_printf (fks_sbuf_t *b, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));

@@ -54,3 +54,26 @@ Test (sbuf, json_str_quotes_and_escapes)
     cr_assert_str_eq (b.data, "\"a\\\"b\\\\c\\n\"");
     fks_sbuf_free (&b);
 }
+
+Test (sbuf, reset_empties_the_string_keeps_its_memory_and_clears_a_failure)
+{
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 16);
+    fks_sbuf_puts (&b, "0123456789");
+    char *data = b.data;
+    fks_sbuf_puts (&b, "0123456789");
+    cr_assert (b.failed);
+    fks_sbuf_reset (&b);
+    cr_assert_not (b.failed);
+    cr_assert_eq (b.len, 0);
+    cr_assert_str_eq (b.data, "");
+    cr_assert_eq (b.data, data, "the memory is kept");
+    fks_sbuf_puts (&b, "abc");
+    cr_assert_str_eq (b.data, "abc");
+    fks_sbuf_free (&b);
+    fks_sbuf_t empty;
+    fks_sbuf_init (&empty, 0);
+    fks_sbuf_reset (&empty);                /* nothing allocated yet: still fine */
+    cr_assert_eq (empty.len, 0);
+    fks_sbuf_free (&empty);
+}

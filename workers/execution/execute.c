@@ -352,10 +352,8 @@ s_idle (void *state, void *arg)
 static void
 s_moves_reset (s_thread_t *st)
 {
-    fks_sbuf_free (&st->moved_sym);
-    fks_sbuf_free (&st->moved_qty);
-    fks_sbuf_init (&st->moved_sym, 0);
-    fks_sbuf_init (&st->moved_qty, 0);
+    fks_sbuf_reset (&st->moved_sym);
+    fks_sbuf_reset (&st->moved_qty);
 }
 
 //  Records fills that moved a symbol's position, with their quantity as the fills rows hold it.
