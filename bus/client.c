@@ -46,10 +46,13 @@
 #define S_LEAVE_LINGER_MS 1000
 #define S_ACK_TICK_MS     1         /* the agent's pace while acks are being made */
 #define S_ACTIVE_MS       100       /* ... for this long after the last one */
+#define S_ACK_EAGER       64        /* acks waiting that fks_bus_recv sends itself, ... */
+#define S_ACK_EAGER_DIV   4         /* ... or this fraction of the window, if fewer */
 #define S_MAXF            (1 + 2 * FKS_BUS_DELIVER_BATCH_MAX)
 
 struct fks_bus_msg_t {
-    zmq_msg_t env_msg;
+    zmq_msg_t env_msg;              /* the envelope's frame, or a DELIVER_BATCH's, shared */
+    uint32_t env_off, env_size;     /* where the envelope lies in it */
     char topic[FKS_TYPE_MAX];
     fks_id_t id;
     uint64_t tag;
@@ -115,6 +118,7 @@ struct fks_bus_client_t {
     int64_t next_heartbeat;
     int64_t retry_at;               /* S_WAITING: when to join again */
     int64_t bad_logged;
+    atomic_uint_fast64_t bad_frames;    /* s_bad_frame calls, from any thread */
 
     pthread_t agent;
     bool agent_started;
@@ -161,8 +165,8 @@ const uint8_t *
 fks_bus_msg_data (const fks_bus_msg_t *msg, size_t *size_out)
 {
     if (size_out)
-        *size_out = zmq_msg_size ((zmq_msg_t *) &msg->env_msg);
-    return zmq_msg_data ((zmq_msg_t *) &msg->env_msg);
+        *size_out = msg->env_size;
+    return (const uint8_t *) zmq_msg_data ((zmq_msg_t *) &msg->env_msg) + msg->env_off;
 }
 
 const fks_id_t *
@@ -265,7 +269,7 @@ s_join (fks_bus_client_t *self, int64_t now)
     self->last_heard = now;
     uint8_t window[8];
     fks_bus_put_u32 (window, self->window);
-    fks_bus_put_u32 (window + 4, FKS_BUS_JOIN_PACKED);
+    fks_bus_put_u32 (window + 4, FKS_BUS_JOIN_BATCH);
     if (s_send_cmd (self->sock, FKS_BUS_JOIN, true) != 0)
         return;                     /* the silence rule tries again */
     zmq_send (self->sock, self->group, strlen (self->group), ZMQ_SNDMORE);
@@ -320,6 +324,7 @@ s_reconnect (fks_bus_client_t *self, int64_t now)
 static void
 s_bad_frame (fks_bus_client_t *self, const char *what)
 {
+    atomic_fetch_add (&self->bad_frames, 1);
     int64_t now = s_now_ms ();
     if (now - self->bad_logged >= 1000) {
         fks_log (FKS_LOG_WARN, NULL, NULL, "bus client: dropped a bad frame from the broker (%s)",
@@ -329,10 +334,12 @@ s_bad_frame (fks_bus_client_t *self, const char *what)
 }
 
 //  Queues one delivery: meta (FKS_BUS_META_SIZE bytes), its topic (checked by the caller) and
-//  its envelope frame, which is moved into the message. Caller holds the lock.
+//  its envelope: the frame env, moved into the message (size 0), or the size bytes at off in
+//  the batch frame env, which the message shares (zmq_msg_copy counts references, it does
+//  not copy). Caller holds the lock.
 static void
 s_enqueue (fks_bus_client_t *self, const uint8_t *meta, const uint8_t *topic, size_t tlen,
-           zmq_msg_t *env)
+           zmq_msg_t *env, size_t off, size_t size)
 {
     fks_bus_msg_t *msg = malloc (sizeof *msg);
     if (!msg) {
@@ -346,7 +353,16 @@ s_enqueue (fks_bus_client_t *self, const uint8_t *meta, const uint8_t *topic, si
     memcpy (msg->topic, topic, tlen);
     msg->topic[tlen] = 0;
     zmq_msg_init (&msg->env_msg);
-    zmq_msg_move (&msg->env_msg, env);
+    if (size == 0) {
+        zmq_msg_move (&msg->env_msg, env);
+        msg->env_off = 0;
+        msg->env_size = (uint32_t) zmq_msg_size (&msg->env_msg);
+    }
+    else {
+        zmq_msg_copy (&msg->env_msg, env);
+        msg->env_off = (uint32_t) off;
+        msg->env_size = (uint32_t) size;
+    }
     msg->epoch = self->epoch;
     msg->next = NULL;
     if (self->q_tail)
@@ -381,10 +397,36 @@ s_metas_ok (const uint8_t *p, size_t len, size_t n)
     return off == len;
 }
 
-static void
-s_on_deliver (fks_bus_client_t *self, zmq_msg_t *f, size_t n, bool packed)
+//  The records of a DELIVER_BATCH must describe n envelopes (n as many as fit, up to
+//  FKS_BUS_DELIVER_BATCH_MAX) that fill the envelopes frame of `body` bytes exactly. Returns n,
+//  or 0 when the frames disagree.
+static size_t
+s_batch_ok (const uint8_t *p, size_t len, size_t body)
 {
-    //  f: ([meta+topic][envelope])+, n checked to be even; packed: [metas][envelope]+.
+    size_t off = 0, n = 0, sum = 0;
+    while (off < len) {
+        if (n == FKS_BUS_DELIVER_BATCH_MAX || len - off < FKS_BUS_META_SIZE + 5)
+            return 0;
+        size_t size = fks_bus_get_u32 (p + off + FKS_BUS_META_SIZE);
+        size_t tlen = p[off + FKS_BUS_META_SIZE + 4];
+        if (size == 0 || size > FKS_ENVELOPE_MAX_SIZE || size > body - sum
+            || len - off - FKS_BUS_META_SIZE - 5 < tlen
+            || !s_topic_ok (p + off + FKS_BUS_META_SIZE + 5, tlen))
+            return 0;
+        sum += size;
+        off += FKS_BUS_META_SIZE + 5 + tlen;
+        n++;
+    }
+    return sum == body ? n : 0;
+}
+
+typedef enum { S_FRAMED = 0, S_PACKED, S_BATCH } s_framing_t;
+
+static void
+s_on_deliver (fks_bus_client_t *self, zmq_msg_t *f, size_t n, s_framing_t framing)
+{
+    //  f: ([meta+topic][envelope])+, n checked to be even; packed: [metas][envelope]+;
+    //  batch: [records][envelopes].
     pthread_mutex_lock (&self->lock);
     if (self->state != S_JOINED) {
         //  Sent to an earlier registration, which the broker has dropped.
@@ -392,7 +434,24 @@ s_on_deliver (fks_bus_client_t *self, zmq_msg_t *f, size_t n, bool packed)
         return;
     }
     bool was_empty = self->q_len == 0;
-    if (packed) {
+    if (framing == S_BATCH) {
+        const uint8_t *p = zmq_msg_data (&f[0]);
+        size_t body = zmq_msg_size (&f[1]);
+        //  Bad records drop the whole batch: the broker redelivers it after the ack deadline.
+        if (s_batch_ok (p, zmq_msg_size (&f[0]), body) == 0)
+            s_bad_frame (self, "DELIVER_BATCH records");
+        else
+            for (size_t off = 0, at = 0; at < body; ) {
+                size_t size = fks_bus_get_u32 (p + off + FKS_BUS_META_SIZE);
+                size_t tlen = p[off + FKS_BUS_META_SIZE + 4];
+                s_enqueue (self, p + off, p + off + FKS_BUS_META_SIZE + 5, tlen, &f[1], at,
+                           size);
+                off += FKS_BUS_META_SIZE + 5 + tlen;
+                at += size;
+            }
+    }
+    else
+    if (framing == S_PACKED) {
         const uint8_t *p = zmq_msg_data (&f[0]);
         size_t len = zmq_msg_size (&f[0]);
         //  A bad metas frame drops the whole batch: the broker redelivers it after the ack
@@ -402,7 +461,7 @@ s_on_deliver (fks_bus_client_t *self, zmq_msg_t *f, size_t n, bool packed)
         else
             for (size_t i = 1, off = 0; i < n; i++) {
                 size_t tlen = p[off + FKS_BUS_META_SIZE];
-                s_enqueue (self, p + off, p + off + FKS_BUS_META_SIZE + 1, tlen, &f[i]);
+                s_enqueue (self, p + off, p + off + FKS_BUS_META_SIZE + 1, tlen, &f[i], 0, 0);
                 off += FKS_BUS_META_SIZE + 1 + tlen;
             }
     }
@@ -415,7 +474,7 @@ s_on_deliver (fks_bus_client_t *self, zmq_msg_t *f, size_t n, bool packed)
                 s_bad_frame (self, "delivery");
                 continue;
             }
-            s_enqueue (self, m, m + FKS_BUS_META_SIZE, tlen, &f[i + 1]);
+            s_enqueue (self, m, m + FKS_BUS_META_SIZE, tlen, &f[i + 1], 0, 0);
         }
     if (was_empty && self->q_len > 0) {
         s_fd_write (self->ready_fd);
@@ -469,7 +528,7 @@ s_on_message (fks_bus_client_t *self, zmq_msg_t *f, size_t n, int64_t now)
                 break;
             }
             pthread_mutex_unlock (&self->lock);
-            s_on_deliver (self, f + 1, n - 1, false);
+            s_on_deliver (self, f + 1, n - 1, S_FRAMED);
             return;
         case FKS_BUS_DELIVER_PACKED:
             if (n < 3 || n - 2 > FKS_BUS_DELIVER_BATCH_MAX) {
@@ -477,7 +536,15 @@ s_on_message (fks_bus_client_t *self, zmq_msg_t *f, size_t n, int64_t now)
                 break;
             }
             pthread_mutex_unlock (&self->lock);
-            s_on_deliver (self, f + 1, n - 1, true);
+            s_on_deliver (self, f + 1, n - 1, S_PACKED);
+            return;
+        case FKS_BUS_DELIVER_BATCH:
+            if (n != 3 || zmq_msg_size (&f[2]) == 0) {
+                s_bad_frame (self, "DELIVER_BATCH");
+                break;
+            }
+            pthread_mutex_unlock (&self->lock);
+            s_on_deliver (self, f + 1, n - 1, S_BATCH);
             return;
         case FKS_BUS_HEARTBEAT:
             break;
@@ -953,6 +1020,19 @@ fks_bus_recv (fks_bus_client_t *self, int timeout_ms)
     int64_t end = timeout_ms < 0 ? INT64_MAX : s_now_ms () + timeout_ms;
     fks_bus_msg_t *msg = NULL;
     pthread_mutex_lock (&self->lock);
+    //  A busy replica's queue never runs dry, so the pass that an empty queue triggers never
+    //  comes, and its acks would wait for the agent's next tick (a millisecond, in which a
+    //  small window runs out of credit). Enough acks waiting: send them now, and read what
+    //  came, without waiting.
+    if (self->q_head && self->state == S_JOINED
+        && (self->acks.n >= S_ACK_EAGER
+            || self->acks.n * S_ACK_EAGER_DIV >= (size_t) self->window)
+        && s_io_take (self)) {
+        pthread_mutex_unlock (&self->lock);
+        s_io_pass (self, 0);
+        pthread_mutex_lock (&self->lock);
+        s_io_give (self);
+    }
     while (!self->stop) {
         if (self->q_head) {
             msg = self->q_head;
@@ -1074,4 +1154,5 @@ fks_bus_client_stats (fks_bus_client_t *self, fks_bus_client_stats_t *out)
     out->published = self->published;
     out->publish_failed = self->publish_failed;
     pthread_mutex_unlock (&self->pub_lock);
+    out->bad_frames = atomic_load (&self->bad_frames);
 }

@@ -67,6 +67,7 @@ typedef struct {
     uint64_t stale;             /* acks/rejects dropped because they predate a rejoin */
     uint64_t joins;             /* WELCOMEs received: 1 + rejoins */
     uint64_t reconnects;        /* consumer socket re-created after broker silence */
+    uint64_t bad_frames;        /* messages from the broker dropped as malformed */
 } fks_bus_client_stats_t;
 
 /*  Creates a client; opts may be NULL (all defaults). Connects the publish socket (in the

@@ -185,6 +185,48 @@ s_deliver_packed (fks_bus_server_t *self, const uint8_t *rid, size_t rid_len,
     return 0;
 }
 
+//  Sends the batch as DELIVER_BATCH: every message's meta, size and topic in one frame, then
+//  the envelopes end to end in another. Copying 300 bytes costs the broker less than the frame
+//  it saves costs each of the four threads a frame crosses (broker, its I/O thread, the
+//  replica's I/O thread, the replica).
+static int
+s_deliver_batch (fks_bus_server_t *self, const uint8_t *rid, size_t rid_len,
+                 const fks_broker_delivery_t *batch, size_t n)
+{
+    uint8_t recs[FKS_BUS_DELIVER_BATCH_MAX * (FKS_BUS_META_SIZE + 5 + FKS_TYPE_MAX)];
+    size_t len = 0, total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t tlen = zmq_msg_size (batch[i].topic);
+        size_t elen = zmq_msg_size (batch[i].env);
+        uint8_t *p = recs + len;
+        fks_bus_put_u64 (p, batch[i].tag);
+        fks_bus_put_u32 (p + 8, batch[i].attempt);
+        memcpy (p + 12, batch[i].id->b, FKS_ID_SIZE);
+        fks_bus_put_u32 (p + FKS_BUS_META_SIZE, (uint32_t) elen);
+        p[FKS_BUS_META_SIZE + 4] = (uint8_t) tlen;
+        memcpy (p + FKS_BUS_META_SIZE + 5, zmq_msg_data (batch[i].topic), tlen);
+        len += FKS_BUS_META_SIZE + 5 + tlen;
+        total += elen;
+    }
+    zmq_msg_t body;
+    if (zmq_msg_init_size (&body, total) != 0)
+        return -1;
+    uint8_t *out = zmq_msg_data (&body);
+    for (size_t i = 0; i < n; i++) {
+        size_t elen = zmq_msg_size (batch[i].env);
+        memcpy (out, zmq_msg_data (batch[i].env), elen);
+        out += elen;
+    }
+    if (s_send_hdr (self->router, rid, rid_len, FKS_BUS_DELIVER_BATCH, true) != 0) {
+        zmq_msg_close (&body);
+        return -1;
+    }
+    zmq_send (self->router, recs, len, ZMQ_SNDMORE);
+    if (zmq_msg_send (&body, self->router, 0) == -1)
+        zmq_msg_close (&body);
+    return 0;
+}
+
 static int
 s_deliver (void *arg, const uint8_t *rid, size_t rid_len, uint32_t flags,
            const fks_broker_delivery_t *batch, size_t n)
@@ -192,6 +234,8 @@ s_deliver (void *arg, const uint8_t *rid, size_t rid_len, uint32_t flags,
     fks_bus_server_t *self = arg;
     //  ROUTER_MANDATORY: the routing-id frame fails (EHOSTUNREACH) when the peer is gone, or
     //  EAGAIN when its queue is full, which credit makes impossible for a live replica.
+    if (flags & FKS_BUS_JOIN_BATCH)
+        return s_deliver_batch (self, rid, rid_len, batch, n);
     if (flags & FKS_BUS_JOIN_PACKED)
         return s_deliver_packed (self, rid, rid_len, batch, n);
     if (s_send_hdr (self->router, rid, rid_len, FKS_BUS_DELIVER, true) != 0)

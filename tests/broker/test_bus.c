@@ -630,11 +630,15 @@ s_recv_frames (void *sock, zmq_msg_t *frames, int max, int timeout_ms)
 }
 
 //  A replica of an earlier version (JOIN with a 4-byte window, no flags) must keep getting the
-//  frame-pair DELIVER, and a current one DELIVER_PACKED, from the same broker: replicas and
-//  broker are upgraded one Deployment at a time.
+//  frame-pair DELIVER, one that asks for packing DELIVER_PACKED, and a current one
+//  DELIVER_BATCH, from the same broker: replicas and broker are upgraded one Deployment at a
+//  time.
+typedef enum { S_FRAMED, S_PACKED, S_BATCH } s_framing_t;
+
 static void
-s_raw_replica_gets_deliveries (bool packed)
+s_raw_replica_gets_deliveries (s_framing_t framing)
 {
+    bool packed = framing == S_PACKED;
     h_bus_start (NULL);
     void *zctx = zmq_ctx_new ();
     void *d = zmq_socket (zctx, ZMQ_DEALER);
@@ -642,9 +646,11 @@ s_raw_replica_gets_deliveries (bool packed)
     uint8_t join_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_JOIN };
     uint8_t window[8];
     fks_bus_put_u32 (window, 10);
-    fks_bus_put_u32 (window + 4, FKS_BUS_JOIN_PACKED | 0x80000000u);   /* + an unknown bit */
+    fks_bus_put_u32 (window + 4, (framing == S_BATCH ? FKS_BUS_JOIN_BATCH | FKS_BUS_JOIN_PACKED
+                                                     : FKS_BUS_JOIN_PACKED)
+                                 | 0x80000000u);                        /* + an unknown bit */
     { const void *p[] = { join_hdr, "raw", window, "raw-1", "market." };
-      size_t s[] = { 3, 3, packed ? 8 : 4, 5, 7 }; s_send_frames (d, p, s, 5); }
+      size_t s[] = { 3, 3, framing == S_FRAMED ? 4 : 8, 5, 7 }; s_send_frames (d, p, s, 5); }
     zmq_msg_t f[1 + 2 * FKS_BUS_DELIVER_BATCH_MAX];
     int n = s_recv_frames (d, f, 4, 5000);
     cr_assert_eq (n, 4, "no WELCOME");
@@ -662,8 +668,40 @@ s_raw_replica_gets_deliveries (bool packed)
         const uint8_t *hdr = zmq_msg_data (&f[0]);
         if (hdr[2] == FKS_BUS_HEARTBEAT)
             continue;
-        cr_assert_eq (hdr[2], packed ? FKS_BUS_DELIVER_PACKED : FKS_BUS_DELIVER,
+        cr_assert_eq (hdr[2], framing == S_BATCH ? FKS_BUS_DELIVER_BATCH
+                            : packed ? FKS_BUS_DELIVER_PACKED : FKS_BUS_DELIVER,
                       "command 0x%02x", hdr[2]);
+        if (framing == S_BATCH) {
+            //  [records][envelopes]: each record's size cuts its envelope out of the second
+            //  frame, and together they use it up.
+            cr_assert_eq (n, 3, "%d frames", n);
+            const uint8_t *rec = zmq_msg_data (&f[1]);
+            size_t rlen = zmq_msg_size (&f[1]);
+            const uint8_t *body = zmq_msg_data (&f[2]);
+            size_t at = 0, off = 0;
+            while (off < rlen) {
+                cr_assert (got < 3, "more than 3 deliveries");
+                cr_assert_leq (off + FKS_BUS_META_SIZE + 5, rlen);
+                size_t size = fks_bus_get_u32 (rec + off + FKS_BUS_META_SIZE);
+                size_t tlen = rec[off + FKS_BUS_META_SIZE + 4];
+                cr_assert_eq (tlen, 10);
+                cr_assert (memcmp (rec + off + FKS_BUS_META_SIZE + 5, "market.bar", 10) == 0);
+                cr_assert_leq (at + size, zmq_msg_size (&f[2]));
+                fks_envelope_hdr_t eh;
+                fks_envelope_err_t err;
+                cr_assert_eq (fks_envelope_peek (body + at, size, &eh, NULL, NULL, &err), 0,
+                              "%s", err.msg);
+                cr_assert (memcmp (eh.id.b, rec + off + 12, FKS_ID_SIZE) == 0, "id differs");
+                cr_assert_eq (fks_bus_get_u32 (rec + off + 8), 1, "attempt");
+                tags[got++] = fks_bus_get_u64 (rec + off);
+                at += size;
+                off += FKS_BUS_META_SIZE + 5 + tlen;
+            }
+            cr_assert_eq (at, zmq_msg_size (&f[2]), "envelopes frame has trailing bytes");
+            for (int i = 0; i < n; i++)
+                zmq_msg_close (&f[i]);
+            continue;
+        }
         int msgs = packed ? n - 2 : (n - 1) / 2;
         cr_assert (got + msgs <= 3 && msgs >= 1 && (packed || (n - 1) % 2 == 0), "%d frames", n);
         const uint8_t *metas = packed ? zmq_msg_data (&f[1]) : NULL;
@@ -715,10 +753,15 @@ s_raw_replica_gets_deliveries (bool packed)
 
 Test (bus, a_replica_that_joins_without_flags_gets_a_frame_pair_per_delivery)
 {
-    s_raw_replica_gets_deliveries (false);
+    s_raw_replica_gets_deliveries (S_FRAMED);
 }
 
 Test (bus, a_replica_that_joins_packed_gets_one_frame_per_delivery)
 {
-    s_raw_replica_gets_deliveries (true);
+    s_raw_replica_gets_deliveries (S_PACKED);
+}
+
+Test (bus, a_replica_that_joins_batched_gets_two_frames_per_batch)
+{
+    s_raw_replica_gets_deliveries (S_BATCH);
 }

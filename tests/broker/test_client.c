@@ -1,8 +1,9 @@
 /*  test_client.c - the bus client API (bus/client.h) against the real fks-bus: what a gateway
  *  or worker author relies on. Publishing with no broker, joining before the broker exists,
  *  receive timeouts, the poll fd, reject and attempt numbers, touch, a graceful leave that
- *  hands back unread deliveries, publishing from many threads, and acks made stale by a broker
- *  restart. Needs FKS_TEST_PG_URL (tools/test.sh), like every test that starts fks-bus.
+ *  hands back unread deliveries, publishing from many threads, acks made stale by a broker
+ *  restart, and a malformed DELIVER_BATCH from a fake broker. Needs FKS_TEST_PG_URL
+ *  (tools/test.sh), like every test that starts fks-bus.
  */
 #include <criterion/criterion.h>
 #include <poll.h>
@@ -10,8 +11,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <zmq.h>
 
 #include "bus/envelope.h"
+#include "bus/protocol.h"
 #include "tests/broker/harness.h"
 
 TestSuite (client, .init = h_setup, .fini = h_teardown, .timeout = 60);
@@ -330,4 +333,172 @@ Test (client, acks_from_before_a_broker_restart_are_dropped_as_stale)
     fks_bus_ack (c, &msg);
     fks_bus_client_destroy (&pub);
     fks_bus_client_destroy (&c);
+}
+
+//  A broker that sends a malformed DELIVER_BATCH: the client drops the batch (the real broker
+//  would redeliver it after the ack deadline), counts it, and takes the next good one whole.
+//  Played by a bare ROUTER here, since fks-bus never sends a bad batch.
+static void
+s_fake_send (void *r, zmq_msg_t *rid, const void *const *p, const size_t *s, int n)
+{
+    zmq_msg_t copy;
+    zmq_msg_init (&copy);
+    zmq_msg_copy (&copy, rid);
+    cr_assert_neq (zmq_msg_send (&copy, r, ZMQ_SNDMORE), -1);
+    for (int i = 0; i < n; i++)
+        cr_assert_neq (zmq_send (r, p[i], s[i], i + 1 < n ? ZMQ_SNDMORE : 0), -1);
+}
+
+//  One DELIVER_BATCH record: meta (tag, attempt 1, id), envelope size, topic.
+static size_t
+s_record (uint8_t *p, uint64_t tag, const fks_envelope_hdr_t *hdr, uint32_t size,
+          const char *topic)
+{
+    size_t tlen = strlen (topic);
+    fks_bus_put_u64 (p, tag);
+    fks_bus_put_u32 (p + 8, 1);
+    memcpy (p + 12, hdr->id.b, FKS_ID_SIZE);
+    fks_bus_put_u32 (p + FKS_BUS_META_SIZE, size);
+    p[FKS_BUS_META_SIZE + 4] = (uint8_t) tlen;
+    memcpy (p + FKS_BUS_META_SIZE + 5, topic, tlen);
+    return FKS_BUS_META_SIZE + 5 + tlen;
+}
+
+Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_arrives_whole)
+{
+    void *zctx = zmq_ctx_new ();
+    void *r = zmq_socket (zctx, ZMQ_ROUTER);
+    cr_assert_eq (zmq_bind (r, "tcp://127.0.0.1:*"), 0);
+    char url[64];
+    size_t url_len = sizeof url;
+    zmq_getsockopt (r, ZMQ_LAST_ENDPOINT, url, &url_len);
+    int timeout = 10000;
+    zmq_setsockopt (r, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+
+    fks_bus_client_opts_t opts = { .url = url, .name = "c", .heartbeat_ms = 1000 };
+    fks_bus_client_t *c = fks_bus_client_new (&opts);
+    cr_assert_not_null (c);
+    const char *prefixes[1] = { "market." };
+    cr_assert_eq (fks_bus_join (c, "g", prefixes, 1, 10), 0);
+    cr_assert_null (fks_bus_recv (c, 0));           /* makes the consumer socket: JOIN */
+
+    //  The JOIN: [rid][hdr][group][window+flags][name][prefix], asking for batches.
+    zmq_msg_t f[8];
+    int n = 0;
+    for (bool more = true; more && n < 8; n++) {
+        zmq_msg_init (&f[n]);
+        cr_assert_neq (zmq_msg_recv (&f[n], r, 0), -1, "no JOIN came");
+        more = zmq_msg_more (&f[n]);
+    }
+    cr_assert_eq (n, 6);
+    cr_assert_eq (((const uint8_t *) zmq_msg_data (&f[1]))[2], FKS_BUS_JOIN);
+    cr_assert_eq (zmq_msg_size (&f[3]), 8);
+    cr_assert (fks_bus_get_u32 ((const uint8_t *) zmq_msg_data (&f[3]) + 4)
+               & FKS_BUS_JOIN_BATCH, "the client does not ask for DELIVER_BATCH");
+    uint8_t welcome[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_WELCOME };
+    uint8_t hb[4], live[4], dl[4];
+    fks_bus_put_u32 (hb, 1000);
+    fks_bus_put_u32 (live, 10);
+    fks_bus_put_u32 (dl, 30000);
+    { const void *p[] = { welcome, hb, live, dl }; size_t s[] = { 3, 4, 4, 4 };
+      s_fake_send (r, &f[0], p, s, 4); }
+    s_wait_joined (c);
+
+    msgpack_sbuffer e1, e2;
+    msgpack_sbuffer_init (&e1);
+    msgpack_sbuffer_init (&e2);
+    fks_envelope_hdr_t h1, h2;
+    h_envelope (1, &e1, &h1);
+    h_envelope (2, &e2, &h2);
+    uint8_t body[2 * FKS_ENVELOPE_MAX_SIZE];
+    cr_assert_lt (e1.size + e2.size, sizeof body);
+    memcpy (body, e1.data, e1.size);
+    memcpy (body + e1.size, e2.data, e2.size);
+    size_t both = e1.size + e2.size;
+    uint8_t hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_DELIVER_BATCH };
+    uint8_t rec[4 * (FKS_BUS_META_SIZE + 5 + FKS_TYPE_MAX)];
+    size_t len;
+
+    //  1. Sizes that add up to less than the envelopes frame.
+    len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
+    { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
+      s_fake_send (r, &f[0], p, s, 3); }
+    //  2. A size past the end of the envelopes frame.
+    len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
+    len += s_record (rec + len, 2, &h2, (uint32_t) both, "market.bar");
+    { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
+      s_fake_send (r, &f[0], p, s, 3); }
+    //  3. A zero size.
+    len = s_record (rec, 1, &h1, 0, "market.bar");
+    len += s_record (rec + len, 2, &h2, (uint32_t) both, "market.bar");
+    { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
+      s_fake_send (r, &f[0], p, s, 3); }
+    //  4. A topic with a NUL in it.
+    len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
+    len += s_record (rec + len, 2, &h2, (uint32_t) e2.size, "market.bar");
+    rec[FKS_BUS_META_SIZE + 5 + 3] = 0;
+    { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
+      s_fake_send (r, &f[0], p, s, 3); }
+    //  5. A record cut short.
+    len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
+    { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len - 12, e1.size };
+      s_fake_send (r, &f[0], p, s, 3); }
+    //  6. No envelopes frame.
+    { const void *p[] = { hdr, rec }; size_t s[] = { 3, len };
+      s_fake_send (r, &f[0], p, s, 2); }
+    //  7. The good one: two envelopes, tags 7 and 8.
+    len = s_record (rec, 7, &h1, (uint32_t) e1.size, "market.bar");
+    len += s_record (rec + len, 8, &h2, (uint32_t) e2.size, "market.bar");
+    { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
+      s_fake_send (r, &f[0], p, s, 3); }
+
+    const msgpack_sbuffer *want[2] = { &e1, &e2 };
+    const fks_envelope_hdr_t *want_hdr[2] = { &h1, &h2 };
+    for (int i = 0; i < 2; i++) {
+        fks_bus_msg_t *msg = fks_bus_recv (c, 10000);
+        cr_assert_not_null (msg, "delivery %d of the good batch did not come", i + 1);
+        cr_assert_str_eq (fks_bus_msg_topic (msg), "market.bar");
+        cr_assert_eq (memcmp (fks_bus_msg_id (msg)->b, want_hdr[i]->id.b, FKS_ID_SIZE), 0,
+                      "delivery %d: not the envelope of the good batch", i + 1);
+        size_t size;
+        const uint8_t *data = fks_bus_msg_data (msg, &size);
+        cr_assert_eq (size, want[i]->size);
+        cr_assert_eq (memcmp (data, want[i]->data, size), 0, "delivery %d changed", i + 1);
+        fks_bus_ack (c, &msg);
+    }
+    cr_assert_null (fks_bus_recv (c, 200), "a bad batch was delivered");
+    fks_bus_client_stats_t st;
+    fks_bus_client_stats (c, &st);
+    cr_assert_eq (st.received, 2);
+    cr_assert_eq (st.bad_frames, 6);
+
+    //  The acks of the good batch reach the broker, both tags in order.
+    bool acked = false;
+    for (int tries = 0; tries < 50 && !acked; tries++) {
+        zmq_msg_t a[4];
+        int k = 0;
+        for (bool more = true; more && k < 4; k++) {
+            zmq_msg_init (&a[k]);
+            cr_assert_neq (zmq_msg_recv (&a[k], r, 0), -1, "no ACK came");
+            more = zmq_msg_more (&a[k]);
+        }
+        if (k == 3 && ((const uint8_t *) zmq_msg_data (&a[1]))[2] == FKS_BUS_ACK) {
+            cr_assert_eq (zmq_msg_size (&a[2]), 16);
+            cr_assert_eq (fks_bus_get_u64 (zmq_msg_data (&a[2])), 7);
+            cr_assert_eq (fks_bus_get_u64 ((const uint8_t *) zmq_msg_data (&a[2]) + 8), 8);
+            acked = true;
+        }
+        for (int i = 0; i < k; i++)
+            zmq_msg_close (&a[i]);
+    }
+    cr_assert (acked, "the acks never reached the broker");
+    msgpack_sbuffer_destroy (&e1);
+    msgpack_sbuffer_destroy (&e2);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close (&f[i]);
+    fks_bus_client_destroy (&c);
+    int linger = 0;
+    zmq_setsockopt (r, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close (r);
+    zmq_ctx_term (zctx);
 }
