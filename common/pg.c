@@ -628,18 +628,19 @@ fks_pg_query (fks_pg_t *self, const char *sql, int n_params, const char *const *
     return s_finish (self, res, err);
 }
 
-//  Runs [pre], the statement, [post] in one round trip (libpq's pipeline mode): pre and post
-//  are parameterless commands (BEGIN, COMMIT) or NULL. The statement's result goes to *out
-//  (may be NULL: discarded). 0, or -1 with err from the first part that failed; the parts
-//  after a failed one are skipped by the server. Afterwards the connection is out of
+//  Runs [pre], the calls, [post] in one round trip (libpq's pipeline mode): pre and post are
+//  parameterless commands (BEGIN, COMMIT) or NULL, the calls' statements were looked up by the
+//  caller (stmts[i] for calls[i]). Each call's result goes to out[i] (out may be NULL: all
+//  discarded). 0, or -1 with err from the first part that failed; the parts after a failed
+//  one are skipped by the server, and no result is kept. Afterwards the connection is out of
 //  pipeline mode, or dropped when it broke.
 static int
-s_pipeline (fks_pg_t *self, const char *pre, const fks_pg_stmt_t *stmt, int n_params,
-            const char *const *values, const int *lengths, const int *formats, const char *post,
-            PGresult **out, fks_pg_err_t *err)
+s_pipeline (fks_pg_t *self, const char *pre, const fks_pg_call_t *calls,
+            const fks_pg_stmt_t *const *stmts, size_t n, const char *post, PGresult **out,
+            fks_pg_err_t *err)
 {
-    if (out)
-        *out = NULL;
+    for (size_t i = 0; out && i < n; i++)
+        out[i] = NULL;
     if (s_ready (self, err) != 0)
         return -1;
     PGconn *c = self->conn;
@@ -651,16 +652,20 @@ s_pipeline (fks_pg_t *self, const char *pre, const fks_pg_stmt_t *stmt, int n_pa
     bool ok = true;
     if (pre)
         ok = PQsendQueryParams (c, pre, 0, NULL, NULL, NULL, NULL, 0) == 1 && ++sent;
-    if (ok)
-        ok = (stmt->flags & FKS_PG_CUSTOM_PLAN
-              ? PQsendQueryParams (c, stmt->sql, n_params, NULL, values, lengths, formats, 0)
-              : PQsendQueryPrepared (c, stmt->name, n_params, values, lengths, formats, 0))
+    for (size_t i = 0; i < n && ok; i++) {
+        const fks_pg_call_t *k = &calls[i];
+        ok = (stmts[i]->flags & FKS_PG_CUSTOM_PLAN
+              ? PQsendQueryParams (c, stmts[i]->sql, k->n_params, NULL, k->values, k->lengths,
+                                   k->formats, 0)
+              : PQsendQueryPrepared (c, stmts[i]->name, k->n_params, k->values, k->lengths,
+                                     k->formats, 0))
              == 1 && ++sent;
+    }
     if (ok && post)
         ok = PQsendQueryParams (c, post, 0, NULL, NULL, NULL, NULL, 0) == 1 && ++sent;
     if (ok)
         ok = PQpipelineSync (c) == 1;
-    int stmt_at = pre ? 1 : 0, rc = 0;
+    int first = pre ? 1 : 0, rc = 0;
     //  One result (then a NULL) per query sent, then the sync's.
     for (int i = 0; i < sent && ok; i++) {
         PGresult *res = PQgetResult (c);
@@ -686,8 +691,8 @@ s_pipeline (fks_pg_t *self, const char *pre, const fks_pg_stmt_t *stmt, int n_pa
                 s_set_err_from (self, res, err);
             rc = -1;
         }
-        if (i == stmt_at && good && out)
-            *out = res;
+        if (good && out && i >= first && (size_t) (i - first) < n)
+            out[i - first] = res;
         else
             PQclear (res);
     }
@@ -706,11 +711,42 @@ s_pipeline (fks_pg_t *self, const char *pre, const fks_pg_stmt_t *stmt, int n_pa
     }
     else
         s_note_tx (self);
-    if (rc != 0 && out && *out) {
-        PQclear (*out);
-        *out = NULL;
+    for (size_t i = 0; rc != 0 && out && i < n; i++) {
+        PQclear (out[i]);
+        out[i] = NULL;
     }
     return rc;
+}
+
+//  Looks up every call's statement; NULL entries never reach the server.
+static int
+s_stmts_for (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
+             const fks_pg_stmt_t **stmts, fks_pg_err_t *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(stmts[i] = s_stmt_for (self, calls[i].name, calls[i].n_params, calls[i].values,
+                                     err)))
+            return -1;
+    return 0;
+}
+
+int
+fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGresult **out,
+                      fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    for (size_t i = 0; out && i < n; i++)
+        out[i] = NULL;
+    const fks_pg_stmt_t *stmts[FKS_PG_PIPELINE_MAX];
+    if (!calls || n == 0 || n > FKS_PG_PIPELINE_MAX) {
+        s_set_err (err, "", false, "a pipeline takes 1 to %d statements, got %zu",
+                   FKS_PG_PIPELINE_MAX, calls ? n : 0);
+        return -1;
+    }
+    if (s_stmts_for (self, calls, n, stmts, err) != 0)
+        return -1;
+    return s_pipeline (self, NULL, calls, stmts, n, NULL, out, err);
 }
 
 PGresult *
@@ -719,10 +755,11 @@ fks_pg_begin_exec (fks_pg_t *self, const char *name, int n_params, const char *c
 {
     assert (self);
     s_err_clear (err);
-    const fks_pg_stmt_t *stmt = s_stmt_for (self, name, n_params, values, err);
+    fks_pg_call_t call = { name, n_params, values, lengths, formats };
+    const fks_pg_stmt_t *stmt;
     PGresult *res = NULL;
-    if (!stmt || s_pipeline (self, "BEGIN", stmt, n_params, values, lengths, formats, NULL,
-                             &res, err) != 0)
+    if (s_stmts_for (self, &call, 1, &stmt, err) != 0
+        || s_pipeline (self, "BEGIN", &call, &stmt, 1, NULL, &res, err) != 0)
         return NULL;
     return res;
 }
@@ -733,11 +770,11 @@ fks_pg_exec_commit (fks_pg_t *self, const char *name, int n_params, const char *
 {
     assert (self);
     s_err_clear (err);
-    const fks_pg_stmt_t *stmt = s_stmt_for (self, name, n_params, values, err);
-    if (!stmt)
+    fks_pg_call_t call = { name, n_params, values, lengths, formats };
+    const fks_pg_stmt_t *stmt;
+    if (s_stmts_for (self, &call, 1, &stmt, err) != 0)
         return -1;
-    return s_pipeline (self, NULL, stmt, n_params, values, lengths, formats, "COMMIT", NULL,
-                       err);
+    return s_pipeline (self, NULL, &call, &stmt, 1, "COMMIT", NULL, err);
 }
 
 int

@@ -79,6 +79,27 @@ PGresult *fks_pg_begin_exec (fks_pg_t *self, const char *name, int n_params,
                              const char *const *values, const int *lengths, const int *formats,
                              fks_pg_err_t *err);
 
+/*  One call of a named statement, for fks_pg_exec_pipeline. */
+typedef struct {
+    const char *name;
+    int n_params;
+    const char *const *values;
+    const int *lengths;     /* NULL: all text */
+    const int *formats;     /* NULL: all text */
+} fks_pg_call_t;
+
+#define FKS_PG_PIPELINE_MAX 16
+
+/*  Runs 1..FKS_PG_PIPELINE_MAX named statements in order in one round trip (libpq's pipeline
+ *  mode), for the statements of a transaction that do not depend on each other's results.
+ *  Each statement has its own snapshot, as with separate fks_pg_exec calls (a lock taken by
+ *  one is held when the next reads). Results go to out[i] (caller PQclear's each; out may be
+ *  NULL). 0, or -1 with err from the first that failed, every out[i] NULL, and the statements
+ *  after the failed one skipped: inside a transaction, roll it back. Outside one, the calls
+ *  run as one implicit transaction. */
+int fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
+                          PGresult **out, fks_pg_err_t *err);
+
 /*  The named statement, then COMMIT, in one round trip; the statement's result is discarded.
  *  0, or -1 with err from the part that failed: the statement's error (COMMIT is then skipped;
  *  call fks_pg_rollback), 25P02 like fks_pg_commit when the server had rolled the transaction

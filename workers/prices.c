@@ -30,6 +30,23 @@ s_key (const char *symbol, char *key, size_t cap, fks_redis_err_t *err)
     return 0;
 }
 
+//  A stored price field: 0 with *price (finite, > 0), or 1 when absent or unusable.
+static int
+s_parse_price (const redisReply *v, double *price)
+{
+    if (v->type != REDIS_REPLY_STRING || v->len == 0 || v->len >= 64)
+        return 1;
+    char buf[64];
+    memcpy (buf, v->str, v->len);
+    buf[v->len] = '\0';
+    char *end;
+    double p = strtod (buf, &end);
+    if (end == buf || *end != '\0' || !isfinite (p) || p <= 0)
+        return 1;
+    *price = p;
+    return 0;
+}
+
 int
 fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_t *ts_ms,
                fks_redis_err_t *err)
@@ -42,21 +59,66 @@ fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_t *t
         return -1;
     int rc = 1;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
-        && r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len < 64) {
-        char buf[64];
-        memcpy (buf, r->element[0]->str, r->element[0]->len);
-        buf[r->element[0]->len] = '\0';
-        char *end;
-        double p = strtod (buf, &end);
-        if (end != buf && *end == '\0' && isfinite (p) && p > 0) {
-            *price = p;
-            if (ts_ms) {
-                *ts_ms = 0;
-                if (r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len < 32)
-                    *ts_ms = strtoll (r->element[1]->str, NULL, 10);
-            }
-            rc = 0;
+        && s_parse_price (r->element[0], price) == 0) {
+        if (ts_ms) {
+            *ts_ms = 0;
+            if (r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len < 32)
+                *ts_ms = strtoll (r->element[1]->str, NULL, 10);
         }
+        rc = 0;
+    }
+    freeReplyObject (r);
+    return rc;
+}
+
+//  Every key's price field in one round trip; a missing one comes back as "" (a nil would cut
+//  the array short).
+static const char s_get_many_script[] =
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do out[i] = redis.call('HGET', k, 'price') or '' end\n"
+    "return out\n";
+
+int
+fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, double *prices,
+                    bool *found, fks_redis_err_t *err)
+{
+    if (n == 0)
+        return 0;
+    if (!symbols || !prices || !found || n > FKS_PRICE_MANY_MAX) {
+        if (err)
+            snprintf (err->msg, sizeof err->msg, "prices: 1 to %d symbols at once",
+                      FKS_PRICE_MANY_MAX);
+        return -1;
+    }
+    //  EVAL script numkeys key...
+    const char *argv[3 + FKS_PRICE_MANY_MAX];
+    size_t argvlen[3 + FKS_PRICE_MANY_MAX];
+    char keys[FKS_PRICE_MANY_MAX][FKS_SYMBOL_MAX + 16];
+    char numkeys[16];
+    snprintf (numkeys, sizeof numkeys, "%zu", n);
+    argv[0] = "EVAL";
+    argv[1] = s_get_many_script;
+    argv[2] = numkeys;
+    for (size_t i = 0; i < n; i++) {
+        if (s_key (symbols[i], keys[i], sizeof keys[i], err) != 0)
+            return -1;
+        argv[3 + i] = keys[i];
+    }
+    for (size_t i = 0; i < 3 + n; i++)
+        argvlen[i] = strlen (argv[i]);
+    redisReply *r = fks_redis_command_argv (redis, (int) (3 + n), argv, argvlen, err);
+    if (!r)
+        return -1;
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        if (err)
+            snprintf (err->msg, sizeof err->msg, "prices: unexpected reply from Redis");
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        found[i] = s_parse_price (r->element[i], &prices[i]) == 0;
+        if (!found[i])
+            prices[i] = 0;
     }
     freeReplyObject (r);
     return rc;

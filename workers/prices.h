@@ -12,6 +12,8 @@
 #ifndef FKS_PRICES_H
 #define FKS_PRICES_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "common/redis.h"
 
@@ -19,6 +21,14 @@
  *  NULL), 1 (no price known, or the stored one is unusable), -1 (Redis error, err filled). */
 int fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_t *ts_ms,
                    fks_redis_err_t *err);
+
+#define FKS_PRICE_MANY_MAX 64
+
+/*  Reads the latest price of each of n symbols (0..FKS_PRICE_MANY_MAX) in one round trip:
+ *  found[i] and prices[i] (0 when not found or unusable). Returns 0, or -1 (Redis error or a
+ *  bad symbol, err filled). */
+int fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n,
+                        double *prices, bool *found, fks_redis_err_t *err);
 
 /*  Records price (> 0, finite) at ts_ms unless a newer one is stored. Returns 0 (stored or
  *  older), -1 on a Redis error or an invalid price. */

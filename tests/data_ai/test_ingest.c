@@ -290,6 +290,42 @@ Test (ingest, latest_price_goes_to_redis_and_never_backwards)
     s_ctx_free (&c);
 }
 
+//  The execution worker reads a batch's prices in one call: known, unknown and unusable
+//  prices each come back as such, in the order asked.
+Test (ingest, many_prices_are_read_in_one_call_each_as_stored)
+{
+    s_ctx_t c = s_ctx ();
+    char sym[4][sizeof c.symbol + 2];
+    for (int i = 0; i < 4; i++)
+        snprintf (sym[i], sizeof sym[i], "%s%c", c.symbol, 'A' + i);
+    fks_redis_err_t rerr;
+    cr_assert_eq (fks_price_set (c.redis, sym[0], 101.5, 1000, &rerr), 0, "%s", rerr.msg);
+    cr_assert_eq (fks_price_set (c.redis, sym[2], 0.25, 1000, &rerr), 0, "%s", rerr.msg);
+    free (dai_redis ("HSET fks:price:%s price garbage ts 1", sym[3]));
+    const char *names[5] = { sym[0], sym[1], sym[2], sym[3], sym[0] };
+    double prices[5];
+    bool found[5];
+    cr_assert_eq (fks_price_get_many (c.redis, names, 5, prices, found, &rerr), 0, "%s",
+                  rerr.msg);
+    cr_assert (found[0] && found[2] && found[4]);
+    cr_assert_not (found[1], "never stored");
+    cr_assert_not (found[3], "not a number");
+    cr_assert_float_eq (prices[0], 101.5, 1e-12);
+    cr_assert_float_eq (prices[2], 0.25, 1e-12);
+    cr_assert_float_eq (prices[4], 101.5, 1e-12);
+    cr_assert_eq (prices[1], 0);
+    cr_assert_eq (prices[3], 0);
+    //  Bounds: nothing asked is nothing done; a bad symbol or too many is an error.
+    cr_assert_eq (fks_price_get_many (c.redis, names, 0, prices, found, &rerr), 0);
+    const char *bad[2] = { sym[0], "" };
+    cr_assert_eq (fks_price_get_many (c.redis, bad, 2, prices, found, &rerr), -1);
+    cr_assert_eq (fks_price_get_many (c.redis, names, FKS_PRICE_MANY_MAX + 1, prices, found,
+                                      &rerr), -1);
+    for (int i = 0; i < 4; i++)
+        free (dai_redis ("DEL fks:price:%s", sym[i]));
+    s_ctx_free (&c);
+}
+
 Test (ingest, market_bar_is_published_on_the_event_stream)
 {
     s_ctx_t c = s_ctx ();

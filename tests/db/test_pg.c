@@ -9,6 +9,7 @@
 
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -388,7 +389,9 @@ Test (pg, commit_of_a_failed_transaction_fails)
 static const fks_pg_stmt_t s_pipe_stmts[] = {
     { "p_ins", "INSERT INTO t_pipe (k) SELECT unnest ($1::integer[]) RETURNING k", 1 },
     { "p_ins_custom", "INSERT INTO t_pipe (k) SELECT unnest ($1::integer[]) RETURNING k", 1,
-      FKS_PG_CUSTOM_PLAN } };
+      FKS_PG_CUSTOM_PLAN },
+    { "p_count", "SELECT count(*) FROM t_pipe", 0 },
+    { "p_lock", "SELECT pg_advisory_xact_lock ($1::bigint)", 1 } };
 
 static fks_pg_t *
 s_pipe_new (void)
@@ -399,7 +402,7 @@ s_pipe_new (void)
                                          "CREATE TABLE t_pipe (k integer PRIMARY KEY)", &err),
                   0, "%s", err.msg);
     fks_pg_destroy (&setup);
-    return s_new (s_pipe_stmts, 2);
+    return s_new (s_pipe_stmts, 4);
 }
 
 static long
@@ -488,6 +491,111 @@ Test (pg, exec_commit_on_a_connection_lost_inside_the_transaction_is_conn_lost)
     fks_pg_rollback (pg);
     cr_assert_eq (s_pipe_rows (), 0);
     cr_assert_eq (fks_pg_ping (pg, &err), 0, "usable again after rollback: %s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, a_pipeline_runs_its_statements_in_order_in_one_call_and_returns_each_result)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_begin (pg, &err), 0, "%s", err.msg);
+    const char *a[1] = { "{1,2}" }, *b[1] = { "{3}" };
+    fks_pg_call_t calls[3] = { { "p_ins", 1, a, NULL, NULL }, { "p_ins_custom", 1, b, NULL, NULL },
+                               { "p_count", 0, NULL, NULL, NULL } };
+    PGresult *out[3];
+    cr_assert_eq (fks_pg_exec_pipeline (pg, calls, 3, out, &err), 0, "%s %s", err.sqlstate,
+                  err.msg);
+    cr_assert_eq (PQntuples (out[0]), 2);
+    cr_assert_eq (PQntuples (out[1]), 1);
+    cr_assert_str_eq (PQgetvalue (out[2], 0, 0), "3", "a later statement sees the earlier ones");
+    for (int i = 0; i < 3; i++)
+        PQclear (out[i]);
+    cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_INTRANS);
+    cr_assert_eq (s_pipe_rows (), 0, "nothing is visible before COMMIT");
+    cr_assert_eq (fks_pg_commit (pg, &err), 0, "%s", err.msg);
+    cr_assert_eq (s_pipe_rows (), 3);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, a_failing_statement_in_a_pipeline_skips_the_rest_and_returns_no_result)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_begin (pg, &err), 0, "%s", err.msg);
+    const char *one[1] = { "{1}" }, *two[1] = { "{2}" };
+    fks_pg_call_t calls[3] = { { "p_ins", 1, one, NULL, NULL }, { "p_ins", 1, one, NULL, NULL },
+                               { "p_ins", 1, two, NULL, NULL } };
+    PGresult *out[3] = { (PGresult *) 1, (PGresult *) 1, (PGresult *) 1 };
+    cr_assert_eq (fks_pg_exec_pipeline (pg, calls, 3, out, &err), -1);
+    cr_assert_str_eq (err.sqlstate, "23505", "the failing statement's error: %s", err.msg);
+    cr_assert_not (err.conn_lost);
+    cr_assert (!out[0] && !out[1] && !out[2], "a failed pipeline keeps no result");
+    fks_pg_rollback (pg);
+    cr_assert_eq (s_pipe_rows (), 0);
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "usable again after rollback: %s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+Test (pg, a_pipeline_with_a_bad_call_sends_nothing)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    const char *one[1] = { "{1}" };
+    fks_pg_call_t calls[FKS_PG_PIPELINE_MAX + 1];
+    for (int i = 0; i <= FKS_PG_PIPELINE_MAX; i++)
+        calls[i] = (fks_pg_call_t) { "p_ins", 1, one, NULL, NULL };
+    cr_assert_eq (fks_pg_exec_pipeline (pg, calls, 0, NULL, &err), -1);
+    cr_assert_eq (fks_pg_exec_pipeline (pg, calls, FKS_PG_PIPELINE_MAX + 1, NULL, &err), -1);
+    cr_assert (strstr (err.msg, "1 to"), "%s", err.msg);
+    calls[1] = (fks_pg_call_t) { "p_nope", 1, one, NULL, NULL };
+    cr_assert_eq (fks_pg_exec_pipeline (pg, calls, 2, NULL, &err), -1);
+    cr_assert (strstr (err.msg, "p_nope"), "%s", err.msg);
+    calls[1] = (fks_pg_call_t) { "p_ins", 2, one, NULL, NULL };
+    cr_assert_eq (fks_pg_exec_pipeline (pg, calls, 2, NULL, &err), -1);
+    cr_assert_eq (s_pipe_rows (), 0, "the good first call must not have run");
+    fks_pg_destroy (&pg);
+}
+
+//  The execution worker locks a batch's positions and reads them in one pipeline: the read
+//  must see what the lock's previous holder committed, i.e. take its snapshot after the lock.
+static void *
+s_commit_later (void *arg)
+{
+    fks_pg_t *holder = arg;
+    usleep (300 * 1000);
+    const char *k[1] = { "{9}" };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (holder, "p_ins", 1, k, NULL, NULL, &err);
+    PQclear (r);
+    fks_pg_commit (holder, &err);
+    return NULL;
+}
+
+Test (pg, a_read_after_a_lock_in_one_pipeline_sees_what_the_lock_holder_committed)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_t *holder = s_new (s_pipe_stmts, 4);
+    fks_pg_err_t err;
+    const char *key[1] = { "4242" };
+    cr_assert_eq (fks_pg_begin (holder, &err), 0, "%s", err.msg);
+    PGresult *r = fks_pg_exec (holder, "p_lock", 1, key, NULL, NULL, &err);
+    cr_assert (r, "%s", err.msg);
+    PQclear (r);
+    pthread_t th;
+    pthread_create (&th, NULL, s_commit_later, holder);
+    cr_assert_eq (fks_pg_begin (pg, &err), 0, "%s", err.msg);
+    fks_pg_call_t calls[2] = { { "p_lock", 1, key, NULL, NULL },
+                               { "p_count", 0, NULL, NULL, NULL } };
+    PGresult *out[2];
+    cr_assert_eq (fks_pg_exec_pipeline (pg, calls, 2, out, &err), 0, "%s", err.msg);
+    pthread_join (th, NULL);
+    cr_assert_str_eq (PQgetvalue (out[1], 0, 0), "1", "the read ran on a snapshot from before "
+                      "the lock was granted (%s rows; %ld committed)", PQgetvalue (out[1], 0, 0),
+                      s_pipe_rows ());
+    PQclear (out[0]);
+    PQclear (out[1]);
+    fks_pg_rollback (pg);
+    fks_pg_destroy (&holder);
     fks_pg_destroy (&pg);
 }
 

@@ -169,6 +169,7 @@ struct fks_exec_t {
 };
 
 #define S_CACHE_MAX 64              /* symbols one transaction keeps in memory */
+_Static_assert (S_CACHE_MAX <= FKS_PRICE_MANY_MAX, "a batch's prices are read in one call");
 
 typedef struct {
     char symbol[FKS_SYMBOL_MAX];
@@ -189,6 +190,25 @@ typedef struct {
     const char *inbox_status;       /* static strings */
 } s_placed_t;
 
+//  The statement that writes every position this transaction moved (ex_positions_save), built
+//  by s_save_prepare: the call and the buffers its values point into.
+typedef struct {
+    char arr[5][S_CACHE_MAX * 50 + 8];
+    fks_sbuf_t msym, mqty;
+    const char *values[7];
+    fks_pg_call_t call;
+    bool any;                       /* false: nothing moved, nothing to run */
+} s_save_t;
+
+//  The statement that writes the batch's new orders (ex_place_many), built by
+//  s_placed_prepare: the call and the column arrays its values point into.
+typedef struct {
+    fks_worker_array_t col[23];
+    const char *values[23];
+    fks_pg_call_t call;
+    bool any;                       /* false: no order placed, nothing to run */
+} s_placed_batch_t;
+
 //  A handler thread's state. The caches live for one transaction (reset by s_begin): the
 //  positions it locked and moved, the latest prices it read, and the orders it placed in a
 //  batch (all written by s_flush).
@@ -206,6 +226,8 @@ typedef struct {
     size_t n_outcomes, cap_outcomes;
     char failure[FKS_BROKER_REASON_MAX];    /* the batch's last broker refusal */
     fks_sbuf_t moved_sym, moved_qty;        /* the fills moving positions: symbol, signed qty */
+    s_save_t save;                  /* s_flush's two statements, built here: no 16 KiB on */
+    s_placed_batch_t placed_batch;  /* the stack, no allocation per batch for the arrays */
 } s_thread_t;
 
 static const fks_id_t s_nil;        /* corr of events that concern no alert */
@@ -372,15 +394,23 @@ s_moves_add (s_thread_t *st, const char *symbol, bool buy, const fks_broker_fill
     }
 }
 
-//  Writes every position this transaction moved, in one statement.
-static int
-s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
+static void
+s_save_free (s_save_t *b)
 {
-    char arr[5][S_CACHE_MAX * 50 + 8];
+    fks_sbuf_free (&b->msym);
+    fks_sbuf_free (&b->mqty);
+}
+
+static int
+s_save_prepare (fks_worker_tx_t *tx, s_thread_t *st, s_save_t *b)
+{
     size_t len[5] = { 0 };
     int dirty = 0;
+    fks_sbuf_init (&b->msym, 0);
+    fks_sbuf_init (&b->mqty, 0);
+    b->any = false;
     for (int k = 0; k < 5; k++)
-        len[k] = (size_t) snprintf (arr[k], sizeof arr[k], "{");
+        len[k] = (size_t) snprintf (b->arr[k], sizeof b->arr[k], "{");
     for (size_t i = 0; i < st->n_pos; i++) {
         s_pos_entry_t *e = &st->pos[i];
         if (!e->dirty)
@@ -391,39 +421,74 @@ s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
         fks_worker_num (v[2], e->pos.realized_pnl);
         fks_worker_num (v[3], e->pos.fees);
         const char *sep = dirty ? "," : "";
-        len[0] += (size_t) snprintf (arr[0] + len[0], sizeof arr[0] - len[0], "%s\"%s\"", sep,
-                                     e->symbol);
+        len[0] += (size_t) snprintf (b->arr[0] + len[0], sizeof b->arr[0] - len[0], "%s\"%s\"",
+                                     sep, e->symbol);
         for (int k = 0; k < 4; k++)
-            len[k + 1] += (size_t) snprintf (arr[k + 1] + len[k + 1],
-                                             sizeof arr[k + 1] - len[k + 1], "%s%s", sep, v[k]);
+            len[k + 1] += (size_t) snprintf (b->arr[k + 1] + len[k + 1],
+                                             sizeof b->arr[k + 1] - len[k + 1], "%s%s", sep, v[k]);
         dirty++;
     }
     if (dirty == 0)
         return FKS_WORKER_OK;
     for (int k = 0; k < 5; k++)
-        snprintf (arr[k] + len[k], sizeof arr[k] - len[k], "}");
-    fks_sbuf_t msym, mqty;
-    fks_sbuf_init (&msym, 0);
-    fks_sbuf_init (&mqty, 0);
-    fks_sbuf_printf (&msym, "{%s}", st->moved_sym.len ? st->moved_sym.data : "");
-    fks_sbuf_printf (&mqty, "{%s}", st->moved_qty.len ? st->moved_qty.data : "");
-    if (st->moved_sym.failed || st->moved_qty.failed || msym.failed || mqty.failed) {
-        fks_sbuf_free (&msym);
-        fks_sbuf_free (&mqty);
+        snprintf (b->arr[k] + len[k], sizeof b->arr[k] - len[k], "}");
+    fks_sbuf_printf (&b->msym, "{%s}", st->moved_sym.len ? st->moved_sym.data : "");
+    fks_sbuf_printf (&b->mqty, "{%s}", st->moved_qty.len ? st->moved_qty.data : "");
+    if (st->moved_sym.failed || st->moved_qty.failed || b->msym.failed || b->mqty.failed) {
+        s_save_free (b);
         return fks_worker_retry (tx, "out of memory");
     }
-    const char *values[7] = { arr[0], arr[1], arr[2], arr[3], arr[4], msym.data, mqty.data };
+    for (int k = 0; k < 5; k++)
+        b->values[k] = b->arr[k];
+    b->values[5] = b->msym.data;
+    b->values[6] = b->mqty.data;
+    b->call = (fks_pg_call_t) { "ex_positions_save", 7, b->values, NULL, NULL };
+    b->any = true;
+    return FKS_WORKER_OK;
+}
+
+//  After the statement ran: the positions are clean again.
+static void
+s_save_done (s_thread_t *st)
+{
+    for (size_t i = 0; i < st->n_pos; i++)
+        st->pos[i].dirty = false;
+}
+
+//  Writes every position this transaction moved, in one statement.
+static int
+s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
+{
+    s_save_t *b = &st->save;
+    int rc = s_save_prepare (tx, st, b);
+    if (rc != FKS_WORKER_OK || !b->any)
+        return rc;
     fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_positions_save", 7, values, NULL, NULL,
-                               &err);
-    fks_sbuf_free (&msym);
-    fks_sbuf_free (&mqty);
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), b->call.name, b->call.n_params,
+                               b->call.values, NULL, NULL, &err);
+    s_save_free (b);
     if (!r)
         return fks_worker_pg_error (tx, &err, "saving positions");
     PQclear (r);
-    for (size_t i = 0; i < st->n_pos; i++)
-        st->pos[i].dirty = false;
+    s_save_done (st);
     return FKS_WORKER_OK;
+}
+
+//  Takes a lock (lock_stmt) and then reads (read_stmt), both with the one parameter value, in
+//  one round trip: two statements, so the read's snapshot is taken after the lock is granted
+//  and sees what its previous holder committed. The read's result, or NULL with err.
+static PGresult *
+s_lock_read (fks_worker_tx_t *tx, const char *lock_stmt, const char *read_stmt,
+             const char *value, fks_pg_err_t *err)
+{
+    const char *values[1] = { value };
+    fks_pg_call_t calls[2] = { { lock_stmt, 1, values, NULL, NULL },
+                               { read_stmt, 1, values, NULL, NULL } };
+    PGresult *out[2];
+    if (fks_pg_exec_pipeline (fks_worker_pg (tx), calls, 2, out, err) != 0)
+        return NULL;
+    PQclear (out[0]);
+    return out[1];
 }
 
 //  The symbol's position, locked for the rest of the transaction: read once per transaction,
@@ -442,17 +507,9 @@ s_position (fks_worker_tx_t *tx, s_thread_t *st, const char *symbol, int *rc)
         st->n_pos = 0;
     }
     fks_pg_err_t err;
-    const char *values[1] = { symbol };
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_position_lock", 1, values, NULL, NULL,
-                               &err);
+    PGresult *r = s_lock_read (tx, "ex_position_lock", "ex_position", symbol, &err);
     if (!r) {
-        *rc = fks_worker_pg_error (tx, &err, "locking the position");
-        return NULL;
-    }
-    PQclear (r);
-    r = fks_pg_exec (fks_worker_pg (tx), "ex_position", 1, values, NULL, NULL, &err);
-    if (!r) {
-        *rc = fks_worker_pg_error (tx, &err, "reading the position");
+        *rc = fks_worker_pg_error (tx, &err, "locking and reading the position");
         return NULL;
     }
     s_pos_entry_t *e = &st->pos[st->n_pos++];
@@ -474,8 +531,8 @@ s_cmp_symbol (const void *a, const void *b)
     return strcmp ((const char *) a, (const char *) b);
 }
 
-//  The batch's positions, locked in one fixed order (sorted symbols) and read in one round
-//  trip each, before any message is handled: two replicas whose batches share symbols then
+//  The batch's positions, locked in one fixed order (sorted symbols) and read, in one round
+//  trip, before any message is handled: two replicas whose batches share symbols then
 //  wait for each other instead of deadlocking.
 static int
 s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
@@ -512,19 +569,11 @@ s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
         fks_worker_array_free (&arr);
         return fks_worker_retry (tx, "out of memory");
     }
-    const char *values[1] = { list };
     fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_positions_lock", 1, values, NULL, NULL,
-                               &err);
-    if (!r) {
-        fks_worker_array_free (&arr);
-        return fks_worker_pg_error (tx, &err, "locking the batch's positions");
-    }
-    PQclear (r);
-    r = fks_pg_exec (fks_worker_pg (tx), "ex_positions", 1, values, NULL, NULL, &err);
+    PGresult *r = s_lock_read (tx, "ex_positions_lock", "ex_positions", list, &err);
     fks_worker_array_free (&arr);
     if (!r)
-        return fks_worker_pg_error (tx, &err, "reading the batch's positions");
+        return fks_worker_pg_error (tx, &err, "locking and reading the batch's positions");
     for (size_t i = 0; i < uniq; i++) {
         s_pos_entry_t *e = &st->pos[st->n_pos++];
         memset (e, 0, sizeof *e);
@@ -542,6 +591,21 @@ s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
             }
     }
     PQclear (r);
+    //  And their latest prices, in one Redis round trip instead of one per symbol.
+    const char *names[S_CACHE_MAX];
+    double prices[S_CACHE_MAX];
+    bool found[S_CACHE_MAX];
+    for (size_t i = 0; i < uniq; i++)
+        names[i] = st->pos[i].symbol;
+    fks_redis_err_t rerr;
+    if (fks_price_get_many (fks_worker_redis (tx), names, uniq, prices, found, &rerr) != 0)
+        return fks_worker_redis_error (tx, &rerr, "reading the latest prices");
+    for (size_t i = 0; i < uniq; i++) {
+        s_price_entry_t *e = &st->prices[st->n_prices++];
+        snprintf (e->symbol, sizeof e->symbol, "%s", names[i]);
+        e->has = found[i];
+        e->price = found[i] ? prices[i] : 0;
+    }
     return FKS_WORKER_OK;
 }
 
@@ -562,6 +626,9 @@ s_begin (fks_worker_tx_t *tx, void *arg)
 }
 
 static int s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st);
+static int s_placed_prepare (fks_worker_tx_t *tx, s_thread_t *st, s_placed_batch_t *b);
+static int s_placed_check (fks_worker_tx_t *tx, s_thread_t *st, PGresult *r);
+static void s_placed_free (s_placed_batch_t *b);
 static int s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st);
 
 //  Before COMMIT: the batch's orders, the positions they moved, then the batch's outcomes
@@ -573,9 +640,43 @@ s_flush (fks_worker_tx_t *tx, void *arg)
     s_thread_t *st = fks_worker_state (tx);
     if (!st)
         return FKS_WORKER_OK;
-    int rc = s_write_placed_many (tx, st);
-    if (rc == FKS_WORKER_OK)
-        rc = s_save_positions (tx, st);
+    //  The orders and the positions in one round trip.
+    s_placed_batch_t *pb = &st->placed_batch;
+    s_save_t *sb = &st->save;
+    int rc = s_placed_prepare (tx, st, pb);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    if ((rc = s_save_prepare (tx, st, sb)) != FKS_WORKER_OK) {
+        if (pb->any)
+            s_placed_free (pb);
+        st->n_placed = 0;
+        return rc;
+    }
+    fks_pg_call_t calls[2];
+    size_t n = 0;
+    if (pb->any)
+        calls[n++] = pb->call;
+    if (sb->any)
+        calls[n++] = sb->call;
+    if (n > 0) {
+        PGresult *out[2];
+        fks_pg_err_t err;
+        if (fks_pg_exec_pipeline (fks_worker_pg (tx), calls, n, out, &err) != 0)
+            rc = fks_worker_pg_error (tx, &err, "writing the orders and positions");
+        else {
+            if (pb->any)
+                rc = s_placed_check (tx, st, out[0]);
+            if (sb->any)
+                s_save_done (st);
+            for (size_t i = 0; i < n; i++)
+                PQclear (out[i]);
+        }
+        if (pb->any)
+            s_placed_free (pb);
+        if (sb->any)
+            s_save_free (sb);
+    }
+    st->n_placed = 0;
     if (rc == FKS_WORKER_OK)
         rc = s_settle_breaker (tx, st);
     return rc;
@@ -1083,45 +1184,75 @@ s_write_placed (fks_worker_tx_t *tx, s_thread_t *st, const char *broker, const f
     return FKS_WORKER_OK;
 }
 
-static int
-s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st)
+static void
+s_placed_free (s_placed_batch_t *b)
 {
+    for (int k = 0; k < 23; k++)
+        fks_worker_array_free (&b->col[k]);
+}
+
+static int
+s_placed_prepare (fks_worker_tx_t *tx, s_thread_t *st, s_placed_batch_t *b)
+{
+    b->any = false;
     if (st->n_placed == 0)
         return FKS_WORKER_OK;
     const char *broker = fks_broker_name (st->x->broker);
-    fks_worker_array_t col[23];
     for (int k = 0; k < 23; k++)
-        fks_worker_array_init (&col[k]);
+        fks_worker_array_init (&b->col[k]);
     int rc = FKS_WORKER_OK;
     for (size_t i = 0; i < st->n_placed && rc == FKS_WORKER_OK; i++) {
         s_placed_t *p = &st->placed[i];
-        s_place_values_t b;
-        if (s_place_values (&b, broker, &p->order, &p->res, "ordered", p->inbox_status) != 0)
+        s_place_values_t v;
+        if (s_place_values (&v, broker, &p->order, &p->res, "ordered", p->inbox_status) != 0)
             rc = fks_worker_retry (tx, "no random bytes for an id");
         for (int k = 0; rc == FKS_WORKER_OK && k < 23; k++)
-            fks_worker_array_add (&col[k], b.v[k]);
+            fks_worker_array_add (&b->col[k], v.v[k]);
     }
-    const char *values[23];
     for (int k = 0; rc == FKS_WORKER_OK && k < 23; k++)
-        if (!(values[k] = fks_worker_array_end (&col[k])))
+        if (!(b->values[k] = fks_worker_array_end (&b->col[k])))
             rc = fks_worker_retry (tx, "out of memory");
-    if (rc == FKS_WORKER_OK) {
-        fks_pg_err_t err;
-        PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_place_many", 23, values, NULL, NULL,
-                                   &err);
-        if (!r)
-            rc = fks_worker_pg_error (tx, &err, "writing the orders");
-        else {
-            long long n = atoll (PQgetvalue (r, 0, 0));
-            PQclear (r);
-            if (n != (long long) st->n_placed)
-                rc = fks_worker_fail (tx, "%zu of %zu orders exist already: handling them one "
-                                      "by one", st->n_placed - (size_t) n, st->n_placed);
-        }
+    if (rc != FKS_WORKER_OK) {
+        s_placed_free (b);
+        st->n_placed = 0;
+        return rc;
     }
-    for (int k = 0; k < 23; k++)
-        fks_worker_array_free (&col[k]);
+    b->call = (fks_pg_call_t) { "ex_place_many", 23, b->values, NULL, NULL };
+    b->any = true;
+    return FKS_WORKER_OK;
+}
+
+//  The statement's answer: every order new, or the transaction fails (and its messages are
+//  handled one by one).
+static int
+s_placed_check (fks_worker_tx_t *tx, s_thread_t *st, PGresult *r)
+{
+    long long n = atoll (PQgetvalue (r, 0, 0));
+    size_t placed = st->n_placed;
     st->n_placed = 0;
+    if (n != (long long) placed)
+        return fks_worker_fail (tx, "%zu of %zu orders exist already: handling them one by one",
+                                placed - (size_t) n, placed);
+    return FKS_WORKER_OK;
+}
+
+static int
+s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st)
+{
+    s_placed_batch_t *b = &st->placed_batch;
+    int rc = s_placed_prepare (tx, st, b);
+    if (rc != FKS_WORKER_OK || !b->any)
+        return rc;
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), b->call.name, b->call.n_params,
+                               b->call.values, NULL, NULL, &err);
+    s_placed_free (b);
+    if (!r) {
+        st->n_placed = 0;
+        return fks_worker_pg_error (tx, &err, "writing the orders");
+    }
+    rc = s_placed_check (tx, st, r);
+    PQclear (r);
     return rc;
 }
 
