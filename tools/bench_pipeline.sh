@@ -79,12 +79,15 @@ export FKS_GATEWAY_RATE_LIMIT_IP=1000000000 FKS_GATEWAY_RATE_LIMIT_KEY=100000000
 fks_start_program "$TMP" bus "$TMP/bus.log" "$BUILD/bus/fks-bus"
 fks_wait_http "http://127.0.0.1:$BUS_HTTP/health" 20 || { tail -n 20 "$TMP/bus.log"; fks_die "fks-bus did not start"; }
 fks_start_program "$TMP" gateway "$TMP/gateway.log" "$BUILD/gateway/fks-gateway"
+WORKER_PORTS=""        # "name port" per worker replica, for their /metrics
 for i in $(seq 1 "$SIGNALS"); do
-  FKS_SIGNAL_PORT=$(fks_free_port) fks_start_program "$TMP" "signal$i" "$TMP/signal$i.log" \
+  port=$(fks_free_port); WORKER_PORTS="$WORKER_PORTS signal$i $port"
+  FKS_SIGNAL_PORT=$port fks_start_program "$TMP" "signal$i" "$TMP/signal$i.log" \
     "$BUILD/workers/fks-signal"
 done
 for i in $(seq 1 "$EXECUTIONS"); do
-  FKS_EXECUTION_PORT=$(fks_free_port) fks_start_program "$TMP" "execution$i" \
+  port=$(fks_free_port); WORKER_PORTS="$WORKER_PORTS execution$i $port"
+  FKS_EXECUTION_PORT=$port fks_start_program "$TMP" "execution$i" \
     "$TMP/execution$i.log" "$BUILD/workers/fks-execution"
 done
 fks_wait_http "http://127.0.0.1:$GW_PORT/ready" 20 || { cat "$TMP/gateway.log"; fks_die "fks-gateway did not start"; }
@@ -185,6 +188,27 @@ cpu_report() {
           printf "total %.3f ms", 1000 * tot / n }'
 }
 
+# batch_snapshot : "name batches seconds messages" per worker replica, from its /metrics
+# (fks_worker_batch_seconds and fks_worker_batch_size, summed over groups).
+batch_snapshot() {
+  set -- $WORKER_PORTS
+  while [ $# -ge 2 ]; do
+    curl -s "http://127.0.0.1:$2/metrics" | awk -v n="$1" '
+      /^fks_worker_batch_seconds_count/ { c += $NF } /^fks_worker_batch_seconds_sum/ { s += $NF }
+      /^fks_worker_batch_size_sum/ { m += $NF }
+      END { printf "%s %d %.6f %d\n", n, c, s, m }'
+    shift 2
+  done
+}
+
+# batch_report BEFORE AFTER : per replica, batches, mean messages and mean time per batch.
+batch_report() {
+  join <(echo "$1") <(echo "$2") | awk '
+    { b = $5 - $2; if (b < 1) next
+      printf "%s%s %d batches of %.1f messages, %.2f ms each (BEGIN to COMMIT)", sep, $1, b,
+             ($7 - $4) / b, 1000 * ($6 - $3) / b; sep = "; " }'
+}
+
 fks_say "warming up ..."
 run 500 3 >/dev/null
 drain 120 >/dev/null
@@ -197,9 +221,11 @@ if [ "$PGSS" = 1 ]; then
   sql "SELECT pg_stat_statements_reset ()" >/dev/null
 fi
 cpu0=$(cpu_snapshot)
+batch0=$(batch_snapshot)
 LAT=$(run "$LAT_RATE" "$SECONDS_PER_RUN")
 LAT_DRAIN=$(drain 120)
 cpu1=$(cpu_snapshot)
+BATCHES=$(batch_report "$batch0" "$(batch_snapshot)")
 lat_alerts=$(sql "SELECT count(*) FROM events WHERE type = 'webhook.received' AND seq > $mark")
 CPU=$(cpu_report "$cpu0" "$cpu1" "$lat_alerts")
 E2E=$(sql "SELECT count(*), round ((percentile_cont (0.5) WITHIN GROUP (ORDER BY ms))::numeric, 2),
@@ -287,6 +313,7 @@ accept (HTTP) p50 $lat_a50, p99 $lat_a99; accept -> order.filled over $lat_n ale
 p50 ${lat_p50} ms, p99 ${lat_p99} ms, max ${lat_max} ms; drained ${LAT_DRAIN}s after the run.
 By stage: ${STAGES}.
 CPU per alert in that run (wrk not counted): ${CPU}.
+Worker batches in that run: ${BATCHES}.
 
 | offered alerts/s | accepted/s | filled/s during the run | backlog at the end | drain (s) | HTTP p99 | sustained |
 | ---: | ---: | ---: | ---: | ---: | ---: | --- |
