@@ -24,6 +24,7 @@
 #include "common/id.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/prices.h"
 #include "common/redis.h"
 
 #include <civetweb.h>
@@ -651,93 +652,45 @@ s_list (s_req_t *r, const s_list_t *list)
     return s_done (r, st);
 }
 
-//  The latest price of each position's symbol, from the hashes workers/prices.c keeps
-//  ("fks:price:<SYMBOL>", fields price and ts): one EVAL for every symbol, so one round trip.
-static const char s_marks_script[] =
-    "local out = {}\n"
-    "for i, key in ipairs (KEYS) do out[i] = redis.call ('HMGET', key, 'price', 'ts') end\n"
-    "return out\n";
-
 typedef struct {
     bool known;
     double price;               /* > 0, finite */
     int64_t ts_ms;              /* Unix ms of the price; 0 when not stored */
 } s_mark_t;
 
-//  Reads the marks of the n symbols in column col of res into marks (all unknown first).
-//  Returns 0, or -1 when Redis could not be read (every mark stays unknown).
+//  Reads the marks of the n symbols in column col of res into marks (all unknown first), in
+//  one Redis round trip (common/prices.h). Returns 0, or -1 when Redis could not be read
+//  (every mark stays unknown).
 static int
 s_marks (fks_api_t *api, PGresult *res, int col, s_mark_t *marks, size_t n)
 {
     if (n == 0)
         return 0;
     memset (marks, 0, n * sizeof *marks);
-    size_t argc = 3 + n;
-    const char **argv = calloc (argc, sizeof *argv);
-    size_t *lens = calloc (argc, sizeof *lens);
-    char (*keys)[48] = calloc (n, sizeof *keys);
-    char nkeys[24];
+    const char **names = calloc (n, sizeof *names);
+    double *prices = calloc (n, sizeof *prices);
+    int64_t *ts = calloc (n, sizeof *ts);
+    bool *found = calloc (n, sizeof *found);
     int rc = -1;
-    if (!argv || !lens || !keys) {
+    if (!names || !prices || !ts || !found)
         fks_warn ("api: positions: out of memory for the price lookup");
-        goto done;
+    else {
+        for (size_t i = 0; i < n; i++)
+            names[i] = PQgetvalue (res, (int) i, col);
+        fks_redis_err_t err = { .msg = "" };
+        pthread_mutex_lock (&api->redis_mutex);
+        rc = fks_price_get_many (api->redis, names, n, prices, ts, found, &err);
+        pthread_mutex_unlock (&api->redis_mutex);
+        if (rc != 0)
+            fks_warn ("api: positions: latest prices unavailable, unrealized_pnl is null: %s",
+                      err.msg);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            marks[i] = (s_mark_t) { found[i], prices[i], ts[i] };
     }
-    snprintf (nkeys, sizeof nkeys, "%zu", n);
-    argv[0] = "EVAL";
-    argv[1] = s_marks_script;
-    argv[2] = nkeys;
-    for (size_t i = 0; i < n; i++) {
-        //  The tables bound a symbol to 32 characters, so the key always fits.
-        snprintf (keys[i], sizeof keys[i], "fks:price:%s", PQgetvalue (res, (int) i, col));
-        argv[3 + i] = keys[i];
-    }
-    for (size_t i = 0; i < argc; i++)
-        lens[i] = strlen (argv[i]);
-    fks_redis_err_t err = { .msg = "" };
-    pthread_mutex_lock (&api->redis_mutex);
-    redisReply *reply = fks_redis_command_argv (api->redis, (int) argc, argv, lens, &err);
-    pthread_mutex_unlock (&api->redis_mutex);
-    if (!reply) {
-        fks_warn ("api: positions: latest prices unavailable, unrealized_pnl is null: %s",
-                  err.msg);
-        goto done;
-    }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
-        fks_warn ("api: positions: unexpected reply to the price lookup");
-        freeReplyObject (reply);
-        goto done;
-    }
-    //  Values are checked as prices.c checks them: a finite decimal above 0.
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *pair = reply->element[i];
-        if (pair->type != REDIS_REPLY_ARRAY || pair->elements != 2)
-            continue;
-        const redisReply *p = pair->element[0], *t = pair->element[1];
-        if (p->type != REDIS_REPLY_STRING || p->len == 0 || p->len >= 64)
-            continue;
-        char buf[64];
-        memcpy (buf, p->str, p->len);
-        buf[p->len] = '\0';
-        char *end = NULL;
-        double price = strtod (buf, &end);
-        if (*end != '\0' || !isfinite (price) || price <= 0)
-            continue;
-        marks[i].known = true;
-        marks[i].price = price;
-        if (t->type == REDIS_REPLY_STRING && t->len > 0 && t->len < 20) {
-            memcpy (buf, t->str, t->len);
-            buf[t->len] = '\0';
-            long long ts = strtoll (buf, &end, 10);
-            if (*end == '\0' && ts > 0)
-                marks[i].ts_ms = (int64_t) ts;
-        }
-    }
-    freeReplyObject (reply);
-    rc = 0;
-done:
-    free (argv);
-    free (lens);
-    free (keys);
+    free (names);
+    free (prices);
+    free (ts);
+    free (found);
     return rc;
 }
 

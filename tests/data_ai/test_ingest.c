@@ -14,7 +14,7 @@
 #include "bus/envelope.h"
 #include "workers/data/feed.h"
 #include "workers/data/ingest.h"
-#include "workers/prices.h"
+#include "common/prices.h"
 
 #define MIN  60000LL
 #define BASE 1709251200000LL
@@ -304,9 +304,11 @@ Test (ingest, many_prices_are_read_in_one_call_each_as_stored)
     free (dai_redis ("HSET fks:price:%s price garbage ts 1", sym[3]));
     const char *names[5] = { sym[0], sym[1], sym[2], sym[3], sym[0] };
     double prices[5];
+    int64_t ts[5];
     bool found[5];
-    cr_assert_eq (fks_price_get_many (c.redis, names, 5, prices, found, &rerr), 0, "%s",
+    cr_assert_eq (fks_price_get_many (c.redis, names, 5, prices, ts, found, &rerr), 0, "%s",
                   rerr.msg);
+    cr_assert (ts[0] == 1000 && ts[2] == 1000 && ts[4] == 1000 && ts[1] == 0 && ts[3] == 0);
     cr_assert (found[0] && found[2] && found[4]);
     cr_assert_not (found[1], "never stored");
     cr_assert_not (found[3], "not a number");
@@ -316,10 +318,10 @@ Test (ingest, many_prices_are_read_in_one_call_each_as_stored)
     cr_assert_eq (prices[1], 0);
     cr_assert_eq (prices[3], 0);
     //  Bounds: nothing asked is nothing done; a bad symbol or too many is an error.
-    cr_assert_eq (fks_price_get_many (c.redis, names, 0, prices, found, &rerr), 0);
+    cr_assert_eq (fks_price_get_many (c.redis, names, 0, prices, NULL, found, &rerr), 0);
     const char *bad[2] = { sym[0], "" };
-    cr_assert_eq (fks_price_get_many (c.redis, bad, 2, prices, found, &rerr), -1);
-    cr_assert_eq (fks_price_get_many (c.redis, names, FKS_PRICE_MANY_MAX + 1, prices, found,
+    cr_assert_eq (fks_price_get_many (c.redis, bad, 2, prices, NULL, found, &rerr), -1);
+    cr_assert_eq (fks_price_get_many (c.redis, names, FKS_PRICE_MANY_MAX + 1, prices, NULL, found,
                                       &rerr), -1);
     for (int i = 0; i < 4; i++)
         free (dai_redis ("DEL fks:price:%s", sym[i]));

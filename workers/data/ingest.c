@@ -9,7 +9,7 @@
 #include "bus/envelope.h"
 #include "common/log.h"
 #include "common/sbuf.h"
-#include "workers/prices.h"
+#include "common/prices.h"
 
 #include <inttypes.h>
 #include <math.h>

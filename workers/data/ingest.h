@@ -9,7 +9,7 @@
  *      COMMIT
  *
  *  then publishes those envelopes on the bus and records the newest close of each symbol in
- *  Redis (workers/prices.h, key fks:price:<SYMBOL>) for the signal and execution workers.
+ *  Redis (common/prices.h, key fks:price:<SYMBOL>) for the signal and execution workers.
  *  Re-ingesting a bar with the same values changes nothing and emits nothing; with new values
  *  (the forming bar, a corrected bar) it updates the row and emits one market.bar. A gap or an
  *  outlier finding of a bar that was unchanged was reported when the bar was first stored and

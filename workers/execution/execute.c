@@ -16,7 +16,7 @@
 #include "workers/execution/execute.h"
 #include "workers/execution/orders.h"
 #include "workers/execution/positions.h"
-#include "workers/prices.h"
+#include "common/prices.h"
 #include "workers/symbol.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -170,6 +170,7 @@ struct fks_exec_t {
 
 #define S_CACHE_MAX 64              /* symbols one transaction keeps in memory */
 _Static_assert (S_CACHE_MAX <= FKS_PRICE_MANY_MAX, "a batch's prices are read in one call");
+_Static_assert (FKS_PRICE_SYMBOL_MAX == FKS_SYMBOL_MAX, "prices take every symbol");
 
 typedef struct {
     char symbol[FKS_SYMBOL_MAX];
@@ -598,7 +599,7 @@ s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
     for (size_t i = 0; i < uniq; i++)
         names[i] = st->pos[i].symbol;
     fks_redis_err_t rerr;
-    if (fks_price_get_many (fks_worker_redis (tx), names, uniq, prices, found, &rerr) != 0)
+    if (fks_price_get_many (fks_worker_redis (tx), names, uniq, prices, NULL, found, &rerr) != 0)
         return fks_worker_redis_error (tx, &rerr, "reading the latest prices");
     for (size_t i = 0; i < uniq; i++) {
         s_price_entry_t *e = &st->prices[st->n_prices++];

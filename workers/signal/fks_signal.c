@@ -23,7 +23,7 @@
  *  FKS_SIGNAL_MAX_FUTURE (5s).
  */
 #include "workers/runtime.h"
-#include "workers/prices.h"
+#include "common/prices.h"
 #include "workers/signal/normalize.h"
 #include "common/config.h"
 #include "common/log.h"

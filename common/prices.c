@@ -3,8 +3,7 @@
  *  See prices.h. The "only if newer" rule is a short Lua script so that two writers (two
  *  data-worker replicas, a replay and a live feed) cannot interleave a read and a write.
  */
-#include "workers/prices.h"
-#include "workers/symbol.h"
+#include "common/prices.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -21,7 +20,7 @@ static const char s_set_script[] =
 static int
 s_key (const char *symbol, char *key, size_t cap, fks_redis_err_t *err)
 {
-    if (!symbol || !*symbol || strlen (symbol) >= FKS_SYMBOL_MAX) {
+    if (!symbol || !*symbol || strlen (symbol) >= FKS_PRICE_SYMBOL_MAX) {
         if (err)
             snprintf (err->msg, sizeof err->msg, "invalid symbol for a price");
         return -1;
@@ -47,11 +46,25 @@ s_parse_price (const redisReply *v, double *price)
     return 0;
 }
 
+//  A stored ts field: Unix ms > 0, or 0 when absent or unusable.
+static int64_t
+s_parse_ts (const redisReply *v)
+{
+    if (v->type != REDIS_REPLY_STRING || v->len == 0 || v->len >= 20)
+        return 0;
+    char buf[24];
+    memcpy (buf, v->str, v->len);
+    buf[v->len] = '\0';
+    char *end;
+    long long ts = strtoll (buf, &end, 10);
+    return *end == '\0' && ts > 0 ? (int64_t) ts : 0;
+}
+
 int
 fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_t *ts_ms,
                fks_redis_err_t *err)
 {
-    char key[FKS_SYMBOL_MAX + 16];
+    char key[FKS_PRICE_SYMBOL_MAX + 16];
     if (s_key (symbol, key, sizeof key, err) != 0)
         return -1;
     redisReply *r = fks_redis_command (redis, err, "HMGET %s price ts", key);
@@ -60,27 +73,23 @@ fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_t *t
     int rc = 1;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
         && s_parse_price (r->element[0], price) == 0) {
-        if (ts_ms) {
-            *ts_ms = 0;
-            if (r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len < 32)
-                *ts_ms = strtoll (r->element[1]->str, NULL, 10);
-        }
+        if (ts_ms)
+            *ts_ms = s_parse_ts (r->element[1]);
         rc = 0;
     }
     freeReplyObject (r);
     return rc;
 }
 
-//  Every key's price field in one round trip; a missing one comes back as "" (a nil would cut
-//  the array short).
+//  Every key's price and ts fields in one round trip (HMGET keeps a missing field's place).
 static const char s_get_many_script[] =
     "local out = {}\n"
-    "for i, k in ipairs(KEYS) do out[i] = redis.call('HGET', k, 'price') or '' end\n"
+    "for i, k in ipairs(KEYS) do out[i] = redis.call('HMGET', k, 'price', 'ts') end\n"
     "return out\n";
 
 int
 fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, double *prices,
-                    bool *found, fks_redis_err_t *err)
+                    int64_t *ts_ms, bool *found, fks_redis_err_t *err)
 {
     if (n == 0)
         return 0;
@@ -91,36 +100,52 @@ fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, do
         return -1;
     }
     //  EVAL script numkeys key...
-    const char *argv[3 + FKS_PRICE_MANY_MAX];
-    size_t argvlen[3 + FKS_PRICE_MANY_MAX];
-    char keys[FKS_PRICE_MANY_MAX][FKS_SYMBOL_MAX + 16];
-    char numkeys[16];
+    size_t argc = 3 + n;
+    const char **argv = calloc (argc, sizeof *argv);
+    size_t *lens = calloc (argc, sizeof *lens);
+    char (*keys)[FKS_PRICE_SYMBOL_MAX + 16] = calloc (n, sizeof *keys);
+    char numkeys[24];
+    int rc = -1;
+    if (!argv || !lens || !keys) {
+        if (err)
+            snprintf (err->msg, sizeof err->msg, "prices: out of memory");
+        goto done;
+    }
     snprintf (numkeys, sizeof numkeys, "%zu", n);
     argv[0] = "EVAL";
     argv[1] = s_get_many_script;
     argv[2] = numkeys;
     for (size_t i = 0; i < n; i++) {
         if (s_key (symbols[i], keys[i], sizeof keys[i], err) != 0)
-            return -1;
+            goto done;
         argv[3 + i] = keys[i];
     }
-    for (size_t i = 0; i < 3 + n; i++)
-        argvlen[i] = strlen (argv[i]);
-    redisReply *r = fks_redis_command_argv (redis, (int) (3 + n), argv, argvlen, err);
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen (argv[i]);
+    redisReply *r = fks_redis_command_argv (redis, (int) argc, argv, lens, err);
     if (!r)
-        return -1;
-    int rc = 0;
+        goto done;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
         if (err)
             snprintf (err->msg, sizeof err->msg, "prices: unexpected reply from Redis");
-        rc = -1;
     }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        found[i] = s_parse_price (r->element[i], &prices[i]) == 0;
-        if (!found[i])
-            prices[i] = 0;
+    else {
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *pair = r->element[i];
+            bool ok = pair->type == REDIS_REPLY_ARRAY && pair->elements == 2;
+            found[i] = ok && s_parse_price (pair->element[0], &prices[i]) == 0;
+            if (!found[i])
+                prices[i] = 0;
+            if (ts_ms)
+                ts_ms[i] = found[i] ? s_parse_ts (pair->element[1]) : 0;
+        }
+        rc = 0;
     }
     freeReplyObject (r);
+done:
+    free (argv);
+    free (lens);
+    free (keys);
     return rc;
 }
 
@@ -128,7 +153,7 @@ int
 fks_price_set (fks_redis_t *redis, const char *symbol, double price, int64_t ts_ms,
                fks_redis_err_t *err)
 {
-    char key[FKS_SYMBOL_MAX + 16];
+    char key[FKS_PRICE_SYMBOL_MAX + 16];
     if (s_key (symbol, key, sizeof key, err) != 0)
         return -1;
     if (!isfinite (price) || price <= 0) {
