@@ -1,7 +1,7 @@
 /*  pg.c - one PostgreSQL connection with reconnect and prepared statements.
  *
  *  Every FKS program that writes an effect goes through here. The handle keeps the parsed
- *  connection options (with connect_timeout defaulted to 5 s), the table of named statements
+ *  connection options (with a connect timeout and TCP keepalives by default, s_defaults), the table of named statements
  *  it prepares on every (re)connect, and one libpq connection that is opened lazily.
  *
  *  The reconnect rule is the heart of this file. Before a call sends anything it checks the
@@ -29,8 +29,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_CONNECT_TIMEOUT   "5"         /* seconds, unless the URL says otherwise */
-#define S_APP_NAME          "fks"       /* fallback_application_name */
+//  Connection options FKS sets unless the URL does. A server that stops answering (a network
+//  partition, a host gone without a reset) would otherwise hold a caller for the kernel's
+//  TCP timeouts: two hours before an idle connection is probed, about fifteen minutes before
+//  unacknowledged data gives up. With these a dead server is noticed within about a minute
+//  (conn_lost, and the caller's retry reconnects); a slow query is not cut short, since the
+//  server's kernel answers the probes while it runs.
+static const struct {
+    const char *key, *val;
+} s_defaults[] = {
+    { "connect_timeout", "5" },             /* seconds */
+    { "fallback_application_name", "fks" },
+    { "keepalives", "1" },
+    { "keepalives_idle", "30" },            /* seconds of silence before the first probe */
+    { "keepalives_interval", "10" },
+    { "keepalives_count", "3" },
+    { "tcp_user_timeout", "60000" },        /* ms data may stay unacknowledged */
+};
+#define S_N_DEFAULTS (sizeof s_defaults / sizeof s_defaults[0])
 #define S_MAX_URL           8192
 #define S_MAX_STMTS         1024
 #define S_MAX_NAME          63          /* PostgreSQL's identifier limit (NAMEDATALEN - 1) */
@@ -180,8 +196,8 @@ s_free_strv (char **v)
     }
 }
 
-//  Parses url into NULL-terminated keyword/value arrays, adding connect_timeout and
-//  fallback_application_name when the URL does not set them. Returns 0 or -1.
+//  Parses url into NULL-terminated keyword/value arrays, adding the s_defaults the URL does
+//  not set. Returns 0 or -1.
 static int
 s_parse_url (fks_pg_t *self, const char *url, fks_pg_err_t *err)
 {
@@ -193,18 +209,17 @@ s_parse_url (fks_pg_t *self, const char *url, fks_pg_err_t *err)
         return -1;
     }
     size_t n = 0;
-    bool has_timeout = false, has_app = false;
+    bool has[S_N_DEFAULTS] = { false };
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
             continue;
         n++;
-        if (s_streq (o->keyword, "connect_timeout"))
-            has_timeout = true;
-        if (s_streq (o->keyword, "fallback_application_name"))
-            has_app = true;
+        for (size_t d = 0; d < S_N_DEFAULTS; d++)
+            if (s_streq (o->keyword, s_defaults[d].key))
+                has[d] = true;
     }
-    self->keys = calloc (n + 3, sizeof (char *));
-    self->vals = calloc (n + 3, sizeof (char *));
+    self->keys = calloc (n + S_N_DEFAULTS + 1, sizeof (char *));
+    self->vals = calloc (n + S_N_DEFAULTS + 1, sizeof (char *));
     if (!self->keys || !self->vals) {
         PQconninfoFree (opts);
         s_set_err (err, "", false, "out of memory");
@@ -220,15 +235,11 @@ s_parse_url (fks_pg_t *self, const char *url, fks_pg_err_t *err)
         oom |= !self->keys[i] || !self->vals[i];
         i++;
     }
-    if (!has_timeout) {
-        self->keys[i] = strdup ("connect_timeout");
-        self->vals[i] = strdup (S_CONNECT_TIMEOUT);
-        oom |= !self->keys[i] || !self->vals[i];
-        i++;
-    }
-    if (!has_app) {
-        self->keys[i] = strdup ("fallback_application_name");
-        self->vals[i] = strdup (S_APP_NAME);
+    for (size_t d = 0; d < S_N_DEFAULTS; d++) {
+        if (has[d])
+            continue;
+        self->keys[i] = strdup (s_defaults[d].key);
+        self->vals[i] = strdup (s_defaults[d].val);
         oom |= !self->keys[i] || !self->vals[i];
         i++;
     }

@@ -631,6 +631,47 @@ Test (pg, connect_timeout_defaults_to_5_seconds_unless_the_url_sets_it)
     close (listener);
 }
 
+//  A server that stops answering is noticed within about a minute, not the kernel's hours:
+//  keepalive probes after 30 s of silence and a bound on unacknowledged data, unless the URL
+//  says otherwise.
+static const char *
+s_conn_opt (fks_pg_t *pg, const char *key, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    PQconninfoOption *opts = PQconninfo (fks_pg_conn (pg));
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp (o->keyword, key) == 0 && o->val)
+            snprintf (buf, cap, "%s", o->val);
+    PQconninfoFree (opts);
+    return buf;
+}
+
+Test (pg, tcp_keepalives_and_a_user_timeout_are_on_unless_the_url_sets_them)
+{
+    fks_pg_t *pg = s_new (NULL, 0);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_connect (pg, &err), 0, "%s", err.msg);
+    char v[32];
+    cr_assert_str_eq (s_conn_opt (pg, "keepalives", v, sizeof v), "1");
+    cr_assert_str_eq (s_conn_opt (pg, "keepalives_idle", v, sizeof v), "30");
+    cr_assert_str_eq (s_conn_opt (pg, "keepalives_interval", v, sizeof v), "10");
+    cr_assert_str_eq (s_conn_opt (pg, "keepalives_count", v, sizeof v), "3");
+    cr_assert_str_eq (s_conn_opt (pg, "tcp_user_timeout", v, sizeof v), "60000");
+    fks_pg_destroy (&pg);
+
+    char url[512];
+    const char *base = getenv ("FKS_TEST_PG_URL");
+    snprintf (url, sizeof url, "%s%skeepalives_idle=5&tcp_user_timeout=0", base,
+              strchr (base, '?') ? "&" : "?");
+    pg = fks_pg_new (url, NULL, 0, &err);
+    cr_assert (pg, "%s", err.msg);
+    cr_assert_eq (fks_pg_connect (pg, &err), 0, "%s", err.msg);
+    cr_assert_str_eq (s_conn_opt (pg, "keepalives_idle", v, sizeof v), "5", "the URL's wins");
+    cr_assert_str_eq (s_conn_opt (pg, "tcp_user_timeout", v, sizeof v), "0");
+    cr_assert_str_eq (s_conn_opt (pg, "keepalives_count", v, sizeof v), "3");
+    fks_pg_destroy (&pg);
+}
+
 Test (pg, refused_port_is_an_error_with_conn_lost)
 {
     s_pg_url ();
