@@ -741,9 +741,10 @@ s_stmts_for (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
     return 0;
 }
 
-int
-fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGresult **out,
-                      fks_pg_err_t *err)
+//  fks_pg_exec_pipeline and fks_pg_begin_pipeline: pre is NULL or "BEGIN".
+static int
+s_pipeline_calls (fks_pg_t *self, const char *pre, const fks_pg_call_t *calls, size_t n,
+                  PGresult **out, fks_pg_err_t *err)
 {
     assert (self);
     s_err_clear (err);
@@ -757,22 +758,30 @@ fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGre
     }
     if (s_stmts_for (self, calls, n, stmts, err) != 0)
         return -1;
-    return s_pipeline (self, NULL, calls, stmts, n, NULL, out, err);
+    return s_pipeline (self, pre, calls, stmts, n, NULL, out, err);
+}
+
+int
+fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGresult **out,
+                      fks_pg_err_t *err)
+{
+    return s_pipeline_calls (self, NULL, calls, n, out, err);
+}
+
+int
+fks_pg_begin_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGresult **out,
+                       fks_pg_err_t *err)
+{
+    return s_pipeline_calls (self, "BEGIN", calls, n, out, err);
 }
 
 PGresult *
 fks_pg_begin_exec (fks_pg_t *self, const char *name, int n_params, const char *const *values,
                    const int *lengths, const int *formats, fks_pg_err_t *err)
 {
-    assert (self);
-    s_err_clear (err);
     fks_pg_call_t call = { name, n_params, values, lengths, formats };
-    const fks_pg_stmt_t *stmt;
     PGresult *res = NULL;
-    if (s_stmts_for (self, &call, 1, &stmt, err) != 0
-        || s_pipeline (self, "BEGIN", &call, &stmt, 1, NULL, &res, err) != 0)
-        return NULL;
-    return res;
+    return fks_pg_begin_pipeline (self, &call, 1, &res, err) == 0 ? res : NULL;
 }
 
 int

@@ -100,6 +100,11 @@ typedef struct {
 int fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
                           PGresult **out, fks_pg_err_t *err);
 
+/*  BEGIN, then the calls, in one round trip: fks_pg_exec_pipeline opening a transaction. On
+ *  failure the transaction may be open: call fks_pg_rollback. */
+int fks_pg_begin_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
+                           PGresult **out, fks_pg_err_t *err);
+
 /*  The named statement, then COMMIT, in one round trip; the statement's result is discarded.
  *  0, or -1 with err from the part that failed: the statement's error (COMMIT is then skipped;
  *  call fks_pg_rollback), 25P02 like fks_pg_commit when the server had rolled the transaction

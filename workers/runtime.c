@@ -90,6 +90,8 @@ struct fks_worker_tx_t {
     const fks_envelope_t **envs;            /* their envelopes (batch of them) */
     s_event_t *events;                      /* the outbox of the open transaction */
     size_t n_events, cap_events;
+    PGresult *prefetched[FKS_WORKER_PREFETCH_MAX];  /* the prefetch hook's results, */
+    size_t n_prefetched;                            /* until begin returns */
     char reason[FKS_WORKER_REASON_MAX];
 };
 
@@ -263,6 +265,20 @@ const fks_envelope_t *
 fks_worker_batch_env (fks_worker_tx_t *tx, size_t i)
 {
     return i < tx->batch ? tx->envs[i] : NULL;
+}
+
+const PGresult *
+fks_worker_prefetched (fks_worker_tx_t *tx, size_t i)
+{
+    return i < tx->n_prefetched ? tx->prefetched[i] : NULL;
+}
+
+static void
+s_prefetched_clear (fks_worker_tx_t *tx)
+{
+    for (size_t i = 0; i < tx->n_prefetched; i++)
+        PQclear (tx->prefetched[i]);
+    tx->n_prefetched = 0;
 }
 
 void
@@ -570,10 +586,11 @@ s_insert_events (fks_worker_tx_t *tx, bool commit, fks_pg_err_t *err)
 }
 
 //  Inserts the consumed rows of msgs; fresh[i] tells whether message i is new to the group.
-//  With begin, the statement opens the transaction: BEGIN goes in the same round trip.
+//  With begin, the statement opens the transaction: BEGIN goes in the same round trip, and so
+//  do the n_extra calls after it (the prefetch hook's), whose results go to tx->prefetched.
 static int
 s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, bool begin,
-                   fks_pg_err_t *err)
+                   const fks_pg_call_t *extra, size_t n_extra, fks_pg_err_t *err)
 {
     fks_sbuf_t ids;
     fks_sbuf_init (&ids, 0);
@@ -594,9 +611,22 @@ s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, bool begin,
         return -1;
     }
     const char *values[2] = { th->w->def->group, ids.data };
-    PGresult *r = begin
-        ? fks_pg_begin_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err)
-        : fks_pg_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err);
+    PGresult *r = NULL;
+    if (begin) {
+        fks_pg_call_t calls[1 + FKS_WORKER_PREFETCH_MAX];
+        PGresult *out[1 + FKS_WORKER_PREFETCH_MAX];
+        calls[0] = (fks_pg_call_t) { "fks_w_consumed", 2, values, NULL, NULL };
+        for (size_t i = 0; i < n_extra; i++)
+            calls[1 + i] = extra[i];
+        if (fks_pg_begin_pipeline (th->pg, calls, 1 + n_extra, out, err) == 0) {
+            r = out[0];
+            for (size_t i = 0; i < n_extra; i++)
+                th->tx.prefetched[i] = out[1 + i];
+            th->tx.n_prefetched = n_extra;
+        }
+    }
+    else
+        r = fks_pg_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err);
     fks_sbuf_free (&ids);
     if (!r)
         return -1;
@@ -645,6 +675,30 @@ s_decoded_free (s_thread_t *th, fks_envelope_t **envs, size_t n)
     th->tx.batch = 0;
 }
 
+//  Decodes message i into th->decoded[i] (the dispatcher's envs[i] when it decoded it) and,
+//  while the prefetch hook runs, into the batch it sees. 0, or -1 with why (may be NULL).
+static int
+s_decode_slot (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t i,
+               char why[FKS_WORKER_REASON_MAX])
+{
+    if (envs && envs[i])
+        th->decoded[i] = envs[i];
+    else {
+        size_t size;
+        const uint8_t *data = fks_bus_msg_data (msgs[i], &size);
+        fks_envelope_err_t eerr;
+        th->decoded[i] = fks_envelope_decode (data, size, &eerr);
+        if (!th->decoded[i]) {
+            if (why)
+                snprintf (why, FKS_WORKER_REASON_MAX, "undecodable %s: %s",
+                          fks_bus_msg_topic (msgs[i]), eerr.msg);
+            return -1;
+        }
+    }
+    th->tx.envs[th->tx.batch++] = th->decoded[i];
+    return 0;
+}
+
 //  One attempt at a batch in one transaction. envs (may be NULL) holds envelopes already
 //  decoded, per message (NULL: decode it here). On failure *bad is the index of the message
 //  that failed (n when the failure was not a message's), and th->tx.reason says why.
@@ -658,38 +712,53 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
     tx->reason[0] = '\0';
     s_events_clear (tx);
     int64_t t0 = fks_mono_ns ();
-    if (s_insert_consumed (th, msgs, n, true, &err) != 0) {
-        int rc = fks_worker_pg_error (tx, &err, "BEGIN and recording consumed messages");
-        fks_pg_rollback (th->pg);
-        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
-    }
-    //  Decode every new message first, so that begin sees the whole batch.
+    //  With a prefetch hook every message is decoded before BEGIN (those the group handled
+    //  before too: they cannot be told apart yet), so that the hook's reads can travel with
+    //  BEGIN and the consumed insert; otherwise only the new ones, after it.
+    bool early = w->def->prefetch != NULL;
+    fks_pg_call_t extra[FKS_WORKER_PREFETCH_MAX];
+    size_t n_extra = 0;
     tx->batch = 0;
     for (size_t i = 0; i < n; i++) {
         th->decoded[i] = NULL;
-        if (!th->fresh[i])
-            continue;
-        if (envs && envs[i]) {
-            th->decoded[i] = envs[i];
-            tx->envs[tx->batch++] = envs[i];
+        if (early)
+            s_decode_slot (th, msgs, envs, i, NULL);
+    }
+    if (early) {
+        n_extra = w->def->prefetch (tx, extra, FKS_WORKER_PREFETCH_MAX, w->def->arg);
+        if (n_extra > FKS_WORKER_PREFETCH_MAX)
+            n_extra = 0;
+    }
+    if (s_insert_consumed (th, msgs, n, true, extra, n_extra, &err) != 0) {
+        int rc = fks_worker_pg_error (tx, &err, "BEGIN and recording consumed messages");
+        s_decoded_free (th, envs, n);
+        fks_pg_rollback (th->pg);
+        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+    }
+    //  The batch begin and the handlers see: the new messages, every one decoded.
+    tx->batch = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!th->fresh[i]) {
+            if (th->decoded[i] && !(envs && envs[i]))
+                fks_envelope_destroy (&th->decoded[i]);
+            th->decoded[i] = NULL;
             continue;
         }
-        size_t size;
-        const uint8_t *data = fks_bus_msg_data (msgs[i], &size);
-        fks_envelope_err_t eerr;
-        th->decoded[i] = fks_envelope_decode (data, size, &eerr);
-        if (!th->decoded[i]) {
-            snprintf (tx->reason, sizeof tx->reason, "undecodable %s: %s",
-                      fks_bus_msg_topic (msgs[i]), eerr.msg);
+        char why[FKS_WORKER_REASON_MAX];
+        if (th->decoded[i])
+            tx->envs[tx->batch++] = th->decoded[i];
+        else if (s_decode_slot (th, msgs, envs, i, why) != 0) {
+            snprintf (tx->reason, sizeof tx->reason, "%s", why);
+            s_prefetched_clear (tx);
             s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
             *bad = i;
             return S_PERMANENT;
         }
-        tx->envs[tx->batch++] = th->decoded[i];
     }
     if (w->def->begin) {
         int rc = w->def->begin (tx, w->def->arg);
+        s_prefetched_clear (tx);
         if (rc != FKS_WORKER_OK) {
             if (!tx->reason[0])
                 snprintf (tx->reason, sizeof tx->reason, "the transaction could not begin");
@@ -698,6 +767,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
             return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
         }
     }
+    s_prefetched_clear (tx);            /* prefetched without a begin hook to read it */
     for (size_t i = 0; i < n; i++) {
         if (!th->decoded[i])
             continue;
@@ -967,7 +1037,7 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
         if (w->def->on_fail) {
             if (fks_pg_begin (th->pg, &err) != 0)
                 rc = fks_worker_pg_error (tx, &err, "BEGIN");
-            else if (s_insert_consumed (th, &msg, 1, false, &err) != 0)
+            else if (s_insert_consumed (th, &msg, 1, false, NULL, 0, &err) != 0)
                 rc = fks_worker_pg_error (tx, &err, "recording the consumed message");
             else if (!th->fresh[0]) {
                 //  Another replica finished it meanwhile.

@@ -7,6 +7,7 @@
  *
  *      INSERT INTO consumed (grp, msg_id) ... ON CONFLICT DO NOTHING RETURNING msg_id
  *          a message whose row already exists was handled before: it is only acked
+ *      [the prefetch hook's reads, if it has one]
  *      decode the new messages; the begin hook (it sees the whole batch)
  *      for each new message: run the handler, which writes its effect and adds the
  *          envelopes it produces with fks_worker_emit
@@ -14,8 +15,8 @@
  *      INSERT INTO events ... (the outbox: every envelope produced, one statement)
  *      COMMIT
  *
- *  (BEGIN travels with the consumed insert, and the outbox insert with COMMIT, in one round
- *  trip each: libpq's pipeline mode, common/pg.h), then publishes the produced envelopes and
+ *  (BEGIN travels with the consumed insert and the prefetch reads, and the outbox insert with
+ *  COMMIT, in one round trip each: libpq's pipeline mode, common/pg.h), then publishes the produced envelopes and
  *  acks the messages. Inserting `consumed` first also serialises two replicas that got the
  *  same message (after an ack deadline): the second waits on the first one's row and then
  *  finds it. If the bus loses a publish, the broker's
@@ -116,6 +117,19 @@ typedef void (fks_worker_idle_fn) (void *state, void *arg);
 typedef int (fks_worker_begin_fn) (fks_worker_tx_t *tx, void *arg);
 typedef int (fks_worker_flush_fn) (fks_worker_tx_t *tx, void *arg);
 
+/*  Reads for begin, sent in the round trip that opens the transaction (BEGIN, the consumed
+ *  insert, then these): called before BEGIN with every message of the batch decoded
+ *  (fks_worker_batch_env; messages the group handled before are among them, since that is
+ *  not known yet, and undecodable ones are left out). Fills up to max calls of the worker's
+ *  prepared statements and returns how many (0: none). Each statement has its own snapshot,
+ *  taken after the ones before it ran (a lock taken by one is held when the next reads).
+ *  The values must stay valid until begin is called, which finds the results with
+ *  fks_worker_prefetched. If the round trip fails the transaction is retried or failed like
+ *  any other. */
+#define FKS_WORKER_PREFETCH_MAX 4
+typedef size_t (fks_worker_prefetch_fn) (fks_worker_tx_t *tx, fks_pg_call_t *calls,
+                                         size_t max, void *arg);
+
 /*  The routing key of a message (see Routing above): messages with equal keys are handled by
  *  handler thread key % FKS_WORKER_THREADS, in bus order. Called on the dispatcher thread for
  *  every message received, with the message decoded and checked against its schema (the
@@ -145,6 +159,7 @@ typedef struct {
     fks_worker_begin_fn *begin;     /* may be NULL */
     fks_worker_flush_fn *flush;     /* may be NULL */
     fks_worker_route_fn *route;     /* may be NULL: any thread takes any message */
+    fks_worker_prefetch_fn *prefetch;   /* may be NULL */
 } fks_worker_def_t;
 
 typedef struct {
@@ -210,6 +225,10 @@ size_t fks_worker_batch_size (fks_worker_tx_t *tx);
 /*  The decoded envelope of the i-th of those messages (0 <= i < fks_worker_batch_size), in
  *  the order the handler will see them. Valid until the transaction ends. */
 const fks_envelope_t *fks_worker_batch_env (fks_worker_tx_t *tx, size_t i);
+
+/*  In begin: the result of the i-th call the prefetch hook made (NULL past the last, or
+ *  without a prefetch hook). Freed when begin returns. */
+const PGresult *fks_worker_prefetched (fks_worker_tx_t *tx, size_t i);
 
 /*  Starts a new body: returns a packer writing into the transaction's body buffer (emptied).
  *  Pack one map, then call fks_worker_emit. */

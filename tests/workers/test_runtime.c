@@ -67,7 +67,42 @@ s_route (const fks_envelope_t *env, void *arg)
 
 static const fks_pg_stmt_t s_stmts[] = {
     { "rt_insert", "INSERT INTO rt_effects (msg_id, detail) VALUES ($1, $2)", 2 },
+    { "rt_xid", "SELECT txid_current () % 4294967296, $1::int", 1 },
+    { "rt_note", "INSERT INTO rt_prefetch (xid, seen) VALUES ($1, $2)", 2 },
 };
+
+//  The prefetch test's hooks: prefetch asks for the transaction's id and says how many
+//  messages it saw; begin writes both down, in the same transaction as the handlers' rows.
+static bool s_with_prefetch;
+static __thread char s_seen_text[16];
+
+static size_t
+s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
+{
+    (void) arg;
+    static __thread const char *values[1];
+    snprintf (s_seen_text, sizeof s_seen_text, "%zu", fks_worker_batch_size (tx));
+    values[0] = s_seen_text;
+    cr_assert_geq (max, 1);
+    calls[0] = (fks_pg_call_t) { "rt_xid", 1, values, NULL, NULL };
+    return 1;
+}
+
+static int
+s_begin (fks_worker_tx_t *tx, void *arg)
+{
+    (void) arg;
+    const PGresult *r = fks_worker_prefetched (tx, 0);
+    if (!r || fks_worker_prefetched (tx, 1))
+        return fks_worker_fail (tx, "the prefetched result is missing, or one too many");
+    const char *values[2] = { PQgetvalue (r, 0, 0), PQgetvalue (r, 0, 1) };
+    fks_pg_err_t err;
+    PGresult *w = fks_pg_exec (fks_worker_pg (tx), "rt_note", 2, values, NULL, NULL, &err);
+    if (!w)
+        return fks_worker_pg_error (tx, &err, "rt_note");
+    PQclear (w);
+    return FKS_WORKER_OK;
+}
 
 static int
 s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
@@ -158,9 +193,11 @@ s_start_with (s_runner_t *r, bool with_on_fail, int batch, int threads,
     r->def = (fks_worker_def_t) {
         .program = "rt-test", .group = "rt", .src = "rt", .port_var = NULL,
         .default_port = 0, .prefixes = s_prefixes, .n_prefixes = 1,
-        .stmts = s_stmts, .n_stmts = 1, .handler = s_handler,
-        .on_fail = with_on_fail ? s_on_fail : NULL,
+        .stmts = s_stmts, .n_stmts = sizeof s_stmts / sizeof s_stmts[0],
+        .handler = s_handler, .on_fail = with_on_fail ? s_on_fail : NULL,
         .flush = s_flush, .route = route,
+        .prefetch = s_with_prefetch ? s_prefetch : NULL,
+        .begin = s_with_prefetch ? s_begin : NULL,
     };
     fks_worker_cfg_t cfg = {
         .env = "test", .pg_url = (char *) h_db_url (), .bus_url = s.bus_url,
@@ -216,6 +253,8 @@ s_setup (void)
     h_stack_opts_t o = { .redis_db = REDIS_DB };
     h_stack_start (&s, &o);
     h_sql_exec ("CREATE TABLE rt_effects (msg_id uuid PRIMARY KEY, detail text)");
+    h_sql_exec ("CREATE TABLE rt_prefetch (xid bigint PRIMARY KEY, seen int NOT NULL)");
+    s_with_prefetch = false;
 }
 
 static void
@@ -547,6 +586,34 @@ Test (runtime, a_route_hook_with_one_thread_handles_everything, .init = s_setup,
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 20, WAIT_MS), 20);
     cr_assert_eq (s_stop (&r), 0);
     cr_assert_eq (atomic_load (&s_calls), 20);
+}
+
+//  The prefetch hook's reads run in the transaction of the batch (BEGIN, consumed, then them,
+//  one round trip) and their results reach begin: every handler row was written by a
+//  transaction whose prefetched id begin recorded, and prefetch saw whole batches.
+Test (runtime, a_prefetch_hooks_reads_run_in_the_batchs_transaction_and_reach_begin,
+      .init = s_setup, .fini = s_teardown, .timeout = 60)
+{
+    static s_runner_t r;
+    s_with_prefetch = true;
+    s_start (&r, true, 64);
+    cr_assert_eq (s_stop (&r), 0);
+    for (int i = 0; i < 30; i++)
+        s_send ("ok", NULL, NULL);
+    s_start (&r, true, 64);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 30, WAIT_MS), 30);
+    cr_assert_eq (s_stop (&r), 0);
+    cr_assert_eq (atomic_load (&s_fail_calls), 0, "no message failed");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects e WHERE NOT EXISTS"
+                             " (SELECT 1 FROM rt_prefetch p"
+                             "   WHERE p.xid = e.xmin::text::bigint)"), 0,
+                  "a row was written outside a transaction whose prefetch begin saw");
+    cr_assert_geq (h_sql_int ("SELECT count(*) FROM rt_prefetch"), 1);
+    cr_assert_geq (h_sql_int ("SELECT max (seen) FROM rt_prefetch"), 2,
+                   "prefetch saw the batches, not single messages");
+    cr_assert_eq (h_sql_int ("SELECT sum (seen) FROM rt_prefetch p WHERE EXISTS"
+                             " (SELECT 1 FROM rt_effects e WHERE p.xid = e.xmin::text::bigint)"),
+                  30, "each message was seen by exactly one committed prefetch");
 }
 
 Test (runtime, serves_health_ready_and_metrics, .init = s_setup, .fini = s_teardown,

@@ -229,6 +229,10 @@ typedef struct {
     fks_sbuf_t moved_sym, moved_qty;        /* the fills moving positions: symbol, signed qty */
     s_save_t save;                  /* s_flush's two statements, built here: no 16 KiB on */
     s_placed_batch_t placed_batch;  /* the stack, no allocation per batch for the arrays */
+    char lock[S_CACHE_MAX][FKS_SYMBOL_MAX];     /* the batch's symbols, sorted (s_prefetch) */
+    size_t n_lock;
+    fks_worker_array_t lock_arr;    /* ... as an array literal, */
+    const char *lock_list;          /* ... which is this */
 } s_thread_t;
 
 static const fks_id_t s_nil;        /* corr of events that concern no alert */
@@ -350,6 +354,7 @@ s_thread_fini (void *state, void *arg)
         free (st->outcomes);
         fks_sbuf_free (&st->moved_sym);
         fks_sbuf_free (&st->moved_qty);
+        fks_worker_array_free (&st->lock_arr);
         free (st);
     }
 }
@@ -532,16 +537,15 @@ s_cmp_symbol (const void *a, const void *b)
     return strcmp ((const char *) a, (const char *) b);
 }
 
-//  The batch's positions, locked in one fixed order (sorted symbols) and read, in one round
-//  trip, before any message is handled: two replicas whose batches share symbols then
-//  wait for each other instead of deadlocking.
+//  The batch's symbols, sorted and unique, into st->lock (and as an array literal for the
+//  statements). The messages the handler will lock positions for: signals, manual orders, bars.
 static int
-s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
+s_batch_symbols (fks_worker_tx_t *tx, s_thread_t *st)
 {
     fks_exec_t *x = st->x;
     size_t n = fks_worker_batch_size (tx);
-    char symbols[S_CACHE_MAX][FKS_SYMBOL_MAX];
     size_t k = 0;
+    st->n_lock = 0;
     for (size_t i = 0; i < n && k < S_CACHE_MAX; i++) {
         const fks_envelope_t *env = fks_worker_batch_env (tx, i);
         const char *type = fks_envelope_hdr (env)->type;
@@ -550,35 +554,57 @@ s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
             continue;
         char raw[65];
         if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
-            || fks_symbol_normalize (raw, symbols[k], NULL, 0) != 0)
+            || fks_symbol_normalize (raw, st->lock[k], NULL, 0) != 0)
             continue;
         k++;
     }
     if (k == 0)
-        return FKS_WORKER_OK;
-    qsort (symbols, k, sizeof symbols[0], s_cmp_symbol);
-    fks_worker_array_t arr;
-    fks_worker_array_init (&arr);
-    size_t uniq = 0;
+        return 0;
+    qsort (st->lock, k, sizeof st->lock[0], s_cmp_symbol);
+    fks_worker_array_free (&st->lock_arr);
+    fks_worker_array_init (&st->lock_arr);
     for (size_t i = 0; i < k; i++)
-        if (i == 0 || strcmp (symbols[i], symbols[i - 1]) != 0) {
-            fks_worker_array_add (&arr, symbols[i]);
-            memcpy (symbols[uniq++], symbols[i], FKS_SYMBOL_MAX);
+        if (i == 0 || strcmp (st->lock[i], st->lock[st->n_lock - 1]) != 0) {
+            fks_worker_array_add (&st->lock_arr, st->lock[i]);
+            if (st->n_lock != i)
+                memcpy (st->lock[st->n_lock], st->lock[i], FKS_SYMBOL_MAX);
+            st->n_lock++;
         }
-    const char *list = fks_worker_array_end (&arr);
-    if (!list) {
-        fks_worker_array_free (&arr);
-        return fks_worker_retry (tx, "out of memory");
+    if (!(st->lock_list = fks_worker_array_end (&st->lock_arr))) {
+        st->n_lock = 0;
+        return -1;
     }
-    fks_pg_err_t err;
-    PGresult *r = s_lock_read (tx, "ex_positions_lock", "ex_positions", list, &err);
-    fks_worker_array_free (&arr);
-    if (!r)
-        return fks_worker_pg_error (tx, &err, "locking and reading the batch's positions");
-    for (size_t i = 0; i < uniq; i++) {
+    return 0;
+}
+
+//  Prefetch hook: the batch's positions, locked in one fixed order (sorted symbols) and read,
+//  in the round trip that opens the transaction, before any message is handled: two
+//  replicas whose batches share symbols then wait for each other instead of deadlocking.
+//  Two statements, so that the read's snapshot is taken once the locks are held.
+static size_t
+s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (!st || max < 2)
+        return 0;
+    st->n_lock = 0;
+    if (fks_worker_batch_size (tx) <= 1 || s_batch_symbols (tx, st) != 0 || st->n_lock == 0)
+        return 0;
+    calls[0] = (fks_pg_call_t) { "ex_positions_lock", 1, &st->lock_list, NULL, NULL };
+    calls[1] = (fks_pg_call_t) { "ex_positions", 1, &st->lock_list, NULL, NULL };
+    return 2;
+}
+
+//  In begin: the prefetched positions (r) of the locked symbols, then their latest prices in
+//  one Redis round trip.
+static int
+s_take_positions (fks_worker_tx_t *tx, s_thread_t *st, const PGresult *r)
+{
+    for (size_t i = 0; i < st->n_lock; i++) {
         s_pos_entry_t *e = &st->pos[st->n_pos++];
         memset (e, 0, sizeof *e);
-        memcpy (e->symbol, symbols[i], FKS_SYMBOL_MAX);
+        memcpy (e->symbol, st->lock[i], FKS_SYMBOL_MAX);
     }
     int rows = PQntuples (r);
     for (int j = 0; j < rows; j++) {
@@ -591,17 +617,16 @@ s_lock_batch (fks_worker_tx_t *tx, s_thread_t *st)
                 st->pos[i].pos.fees = fks_worker_parse_num (PQgetvalue (r, j, 4), 0);
             }
     }
-    PQclear (r);
-    //  And their latest prices, in one Redis round trip instead of one per symbol.
     const char *names[S_CACHE_MAX];
     double prices[S_CACHE_MAX];
     bool found[S_CACHE_MAX];
-    for (size_t i = 0; i < uniq; i++)
-        names[i] = st->pos[i].symbol;
+    for (size_t i = 0; i < st->n_lock; i++)
+        names[i] = st->lock[i];
     fks_redis_err_t rerr;
-    if (fks_price_get_many (fks_worker_redis (tx), names, uniq, prices, NULL, found, &rerr) != 0)
+    if (fks_price_get_many (fks_worker_redis (tx), names, st->n_lock, prices, NULL, found,
+                            &rerr) != 0)
         return fks_worker_redis_error (tx, &rerr, "reading the latest prices");
-    for (size_t i = 0; i < uniq; i++) {
+    for (size_t i = 0; i < st->n_lock; i++) {
         s_price_entry_t *e = &st->prices[st->n_prices++];
         snprintf (e->symbol, sizeof e->symbol, "%s", names[i]);
         e->has = found[i];
@@ -623,7 +648,10 @@ s_begin (fks_worker_tx_t *tx, void *arg)
     st->n_outcomes = 0;
     st->failure[0] = '\0';
     s_moves_reset (st);
-    return fks_worker_batch_size (tx) > 1 ? s_lock_batch (tx, st) : FKS_WORKER_OK;
+    //  The positions s_prefetch locked and read with BEGIN (none for a single message: the
+    //  handler locks its one symbol itself).
+    const PGresult *r = fks_worker_prefetched (tx, 1);
+    return r ? s_take_positions (tx, st, r) : FKS_WORKER_OK;
 }
 
 static int s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st);
@@ -1843,6 +1871,7 @@ fks_exec_define (fks_exec_t *self, fks_worker_def_t *def)
     def->thread_init = s_thread_init;
     def->thread_fini = s_thread_fini;
     def->idle = s_idle;
+    def->prefetch = s_prefetch;
     def->begin = s_begin;
     def->flush = s_flush;
     def->route = s_route;

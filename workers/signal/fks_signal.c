@@ -118,6 +118,8 @@ typedef struct {
 typedef struct {
     s_seen_t seen[S_CACHE_MAX];
     size_t n;
+    fks_worker_array_t arr;         /* the prefetched symbols as an array literal, */
+    const char *list;               /* ... which is this */
     s_pending_t *pending;
     size_t n_pending, cap_pending;
 } s_thread_t;
@@ -136,21 +138,30 @@ s_thread_fini (void *state, void *arg)
 {
     (void) arg;
     s_thread_t *st = state;
-    if (st)
+    if (st) {
         free (st->pending);
+        fks_worker_array_free (&st->arr);
+    }
     free (st);
 }
 
-//  Reads the positions of the batch's symbols in one round trip, into the cache s_seen reads
-//  from, instead of one read per symbol as the handler meets them. An alert that does not
-//  parse is skipped here (its handler records why); a symbol left out (the cache is full)
-//  is read by s_seen as before.
-static int
-s_prefetch (fks_worker_tx_t *tx, s_thread_t *st)
+//  Prefetch hook: the positions of the batch's symbols, read in the round trip that opens the
+//  transaction, into the cache s_seen reads from, instead of one read per symbol as the
+//  handler meets them. An alert that does not parse is skipped here (its handler records
+//  why); a symbol left out (the cache is full) is read by s_seen as before.
+static size_t
+s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
 {
+    (void) arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (!st || max < 1)
+        return 0;
+    st->n = 0;
     size_t n = fks_worker_batch_size (tx);
-    fks_worker_array_t arr;
-    fks_worker_array_init (&arr);
+    if (n <= 1)
+        return 0;
+    fks_worker_array_free (&st->arr);
+    fks_worker_array_init (&st->arr);
     for (size_t i = 0; i < n && st->n < S_CACHE_MAX; i++) {
         const fks_envelope_t *env = fks_worker_batch_env (tx, i);
         fks_signal_alert_t a;
@@ -167,33 +178,14 @@ s_prefetch (fks_worker_tx_t *tx, s_thread_t *st)
         s_seen_t *e = &st->seen[st->n++];
         memset (e, 0, sizeof *e);
         snprintf (e->symbol, sizeof e->symbol, "%s", symbol);
-        fks_worker_array_add (&arr, symbol);
+        fks_worker_array_add (&st->arr, symbol);
     }
-    if (st->n == 0) {
-        fks_worker_array_free (&arr);
-        return FKS_WORKER_OK;
-    }
-    const char *list = fks_worker_array_end (&arr);
-    if (!list) {
-        fks_worker_array_free (&arr);
+    if (st->n == 0 || !(st->list = fks_worker_array_end (&st->arr))) {
         st->n = 0;
-        return fks_worker_retry (tx, "out of memory");
+        return 0;
     }
-    const char *values[1] = { list };
-    fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_positions", 1, values, NULL, NULL,
-                               &err);
-    fks_worker_array_free (&arr);
-    if (!r) {
-        st->n = 0;
-        return fks_worker_pg_error (tx, &err, "reading the batch's positions");
-    }
-    for (int j = 0; j < PQntuples (r); j++)
-        for (size_t i = 0; i < st->n; i++)
-            if (strcmp (st->seen[i].symbol, PQgetvalue (r, j, 0)) == 0)
-                st->seen[i].position = fks_worker_parse_num (PQgetvalue (r, j, 1), 0);
-    PQclear (r);
-    return FKS_WORKER_OK;
+    calls[0] = (fks_pg_call_t) { "sig_positions", 1, &st->list, NULL, NULL };
+    return 1;
 }
 
 static int
@@ -203,9 +195,19 @@ s_begin (fks_worker_tx_t *tx, void *arg)
     s_thread_t *st = fks_worker_state (tx);
     if (!st)
         return FKS_WORKER_OK;
-    st->n = 0;
     st->n_pending = 0;
-    return fks_worker_batch_size (tx) > 1 ? s_prefetch (tx, st) : FKS_WORKER_OK;
+    //  The positions s_prefetch read with BEGIN; without them the cache starts empty (a
+    //  single message, or a transaction that was not prefetched).
+    const PGresult *r = fks_worker_prefetched (tx, 0);
+    if (!r) {
+        st->n = 0;
+        return FKS_WORKER_OK;
+    }
+    for (int j = 0; j < PQntuples (r); j++)
+        for (size_t i = 0; i < st->n; i++)
+            if (strcmp (st->seen[i].symbol, PQgetvalue (r, j, 0)) == 0)
+                st->seen[i].position = fks_worker_parse_num (PQgetvalue (r, j, 1), 0);
+    return FKS_WORKER_OK;
 }
 
 //  The symbol's cache entry, reading the position the first time. NULL with *rc set.
@@ -661,6 +663,7 @@ main (void)
         .on_fail = s_on_fail,
         .thread_init = s_thread_init,
         .thread_fini = s_thread_fini,
+        .prefetch = s_prefetch,
         .begin = s_begin,
         .flush = s_flush,
         .arg = &self,
