@@ -461,23 +461,13 @@ s_save_done (s_thread_t *st)
         st->pos[i].dirty = false;
 }
 
+static int s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positions);
+
 //  Writes every position this transaction moved, in one statement.
 static int
 s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
 {
-    s_save_t *b = &st->save;
-    int rc = s_save_prepare (tx, st, b);
-    if (rc != FKS_WORKER_OK || !b->any)
-        return rc;
-    fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), b->call.name, b->call.n_params,
-                               b->call.values, NULL, NULL, &err);
-    s_save_free (b);
-    if (!r)
-        return fks_worker_pg_error (tx, &err, "saving positions");
-    PQclear (r);
-    s_save_done (st);
-    return FKS_WORKER_OK;
+    return s_write_gathered (tx, st, false, true);
 }
 
 //  Takes a lock (lock_stmt) and then reads (read_stmt), both with the one parameter value, in
@@ -660,38 +650,30 @@ static int s_placed_check (fks_worker_tx_t *tx, s_thread_t *st, PGresult *r);
 static void s_placed_free (s_placed_batch_t *b);
 static int s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st);
 
-//  Before COMMIT: the batch's orders, the positions they moved, then the batch's outcomes
-//  with the breaker (last, so that a refusal there undoes everything before it).
+//  Writes what the transaction gathered: the placed orders (with their fills and statuses)
+//  and/or the positions moved, in one round trip. FKS_WORKER_OK or the failure.
 static int
-s_flush (fks_worker_tx_t *tx, void *arg)
+s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positions)
 {
-    (void) arg;
-    s_thread_t *st = fks_worker_state (tx);
-    if (!st)
-        return FKS_WORKER_OK;
-    //  The orders and the positions in one round trip.
     s_placed_batch_t *pb = &st->placed_batch;
     s_save_t *sb = &st->save;
-    int rc = s_placed_prepare (tx, st, pb);
-    if (rc != FKS_WORKER_OK)
-        return rc;
-    if ((rc = s_save_prepare (tx, st, sb)) != FKS_WORKER_OK) {
-        if (pb->any)
-            s_placed_free (pb);
-        st->n_placed = 0;
-        return rc;
-    }
+    pb->any = sb->any = false;
+    int rc = orders ? s_placed_prepare (tx, st, pb) : FKS_WORKER_OK;
+    if (rc == FKS_WORKER_OK && positions)
+        rc = s_save_prepare (tx, st, sb);
     fks_pg_call_t calls[2];
     size_t n = 0;
     if (pb->any)
         calls[n++] = pb->call;
     if (sb->any)
         calls[n++] = sb->call;
-    if (n > 0) {
+    if (rc == FKS_WORKER_OK && n > 0) {
         PGresult *out[2];
         fks_pg_err_t err;
         if (fks_pg_exec_pipeline (fks_worker_pg (tx), calls, n, out, &err) != 0)
-            rc = fks_worker_pg_error (tx, &err, "writing the orders and positions");
+            rc = fks_worker_pg_error (tx, &err, pb->any && sb->any ? "writing the orders and "
+                                      "positions" : pb->any ? "writing the orders"
+                                                            : "saving positions");
         else {
             if (pb->any)
                 rc = s_placed_check (tx, st, out[0]);
@@ -700,12 +682,27 @@ s_flush (fks_worker_tx_t *tx, void *arg)
             for (size_t i = 0; i < n; i++)
                 PQclear (out[i]);
         }
-        if (pb->any)
-            s_placed_free (pb);
-        if (sb->any)
-            s_save_free (sb);
     }
-    st->n_placed = 0;
+    if (pb->any)
+        s_placed_free (pb);
+    if (sb->any)
+        s_save_free (sb);
+    if (orders)
+        st->n_placed = 0;
+    return rc;
+}
+
+//  Before COMMIT: the batch's orders and the positions they moved (one round trip), then the
+//  batch's outcomes with the breaker (last, so that a refusal there undoes everything before
+//  it).
+static int
+s_flush (fks_worker_tx_t *tx, void *arg)
+{
+    (void) arg;
+    s_thread_t *st = fks_worker_state (tx);
+    if (!st)
+        return FKS_WORKER_OK;
+    int rc = s_write_gathered (tx, st, true, true);
     if (rc == FKS_WORKER_OK)
         rc = s_settle_breaker (tx, st);
     return rc;
@@ -1268,21 +1265,7 @@ s_placed_check (fks_worker_tx_t *tx, s_thread_t *st, PGresult *r)
 static int
 s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st)
 {
-    s_placed_batch_t *b = &st->placed_batch;
-    int rc = s_placed_prepare (tx, st, b);
-    if (rc != FKS_WORKER_OK || !b->any)
-        return rc;
-    fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), b->call.name, b->call.n_params,
-                               b->call.values, NULL, NULL, &err);
-    s_placed_free (b);
-    if (!r) {
-        st->n_placed = 0;
-        return fks_worker_pg_error (tx, &err, "writing the orders");
-    }
-    rc = s_placed_check (tx, st, r);
-    PQclear (r);
-    return rc;
+    return s_write_gathered (tx, st, true, false);
 }
 
 //  A paper order's outcome in a batch, settled with the breaker by s_flush.
