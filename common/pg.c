@@ -775,15 +775,6 @@ fks_pg_begin_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGr
     return s_pipeline_calls (self, "BEGIN", calls, n, out, err);
 }
 
-PGresult *
-fks_pg_begin_exec (fks_pg_t *self, const char *name, int n_params, const char *const *values,
-                   const int *lengths, const int *formats, fks_pg_err_t *err)
-{
-    fks_pg_call_t call = { name, n_params, values, lengths, formats };
-    PGresult *res = NULL;
-    return fks_pg_begin_pipeline (self, &call, 1, &res, err) == 0 ? res : NULL;
-}
-
 int
 fks_pg_exec_commit (fks_pg_t *self, const char *name, int n_params, const char *const *values,
                     const int *lengths, const int *formats, fks_pg_err_t *err)

@@ -73,12 +73,6 @@ PGresult *fks_pg_exec (fks_pg_t *self, const char *name, int n_params,
                        const char *const *values, const int *lengths, const int *formats,
                        fks_pg_err_t *err);
 
-/*  BEGIN, then the named statement, in one round trip (libpq's pipeline mode). Same contract
- *  as fks_pg_exec; on failure the transaction may be open: call fks_pg_rollback. */
-PGresult *fks_pg_begin_exec (fks_pg_t *self, const char *name, int n_params,
-                             const char *const *values, const int *lengths, const int *formats,
-                             fks_pg_err_t *err);
-
 /*  One call of a named statement, for fks_pg_exec_pipeline. */
 typedef struct {
     const char *name;

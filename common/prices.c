@@ -29,18 +29,25 @@ s_key (const char *symbol, char *key, size_t cap, fks_redis_err_t *err)
     return 0;
 }
 
+//  A field's text, NUL-terminated in buf (cap bytes), or NULL when absent, empty or too long.
+static const char *
+s_field (const redisReply *v, char *buf, size_t cap)
+{
+    if (v->type != REDIS_REPLY_STRING || v->len == 0 || v->len >= cap)
+        return NULL;
+    memcpy (buf, v->str, v->len);
+    buf[v->len] = '\0';
+    return buf;
+}
+
 //  A stored price field: 0 with *price (finite, > 0), or 1 when absent or unusable.
 static int
 s_parse_price (const redisReply *v, double *price)
 {
-    if (v->type != REDIS_REPLY_STRING || v->len == 0 || v->len >= 64)
-        return 1;
-    char buf[64];
-    memcpy (buf, v->str, v->len);
-    buf[v->len] = '\0';
-    char *end;
-    double p = strtod (buf, &end);
-    if (end == buf || *end != '\0' || !isfinite (p) || p <= 0)
+    char buf[64], *end;
+    const char *text = s_field (v, buf, sizeof buf);
+    double p = text ? strtod (text, &end) : 0;
+    if (!text || end == text || *end != '\0' || !isfinite (p) || p <= 0)
         return 1;
     *price = p;
     return 0;
@@ -50,35 +57,27 @@ s_parse_price (const redisReply *v, double *price)
 static int64_t
 s_parse_ts (const redisReply *v)
 {
-    if (v->type != REDIS_REPLY_STRING || v->len == 0 || v->len >= 20)
-        return 0;
-    char buf[24];
-    memcpy (buf, v->str, v->len);
-    buf[v->len] = '\0';
-    char *end;
-    long long ts = strtoll (buf, &end, 10);
-    return *end == '\0' && ts > 0 ? (int64_t) ts : 0;
+    char buf[20], *end;
+    const char *text = s_field (v, buf, sizeof buf);
+    long long ts = text ? strtoll (text, &end, 10) : 0;
+    return text && *end == '\0' && ts > 0 ? (int64_t) ts : 0;
 }
 
 int
 fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_t *ts_ms,
                fks_redis_err_t *err)
 {
-    char key[FKS_PRICE_SYMBOL_MAX + 16];
-    if (s_key (symbol, key, sizeof key, err) != 0)
+    bool found;
+    double p;
+    int64_t ts;
+    if (fks_price_get_many (redis, &symbol, 1, &p, &ts, &found, err) != 0)
         return -1;
-    redisReply *r = fks_redis_command (redis, err, "HMGET %s price ts", key);
-    if (!r)
-        return -1;
-    int rc = 1;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
-        && s_parse_price (r->element[0], price) == 0) {
-        if (ts_ms)
-            *ts_ms = s_parse_ts (r->element[1]);
-        rc = 0;
-    }
-    freeReplyObject (r);
-    return rc;
+    if (!found)
+        return 1;
+    *price = p;
+    if (ts_ms)
+        *ts_ms = ts;
+    return 0;
 }
 
 //  Every key's price and ts fields in one round trip (HMGET keeps a missing field's place).

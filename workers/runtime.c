@@ -506,14 +506,13 @@ s_fmt_ts (char *buf, size_t cap, int64_t ns)
     snprintf (buf, cap, "%s.%06ld+00", day, us);
 }
 
-//  Inserts the outbox of the open transaction in one statement.
-//  Inserts the transaction's outbox rows; with commit, COMMIT goes in the same round trip
-//  (alone when there is nothing to insert).
+//  Inserts the transaction's outbox rows in one statement and commits, in one round trip
+//  (COMMIT alone when there is nothing to insert).
 static int
-s_insert_events (fks_worker_tx_t *tx, bool commit, fks_pg_err_t *err)
+s_insert_events_commit (fks_worker_tx_t *tx, fks_pg_err_t *err)
 {
     if (tx->n_events == 0)
-        return commit ? fks_pg_commit (tx->pg, err) : 0;
+        return fks_pg_commit (tx->pg, err);
     fks_sbuf_t a[7];
     static const char hex[] = "0123456789abcdef";
     char id[FKS_ID_STR_SIZE], ts[64];
@@ -570,27 +569,19 @@ s_insert_events (fks_worker_tx_t *tx, bool commit, fks_pg_err_t *err)
         const char *values[7];
         for (int k = 0; k < 7; k++)
             values[k] = a[k].data;
-        if (commit)
-            rc = fks_pg_exec_commit (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
-        else {
-            PGresult *r = fks_pg_exec (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
-            if (r) {
-                PQclear (r);
-                rc = 0;
-            }
-        }
+        rc = fks_pg_exec_commit (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
     }
     for (int k = 0; k < 7; k++)
         fks_sbuf_free (&a[k]);
     return rc;
 }
 
-//  Inserts the consumed rows of msgs; fresh[i] tells whether message i is new to the group.
-//  With begin, the statement opens the transaction: BEGIN goes in the same round trip, and so
-//  do the n_extra calls after it (the prefetch hook's), whose results go to tx->prefetched.
+//  Opens the transaction with the consumed rows of msgs; fresh[i] tells whether message i is
+//  new to the group. BEGIN goes in the same round trip, and so do the n_extra calls after it
+//  (the prefetch hook's), whose results go to tx->prefetched.
 static int
-s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, bool begin,
-                   const fks_pg_call_t *extra, size_t n_extra, fks_pg_err_t *err)
+s_begin_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n,
+                  const fks_pg_call_t *extra, size_t n_extra, fks_pg_err_t *err)
 {
     fks_sbuf_t ids;
     fks_sbuf_init (&ids, 0);
@@ -612,21 +603,17 @@ s_insert_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, bool begin,
     }
     const char *values[2] = { th->w->def->group, ids.data };
     PGresult *r = NULL;
-    if (begin) {
-        fks_pg_call_t calls[1 + FKS_WORKER_PREFETCH_MAX];
-        PGresult *out[1 + FKS_WORKER_PREFETCH_MAX];
-        calls[0] = (fks_pg_call_t) { "fks_w_consumed", 2, values, NULL, NULL };
+    fks_pg_call_t calls[1 + FKS_WORKER_PREFETCH_MAX];
+    PGresult *out[1 + FKS_WORKER_PREFETCH_MAX];
+    calls[0] = (fks_pg_call_t) { "fks_w_consumed", 2, values, NULL, NULL };
+    for (size_t i = 0; i < n_extra; i++)
+        calls[1 + i] = extra[i];
+    if (fks_pg_begin_pipeline (th->pg, calls, 1 + n_extra, out, err) == 0) {
+        r = out[0];
         for (size_t i = 0; i < n_extra; i++)
-            calls[1 + i] = extra[i];
-        if (fks_pg_begin_pipeline (th->pg, calls, 1 + n_extra, out, err) == 0) {
-            r = out[0];
-            for (size_t i = 0; i < n_extra; i++)
-                th->tx.prefetched[i] = out[1 + i];
-            th->tx.n_prefetched = n_extra;
-        }
+            th->tx.prefetched[i] = out[1 + i];
+        th->tx.n_prefetched = n_extra;
     }
-    else
-        r = fks_pg_exec (th->pg, "fks_w_consumed", 2, values, NULL, NULL, err);
     fks_sbuf_free (&ids);
     if (!r)
         return -1;
@@ -729,7 +716,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
         if (n_extra > FKS_WORKER_PREFETCH_MAX)
             n_extra = 0;
     }
-    if (s_insert_consumed (th, msgs, n, true, extra, n_extra, &err) != 0) {
+    if (s_begin_consumed (th, msgs, n, extra, n_extra, &err) != 0) {
         int rc = fks_worker_pg_error (tx, &err, "BEGIN and recording consumed messages");
         s_decoded_free (th, envs, n);
         fks_pg_rollback (th->pg);
@@ -797,7 +784,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
         }
     }
     s_decoded_free (th, envs, n);
-    if (s_insert_events (tx, true, &err) != 0) {
+    if (s_insert_events_commit (tx, &err) != 0) {
         int rc = fks_worker_pg_error (tx, &err, "inserting the outbox and COMMIT");
         fks_pg_rollback (th->pg);
         return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
@@ -1035,10 +1022,8 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
         tx->reason[0] = '\0';
         s_events_clear (tx);
         if (w->def->on_fail) {
-            if (fks_pg_begin (th->pg, &err) != 0)
-                rc = fks_worker_pg_error (tx, &err, "BEGIN");
-            else if (s_insert_consumed (th, &msg, 1, false, NULL, 0, &err) != 0)
-                rc = fks_worker_pg_error (tx, &err, "recording the consumed message");
+            if (s_begin_consumed (th, &msg, 1, NULL, 0, &err) != 0)
+                rc = fks_worker_pg_error (tx, &err, "BEGIN and recording the consumed message");
             else if (!th->fresh[0]) {
                 //  Another replica finished it meanwhile.
                 rc = fks_pg_commit (th->pg, &err) == 0 ? FKS_WORKER_OK
@@ -1061,10 +1046,8 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
                 tx->batch = 0;
                 if (rc == FKS_WORKER_OK && w->def->flush)
                     rc = w->def->flush (tx, w->def->arg);
-                if (rc == FKS_WORKER_OK && s_insert_events (tx, false, &err) != 0)
-                    rc = fks_worker_pg_error (tx, &err, "inserting the outbox");
-                if (rc == FKS_WORKER_OK && fks_pg_commit (th->pg, &err) != 0)
-                    rc = fks_worker_pg_error (tx, &err, "COMMIT");
+                if (rc == FKS_WORKER_OK && s_insert_events_commit (tx, &err) != 0)
+                    rc = fks_worker_pg_error (tx, &err, "inserting the outbox and COMMIT");
             }
             if (rc != FKS_WORKER_OK)
                 fks_pg_rollback (th->pg);

@@ -393,6 +393,17 @@ static const fks_pg_stmt_t s_pipe_stmts[] = {
     { "p_count", "SELECT count(*) FROM t_pipe", 0 },
     { "p_lock", "SELECT pg_advisory_xact_lock ($1::bigint)", 1 } };
 
+//  BEGIN and one statement in one round trip, as a worker opens its transaction: its result,
+//  or NULL with err.
+static PGresult *
+s_begin_exec (fks_pg_t *pg, const char *name, int n, const char *const *values,
+              fks_pg_err_t *err)
+{
+    fks_pg_call_t call = { name, n, values, NULL, NULL };
+    PGresult *res = NULL;
+    return fks_pg_begin_pipeline (pg, &call, 1, &res, err) == 0 ? res : NULL;
+}
+
 static fks_pg_t *
 s_pipe_new (void)
 {
@@ -421,7 +432,7 @@ Test (pg, begin_exec_and_exec_commit_make_one_transaction)
     fks_pg_t *pg = s_pipe_new ();
     fks_pg_err_t err;
     const char *first[1] = { "{1,2}" }, *second[1] = { "{3}" };
-    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, first, NULL, NULL, &err);
+    PGresult *res = s_begin_exec (pg, "p_ins", 1, first, &err);
     cr_assert (res, "%s %s", err.sqlstate, err.msg);
     cr_assert_eq (PQntuples (res), 2, "the statement's rows come back");
     PQclear (res);
@@ -441,7 +452,7 @@ Test (pg, a_failing_statement_before_commit_commits_nothing)
     fks_pg_t *pg = s_pipe_new ();
     fks_pg_err_t err;
     const char *first[1] = { "{1}" }, *dup[1] = { "{2,1}" };
-    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, first, NULL, NULL, &err);
+    PGresult *res = s_begin_exec (pg, "p_ins", 1, first, &err);
     cr_assert (res, "%s", err.msg);
     PQclear (res);
     cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, dup, NULL, NULL, &err), -1);
@@ -458,14 +469,14 @@ Test (pg, a_failing_statement_after_begin_is_reported_and_rolls_back)
     fks_pg_t *pg = s_pipe_new ();
     fks_pg_err_t err;
     const char *bad[1] = { "{1,1}" };
-    cr_assert_null (fks_pg_begin_exec (pg, "p_ins", 1, bad, NULL, NULL, &err));
+    cr_assert_null (s_begin_exec (pg, "p_ins", 1, bad, &err));
     cr_assert_str_eq (err.sqlstate, "23505", "%s", err.msg);
     fks_pg_rollback (pg);
     cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_IDLE);
-    cr_assert_null (fks_pg_begin_exec (pg, "p_nope", 1, bad, NULL, NULL, &err));
+    cr_assert_null (s_begin_exec (pg, "p_nope", 1, bad, &err));
     cr_assert (strstr (err.msg, "unknown statement"), "%s", err.msg);
     const char *good[1] = { "{7}" };
-    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, good, NULL, NULL, &err);
+    PGresult *res = s_begin_exec (pg, "p_ins", 1, good, &err);
     cr_assert (res, "usable after a failure: %s", err.msg);
     PQclear (res);
     cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, (const char *[]) { "{8}" }, NULL, NULL,
@@ -478,8 +489,7 @@ Test (pg, exec_commit_on_a_connection_lost_inside_the_transaction_is_conn_lost)
 {
     fks_pg_t *pg = s_pipe_new ();
     fks_pg_err_t err;
-    PGresult *res = fks_pg_begin_exec (pg, "p_ins", 1, (const char *[]) { "{1}" }, NULL, NULL,
-                                       &err);
+    PGresult *res = s_begin_exec (pg, "p_ins", 1, (const char *[]) { "{1}" }, &err);
     cr_assert (res, "%s", err.msg);
     PQclear (res);
     char *pid = s_scalar (pg, "SELECT pg_backend_pid()");
