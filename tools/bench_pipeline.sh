@@ -262,6 +262,8 @@ if [ "$PGSS" = 1 ]; then
                       ORDER BY total_exec_time + total_plan_time DESC LIMIT 20")
   PGSS_TOTAL=$(sql "SELECT format ('%s us executing, %s us planning', round ((sum (total_exec_time) * 1000 / $lat_alerts)::numeric, 1),
                            round ((sum (total_plan_time) * 1000 / $lat_alerts)::numeric, 1)) FROM pg_stat_statements")
+  PGSS_JIT=$(sql "SELECT coalesce (string_agg (format ('%s calls JIT-compiled (%s ms) of: %s', jit_functions, round (jit_generation_time + jit_inlining_time + jit_optimization_time + jit_emission_time), left (regexp_replace (query, '\s+', ' ', 'g'), 90)), '; '), 'none')
+                     FROM pg_stat_statements WHERE jit_functions > 0")
 fi
 
 # 2. Sustained rates.
@@ -295,6 +297,14 @@ bad_pos=$(sql "SELECT count(*) FROM (SELECT symbol, sum (CASE side WHEN 'buy' TH
                  FROM fills GROUP BY symbol) f FULL JOIN positions p USING (symbol)
                 WHERE coalesce (p.qty, 0) <> coalesce (f.q, 0)")
 
+# Rows written per table over the whole run, and how many updates were HOT (no index entry).
+sleep 1                             # backends report their table counters within a second
+WRITES=$(sql "SELECT string_agg (format ('%s %s inserted, %s updated (%s%% HOT)', relname, n_tup_ins,
+                                         n_tup_upd, CASE WHEN n_tup_upd > 0
+                                                         THEN round (100.0 * n_tup_hot_upd / n_tup_upd)
+                                                         ELSE 0 END), '; ' ORDER BY relname)
+                FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd > 0")
+
 read -r lat_n lat_p50 lat_p99 lat_max <<<"$E2E"
 read -r lat_acc lat_a50 lat_a99 lat_non2xx <<<"$LAT"
 verdict_lat=$(awk -v p="$lat_p99" 'BEGIN {print (p < 20 ? "PASS" : "FAIL")}')
@@ -319,11 +329,12 @@ Worker batches in that run: ${BATCHES}.
 | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 $(printf '%s\n' "${RESULTS[@]}")
 
-$([ "$PGSS" = 1 ] && printf '\nPostgreSQL execution time per alert in the latency run (pg_stat_statements; %s):\n\n| us executing per alert | us planning per alert | calls per alert | rows per call | statement |\n| ---: | ---: | ---: | ---: | --- |\n%s\n' "$PGSS_TOTAL" "$PGSS_REPORT")
+$([ "$PGSS" = 1 ] && printf '\nPostgreSQL execution time per alert in the latency run (pg_stat_statements; %s):\n\n| us executing per alert | us planning per alert | calls per alert | rows per call | statement |\n| ---: | ---: | ---: | ---: | --- |\n%s\nJIT: %s\n' "$PGSS_TOTAL" "$PGSS_REPORT" "$PGSS_JIT")
 
 Highest sustained rate: $best alerts/s.
 Consistency: $alerts alerts, $orders filled orders ($distinct distinct signals), $fills fills,
 $bad_pos positions differing from the sum of their fills.
+Rows written (whole run): $WRITES.
 Targets: sustained >= 5000 alerts/s: $verdict_rate; p99 accept -> filled < 20 ms at 1000/s: $verdict_lat
 EOF
 [ "$alerts" = "$orders" ] && [ "$orders" = "$fills" ] && [ "$orders" = "$distinct" ] && [ "$bad_pos" = 0 ] \

@@ -1036,6 +1036,65 @@ Test (migrate, continuous_futures_symbols_are_stored_in_every_table)
     fks_pg_destroy (&pg);
 }
 
+//  0007_cheaper_writes.sql wrote the counted repetitions ({0,31}) as a class and a length test:
+//  every rewritten rule still takes its longest value and refuses one character more and a
+//  bad first character, naming the same constraint.
+Test (migrate, rewritten_text_checks_keep_their_bounds_and_names)
+{
+    fks_pg_t *pg = s_seeded ();
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_command (pg, "INSERT INTO positions (symbol, qty) VALUES ('BTCUSDT', 1)",
+                                  &err), 0, "%s", err.msg);
+    static const struct {
+        const char *sql;            /* an UPDATE of a seeded row, the value as %s */
+        const char *constraint;
+        char first;                 /* a valid first character, repeated */
+        int max;                    /* the longest value allowed */
+        const char *bad;            /* refused whatever the length */
+    } c[] = {
+        { "UPDATE inbox SET source = '%s'", "inbox_source_check", 'a', 32, "_a" },
+        { "UPDATE consumed SET grp = '%s'", "consumed_grp_check", 'a', 32, "1a" },
+        { "UPDATE signals SET source = '%s'", "signals_source_check", 'a', 64, "A" },
+        { "UPDATE signals SET symbol = '%s'", "signals_symbol_check", 'A', 32, "-A" },
+        { "UPDATE orders SET client_order_id = '%s'", "orders_client_order_id_check", '1', 36,
+          "a b" },
+        { "UPDATE orders SET symbol = '%s'", "orders_symbol_check", '9', 32, "!ES" },
+        { "UPDATE orders SET broker = '%s'", "orders_broker_check", 'p', 32, "Paper" },
+        { "UPDATE fills SET broker = '%s'", "fills_broker_check", 'p', 32, "pa-per" },
+        { "UPDATE fills SET symbol = '%s'", "fills_symbol_check", 'E', 32, "" },
+        { "UPDATE positions SET symbol = '%s'", "positions_symbol_check", 'E', 32, "B TC" },
+    };
+    char value[80], sql[256];
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        memset (value, c[i].first, (size_t) c[i].max);
+        value[c[i].max] = '\0';
+        snprintf (sql, sizeof sql, c[i].sql, value);
+        cr_assert_eq (fks_pg_command (pg, sql, &err), 0, "%s refused: %s", sql, err.msg);
+        value[c[i].max] = c[i].first;
+        value[c[i].max + 1] = '\0';
+        snprintf (sql, sizeof sql, c[i].sql, value);
+        s_expect_violation (pg, sql, "23514", c[i].constraint);
+        snprintf (sql, sizeof sql, c[i].sql, c[i].bad);
+        s_expect_violation (pg, sql, "23514", c[i].constraint);
+    }
+    //  The bars' interval: 1-4 digits, not starting with 0, then a unit.
+    const char *bar = "INSERT INTO bars (symbol, interval, open_time, open, high, low, close,"
+                      " volume, source) VALUES ('BTCUSDT', '%s', now(), 1, 1, 1, 1, 1, 'csv')";
+    snprintf (sql, sizeof sql, bar, "9999M");
+    cr_assert_eq (fks_pg_command (pg, sql, &err), 0, "%s refused: %s", sql, err.msg);
+    const char *bad_intervals[] = { "10000s", "0m", "1y", "m", "15mm" };
+    for (size_t i = 0; i < sizeof bad_intervals / sizeof bad_intervals[0]; i++) {
+        snprintf (sql, sizeof sql, bar, bad_intervals[i]);
+        s_expect_violation (pg, sql, "23514", "bars_interval_check");
+    }
+    //  No check of a table the pipeline writes keeps a counted repetition (the runner's own
+    //  schema_migrations, written once per migration, may).
+    s_expect_scalar (pg, "SELECT count(*) FROM pg_constraint WHERE contype = 'c'"
+                         " AND conrelid <> 'schema_migrations'::regclass"
+                         " AND pg_get_constraintdef (oid) ~ '[~].*[{][0-9]'", "0");
+    fks_pg_destroy (&pg);
+}
+
 Test (migrate, events_comments_describe_the_xid_seq_stream_order)
 {
     fks_pg_t *pg = s_seeded ();
