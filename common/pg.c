@@ -744,7 +744,7 @@ s_stmts_for (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
 //  fks_pg_exec_pipeline and fks_pg_begin_pipeline: pre is NULL or "BEGIN".
 static int
 s_pipeline_calls (fks_pg_t *self, const char *pre, const fks_pg_call_t *calls, size_t n,
-                  PGresult **out, fks_pg_err_t *err)
+                  const char *post, PGresult **out, fks_pg_err_t *err)
 {
     assert (self);
     s_err_clear (err);
@@ -758,34 +758,28 @@ s_pipeline_calls (fks_pg_t *self, const char *pre, const fks_pg_call_t *calls, s
     }
     if (s_stmts_for (self, calls, n, stmts, err) != 0)
         return -1;
-    return s_pipeline (self, pre, calls, stmts, n, NULL, out, err);
+    return s_pipeline (self, pre, calls, stmts, n, post, out, err);
 }
 
 int
 fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGresult **out,
                       fks_pg_err_t *err)
 {
-    return s_pipeline_calls (self, NULL, calls, n, out, err);
+    return s_pipeline_calls (self, NULL, calls, n, NULL, out, err);
 }
 
 int
 fks_pg_begin_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n, PGresult **out,
                        fks_pg_err_t *err)
 {
-    return s_pipeline_calls (self, "BEGIN", calls, n, out, err);
+    return s_pipeline_calls (self, "BEGIN", calls, n, NULL, out, err);
 }
 
 int
-fks_pg_exec_commit (fks_pg_t *self, const char *name, int n_params, const char *const *values,
-                    const int *lengths, const int *formats, fks_pg_err_t *err)
+fks_pg_commit_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
+                        fks_pg_err_t *err)
 {
-    assert (self);
-    s_err_clear (err);
-    fks_pg_call_t call = { name, n_params, values, lengths, formats };
-    const fks_pg_stmt_t *stmt;
-    if (s_stmts_for (self, &call, 1, &stmt, err) != 0)
-        return -1;
-    return s_pipeline (self, NULL, &call, &stmt, 1, "COMMIT", NULL, err);
+    return s_pipeline_calls (self, NULL, calls, n, "COMMIT", NULL, err);
 }
 
 int

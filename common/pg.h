@@ -99,13 +99,13 @@ int fks_pg_exec_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
 int fks_pg_begin_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
                            PGresult **out, fks_pg_err_t *err);
 
-/*  The named statement, then COMMIT, in one round trip; the statement's result is discarded.
- *  0, or -1 with err from the part that failed: the statement's error (COMMIT is then skipped;
- *  call fks_pg_rollback), 25P02 like fks_pg_commit when the server had rolled the transaction
- *  back, or conn_lost when the connection broke (the commit may or may not have happened). */
-int fks_pg_exec_commit (fks_pg_t *self, const char *name, int n_params,
-                        const char *const *values, const int *lengths, const int *formats,
-                        fks_pg_err_t *err);
+/*  The calls, then COMMIT, in one round trip: fks_pg_exec_pipeline closing a transaction; the
+ *  results are discarded. 0, or -1 with err from the part that failed: a statement's error
+ *  (what follows it, COMMIT included, is skipped; call fks_pg_rollback), 25P02 like
+ *  fks_pg_commit when the server had rolled the transaction back, or conn_lost when the
+ *  connection broke (the commit may or may not have happened). */
+int fks_pg_commit_pipeline (fks_pg_t *self, const fks_pg_call_t *calls, size_t n,
+                            fks_pg_err_t *err);
 
 /*  Runs SQL text with parameters (PQexecParams), same contract as fks_pg_exec. With n_params
  *  0 it may hold several statements (PQexec), for migrations. */

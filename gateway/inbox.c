@@ -29,8 +29,9 @@
 #include "gateway/inbox.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/pgarray.h"
+#include "common/sbuf.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <poll.h>
@@ -50,13 +51,7 @@
 #define S_OID_BYTEA_ARRAY       1001
 #define S_OID_JSONB_ARRAY       3807
 #define S_OID_TIMESTAMPTZ_ARRAY 1185
-#define S_OID_UUID              2950
-#define S_OID_TEXT              25
-#define S_OID_BYTEA             17
-#define S_OID_JSONB             3802
-#define S_OID_TIMESTAMPTZ       1184
 
-#define S_PG_EPOCH_US  INT64_C(946684800000000)      /* 2000-01-01 in Unix microseconds */
 #define S_BATCH_MIN    8            /* items that justify a second batch in parallel */
 #define S_LINGER_US    2000         /* longest a small queue waits for a busy committer */
 #define S_NPARAMS      10
@@ -84,21 +79,14 @@ static const char s_commit_sql[] =
 static const char s_lookup_sql[] =
     "SELECT id, idem_key FROM inbox WHERE idem_key = ANY ($1::text[])";
 
-//  A growable byte buffer for building binary parameters.
-typedef struct {
-    char *data;
-    size_t len, cap;
-    bool oom;
-} s_buf_t;
-
 typedef struct {
     fks_inbox_t *inbox;
     int index;
     pthread_t thread;
     PGconn *conn;
-    s_buf_t params[S_NPARAMS];
-    s_buf_t lookup;
-    s_buf_t pub;                    /* envelopes copied for on_commit */
+    fks_pg_array_t params[S_NPARAMS];
+    fks_pg_array_t lookup;
+    fks_sbuf_t pub;                 /* envelopes copied for on_commit */
 } s_committer_t;
 
 struct fks_inbox_t {
@@ -131,75 +119,6 @@ static int64_t
 s_mono_ms (void)
 {
     return fks_mono_ns () / 1000000;
-}
-
-//  --------------------------------------------------------------------------
-//  Binary parameters
-
-static void
-s_buf_reserve (s_buf_t *b, size_t more)
-{
-    if (b->oom || b->len + more <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more)
-        cap *= 2;
-    char *d = realloc (b->data, cap);
-    if (!d) {
-        b->oom = true;
-        return;
-    }
-    b->data = d;
-    b->cap = cap;
-}
-
-static void
-s_buf_put (s_buf_t *b, const void *p, size_t n)
-{
-    s_buf_reserve (b, n);
-    if (b->oom)
-        return;
-    if (n)
-        memcpy (b->data + b->len, p, n);
-    b->len += n;
-}
-
-static void
-s_buf_i32 (s_buf_t *b, int32_t v)
-{
-    uint32_t be = htonl ((uint32_t) v);
-    s_buf_put (b, &be, 4);
-}
-
-static void
-s_buf_i64 (s_buf_t *b, int64_t v)
-{
-    s_buf_i32 (b, (int32_t) ((uint64_t) v >> 32));
-    s_buf_i32 (b, (int32_t) ((uint64_t) v & 0xffffffffu));
-}
-
-//  Starts a one-dimensional binary array of n elements of type oid (array_send's layout).
-static void
-s_array_begin (s_buf_t *b, uint32_t oid, size_t n, bool has_null)
-{
-    b->len = 0;
-    b->oom = false;
-    s_buf_i32 (b, 1);
-    s_buf_i32 (b, has_null ? 1 : 0);
-    s_buf_i32 (b, (int32_t) oid);
-    s_buf_i32 (b, (int32_t) n);
-    s_buf_i32 (b, 1);
-}
-
-static void
-s_array_elem (s_buf_t *b, const void *p, size_t n)
-{
-    if (!p) {
-        s_buf_i32 (b, -1);
-        return;
-    }
-    s_buf_i32 (b, (int32_t) n);
-    s_buf_put (b, p, n);
 }
 
 //  --------------------------------------------------------------------------
@@ -394,17 +313,17 @@ s_lookup_rest (s_committer_t *c, fks_inbox_item_t **leaders, size_t n, int64_t d
             missing++;
     if (missing == 0)
         return 0;
-    s_buf_t *b = &c->lookup;
-    s_array_begin (b, S_OID_TEXT, missing, false);
+    fks_pg_array_t *b = &c->lookup;
+    fks_pg_array_begin (b, FKS_PG_OID_TEXT);
     for (size_t i = 0; i < n; i++)
         if (leaders[i]->result == FKS_INBOX_FAILED && !leaders[i]->why[0])
-            s_array_elem (b, leaders[i]->idem_key, strlen (leaders[i]->idem_key));
-    if (b->oom) {
+            fks_pg_array_add_text (b, leaders[i]->idem_key);
+    if (fks_pg_array_end (b) != 0) {
         snprintf (why, cap, "out of memory");
         return -1;
     }
-    const char *values[1] = { b->data };
-    int lengths[1] = { (int) b->len };
+    const char *values[1] = { b->buf.data };
+    int lengths[1] = { (int) b->buf.len };
     int formats[1] = { 1 };
     if (!PQsendQueryPrepared (c->conn, "fks_inbox_lookup", 1, values, lengths, formats, 0)) {
         snprintf (why, cap, "database connection lost");
@@ -442,37 +361,25 @@ s_commit_leaders (s_committer_t *c, fks_inbox_item_t **leaders, size_t n, int64_
                   char *sqlstate_out, char *why, size_t cap)
 {
     sqlstate_out[0] = '\0';
-    s_buf_t *p = c->params;
-    bool null_addr = false;
-    for (size_t i = 0; i < n; i++)
-        if (!leaders[i]->remote_addr)
-            null_addr = true;
-    s_array_begin (&p[0], S_OID_UUID, n, false);
-    s_array_begin (&p[1], S_OID_TEXT, n, false);
-    s_array_begin (&p[2], S_OID_TEXT, n, false);
-    s_array_begin (&p[3], S_OID_TEXT, n, false);
-    s_array_begin (&p[4], S_OID_BYTEA, n, false);
-    s_array_begin (&p[5], S_OID_JSONB, n, false);
-    s_array_begin (&p[6], S_OID_TEXT, n, null_addr);
-    s_array_begin (&p[7], S_OID_UUID, n, false);
-    s_array_begin (&p[8], S_OID_TIMESTAMPTZ, n, false);
-    s_array_begin (&p[9], S_OID_BYTEA, n, false);
+    fks_pg_array_t *p = c->params;
+    static const uint32_t elem[S_NPARAMS] = {
+        FKS_PG_OID_UUID, FKS_PG_OID_TEXT, FKS_PG_OID_TEXT, FKS_PG_OID_TEXT, FKS_PG_OID_BYTEA,
+        FKS_PG_OID_JSONB, FKS_PG_OID_TEXT, FKS_PG_OID_UUID, FKS_PG_OID_TIMESTAMPTZ,
+        FKS_PG_OID_BYTEA };
+    for (int k = 0; k < S_NPARAMS; k++)
+        fks_pg_array_begin (&p[k], elem[k]);
     for (size_t i = 0; i < n; i++) {
         fks_inbox_item_t *it = leaders[i];
-        s_array_elem (&p[0], it->id.b, FKS_ID_SIZE);
-        s_array_elem (&p[1], it->idem_key, strlen (it->idem_key));
-        s_array_elem (&p[2], it->source, strlen (it->source));
-        s_array_elem (&p[3], it->content_type, strlen (it->content_type));
-        s_array_elem (&p[4], it->body ? it->body : "", it->body_len);
-        //  jsonb's binary form: a version byte (1), then the JSON text.
-        s_buf_i32 (&p[5], (int32_t) (it->alert_json_len + 1));
-        s_buf_put (&p[5], "\1", 1);
-        s_buf_put (&p[5], it->alert_json, it->alert_json_len);
-        s_array_elem (&p[6], it->remote_addr, it->remote_addr ? strlen (it->remote_addr) : 0);
-        s_array_elem (&p[7], it->event_id.b, FKS_ID_SIZE);
-        s_buf_i32 (&p[8], 8);
-        s_buf_i64 (&p[8], it->ts_ns / 1000 - S_PG_EPOCH_US);
-        s_array_elem (&p[9], it->envelope, it->envelope_len);
+        fks_pg_array_add_uuid (&p[0], &it->id);
+        fks_pg_array_add_text (&p[1], it->idem_key);
+        fks_pg_array_add_text (&p[2], it->source);
+        fks_pg_array_add_text (&p[3], it->content_type);
+        fks_pg_array_add (&p[4], it->body ? it->body : "", it->body_len);
+        fks_pg_array_add_jsonb (&p[5], it->alert_json, it->alert_json_len);
+        fks_pg_array_add_text (&p[6], it->remote_addr);
+        fks_pg_array_add_uuid (&p[7], &it->event_id);
+        fks_pg_array_add_timestamptz (&p[8], it->ts_ns / 1000);
+        fks_pg_array_add (&p[9], it->envelope, it->envelope_len);
         it->result = FKS_INBOX_FAILED;
         it->why[0] = '\0';
     }
@@ -480,12 +387,12 @@ s_commit_leaders (s_committer_t *c, fks_inbox_item_t **leaders, size_t n, int64_
     int lengths[S_NPARAMS];
     int formats[S_NPARAMS];
     for (int i = 0; i < S_NPARAMS; i++) {
-        if (p[i].oom) {
+        if (fks_pg_array_end (&p[i]) != 0) {
             snprintf (why, cap, "out of memory");
             return -1;
         }
-        values[i] = p[i].data;
-        lengths[i] = (int) p[i].len;
+        values[i] = p[i].buf.data;
+        lengths[i] = (int) p[i].buf.len;
         formats[i] = 1;
     }
     if (!PQsendQueryPrepared (c->conn, "fks_inbox_commit", S_NPARAMS, values, lengths, formats,
@@ -643,17 +550,16 @@ wake:;
     fks_metric_observe (self->m_commit_s, (double) (fks_mono_ns () - started) / 1e9);
     //  Copy the accepted envelopes before waking: the items live on the requests' stacks.
     size_t n_acc = 0;
-    c->pub.len = 0;
-    c->pub.oom = false;
+    fks_sbuf_reset (&c->pub);
     for (size_t i = 0; i < n; i++)
         if (items[i]->result == FKS_INBOX_ACCEPTED && self->on_commit) {
-            s_buf_put (&c->pub, items[i]->envelope, items[i]->envelope_len);
+            fks_sbuf_put (&c->pub, items[i]->envelope, items[i]->envelope_len);
             n_acc++;
         }
     const void **envs = NULL;
     size_t *lens = NULL;
     const char **types = NULL;
-    if (n_acc && !c->pub.oom) {
+    if (n_acc && !c->pub.failed) {
         envs = malloc (n_acc * sizeof *envs);
         lens = malloc (n_acc * sizeof *lens);
         types = malloc (n_acc * sizeof *types);
@@ -924,6 +830,13 @@ fks_inbox_new (const fks_inbox_opts_t *opts)
     }
     for (int i = 0; i < o.committers; i++) {
         s_committer_t *c = &self->committers[i];
+        for (int k = 0; k < S_NPARAMS; k++)
+            fks_pg_array_init (&c->params[k]);
+        fks_pg_array_init (&c->lookup);
+        fks_sbuf_init (&c->pub, FKS_PG_ARRAY_MAX);
+    }
+    for (int i = 0; i < o.committers; i++) {
+        s_committer_t *c = &self->committers[i];
         c->inbox = self;
         c->index = i;
         if (pthread_create (&c->thread, NULL, s_committer, c) != 0) {
@@ -962,9 +875,9 @@ fks_inbox_destroy (fks_inbox_t **self_p)
         for (int i = 0; i < self->n_committers; i++) {
             s_committer_t *c = &self->committers[i];
             for (int k = 0; k < S_NPARAMS; k++)
-                free (c->params[k].data);
-            free (c->lookup.data);
-            free (c->pub.data);
+                fks_pg_array_free (&c->params[k]);
+            fks_pg_array_free (&c->lookup);
+            fks_sbuf_free (&c->pub);
         }
     free (self->committers);
     free (self->pg_url);

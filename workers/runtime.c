@@ -14,9 +14,9 @@
  *  behind a mutex, one condition for "filled" and one for "room"). A handler thread then
  *  waits on its own queue instead of the bus, and everything after that is the same code.
  *
- *  The outbox insert uses one statement per batch: the events' columns travel as seven array
- *  parameters and are unnested on the server, so a batch of 64 messages producing 200 events
- *  costs one round trip, not 200.
+ *  The outbox insert uses one statement per batch: the events' columns travel as seven binary
+ *  array parameters (common/pgarray.h) and are unnested on the server, so a batch of 64
+ *  messages producing 200 events costs one round trip, not 200, and no text parsing.
  */
 #include "workers/runtime.h"
 #include "bus/client.h"
@@ -25,7 +25,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/ops.h"
-#include "common/sbuf.h"
+#include "common/pgarray.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -92,6 +92,8 @@ struct fks_worker_tx_t {
     size_t n_events, cap_events;
     PGresult *prefetched[FKS_WORKER_PREFETCH_MAX];  /* the prefetch hook's results, */
     size_t n_prefetched;                            /* until begin returns */
+    fks_pg_call_t deferred[FKS_WORKER_DEFER_MAX];   /* writes for the commit's round trip */
+    size_t n_deferred;
     char reason[FKS_WORKER_REASON_MAX];
 };
 
@@ -107,6 +109,8 @@ struct s_thread_t {
     fks_envelope_t **given;                 /* per batch slot: decoded by the dispatcher */
     bool *fresh;                            /* per batch slot: not consumed before */
     fks_envelope_t **decoded;               /* per batch slot: its envelope, once decoded */
+    fks_pg_array_t consumed;                /* the batch's message ids (s_begin_consumed) */
+    fks_pg_array_t outbox[7];               /* the outbox's columns (s_insert_events_commit) */
     s_queue_t queue;                        /* routed workers: what the dispatcher gave it */
 };
 
@@ -126,7 +130,7 @@ struct fks_worker_t {
     pthread_mutex_t ready_lock;
     fks_pg_t *ready_pg;
     fks_redis_t *ready_redis;
-    fks_metric_t *m_ok, *m_dup, *m_failed, *m_dead, *m_retries, *m_pub_fail;
+    fks_metric_t *m_ok, *m_dup, *m_failed, *m_dead, *m_retries, *m_pub_fail, *m_split;
     fks_metric_t *m_handler, *m_batch, *m_batch_size, *m_in_flight;
 };
 
@@ -271,6 +275,16 @@ const PGresult *
 fks_worker_prefetched (fks_worker_tx_t *tx, size_t i)
 {
     return i < tx->n_prefetched ? tx->prefetched[i] : NULL;
+}
+
+int
+fks_worker_defer (fks_worker_tx_t *tx, const fks_pg_call_t *call)
+{
+    if (tx->n_deferred == FKS_WORKER_DEFER_MAX)
+        return fks_worker_retry (tx, "more than %d deferred writes in one transaction",
+                                 FKS_WORKER_DEFER_MAX);
+    tx->deferred[tx->n_deferred++] = *call;
+    return FKS_WORKER_OK;
 }
 
 static void
@@ -494,86 +508,48 @@ s_events_clear (fks_worker_tx_t *tx)
     tx->n_events = 0;
 }
 
-static void
-s_fmt_ts (char *buf, size_t cap, int64_t ns)
-{
-    time_t secs = (time_t) (ns / 1000000000);
-    long us = (long) ((ns % 1000000000) / 1000);
-    struct tm tm;
-    gmtime_r (&secs, &tm);
-    char day[40];
-    strftime (day, sizeof day, "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf (buf, cap, "%s.%06ld+00", day, us);
-}
-
-//  Inserts the transaction's outbox rows in one statement and commits, in one round trip
-//  (COMMIT alone when there is nothing to insert).
+//  Sends the deferred writes, the transaction's outbox rows (one statement, the columns as
+//  binary arrays) and COMMIT in one round trip; COMMIT alone when there is nothing to write.
 static int
 s_insert_events_commit (fks_worker_tx_t *tx, fks_pg_err_t *err)
 {
-    if (tx->n_events == 0)
-        return fks_pg_commit (tx->pg, err);
-    fks_sbuf_t a[7];
-    static const char hex[] = "0123456789abcdef";
-    char id[FKS_ID_STR_SIZE], ts[64];
-    for (int k = 0; k < 7; k++) {
-        fks_sbuf_init (&a[k], 0);
-        fks_sbuf_puts (&a[k], "{");
-    }
-    for (size_t i = 0; i < tx->n_events; i++) {
-        s_event_t *ev = &tx->events[i];
-        const char *sep = i ? "," : "";
+    fks_pg_call_t calls[FKS_WORKER_DEFER_MAX + 1];
+    size_t n = tx->n_deferred;
+    memcpy (calls, tx->deferred, n * sizeof *calls);
+    tx->n_deferred = 0;
+    fks_pg_array_t *a = tx->th->outbox;
+    const char *values[7];
+    int lengths[7], formats[7];
+    if (tx->n_events > 0) {
+        static const uint32_t elem[7] = {
+            FKS_PG_OID_UUID, FKS_PG_OID_TEXT, FKS_PG_OID_UUID, FKS_PG_OID_UUID, FKS_PG_OID_TEXT,
+            FKS_PG_OID_TIMESTAMPTZ, FKS_PG_OID_BYTEA };
         for (int k = 0; k < 7; k++)
-            fks_sbuf_puts (&a[k], sep);
-        fks_sbuf_puts (&a[0], fks_worker_uuid (id, &ev->id));
-        fks_sbuf_puts (&a[1], "\"");
-        fks_sbuf_puts (&a[1], ev->type);
-        fks_sbuf_puts (&a[1], "\"");
-        fks_sbuf_puts (&a[2], fks_id_is_nil (&ev->corr) ? "NULL" : fks_worker_uuid (id, &ev->corr));
-        fks_sbuf_puts (&a[3], fks_id_is_nil (&ev->cause) ? "NULL"
-                                                      : fks_worker_uuid (id, &ev->cause));
-        fks_sbuf_puts (&a[4], "\"");
-        fks_sbuf_puts (&a[4], tx->th->w->def->src);
-        fks_sbuf_puts (&a[4], "\"");
-        s_fmt_ts (ts, sizeof ts, ev->ts);
-        fks_sbuf_puts (&a[5], "\"");
-        fks_sbuf_puts (&a[5], ts);
-        fks_sbuf_puts (&a[5], "\"");
-        //  A bytea element in an array literal: "\\x0a1b..." (the backslash escaped once).
-        fks_sbuf_puts (&a[6], "\"\\\\x");
-        char chunk[512];
-        size_t c = 0;
-        for (size_t j = 0; j < ev->size; j++) {
-            chunk[c++] = hex[ev->data[j] >> 4];
-            chunk[c++] = hex[ev->data[j] & 15];
-            if (c == sizeof chunk) {
-                fks_sbuf_put (&a[6], chunk, c);
-                c = 0;
-            }
+            fks_pg_array_begin (&a[k], elem[k]);
+        for (size_t i = 0; i < tx->n_events; i++) {
+            s_event_t *ev = &tx->events[i];
+            fks_pg_array_add_uuid (&a[0], &ev->id);
+            fks_pg_array_add_text (&a[1], ev->type);
+            fks_pg_array_add_uuid (&a[2], fks_id_is_nil (&ev->corr) ? NULL : &ev->corr);
+            fks_pg_array_add_uuid (&a[3], fks_id_is_nil (&ev->cause) ? NULL : &ev->cause);
+            fks_pg_array_add_text (&a[4], tx->th->w->def->src);
+            fks_pg_array_add_timestamptz (&a[5], ev->ts / 1000);
+            fks_pg_array_add (&a[6], ev->data, ev->size);
         }
-        fks_sbuf_put (&a[6], chunk, c);
-        fks_sbuf_puts (&a[6], "\"");
+        for (int k = 0; k < 7; k++) {
+            if (fks_pg_array_end (&a[k]) != 0) {
+                memset (err, 0, sizeof *err);
+                snprintf (err->msg, sizeof err->msg, "out of memory building the outbox insert");
+                err->conn_lost = true;  /* transient */
+                return -1;
+            }
+            values[k] = a[k].buf.data;
+            lengths[k] = (int) a[k].buf.len;
+            formats[k] = 1;
+        }
+        calls[n++] = (fks_pg_call_t) { "fks_w_events", 7, values, lengths, formats };
     }
-    bool failed = false;
-    for (int k = 0; k < 7; k++) {
-        fks_sbuf_puts (&a[k], "}");
-        failed |= a[k].failed;
-    }
-    int rc = -1;
-    if (failed) {
-        memset (err, 0, sizeof *err);
-        snprintf (err->msg, sizeof err->msg, "out of memory building the outbox insert");
-        err->conn_lost = true;      /* transient */
-    }
-    else {
-        const char *values[7];
-        for (int k = 0; k < 7; k++)
-            values[k] = a[k].data;
-        rc = fks_pg_exec_commit (tx->pg, "fks_w_events", 7, values, NULL, NULL, err);
-    }
-    for (int k = 0; k < 7; k++)
-        fks_sbuf_free (&a[k]);
-    return rc;
+    return n ? fks_pg_commit_pipeline (tx->pg, calls, n, err) : fks_pg_commit (tx->pg, err);
 }
 
 //  Opens the transaction with the consumed rows of msgs; fresh[i] tells whether message i is
@@ -583,29 +559,25 @@ static int
 s_begin_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n,
                   const fks_pg_call_t *extra, size_t n_extra, fks_pg_err_t *err)
 {
-    fks_sbuf_t ids;
-    fks_sbuf_init (&ids, 0);
-    char id[FKS_ID_STR_SIZE];
-    fks_sbuf_puts (&ids, "{");
+    th->tx.n_deferred = 0;
+    fks_pg_array_t *ids = &th->consumed;
+    fks_pg_array_begin (ids, FKS_PG_OID_UUID);
     for (size_t i = 0; i < n; i++) {
-        if (i)
-            fks_sbuf_puts (&ids, ",");
-        fks_sbuf_puts (&ids, fks_worker_uuid (id, fks_bus_msg_id (msgs[i])));
+        fks_pg_array_add_uuid (ids, fks_bus_msg_id (msgs[i]));
         th->fresh[i] = false;
     }
-    fks_sbuf_puts (&ids, "}");
-    if (ids.failed) {
-        fks_sbuf_free (&ids);
+    if (fks_pg_array_end (ids) != 0) {
         memset (err, 0, sizeof *err);
         snprintf (err->msg, sizeof err->msg, "out of memory");
         err->conn_lost = true;
         return -1;
     }
-    const char *values[2] = { th->w->def->group, ids.data };
+    const char *values[2] = { th->w->def->group, ids->buf.data };
+    const int lengths[2] = { 0, (int) ids->buf.len }, formats[2] = { 0, 1 };
     PGresult *r = NULL;
     fks_pg_call_t calls[1 + FKS_WORKER_PREFETCH_MAX];
     PGresult *out[1 + FKS_WORKER_PREFETCH_MAX];
-    calls[0] = (fks_pg_call_t) { "fks_w_consumed", 2, values, NULL, NULL };
+    calls[0] = (fks_pg_call_t) { "fks_w_consumed", 2, values, lengths, formats };
     for (size_t i = 0; i < n_extra; i++)
         calls[1 + i] = extra[i];
     if (fks_pg_begin_pipeline (th->pg, calls, 1 + n_extra, out, err) == 0) {
@@ -614,7 +586,6 @@ s_begin_consumed (s_thread_t *th, fks_bus_msg_t **msgs, size_t n,
             th->tx.prefetched[i] = out[1 + i];
         th->tx.n_prefetched = n_extra;
     }
-    fks_sbuf_free (&ids);
     if (!r)
         return -1;
     int rows = PQntuples (r);
@@ -785,7 +756,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
     }
     s_decoded_free (th, envs, n);
     if (s_insert_events_commit (tx, &err) != 0) {
-        int rc = fks_worker_pg_error (tx, &err, "inserting the outbox and COMMIT");
+        int rc = fks_worker_pg_error (tx, &err, "writing the batch and the outbox, COMMIT");
         fks_pg_rollback (th->pg);
         return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
     }
@@ -1047,7 +1018,8 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
                 if (rc == FKS_WORKER_OK && w->def->flush)
                     rc = w->def->flush (tx, w->def->arg);
                 if (rc == FKS_WORKER_OK && s_insert_events_commit (tx, &err) != 0)
-                    rc = fks_worker_pg_error (tx, &err, "inserting the outbox and COMMIT");
+                    rc = fks_worker_pg_error (tx, &err, "writing the batch and the outbox, "
+                                              "COMMIT");
             }
             if (rc != FKS_WORKER_OK)
                 fks_pg_rollback (th->pg);
@@ -1101,6 +1073,7 @@ s_handle (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n)
         bool conn_lost = !fks_pg_connected (th->pg);
         if (n > 1 && !conn_lost) {
             //  One message (or a deadlock between replicas) spoiled the batch: take it apart.
+            fks_metric_inc (w->m_split);
             s_events_clear (&th->tx);
             for (size_t i = 0; i < n; i++)
                 s_handle (th, &msgs[i], envs ? &envs[i] : NULL, 1);
@@ -1277,6 +1250,10 @@ fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
     self->m_retries = fks_metric_get (fks_counter_family ("fks_worker_retries_total",
         "Transient failures a worker retried (PostgreSQL or Redis unreachable, deadlocks)",
         (const char *[]) { "group" }, 1), g);
+    self->m_split = fks_metric_get (fks_counter_family ("fks_worker_batches_split_total",
+        "Batches that failed as a whole (a conflict in a gathered write, a bad message, a "
+        "deadlock) and were handled again message by message",
+        (const char *[]) { "group" }, 1), g);
     self->m_pub_fail = fks_metric_get (fks_counter_family ("fks_worker_publish_failures_total",
         "Envelopes committed but not published (the bus reconciler publishes them later)",
         (const char *[]) { "group" }, 1), g);
@@ -1293,7 +1270,7 @@ fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
     self->m_in_flight = fks_metric_get (fks_gauge_family ("fks_worker_in_flight",
         "Messages a worker replica is handling now", (const char *[]) { "group" }, 1), g);
     if (!self->m_ok || !self->m_retries || !self->m_handler || !self->m_in_flight
-        || !self->m_batch_size || !self->m_pub_fail || !self->m_batch) {
+        || !self->m_batch_size || !self->m_pub_fail || !self->m_batch || !self->m_split) {
         fks_log (FKS_LOG_ERROR, NULL, NULL, "worker: cannot register metrics");
         fks_worker_destroy (&self);
         return NULL;
@@ -1325,6 +1302,9 @@ s_threads_free (fks_worker_t *self)
         free (th->fresh);
         free (th->decoded);
         free (th->tx.envs);
+        fks_pg_array_free (&th->consumed);
+        for (int k = 0; k < 7; k++)
+            fks_pg_array_free (&th->outbox[k]);
     }
     free (self->threads);
     self->threads = NULL;
@@ -1343,6 +1323,9 @@ s_threads_make (fks_worker_t *self)
         msgpack_sbuffer_init (&th->tx.body);
         msgpack_packer_init (&th->tx.pk, &th->tx.body, msgpack_sbuffer_write);
         th->tx.th = th;
+        fks_pg_array_init (&th->consumed);
+        for (int k = 0; k < 7; k++)
+            fks_pg_array_init (&th->outbox[k]);
         th->batch = calloc ((size_t) self->cfg.batch, sizeof *th->batch);
         th->given = calloc ((size_t) self->cfg.batch, sizeof *th->given);
         if (self->routed && s_queue_init (&th->queue, (size_t) self->cfg.window) != 0)

@@ -222,6 +222,16 @@ uint32_t fks_worker_attempt (fks_worker_tx_t *tx);
  *  message was done before. */
 size_t fks_worker_batch_size (fks_worker_tx_t *tx);
 
+/*  Queues a write for the commit's round trip: it runs after everything the transaction did so
+ *  far, before the outbox insert and COMMIT, so a batch's gathered writes (flush) cost no round
+ *  trip of their own. Its result is not seen: a write whose outcome matters must fail when the
+ *  outcome is wrong (no ON CONFLICT DO NOTHING: the unique violation is the signal), which
+ *  rolls the transaction back and makes the runtime handle the batch's messages one by one.
+ *  The call and what it points to must stay valid until the transaction ends. FKS_WORKER_OK,
+ *  or FKS_WORKER_RETRY when FKS_WORKER_DEFER_MAX calls are queued already. */
+#define FKS_WORKER_DEFER_MAX 4
+int fks_worker_defer (fks_worker_tx_t *tx, const fks_pg_call_t *call);
+
 /*  The decoded envelope of the i-th of those messages (0 <= i < fks_worker_batch_size), in
  *  the order the handler will see them. Valid until the transaction ends. */
 const fks_envelope_t *fks_worker_batch_env (fks_worker_tx_t *tx, size_t i);

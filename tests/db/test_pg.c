@@ -6,6 +6,7 @@
  *  handle's own backend, from a second connection.
  */
 #include "common/pg.h"
+#include "common/pgarray.h"
 
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
@@ -255,6 +256,75 @@ Test (pg, binary_parameter_round_trips_every_byte)
     fks_pg_destroy (&pg);
 }
 
+//  common/pgarray: every element type FKS sends in binary, NULLs and empty values included,
+//  comes back from the server as it went.
+Test (pg, binary_arrays_round_trip_through_unnest)
+{
+    fks_pg_stmt_t stmts[] = { { "unnest",
+        "SELECT u, t, ts, encode (b, 'hex'), j->>'k', j IS NULL"
+        "  FROM unnest ($1::uuid[], $2::text[], $3::timestamptz[], $4::bytea[], $5::jsonb[])"
+        "    AS x (u, t, ts, b, j)", 5 } };
+    fks_pg_t *pg = s_new (stmts, 1);
+    fks_pg_err_t err;
+    cr_assert_eq (fks_pg_command (pg, "SET TIME ZONE 'UTC'", &err), 0, "%s", err.msg);
+    fks_pg_array_t a[5];
+    static const uint32_t elem[5] = { FKS_PG_OID_UUID, FKS_PG_OID_TEXT, FKS_PG_OID_TIMESTAMPTZ,
+                                      FKS_PG_OID_BYTEA, FKS_PG_OID_JSONB };
+    for (int k = 0; k < 5; k++) {
+        fks_pg_array_init (&a[k]);
+        fks_pg_array_begin (&a[k], elem[k]);
+    }
+    fks_id_t id;
+    cr_assert_eq (fks_id_parse ("018f0000-0000-7000-8000-0000000000a1", 36, &id), 0);
+    //  Row 1: values with quotes, backslashes, commas, braces and a NUL byte.
+    fks_pg_array_add_uuid (&a[0], &id);
+    fks_pg_array_add_text (&a[1], "a \"b\", {c}\\");
+    fks_pg_array_add_timestamptz (&a[2], INT64_C(1700000000123456));
+    fks_pg_array_add (&a[3], "\0\x01\xff", 3);
+    fks_pg_array_add_jsonb (&a[4], "{\"k\": \"v\"}", 10);
+    //  Row 2: NULLs and empty values; a time before 2000.
+    fks_pg_array_add_uuid (&a[0], NULL);
+    fks_pg_array_add_text (&a[1], "");
+    fks_pg_array_add_timestamptz (&a[2], INT64_C(0));
+    fks_pg_array_add (&a[3], "", 0);
+    fks_pg_array_add_jsonb (&a[4], NULL, 0);
+    const char *values[5];
+    int lengths[5], formats[5];
+    for (int k = 0; k < 5; k++) {
+        cr_assert_eq (fks_pg_array_end (&a[k]), 0);
+        values[k] = a[k].buf.data;
+        lengths[k] = (int) a[k].buf.len;
+        formats[k] = 1;
+    }
+    PGresult *res = fks_pg_exec (pg, "unnest", 5, values, lengths, formats, &err);
+    cr_assert (res, "%s %s", err.sqlstate, err.msg);
+    cr_assert_eq (PQntuples (res), 2);
+    cr_assert_str_eq (PQgetvalue (res, 0, 0), "018f0000-0000-7000-8000-0000000000a1");
+    cr_assert_str_eq (PQgetvalue (res, 0, 1), "a \"b\", {c}\\");
+    cr_assert_str_eq (PQgetvalue (res, 0, 2), "2023-11-14 22:13:20.123456+00");
+    cr_assert_str_eq (PQgetvalue (res, 0, 3), "0001ff");
+    cr_assert_str_eq (PQgetvalue (res, 0, 4), "v");
+    cr_assert (PQgetisnull (res, 1, 0));
+    cr_assert_str_eq (PQgetvalue (res, 1, 1), "");
+    cr_assert (!PQgetisnull (res, 1, 1));
+    cr_assert_str_eq (PQgetvalue (res, 1, 2), "1970-01-01 00:00:00+00");
+    cr_assert_str_eq (PQgetvalue (res, 1, 3), "");
+    cr_assert_str_eq (PQgetvalue (res, 1, 5), "t");
+    PQclear (res);
+    //  A header naming another element type than the statement's is refused, not misread.
+    fks_pg_array_begin (&a[1], FKS_PG_OID_BYTEA);
+    fks_pg_array_add_text (&a[1], "x");
+    cr_assert_eq (fks_pg_array_end (&a[1]), 0);
+    values[1] = a[1].buf.data;
+    lengths[1] = (int) a[1].buf.len;
+    res = fks_pg_exec (pg, "unnest", 5, values, lengths, formats, &err);
+    cr_assert_null (res);
+    cr_assert_str_eq (err.sqlstate, "42804", "%s", err.msg);
+    for (int k = 0; k < 5; k++)
+        fks_pg_array_free (&a[k]);
+    fks_pg_destroy (&pg);
+}
+
 Test (pg, unique_violation_reports_sqlstate_without_values)
 {
     fks_pg_t *pg = s_new (NULL, 0);
@@ -404,6 +474,15 @@ s_begin_exec (fks_pg_t *pg, const char *name, int n, const char *const *values,
     return fks_pg_begin_pipeline (pg, &call, 1, &res, err) == 0 ? res : NULL;
 }
 
+//  One statement and COMMIT in one round trip, as a worker closes its transaction.
+static int
+s_exec_commit (fks_pg_t *pg, const char *name, int n, const char *const *values,
+               fks_pg_err_t *err)
+{
+    fks_pg_call_t call = { name, n, values, NULL, NULL };
+    return fks_pg_commit_pipeline (pg, &call, 1, err);
+}
+
 static fks_pg_t *
 s_pipe_new (void)
 {
@@ -438,7 +517,7 @@ Test (pg, begin_exec_and_exec_commit_make_one_transaction)
     PQclear (res);
     cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_INTRANS);
     cr_assert_eq (s_pipe_rows (), 0, "nothing is visible before COMMIT");
-    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins_custom", 1, second, NULL, NULL, &err), 0,
+    cr_assert_eq (s_exec_commit (pg, "p_ins_custom", 1, second, &err), 0,
                   "%s %s", err.sqlstate, err.msg);
     cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_IDLE);
     cr_assert_eq (s_pipe_rows (), 3);
@@ -455,7 +534,7 @@ Test (pg, a_failing_statement_before_commit_commits_nothing)
     PGresult *res = s_begin_exec (pg, "p_ins", 1, first, &err);
     cr_assert (res, "%s", err.msg);
     PQclear (res);
-    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, dup, NULL, NULL, &err), -1);
+    cr_assert_eq (s_exec_commit (pg, "p_ins", 1, dup, &err), -1);
     cr_assert_str_eq (err.sqlstate, "23505", "the statement's error, not COMMIT's: %s", err.msg);
     cr_assert_not (err.conn_lost);
     fks_pg_rollback (pg);
@@ -479,9 +558,40 @@ Test (pg, a_failing_statement_after_begin_is_reported_and_rolls_back)
     PGresult *res = s_begin_exec (pg, "p_ins", 1, good, &err);
     cr_assert (res, "usable after a failure: %s", err.msg);
     PQclear (res);
-    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, (const char *[]) { "{8}" }, NULL, NULL,
-                                      &err), 0, "%s", err.msg);
+    cr_assert_eq (s_exec_commit (pg, "p_ins", 1, (const char *[]) { "{8}" }, &err), 0, "%s",
+                  err.msg);
     cr_assert_eq (s_pipe_rows (), 2);
+    fks_pg_destroy (&pg);
+}
+
+//  Several statements before COMMIT (a worker's deferred writes, then its outbox): all of them
+//  commit together, or, when one fails, the ones after it and COMMIT are skipped.
+Test (pg, commit_pipeline_runs_every_call_then_commits_or_none)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    PGresult *res = s_begin_exec (pg, "p_ins", 1, (const char *[]) { "{1}" }, &err);
+    cr_assert (res, "%s", err.msg);
+    PQclear (res);
+    fks_pg_call_t calls[3] = {
+        { "p_ins", 1, (const char *[]) { "{2}" }, NULL, NULL },
+        { "p_ins_custom", 1, (const char *[]) { "{3,4}" }, NULL, NULL },
+        { "p_ins", 1, (const char *[]) { "{5}" }, NULL, NULL } };
+    cr_assert_eq (fks_pg_commit_pipeline (pg, calls, 3, &err), 0, "%s", err.msg);
+    cr_assert_eq (PQtransactionStatus (fks_pg_conn (pg)), PQTRANS_IDLE);
+    cr_assert_eq (s_pipe_rows (), 5);
+
+    res = s_begin_exec (pg, "p_ins", 1, (const char *[]) { "{6}" }, &err);
+    cr_assert (res, "%s", err.msg);
+    PQclear (res);
+    calls[0].values = (const char *[]) { "{7}" };
+    calls[1].values = (const char *[]) { "{1}" };       /* exists: 23505 */
+    calls[2].values = (const char *[]) { "{8}" };
+    cr_assert_eq (fks_pg_commit_pipeline (pg, calls, 3, &err), -1);
+    cr_assert_str_eq (err.sqlstate, "23505", "the failing call's error: %s", err.msg);
+    fks_pg_rollback (pg);
+    cr_assert_eq (s_pipe_rows (), 5, "nothing of the second transaction is committed");
+    cr_assert_eq (fks_pg_commit_pipeline (pg, calls, 0, &err), -1, "no call: refused");
     fks_pg_destroy (&pg);
 }
 
@@ -495,8 +605,8 @@ Test (pg, exec_commit_on_a_connection_lost_inside_the_transaction_is_conn_lost)
     char *pid = s_scalar (pg, "SELECT pg_backend_pid()");
     s_terminate_backend (pid);
     free (pid);
-    cr_assert_eq (fks_pg_exec_commit (pg, "p_ins", 1, (const char *[]) { "{2}" }, NULL, NULL,
-                                      &err), -1, "a COMMIT must not succeed on a new connection");
+    cr_assert_eq (s_exec_commit (pg, "p_ins", 1, (const char *[]) { "{2}" }, &err), -1,
+                  "a COMMIT must not succeed on a new connection");
     cr_assert (err.conn_lost, "%s %s", err.sqlstate, err.msg);
     fks_pg_rollback (pg);
     cr_assert_eq (s_pipe_rows (), 0);

@@ -668,6 +668,62 @@ Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
 }
 
+Test (pipeline, an_alert_seen_again_under_new_message_ids_gets_one_signal,
+      .fini = s_teardown, .timeout = 90)
+{
+    //  The same for the signal worker: copies of an alert that has its signal, arriving with
+    //  fresh envelope ids among new alerts, make a batch's insert (sent with COMMIT) fail on
+    //  the unique key; the batch is handled again message by message. One signal and one
+    //  order per alert, nothing dead-lettered.
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_alert_t a = { .symbol = "ETHUSDT", .action = "buy", .quantity = 1, .price = 2000 };
+    uint8_t *env = NULL;
+    size_t len = 0;
+    fks_id_t first = h_inject_alert (&s, &a, &env, &len);
+    s_wait_status (&first, "filled");
+    fks_envelope_hdr_t hdr;
+    const uint8_t *body;
+    size_t body_len;
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_peek (env, len, &hdr, &body, &body_len, &err), 0, "%s", err.msg);
+    //  Everything below waits in the stopped replica's client and arrives as one batch.
+    cr_assert_eq (kill (s.signal[0]->pid, SIGSTOP), 0);
+    fks_id_t others[8];
+    for (int i = 0; i < 8; i++) {
+        if (i % 2 == 0) {
+            fks_envelope_hdr_t copy;
+            cr_assert_eq (fks_envelope_hdr_init (&copy, "webhook.received", "gateway",
+                                                 &hdr.corr, &hdr.cause), 0);
+            msgpack_sbuffer frame;
+            msgpack_sbuffer_init (&frame);
+            cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s",
+                          err.msg);
+            h_store_event (&copy, frame.data, frame.size);
+            h_publish (&s, "webhook.received", (const uint8_t *) frame.data, frame.size);
+            msgpack_sbuffer_destroy (&frame);
+        }
+        others[i] = h_inject_alert (&s, &a, NULL, NULL);
+    }
+    free (env);
+    usleep (200 * 1000);            /* the bus delivers to the stopped replica's client */
+    cr_assert_eq (kill (s.signal[0]->pid, SIGCONT), 0);
+    for (int i = 0; i < 8; i++)
+        s_wait_status (&others[i], "filled");
+    cr_assert_geq (h_metric (s.signal_ports[0],
+                             "fks_worker_batches_split_total{group=\"signal\"}"), 1,
+                   "the batch with the copies was taken apart");
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'signal'", 13,
+                              WAIT_MS), 13, "every message, copies included, was consumed");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals"), 9);
+    cr_assert_eq (h_sql_int ("SELECT count(DISTINCT inbox_id) FROM signals"), 9);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'signal.created'"), 9);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM orders WHERE status = 'filled'", 9,
+                              WAIT_MS), 9);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE qty = 9"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+}
+
 Test (pipeline, routing_to_execution_follows_the_configured_input, .fini = s_teardown,
       .timeout = 90)
 {

@@ -51,7 +51,10 @@ static const fks_pg_stmt_t s_stmts[] = {
     { "ex_positions",
       "SELECT symbol, qty, avg_price, realized_pnl, fees FROM positions"
       " WHERE symbol = ANY ($1::text[])", 1 },
-    //  The batch's new orders with their fill and statuses at once (ex_place for many).
+    //  The batch's new orders with their fill and statuses at once (ex_place for many). No ON
+    //  CONFLICT: it usually travels in the commit's round trip (fks_worker_defer), where an
+    //  order that exists already must fail the statement (23505) so that the batch is handled
+    //  message by message.
     { "ex_place_many",
       "WITH v AS ("
       "  SELECT * FROM unnest ($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[],"
@@ -68,7 +71,7 @@ static const fks_pg_stmt_t s_stmts[] = {
       "                      exchange_order_id, reason)"
       "  SELECT id, coid, sid, corr, symbol, side, type, qty, lim, status, fq, avg, broker,"
       "         exid, reason FROM v"
-      "  ON CONFLICT DO NOTHING RETURNING id),"
+      "  RETURNING id),"
       " f AS ("
       "  INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol, side, qty, price,"
       "                     fee, fee_asset, ts)"
@@ -237,6 +240,8 @@ typedef struct {
 
 static const fks_id_t s_nil;        /* corr of events that concern no alert */
 
+static void s_gathered_release (s_thread_t *st);
+
 
 //  --------------------------------------------------------------------------
 //  Configuration and setup
@@ -355,6 +360,7 @@ s_thread_fini (void *state, void *arg)
         fks_sbuf_free (&st->moved_sym);
         fks_sbuf_free (&st->moved_qty);
         fks_worker_array_free (&st->lock_arr);
+        s_gathered_release (st);
         free (st);
     }
 }
@@ -461,13 +467,14 @@ s_save_done (s_thread_t *st)
         st->pos[i].dirty = false;
 }
 
-static int s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positions);
+static int s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positions,
+                             bool defer);
 
 //  Writes every position this transaction moved, in one statement.
 static int
 s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
 {
-    return s_write_gathered (tx, st, false, true);
+    return s_write_gathered (tx, st, false, true, false);
 }
 
 //  Takes a lock (lock_stmt) and then reads (read_stmt), both with the one parameter value, in
@@ -653,11 +660,11 @@ static int s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st);
 //  Writes what the transaction gathered: the placed orders (with their fills and statuses)
 //  and/or the positions moved, in one round trip. FKS_WORKER_OK or the failure.
 static int
-s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positions)
+s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positions, bool defer)
 {
     s_placed_batch_t *pb = &st->placed_batch;
     s_save_t *sb = &st->save;
-    pb->any = sb->any = false;
+    s_gathered_release (st);        /* what an earlier transaction deferred */
     int rc = orders ? s_placed_prepare (tx, st, pb) : FKS_WORKER_OK;
     if (rc == FKS_WORKER_OK && positions)
         rc = s_save_prepare (tx, st, sb);
@@ -667,7 +674,19 @@ s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positio
         calls[n++] = pb->call;
     if (sb->any)
         calls[n++] = sb->call;
-    if (rc == FKS_WORKER_OK && n > 0) {
+    if (rc == FKS_WORKER_OK && n > 0 && defer) {
+        //  To the commit's round trip; the buffers stay until the next transaction's writes.
+        for (size_t i = 0; i < n && rc == FKS_WORKER_OK; i++)
+            rc = fks_worker_defer (tx, &calls[i]);
+        if (rc == FKS_WORKER_OK) {
+            if (sb->any)
+                s_save_done (st);
+            if (orders)
+                st->n_placed = 0;
+            return FKS_WORKER_OK;
+        }
+    }
+    else if (rc == FKS_WORKER_OK && n > 0) {
         PGresult *out[2];
         fks_pg_err_t err;
         if (fks_pg_exec_pipeline (fks_worker_pg (tx), calls, n, out, &err) != 0)
@@ -683,18 +702,16 @@ s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positio
                 PQclear (out[i]);
         }
     }
-    if (pb->any)
-        s_placed_free (pb);
-    if (sb->any)
-        s_save_free (sb);
+    s_gathered_release (st);
     if (orders)
         st->n_placed = 0;
     return rc;
 }
 
-//  Before COMMIT: the batch's orders and the positions they moved (one round trip), then the
-//  batch's outcomes with the breaker (last, so that a refusal there undoes everything before
-//  it).
+//  Before COMMIT: the batch's outcomes with the breaker, then its orders and the positions
+//  they moved, which travel in the commit's round trip (fks_worker_defer). The breaker goes
+//  first so that a refusal there leaves nothing to undo; an order that exists already fails
+//  the commit (a unique violation), and the batch is handled again message by message.
 static int
 s_flush (fks_worker_tx_t *tx, void *arg)
 {
@@ -702,9 +719,9 @@ s_flush (fks_worker_tx_t *tx, void *arg)
     s_thread_t *st = fks_worker_state (tx);
     if (!st)
         return FKS_WORKER_OK;
-    int rc = s_write_gathered (tx, st, true, true);
+    int rc = s_settle_breaker (tx, st);
     if (rc == FKS_WORKER_OK)
-        rc = s_settle_breaker (tx, st);
+        rc = s_write_gathered (tx, st, true, true, true);
     return rc;
 }
 
@@ -1217,6 +1234,15 @@ s_placed_free (s_placed_batch_t *b)
         fks_worker_array_free (&b->col[k]);
 }
 
+//  Frees the gathered writes' statements (both free functions may run twice).
+static void
+s_gathered_release (s_thread_t *st)
+{
+    s_placed_free (&st->placed_batch);
+    s_save_free (&st->save);
+    st->placed_batch.any = st->save.any = false;
+}
+
 static int
 s_placed_prepare (fks_worker_tx_t *tx, s_thread_t *st, s_placed_batch_t *b)
 {
@@ -1265,7 +1291,7 @@ s_placed_check (fks_worker_tx_t *tx, s_thread_t *st, PGresult *r)
 static int
 s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st)
 {
-    return s_write_gathered (tx, st, true, false);
+    return s_write_gathered (tx, st, true, false, false);
 }
 
 //  A paper order's outcome in a batch, settled with the breaker by s_flush.

@@ -57,7 +57,9 @@ static const fks_pg_stmt_t s_stmts[] = {
       "   WHERE id = $2 AND EXISTS (SELECT 1 FROM ins)"
       "     AND " S_RANK ("status") " < " S_RANK ("$20::text") ")"
       "SELECT id FROM ins", 20 },
-    //  The same for every signal of a batch at once (workers/runtime.h, batch size).
+    //  The same for every signal of a batch at once (workers/runtime.h, batch size), sent in
+    //  the commit's round trip (fks_worker_defer): no ON CONFLICT, an alert that has a signal
+    //  already fails the statement (23505) and the batch is handled message by message.
     { "sig_insert_many",
       "WITH v AS ("
       "  SELECT * FROM unnest ($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
@@ -74,7 +76,7 @@ static const fks_pg_stmt_t s_stmts[] = {
       "                       reason)"
       "  SELECT id, inbox, inbox, source, symbol, action, side, qty, qtype, otype, price, lim,"
       "         sl, tp, strategy, intv, conf, params, status, reason FROM v"
-      "  ON CONFLICT (inbox_id) DO NOTHING RETURNING id),"
+      "  RETURNING id),"
       " upd AS ("
       "  UPDATE inbox SET status = v.istatus, updated_at = now()"
       "    FROM v JOIN ins ON ins.id = v.id"
@@ -122,6 +124,9 @@ typedef struct {
     const char *list;               /* ... which is this */
     s_pending_t *pending;
     size_t n_pending, cap_pending;
+    fks_worker_array_t col[20];     /* sig_insert_many's columns, deferred to the commit: */
+    const char *values[20];         /* they live until the next flush */
+    fks_pg_call_t call;
 } s_thread_t;
 
 static void *
@@ -141,6 +146,8 @@ s_thread_fini (void *state, void *arg)
     if (st) {
         free (st->pending);
         fks_worker_array_free (&st->arr);
+        for (int k = 0; k < 20; k++)
+            fks_worker_array_free (&st->col[k]);
     }
     free (st);
 }
@@ -331,8 +338,9 @@ s_store (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_signal_deci
     return FKS_WORKER_OK;
 }
 
-//  Writes the batch's signals in one statement. If one of them existed already, the batch is
-//  handled again message by message, where that one is found and skipped.
+//  The batch's signals in one statement, which travels in the commit's round trip. If one of
+//  them existed already the statement fails, and the batch is handled again message by
+//  message, where that one is found and skipped.
 static int
 s_flush (fks_worker_tx_t *tx, void *arg)
 {
@@ -340,42 +348,25 @@ s_flush (fks_worker_tx_t *tx, void *arg)
     s_thread_t *st = fks_worker_state (tx);
     if (!st || st->n_pending == 0)
         return FKS_WORKER_OK;
-    fks_worker_array_t col[20];
-    for (int k = 0; k < 20; k++)
-        fks_worker_array_init (&col[k]);
+    for (int k = 0; k < 20; k++) {
+        fks_worker_array_free (&st->col[k]);        /* the previous transaction's */
+        fks_worker_array_init (&st->col[k]);
+    }
     for (size_t i = 0; i < st->n_pending; i++) {
         s_pending_t *p = &st->pending[i];
         s_values_t b;
         s_values (&b, &p->id, &p->a, &p->d, p->status, p->inbox_status);
         for (int k = 0; k < 20; k++)
-            fks_worker_array_add (&col[k], b.v[k]);
+            fks_worker_array_add (&st->col[k], b.v[k]);
     }
-    const char *values[20];
+    st->n_pending = 0;
     bool ok = true;
     for (int k = 0; k < 20; k++)
-        ok &= (values[k] = fks_worker_array_end (&col[k])) != NULL;
-    int rc = FKS_WORKER_OK;
+        ok &= (st->values[k] = fks_worker_array_end (&st->col[k])) != NULL;
     if (!ok)
-        rc = fks_worker_retry (tx, "out of memory");
-    else {
-        fks_pg_err_t err;
-        PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_insert_many", 20, values, NULL, NULL,
-                                   &err);
-        if (!r)
-            rc = fks_worker_pg_error (tx, &err, "inserting the signals");
-        else {
-            long long n = atoll (PQgetvalue (r, 0, 0));
-            PQclear (r);
-            if (n != (long long) st->n_pending)
-                rc = fks_worker_fail (tx, "%zu of %zu alerts have a signal already: handling "
-                                      "them one by one", st->n_pending - (size_t) n,
-                                      st->n_pending);
-        }
-    }
-    for (int k = 0; k < 20; k++)
-        fks_worker_array_free (&col[k]);
-    st->n_pending = 0;
-    return rc;
+        return fks_worker_retry (tx, "out of memory");
+    st->call = (fks_pg_call_t) { "sig_insert_many", 20, st->values, NULL, NULL };
+    return fks_worker_defer (tx, &st->call);
 }
 
 static int
