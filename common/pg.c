@@ -218,8 +218,9 @@ s_parse_url (fks_pg_t *self, const char *url, fks_pg_err_t *err)
             if (s_streq (o->keyword, s_defaults[d].key))
                 has[d] = true;
     }
-    self->keys = calloc (n + S_N_DEFAULTS + 1, sizeof (char *));
-    self->vals = calloc (n + S_N_DEFAULTS + 1, sizeof (char *));
+    //  One slot more than needed: room for "options" (fks_pg_set_option) and the NULL.
+    self->keys = calloc (n + S_N_DEFAULTS + 2, sizeof (char *));
+    self->vals = calloc (n + S_N_DEFAULTS + 2, sizeof (char *));
     if (!self->keys || !self->vals) {
         PQconninfoFree (opts);
         s_set_err (err, "", false, "out of memory");
@@ -337,6 +338,46 @@ fks_pg_new (const char *url, const fks_pg_stmt_t *stmts, size_t n_stmts, fks_pg_
         }
     }
     return self;
+}
+
+int
+fks_pg_set_option (fks_pg_t *self, const char *name, const char *value, fks_pg_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    //  Plain words only: the options string separates arguments with spaces and escapes with
+    //  backslashes, and neither has a use in a setting FKS makes.
+    bool ok = name && value && *name && *value && strlen (name) <= 63 && strlen (value) <= 63;
+    for (const char *c = name; ok && *c; c++)
+        ok = islower ((unsigned char) *c) || *c == '_' || *c == '.';
+    for (const char *c = value; ok && *c; c++)
+        ok = isalnum ((unsigned char) *c) || *c == '_' || *c == '.';
+    if (!ok) {
+        s_set_err (err, "", false, "invalid session setting (name [a-z_.], value [A-Za-z0-9_.], "
+                   "1-63 bytes each)");
+        return -1;
+    }
+    size_t i = 0;
+    while (self->keys[i] && !s_streq (self->keys[i], "options"))
+        i++;                        /* the URL's options, or the spare slot before the NULL */
+    const char *old = self->keys[i] ? self->vals[i] : "";
+    size_t cap = strlen (old) + strlen (name) + strlen (value) + 8;
+    char *opt = malloc (cap);
+    char *key = self->keys[i] ? NULL : strdup ("options");
+    if (!opt || (!self->keys[i] && !key)) {
+        free (opt);
+        free (key);
+        s_set_err (err, "", false, "out of memory");
+        return -1;
+    }
+    //  After what the URL says, so that this setting wins; it applies from the next connect.
+    snprintf (opt, cap, "%s%s-c %s=%s", old, *old ? " " : "", name, value);
+    if (key)
+        self->keys[i] = key;        /* the array's last slot stays NULL */
+    else
+        free (self->vals[i]);
+    self->vals[i] = opt;
+    return 0;
 }
 
 void

@@ -59,6 +59,11 @@ void fks_pg_destroy (fks_pg_t **self_p);
  *  is 5 s unless the URL says otherwise. */
 int fks_pg_connect (fks_pg_t *self, fks_pg_err_t *err);
 
+/*  Adds a server setting for this handle's sessions (`-c name=value` in libpq's options, after
+ *  any the URL gives, so it wins), from the next connect on: e.g. statement_timeout for a
+ *  service whose threads must not wait on a lock forever. Plain words only. 0 or -1. */
+int fks_pg_set_option (fks_pg_t *self, const char *name, const char *value, fks_pg_err_t *err);
+
 /*  True if the connection is up (no server round trip). */
 bool fks_pg_connected (fks_pg_t *self);
 

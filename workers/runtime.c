@@ -180,6 +180,11 @@ fks_worker_cfg_load (const fks_worker_def_t *def, fks_worker_cfg_t *cfg, char *e
     cfg->batch = (int) v;
     S_TRY (fks_config_int ("FKS_WORKER_WINDOW", 256, 1, 10000, &v, &e));
     cfg->window = (int) v;
+    //  A statement (a lock wait included) that runs longer is cancelled (57014, retried like
+    //  any transient failure), so that a lock held elsewhere cannot hold a handler thread and
+    //  the messages behind it for ever.
+    S_TRY (fks_config_int ("FKS_PG_STATEMENT_TIMEOUT_MS", 30000, 0, 3600000, &v, &e));
+    cfg->statement_timeout_ms = (int) v;
 #undef S_TRY
     return 0;
 fail:
@@ -1336,6 +1341,12 @@ s_threads_make (fks_worker_t *self)
         fks_pg_err_t perr;
         fks_redis_err_t rerr;
         th->pg = fks_pg_new (self->cfg.pg_url, self->stmts, self->n_stmts, &perr);
+        if (th->pg && self->cfg.statement_timeout_ms > 0) {
+            char ms[16];
+            snprintf (ms, sizeof ms, "%d", self->cfg.statement_timeout_ms);
+            if (fks_pg_set_option (th->pg, "statement_timeout", ms, &perr) != 0)
+                fks_pg_destroy (&th->pg);
+        }
         if (!th->pg)
             fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: PostgreSQL: %s", self->def->program,
                      perr.msg);

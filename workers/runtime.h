@@ -172,6 +172,7 @@ typedef struct {
     int threads;
     int batch;
     int window;
+    int statement_timeout_ms;       /* FKS_PG_STATEMENT_TIMEOUT_MS: 0 none */
 } fks_worker_cfg_t;
 
 /*  Reads the runtime's configuration (see above) for def. 0, or -1 with a message naming the

@@ -256,6 +256,42 @@ Test (pg, binary_parameter_round_trips_every_byte)
     fks_pg_destroy (&pg);
 }
 
+//  A session setting (a service's statement timeout) applies from the connect on, after and
+//  together with what the URL's own options say; anything but plain words is refused.
+Test (pg, session_settings_join_the_urls_options_and_apply_on_connect)
+{
+    char url[1024];
+    snprintf (url, sizeof url, "%s%soptions=-c%%20work_mem%%3D5MB", s_pg_url (),
+              strchr (s_pg_url (), '?') ? "&" : "?");
+    fks_pg_err_t err;
+    fks_pg_t *pg = fks_pg_new (url, NULL, 0, &err);
+    cr_assert (pg, "%s", err.msg);
+    cr_assert_eq (fks_pg_set_option (pg, "statement_timeout", "200", &err), 0, "%s", err.msg);
+    cr_assert_eq (fks_pg_set_option (pg, "lock_timeout", "150", &err), 0, "%s", err.msg);
+    char *v = s_scalar (pg, "SELECT current_setting ('work_mem') || ' '"
+                            " || current_setting ('statement_timeout') || ' '"
+                            " || current_setting ('lock_timeout')");
+    cr_assert_str_eq (v, "5MB 200ms 150ms");
+    free (v);
+    PGresult *res = fks_pg_query (pg, "SELECT pg_sleep (2)", 0, NULL, NULL, NULL, &err);
+    cr_assert_null (res, "a statement over the timeout must be cancelled");
+    cr_assert_str_eq (err.sqlstate, "57014", "%s", err.msg);
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "the connection stays usable: %s", err.msg);
+    fks_pg_destroy (&pg);
+
+    pg = s_new (NULL, 0);
+    const char *bad[][2] = { { "statement_timeout", "1 s" }, { "statement_timeout", "1;x" },
+                             { "Statement", "1" }, { "statement_timeout", "" },
+                             { "a b", "1" } };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq (fks_pg_set_option (pg, bad[i][0], bad[i][1], &err), -1, "%s=%s accepted",
+                      bad[i][0], bad[i][1]);
+    v = s_scalar (pg, "SELECT current_setting ('statement_timeout')");
+    cr_assert_str_eq (v, "0", "nothing was set");
+    free (v);
+    fks_pg_destroy (&pg);
+}
+
 //  common/pgarray: every element type FKS sends in binary, NULLs and empty values included,
 //  comes back from the server as it went.
 Test (pg, binary_arrays_round_trip_through_unnest)

@@ -74,6 +74,7 @@ static const fks_pg_stmt_t s_stmts[] = {
 //  The prefetch test's hooks: prefetch asks for the transaction's id and says how many
 //  messages it saw; begin writes both down, in the same transaction as the handlers' rows.
 static bool s_with_prefetch;
+static int s_statement_timeout_ms;  /* the workers' FKS_PG_STATEMENT_TIMEOUT_MS */
 static __thread char s_seen_text[16];
 
 static size_t
@@ -202,6 +203,7 @@ s_start_with (s_runner_t *r, bool with_on_fail, int batch, int threads,
     fks_worker_cfg_t cfg = {
         .env = "test", .pg_url = (char *) h_db_url (), .bus_url = s.bus_url,
         .http_bind = "127.0.0.1", .port = 0, .threads = threads, .batch = batch, .window = 64,
+        .statement_timeout_ms = s_statement_timeout_ms,
     };
     char redis[320];
     snprintf (redis, sizeof redis, "%s", s.redis_env + strlen ("FKS_REDIS_URL="));
@@ -255,6 +257,7 @@ s_setup (void)
     h_sql_exec ("CREATE TABLE rt_effects (msg_id uuid PRIMARY KEY, detail text)");
     h_sql_exec ("CREATE TABLE rt_prefetch (xid bigint PRIMARY KEY, seen int NOT NULL)");
     s_with_prefetch = false;
+    s_statement_timeout_ms = 0;
 }
 
 static void
@@ -369,6 +372,47 @@ Test (runtime, a_transient_failure_is_retried_until_it_works, .init = s_setup,
                   "the failed attempts were rolled back");
     cr_assert_eq (atomic_load (&s_calls), 3);
     cr_assert_eq (h_metric (fks_worker_port (r.w), "fks_worker_retries_total{group=\"rt\"}"), 2);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+//  Polls a metric of the worker on port until it reaches want (or timeout_ms passes); its value.
+static double
+s_wait_metric (int port, const char *series, double want, int timeout_ms)
+{
+    double v = h_metric (port, series);
+    for (int waited = 0; v < want && waited < timeout_ms; waited += 50) {
+        usleep (50000);
+        v = h_metric (port, series);
+    }
+    return v;
+}
+
+//  A lock held elsewhere (here a table lock in an open transaction) does not hold a handler
+//  thread for ever: its statement is cancelled after FKS_PG_STATEMENT_TIMEOUT_MS, retried with
+//  the transient failures' pause, and goes through once the lock is released.
+Test (runtime, a_statement_waiting_on_a_lock_times_out_and_is_retried, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    s_statement_timeout_ms = 200;
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    PGconn *holder = PQconnectdb (h_db_url ());
+    cr_assert (PQstatus (holder) == CONNECTION_OK);
+    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE rt_effects IN EXCLUSIVE MODE");
+    cr_assert (PQresultStatus (res) == PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
+    PQclear (res);
+    s_send ("locked", NULL, NULL);
+    cr_assert_geq (s_wait_metric (fks_worker_port (r.w),
+                                  "fks_worker_retries_total{group=\"rt\"}", 2, WAIT_MS), 2,
+                   "the waiting insert was not cancelled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 0);
+    res = PQexec (holder, "COMMIT");
+    PQclear (res);
+    PQfinish (holder);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'security.event'", 1,
+                              WAIT_MS), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects WHERE detail = 'locked'"), 1);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM dead_letters"), 0);
     cr_assert_eq (s_stop (&r), 0);
 }
@@ -656,7 +700,12 @@ Test (runtime_cfg, configuration_errors_name_the_variable)
     cr_assert_eq (fks_worker_cfg_load (&def, &cfg, err, sizeof err), 0, "%s", err);
     cr_assert_eq (cfg.port, 8002);
     cr_assert_eq (cfg.threads, 2);
+    cr_assert_eq (cfg.statement_timeout_ms, 30000);
     fks_worker_cfg_free (&cfg);
+    setenv ("FKS_PG_STATEMENT_TIMEOUT_MS", "-1", 1);
+    cr_assert_eq (fks_worker_cfg_load (&def, &cfg, err, sizeof err), -1);
+    cr_assert (strstr (err, "FKS_PG_STATEMENT_TIMEOUT_MS"), "%s", err);
+    unsetenv ("FKS_PG_STATEMENT_TIMEOUT_MS");
     unsetenv ("FKS_PG_URL");
     unsetenv ("FKS_REDIS_URL");
 }
