@@ -623,6 +623,23 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
     s_wait_status (&c, "filled");
 }
 
+//  Stores and publishes the envelope of hdr (its type, corr and cause, body) again under a
+//  fresh envelope id, as a producer that sent it twice would.
+static void
+s_publish_copy (const fks_envelope_hdr_t *hdr, const char *type, const char *src,
+                const uint8_t *body, size_t body_len)
+{
+    fks_envelope_hdr_t copy;
+    cr_assert_eq (fks_envelope_hdr_init (&copy, type, src, &hdr->corr, &hdr->cause), 0);
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init (&frame);
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s", err.msg);
+    h_store_event (&copy, frame.data, frame.size);
+    h_publish (&s, type, (const uint8_t *) frame.data, frame.size);
+    msgpack_sbuffer_destroy (&frame);
+}
+
 Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice,
       .fini = s_teardown, .timeout = 90)
 {
@@ -645,18 +662,8 @@ Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice
     fks_envelope_err_t err;
     cr_assert_eq (fks_envelope_peek (PQgetvalue (r, 0, 0), (size_t) PQgetlength (r, 0, 0), &hdr,
                                      &body, &body_len, &err), 0, "%s", err.msg);
-    for (int i = 0; i < 3; i++) {
-        fks_envelope_hdr_t copy;
-        cr_assert_eq (fks_envelope_hdr_init (&copy, "signal.created", "signal", &hdr.corr,
-                                             &hdr.cause), 0);
-        msgpack_sbuffer frame;
-        msgpack_sbuffer_init (&frame);
-        cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s",
-                      err.msg);
-        h_store_event (&copy, frame.data, frame.size);
-        h_publish (&s, "signal.created", (const uint8_t *) frame.data, frame.size);
-        msgpack_sbuffer_destroy (&frame);
-    }
+    for (int i = 0; i < 3; i++)
+        s_publish_copy (&hdr, "signal.created", "signal", body, body_len);
     PQclear (r);
     PQfinish (conn);
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 4,
@@ -691,18 +698,8 @@ Test (pipeline, an_alert_seen_again_under_new_message_ids_gets_one_signal,
     cr_assert_eq (kill (s.signal[0]->pid, SIGSTOP), 0);
     fks_id_t others[8];
     for (int i = 0; i < 8; i++) {
-        if (i % 2 == 0) {
-            fks_envelope_hdr_t copy;
-            cr_assert_eq (fks_envelope_hdr_init (&copy, "webhook.received", "gateway",
-                                                 &hdr.corr, &hdr.cause), 0);
-            msgpack_sbuffer frame;
-            msgpack_sbuffer_init (&frame);
-            cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s",
-                          err.msg);
-            h_store_event (&copy, frame.data, frame.size);
-            h_publish (&s, "webhook.received", (const uint8_t *) frame.data, frame.size);
-            msgpack_sbuffer_destroy (&frame);
-        }
+        if (i % 2 == 0)
+            s_publish_copy (&hdr, "webhook.received", "gateway", body, body_len);
         others[i] = h_inject_alert (&s, &a, NULL, NULL);
     }
     free (env);
