@@ -285,9 +285,9 @@ fks_worker_prefetched (fks_worker_tx_t *tx, size_t i)
 int
 fks_worker_defer (fks_worker_tx_t *tx, const fks_pg_call_t *call)
 {
-    if (tx->n_deferred == FKS_WORKER_DEFER_MAX)
-        return fks_worker_retry (tx, "more than %d deferred writes in one transaction",
-                                 FKS_WORKER_DEFER_MAX);
+    if (tx->n_deferred == FKS_WORKER_DEFER_MAX)     /* a worker's mistake: it would repeat */
+        return fks_worker_fail (tx, "more than %d deferred writes in one transaction",
+                                FKS_WORKER_DEFER_MAX);
     tx->deferred[tx->n_deferred++] = *call;
     return FKS_WORKER_OK;
 }

@@ -229,7 +229,7 @@ size_t fks_worker_batch_size (fks_worker_tx_t *tx);
  *  outcome is wrong (no ON CONFLICT DO NOTHING: the unique violation is the signal), which
  *  rolls the transaction back and makes the runtime handle the batch's messages one by one.
  *  The call and what it points to must stay valid until the transaction ends. FKS_WORKER_OK,
- *  or FKS_WORKER_RETRY when FKS_WORKER_DEFER_MAX calls are queued already. */
+ *  or FKS_WORKER_FAIL when FKS_WORKER_DEFER_MAX calls are queued already. */
 #define FKS_WORKER_DEFER_MAX 4
 int fks_worker_defer (fks_worker_tx_t *tx, const fks_pg_call_t *call);
 
