@@ -87,12 +87,10 @@ static const char s_get_many_script[] =
     "return out\n";
 
 int
-fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, double *prices,
-                    int64_t *ts_ms, bool *found, fks_redis_err_t *err)
+fks_price_get_many_send (fks_redis_t *redis, const char *const *symbols, size_t n,
+                         fks_redis_err_t *err)
 {
-    if (n == 0)
-        return 0;
-    if (!symbols || !prices || !found || n > FKS_PRICE_MANY_MAX) {
+    if (!symbols || n == 0 || n > FKS_PRICE_MANY_MAX) {
         if (err)
             snprintf (err->msg, sizeof err->msg, "prices: 1 to %d symbols at once",
                       FKS_PRICE_MANY_MAX);
@@ -121,9 +119,28 @@ fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, do
     }
     for (size_t i = 0; i < argc; i++)
         lens[i] = strlen (argv[i]);
-    redisReply *r = fks_redis_command_argv (redis, (int) argc, argv, lens, err);
+    rc = fks_redis_send_argv (redis, (int) argc, argv, lens, err);
+done:
+    free (argv);
+    free (lens);
+    free (keys);
+    return rc;
+}
+
+int
+fks_price_get_many_recv (fks_redis_t *redis, size_t n, double *prices, int64_t *ts_ms,
+                         bool *found, fks_redis_err_t *err)
+{
+    if (!prices || !found || n == 0 || n > FKS_PRICE_MANY_MAX) {
+        if (err)
+            snprintf (err->msg, sizeof err->msg, "prices: 1 to %d symbols at once",
+                      FKS_PRICE_MANY_MAX);
+        return -1;
+    }
+    redisReply *r = fks_redis_recv (redis, err);
     if (!r)
-        goto done;
+        return -1;
+    int rc = -1;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
         if (err)
             snprintf (err->msg, sizeof err->msg, "prices: unexpected reply from Redis");
@@ -141,11 +158,23 @@ fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, do
         rc = 0;
     }
     freeReplyObject (r);
-done:
-    free (argv);
-    free (lens);
-    free (keys);
     return rc;
+}
+
+int
+fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, double *prices,
+                    int64_t *ts_ms, bool *found, fks_redis_err_t *err)
+{
+    if (n == 0)
+        return 0;
+    if (!prices || !found) {
+        if (err)
+            snprintf (err->msg, sizeof err->msg, "prices: nowhere to put them");
+        return -1;
+    }
+    if (fks_price_get_many_send (redis, symbols, n, err) != 0)
+        return -1;
+    return fks_price_get_many_recv (redis, n, prices, ts_ms, found, err);
 }
 
 int

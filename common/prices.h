@@ -32,6 +32,14 @@ int fks_price_get (fks_redis_t *redis, const char *symbol, double *price, int64_
 int fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n,
                         double *prices, int64_t *ts_ms, bool *found, fks_redis_err_t *err);
 
+/*  fks_price_get_many in two halves, so that its round trip can overlap another one: send
+ *  asks (1..FKS_PRICE_MANY_MAX symbols), recv reads the answer for the same n. A reply left
+ *  unread is dropped by the connection's next command (common/redis.h). 0 or -1. */
+int fks_price_get_many_send (fks_redis_t *redis, const char *const *symbols, size_t n,
+                             fks_redis_err_t *err);
+int fks_price_get_many_recv (fks_redis_t *redis, size_t n, double *prices, int64_t *ts_ms,
+                             bool *found, fks_redis_err_t *err);
+
 /*  Records price (> 0, finite) at ts_ms unless a newer one is stored. Returns 0 (stored or
  *  older), -1 on a Redis error or an invalid price. */
 int fks_price_set (fks_redis_t *redis, const char *symbol, double price, int64_t ts_ms,

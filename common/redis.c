@@ -49,6 +49,7 @@ struct fks_redis_t {
     int connect_timeout_ms;
     int command_timeout_ms;
     redisContext *ctx;          /* NULL when not connected */
+    int pending;                /* replies of fks_redis_send_argv not read yet */
 };
 
 
@@ -394,6 +395,7 @@ s_drop (fks_redis_t *self)
         redisFree (self->ctx);
         self->ctx = NULL;
     }
+    self->pending = 0;
 }
 
 static struct timeval
@@ -503,10 +505,28 @@ s_alive (fks_redis_t *self)
     return rc == 0;
 }
 
+//  Reads and drops the replies of sent commands nobody read (a caller that gave up on one),
+//  so that the next command gets its own reply. A failure drops the connection.
+static void
+s_drain (fks_redis_t *self)
+{
+    while (self->pending > 0 && self->ctx) {
+        void *reply = NULL;
+        if (redisGetReply (self->ctx, &reply) != REDIS_OK) {
+            s_drop (self);
+            break;
+        }
+        freeReplyObject (reply);
+        self->pending--;
+    }
+    self->pending = 0;
+}
+
 //  Makes sure a live connection exists before a command is sent; replaces a dead one once.
 static int
 s_ready (fks_redis_t *self, fks_redis_err_t *err)
 {
+    s_drain (self);
     if (s_alive (self))
         return 0;
     s_drop (self);
@@ -575,6 +595,64 @@ fks_redis_command_argv (fks_redis_t *self, int argc, const char **argv, const si
     }
     s_sigpipe_restore (&sp);
     return reply;
+}
+
+int
+fks_redis_send_argv (fks_redis_t *self, int argc, const char **argv, const size_t *argvlen,
+                     fks_redis_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    if (argc < 1 || !argv) {
+        s_set_err (err, false, "empty Redis command");
+        return -1;
+    }
+    s_sigpipe_t sp;
+    s_sigpipe_block (&sp);
+    int rc = -1;
+    //  Behind replies still to be read, the connection is the one they come on: no check.
+    if (self->pending > 0 || s_ready (self, err) == 0) {
+        if (redisAppendCommandArgv (self->ctx, argc, argv, argvlen) != REDIS_OK)
+            s_set_err (err, false, "Redis: out of memory");
+        else {
+            int done = 0;
+            errno = 0;
+            while (!done && redisBufferWrite (self->ctx, &done) == REDIS_OK)
+                ;
+            if (done) {
+                self->pending++;
+                rc = 0;
+            }
+            else {
+                s_set_io_err (self, errno, "command", err);
+                s_drop (self);
+            }
+        }
+    }
+    s_sigpipe_restore (&sp);
+    return rc;
+}
+
+redisReply *
+fks_redis_recv (fks_redis_t *self, fks_redis_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    if (self->pending == 0 || !self->ctx) {
+        //  Never sent, or the connection went (and the reply with it) since.
+        s_set_err (err, true, "Redis: no reply is awaited (the connection was replaced)");
+        return NULL;
+    }
+    s_sigpipe_t sp;
+    s_sigpipe_block (&sp);
+    void *reply = NULL;
+    errno = 0;
+    int ok = redisGetReply (self->ctx, &reply) == REDIS_OK;
+    int saved = errno;
+    self->pending--;
+    redisReply *r = s_check_reply (self, ok ? reply : NULL, saved, err);
+    s_sigpipe_restore (&sp);
+    return r;
 }
 
 redisReply *

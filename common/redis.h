@@ -47,6 +47,17 @@ int fks_redis_ping (fks_redis_t *self, fks_redis_err_t *err);
 redisReply *fks_redis_command_argv (fks_redis_t *self, int argc, const char **argv,
                                     const size_t *argvlen, fks_redis_err_t *err);
 
+/*  Sends a command without waiting for its reply, which fks_redis_recv reads later: the
+ *  round trip overlaps whatever the caller does meanwhile (a PostgreSQL round trip). A reply
+ *  still unread when the next command is sent is read and dropped first, so a caller that
+ *  gives up on one leaves the connection usable. 0, or -1 with err. */
+int fks_redis_send_argv (fks_redis_t *self, int argc, const char **argv, const size_t *argvlen,
+                         fks_redis_err_t *err);
+
+/*  The reply of the oldest command sent with fks_redis_send_argv and not read yet; same
+ *  contract as fks_redis_command_argv (conn_lost when the connection went meanwhile). */
+redisReply *fks_redis_recv (fks_redis_t *self, fks_redis_err_t *err);
+
 /*  printf-style command (hiredis format: %s, %b, %d...). Same contract. */
 redisReply *fks_redis_command (fks_redis_t *self, fks_redis_err_t *err, const char *fmt, ...);
 

@@ -222,6 +222,47 @@ Test (redis, set_and_get_are_binary_safe)
     fks_redis_destroy (&r);
 }
 
+//  A command sent now and read later: its reply arrives in order; one never read is dropped
+//  by the next command (which gets its own reply) without costing the connection; reading
+//  with nothing sent is an error.
+Test (redis, sent_commands_are_read_later_or_dropped_by_the_next_one)
+{
+    fks_redis_t *r = s_new ();
+    fks_redis_err_t err;
+    long long id = s_client_id (r);
+    const char *echo1[] = { "ECHO", "first" }, *echo2[] = { "ECHO", "second" };
+    size_t len1[] = { 4, 5 }, len2[] = { 4, 6 };
+    cr_assert_eq (fks_redis_send_argv (r, 2, echo1, len1, &err), 0, "%s", err.msg);
+    cr_assert_eq (fks_redis_send_argv (r, 2, echo2, len2, &err), 0, "%s", err.msg);
+    redisReply *reply = fks_redis_recv (r, &err);
+    cr_assert (reply, "%s", err.msg);
+    cr_assert_str_eq (reply->str, "first");
+    freeReplyObject (reply);
+    reply = fks_redis_recv (r, &err);
+    cr_assert (reply, "%s", err.msg);
+    cr_assert_str_eq (reply->str, "second");
+    freeReplyObject (reply);
+    cr_assert_null (fks_redis_recv (r, &err), "nothing was sent");
+
+    //  Asked and never read: the next command still gets its own answer.
+    cr_assert_eq (fks_redis_send_argv (r, 2, echo1, len1, &err), 0, "%s", err.msg);
+    reply = fks_redis_command (r, &err, "ECHO %s", "third");
+    cr_assert (reply, "%s", err.msg);
+    cr_assert_str_eq (reply->str, "third");
+    freeReplyObject (reply);
+    cr_assert_null (fks_redis_recv (r, &err), "the unread reply was dropped");
+    cr_assert_eq (s_client_id (r), id, "on the same connection");
+
+    //  An error reply read later is an error, and the connection stays.
+    const char *bad[] = { "INCRBY", "fks:test:x", "notanumber" };
+    size_t bad_len[] = { 6, 10, 10 };
+    cr_assert_eq (fks_redis_send_argv (r, 3, bad, bad_len, &err), 0, "%s", err.msg);
+    cr_assert_null (fks_redis_recv (r, &err));
+    cr_assert_not (err.conn_lost);
+    cr_assert_eq (s_client_id (r), id);
+    fks_redis_destroy (&r);
+}
+
 Test (redis, error_reply_is_an_error_and_keeps_the_connection)
 {
     fks_redis_t *r = s_new ();

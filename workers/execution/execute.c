@@ -236,6 +236,7 @@ typedef struct {
     size_t n_lock;
     fks_worker_array_t lock_arr;    /* ... as an array literal, */
     const char *lock_list;          /* ... which is this */
+    bool prices_asked;              /* s_prefetch sent their prices' read; begin reads it */
 } s_thread_t;
 
 static const fks_id_t s_nil;        /* corr of events that concern no alert */
@@ -586,15 +587,24 @@ s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
     if (!st || max < 2)
         return 0;
     st->n_lock = 0;
+    st->prices_asked = false;
     if (fks_worker_batch_size (tx) <= 1 || s_batch_symbols (tx, st) != 0 || st->n_lock == 0)
         return 0;
+    //  The symbols' latest prices are asked of Redis now and read in begin: that round trip
+    //  runs while PostgreSQL takes the locks. If asking fails, begin reads them the usual way.
+    const char *names[S_CACHE_MAX];
+    for (size_t i = 0; i < st->n_lock; i++)
+        names[i] = st->lock[i];
+    fks_redis_err_t rerr;
+    st->prices_asked = fks_price_get_many_send (fks_worker_redis (tx), names, st->n_lock,
+                                                &rerr) == 0;
     calls[0] = (fks_pg_call_t) { "ex_positions_lock", 1, &st->lock_list, NULL, NULL };
     calls[1] = (fks_pg_call_t) { "ex_positions", 1, &st->lock_list, NULL, NULL };
     return 2;
 }
 
-//  In begin: the prefetched positions (r) of the locked symbols, then their latest prices in
-//  one Redis round trip.
+//  In begin: the prefetched positions (r) of the locked symbols, then their latest prices (the
+//  answer to s_prefetch's question, or one Redis round trip).
 static int
 s_take_positions (fks_worker_tx_t *tx, s_thread_t *st, const PGresult *r)
 {
@@ -620,8 +630,13 @@ s_take_positions (fks_worker_tx_t *tx, s_thread_t *st, const PGresult *r)
     for (size_t i = 0; i < st->n_lock; i++)
         names[i] = st->lock[i];
     fks_redis_err_t rerr;
-    if (fks_price_get_many (fks_worker_redis (tx), names, st->n_lock, prices, NULL, found,
-                            &rerr) != 0)
+    bool asked = st->prices_asked;
+    st->prices_asked = false;
+    int rc = asked ? fks_price_get_many_recv (fks_worker_redis (tx), st->n_lock, prices, NULL,
+                                              found, &rerr)
+                   : fks_price_get_many (fks_worker_redis (tx), names, st->n_lock, prices, NULL,
+                                         found, &rerr);
+    if (rc != 0)
         return fks_worker_redis_error (tx, &rerr, "reading the latest prices");
     for (size_t i = 0; i < st->n_lock; i++) {
         s_price_entry_t *e = &st->prices[st->n_prices++];
@@ -648,6 +663,8 @@ s_begin (fks_worker_tx_t *tx, void *arg)
     //  The positions s_prefetch locked and read with BEGIN (none for a single message: the
     //  handler locks its one symbol itself).
     const PGresult *r = fks_worker_prefetched (tx, 1);
+    if (!r)
+        st->prices_asked = false;   /* an unread answer is dropped by the next command */
     return r ? s_take_positions (tx, st, r) : FKS_WORKER_OK;
 }
 
