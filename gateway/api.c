@@ -211,6 +211,12 @@ fks_api_new (const fks_api_opts_t *opts)
     for (size_t i = 0; i < n; i++) {
         fks_pg_err_t err;
         fks_pg_t *pg = fks_pg_new (opts->cfg->pg_url, fks_apikey_stmts, fks_apikey_stmts_n, &err);
+        if (pg && opts->cfg->statement_timeout_ms > 0) {
+            char ms[16];
+            snprintf (ms, sizeof ms, "%d", opts->cfg->statement_timeout_ms);
+            if (fks_pg_set_option (pg, "statement_timeout", ms, &err) != 0)
+                fks_pg_destroy (&pg);
+        }
         if (!pg) {
             fks_error ("api: FKS_PG_URL: %s", err.msg);
             fks_api_destroy (&self);
@@ -568,6 +574,12 @@ s_query (s_req_t *r, fks_pg_t *pg, const char *sql, int n, const char *const *va
         return res;
     if (bad_field && strncmp (err.sqlstate, "22", 2) == 0)
         *status = s_bad (r, bad_field, "the value is not valid here");
+    else if (strcmp (err.sqlstate, "57014") == 0) {
+        fks_warn ("api: a query ran into FKS_PG_STATEMENT_TIMEOUT_MS and was cancelled");
+        *status = s_done (r, fks_http_error (r->conn, 503, "Retry-After: 1\r\n", "unavailable",
+                                             NULL, "the query took longer than the database "
+                                             "statement timeout; retry later"));
+    }
     else
         *status = s_unavailable (r, err.msg);
     return NULL;

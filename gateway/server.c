@@ -126,6 +126,10 @@ fks_gateway_config_load (fks_gateway_config_t *cfg, char *err, size_t cap)
                                    &cfg->rate_window_ms, &e));
     S_TRY (fks_config_int ("FKS_GATEWAY_DB_POOL", 4, 1, 64, &v, &e));
     cfg->db_pool = (int) v;
+    //  A REST query waiting longer (on a lock, or over a huge table) is cancelled and answered
+    //  503, so a few slow ones cannot hold the whole pool.
+    S_TRY (fks_config_int ("FKS_PG_STATEMENT_TIMEOUT_MS", 30000, 0, 3600000, &v, &e));
+    cfg->statement_timeout_ms = (int) v;
     S_TRY (fks_config_int ("FKS_GATEWAY_STREAM_BUFFER", 4096, 64, 1 << 20, &v, &e));
     cfg->stream_buffer = (int) v;
     S_TRY (fks_config_duration_ms ("FKS_GATEWAY_STREAM_POLL", 250, 10, 60000,

@@ -61,6 +61,7 @@ typedef struct {
     int64_t rate_key;               /* FKS_GATEWAY_RATE_LIMIT_KEY per window, default 1200 */
     int64_t rate_window_ms;         /* FKS_GATEWAY_RATE_WINDOW, default 60 s */
     int db_pool;                    /* FKS_GATEWAY_DB_POOL, default 4 */
+    int statement_timeout_ms;       /* FKS_PG_STATEMENT_TIMEOUT_MS (REST pool), default 30 s */
     int stream_buffer;              /* FKS_GATEWAY_STREAM_BUFFER events, default 4096 */
     int64_t stream_poll_ms;         /* FKS_GATEWAY_STREAM_POLL, default 250 ms */
     int64_t stream_heartbeat_ms;    /* FKS_GATEWAY_STREAM_HEARTBEAT, default 15 s */

@@ -25,7 +25,8 @@
 ReportHook (PRE_ALL) (struct criterion_test_set *set)
 {
     (void) set;
-    static const char *const env[] = { "FKS_GATEWAY_RATE_LIMIT_KEY=100000", NULL };
+    static const char *const env[] = { "FKS_GATEWAY_RATE_LIMIT_KEY=100000",
+                                       "FKS_PG_STATEMENT_TIMEOUT_MS=1000", NULL };
     it_setup ("api", true, env);
 }
 
@@ -417,6 +418,38 @@ Test (api, positions_are_valued_at_the_latest_price)
     rr = fks_redis_command_argv (redis, 3, keys, NULL, &rerr);
     freeReplyObject (rr);
     fks_redis_destroy (&redis);
+}
+
+//  A list waiting on a lock (here an operator's ACCESS EXCLUSIVE lock on fills, held in an
+//  open transaction) is cancelled after FKS_PG_STATEMENT_TIMEOUT_MS (1 s in this suite) and
+//  answered 503 with Retry-After, and does not keep its pooled connection: once the lock is
+//  gone the same list answers 200.
+Test (api, a_list_waiting_on_a_lock_is_cancelled_and_answered_503)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    PGconn *holder = PQconnectdb (ctx->db_url);
+    cr_assert (PQstatus (holder) == CONNECTION_OK);
+    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE fills IN ACCESS EXCLUSIVE MODE");
+    cr_assert (PQresultStatus (res) == PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
+    PQclear (res);
+    struct timespec t0, t1;
+    clock_gettime (CLOCK_MONOTONIC, &t0);
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/fills", IT_ADMIN_KEY, NULL, &r);
+    clock_gettime (CLOCK_MONOTONIC, &t1);
+    double s_taken = (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    cr_assert_eq (r.status, 503, "%ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "statement timeout"), "%s", r.body);
+    cr_assert_lt (s_taken, 10.0, "answered after %.1f s", s_taken);
+    it_resp_free (&r);
+    res = PQexec (holder, "COMMIT");
+    PQclear (res);
+    PQfinish (holder);
+    for (int i = 0; i < 8; i++) {           /* every pooled connection is usable again */
+        s_req (ctx, "GET", "/api/v1/fills", IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+        it_resp_free (&r);
+    }
 }
 
 Test (api, the_event_feed_resumes_after_a_seq_without_repeating)
