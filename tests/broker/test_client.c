@@ -472,9 +472,11 @@ Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_a
     cr_assert_eq (st.received, 2);
     cr_assert_eq (st.bad_frames, 6);
 
-    //  The acks of the good batch reach the broker, both tags in order.
-    bool acked = false;
-    for (int tries = 0; tries < 50 && !acked; tries++) {
+    //  The acks of the good batch reach the broker, both tags in order (in one ACK, or in two
+    //  when the client's tick sent the first before the second was acked).
+    uint64_t tags[2];
+    size_t n_tags = 0;
+    for (int tries = 0; tries < 50 && n_tags < 2; tries++) {
         zmq_msg_t a[4];
         int k = 0;
         for (bool more = true; more && k < 4; k++) {
@@ -483,15 +485,18 @@ Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_a
             more = zmq_msg_more (&a[k]);
         }
         if (k == 3 && ((const uint8_t *) zmq_msg_data (&a[1]))[2] == FKS_BUS_ACK) {
-            cr_assert_eq (zmq_msg_size (&a[2]), 16);
-            cr_assert_eq (fks_bus_get_u64 (zmq_msg_data (&a[2])), 7);
-            cr_assert_eq (fks_bus_get_u64 ((const uint8_t *) zmq_msg_data (&a[2]) + 8), 8);
-            acked = true;
+            size_t size = zmq_msg_size (&a[2]);
+            cr_assert (size > 0 && size % 8 == 0 && n_tags + size / 8 <= 2,
+                       "an ACK of %zu bytes after %zu tags", size, n_tags);
+            for (size_t j = 0; j < size / 8; j++)
+                tags[n_tags++] = fks_bus_get_u64 ((const uint8_t *) zmq_msg_data (&a[2]) + 8 * j);
         }
         for (int i = 0; i < k; i++)
             zmq_msg_close (&a[i]);
     }
-    cr_assert (acked, "the acks never reached the broker");
+    cr_assert_eq (n_tags, 2, "the acks never reached the broker");
+    cr_assert_eq (tags[0], 7);
+    cr_assert_eq (tags[1], 8);
     msgpack_sbuffer_destroy (&e1);
     msgpack_sbuffer_destroy (&e2);
     for (int i = 0; i < n; i++)
