@@ -85,6 +85,13 @@ bool it_json_str (const char *json, const char *key, char *out, size_t cap);
 /*  The current value of a Prometheus series line starting with `series` in /metrics, or -1. */
 double it_metric (const it_ctx_t *ctx, const char *series);
 
+/*  A number no other call in this suite's run returns (for idempotency keys and ids): the
+ *  wall clock in microseconds times 1000 plus a counter, mixed by a bijection, so calls in one
+ *  test differ by the counter and the tests, which run one after the other in their own
+ *  processes, by the clock. (The copies this replaces, microseconds within the second plus
+ *  the pid, repeated across seconds: a webhook of one test came back "duplicate" once.) */
+unsigned long it_unique (void);
+
 /*  A client address for X-Forwarded-For unique to this test process: 10.<a>.<b>.<c>. */
 void it_unique_addr (char out[32]);
 

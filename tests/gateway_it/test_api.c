@@ -35,15 +35,6 @@ ReportHook (POST_ALL) (struct criterion_global_stats *stats)
     it_teardown (stats->tests_failed + stats->tests_crashed > 0);
 }
 
-static unsigned long
-s_unique (void)
-{
-    static unsigned long n;
-    struct timespec ts;
-    clock_gettime (CLOCK_REALTIME, &ts);
-    return (unsigned long) ts.tv_nsec / 1000 + (unsigned long) getpid () * 1000003UL + ++n;
-}
-
 //  A new key with scopes, stored as `fks keys create` stores it.
 static void
 s_make_key (const it_ctx_t *ctx, const char *scopes, char key[FKS_APIKEY_LEN + 1])
@@ -54,7 +45,7 @@ s_make_key (const it_ctx_t *ctx, const char *scopes, char key[FKS_APIKEY_LEN + 1
     unsigned bits;
     cr_assert_eq (fks_apikey_scopes_parse (scopes, &bits), 0);
     char name[64], err[256];
-    snprintf (name, sizeof name, "k%lu", s_unique ());
+    snprintf (name, sizeof name, "k%lu", it_unique ());
     cr_assert_eq (fks_apikey_create (pg, name, bits, key, err, sizeof err), 0, "%s", err);
     fks_pg_destroy (&pg);
 }
@@ -77,7 +68,7 @@ s_webhook (const it_ctx_t *ctx, const char *symbol, char id[64])
 {
     char body[256];
     snprintf (body, sizeof body, "{\"ticker\":\"%s\",\"action\":\"buy\",\"id\":\"api-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", symbol, s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", symbol, it_unique ());
     it_resp_t r;
     it_webhook (ctx, "/webhook/tradingview", "application/json", body, NULL, &r);
     cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
@@ -157,7 +148,7 @@ Test (api, alerts_list_pages_newest_first_with_a_cursor)
 {
     const it_ctx_t *ctx = it_ctx ();
     char sym[16], ids[3][64];
-    snprintf (sym, sizeof sym, "P%lu", s_unique () % 100000000);
+    snprintf (sym, sizeof sym, "P%lu", it_unique () % 100000000);
     for (int i = 0; i < 3; i++)
         s_webhook (ctx, sym, ids[i]);
     char path[256];
@@ -230,9 +221,9 @@ Test (api, an_alert_with_a_signal_and_an_order_shows_both)
     char id[64];
     s_webhook (ctx, "SOLUSDT", id);
     char sig[40], ord[40], coid[40];
-    snprintf (sig, sizeof sig, "01900000-0000-7000-8000-%012lu", s_unique () % 1000000000000UL);
-    snprintf (ord, sizeof ord, "01900000-0000-7000-9000-%012lu", s_unique () % 1000000000000UL);
-    snprintf (coid, sizeof coid, "c%lu", s_unique ());
+    snprintf (sig, sizeof sig, "01900000-0000-7000-8000-%012lu", it_unique () % 1000000000000UL);
+    snprintf (ord, sizeof ord, "01900000-0000-7000-9000-%012lu", it_unique () % 1000000000000UL);
+    snprintf (coid, sizeof coid, "c%lu", it_unique ());
     const char *p1[] = { sig, id };
     PQclear (it_sql (ctx, "INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side,"
                           " qty) VALUES ($1::uuid, $2::uuid, $2::uuid, 'tradingview', 'SOLUSDT',"
@@ -275,10 +266,10 @@ Test (api, positions_and_fills_are_listed)
 {
     const it_ctx_t *ctx = it_ctx ();
     char ord[40], coid[40], fill[40], fid[40];
-    snprintf (ord, sizeof ord, "01900000-0000-7000-a000-%012lu", s_unique () % 1000000000000UL);
-    snprintf (fill, sizeof fill, "01900000-0000-7000-b000-%012lu", s_unique () % 1000000000000UL);
-    snprintf (coid, sizeof coid, "f%lu", s_unique ());
-    snprintf (fid, sizeof fid, "x%lu", s_unique ());
+    snprintf (ord, sizeof ord, "01900000-0000-7000-a000-%012lu", it_unique () % 1000000000000UL);
+    snprintf (fill, sizeof fill, "01900000-0000-7000-b000-%012lu", it_unique () % 1000000000000UL);
+    snprintf (coid, sizeof coid, "f%lu", it_unique ());
+    snprintf (fid, sizeof fid, "x%lu", it_unique ());
     const char *p1[] = { ord, coid };
     PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
                           " status, filled_qty, avg_fill_price, broker) VALUES ($1::uuid, $2,"
@@ -332,7 +323,7 @@ Test (api, positions_are_valued_at_the_latest_price)
 {
     const it_ctx_t *ctx = it_ctx ();
     //  Symbols of this run only: Redis is shared with other suites.
-    unsigned long u = s_unique () % 100000000UL;
+    unsigned long u = it_unique () % 100000000UL;
     char lng[32], sht[32], flat[32], none[32], lng_key[48], sht_key[48];
     snprintf (lng, sizeof lng, "L%lu1!", u);            //  a continuous future, long
     snprintf (sht, sizeof sht, "S%luUSDT", u);          //  short
@@ -487,7 +478,7 @@ Test (api, a_manual_order_goes_to_the_outbox_once_per_idempotency_key)
     char url[256], auth[128], idem[64];
     snprintf (url, sizeof url, "%s/api/v1/orders", ctx->base);
     snprintf (auth, sizeof auth, "Authorization: Bearer %s", key);
-    snprintf (idem, sizeof idem, "Idempotency-Key: order-%lu", s_unique ());
+    snprintf (idem, sizeof idem, "Idempotency-Key: order-%lu", it_unique ());
     const char *headers[] = { "Content-Type: application/json", auth, idem, NULL };
     const char *body = "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":0.25,"
                        "\"limit_price\":41000}";
@@ -553,11 +544,11 @@ Test (api, cancel_asks_the_execution_worker_only_for_open_orders)
     const it_ctx_t *ctx = it_ctx ();
     char open_id[40], done_id[40], c1[40], c2[40];
     snprintf (open_id, sizeof open_id, "01900000-0000-7000-c000-%012lu",
-              s_unique () % 1000000000000UL);
+              it_unique () % 1000000000000UL);
     snprintf (done_id, sizeof done_id, "01900000-0000-7000-d000-%012lu",
-              s_unique () % 1000000000000UL);
-    snprintf (c1, sizeof c1, "o%lu", s_unique ());
-    snprintf (c2, sizeof c2, "d%lu", s_unique ());
+              it_unique () % 1000000000000UL);
+    snprintf (c1, sizeof c1, "o%lu", it_unique ());
+    snprintf (c2, sizeof c2, "d%lu", it_unique ());
     const char *p1[] = { open_id, c1 };
     PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
                           " limit_price, status, broker) VALUES ($1::uuid, $2, 'BTCUSDT', 'buy',"
@@ -591,13 +582,13 @@ Test (api, the_circuit_breaker_is_read_with_read_and_reset_with_admin)
     char key[FKS_APIKEY_LEN + 1];
     s_make_key (ctx, "read,trade", key);
     char path[128];
-    snprintf (path, sizeof path, "/api/v1/breaker?scope=it-%lu", s_unique ());
+    snprintf (path, sizeof path, "/api/v1/breaker?scope=it-%lu", it_unique ());
     it_resp_t r;
     s_req (ctx, "GET", path, key, NULL, &r);
     cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
     cr_assert (strstr (r.body, "\"state\":\"closed\""), "%s", r.body);
     it_resp_free (&r);
-    snprintf (path, sizeof path, "/api/v1/breaker/reset?scope=it-%lu", s_unique ());
+    snprintf (path, sizeof path, "/api/v1/breaker/reset?scope=it-%lu", it_unique ());
     s_req (ctx, "POST", path, key, NULL, &r);
     cr_assert_eq (r.status, 403);
     it_resp_free (&r);
@@ -686,7 +677,7 @@ Test (api, every_route_in_openapi_answers)
         char wbody[256];
         if (strncmp (path, "/webhook", 8) == 0) {
             snprintf (wbody, sizeof wbody, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":"
-                      "\"spec-%lu\",\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+                      "\"spec-%lu\",\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
             body = wbody;
         }
         else if (strcmp (path, "/api/v1/orders") == 0 && strcmp (method, "post") == 0)

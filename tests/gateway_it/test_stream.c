@@ -36,15 +36,6 @@ ReportHook (POST_ALL) (struct criterion_global_stats *stats)
     it_teardown (stats->tests_failed + stats->tests_crashed > 0);
 }
 
-static unsigned long
-s_unique (void)
-{
-    static unsigned long n;
-    struct timespec ts;
-    clock_gettime (CLOCK_REALTIME, &ts);
-    return (unsigned long) ts.tv_nsec / 1000 + (unsigned long) getpid () * 1000003UL + ++n;
-}
-
 // ---------------------------------------------------------------------------------------------
 //  An SSE client
 
@@ -181,7 +172,7 @@ s_post (const it_ctx_t *ctx, const char *symbol, char id[64])
 {
     char body[256];
     snprintf (body, sizeof body, "{\"ticker\":\"%s\",\"action\":\"buy\",\"id\":\"st-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", symbol, s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", symbol, it_unique ());
     it_resp_t r;
     it_webhook (ctx, "/webhook/tradingview", "application/json", body, NULL, &r);
     cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);

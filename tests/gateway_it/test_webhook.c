@@ -43,15 +43,6 @@ ReportHook (POST_ALL) (struct criterion_global_stats *stats)
 }
 
 //  A value no other test or run uses, for client ids and quantities.
-static unsigned long
-s_unique (void)
-{
-    static unsigned long n;
-    struct timespec ts;
-    clock_gettime (CLOCK_REALTIME, &ts);
-    return (unsigned long) ts.tv_nsec / 1000 + (unsigned long) getpid () * 1000003UL + ++n;
-}
-
 static long
 s_inbox_rows (const it_ctx_t *ctx, const char *id)
 {
@@ -89,7 +80,7 @@ Test (webhook, json_body_is_accepted_with_202_and_committed_before_the_answer)
     char body[256], id[64];
     snprintf (body, sizeof body,
               "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"contracts\":0.5,\"price\":42000,"
-              "\"id\":\"c-%lu\",\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+              "\"id\":\"c-%lu\",\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
     char addr[32];
     it_unique_addr (addr);
     it_resp_t r;
@@ -120,7 +111,7 @@ Test (webhook, an_escaped_passphrase_keeps_the_raw_body_out_of_the_inbox)
     char body[256], id[64], addr[32];
     snprintf (body, sizeof body,
               "{\"ticker\":\"ETHUSDT\",\"action\":\"buy\",\"qty\":1,\"id\":\"e-%lu\","
-              "\"passphrase\":\"\\u%04x%s\"}", s_unique (), (unsigned) IT_SECRET[0],
+              "\"passphrase\":\"\\u%04x%s\"}", it_unique (), (unsigned) IT_SECRET[0],
               &IT_SECRET[1]);
     it_unique_addr (addr);
     it_resp_t r;
@@ -138,7 +129,7 @@ Test (webhook, plain_text_json_with_trailing_newline_is_accepted)
     const it_ctx_t *ctx = it_ctx ();
     char body[256], id[64];
     snprintf (body, sizeof body, "{\"ticker\":\"ETHUSDT\",\"action\":\"sell\",\"qty\":\"%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}\n", s_unique () % 1000 + 1);
+              "\"passphrase\":\"" IT_SECRET "\"}\n", it_unique () % 1000 + 1);
     s_expect (ctx, "/webhook/tradingview", "text/plain; charset=utf-8", body, 202, id);
     cr_assert_eq (s_inbox_rows (ctx, id), 1);
 }
@@ -148,7 +139,7 @@ Test (webhook, plain_text_key_value_line_is_accepted)
     const it_ctx_t *ctx = it_ctx ();
     char body[256], id[64];
     snprintf (body, sizeof body, "ticker=SPY action=buy qty=%lu price=501.25 passphrase=%s",
-              s_unique () % 100000 + 1, IT_SECRET);
+              it_unique () % 100000 + 1, IT_SECRET);
     s_expect (ctx, "/webhook/tradingview", "text/plain", body, 202, id);
     cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
                                     " AND alert->>'symbol' = 'SPY'", id), 1);
@@ -158,7 +149,7 @@ Test (webhook, plain_text_action_ticker_qty_price_with_token_is_accepted)
 {
     const it_ctx_t *ctx = it_ctx ();
     char body[128], id[64];
-    snprintf (body, sizeof body, "buy BTCUSDT 0.%lu @42000\n", s_unique () % 100000 + 1);
+    snprintf (body, sizeof body, "buy BTCUSDT 0.%lu @42000\n", it_unique () % 100000 + 1);
     s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 202, id);
     cr_assert_eq (s_inbox_rows (ctx, id), 1);
 }
@@ -170,7 +161,7 @@ Test (webhook, numbers_as_strings_and_aliases_are_accepted)
     snprintf (body, sizeof body,
               "{\"symbol\":\"AAPL\",\"side\":\"sell\",\"quantity\":\"%lu\",\"price\":\"185.5\","
               "\"timenow\":\"2024-05-01T12:00:00Z\",\"interval\":\"5\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique () % 1000 + 1);
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique () % 1000 + 1);
     s_expect (ctx, "/webhook", "application/json", body, 202, id);
     cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
                                     " AND alert->>'symbol' = 'AAPL'", id), 1);
@@ -184,7 +175,7 @@ Test (webhook, strategy_placeholders_values_are_accepted)
     snprintf (body, sizeof body,
               "{\"ticker\":\"ETHUSDT\",\"action\":\"sell\",\"market_position\":\"flat\","
               "\"position_size\":\"0\",\"contracts\":\"%lu\",\"strategy\":\"ema\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique () % 1000 + 1);
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique () % 1000 + 1);
     s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, id);
     cr_assert_eq (s_inbox_rows (ctx, id), 1);
 }
@@ -287,7 +278,7 @@ Test (webhook, hmac_signed_script_alert_is_accepted_as_source_script)
     const it_ctx_t *ctx = it_ctx ();
     char body[256], id[64];
     snprintf (body, sizeof body, "{\"ticker\":\"SOLUSDT\",\"action\":\"buy\",\"qty\":%lu}",
-              s_unique () % 1000 + 1);
+              it_unique () % 1000 + 1);
     cr_assert_eq (s_post_signed (ctx, body, (long) time (NULL), IT_SECRET, id), 202);
     cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
                                     " AND source = 'script'", id), 1);
@@ -392,7 +383,7 @@ Test (webhook, the_same_alert_twice_is_one_row_and_200_duplicate_with_the_same_i
     const it_ctx_t *ctx = it_ctx ();
     char body[256], id1[64], id2[64];
     snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":\"dup-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
     s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, id1);
     char addr[32];
     it_unique_addr (addr);
@@ -410,7 +401,7 @@ Test (webhook, the_same_alert_without_id_twice_is_a_duplicate_by_its_content)
 {
     const it_ctx_t *ctx = it_ctx ();
     char body[256], id1[64], id2[64];
-    snprintf (body, sizeof body, "buy XRPUSDT %lu @0.5", s_unique () % 100000 + 1);
+    snprintf (body, sizeof body, "buy XRPUSDT %lu @0.5", it_unique () % 100000 + 1);
     s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 202, id1);
     s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 200, id2);
     cr_assert_str_eq (id1, id2);
@@ -444,7 +435,7 @@ Test (webhook, twenty_concurrent_posts_of_one_alert_give_one_row_one_202_and_19_
     const it_ctx_t *ctx = it_ctx ();
     char body[256];
     snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"sell\",\"id\":\"race-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
     s_post_t posts[20];
     pthread_t th[20];
     for (int i = 0; i < 20; i++) {
@@ -481,7 +472,7 @@ Test (webhook, accepted_alert_is_published_on_the_bus_with_its_id_as_corr)
     usleep (300000);                    /* the subscription reaches the broker */
     char body[256], id[64];
     snprintf (body, sizeof body, "{\"ticker\":\"ADAUSDT\",\"action\":\"buy\",\"id\":\"pub-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
     s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, id);
     bool found = false;
     for (int i = 0; i < 50 && !found; i++) {
@@ -532,7 +523,7 @@ Test (webhook, health_ready_and_metrics_answer)
     cr_assert_eq (st, 200, "/ready with PostgreSQL, Redis and the bus up");
     char body[256];
     snprintf (body, sizeof body, "{\"ticker\":\"DOTUSDT\",\"action\":\"buy\",\"id\":\"m-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
     s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, NULL);
     snprintf (url, sizeof url, "%s/metrics", ctx->base);
     it_http ("GET", url, NULL, NULL, 0, &r);
@@ -564,7 +555,7 @@ Test (webhook, readme_example_is_accepted)
     char body[256];
     snprintf (body, sizeof body,
               "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"contracts\":\"0.01\","
-              "\"price\":\"%lu\",\"passphrase\":\"" IT_SECRET "\"}", 60000 + s_unique () % 1000);
+              "\"price\":\"%lu\",\"passphrase\":\"" IT_SECRET "\"}", 60000 + it_unique () % 1000);
     s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, NULL);
 }
 
@@ -623,7 +614,7 @@ Test (webhook, bus_down_still_accepts)
     char url[128], body[256], id[64];
     snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook/tradingview", port);
     snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":\"nobus-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
     const char *headers[] = { "Content-Type: application/json", NULL };
     it_resp_t r;
     it_http ("POST", url, headers, body, strlen (body), &r);
@@ -652,7 +643,7 @@ Test (webhook, database_connection_killed_is_survived)
     for (int i = 0; i < 5; i++) {
         char body[256];
         snprintf (body, sizeof body, "{\"ticker\":\"LTCUSDT\",\"action\":\"buy\","
-                  "\"id\":\"kill-%lu\",\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+                  "\"id\":\"kill-%lu\",\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
         s_expect (ctx, "/webhook/tradingview", "application/json", body, 202, NULL);
     }
 }
@@ -740,7 +731,7 @@ Test (webhook, x_forwarded_for_from_an_untrusted_peer_is_ignored)
     char url[128], body[256], id[64];
     snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook/tradingview", port);
     snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":\"xff-%lu\","
-              "\"passphrase\":\"" IT_SECRET "\"}", s_unique ());
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
     //  The header claims an address outside the allowlist; the peer is not a trusted proxy,
     //  so the claim is ignored: the client is 127.0.0.1, allowed, and stored as such.
     const char *headers[] = { "Content-Type: application/json", "X-Forwarded-For: 192.0.2.1",
