@@ -7,6 +7,8 @@
 # Every alert is a market order on one of 8 symbols, half buys and half sells, so every one
 # ends as a filled order, a fill and a position change.
 #
+#   0. PostgreSQL alone (the raw limit): tools/bench_pipeline_db.sql, with pgbench, writes the
+#      rows FKS writes for an alert, in batches, before any FKS process starts.
 #   1. Latency: FKS_BENCH_LATENCY_RATE alerts/s (1000) for FKS_BENCH_SECONDS (10): the time
 #      from the gateway's webhook.received envelope (made when the alert is accepted) to the
 #      execution worker's order.filled, read from the events table, p50 / p99 / max.
@@ -22,7 +24,8 @@
 # FKS_BENCH_SIGNAL_REPLICAS / FKS_BENCH_EXECUTION_REPLICAS (1), FKS_WORKER_THREADS (2),
 # FKS_WORKER_BATCH (64), FKS_BUILD_DIR (build), FKS_BENCH_PGSS=1 (PostgreSQL's time per
 # statement during the latency run, from pg_stat_statements), FKS_BENCH_PG_OPTS (more server
-# options), FKS_BENCH_LOGS=DIR (keep the logs).
+# options), FKS_BENCH_LOGS=DIR (keep the logs), FKS_BENCH_DB_BATCHES / FKS_BENCH_DB_CLIENTS
+# (PostgreSQL alone, see step 0).
 set -uo pipefail      # not -e: lib.sh's helpers end in tests that may be false
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -66,6 +69,38 @@ export FKS_PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 export FKS_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 "$BUILD/tools/fks" migrate >"$TMP/migrate.log" 2>&1 || { cat "$TMP/migrate.log"; fks_die "migrate failed"; }
 sql() { psql -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "$1" postgres; }
+
+# 0. PostgreSQL alone, before FKS starts, in a database of its own (the reconciler must not
+# see these rows): tools/bench_pipeline_db.sql writes what FKS writes for a batch of alerts,
+# stage by stage, from FKS_BENCH_DB_CLIENTS pgbench clients (4) for each batch size of
+# FKS_BENCH_DB_BATCHES ("16 64"; "" skips it). The raw limit the pipeline is compared with.
+DB_BATCHES=${FKS_BENCH_DB_BATCHES-16 64}
+DB_CLIENTS=${FKS_BENCH_DB_CLIENTS:-4}
+RAW=()
+if [ -n "$DB_BATCHES" ]; then
+  [ -x "$FKS_PG_BIN/pgbench" ] || fks_die "$FKS_PG_BIN/pgbench is missing"
+  sql "CREATE DATABASE fks_raw" >/dev/null
+  RAW_URL="postgresql://postgres@127.0.0.1:$PG_PORT/fks_raw"
+  FKS_PG_URL=$RAW_URL "$BUILD/tools/fks" migrate >"$TMP/migrate_raw.log" 2>&1 \
+    || { cat "$TMP/migrate_raw.log"; fks_die "migrate (fks_raw) failed"; }
+  psql -q -v ON_ERROR_STOP=1 "$RAW_URL" >/dev/null <<'EOSQL' || fks_die "fks_raw set-up failed"
+CREATE FUNCTION fks_bench_v7 () RETURNS uuid LANGUAGE sql VOLATILE AS $$
+  SELECT encode (overlay (uuid_send (gen_random_uuid ())
+                          placing substring (int8send ((extract (epoch FROM clock_timestamp ())
+                                                        * 1000)::bigint << 16) FROM 1 FOR 6)
+                          FROM 1 FOR 6), 'hex')::uuid $$;
+INSERT INTO positions (symbol) SELECT 'RAW' || g FROM generate_series (0, 255) g;
+EOSQL
+  for b in $DB_BATCHES; do
+    fks_say "PostgreSQL alone: batches of $b alerts, $DB_CLIENTS clients, ${SECONDS_PER_RUN}s ..."
+    out=$(cd "$TMP" && "$FKS_PG_BIN/pgbench" -n -M extended -c "$DB_CLIENTS" -j "$(nproc)" -T "$SECONDS_PER_RUN" \
+            -D batch="$b" -f "$FKS_ROOT/tools/bench_pipeline_db.sql" "$RAW_URL" 2>&1) \
+      || { echo "$out" | tail -n 5; fks_die "pgbench failed"; }
+    tps=$(awk '/^tps/ {print $3}' <<<"$out")
+    lat=$(awk '/^latency average/ {print $4}' <<<"$out")
+    RAW+=("$b $(awk -v t="$tps" -v b="$b" 'BEGIN {printf "%.0f", t * b}') $lat")
+  done
+fi
 
 BUS_PORT=$(fks_free_port); BUS_HTTP=$(fks_free_port); BUS_STREAM=$(fks_free_port)
 GW_PORT=$(fks_free_port)
@@ -305,6 +340,21 @@ WRITES=$(sql "SELECT string_agg (format ('%s %s inserted, %s updated (%s%% HOT)'
                                                          ELSE 0 END), '; ' ORDER BY relname)
                 FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd > 0")
 
+RAW_REPORT=""
+if [ ${#RAW[@]} -gt 0 ]; then
+  RAW_REPORT="
+PostgreSQL alone in the same run, before FKS started (tools/bench_pipeline_db.sql: the rows FKS
+writes for each alert, in the three stages' transactions; $DB_CLIENTS pgbench clients):
+
+| alerts per batch | alerts/s | ms per batch (3 commits) | FKS's sustained rate / this |
+| ---: | ---: | ---: | ---: |"
+  for r in "${RAW[@]}"; do
+    read -r b a l <<<"$r"
+    RAW_REPORT="$RAW_REPORT
+| $b | $a | $l | $(awk -v f="$best" -v a="$a" 'BEGIN {printf "%.2f", f / a}') |"
+  done
+fi
+
 read -r lat_n lat_p50 lat_p99 lat_max <<<"$E2E"
 read -r lat_acc lat_a50 lat_a99 lat_non2xx <<<"$LAT"
 verdict_lat=$(awk -v p="$lat_p99" 'BEGIN {print (p < 20 ? "PASS" : "FAIL")}')
@@ -332,6 +382,7 @@ $(printf '%s\n' "${RESULTS[@]}")
 $([ "$PGSS" = 1 ] && printf '\nPostgreSQL execution time per alert in the latency run (pg_stat_statements; %s):\n\n| us executing per alert | us planning per alert | calls per alert | rows per call | statement |\n| ---: | ---: | ---: | ---: | --- |\n%s\nJIT: %s\n' "$PGSS_TOTAL" "$PGSS_REPORT" "$PGSS_JIT")
 
 Highest sustained rate: $best alerts/s.
+$RAW_REPORT
 Consistency: $alerts alerts, $orders filled orders ($distinct distinct signals), $fills fills,
 $bad_pos positions differing from the sum of their fills.
 Rows written (whole run): $WRITES.
