@@ -6,9 +6,10 @@
 # gateway), and drives POST /webhook/tradingview with wrk: 32 connections with keep-alive, then
 # again with "Connection: close" as TradingView sends them. Every request carries a distinct
 # alert, so every 2xx is a new inbox row committed before the answer. The same run measures the
-# bare handler and PostgreSQL's own single-row commit rate (pgbench), so the figures compare on
-# one machine. It checks that the inbox holds exactly the accepted alerts, prints a table
-# (docs/PERFORMANCE.gateway.md keeps the recorded ones) and the verdict against the target:
+# bare handler, PostgreSQL's own single-row commit rate (pgbench) and PostgreSQL alone writing
+# the gateway's rows in batches (tools/bench_pipeline_db.sql), so the figures compare on one
+# machine. It checks that the inbox holds exactly the accepted alerts, prints a table
+# (docs/PERFORMANCE.md keeps the recorded ones) and the verdict against the target:
 # durable keep-alive accepts >= half the bare rate, p99 < 5 ms.
 #
 #   tools/bench_gateway.sh                 10 s per run
@@ -114,6 +115,19 @@ PGB=$("$FKS_PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -f "$TMP/p
 PGB1=$("$FKS_PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -f "$TMP/pgbench.sql" \
         -c 1 -T 3 postgres 2>/dev/null | awk '/^latency average/ {print $4}')
 
+# The gateway's own writes without the gateway: an inbox row and its webhook.received outbox
+# row per alert, in batches, committed by 4 pgbench clients (tools/bench_pipeline_db.sql with
+# gateway_only; a database of its own). FKS_BENCH_DB_BATCHES ("16 64"; "" skips it).
+RAW=()
+if [ -n "${FKS_BENCH_DB_BATCHES-16 64}" ]; then
+  RAW_URL=$(fks_bench_raw_db "$PG_PORT" "$BUILD" "$TMP/raw.log") || fks_die "fks_raw set-up failed"
+  for b in ${FKS_BENCH_DB_BATCHES-16 64}; do
+    fks_say "PostgreSQL alone: the gateway's writes in batches of $b, 4 clients, 5s ..."
+    r=$(fks_bench_raw_run "$RAW_URL" gateway "$b" 4 5) || fks_die "pgbench failed"
+    RAW+=("$b $r")
+  done
+fi
+
 fks_say "warming up ..."
 SECONDS_SAVE=$SECONDS_PER_RUN; SECONDS_PER_RUN=3
 run warm "$GW_PORT" 0 >/dev/null; run warmbare "$BARE_PORT" 0 >/dev/null
@@ -160,6 +174,7 @@ commit with one client.
 | fks-gateway, Connection: close (durable) | $(field "$GW_CL" 1) | $(field "$GW_CL" 2) | $(field "$GW_CL" 3) | $(field "$GW_CL" 4) | $(field "$GW_CL" 5) |
 
 gateway / bare: $ratio with keep-alive, $ratio_cl with Connection: close.
+$(for r in "${RAW[@]}"; do read -r b a l <<<"$r"; echo "PostgreSQL alone, the gateway's writes (inbox + outbox row) in batches of $b, 4 clients: $a alerts/s ($l ms per commit); fks-gateway keep-alive / this: $(awk -v g="$(field "$GW_KA" 1)" -v a="$a" 'BEGIN {printf "%.2f", (a > 0 ? g / a : 0)}')."; done)
 Alerts accepted during the measured runs: $(( ${accepted%.*} - ${accepted_before%.*} )); inbox rows in all: $rows
 (webhook.received events: $events); mean batch $(awk -v s="$batch_sum" -v n="$batch_n" 'BEGIN {printf "%.1f", (n > 0 ? s / n : 0)}') alerts per commit.
 Target (durable keep-alive >= 0.5 x bare, p99 < 5 ms): $verdict

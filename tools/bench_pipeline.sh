@@ -19,7 +19,7 @@
 #      rates.
 #
 # It checks that every accepted alert became exactly one filled order with one fill, and that
-# every position equals the sum of its fills, then prints a table (docs/PERFORMANCE.workers.md
+# every position equals the sum of its fills, then prints a table (docs/PERFORMANCE.md
 # keeps the recorded ones). Other settings: FKS_BENCH_FSYNC=off (PostgreSQL without fsync),
 # FKS_BENCH_SIGNAL_REPLICAS / FKS_BENCH_EXECUTION_REPLICAS (1), FKS_WORKER_THREADS (2),
 # FKS_WORKER_BATCH (64), FKS_BUILD_DIR (build), FKS_BENCH_PGSS=1 (PostgreSQL's time per
@@ -79,26 +79,12 @@ DB_CLIENTS=${FKS_BENCH_DB_CLIENTS:-4}
 RAW=()
 if [ -n "$DB_BATCHES" ]; then
   [ -x "$FKS_PG_BIN/pgbench" ] || fks_die "$FKS_PG_BIN/pgbench is missing"
-  sql "CREATE DATABASE fks_raw" >/dev/null
-  RAW_URL="postgresql://postgres@127.0.0.1:$PG_PORT/fks_raw"
-  FKS_PG_URL=$RAW_URL "$BUILD/tools/fks" migrate >"$TMP/migrate_raw.log" 2>&1 \
-    || { cat "$TMP/migrate_raw.log"; fks_die "migrate (fks_raw) failed"; }
-  psql -q -v ON_ERROR_STOP=1 "$RAW_URL" >/dev/null <<'EOSQL' || fks_die "fks_raw set-up failed"
-CREATE FUNCTION fks_bench_v7 () RETURNS uuid LANGUAGE sql VOLATILE AS $$
-  SELECT encode (overlay (uuid_send (gen_random_uuid ())
-                          placing substring (int8send ((extract (epoch FROM clock_timestamp ())
-                                                        * 1000)::bigint << 16) FROM 1 FOR 6)
-                          FROM 1 FOR 6), 'hex')::uuid $$;
-INSERT INTO positions (symbol) SELECT 'RAW' || g FROM generate_series (0, 255) g;
-EOSQL
+  RAW_URL=$(fks_bench_raw_db "$PG_PORT" "$BUILD" "$TMP/raw.log") || fks_die "fks_raw set-up failed"
   for b in $DB_BATCHES; do
     fks_say "PostgreSQL alone: batches of $b alerts, $DB_CLIENTS clients, ${SECONDS_PER_RUN}s ..."
-    out=$(cd "$TMP" && "$FKS_PG_BIN/pgbench" -n -M extended -c "$DB_CLIENTS" -j "$(nproc)" -T "$SECONDS_PER_RUN" \
-            -D batch="$b" -f "$FKS_ROOT/tools/bench_pipeline_db.sql" "$RAW_URL" 2>&1) \
-      || { echo "$out" | tail -n 5; fks_die "pgbench failed"; }
-    tps=$(awk '/^tps/ {print $3}' <<<"$out")
-    lat=$(awk '/^latency average/ {print $4}' <<<"$out")
-    RAW+=("$b $(awk -v t="$tps" -v b="$b" 'BEGIN {printf "%.0f", t * b}') $lat")
+    r=$(fks_bench_raw_run "$RAW_URL" all "$b" "$DB_CLIENTS" "$SECONDS_PER_RUN") \
+      || fks_die "pgbench failed"
+    RAW+=("$b $r")
   done
 fi
 

@@ -13,6 +13,7 @@
 --               signal and inbox status, position update, order.submitted,
 --               order.filled and position.updated events                (1 commit)
 --
+-- With -D gateway_only=1 a run stops after the gateway's commit (tools/bench_gateway.sh).
 -- No parsing, no bus, no HTTP: what is left is what the database must do for an alert, so
 -- alerts/s here (transactions/s x :batch) bounds the pipeline on the same machine. Each client
 -- keeps its own symbol ('RAW' and its client id), as FKS routes a symbol to one execution
@@ -39,6 +40,8 @@ WITH d AS MATERIALIZED (
 SELECT array_agg (id ORDER BY g) AS inbox, array_agg (ev ORDER BY g) AS received FROM d
 \gset
 COMMIT;
+\if :gateway_only
+\else
 
 -- signal
 BEGIN;
@@ -94,3 +97,4 @@ SELECT fks_bench_v7 (), t.type, i, 'execution', now (), convert_to (repeat ('x',
        (VALUES ('order.submitted', 338), ('order.filled', 353), ('position.updated', 271))
          AS t (type, size);
 COMMIT;
+\endif

@@ -212,3 +212,37 @@ fks_wait_http() {
 
 # fks_secret : 32 random bytes as 64 hex characters, from OpenSSL's CSPRNG.
 fks_secret() { openssl rand -hex 32; }
+
+# PostgreSQL alone, for the benchmarks' raw limits (tools/bench_pipeline_db.sql).
+# fks_bench_raw_db PORT BUILD LOG : creates and migrates the database fks_raw on the server at
+# PORT (a database of its own, so that no FKS process sees its rows), adds what the script
+# needs, and prints its URL.
+fks_bench_raw_db() {
+  local port=$1 build=$2 log=$3 url="postgresql://postgres@127.0.0.1:$1/fks_raw"
+  psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -c "CREATE DATABASE fks_raw" \
+    postgres >"$log" 2>&1 || { cat "$log" >&2; return 1; }
+  FKS_PG_URL=$url "$build/tools/fks" migrate >>"$log" 2>&1 || { cat "$log" >&2; return 1; }
+  psql -q -v ON_ERROR_STOP=1 "$url" >>"$log" 2>&1 <<'EOSQL' || { cat "$log" >&2; return 1; }
+CREATE FUNCTION fks_bench_v7 () RETURNS uuid LANGUAGE sql VOLATILE AS $$
+  SELECT encode (overlay (uuid_send (gen_random_uuid ())
+                          placing substring (int8send ((extract (epoch FROM clock_timestamp ())
+                                                        * 1000)::bigint << 16) FROM 1 FOR 6)
+                          FROM 1 FOR 6), 'hex')::uuid $$;
+INSERT INTO positions (symbol) SELECT 'RAW' || g FROM generate_series (0, 255) g;
+EOSQL
+  echo "$url"
+}
+
+# fks_bench_raw_run URL STAGES BATCH CLIENTS SECONDS : runs tools/bench_pipeline_db.sql
+# (STAGES: "gateway" for the gateway's writes only, "all" for the three stages) and prints
+# "alerts/s ms-per-run".
+fks_bench_raw_run() {
+  local url=$1 only=0 out tps lat
+  [ "$2" = gateway ] && only=1
+  out=$(cd /tmp && "$FKS_PG_BIN/pgbench" -n -M extended -c "$4" -j "$(nproc)" -T "$5" \
+          -D batch="$3" -D gateway_only="$only" -f "$FKS_ROOT/tools/bench_pipeline_db.sql" \
+          "$url" 2>&1) || { echo "$out" | tail -n 5 >&2; return 1; }
+  tps=$(awk '/^tps/ {print $3}' <<<"$out")
+  lat=$(awk '/^latency average/ {print $4}' <<<"$out")
+  echo "$(awk -v t="$tps" -v b="$3" 'BEGIN {printf "%.0f", t * b}') $lat"
+}
