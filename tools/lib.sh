@@ -230,19 +230,34 @@ CREATE FUNCTION fks_bench_v7 () RETURNS uuid LANGUAGE sql VOLATILE AS $$
                           FROM 1 FOR 6), 'hex')::uuid $$;
 INSERT INTO positions (symbol) SELECT 'RAW' || g FROM generate_series (0, 255) g;
 EOSQL
+  # Some rows and fresh statistics first, so that the measured runs' prepared statements are
+  # planned for tables that are not empty.
+  (cd /tmp && "$FKS_PG_BIN/pgbench" -n -M extended -c 4 -j "$(nproc)" -T 3 -D batch=64 \
+     -D gateway_only=0 -f "$FKS_ROOT/tools/bench_pipeline_db.sql" "$url") >>"$log" 2>&1 \
+    && psql -q -c "ANALYZE" "$url" >>"$log" 2>&1 || { cat "$log" >&2; return 1; }
   echo "$url"
 }
 
-# fks_bench_raw_run URL STAGES BATCH CLIENTS SECONDS : runs tools/bench_pipeline_db.sql
-# (STAGES: "gateway" for the gateway's writes only, "all" for the three stages) and prints
-# "alerts/s ms-per-run".
+# fks_bench_raw_run URL STAGES BATCH CLIENTS SECONDS [RATE] : runs tools/bench_pipeline_db.sql
+# with prepared statements (STAGES: "gateway" for the gateway's writes only, "all" for the three
+# stages) as fast as it goes and prints "alerts/s ms-per-run", or at RATE alerts/s and prints
+# "p50 p99 max" of a run's time in ms (from its scheduled start, so waiting counts).
 fks_bench_raw_run() {
-  local url=$1 only=0 out tps lat
+  local url=$1 only=0 rate=${6:-} out tps lat dir
   [ "$2" = gateway ] && only=1
-  out=$(cd /tmp && "$FKS_PG_BIN/pgbench" -n -M extended -c "$4" -j "$(nproc)" -T "$5" \
+  dir=$(mktemp -d /tmp/fks-raw.XXXXXX)
+  out=$(cd "$dir" && "$FKS_PG_BIN/pgbench" -n -M prepared -c "$4" -j "$(nproc)" -T "$5" \
+          ${rate:+-R "$(awk -v r="$rate" -v b="$3" 'BEGIN {printf "%.3f", r / b}')" --log} \
           -D batch="$3" -D gateway_only="$only" -f "$FKS_ROOT/tools/bench_pipeline_db.sql" \
-          "$url" 2>&1) || { echo "$out" | tail -n 5 >&2; return 1; }
-  tps=$(awk '/^tps/ {print $3}' <<<"$out")
-  lat=$(awk '/^latency average/ {print $4}' <<<"$out")
-  echo "$(awk -v t="$tps" -v b="$3" 'BEGIN {printf "%.0f", t * b}') $lat"
+          "$url" 2>&1) || { echo "$out" | tail -n 5 >&2; rm -rf "$dir"; return 1; }
+  if [ -n "$rate" ]; then
+    cat "$dir"/pgbench_log.* | awk '{print $3}' | sort -n \
+      | awk '{a[NR] = $1} END {printf "%.2f %.2f %.2f\n", a[int(NR * 0.5) + 1] / 1000,
+                                      a[int(NR * 0.99) + 1] / 1000, a[NR] / 1000}'
+  else
+    tps=$(awk '/^tps/ {print $3}' <<<"$out")
+    lat=$(awk '/^latency average/ {print $4}' <<<"$out")
+    echo "$(awk -v t="$tps" -v b="$3" 'BEGIN {printf "%.0f", t * b}') $lat"
+  fi
+  rm -rf "$dir"
 }
