@@ -306,6 +306,14 @@ fks_worker_array_init (fks_worker_array_t *a)
     memset (a, 0, sizeof *a);
 }
 
+void
+fks_worker_array_reset (fks_worker_array_t *a)
+{
+    a->len = 0;
+    a->n = 0;
+    a->failed = false;
+}
+
 static void
 s_array_put (fks_worker_array_t *a, const char *s, size_t n)
 {

@@ -295,6 +295,8 @@ typedef struct {
 } fks_worker_array_t;
 
 void fks_worker_array_init (fks_worker_array_t *a);
+/*  Empties a literal for the next batch, keeping its buffer (an earlier failure is forgotten). */
+void fks_worker_array_reset (fks_worker_array_t *a);
 void fks_worker_array_add (fks_worker_array_t *a, const char *value);
 /*  The finished literal ("{...}"), or NULL when out of memory. Valid until freed. */
 const char *fks_worker_array_end (fks_worker_array_t *a);

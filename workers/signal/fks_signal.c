@@ -167,8 +167,7 @@ s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
     size_t n = fks_worker_batch_size (tx);
     if (n <= 1)
         return 0;
-    fks_worker_array_free (&st->arr);
-    fks_worker_array_init (&st->arr);
+    fks_worker_array_reset (&st->arr);
     for (size_t i = 0; i < n && st->n < S_CACHE_MAX; i++) {
         const fks_envelope_t *env = fks_worker_batch_env (tx, i);
         fks_signal_alert_t a;
@@ -348,10 +347,8 @@ s_flush (fks_worker_tx_t *tx, void *arg)
     s_thread_t *st = fks_worker_state (tx);
     if (!st || st->n_pending == 0)
         return FKS_WORKER_OK;
-    for (int k = 0; k < 20; k++) {
-        fks_worker_array_free (&st->col[k]);        /* the previous transaction's */
-        fks_worker_array_init (&st->col[k]);
-    }
+    for (int k = 0; k < 20; k++)
+        fks_worker_array_reset (&st->col[k]);       /* the previous transaction's */
     for (size_t i = 0; i < st->n_pending; i++) {
         s_pending_t *p = &st->pending[i];
         s_values_t b;
