@@ -1040,3 +1040,12 @@ fks_pg_url_redacted (const char *url)
     char *out = s_redact_kv (url);
     return out ? out : strdup ("(unparseable connection string)");
 }
+
+bool
+fks_pg_err_transient (const fks_pg_err_t *err)
+{
+    const char *s = err->sqlstate;
+    return err->conn_lost || !s[0]
+        || !strncmp (s, "08", 2) || !strncmp (s, "40", 2) || !strncmp (s, "53", 2)
+        || !strncmp (s, "57", 2) || !strncmp (s, "58", 2);
+}

@@ -48,6 +48,12 @@ typedef struct {
 
 #define FKS_PG_UNIQUE_VIOLATION "23505"
 
+/*  True when err may pass if the same call is tried again later: the connection failed or
+ *  never answered, or the server's SQLSTATE class is 08 (connection), 40 (deadlock,
+ *  serialisation), 53 (resources), 57 (cancelled: a statement timeout, a shutdown) or 58
+ *  (system error). Any other SQLSTATE is the statement's own fault and will fail again. */
+bool fks_pg_err_transient (const fks_pg_err_t *err);
+
 /*  Creates a handle for url (a libpq URI or key=value string). stmts (may be NULL) is copied;
  *  it is prepared on each connect. Returns NULL and fills err if the URL does not parse or a
  *  statement is malformed (NULL name or sql). Does not connect. */

@@ -453,9 +453,7 @@ int
 fks_worker_pg_error (fks_worker_tx_t *tx, const fks_pg_err_t *err, const char *what)
 {
     const char *s = err->sqlstate;
-    bool transient = err->conn_lost || !s[0]
-                  || !strncmp (s, "08", 2) || !strncmp (s, "40", 2) || !strncmp (s, "53", 2)
-                  || !strncmp (s, "57", 2) || !strncmp (s, "58", 2);
+    bool transient = fks_pg_err_transient (err);
     snprintf (tx->reason, sizeof tx->reason, "%s: %s%s%s", what, err->msg,
               s[0] ? " (SQLSTATE " : "", s[0] ? s : "");
     if (s[0])
@@ -1388,12 +1386,12 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
         goto done;
     }
     if (fks_pg_connect (self->ready_pg, &perr) != 0) {
-        if (perr.sqlstate[0] && strncmp (perr.sqlstate, "08", 2) != 0) {
+        if (!fks_pg_err_transient (&perr)) {
             fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: PostgreSQL refused the worker's "
                      "statements: %s (SQLSTATE %s)", def->program, perr.msg, perr.sqlstate);
             goto done;
         }
-        fks_log (FKS_LOG_WARN, NULL, NULL, "%s: PostgreSQL not reachable yet (%s); will retry",
+        fks_log (FKS_LOG_WARN, NULL, NULL, "%s: PostgreSQL not usable yet (%s); will retry",
                  def->program, perr.msg);
     }
     self->ready_redis = fks_redis_new (self->cfg.redis_url, S_REDIS_TIMEOUT_MS,

@@ -165,6 +165,50 @@ Test (data_it, replay_of_the_sample_lands_every_bar_once)
     free (log);
 }
 
+//  A store that waits on a lock held elsewhere longer than FKS_PG_STATEMENT_TIMEOUT_MS is
+//  cancelled, rolled back and tried again once the lock is gone: every bar lands once.
+Test (data_it, a_store_waiting_on_a_lock_is_cancelled_and_tried_again)
+{
+    const char *db = dai_db ();
+    PGconn *holder = PQconnectdb (db);
+    cr_assert_eq (PQstatus (holder), CONNECTION_OK, "%s", PQerrorMessage (holder));
+    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE bars IN SHARE MODE");    //  no writes
+    cr_assert_eq (PQresultStatus (res), PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
+    PQclear (res);
+
+    char symbol[32], feeds[512];
+    snprintf (symbol, sizeof symbol, "TTRCL%d", (int) getpid ());
+    snprintf (feeds, sizeof feeds, "replay %s %s 1d calendar=weekdays",
+              dai_source ("tools/data/ttrc_ohlcv.csv"), symbol);
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    s_env (&r, "FKS_PG_STATEMENT_TIMEOUT_MS=%s", "300");
+    pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    char *log = NULL;
+    for (int waited = 0; waited < 20000; waited += 100) {
+        free (log);
+        log = dai_slurp (r.log);
+        if (log && strstr (log, "SQLSTATE 57014"))
+            break;
+        usleep (100000);
+    }
+    cr_assert (log && strstr (log, "bars not stored, trying again in")
+               && strstr (log, "SQLSTATE 57014"), "a cancelled store, logged: %s", log);
+    free (log);
+    cr_assert_eq (s_rows (symbol), 0, "nothing stored while the table is locked");
+
+    res = PQexec (holder, "COMMIT");
+    PQclear (res);
+    PQfinish (holder);
+    char sql[160];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM bars WHERE symbol = '%s'", symbol);
+    cr_assert_eq (dai_wait_count (sql, 5550, 60000), 5550, "log: %s", r.log);
+    cr_assert_gt (dai_metric (r.port, "fks_data_store_failures_total"), 0);
+    cr_assert_eq (dai_stop (pid), 0);
+    cr_assert_eq (s_rows (symbol), 5550, "every bar once");
+    free (dai_redis ("DEL fks:price:%s", symbol));
+}
+
 Test (data_it, live_feeds_from_binance_and_yahoo_with_a_429_on_the_way)
 {
     const char *db = dai_db ();

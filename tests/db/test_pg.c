@@ -276,6 +276,7 @@ Test (pg, session_settings_join_the_urls_options_and_apply_on_connect)
     PGresult *res = fks_pg_query (pg, "SELECT pg_sleep (2)", 0, NULL, NULL, NULL, &err);
     cr_assert_null (res, "a statement over the timeout must be cancelled");
     cr_assert_str_eq (err.sqlstate, "57014", "%s", err.msg);
+    cr_assert (fks_pg_err_transient (&err), "a cancelled statement may pass later");
     cr_assert_eq (fks_pg_ping (pg, &err), 0, "the connection stays usable: %s", err.msg);
     fks_pg_destroy (&pg);
 
@@ -838,6 +839,7 @@ Test (pg, refused_port_is_an_error_with_conn_lost)
     cr_assert (pg, "%s", err.msg);
     cr_assert_eq (fks_pg_ping (pg, &err), -1);
     cr_assert (err.conn_lost);
+    cr_assert (fks_pg_err_transient (&err));
     cr_assert_str_eq (err.sqlstate, "");
     cr_assert (strstr (err.msg, "cannot connect"), "message: %s", err.msg);
     cr_assert_eq (fks_pg_connected (pg), false);
@@ -846,6 +848,27 @@ Test (pg, refused_port_is_an_error_with_conn_lost)
     cr_assert_eq (fks_pg_begin (pg, &err), -1);
     fks_pg_rollback (pg);
     fks_pg_destroy (&pg);
+}
+
+//  What may pass if tried again, by SQLSTATE class, and what is the statement's own fault.
+Test (pg, transient_errors_are_told_from_the_statements_own)
+{
+    const char *transient[] = { "", "08006", "40001", "40P01", "53300", "57014", "57P01",
+                                "58030" };
+    const char *lasting[] = { "23505", "23514", "42P01", "42601", "22P02", "25P02", "P0001" };
+    fks_pg_err_t err;
+    memset (&err, 0, sizeof err);
+    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++) {
+        snprintf (err.sqlstate, sizeof err.sqlstate, "%s", transient[i]);
+        cr_assert (fks_pg_err_transient (&err), "%s", transient[i]);
+    }
+    for (size_t i = 0; i < sizeof lasting / sizeof lasting[0]; i++) {
+        snprintf (err.sqlstate, sizeof err.sqlstate, "%s", lasting[i]);
+        err.conn_lost = false;
+        cr_assert_not (fks_pg_err_transient (&err), "%s", lasting[i]);
+        err.conn_lost = true;           //  the call may not even have reached the server
+        cr_assert (fks_pg_err_transient (&err), "%s with the connection lost", lasting[i]);
+    }
 }
 
 Test (pg, bad_database_name_is_a_server_error)

@@ -18,7 +18,9 @@
  *  serves its endpoints), FKS_BINANCE_URL (https://api.binance.com), FKS_YAHOO_URL
  *  (https://query1.finance.yahoo.com), FKS_DATA_HTTP_TIMEOUT (10s), FKS_DATA_BATCH (500 bars
  *  per transaction), FKS_DATA_OUTLIER (0.2), FKS_DATA_STALE_FACTOR (3), FKS_DATA_GAP_MIN (1),
- *  FKS_DATA_LEASE_TTL (30s). docs/DATA_AI.md explains each.
+ *  FKS_DATA_LEASE_TTL (30s), FKS_PG_STATEMENT_TIMEOUT_MS (30000; 0 none: a store waiting longer,
+ *  on a lock held elsewhere, is cancelled, rolled back and tried again like any failed store).
+ *  docs/DATA_AI.md explains each.
  *
  *  /health, /ready (PostgreSQL and Redis) and /metrics on FKS_HTTP_BIND:FKS_DATA_PORT.
  *  SIGTERM or SIGINT: finishes the poll under way, releases its leases, exits 0.
@@ -52,7 +54,7 @@
 typedef struct {
     char *env, *pg_url, *redis_url, *bus_url, *http_bind, *feeds, *binance_url, *yahoo_url;
     int port;
-    int64_t http_timeout_ms, lease_ttl_ms, batch, gap_min;
+    int64_t http_timeout_ms, lease_ttl_ms, batch, gap_min, statement_timeout_ms;
     double outlier, stale_factor;
 } s_cfg_t;
 
@@ -160,6 +162,8 @@ s_cfg_load (s_cfg_t *c)
     S_TRY (fks_config_double ("FKS_DATA_OUTLIER", 0.2, 0, 100, &c->outlier, &e));
     S_TRY (fks_config_double ("FKS_DATA_STALE_FACTOR", 3, 0, 10000, &c->stale_factor, &e));
     S_TRY (fks_config_int ("FKS_DATA_GAP_MIN", 1, 1, 1000000, &c->gap_min, &e));
+    S_TRY (fks_config_int ("FKS_PG_STATEMENT_TIMEOUT_MS", 30000, 0, 3600000,
+                           &c->statement_timeout_ms, &e));
 #undef S_TRY
     return 0;
 fail:
@@ -515,6 +519,14 @@ s_run (s_data_t *self)
         fprintf (stderr, "fks-data: FKS_PG_URL: %s\n", perr.msg);
         return 2;
     }
+    if (self->cfg.statement_timeout_ms > 0) {
+        char ms[24];
+        snprintf (ms, sizeof ms, "%" PRId64, self->cfg.statement_timeout_ms);
+        if (fks_pg_set_option (self->pg, "statement_timeout", ms, &perr) != 0) {
+            fprintf (stderr, "fks-data: FKS_PG_STATEMENT_TIMEOUT_MS: %s\n", perr.msg);
+            return 2;
+        }
+    }
     self->redis = fks_redis_new (self->cfg.redis_url, S_REDIS_TIMEOUT_MS, S_REDIS_TIMEOUT_MS,
                                  &rerr);
     self->ready_redis = self->redis ? fks_redis_new (self->cfg.redis_url, S_REDIS_TIMEOUT_MS,
@@ -524,14 +536,16 @@ s_run (s_data_t *self)
         return 2;
     }
     //  A typo in the statements should stop the program now, not on the first bar.
+    //  A transient failure (PostgreSQL down, or a prepare cancelled by the statement timeout
+    //  while a lock is held on a table) is tried again with the first store.
     if (fks_pg_connect (self->pg, &perr) != 0) {
-        if (perr.sqlstate[0] && strncmp (perr.sqlstate, "08", 2) != 0) {
+        if (!fks_pg_err_transient (&perr)) {
             fks_log (FKS_LOG_ERROR, NULL, NULL, "fks-data: PostgreSQL refused the statements: "
                      "%s (SQLSTATE %s); is the schema migrated (fks migrate)?", perr.msg,
                      perr.sqlstate);
             return 1;
         }
-        fks_log (FKS_LOG_WARN, NULL, NULL, "fks-data: PostgreSQL not reachable yet (%s); will "
+        fks_log (FKS_LOG_WARN, NULL, NULL, "fks-data: PostgreSQL not usable yet (%s); will "
                  "retry", perr.msg);
     }
     char host[64] = "host";
