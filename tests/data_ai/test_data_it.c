@@ -51,6 +51,17 @@ s_run_init (s_run_t *r, const char *db, const char *feeds)
     s_env (r, "FKS_DATA_FEEDS=%s", feeds);
 }
 
+//  fks-data replaying the sample (5,550 daily bars) as a symbol of its own: prefix + pid.
+static void
+s_replay_init (s_run_t *r, const char *db, const char *prefix, char symbol[32])
+{
+    char feeds[512];
+    snprintf (symbol, 32, "%s%d", prefix, (int) getpid ());
+    snprintf (feeds, sizeof feeds, "replay %s %s 1d calendar=weekdays",
+              dai_source ("tools/data/ttrc_ohlcv.csv"), symbol);
+    s_run_init (r, db, feeds);
+}
+
 static long
 s_rows (const char *symbol)
 {
@@ -118,12 +129,9 @@ s_metric_wait (int port, const char *series, double want, int timeout_ms)
 Test (data_it, replay_of_the_sample_lands_every_bar_once)
 {
     const char *db = dai_db ();
-    char symbol[32], feeds[512];
-    snprintf (symbol, sizeof symbol, "TTRCD%d", (int) getpid ());
-    snprintf (feeds, sizeof feeds, "replay %s %s 1d calendar=weekdays",
-              dai_source ("tools/data/ttrc_ohlcv.csv"), symbol);
+    char symbol[32];
     s_run_t r;
-    s_run_init (&r, db, feeds);
+    s_replay_init (&r, db, "TTRCD", symbol);
     pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
     char url[64];
     snprintf (url, sizeof url, "http://127.0.0.1:%d/ready", r.port);
@@ -176,12 +184,9 @@ Test (data_it, a_store_waiting_on_a_lock_is_cancelled_and_tried_again)
     cr_assert_eq (PQresultStatus (res), PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
     PQclear (res);
 
-    char symbol[32], feeds[512];
-    snprintf (symbol, sizeof symbol, "TTRCL%d", (int) getpid ());
-    snprintf (feeds, sizeof feeds, "replay %s %s 1d calendar=weekdays",
-              dai_source ("tools/data/ttrc_ohlcv.csv"), symbol);
+    char symbol[32];
     s_run_t r;
-    s_run_init (&r, db, feeds);
+    s_replay_init (&r, db, "TTRCL", symbol);
     s_env (&r, "FKS_PG_STATEMENT_TIMEOUT_MS=%s", "300");
     pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
     char *log = NULL;
