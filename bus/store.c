@@ -328,9 +328,9 @@ pg_failed:
     s_log_pg ("cannot record dead letter", &err);
     fks_metric_inc (self->m_errors);
     msgpack_sbuffer_destroy (&out);
-    //  A refusal of the content itself would fail forever: log it and go on.
-    if (err.sqlstate[0] && !err.conn_lost && strncmp (err.sqlstate, "08", 2) != 0
-        && strncmp (err.sqlstate, "57", 2) != 0 && strncmp (err.sqlstate, "53", 2) != 0)
+    //  A refusal of the content itself would fail forever: log it and go on. Anything that
+    //  may pass later (a deadlock or a serialisation failure included) is tried again.
+    if (!fks_pg_err_transient (&err))
         result = 0;
     return result;
 }
