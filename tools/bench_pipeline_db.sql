@@ -18,6 +18,8 @@
 -- alerts/s here (transactions/s x :batch) bounds the pipeline on the same machine. Each client
 -- keeps its own symbol ('RAW' and its client id), as FKS routes a symbol to one execution
 -- thread. Ids are time-ordered like FKS's UUIDv7 (fks_bench_v7, created by the benchmark).
+-- The script makes its ids (about 2 us each) and the alert's JSON in the database, which FKS
+-- does in its own programs: some 15-20 us per alert, a few percent against PostgreSQL alone.
 
 -- gateway
 BEGIN;
