@@ -126,6 +126,7 @@ if [ -n "${FKS_BENCH_DB_BATCHES-16 64}" ]; then
     r=$(fks_bench_raw_run "$RAW_URL" gateway "$b" 4 5) || fks_die "pgbench failed"
     RAW+=("$b $r")
   done
+  fks_bench_raw_done "$RAW_URL"
 fi
 
 fks_say "warming up ..."

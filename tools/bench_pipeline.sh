@@ -93,6 +93,7 @@ if [ -n "$DB_BATCHES" ]; then
   fks_say "PostgreSQL alone: $LAT_RATE alerts/s in batches of $DB_LAT_BATCH, ${SECONDS_PER_RUN}s ..."
   RAW_LAT=$(fks_bench_raw_run "$RAW_URL" all "$DB_LAT_BATCH" 8 "$SECONDS_PER_RUN" "$LAT_RATE") \
     || fks_die "pgbench failed"
+  fks_bench_raw_done "$RAW_URL"
 fi
 
 BUS_PORT=$(fks_free_port); BUS_HTTP=$(fks_free_port); BUS_STREAM=$(fks_free_port)

@@ -238,6 +238,14 @@ EOSQL
   echo "$url"
 }
 
+# fks_bench_raw_done URL : after the raw runs, drops fks_raw and checkpoints, so that the WAL
+# they wrote does not start a checkpoint in the middle of the runs measured next.
+fks_bench_raw_done() {
+  local admin=${1%/fks_raw}/postgres
+  psql -q -c "DROP DATABASE fks_raw" "$admin" >/dev/null 2>&1
+  psql -q -c "CHECKPOINT" "$admin" >/dev/null 2>&1
+}
+
 # fks_bench_raw_run URL STAGES BATCH CLIENTS SECONDS [RATE] : runs tools/bench_pipeline_db.sql
 # with prepared statements (STAGES: "gateway" for the gateway's writes only, "all" for the three
 # stages) as fast as it goes and prints "alerts/s ms-per-run", or at RATE alerts/s and prints
