@@ -23,6 +23,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1048,4 +1049,15 @@ fks_pg_err_transient (const fks_pg_err_t *err)
     return err->conn_lost || !s[0]
         || !strncmp (s, "08", 2) || !strncmp (s, "40", 2) || !strncmp (s, "53", 2)
         || !strncmp (s, "57", 2) || !strncmp (s, "58", 2);
+}
+
+int
+fks_pg_set_statement_timeout (fks_pg_t *self, int64_t ms, fks_pg_err_t *err)
+{
+    s_err_clear (err);
+    if (ms <= 0)
+        return 0;
+    char v[24];
+    snprintf (v, sizeof v, "%" PRId64, ms);
+    return fks_pg_set_option (self, "statement_timeout", v, err);
 }

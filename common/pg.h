@@ -19,6 +19,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct fks_pg_t fks_pg_t;
 
@@ -69,6 +70,11 @@ int fks_pg_connect (fks_pg_t *self, fks_pg_err_t *err);
  *  any the URL gives, so it wins), from the next connect on: e.g. statement_timeout for a
  *  service whose threads must not wait on a lock forever. Plain words only. 0 or -1. */
 int fks_pg_set_option (fks_pg_t *self, const char *name, const char *value, fks_pg_err_t *err);
+
+/*  statement_timeout for this handle's sessions (fks_pg_set_option), in milliseconds; 0 or
+ *  less sets nothing (PostgreSQL's default: no limit). A statement running longer, a lock wait
+ *  included, fails with SQLSTATE 57014. 0 or -1. */
+int fks_pg_set_statement_timeout (fks_pg_t *self, int64_t ms, fks_pg_err_t *err);
 
 /*  True if the connection is up (no server round trip). */
 bool fks_pg_connected (fks_pg_t *self);

@@ -211,12 +211,8 @@ fks_api_new (const fks_api_opts_t *opts)
     for (size_t i = 0; i < n; i++) {
         fks_pg_err_t err;
         fks_pg_t *pg = fks_pg_new (opts->cfg->pg_url, fks_apikey_stmts, fks_apikey_stmts_n, &err);
-        if (pg && opts->cfg->statement_timeout_ms > 0) {
-            char ms[16];
-            snprintf (ms, sizeof ms, "%d", opts->cfg->statement_timeout_ms);
-            if (fks_pg_set_option (pg, "statement_timeout", ms, &err) != 0)
-                fks_pg_destroy (&pg);
-        }
+        if (pg && fks_pg_set_statement_timeout (pg, opts->cfg->statement_timeout_ms, &err) != 0)
+            fks_pg_destroy (&pg);
         if (!pg) {
             fks_error ("api: FKS_PG_URL: %s", err.msg);
             fks_api_destroy (&self);

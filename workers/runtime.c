@@ -1347,12 +1347,9 @@ s_threads_make (fks_worker_t *self)
         fks_pg_err_t perr;
         fks_redis_err_t rerr;
         th->pg = fks_pg_new (self->cfg.pg_url, self->stmts, self->n_stmts, &perr);
-        if (th->pg && self->cfg.statement_timeout_ms > 0) {
-            char ms[16];
-            snprintf (ms, sizeof ms, "%d", self->cfg.statement_timeout_ms);
-            if (fks_pg_set_option (th->pg, "statement_timeout", ms, &perr) != 0)
-                fks_pg_destroy (&th->pg);
-        }
+        if (th->pg
+            && fks_pg_set_statement_timeout (th->pg, self->cfg.statement_timeout_ms, &perr) != 0)
+            fks_pg_destroy (&th->pg);
         if (!th->pg)
             fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: PostgreSQL: %s", self->def->program,
                      perr.msg);

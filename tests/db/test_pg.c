@@ -287,8 +287,16 @@ Test (pg, session_settings_join_the_urls_options_and_apply_on_connect)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq (fks_pg_set_option (pg, bad[i][0], bad[i][1], &err), -1, "%s=%s accepted",
                       bad[i][0], bad[i][1]);
+    cr_assert_eq (fks_pg_set_statement_timeout (pg, 0, &err), 0, "0: no limit, nothing set");
     v = s_scalar (pg, "SELECT current_setting ('statement_timeout')");
     cr_assert_str_eq (v, "0", "nothing was set");
+    free (v);
+    fks_pg_destroy (&pg);
+
+    pg = s_new (NULL, 0);
+    cr_assert_eq (fks_pg_set_statement_timeout (pg, 1500, &err), 0, "%s", err.msg);
+    v = s_scalar (pg, "SELECT current_setting ('statement_timeout')");
+    cr_assert_str_eq (v, "1500ms");
     free (v);
     fks_pg_destroy (&pg);
 }

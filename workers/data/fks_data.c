@@ -519,13 +519,9 @@ s_run (s_data_t *self)
         fprintf (stderr, "fks-data: FKS_PG_URL: %s\n", perr.msg);
         return 2;
     }
-    if (self->cfg.statement_timeout_ms > 0) {
-        char ms[24];
-        snprintf (ms, sizeof ms, "%" PRId64, self->cfg.statement_timeout_ms);
-        if (fks_pg_set_option (self->pg, "statement_timeout", ms, &perr) != 0) {
-            fprintf (stderr, "fks-data: FKS_PG_STATEMENT_TIMEOUT_MS: %s\n", perr.msg);
-            return 2;
-        }
+    if (fks_pg_set_statement_timeout (self->pg, self->cfg.statement_timeout_ms, &perr) != 0) {
+        fprintf (stderr, "fks-data: FKS_PG_STATEMENT_TIMEOUT_MS: %s\n", perr.msg);
+        return 2;
     }
     self->redis = fks_redis_new (self->cfg.redis_url, S_REDIS_TIMEOUT_MS, S_REDIS_TIMEOUT_MS,
                                  &rerr);

@@ -234,6 +234,7 @@ typedef struct {
     s_placed_batch_t placed_batch;  /* the stack, no allocation per batch for the arrays */
     char lock[S_CACHE_MAX][FKS_SYMBOL_MAX];     /* the batch's symbols, sorted (s_prefetch) */
     size_t n_lock;
+    const char *lock_names[S_CACHE_MAX];    /* ... as strings (for the prices' read), */
     fks_worker_array_t lock_arr;    /* ... as an array literal, */
     const char *lock_list;          /* ... which is this */
     bool prices_asked;              /* s_prefetch sent their prices' read; begin reads it */
@@ -559,13 +560,13 @@ s_batch_symbols (fks_worker_tx_t *tx, s_thread_t *st)
     if (k == 0)
         return 0;
     qsort (st->lock, k, sizeof st->lock[0], s_cmp_symbol);
-    fks_worker_array_free (&st->lock_arr);
-    fks_worker_array_init (&st->lock_arr);
+    fks_worker_array_reset (&st->lock_arr);
     for (size_t i = 0; i < k; i++)
         if (i == 0 || strcmp (st->lock[i], st->lock[st->n_lock - 1]) != 0) {
             fks_worker_array_add (&st->lock_arr, st->lock[i]);
             if (st->n_lock != i)
                 memcpy (st->lock[st->n_lock], st->lock[i], FKS_SYMBOL_MAX);
+            st->lock_names[st->n_lock] = st->lock[st->n_lock];
             st->n_lock++;
         }
     if (!(st->lock_list = fks_worker_array_end (&st->lock_arr))) {
@@ -592,12 +593,9 @@ s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
         return 0;
     //  The symbols' latest prices are asked of Redis now and read in begin: that round trip
     //  runs while PostgreSQL takes the locks. If asking fails, begin reads them the usual way.
-    const char *names[S_CACHE_MAX];
-    for (size_t i = 0; i < st->n_lock; i++)
-        names[i] = st->lock[i];
     fks_redis_err_t rerr;
-    st->prices_asked = fks_price_get_many_send (fks_worker_redis (tx), names, st->n_lock,
-                                                &rerr) == 0;
+    st->prices_asked = fks_price_get_many_send (fks_worker_redis (tx), st->lock_names,
+                                                st->n_lock, &rerr) == 0;
     calls[0] = (fks_pg_call_t) { "ex_positions_lock", 1, &st->lock_list, NULL, NULL };
     calls[1] = (fks_pg_call_t) { "ex_positions", 1, &st->lock_list, NULL, NULL };
     return 2;
@@ -624,23 +622,20 @@ s_take_positions (fks_worker_tx_t *tx, s_thread_t *st, const PGresult *r)
                 st->pos[i].pos.fees = fks_worker_parse_num (PQgetvalue (r, j, 4), 0);
             }
     }
-    const char *names[S_CACHE_MAX];
     double prices[S_CACHE_MAX];
     bool found[S_CACHE_MAX];
-    for (size_t i = 0; i < st->n_lock; i++)
-        names[i] = st->lock[i];
     fks_redis_err_t rerr;
     bool asked = st->prices_asked;
     st->prices_asked = false;
     int rc = asked ? fks_price_get_many_recv (fks_worker_redis (tx), st->n_lock, prices, NULL,
                                               found, &rerr)
-                   : fks_price_get_many (fks_worker_redis (tx), names, st->n_lock, prices, NULL,
-                                         found, &rerr);
+                   : fks_price_get_many (fks_worker_redis (tx), st->lock_names, st->n_lock,
+                                         prices, NULL, found, &rerr);
     if (rc != 0)
         return fks_worker_redis_error (tx, &rerr, "reading the latest prices");
     for (size_t i = 0; i < st->n_lock; i++) {
         s_price_entry_t *e = &st->prices[st->n_prices++];
-        snprintf (e->symbol, sizeof e->symbol, "%s", names[i]);
+        snprintf (e->symbol, sizeof e->symbol, "%s", st->lock[i]);
         e->has = found[i];
         e->price = found[i] ? prices[i] : 0;
     }
