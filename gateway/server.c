@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +203,32 @@ s_log_message (const struct mg_connection *conn, const char *message)
     return 1;                           /* handled: civetweb does not print it */
 }
 
+static const char *s_status_text (int status);
+
+//  civetweb's own error answers - a request it could not read (headers over the limit, or cut
+//  off by the request timeout), a bad HTTP version, a path no handler serves - in the
+//  contract's JSON shape instead of its plain text. A request it could not read leaves the
+//  connection in an unknown state: it is closed after the answer.
+static int
+s_http_error (struct mg_connection *conn, int status, const char *msg)
+{
+    const char *code;
+    switch (status) {
+        case 404: code = "not_found"; break;
+        case 405: code = "method_not_allowed"; break;
+        case 408: code = "request_timeout"; break;
+        case 413: code = "too_large"; break;
+        case 431: code = "headers_too_large"; break;
+        case 505: code = "http_version_not_supported"; break;
+        default: code = status >= 500 ? "internal" : "bad_request"; break;
+    }
+    if (status != 404 && status != 405)
+        fks_http_must_close (conn);
+    fks_http_error (conn, status, NULL, code, NULL,
+                    msg && *msg ? msg : s_status_text (status));
+    return 0;                           /* answered: civetweb sends nothing of its own */
+}
+
 fks_server_t *
 fks_server_new (const fks_gateway_config_t *cfg)
 {
@@ -241,6 +268,7 @@ fks_server_new (const fks_gateway_config_t *cfg)
     cb.begin_request = s_begin_request;
     cb.end_request = s_end_request;
     cb.log_message = s_log_message;
+    cb.http_error = s_http_error;
     self->ctx = mg_start (&cb, self, options);
     if (!self->ctx) {
         fks_error ("cannot listen on %s (FKS_HTTP_BIND / FKS_GATEWAY_PORT): is the port in use?",
@@ -395,6 +423,100 @@ fks_http_error (struct mg_connection *conn, int status, const char *extra_header
     return fks_http_reply (conn, status, "application/json", extra_headers, body, (size_t) n);
 }
 
+//  The body's deadline. civetweb's mg_read waits for every byte it was asked for as long as
+//  bytes keep coming, whatever the total time, so checking the clock between reads does not
+//  stop a client that trickles its body a byte at a time. A per-thread timer armed at the
+//  deadline (and every S_BODY_POKE_MS after it, so a signal that lands outside the poll is
+//  sent again) signals the reading thread; the handler does nothing, but civetweb's poll
+//  fails with EINTR, mg_read returns what it has, and the read loop sees the deadline. The
+//  timer fires only while armed (between s_body_timer_arm and _disarm) and only at this
+//  thread. Without a timer (timer_create refused), the clock is still checked between reads.
+#define S_BODY_POKE_MS 50
+
+typedef struct {
+    timer_t id;
+} s_body_timer_t;
+
+static pthread_once_t s_body_once = PTHREAD_ONCE_INIT;
+static pthread_key_t s_body_key;
+static bool s_body_ok;
+static __thread s_body_timer_t *s_body_timer;
+static __thread bool s_body_failed;
+
+static void
+s_body_alarm (int sig)
+{
+    (void) sig;
+}
+
+static void
+s_body_timer_free (void *p)
+{
+    s_body_timer_t *t = p;
+    timer_delete (t->id);
+    free (t);
+}
+
+static void
+s_body_init (void)
+{
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = s_body_alarm;
+    sigemptyset (&sa.sa_mask);
+    s_body_ok = sigaction (SIGRTMIN, &sa, NULL) == 0
+                && pthread_key_create (&s_body_key, s_body_timer_free) == 0;
+}
+
+//  Arms this thread's timer to fire in ms, then every S_BODY_POKE_MS. False when there is none.
+static bool
+s_body_timer_arm (int64_t ms)
+{
+    pthread_once (&s_body_once, s_body_init);
+    if (!s_body_ok || s_body_failed)
+        return false;
+    if (!s_body_timer) {
+        s_body_timer_t *t = malloc (sizeof *t);
+        struct sigevent ev;
+        memset (&ev, 0, sizeof ev);
+        ev.sigev_notify = SIGEV_THREAD_ID;
+        ev.sigev_signo = SIGRTMIN;
+        ev._sigev_un._tid = gettid ();      /* sigev_notify_thread_id (glibc >= 2.37) */
+        sigset_t set;
+        sigemptyset (&set);
+        sigaddset (&set, SIGRTMIN);
+        if (!t || pthread_sigmask (SIG_UNBLOCK, &set, NULL) != 0
+            || timer_create (CLOCK_MONOTONIC, &ev, &t->id) != 0) {
+            fks_warn ("gateway: no body timer for this thread (%s); a body is timed between "
+                      "reads only", strerror (errno));
+            free (t);
+            s_body_failed = true;
+            return false;
+        }
+        if (pthread_setspecific (s_body_key, t) != 0) {
+            s_body_timer_free (t);
+            s_body_failed = true;
+            return false;
+        }
+        s_body_timer = t;
+    }
+    if (ms < 1)
+        ms = 1;
+    struct itimerspec its = {
+        .it_value = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 },
+        .it_interval = { .tv_sec = 0, .tv_nsec = S_BODY_POKE_MS * 1000000L },
+    };
+    return timer_settime (s_body_timer->id, 0, &its, NULL) == 0;
+}
+
+static void
+s_body_timer_disarm (void)
+{
+    struct itimerspec off;
+    memset (&off, 0, sizeof off);
+    timer_settime (s_body_timer->id, 0, &off, NULL);
+}
+
 int
 fks_http_read_body (struct mg_connection *conn, char *buf, size_t cap, size_t *len_out)
 {
@@ -405,7 +527,12 @@ fks_http_read_body (struct mg_connection *conn, char *buf, size_t cap, size_t *l
         fks_http_must_close (conn);
         return 1;
     }
-    int64_t deadline = fks_mono_ns () / 1000000 + (s_cfg ? s_cfg->request_timeout_ms : 5000);
+    if (declared == 0)
+        return 0;
+    int64_t timeout_ms = s_cfg ? s_cfg->request_timeout_ms : 5000;
+    int64_t deadline = fks_mono_ns () / 1000000 + timeout_ms;
+    bool armed = s_body_timer_arm (timeout_ms);
+    int rc = 0;
     size_t len = 0;
     for (;;) {
         size_t want = declared >= 0 ? (size_t) declared - len : cap - len;
@@ -415,33 +542,30 @@ fks_http_read_body (struct mg_connection *conn, char *buf, size_t cap, size_t *l
             //  Unknown length and the buffer is full: one more byte means too large.
             char extra;
             int r = mg_read (conn, &extra, 1);
-            if (r > 0) {
-                fks_http_must_close (conn);
-                return 1;
-            }
-            if (r < 0) {
-                fks_http_must_close (conn);
-                return -1;
-            }
+            rc = r > 0 ? 1 : r < 0 ? -1 : 0;
             break;
         }
         int r = mg_read (conn, buf + len, want);
         if (r == 0) {
-            if (declared >= 0 && len < (size_t) declared) {
-                fks_http_must_close (conn);
-                return -1;              /* the client closed before sending it all */
-            }
+            if (declared >= 0 && len < (size_t) declared)
+                rc = -1;                /* the client closed before sending it all */
             break;
         }
         if (r < 0) {
-            fks_http_must_close (conn);
-            return -1;
+            rc = -1;                    /* a socket error, or the timer cut a slow read */
+            break;
         }
         len += (size_t) r;
         if (fks_mono_ns () / 1000000 > deadline && (declared < 0 || len < (size_t) declared)) {
-            fks_http_must_close (conn);
-            return -1;                  /* a body trickling in: the thread is not theirs */
+            rc = -1;                    /* a body trickling in: the thread is not theirs */
+            break;
         }
+    }
+    if (armed)
+        s_body_timer_disarm ();
+    if (rc != 0) {
+        fks_http_must_close (conn);
+        return rc;
     }
     *len_out = len;
     return 0;
@@ -471,6 +595,35 @@ const char *
 fks_http_header (struct mg_connection *conn, const char *name)
 {
     return mg_get_header (conn, name);
+}
+
+const char *
+fks_http_header_all (struct mg_connection *conn, const char *name, char *buf, size_t cap)
+{
+    const struct mg_request_info *ri = mg_get_request_info (conn);
+    if (!ri || cap == 0)
+        return NULL;
+    size_t len = 0;
+    bool found = false;
+    //  civetweb keeps at most MG_MAX_HEADERS (64) field lines: the loop is bounded by it.
+    for (int i = 0; i < ri->num_headers && i < MG_MAX_HEADERS; i++) {
+        const struct mg_header *h = &ri->http_headers[i];
+        if (!h->name || !h->value || strcasecmp (h->name, name) != 0)
+            continue;
+        const char *parts[2] = { found ? ", " : "", h->value };
+        found = true;
+        for (int k = 0; k < 2; k++) {
+            size_t n = strlen (parts[k]);
+            if (n > cap - 1 - len)
+                n = cap - 1 - len;
+            memcpy (buf + len, parts[k], n);
+            len += n;
+        }
+    }
+    if (!found)
+        return NULL;
+    buf[len] = '\0';
+    return buf;
 }
 
 const char *

@@ -126,6 +126,14 @@ int fks_http_query (struct mg_connection *conn, const char *name, char *out, siz
 /*  A request header, or NULL. */
 const char *fks_http_header (struct mg_connection *conn, const char *name);
 
+/*  Every field line of header `name` (case-insensitive), joined with ", " in the order received,
+ *  as a recipient may combine them (RFC 9110, 5.3), in buf: a header a client sent twice is read
+ *  whole, not only its first line. Returns buf, or NULL when the request has no such header. A
+ *  result longer than cap - 1 bytes is cut at cap - 1: a caller with a length limit sizes buf at
+ *  least one byte beyond it, so that a cut value still exceeds the limit. */
+const char *fks_http_header_all (struct mg_connection *conn, const char *name, char *buf,
+                                 size_t cap);
+
 /*  The path (without query string), the method, and the peer address of the request. */
 const char *fks_http_path (struct mg_connection *conn);
 const char *fks_http_method (struct mg_connection *conn);

@@ -154,11 +154,15 @@ s_handle (struct mg_connection *conn, void *cbdata)
     }
 
     //  The source: 403 before anything else.
+    //  Every X-Forwarded-For line: a proxy that adds its own line after the client's must not
+    //  leave the client's (forged) one as the only one read. One byte beyond the limit, so
+    //  that a longer header is refused, not cut.
     fks_ipaddr_t client;
     memset (&client, 0, sizeof client);
-    fks_auth_result_t ar = fks_auth_check_source (self->o.auth, fks_http_peer (conn),
-                                                  fks_http_header (conn, "X-Forwarded-For"),
-                                                  &client);
+    char xff[FKS_AUTH_XFF_MAX + 2];
+    fks_auth_result_t ar = fks_auth_check_source (
+        self->o.auth, fks_http_peer (conn),
+        fks_http_header_all (conn, "X-Forwarded-For", xff, sizeof xff), &client);
     char addr[FKS_AUTH_ADDR_TEXT_MAX];
     if (client.family)
         fks_ipaddr_format (&client, addr);

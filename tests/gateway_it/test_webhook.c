@@ -714,6 +714,108 @@ Test (webhook, slow_senders_are_cut_off_by_the_request_timeout)
     cr_assert (secs < 5, "a stalled body held the connection %.1f s", secs);
     cr_assert (strncmp (answer, "HTTP/1.1 408", 12) == 0, "answer: %s", answer);
     cr_assert_eq (s_inbox_total (ctx), before);
+    //  A body that keeps coming, a byte every 200 ms (each read makes progress, so civetweb
+    //  alone would wait for all 100 bytes, 20 s): cut at the request timeout (1 s) with 408.
+    fd = s_connect (port);
+    const char *head2 = "POST /webhook/tradingview HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    cr_assert (write (fd, head2, strlen (head2)) > 0);
+    struct timespec t0, t1;
+    clock_gettime (CLOCK_MONOTONIC, &t0);
+    answer[0] = '\0';
+    for (int i = 0; i < 100; i++) {
+        if (send (fd, "{", 1, MSG_NOSIGNAL) != 1)
+            break;
+        if (s_seconds_until_closed (fd, 0.2, answer, sizeof answer) < 0.2)
+            break;                      /* closed */
+    }
+    clock_gettime (CLOCK_MONOTONIC, &t1);
+    close (fd);
+    secs = (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    cr_assert (secs < 3, "a trickling body held the connection %.1f s", secs);
+    cr_assert (strncmp (answer, "HTTP/1.1 408", 12) == 0, "answer: %s", answer);
+    cr_assert (strstr (answer, "\"request_timeout\""), "answer: %s", answer);
+    cr_assert_eq (s_inbox_total (ctx), before);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
+Test (webhook, civetwebs_own_errors_answer_in_the_contracts_json)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    //  Headers far over the limit: civetweb refuses them before any handler runs.
+    int fd = s_connect (ctx->port);
+    char big[40000];
+    int n = snprintf (big, sizeof big, "POST /webhook/tradingview HTTP/1.1\r\nHost: x\r\n"
+                      "X-Filler: ");
+    memset (big + n, 'a', sizeof big - (size_t) n - 8);
+    memcpy (big + sizeof big - 8, "\r\n\r\n\0\0\0\0", 8);
+    ssize_t w = send (fd, big, strlen (big), MSG_NOSIGNAL);
+    cr_assert (w > 0);
+    char answer[1024] = "";
+    double secs = s_seconds_until_closed (fd, 10, answer, sizeof answer);
+    close (fd);
+    cr_assert (secs < 10);
+    cr_assert (strncmp (answer, "HTTP/1.1 4", 10) == 0, "answer: %s", answer);
+    cr_assert (strstr (answer, "Content-Type: application/json"), "answer: %s", answer);
+    cr_assert (strstr (answer, "{\"error\":{\"code\":"), "answer: %s", answer);
+    //  A request line civetweb cannot take.
+    fd = s_connect (ctx->port);
+    const char *bad = "GET / HTTP/2.0\r\nHost: x\r\n\r\n";
+    cr_assert (write (fd, bad, strlen (bad)) > 0);
+    answer[0] = '\0';
+    s_seconds_until_closed (fd, 10, answer, sizeof answer);
+    close (fd);
+    cr_assert (strstr (answer, "{\"error\":{\"code\":"), "answer: %s", answer);
+}
+
+//  Posts a fresh alert with the given X-Forwarded-For lines (NULL-terminated); the status.
+static long
+s_post_forwarded (const char *url, const char *const *xff)
+{
+    char body[256];
+    snprintf (body, sizeof body, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"id\":\"xff2-%lu\","
+              "\"passphrase\":\"" IT_SECRET "\"}", it_unique ());
+    const char *headers[8] = { "Content-Type: application/json" };
+    char lines[4][96];
+    int n = 1;
+    for (int i = 0; xff[i] && i < 4; i++) {
+        snprintf (lines[i], sizeof lines[i], "X-Forwarded-For: %s", xff[i]);
+        headers[n++] = lines[i];
+    }
+    headers[n] = NULL;
+    it_resp_t r;
+    cr_assert_eq (it_http ("POST", url, headers, body, strlen (body), &r), 0);
+    long st = r.status;
+    it_resp_free (&r);
+    return st;
+}
+
+Test (webhook, every_x_forwarded_for_line_is_read_not_only_the_first)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-xff2.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_TRUSTED_PROXIES=127.0.0.1",
+                          "FKS_GATEWAY_ALLOWLIST=198.51.100.0/24", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char url[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook/tradingview", port);
+    long before = s_inbox_total (ctx);
+    //  The proxy (127.0.0.1, trusted) appends the address it saw, here on a line of its own:
+    //  that right-most entry is the client, whatever the client wrote in its own line.
+    const char *forged[] = { "198.51.100.7", "192.0.2.1", NULL };
+    cr_assert_eq (s_post_forwarded (url, forged), 403);
+    const char *forged_one_line[] = { "198.51.100.7, 192.0.2.1", NULL };
+    cr_assert_eq (s_post_forwarded (url, forged_one_line), 403);
+    cr_assert_eq (s_inbox_total (ctx), before);
+    const char *allowed[] = { "192.0.2.1", "198.51.100.7", NULL };
+    cr_assert_eq (s_post_forwarded (url, allowed), 202);
+    const char *allowed_one[] = { "198.51.100.8", NULL };
+    cr_assert_eq (s_post_forwarded (url, allowed_one), 202);
+    cr_assert_eq (s_inbox_total (ctx), before + 2);
     cr_assert_eq (it_stop_pid (pid), 0);
     unlink (log_path);
 }
