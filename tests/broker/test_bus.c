@@ -303,7 +303,11 @@ s_observer (void *arg)
 
 Test (bus, a_stuck_observer_does_not_change_the_pipelines_throughput)
 {
-    const char *env[] = { "FKS_BUS_STREAM_HWM=500", "FKS_BUS_STREAM_SNDBUF=65536", NULL };
+    //  The high-water mark is every observer's (one PUB socket): low enough that the stuck
+    //  one overflows within the 4,000 messages it is sent, high enough that the healthy one,
+    //  its thread starved for a while on a loaded machine (an ASan build beside compilers),
+    //  still has room; at 500 it lost messages to a quarter second of starvation.
+    const char *env[] = { "FKS_BUS_STREAM_HWM=2000", "FKS_BUS_STREAM_SNDBUF=65536", NULL };
     h_bus_start (env);
     h_consumer_start ("c1", s_consumer_args);
     h_consumer_start ("c2", s_consumer_args);
