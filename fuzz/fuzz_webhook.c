@@ -70,8 +70,12 @@ s_check_alert (const fks_alert_t *alert)
     s_require (json_object_get (root, "passphrase") == NULL, "passphrase in JSON");
     json_decref (root);
 
-    char key[FKS_ALERT_IDEM_KEY_MAX];
-    s_require (fks_alert_idem_key (alert, 1705329000000, 60000, key) == 0, "idem key");
+    char key[FKS_ALERT_IDEM_KEY_MAX], prev[FKS_ALERT_IDEM_KEY_MAX];
+    s_require (fks_alert_idem_key (alert, 1705329000000, 60000, -1, key, prev) == 0, "idem key");
+    s_require (strcmp (key, prev) != 0, "a key is not its own previous window's");
+    s_require (fks_alert_idem_key (alert, 1705329000000, 60000, 1705329000, key, prev) == 0,
+               "signed idem key");
+    s_require (prev[0] == '\0', "a signed key has no previous window");
 
     fks_id_t inbox;
     s_require (fks_id_new (&inbox) == 0, "id");

@@ -13,7 +13,10 @@
  *  so the two always carry the same keys, and hashes into an idempotency key.
  *
  *  Error messages may quote a short, sanitised piece of the offending value to help a user fix
- *  a template, except for the passphrase, which is never quoted.
+ *  a template, but never body text that may belong to a secret: the passphrase is never quoted,
+ *  nor is anything that follows an unquoted secret in a key=value body (`passphrase=my secret`
+ *  splits the secret into two tokens), nor any part of a JSON syntax error (jansson's texts
+ *  quote the bytes near the error). Those messages name the field or the position instead.
  */
 #include "gateway/alert.h"
 
@@ -44,6 +47,7 @@
 typedef struct {
     fks_alert_err_t *err;
     const char *prefix;         /* "" at the top level, "stopLoss." inside a nested object */
+    bool no_quote;              /* body text may belong to a secret: messages quote none of it */
 } s_ctx_t;
 
 static int
@@ -103,6 +107,42 @@ s_quote (const char *s, size_t len, char out[S_QUOTE_MAX + 8])
     return out;
 }
 
+#define S_GOT_MAX (S_QUOTE_MAX + 16)
+
+//  ", got 'abc'" to end a message with the offending value, or "" when body text may belong to
+//  a secret.
+static const char *
+s_got (const s_ctx_t *c, const char *s, size_t len, char out[S_GOT_MAX])
+{
+    if (c->no_quote) {
+        out[0] = '\0';
+        return out;
+    }
+    char q[S_QUOTE_MAX + 8];
+    snprintf (out, S_GOT_MAX, ", got %s", s_quote (s, len, q));
+    return out;
+}
+
+//  Keys whose value is, or may be, a secret: the passphrase the parser hands out, and whatever
+//  else a user may have named a secret (token, secret, password, apiKey...), which the parser
+//  ignores as unknown but must not echo either. Case-insensitive substrings.
+static bool
+s_secret_key (const char *key, size_t len)
+{
+    static const char *const words[] = { "pass", "secret", "token", "key", NULL };
+    for (size_t w = 0; words[w]; w++) {
+        size_t wlen = strlen (words[w]);
+        for (size_t i = 0; i + wlen <= len; i++) {
+            size_t j = 0;
+            while (j < wlen && (key[i + j] | 0x20) == words[w][j])
+                j++;
+            if (j == wlen)
+                return true;
+        }
+    }
+    return false;
+}
+
 // ---------------------------------------------------------------------------------------------
 //  Small text helpers (ASCII only: never locale-dependent)
 
@@ -131,16 +171,28 @@ s_placeholder (const char *s, size_t len)
     return len >= 2 ? memmem (s, len, "{{", 2) : NULL;
 }
 
+//  The placeholder at `at` (s holds len bytes) was not filled in: a 400 about field, whose
+//  message names it as name. The placeholder itself, e.g. '{{close}}', is quoted so the user
+//  knows which one, unless body text may belong to a secret.
 static int
-s_fail_placeholder (s_ctx_t *c, const char *key, const char *s, size_t len, const char *at)
+s_fail_placeholder_as (s_ctx_t *c, const char *field, const char *name, const char *s,
+                       size_t len, const char *at)
 {
-    //  Quote the placeholder itself, e.g. '{{close}}', so the user knows which one.
+    if (c->no_quote)
+        return s_fail (c, field, "%s holds a TradingView placeholder that was not filled in; "
+                       "check the alert message", name);
     size_t rest = len - (size_t) (at - s);
     const char *end = memmem (at, rest, "}}", 2);
     size_t n = end ? (size_t) (end - at) + 2 : rest;
     char q[S_QUOTE_MAX + 8];
-    return s_fail (c, key, "%s holds the TradingView placeholder %s, which was not filled in; "
-                   "check the alert message", key, s_quote (at, n, q));
+    return s_fail (c, field, "%s holds the TradingView placeholder %s, which was not filled in; "
+                   "check the alert message", name, s_quote (at, n, q));
+}
+
+static int
+s_fail_placeholder (s_ctx_t *c, const char *key, const char *s, size_t len, const char *at)
+{
+    return s_fail_placeholder_as (c, key, key, s, len, at);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,8 +389,8 @@ s_to_number (s_ctx_t *c, const char *key, json_t *v, double *out)
         if (at)
             return s_fail_placeholder (c, key, s, len, at);
         if (s_strict_number (s, len, out) != 0) {
-            char q[S_QUOTE_MAX + 8];
-            return s_fail (c, key, "%s must be a number, got %s", key, s_quote (s, len, q));
+            char got[S_GOT_MAX];
+            return s_fail (c, key, "%s must be a number%s", key, s_got (c, s, len, got));
         }
     }
     else
@@ -435,9 +487,9 @@ s_to_text (s_ctx_t *c, const s_spec_t *spec, const char *key, json_t *v, char *o
     if (len >= spec->cap)
         return s_fail (c, key, "%s is longer than %zu bytes", key, spec->cap - 1);
     if (memchr (s, '\0', len) || !s_charset_ok (spec->charset, s, len)) {
-        char q[S_QUOTE_MAX + 8];
-        return s_fail (c, key, "%s may only hold %s, got %s", key,
-                       s_charset_text (spec->charset), s_quote (s, len, q));
+        char got[S_GOT_MAX];
+        return s_fail (c, key, "%s may only hold %s%s", key,
+                       s_charset_text (spec->charset), s_got (c, s, len, got));
     }
     for (size_t i = 0; i < len; i++)
         out[i] = spec->upper ? s_upper (s[i]) : s[i];
@@ -464,8 +516,10 @@ s_to_enum (s_ctx_t *c, const s_spec_t *spec, const char *key, json_t *v, int *ou
                 *out = spec->values[i].value;
                 return 0;
             }
-    char q[S_QUOTE_MAX + 8];
     s_enum_list (spec->values, list, sizeof list);
+    if (c->no_quote)
+        return s_fail (c, key, "the value of %s is not allowed; allowed values: %s", key, list);
+    char q[S_QUOTE_MAX + 8];
     return s_fail (c, key, "%s %s is not allowed; allowed values: %s", key,
                    s_quote (s, len, q), list);
 }
@@ -628,14 +682,14 @@ s_to_time (s_ctx_t *c, const char *key, json_t *v, int64_t *ms)
             n = n * 10 + (s[i] - '0');
         return s_epoch (c, key, n, ms);
     }
-    char q[S_QUOTE_MAX + 8];
+    char got[S_GOT_MAX];
     if (s_parse_iso8601 (s, len, ms) != 0)
         return s_fail (c, key, "%s must be an ISO 8601 time with Z or an offset "
-                       "(2024-01-15T14:30:00Z) or Unix seconds or milliseconds, got %s",
-                       key, s_quote (s, len, q));
+                       "(2024-01-15T14:30:00Z) or Unix seconds or milliseconds%s",
+                       key, s_got (c, s, len, got));
     if (*ms < FKS_ALERT_TIME_MIN_MS || *ms >= FKS_ALERT_TIME_MAX_MS)
-        return s_fail (c, key, "%s must be a time between 2000 and 2099, got %s", key,
-                       s_quote (s, len, q));
+        return s_fail (c, key, "%s must be a time between 2000 and 2099%s", key,
+                       s_got (c, s, len, got));
     return 0;
 }
 
@@ -738,7 +792,7 @@ s_to_exit (s_ctx_t *c, const s_spec_t *spec, const char *key, json_t *v, fks_ale
     }
     char prefix[48];
     snprintf (prefix, sizeof prefix, "%s%s.", c->prefix, key);
-    s_ctx_t inner = { c->err, prefix };
+    s_ctx_t inner = { c->err, prefix, c->no_quote };
     s_val_t val;
     const char *k_price, *k_pct, *k_amt;
     double price = 0, pct = 0, amt = 0;
@@ -1017,6 +1071,141 @@ s_json_depth_ok (const char *s, size_t len, int max_depth)
     return true;
 }
 
+//  jansson's syntax error texts that quote nothing from the body, kept as they are; the others
+//  quote bytes of the body ("invalid Unicode escape '\\u12zz'", "unable to decode byte 0xe9"),
+//  which may belong to the passphrase, and are replaced. Matched as prefixes, since jansson
+//  appends " near ..." (which is dropped too).
+static const char *
+s_json_error_text (const char *text)
+{
+    static const char *const kept[] = {
+        "premature end of input", "unexpected newline", "invalid escape",
+        "too big negative integer", "too big integer", "real number overflow",
+        "maximum parsing depth reached", "string or '}' expected", "':' expected",
+        "'}' expected", "invalid token", "unexpected token", "']' expected", "'[' or '{' expected",
+        "end of file expected", "NUL byte in object key not supported", NULL };
+    static const struct { const char *prefix, *text; } replaced[] = {
+        { "unable to decode byte", "invalid UTF-8" },
+        { "control character", "a control character inside a string" },
+        { "invalid Unicode", "an invalid Unicode escape" },
+        { "\\u0000", "\\u0000 is not allowed" },
+        { NULL, NULL } };
+    for (size_t i = 0; kept[i]; i++)
+        if (strncmp (text, kept[i], strlen (kept[i])) == 0)
+            return kept[i];
+    for (size_t i = 0; replaced[i].prefix; i++)
+        if (strncmp (text, replaced[i].prefix, strlen (replaced[i].prefix)) == 0)
+            return replaced[i].text;
+    return "syntax error";
+}
+
+#define S_PATH_MAX 64           /* bytes of a dotted key path, as fks_alert_err_t.field */
+
+//  An unfilled TradingView placeholder outside quotes ("price":{{close}}) is no JSON at all, so
+//  jansson refuses the body without saying why. This finds the first `{{` outside strings in
+//  JSON text that is a member's value (or an array element) and returns it, with the keys that
+//  lead to it in path ("price", "stopLoss.percent"; an array in the way ends the path at the
+//  key that holds it) and the innermost in *name. Without one it returns the first `{{` outside
+//  strings anywhere (the body starts with one, or it stands where a key should), with path "",
+//  or NULL when there is none. path is "" too when a key cannot be named (escaped, not
+//  printable, too long). *secret tells whether a key on the way may hold a secret (or cannot
+//  be read), so the placeholder is not quoted. A `{{` that is no value counts as the '{' it
+//  starts with, so a body and its twin with a member added after the first '{' give the same
+//  answer. One pass over len bytes; nesting beyond FKS_ALERT_MAX_DEPTH (which the body was
+//  checked against) or an unterminated string ends the search.
+static const char *
+s_json_bare_placeholder (const char *s, size_t len, char path[S_PATH_MAX], const char **name,
+                         bool *secret)
+{
+    struct { bool object; const char *key; size_t key_len; } lv[FKS_ALERT_MAX_DEPTH];
+    size_t depth = 0;
+    const char *str = NULL;                 // the last string
+    size_t str_len = 0;
+    char last = 0;                          // the last character that counts, outside strings
+    const char *first = NULL;               // the first `{{` that is no value
+    path[0] = '\0';
+    *name = "";
+    *secret = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (s_is_space (ch))
+            continue;
+        if (ch == '"') {
+            size_t j = i + 1;
+            while (j < len && s[j] != '"')
+                j += s[j] == '\\' ? 2 : 1;
+            if (j >= len)
+                return first;               // unterminated: any `{{` left is inside it
+            str = s + i + 1;
+            str_len = j - i - 1;
+            i = j;
+            last = '"';
+            continue;
+        }
+        if (ch == '{' && i + 1 < len && s[i + 1] == '{') {
+            bool member = depth > 0 && lv[depth - 1].object && last == ':';
+            bool element = depth > 0 && !lv[depth - 1].object && (last == '[' || last == ',');
+            if (!member && !element) {
+                if (!first)
+                    first = s + i;
+                goto structure;             // as the '{' it starts with
+            }
+            size_t n = 0;
+            for (size_t d = 0; d < depth && lv[d].object; d++) {
+                const char *k = lv[d].key;
+                size_t klen = lv[d].key_len;
+                if (!k || klen == 0 || n + klen + 2 > S_PATH_MAX || memchr (k, '\\', klen)
+                    || !s_charset_ok (S_CS_PRINTABLE, k, klen)) {
+                    path[0] = '\0';
+                    *name = "";
+                    *secret = true;         // an unreadable key may be "passphrase" escaped
+                    return s + i;
+                }
+                if (s_secret_key (k, klen))
+                    *secret = true;
+                if (n)
+                    path[n++] = '.';
+                *name = path + n;
+                memcpy (path + n, k, klen);
+                n += klen;
+            }
+            path[n] = '\0';
+            return s + i;
+        }
+    structure:
+        switch (ch) {
+            case '{':
+            case '[':
+                if (depth == FKS_ALERT_MAX_DEPTH)
+                    return first;
+                lv[depth].object = ch == '{';
+                lv[depth].key = NULL;
+                lv[depth].key_len = 0;
+                depth++;
+                break;
+            case '}':
+            case ']':
+                if (depth > 0)
+                    depth--;
+                break;
+            case ':':
+                if (last == '"' && depth > 0 && lv[depth - 1].object) {
+                    lv[depth - 1].key = str;
+                    lv[depth - 1].key_len = str_len;
+                }
+                break;
+            case ',':
+                if (depth > 0)
+                    lv[depth - 1].key = NULL;
+                break;
+            default:
+                break;
+        }
+        last = ch;
+    }
+    return first;
+}
+
 static json_t *
 s_load_json (s_ctx_t *c, const char *s, size_t len)
 {
@@ -1048,10 +1237,32 @@ s_load_json (s_ctx_t *c, const char *s, size_t len)
             s_fail (c, "body", "the JSON body has a key that appears more than once");
             return NULL;
         }
-        if (near)
-            *near = '\0';
-        s_fail (c, "body", "the body is not valid JSON: %s (line %d, column %d)", text,
-                jerr.line, jerr.column);
+        //  Most often a placeholder TradingView did not fill in, outside quotes.
+        char path[S_PATH_MAX];
+        const char *name;
+        bool secret;
+        const char *at = memmem (s, len, "{{", 2)
+                         ? s_json_bare_placeholder (s, len, path, &name, &secret) : NULL;
+        if (at) {
+            s_ctx_t pc = { c->err, "", c->no_quote || secret };
+            if (path[0])
+                s_fail_placeholder_as (&pc, path, name, s, len, at);
+            else
+            if (pc.no_quote)
+                s_fail (&pc, "body", "the body holds a TradingView placeholder outside quotes "
+                        "that was not filled in; check the alert message");
+            else {
+                const char *end = memmem (at, len - (size_t) (at - s), "}}", 2);
+                size_t n = end ? (size_t) (end - at) + 2 : len - (size_t) (at - s);
+                char q[S_QUOTE_MAX + 8];
+                s_fail (&pc, "body", "the body holds the TradingView placeholder %s outside "
+                        "quotes, which was not filled in; check the alert message",
+                        s_quote (at, n, q));
+            }
+            return NULL;
+        }
+        s_fail (c, "body", "the body is not valid JSON: %s (line %d, column %d)",
+                s_json_error_text (text), jerr.line, jerr.column);
         return NULL;
     }
     if (!json_is_object (root)) {
@@ -1070,6 +1281,11 @@ static bool s_is_key_char (char ch)
 
 //  One line of key=value pairs, separated by spaces or commas; a value may be quoted with " or '
 //  (no escapes: the quote ends the value).
+//
+//  An unquoted secret may hold a space (`passphrase=my secret`), so whatever follows an unquoted
+//  value of a secret key may be part of the secret: from there on c->no_quote is set, and the
+//  errors here name positions instead of keys. The text of a token that is not key=value is
+//  never quoted: its position, and the key before it when that can be named, say enough.
 static json_t *
 s_parse_kv (s_ctx_t *c, const char *s, size_t len)
 {
@@ -1079,12 +1295,15 @@ s_parse_kv (s_ctx_t *c, const char *s, size_t len)
         return NULL;
     }
     size_t i = 0, pairs = 0;
-    char q[S_QUOTE_MAX + 8];
+    bool secret_open = false;               // an unquoted secret value came before
+    char prev[S_KV_KEY_MAX + 1] = "";       // the previous key, when it may be named
     for (;;) {
         while (i < len && s_is_kv_sep (s[i]))
             i++;
         if (i == len)
             break;
+        if (secret_open)
+            c->no_quote = true;
         if (++pairs > S_KV_MAX_PAIRS) {
             s_fail (c, "body", "a plain-text body holds at most %d key=value pairs",
                     S_KV_MAX_PAIRS);
@@ -1094,11 +1313,11 @@ s_parse_kv (s_ctx_t *c, const char *s, size_t len)
         while (i < len && s_is_key_char (s[i]))
             i++;
         if (i == k0 || i == len || s[i] != '=') {
-            size_t end = i;
-            while (end < len && !s_is_kv_sep (s[end]))
-                end++;
-            s_fail (c, "body", "expected key=value at character %zu, got %s", k0 + 1,
-                    s_quote (s + k0, end - k0, q));
+            if (prev[0])
+                s_fail (c, "body", "expected key=value at character %zu, after the value of "
+                        "%s (quote a value that holds spaces or commas)", k0 + 1, prev);
+            else
+                s_fail (c, "body", "expected key=value at character %zu", k0 + 1);
             goto fail;
         }
         size_t klen = i - k0;
@@ -1110,21 +1329,32 @@ s_parse_kv (s_ctx_t *c, const char *s, size_t len)
         }
         memcpy (key, s + k0, klen);
         key[klen] = '\0';
+        bool named = !c->no_quote;          // the key itself may be named in messages
         i++;                                    // '='
         size_t v0, vlen;
-        if (i < len && (s[i] == '"' || s[i] == '\'')) {
+        bool quoted = i < len && (s[i] == '"' || s[i] == '\'');
+        if (quoted) {
             char quote = s[i++];
             v0 = i;
             while (i < len && s[i] != quote)
                 i++;
             if (i == len) {
-                s_fail (c, key, "the quoted value of %s has no closing quote", key);
+                if (named)
+                    s_fail (c, key, "the quoted value of %s has no closing quote", key);
+                else
+                    s_fail (c, "body", "the quoted value at character %zu has no closing quote",
+                            v0);
                 goto fail;
             }
             vlen = i - v0;
             i++;
             if (i < len && !s_is_kv_sep (s[i])) {
-                s_fail (c, key, "expected a space or comma after the quoted value of %s", key);
+                if (named)
+                    s_fail (c, key, "expected a space or comma after the quoted value of %s",
+                            key);
+                else
+                    s_fail (c, "body", "expected a space or comma at character %zu, after a "
+                            "quoted value", i + 1);
                 goto fail;
             }
         }
@@ -1135,18 +1365,27 @@ s_parse_kv (s_ctx_t *c, const char *s, size_t len)
             vlen = i - v0;
         }
         if (json_object_get (obj, key)) {
-            s_fail (c, key, "the key '%s' appears more than once", key);
+            if (named)
+                s_fail (c, key, "the key '%s' appears more than once", key);
+            else
+                s_fail (c, "body", "the key at character %zu appears more than once", k0 + 1);
             goto fail;
         }
         json_t *v = json_stringn (s + v0, vlen);
         if (!v) {
-            s_fail (c, key, "the value of %s is not valid UTF-8", key);
+            if (named)
+                s_fail (c, key, "the value of %s is not valid UTF-8", key);
+            else
+                s_fail (c, "body", "the value at character %zu is not valid UTF-8", v0 + 1);
             goto fail;
         }
         if (json_object_set_new_nocheck (obj, key, v)) {
             s_fail (c, "body", "out of memory");
             goto fail;
         }
+        if (!quoted && s_secret_key (key, klen))
+            secret_open = true;
+        snprintf (prev, sizeof prev, "%s", named ? key : "");
     }
     return obj;
 fail:
@@ -1178,6 +1417,10 @@ s_parse_words (s_ctx_t *c, const char *s, size_t len)
     }
     const char *usage = "a plain-text alert is JSON, key=value pairs, or "
                         "'action ticker [qty] [@price]' such as 'buy BTCUSDT 0.5 @42000'";
+    //  "buy BTCUSDT passphrase=x" is no alert of this form, but its words would be quoted as
+    //  the quantity or price: a word holding '=' may be a secret.
+    if (memchr (s, '=', len))
+        c->no_quote = true;
     if (n < 2 || n > 5) {
         s_fail (c, "body", "%s", usage);
         return NULL;
@@ -1220,10 +1463,13 @@ s_parse_words (s_ctx_t *c, const char *s, size_t len)
     return obj;
 }
 
+//  A body that starts with '{' or '[' is JSON, unless it starts with "{{": a text template
+//  whose first word is a placeholder, "{{strategy.order.action}} BTCUSDT 1".
 static json_t *
 s_parse_text (s_ctx_t *c, const char *s, size_t len)
 {
-    if (len > 0 && (s[0] == '{' || s[0] == '['))
+    bool placeholder = len >= 2 && s[0] == '{' && s[1] == '{';
+    if (len > 0 && (s[0] == '{' || s[0] == '[') && !placeholder)
         return s_load_json (c, s, len);
     if (memchr (s, '\0', len)) {
         s_fail (c, "body", "the plain-text body holds a NUL byte");
@@ -1342,7 +1588,7 @@ fks_alert_parse (const char *content_type, const void *body, size_t len, const c
     memset (alert, 0, sizeof *alert);
     if (passphrase)
         fks_alert_secret_wipe (passphrase);
-    s_ctx_t c = { err, "" };
+    s_ctx_t c = { err, "", false };
 
     if (len > FKS_ALERT_BODY_MAX)
         return s_fail_status (err, 413, "body_too_large", "body",
@@ -1449,17 +1695,12 @@ s_hb_exit (s_hashbuf_t *hb, char tag, const fks_alert_exit_t *e)
     s_hb_bytes (hb, tag, v, sizeof v);
 }
 
-int
-fks_alert_idem_key (const fks_alert_t *a, int64_t now_ms, int64_t window_ms,
-                    char out[FKS_ALERT_IDEM_KEY_MAX])
+//  "h:" + hex SHA-256 of the alert's fields, then of the tag, length and bytes of each value in
+//  tail (n of them). The fields part is the same for every key of one alert.
+static int
+s_hash_key (const fks_alert_t *a, const char *tags, const int64_t *tail, size_t n,
+            char out[FKS_ALERT_IDEM_KEY_MAX])
 {
-    assert (a);
-    if (a->client_id[0]) {
-        snprintf (out, FKS_ALERT_IDEM_KEY_MAX, "id:%s", a->client_id);
-        return 0;
-    }
-    if (window_ms <= 0)
-        return -1;
     s_hashbuf_t hb = { .len = 0 };
     s_hb_str (&hb, 'v', "fks-alert-1");
     s_hb_str (&hb, 'o', a->source);
@@ -1478,13 +1719,8 @@ fks_alert_idem_key (const fks_alert_t *a, int64_t now_ms, int64_t window_ms,
     s_hb_exit (&hb, 'k', &a->take_profit);
     s_hb_str (&hb, 'S', a->strategy);
     s_hb_str (&hb, 'x', a->exchange);
-    if (a->has_alert_time)
-        s_hb_int (&hb, 'T', a->alert_time_ms);
-    else {
-        int64_t bucket = now_ms >= 0 ? now_ms / window_ms : -((-now_ms - 1) / window_ms) - 1;
-        s_hb_int (&hb, 'B', bucket);
-        s_hb_int (&hb, 'W', window_ms);
-    }
+    for (size_t i = 0; i < n; i++)
+        s_hb_int (&hb, tags[i], tail[i]);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
     if (EVP_Digest (hb.buf, hb.len, md, &md_len, EVP_sha256 (), NULL) != 1 || md_len != 32)
@@ -1497,6 +1733,40 @@ fks_alert_idem_key (const fks_alert_t *a, int64_t now_ms, int64_t window_ms,
         out[3 + 2 * i] = hex[md[i] & 15];
     }
     out[2 + 2 * md_len] = '\0';
+    return 0;
+}
+
+int
+fks_alert_idem_key (const fks_alert_t *a, int64_t now_ms, int64_t window_ms, int64_t signed_ts,
+                    char out[FKS_ALERT_IDEM_KEY_MAX], char prev[FKS_ALERT_IDEM_KEY_MAX])
+{
+    assert (a);
+    assert (out);
+    out[0] = '\0';
+    if (prev)
+        prev[0] = '\0';
+    if (a->client_id[0]) {
+        snprintf (out, FKS_ALERT_IDEM_KEY_MAX, "id:%s", a->client_id);
+        return 0;
+    }
+    if (window_ms <= 0)
+        return -1;
+    //  T (alert time) and B, W (bucket, window) are the bytes keys have always hashed: keep
+    //  them, or every stored key changes its meaning. H (signed timestamp) is a tag of its own,
+    //  so a signed key never equals a time or bucket key.
+    if (a->has_alert_time)
+        return s_hash_key (a, "T", &a->alert_time_ms, 1, out);
+    if (signed_ts >= 0)
+        return s_hash_key (a, "H", &signed_ts, 1, out);
+    //  floor (now_ms / window_ms), without overflow at INT64_MIN.
+    int64_t bucket = now_ms >= 0 ? now_ms / window_ms : -((-(now_ms + 1)) / window_ms) - 1;
+    if (s_hash_key (a, "BW", (int64_t[]) { bucket, window_ms }, 2, out) != 0)
+        return -1;
+    if (prev && bucket > INT64_MIN
+        && s_hash_key (a, "BW", (int64_t[]) { bucket - 1, window_ms }, 2, prev) != 0) {
+        out[0] = '\0';
+        return -1;
+    }
     return 0;
 }
 

@@ -130,7 +130,9 @@ typedef struct {
  *  "invalid_field"; field names the key as written in the body, "stopLoss.percent" for nested
  *  keys, or "body" when the body as a whole is wrong), 413 ("body_too_large", field "body") or
  *  415 ("unsupported_media_type", field "Content-Type"). message is one English sentence that
- *  never quotes the passphrase. */
+ *  never quotes body text that may belong to a secret: not the passphrase, not what follows
+ *  an unquoted secret in a key=value body (from there on it names positions and known fields
+ *  only), not any part of a JSON syntax error. */
 typedef struct {
     int status;
     char code[32];
@@ -162,7 +164,10 @@ typedef struct {
  *  - Required: symbol (`ticker`/`symbol`) and `action`/`side` or `sentiment` (alone, bullish
  *    gives the action long, bearish short, flat flat: the target position).
  *  - Numbers may be JSON numbers or strings ("0.5"), parsed strictly: finite, no spaces, no
- *    trailing characters. A string still holding "{{" is an unfilled TradingView placeholder.
+ *    trailing characters. A string still holding "{{" is an unfilled TradingView placeholder;
+ *    so is "{{" outside quotes in a body that is not valid JSON ("price":{{close}}), reported
+ *    against the key (path) that holds it. A text/plain body starting with "{{" is not JSON
+ *    but the text form ("{{strategy.order.action}} BTCUSDT 1" names `action`).
  *  - Two aliases of one field with different values are refused, naming both keys. The time
  *    keys are the exception: `timenow`, `timestamp` and `time` are taken in that order of
  *    preference (templates often carry both {{time}}, the bar's time, and {{timenow}}); each one
@@ -185,16 +190,31 @@ int fks_alert_parse (const char *content_type, const void *body, size_t len,
 /*  Overwrites the passphrase so it does not linger in memory. NULL is a no-op. */
 void fks_alert_secret_wipe (fks_alert_secret_t *secret);
 
-/*  The alert's idempotency key into out (FKS_ALERT_IDEM_KEY_MAX bytes): "id:<client id>" when
- *  the body had an `id`, else "h:" + hex SHA-256 of the normalised alert: source, symbol,
- *  action, sentiment, market_position, position_size, quantity, quantity_type, price,
- *  order_type, limit_price, signal_price, stop_loss, take_profit, strategy, exchange, and the
- *  alert time - or, when the alert has no time, the bucket floor(now_ms / window_ms), so equal
- *  alerts within one window share a key. Equal alerts give equal keys; a difference in any of
- *  those fields gives a different key. interval, confidence and comment do not count.
- *  Returns 0, or -1 when window_ms <= 0 or hashing failed. */
+/*  The alert's idempotency key into out, and the key it had one window earlier into prev
+ *  (both FKS_ALERT_IDEM_KEY_MAX bytes; prev may be NULL when unwanted). A hash key is "h:" + hex
+ *  SHA-256 of the normalised alert: source, symbol, action, sentiment, market_position,
+ *  position_size, quantity, quantity_type, price, order_type, limit_price, signal_price,
+ *  stop_loss, take_profit, strategy, exchange, plus what ties it to a moment, by the first of:
+ *
+ *    1. the body had an `id`: out is "id:<client id>", prev "".
+ *    2. the alert has a time: the hash with the alert time; prev "".
+ *    3. signed_ts >= 0, the request's signed timestamp (X-FKS-Timestamp, Unix seconds; pass -1
+ *       for an unsigned request): the hash with that timestamp, with no window; prev "". A
+ *       replayed request carries the same timestamp and body, so it hashes to the same key for
+ *       as long as the inbox keeps the row, whatever the replay window.
+ *    4. otherwise: the hash with the bucket floor(now_ms / window_ms) (the very bytes hashed
+ *       before prev existed, so stored keys keep their meaning), and prev the same hash with
+ *       the bucket before. The caller treats the alert as a duplicate when a row with out
+ *       exists, or a row with prev exists that was received less than window_ms ago: equal
+ *       alerts less than window_ms apart are duplicates even across a bucket boundary (a
+ *       sliding window), and equal alerts at least window_ms apart are not.
+ *
+ *  Equal alerts give equal keys; a difference in any hashed field gives a different key, and
+ *  the four cases never give the same key. interval, confidence and comment do not count.
+ *  Returns 0, or -1 (out and prev "") when window_ms <= 0 without an `id`, or hashing failed. */
 int fks_alert_idem_key (const fks_alert_t *alert, int64_t now_ms, int64_t window_ms,
-                        char out[FKS_ALERT_IDEM_KEY_MAX]);
+                        int64_t signed_ts, char out[FKS_ALERT_IDEM_KEY_MAX],
+                        char prev[FKS_ALERT_IDEM_KEY_MAX]);
 
 /*  The alert as a compact JSON object (the inbox's jsonb column, the REST API), with the key
  *  names of fks_alert_pack: only present fields, numbers in their shortest exact form,

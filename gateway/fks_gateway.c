@@ -153,7 +153,7 @@ main (void)
     fks_inbox_opts_t iopts = {
         .pg_url = cfg.pg_url, .committers = cfg.committers, .batch_max = cfg.batch_max,
         .queue_max = cfg.queue_max, .timeout_ms = (int) cfg.commit_timeout_ms,
-        .on_commit = s_publish, .on_commit_arg = bus };
+        .idem_window_ms = cfg.idem_window_ms, .on_commit = s_publish, .on_commit_arg = bus };
     inbox = fks_inbox_new (&iopts);
     security = fks_security_new (cfg.pg_url, bus, rl, 60);
     keys = fks_apikeys_new (cfg.admin_key);

@@ -33,6 +33,7 @@
 #include "common/sbuf.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
@@ -51,21 +52,26 @@
 #define S_OID_BYTEA_ARRAY       1001
 #define S_OID_JSONB_ARRAY       3807
 #define S_OID_TIMESTAMPTZ_ARRAY 1185
+#define S_OID_INT8              20
 
 #define S_BATCH_MIN    8            /* items that justify a second batch in parallel */
 #define S_LINGER_US    2000         /* longest a small queue waits for a busy committer */
-#define S_NPARAMS      10
+#define S_NPARAMS      11           /* arrays; the window is one more, a scalar */
 
 static const char s_commit_sql[] =
     "WITH d AS ("
     "  SELECT * FROM unnest ($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[],"
     "                        $6::jsonb[], $7::text[], $8::uuid[], $9::timestamptz[],"
-    "                        $10::bytea[])"
+    "                        $10::bytea[], $11::text[])"
     "    AS t (id, idem_key, source, content_type, body, alert, remote_addr, event_id, ts,"
-    "          envelope)"
+    "          envelope, prev_key)"
+    "), p AS MATERIALIZED ("
+    "  SELECT d.id, i.id AS dup_of FROM d JOIN inbox i ON i.idem_key = d.prev_key"
+    "   WHERE i.received_at > now () - $12::bigint * interval '1 millisecond'"
     "), ins AS ("
     "  INSERT INTO inbox (id, idem_key, source, content_type, body, alert, remote_addr)"
     "  SELECT id, idem_key, source, content_type, body, alert, remote_addr FROM d"
+    "   WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.id = d.id)"
     "  ON CONFLICT (idem_key) DO NOTHING"
     "  RETURNING id"
     "), ev AS ("
@@ -74,7 +80,8 @@ static const char s_commit_sql[] =
     "  FROM d JOIN ins ON ins.id = d.id"
     "  RETURNING corr, seq"
     ")"
-    " SELECT ev.corr, ev.seq FROM ev";
+    " SELECT ev.corr, ev.seq, NULL::uuid AS dup_of FROM ev"
+    " UNION ALL SELECT p.id, NULL, p.dup_of FROM p";
 
 static const char s_lookup_sql[] =
     "SELECT id, idem_key FROM inbox WHERE idem_key = ANY ($1::text[])";
@@ -102,6 +109,7 @@ struct fks_inbox_t {
     size_t queue_max;
     int timeout_ms;
     int retry_ms;
+    int64_t idem_window_ms;
     fks_inbox_commit_fn *on_commit;
     void *on_commit_arg;
     s_committer_t *committers;
@@ -229,12 +237,12 @@ s_connect (s_committer_t *c, char *why, size_t cap)
         PQfinish (conn);
         return -1;
     }
-    static const uint32_t types[S_NPARAMS] = {
+    static const uint32_t types[S_NPARAMS + 1] = {
         S_OID_UUID_ARRAY, S_OID_TEXT_ARRAY, S_OID_TEXT_ARRAY, S_OID_TEXT_ARRAY,
         S_OID_BYTEA_ARRAY, S_OID_JSONB_ARRAY, S_OID_TEXT_ARRAY, S_OID_UUID_ARRAY,
-        S_OID_TIMESTAMPTZ_ARRAY, S_OID_BYTEA_ARRAY };
+        S_OID_TIMESTAMPTZ_ARRAY, S_OID_BYTEA_ARRAY, S_OID_TEXT_ARRAY, S_OID_INT8 };
     static const uint32_t lookup_types[1] = { S_OID_TEXT_ARRAY };
-    PGresult *r = PQprepare (conn, "fks_inbox_commit", s_commit_sql, S_NPARAMS, types);
+    PGresult *r = PQprepare (conn, "fks_inbox_commit", s_commit_sql, S_NPARAMS + 1, types);
     bool ok = r && PQresultStatus (r) == PGRES_COMMAND_OK;
     PQclear (r);
     if (ok) {
@@ -365,7 +373,7 @@ s_commit_leaders (s_committer_t *c, fks_inbox_item_t **leaders, size_t n, int64_
     static const uint32_t elem[S_NPARAMS] = {
         FKS_PG_OID_UUID, FKS_PG_OID_TEXT, FKS_PG_OID_TEXT, FKS_PG_OID_TEXT, FKS_PG_OID_BYTEA,
         FKS_PG_OID_JSONB, FKS_PG_OID_TEXT, FKS_PG_OID_UUID, FKS_PG_OID_TIMESTAMPTZ,
-        FKS_PG_OID_BYTEA };
+        FKS_PG_OID_BYTEA, FKS_PG_OID_TEXT };
     for (int k = 0; k < S_NPARAMS; k++)
         fks_pg_array_begin (&p[k], elem[k]);
     for (size_t i = 0; i < n; i++) {
@@ -380,12 +388,13 @@ s_commit_leaders (s_committer_t *c, fks_inbox_item_t **leaders, size_t n, int64_
         fks_pg_array_add_uuid (&p[7], &it->event_id);
         fks_pg_array_add_timestamptz (&p[8], it->ts_ns / 1000);
         fks_pg_array_add (&p[9], it->envelope, it->envelope_len);
+        fks_pg_array_add_text (&p[10], it->prev_key ? it->prev_key : "");  /* '' matches no key */
         it->result = FKS_INBOX_FAILED;
         it->why[0] = '\0';
     }
-    const char *values[S_NPARAMS];
-    int lengths[S_NPARAMS];
-    int formats[S_NPARAMS];
+    const char *values[S_NPARAMS + 1];
+    int lengths[S_NPARAMS + 1];
+    int formats[S_NPARAMS + 1];
     for (int i = 0; i < S_NPARAMS; i++) {
         if (fks_pg_array_end (&p[i]) != 0) {
             snprintf (why, cap, "out of memory");
@@ -395,8 +404,13 @@ s_commit_leaders (s_committer_t *c, fks_inbox_item_t **leaders, size_t n, int64_
         lengths[i] = (int) p[i].buf.len;
         formats[i] = 1;
     }
-    if (!PQsendQueryPrepared (c->conn, "fks_inbox_commit", S_NPARAMS, values, lengths, formats,
-                              0)) {
+    char window[24];
+    snprintf (window, sizeof window, "%" PRId64, c->inbox->idem_window_ms);
+    values[S_NPARAMS] = window;
+    lengths[S_NPARAMS] = 0;
+    formats[S_NPARAMS] = 0;
+    if (!PQsendQueryPrepared (c->conn, "fks_inbox_commit", S_NPARAMS + 1, values, lengths,
+                              formats, 0)) {
         snprintf (why, cap, "database connection lost");
         snprintf (sqlstate_out, 6, "08006");
         return -2;                  /* nothing reached the server: safe to try again */
@@ -420,10 +434,18 @@ s_commit_leaders (s_committer_t *c, fks_inbox_item_t **leaders, size_t n, int64_
         if (fks_id_parse (t, strlen (t), &id) != 0)
             continue;
         fks_inbox_item_t *l = s_leader_by_id (leaders, n, &id);
-        if (l) {
+        if (!l)
+            continue;
+        if (PQgetisnull (r, row, 2)) {
             l->result = FKS_INBOX_ACCEPTED;
             l->result_id = id;
             l->seq = strtoll (PQgetvalue (r, row, 1), NULL, 10);
+        }
+        else {
+            //  Its prev_key's row, received inside the window: a duplicate of that one.
+            const char *d = PQgetvalue (r, row, 2);
+            if (fks_id_parse (d, strlen (d), &l->result_id) == 0)
+                l->result = FKS_INBOX_DUPLICATE;
         }
     }
     PQclear (r);
@@ -455,7 +477,8 @@ s_process (s_committer_t *c, fks_inbox_item_t **items, size_t n)
     //  Leaders: the first item of each distinct key, sorted by key.
     fks_inbox_item_t **leaders = malloc (n * sizeof *leaders);
     fks_inbox_item_t **byorder = malloc (n * sizeof *byorder);
-    if (!leaders || !byorder) {
+    fks_inbox_item_t **sent = malloc (n * sizeof *sent);
+    if (!leaders || !byorder || !sent) {
         for (size_t i = 0; i < n; i++)
             s_fail (items[i], "out of memory");
         goto wake;
@@ -464,10 +487,25 @@ s_process (s_committer_t *c, fks_inbox_item_t **items, size_t n)
     qsort (byorder, n, sizeof *byorder, s_cmp_key);
     size_t nl = 0;
     for (size_t i = 0; i < n; i++) {
+        byorder[i]->chain = NULL;
         if (nl > 0 && strcmp (leaders[nl - 1]->idem_key, byorder[i]->idem_key) == 0)
             continue;
         leaders[nl++] = byorder[i];
     }
+    //  A leader whose prev_key is another leader's key - the same alert either side of a
+    //  window boundary, in one batch - is a duplicate of that leader: the statement cannot see
+    //  rows it inserts itself, so it is settled here and not sent. `sent` keeps key order.
+    size_t ns = 0;
+    for (size_t i = 0; i < nl; i++) {
+        fks_inbox_item_t *l = leaders[i];
+        if (l->prev_key && l->prev_key[0] && self->idem_window_ms > 0)
+            l->chain = s_leader_by_key (leaders, nl, l->prev_key);
+        if (l->chain == l)
+            l->chain = NULL;
+    }
+    for (size_t i = 0; i < nl; i++)
+        if (!leaders[i]->chain)
+            sent[ns++] = leaders[i];
 
     int64_t deadline = s_mono_ms () + self->timeout_ms;
     if (c->conn && !s_idle_ok (c->conn))
@@ -493,51 +531,55 @@ s_process (s_committer_t *c, fks_inbox_item_t **items, size_t n)
     }
 
     char sqlstate[6];
-    int rc = s_commit_leaders (c, leaders, nl, deadline, sqlstate, why, sizeof why);
+    int rc = s_commit_leaders (c, sent, ns, deadline, sqlstate, why, sizeof why);
     if (rc == -2) {
         //  The connection died while idle and nothing was sent: one new connection, one retry.
         s_disconnect (c);
         if (s_connect (c, why, sizeof why) == 0)
-            rc = s_commit_leaders (c, leaders, nl, deadline, sqlstate, why, sizeof why);
+            rc = s_commit_leaders (c, sent, ns, deadline, sqlstate, why, sizeof why);
         else
             rc = -1;
     }
     if (rc < 0)
         rc = -1;
     if (rc != 0 && (strcmp (sqlstate, "40P01") == 0 || strcmp (sqlstate, "40001") == 0))
-        rc = s_commit_leaders (c, leaders, nl, deadline, sqlstate, why, sizeof why);
-    if (rc != 0 && !s_sql_retryable (sqlstate) && nl > 1 && PQstatus (c->conn) == CONNECTION_OK) {
+        rc = s_commit_leaders (c, sent, ns, deadline, sqlstate, why, sizeof why);
+    if (rc != 0 && !s_sql_retryable (sqlstate) && ns > 1 && PQstatus (c->conn) == CONNECTION_OK) {
         //  A data error in one item: commit them one by one, so only that one fails.
-        fks_warn ("inbox: a batch of %zu failed (%s); committing its items one by one", nl, why);
-        for (size_t i = 0; i < nl; i++) {
+        fks_warn ("inbox: a batch of %zu failed (%s); committing its items one by one", ns, why);
+        for (size_t i = 0; i < ns; i++) {
             char one_why[200];
             char st[6];
-            if (s_commit_leaders (c, &leaders[i], 1, deadline, st, one_why, sizeof one_why) != 0)
-                s_fail (leaders[i], one_why);
+            if (s_commit_leaders (c, &sent[i], 1, deadline, st, one_why, sizeof one_why) != 0)
+                s_fail (sent[i], one_why);
         }
         rc = 0;
         if (PQstatus (c->conn) != CONNECTION_OK)
             s_disconnect (c);
     }
     if (rc != 0) {
-        for (size_t i = 0; i < nl; i++)
-            s_fail (leaders[i], why);
+        for (size_t i = 0; i < ns; i++)
+            s_fail (sent[i], why);
         if (s_sql_retryable (sqlstate) || PQstatus (c->conn) != CONNECTION_OK
             || strstr (why, "timed out")) {
             //  Abandon the connection: the server rolls back what it had not committed.
             s_disconnect (c);
             atomic_store (&self->down_until_ms, 0);
         }
-        fks_error ("inbox: batch of %zu not committed: %s", nl, why);
+        fks_error ("inbox: batch of %zu not committed: %s", ns, why);
     }
 
     //  Followers take their leader's outcome: a duplicate of the same row.
     for (size_t i = 0; i < n; i++) {
         fks_inbox_item_t *it = items[i];
         fks_inbox_item_t *l = s_leader_by_key (leaders, nl, it->idem_key);
+        for (size_t d = 0; l && l->chain && d < nl; d++)
+            l = l->chain;               /* a chained leader's outcome is its target's */
         if (!l || l == it)
             continue;
-        if (l->result == FKS_INBOX_FAILED)
+        if (l->chain)                   /* keys in a cycle: only a hash collision does that */
+            s_fail (it, "the idempotency keys of a batch form a cycle");
+        else if (l->result == FKS_INBOX_FAILED)
             s_fail (it, l->why);
         else {
             it->result = FKS_INBOX_DUPLICATE;
@@ -590,6 +632,7 @@ wake:;
     free (types);
     free (leaders);
     free (byorder);
+    free (sent);
 }
 
 //  --------------------------------------------------------------------------
@@ -786,7 +829,7 @@ fks_inbox_new (const fks_inbox_opts_t *opts)
         o.retry_ms = 250;
     if (o.committers < 1 || o.committers > 64 || o.batch_max < 1 || o.batch_max > 4096
         || o.queue_max < 1 || o.queue_max > 1000000 || o.timeout_ms < 1 || o.timeout_ms > 60000
-        || o.retry_ms < 1 || o.retry_ms > 60000) {
+        || o.retry_ms < 1 || o.retry_ms > 60000 || o.idem_window_ms < 0) {
         fks_error ("inbox: invalid options");
         return NULL;
     }
@@ -808,6 +851,7 @@ fks_inbox_new (const fks_inbox_opts_t *opts)
     self->queue_max = (size_t) o.queue_max;
     self->timeout_ms = o.timeout_ms;
     self->retry_ms = o.retry_ms;
+    self->idem_window_ms = o.idem_window_ms;
     self->on_commit = o.on_commit;
     self->on_commit_arg = o.on_commit_arg;
     self->committers = calloc ((size_t) o.committers, sizeof *self->committers);

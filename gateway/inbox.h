@@ -12,7 +12,8 @@
  *    FKS_INBOX_ACCEPTED   the row is committed; item->result_id is item->id, item->seq the
  *                         envelope's events.seq
  *    FKS_INBOX_DUPLICATE  a row with the same idempotency key exists (committed earlier, by
- *                         another replica, or earlier in the same batch); item->result_id is
+ *                         another replica, or earlier in the same batch), or a row with its
+ *                         prev_key received less than idem_window_ms ago; item->result_id is
  *                         that row's id
  *    FKS_INBOX_FAILED     nothing was committed, or (connection lost during the commit) the
  *                         outcome is unknown; the caller answers 503 and a retry of the same
@@ -56,6 +57,10 @@ struct fks_inbox_item_t {
     fks_id_t event_id;              /* the envelope's id */
     int64_t ts_ns;                  /* the envelope's ts */
     const char *idem_key;           /* 1..256 bytes */
+    const char *prev_key;           /* the same alert's key in the window before, or NULL:
+                                       the item is also a duplicate of the row holding that
+                                       key when it was received less than idem_window_ms ago
+                                       (a sliding window over fixed-window keys) */
     const char *source;             /* e.g. "tradingview" */
     const char *content_type;       /* as received, at most 256 bytes */
     const void *body;               /* the raw request body */
@@ -73,6 +78,7 @@ struct fks_inbox_item_t {
 
     /*  Private to inbox.c. */
     fks_inbox_item_t *prev, *next;
+    fks_inbox_item_t *chain;        /* in its batch: the leader whose key is its prev_key */
     int state;
     fks_inbox_result_t result;
     sem_t done;
@@ -90,6 +96,7 @@ typedef struct {
     int queue_max;                  /* items waiting at most; 0: 4096 */
     int timeout_ms;                 /* queue wait, and statement wait, each; 0: 1000 */
     int retry_ms;                   /* reconnect interval while PostgreSQL is down; 0: 250 */
+    int64_t idem_window_ms;         /* how recent a prev_key's row must be; 0: prev_key unused */
     fks_inbox_commit_fn *on_commit; /* may be NULL */
     void *on_commit_arg;
 } fks_inbox_opts_t;

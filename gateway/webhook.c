@@ -34,6 +34,7 @@ typedef struct {
     char body[FKS_ALERT_BODY_MAX];
     char json[FKS_ALERT_JSON_MAX];
     char idem[FKS_ALERT_IDEM_KEY_MAX];
+    char idem_prev[FKS_ALERT_IDEM_KEY_MAX];
     char token[S_TOKEN_MAX];
     fks_alert_t alert;
     fks_alert_secret_t pass;
@@ -256,7 +257,11 @@ s_handle (struct mg_connection *conn, void *cbdata)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &packed, msgpack_sbuffer_write);
     fks_envelope_err_t eerr = { "" };
-    if (fks_alert_idem_key (alert, fks_now_ms (), cfg->idem_window_ms, sc->idem) != 0
+    //  A signed request's key holds its signed timestamp, so that a replay of it is a
+    //  duplicate for as long as the row exists (auth checked the timestamp's form).
+    int64_t signed_ts = by_hmac ? strtoll (ts, NULL, 10) : -1;
+    if (fks_alert_idem_key (alert, fks_now_ms (), cfg->idem_window_ms, signed_ts, sc->idem,
+                            sc->idem_prev) != 0
         || fks_id_new (&item->id) != 0
         || fks_envelope_hdr_init (&hdr, "webhook.received", "gateway", &item->id, NULL) != 0
         || fks_alert_pack (alert, &item->id, &pk) != 0
@@ -270,6 +275,7 @@ s_handle (struct mg_connection *conn, void *cbdata)
     item->event_id = hdr.id;
     item->ts_ns = hdr.ts;
     item->idem_key = sc->idem;
+    item->prev_key = sc->idem_prev;
     item->source = alert->source;
     item->content_type = ctype ? ctype : "";
     item->body = sc->body;

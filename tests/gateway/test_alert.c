@@ -264,6 +264,161 @@ Test (alert, syntax_error_message_never_quotes_the_passphrase)
     cr_assert_null (strstr (E.message, "qet"), "%s", E.message);
 }
 
+//  The message must not hold needle (a piece of a secret).
+static void
+expect_unquoted (const char *needle)
+{
+    cr_assert_null (strstr (E.message, needle), "message quotes '%s': %s", needle, E.message);
+}
+
+Test (alert, key_value_error_never_quotes_a_secret_split_by_a_space)
+{
+    expect_400 (TEXT, "ticker=X action=buy passphrase=my secret", "body", "character 35");
+    cr_assert (strstr (E.message, "after the value of passphrase"), "%s", E.message);
+    expect_unquoted ("secret");
+    expect_400 (TEXT, "ticker=X action=buy token=abc def", "body", "character 31");
+    expect_unquoted ("def");
+    expect_400 (TEXT, "secret=abc,def ticker=X action=buy", "body", "character 12");
+    expect_unquoted ("def");
+}
+
+Test (alert, key_value_error_never_quotes_the_offending_text)
+{
+    expect_400 (TEXT, "ticker=SPY action=buy hello", "body", "expected key=value at character 23");
+    expect_unquoted ("hello");
+    expect_400 (TEXT, "ticker=SPY,hello world=1", "body", "expected key=value at character 12, "
+                "after the value of ticker");
+    expect_unquoted ("hello");
+    expect_400 (TEXT, "ticker=SPY =buy", "body", "expected key=value at character 12");
+    expect_unquoted ("buy");
+}
+
+Test (alert, values_after_an_unquoted_secret_are_never_quoted)
+{
+    //  The passphrase may have been "my qty=abc": what follows it names fields, quotes nothing.
+    expect_400 (TEXT, "ticker=A action=buy passphrase=my qty=abc", "qty", "must be a number");
+    expect_unquoted ("abc");
+    expect_400 (TEXT, "ticker=A passphrase=my action=hunter", "action", "not allowed");
+    expect_unquoted ("hunter");
+    expect_400 (TEXT, "ticker=A action=buy passphrase=my time=hunter2", "time", "ISO 8601");
+    expect_unquoted ("hunter");
+    expect_400 (TEXT, "ticker=A action=buy apiKey=my symbol=h$nter", "symbol", "may only hold");
+    expect_unquoted ("nter");
+    expect_400 (TEXT, "ticker=A action=buy passphrase=my price={{hunter}}", "price",
+                "placeholder that was not filled in");
+    expect_unquoted ("hunter");
+    //  Keys there may be part of the secret too: positions only.
+    expect_400 (TEXT, "ticker=A action=buy passphrase=a hunter=1 hunter=2", "body",
+                "the key at character 43 appears more than once");
+    expect_unquoted ("hunter");
+    expect_400 (TEXT, "ticker=A action=buy passphrase=a hunter=\"x", "body",
+                "no closing quote");
+    expect_unquoted ("hunter");
+    expect_400 (TEXT, "ticker=A action=buy passphrase=a hunter=\"x\"y", "body",
+                "expected a space or comma at character 44");
+    expect_unquoted ("hunter");
+    expect_400 (TEXT, "ticker=A action=buy passphrase=a b=1 hunter", "body",
+                "expected key=value at character 38");
+    expect_unquoted ("b (");
+    expect_unquoted ("hunter");
+}
+
+Test (alert, values_before_a_secret_or_after_a_quoted_one_are_still_quoted)
+{
+    expect_400 (TEXT, "qty=abc ticker=A action=buy passphrase=x", "qty", "got 'abc'");
+    expect_400 (TEXT, "passphrase='my secret' qty=abc ticker=A action=buy", "qty", "got 'abc'");
+    expect_unquoted ("secret");
+}
+
+Test (alert, action_ticker_form_never_quotes_a_key_value_word)
+{
+    expect_400 (TEXT, "buy BTCUSDT passphrase=hunter2", "quantity", "must be a number");
+    expect_unquoted ("hunter");
+    expect_400 (TEXT, "buy BTCUSDT abc", "quantity", "got 'abc'");
+}
+
+Test (alert, json_syntax_errors_never_quote_the_body)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"hu\\u12zz\"}", "body",
+                "not valid JSON: invalid escape (line 1, column");
+    expect_unquoted ("12zz");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"hu\xe9nter\"}", "body",
+                "not valid JSON: invalid UTF-8");
+    expect_unquoted ("0x");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"hu\x01nter\"}", "body",
+                "not valid JSON: a control character inside a string");
+    expect_unquoted ("0x");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"hu\\ud800\"}", "body",
+                "not valid JSON: an invalid Unicode escape");
+    expect_unquoted ("D800");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"a\\u0000\"}", "body",
+                "not valid JSON: \\u0000 is not allowed");
+    expect_unquoted ("ALLOW");
+    expect_400 (JSON, "{\"ticker\":\"A\" \"action\":\"buy\"}", "body", "not valid JSON: "
+                "'}' expected (line 1, column");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":hunter}", "body",
+                "not valid JSON: invalid token");
+    expect_unquoted ("hunter");
+}
+
+Test (alert, unquoted_placeholder_under_a_secret_key_is_not_quoted)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":{{hunter}}}",
+                "passphrase", "passphrase holds a TradingView placeholder that was not filled in");
+    expect_unquoted ("hunter");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"auth\":{\"token\":{{hunter}}}}",
+                "auth.token", "placeholder that was not filled in");
+    expect_unquoted ("hunter");
+    //  A key written with escapes cannot be read: it may be "passphrase".
+    expect_400 (JSON, "{\"ticker\":\"A\",\"pass\\u0070hrase\":{{hunter}}}", "body",
+                "placeholder outside quotes that was not filled in");
+    expect_unquoted ("hunter");
+}
+
+Test (alert, unquoted_placeholders_name_their_field)
+{
+    expect_400 (JSON, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"price\":\"{{close}}\"}", "price",
+                "'{{close}}', which was not filled in");
+    char quoted[sizeof E.message];
+    snprintf (quoted, sizeof quoted, "%s", E.message);
+    expect_400 (JSON, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"price\":{{close}}}", "price",
+                "'{{close}}', which was not filled in");
+    cr_assert_str_eq (E.message, quoted, "the same words as the quoted form");
+    expect_400 (TEXT, "{\"ticker\": \"BTCUSDT\", \"action\": \"buy\", \"qty\" : {{strategy.order.contracts}}}\n",
+                "qty", "'{{strategy.order.contracts}}', which was not filled in");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"side\":{{strategy.order.action}}}", "side",
+                "{{strategy.order.action}}");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"stopLoss\":{\"type\":\"stop\","
+                      "\"percent\":{{plot_0}}}}", "stopLoss.percent", "percent holds the "
+                      "TradingView placeholder '{{plot_0}}'");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"extras\":[1,{{plot(\"RSI\")}}]}",
+                "extras", "'{{plot(\"RSI\")}}'");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"note\":\"{{x}}\",\"action\":\"buy\",\"price\":{{close}},"
+                      "\"qty\":{{y}}}", "price", "{{close}}");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"a,b\":\"}\",\"action\":{{strategy.order.action}}}",
+                "action", "{{strategy.order.action}}");
+}
+
+Test (alert, placeholders_that_are_not_a_member_value_are_named_against_the_body)
+{
+    expect_400 (JSON, "{{strategy.order.action}} BTCUSDT 1", "body",
+                "the body holds the TradingView placeholder '{{strategy.order.action}}' outside quotes");
+    expect_400 (JSON, "{\"ticker\":\"A\",{{key}}:1}", "body", "'{{key}}' outside quotes");
+    expect_400 (JSON, "[{{close}}]", "body", "'{{close}}' outside quotes");
+    //  Inside a string it is no syntax error: the JSON error itself is reported.
+    expect_400 (JSON, "{\"ticker\":\"A\",\"note\":\"{{x}}\",}", "body", "not valid JSON");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"note\":\"{{x}}", "body", "not valid JSON");
+}
+
+Test (alert, text_template_starting_with_a_placeholder_is_the_text_form)
+{
+    expect_400 (TEXT, "{{strategy.order.action}} BTCUSDT 1", "action",
+                "action holds the TradingView placeholder '{{strategy.order.action}}', which was "
+                "not filled in");
+    expect_400 (TEXT, "{{strategy.order.action}} {{ticker}} 1\n", "ticker", "{{ticker}}");
+    expect_400 (TEXT, "{{strategy.order.action}}", "body", "action ticker [qty] [@price]");
+}
+
 // ---------------------------------------------------------------------------------------------
 //  Aliases
 
@@ -848,7 +1003,7 @@ static void
 key_of (const char *ct, const char *body, int64_t now_ms, char out[FKS_ALERT_IDEM_KEY_MAX])
 {
     expect_ok (ct, body);
-    cr_assert_eq (fks_alert_idem_key (&A, now_ms, 60000, out), 0);
+    cr_assert_eq (fks_alert_idem_key (&A, now_ms, 60000, -1, out, NULL), 0);
 }
 
 Test (alert, client_id_is_the_idempotency_key)
@@ -904,7 +1059,7 @@ Test (alert, any_hashed_difference_gives_a_different_key)
     //  The source counts too.
     char k[FKS_ALERT_IDEM_KEY_MAX];
     cr_assert_eq (fks_alert_parse (JSON, base, strlen (base), "script", &A, &P, &E), 0);
-    cr_assert_eq (fks_alert_idem_key (&A, 0, 60000, k), 0);
+    cr_assert_eq (fks_alert_idem_key (&A, 0, 60000, -1, k, NULL), 0);
     cr_assert_str_neq (k, keys[0]);
 }
 
@@ -917,7 +1072,90 @@ Test (alert, without_a_time_the_window_bucket_counts)
     key_of (JSON, body, 1705329060000, k3);
     cr_assert_str_eq (k1, k2, "same 60 s window");
     cr_assert_str_neq (k1, k3, "next window");
-    cr_assert_eq (fks_alert_idem_key (&A, 0, 0, k1), -1, "a window must be positive");
+    cr_assert_eq (fks_alert_idem_key (&A, 0, 0, -1, k1, NULL), -1, "a window must be positive");
+}
+
+Test (alert, client_id_key_has_no_previous_key)
+{
+    char out[FKS_ALERT_IDEM_KEY_MAX], prev[FKS_ALERT_IDEM_KEY_MAX] = "x";
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"id\":\"abc-1\",\"time\":1705329000}");
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000, 60000, 1705329000, out, prev), 0);
+    cr_assert_str_eq (out, "id:abc-1");
+    cr_assert_str_empty (prev);
+}
+
+Test (alert, alert_time_key_has_no_previous_key_and_ignores_the_signature)
+{
+    char out[FKS_ALERT_IDEM_KEY_MAX], prev[FKS_ALERT_IDEM_KEY_MAX] = "x";
+    char other[FKS_ALERT_IDEM_KEY_MAX];
+    expect_ok (JSON, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"qty\":0.5,\"time\":1705329000}");
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000, 60000, -1, out, prev), 0);
+    cr_assert_str_empty (prev);
+    //  The very key this alert always had.
+    cr_assert_str_eq (out, "h:bbb7e2438b4932614454ca3fcec51031dde60f902c70f60e28e45812f814eced");
+    cr_assert_eq (fks_alert_idem_key (&A, 1, 60000, 1705329123, other, prev), 0);
+    cr_assert_str_eq (other, out);
+    cr_assert_str_empty (prev);
+}
+
+Test (alert, signed_request_without_time_is_keyed_by_its_timestamp)
+{
+    char k1[FKS_ALERT_IDEM_KEY_MAX], k2[FKS_ALERT_IDEM_KEY_MAX], k3[FKS_ALERT_IDEM_KEY_MAX];
+    char unsigned_key[FKS_ALERT_IDEM_KEY_MAX], prev[FKS_ALERT_IDEM_KEY_MAX] = "x";
+    expect_ok (JSON, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"qty\":0.5}");
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000, 60000, 1705329000, k1, prev), 0);
+    cr_assert_eq (strncmp (k1, "h:", 2), 0);
+    cr_assert_eq (strlen (k1), 66);
+    cr_assert_str_empty (prev, "no window, no previous key");
+    //  A replay minutes later (inside a 300 s replay window) hashes the same.
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000 + 120000, 60000, 1705329000, k2, prev), 0);
+    cr_assert_str_eq (k1, k2);
+    //  Another signed request with the same body is another alert.
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000, 60000, 1705329001, k3, prev), 0);
+    cr_assert_str_neq (k1, k3);
+    //  And no signed key is an unsigned one.
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000, 60000, -1, unsigned_key, prev), 0);
+    cr_assert_str_neq (k1, unsigned_key);
+    cr_assert_eq (fks_alert_idem_key (&A, 0, 60000, 0, k3, prev), 0, "0 is a timestamp");
+    cr_assert_str_neq (k3, unsigned_key);
+}
+
+Test (alert, unsigned_alert_without_time_also_gets_the_previous_bucket_key)
+{
+    char out[FKS_ALERT_IDEM_KEY_MAX], prev[FKS_ALERT_IDEM_KEY_MAX];
+    char earlier[FKS_ALERT_IDEM_KEY_MAX], before_that[FKS_ALERT_IDEM_KEY_MAX];
+    expect_ok (JSON, "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"qty\":0.5,\"price\":42000}");
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000, 60000, -1, out, prev), 0);
+    //  The very key this alert always had in this bucket.
+    cr_assert_str_eq (out, "h:2441ea865c515daf7dc7e3efe0a63c8ebec4b7e2b3bd3198609941c886a8e0bd");
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329000000 - 60000, 60000, -1, earlier, before_that),
+                  0);
+    cr_assert_str_eq (prev, earlier, "prev is the key one window earlier");
+    cr_assert_str_neq (prev, out);
+    cr_assert_str_neq (before_that, earlier);
+    //  Either side of a boundary, 2 ms apart: the later one's prev is the earlier one's key.
+    char a[FKS_ALERT_IDEM_KEY_MAX], b[FKS_ALERT_IDEM_KEY_MAX], b_prev[FKS_ALERT_IDEM_KEY_MAX];
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329059999, 60000, -1, a, prev), 0);
+    cr_assert_eq (fks_alert_idem_key (&A, 1705329060001, 60000, -1, b, b_prev), 0);
+    cr_assert_str_neq (a, b);
+    cr_assert_str_eq (b_prev, a);
+    //  Before 1970 too, and at the very bottom, where there is no earlier bucket.
+    cr_assert_eq (fks_alert_idem_key (&A, -1, 60000, -1, out, prev), 0);
+    cr_assert_eq (fks_alert_idem_key (&A, -60001, 60000, -1, earlier, NULL), 0);
+    cr_assert_str_eq (prev, earlier);
+    cr_assert_eq (fks_alert_idem_key (&A, INT64_MIN, 1, -1, out, prev), 0);
+    cr_assert_str_empty (prev);
+    cr_assert_eq (fks_alert_idem_key (&A, INT64_MAX, 1, -1, out, prev), 0);
+    cr_assert_str_neq (prev, "");
+}
+
+Test (alert, refused_window_leaves_both_keys_empty)
+{
+    char out[FKS_ALERT_IDEM_KEY_MAX] = "x", prev[FKS_ALERT_IDEM_KEY_MAX] = "x";
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\"}");
+    cr_assert_eq (fks_alert_idem_key (&A, 0, -5, 1705329000, out, prev), -1);
+    cr_assert_str_empty (out);
+    cr_assert_str_empty (prev);
 }
 
 Test (alert, comment_confidence_and_interval_do_not_change_the_key)

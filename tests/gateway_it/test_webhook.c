@@ -22,7 +22,10 @@
 #include <unistd.h>
 #include <zmq.h>
 #include "bus/envelope.h"
+#include "gateway/alert.h"
 #include "gateway/auth.h"
+#include "gateway/inbox.h"
+#include <libpq-fe.h>
 
 static const char *const s_env[] = {
     "FKS_GATEWAY_RATE_LIMIT_IP=20",
@@ -405,6 +408,212 @@ Test (webhook, the_same_alert_without_id_twice_is_a_duplicate_by_its_content)
     s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 202, id1);
     s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "text/plain", body, 200, id2);
     cr_assert_str_eq (id1, id2);
+}
+
+//  Sleeps until the wall clock (the gateway's bucket clock) is `phase` ms into a window of
+//  `window` ms.
+static void
+s_sleep_to_phase (long window, long phase)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_REALTIME, &now);
+    long ms = (long) ((now.tv_sec % 86400) * 1000 + now.tv_nsec / 1000000) % window;
+    long wait = (phase - ms + window) % window;
+    usleep ((useconds_t) wait * 1000);
+}
+
+//  Posts body as text/plain to url; the status, and the answer's id in id.
+static long
+s_post_text (const char *url, const char *body, char id[64])
+{
+    it_resp_t r;
+    const char *headers[] = { "Content-Type: text/plain", NULL };
+    cr_assert_eq (it_http ("POST", url, headers, body, strlen (body), &r), 0);
+    long st = r.status;
+    if (!it_json_str (r.body, "id", id, 64))
+        id[0] = '\0';
+    it_resp_free (&r);
+    return st;
+}
+
+Test (webhook, the_same_alert_either_side_of_a_window_boundary_is_a_duplicate)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-window.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_IDEM_WINDOW=2s", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char url[160], body[64], id1[64], id2[64], id3[64];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook/tradingview?token=" IT_SECRET, port);
+    snprintf (body, sizeof body, "buy XRPUSDT %lu @0.5", it_unique () % 100000 + 1);
+    //  Late in one 2 s window, then early in the next: the keys differ (one per window) but
+    //  the second is 300 ms after the first, well inside the window.
+    s_sleep_to_phase (2000, 1700);
+    cr_assert_eq (s_post_text (url, body, id1), 202);
+    s_sleep_to_phase (2000, 0);
+    cr_assert_eq (s_post_text (url, body, id2), 200);
+    cr_assert_str_eq (id2, id1);
+    //  More than a window after the first accept, the same alert is a new one.
+    usleep (2300 * 1000);
+    cr_assert_eq (s_post_text (url, body, id3), 202);
+    cr_assert_str_neq (id3, id1);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id IN ($1::uuid)", id1), 1);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
+Test (webhook, a_replayed_signed_request_is_a_duplicate_for_the_whole_replay_window)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-webhook-%d-replay.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_IDEM_WINDOW=1s", "FKS_GATEWAY_REPLAY_WINDOW=300",
+                          NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char body[128], tss[32], sig[FKS_AUTH_SIGNATURE_MAX], h1[64], h2[128], url[128];
+    snprintf (body, sizeof body, "{\"ticker\":\"SOLUSDT\",\"action\":\"buy\",\"qty\":%lu}",
+              it_unique () % 1000 + 1);
+    snprintf (tss, sizeof tss, "%ld", (long) time (NULL));
+    cr_assert_eq (fks_auth_hmac_sign (IT_SECRET, strlen (IT_SECRET), tss, body, strlen (body),
+                                      sig), 0);
+    snprintf (h1, sizeof h1, "X-FKS-Timestamp: %s", tss);
+    snprintf (h2, sizeof h2, "X-FKS-Signature: %s", sig);
+    const char *headers[] = { "Content-Type: application/json", h1, h2, NULL };
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/webhook", port);
+    char ids[2][64];
+    long st[2];
+    for (int i = 0; i < 2; i++) {
+        //  The same request, byte for byte, again 2.5 s later: past the 1 s idempotency window,
+        //  inside the 300 s replay window.
+        if (i == 1)
+            usleep (2500 * 1000);
+        it_resp_t r;
+        cr_assert_eq (it_http ("POST", url, headers, body, strlen (body), &r), 0);
+        st[i] = r.status;
+        cr_assert (it_json_str (r.body, "id", ids[i], 64), "%s", r.body);
+        it_resp_free (&r);
+    }
+    cr_assert_eq (st[0], 202);
+    cr_assert_eq (st[1], 200);
+    cr_assert_str_eq (ids[1], ids[0]);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
+//  An inbox item with its own ids, key `key` and previous-window key `prev` (may be NULL),
+//  and a real webhook.received envelope (env must outlive the submit).
+static void
+s_item (fks_inbox_item_t *it, const char *key, const char *prev, msgpack_sbuffer *env)
+{
+    memset (it, 0, sizeof *it);
+    cr_assert_eq (fks_id_new (&it->id), 0);
+    fks_envelope_hdr_t hdr;
+    cr_assert_eq (fks_envelope_hdr_init (&hdr, "webhook.received", "gateway", &it->id, NULL), 0);
+    fks_alert_t alert;
+    fks_alert_secret_t pass;
+    fks_alert_err_t perr;
+    cr_assert_eq (fks_alert_parse ("text/plain", "buy X 1", 7, "tradingview", &alert, &pass,
+                                   &perr), 0);
+    msgpack_sbuffer packed;
+    msgpack_sbuffer_init (&packed);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &packed, msgpack_sbuffer_write);
+    cr_assert_eq (fks_alert_pack (&alert, &it->id, &pk), 0);
+    fks_envelope_err_t err = { "" };
+    msgpack_sbuffer_init (env);
+    cr_assert_eq (fks_envelope_encode (&hdr, packed.data, packed.size, env, &err), 0, "%s",
+                  err.msg);
+    msgpack_sbuffer_destroy (&packed);
+    it->event_id = hdr.id;
+    it->ts_ns = hdr.ts;
+    it->idem_key = key;
+    it->prev_key = prev;
+    it->source = "tradingview";
+    it->content_type = "text/plain";
+    it->body = "buy X 1";
+    it->body_len = 7;
+    it->alert_json = "{}";
+    it->alert_json_len = 2;
+    it->remote_addr = "127.0.0.1";
+    it->envelope = env->data;
+    it->envelope_len = env->size;
+}
+
+typedef struct {
+    fks_inbox_t *inbox;
+    fks_inbox_item_t item;
+    fks_inbox_result_t res;
+} s_submit_t;
+
+static void *
+s_submitter (void *arg)
+{
+    s_submit_t *s = arg;
+    s->res = fks_inbox_submit (s->inbox, &s->item);
+    return NULL;
+}
+
+Test (webhook, an_alert_and_its_copy_from_the_window_before_in_one_batch_are_one_row)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    //  One committer; a table lock held elsewhere stalls its first batch (z) while a and b
+    //  queue behind it, so that a and b are committed by one statement.
+    PGconn *lock = PQconnectdb (ctx->db_url);
+    cr_assert_eq (PQstatus (lock), CONNECTION_OK);
+    PQclear (PQexec (lock, "BEGIN"));
+    PGresult *r = PQexec (lock, "LOCK TABLE inbox IN SHARE MODE");
+    cr_assert_eq (PQresultStatus (r), PGRES_COMMAND_OK);
+    PQclear (r);
+    fks_inbox_opts_t o = { .pg_url = ctx->db_url, .committers = 1, .timeout_ms = 20000,
+                           .idem_window_ms = 60000 };
+    fks_inbox_t *inbox = fks_inbox_new (&o);
+    cr_assert (inbox);
+    char kz[64], ka[64], kb[64];
+    unsigned long u = it_unique ();
+    snprintf (kz, sizeof kz, "h:it-z-%lu", u);
+    snprintf (ka, sizeof ka, "h:it-a-%lu", u);         /* the window before */
+    snprintf (kb, sizeof kb, "h:it-b-%lu", u);         /* this window */
+    s_submit_t sub[3];
+    msgpack_sbuffer env[3];
+    const char *keys[3] = { kz, ka, kb };
+    const char *prevs[3] = { NULL, NULL, ka };
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        sub[i].inbox = inbox;
+        s_item (&sub[i].item, keys[i], prevs[i], &env[i]);
+        cr_assert_eq (pthread_create (&th[i], NULL, s_submitter, &sub[i]), 0);
+        usleep (i == 0 ? 300000 : 100000);
+    }
+    usleep (200000);
+    PQclear (PQexec (lock, "COMMIT"));
+    PQfinish (lock);
+    for (int i = 0; i < 3; i++)
+        pthread_join (th[i], NULL);
+    cr_assert_eq (sub[0].res, FKS_INBOX_ACCEPTED, "z: %s", sub[0].item.why);
+    cr_assert_eq (sub[1].res, FKS_INBOX_ACCEPTED, "a: %s", sub[1].item.why);
+    cr_assert_eq (sub[2].res, FKS_INBOX_DUPLICATE, "b: %d %s", sub[2].res, sub[2].item.why);
+    cr_assert_eq (memcmp (sub[2].item.result_id.b, sub[1].item.id.b, FKS_ID_SIZE), 0);
+    char ida[FKS_ID_STR_SIZE];
+    fks_id_format (&sub[1].item.id, ida);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE idem_key LIKE 'h:it-_-'"
+                                    " || split_part ((SELECT idem_key FROM inbox"
+                                    "                  WHERE id = $1::uuid), '-', 3)", ida), 2);
+    //  The same copy in a batch of its own: found in the table, received inside the window.
+    s_submit_t again = { .inbox = inbox };
+    msgpack_sbuffer env2;
+    char kc[64];
+    snprintf (kc, sizeof kc, "h:it-c-%lu", u);
+    s_item (&again.item, kc, ka, &env2);
+    cr_assert_eq (fks_inbox_submit (inbox, &again.item), FKS_INBOX_DUPLICATE);
+    cr_assert_eq (memcmp (again.item.result_id.b, sub[1].item.id.b, FKS_ID_SIZE), 0);
+    fks_inbox_destroy (&inbox);
+    for (int i = 0; i < 3; i++)
+        msgpack_sbuffer_destroy (&env[i]);
+    msgpack_sbuffer_destroy (&env2);
 }
 
 typedef struct {
