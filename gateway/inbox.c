@@ -66,8 +66,13 @@ static const char s_commit_sql[] =
     "    AS t (id, idem_key, source, content_type, body, alert, remote_addr, event_id, ts,"
     "          envelope, prev_key)"
     "), p AS MATERIALIZED ("
-    "  SELECT d.id, i.id AS dup_of FROM d JOIN inbox i ON i.idem_key = d.prev_key"
-    "   WHERE i.received_at > now () - $12::bigint * interval '1 millisecond'"
+    //  Per item, one probe of the idem_key index (a join here may be planned as a scan of
+    //  the whole inbox); only for items that have a previous-window key.
+    "  SELECT * FROM ("
+    "    SELECT d.id, (SELECT i.id FROM inbox i WHERE i.idem_key = d.prev_key"
+    "                     AND i.received_at > now () - $12::bigint * interval '1 millisecond')"
+    "                  AS dup_of"
+    "      FROM d WHERE d.prev_key <> '') x WHERE dup_of IS NOT NULL"
     "), ins AS ("
     "  INSERT INTO inbox (id, idem_key, source, content_type, body, alert, remote_addr)"
     "  SELECT id, idem_key, source, content_type, body, alert, remote_addr FROM d"
