@@ -89,10 +89,12 @@ static const fks_pg_stmt_t s_stmts[] = {
     { "rec_horizon", "SELECT pg_snapshot_xmin (pg_current_snapshot ())::text", 0 },
     //  The window's first row in (xid, seq) order: every row of the window is read once
     //  (through the created_at index), which happens only for a group with no saved position.
+    //  Ordered by w.xid, the xid8: a bare "xid" would name the text output column, where
+    //  "10000" sorts before "999" and the walk would start behind rows it then never sees.
     { "rec_start",
       "WITH w AS MATERIALIZED (SELECT xid, seq FROM events"
       "                         WHERE created_at > now () - $1" S_MS ")"
-      " SELECT xid::text, seq FROM w ORDER BY xid, seq LIMIT 1", 1, FKS_PG_CUSTOM_PLAN },
+      " SELECT xid::text, seq FROM w ORDER BY w.xid, w.seq LIMIT 1", 1, FKS_PG_CUSTOM_PLAN },
     //  $1 group, $2/$3 walk position, $4 bound H, $5 rows to examine, $6 after, $7 max age,
     //  $8 pending rows to return at most, $9 the group's prefixes. Rows: kind 0 (the last row
     //  examined, n = rows examined), kind 1 (the first row too young to judge), kind 2 (the

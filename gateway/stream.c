@@ -140,6 +140,10 @@ s_ring_push (fks_stream_t *self, s_pos_t pos, const char *type, char *json, size
     self->tail = pos;
 }
 
+//  The queries below select xid::text (libpq reads xid8 as text) and order by events.xid:
+//  a bare "xid" in ORDER BY would name the text output column, and "999" sorts after
+//  "10000".
+
 //  Reads the position of the newest final row. 0 or -1.
 static int
 s_read_tail (fks_pg_t *pg, s_pos_t *out)
@@ -147,7 +151,7 @@ s_read_tail (fks_pg_t *pg, s_pos_t *out)
     fks_pg_err_t err;
     PGresult *r = fks_pg_query (pg,
         "SELECT xid::text, seq FROM events WHERE xid < pg_snapshot_xmin (pg_current_snapshot ())"
-        " ORDER BY xid DESC, seq DESC LIMIT 1", 0, NULL, NULL, NULL, &err);
+        " ORDER BY events.xid DESC, events.seq DESC LIMIT 1", 0, NULL, NULL, NULL, &err);
     if (!r)
         return -1;
     out->xid = 0;
@@ -178,7 +182,7 @@ s_read_after (fks_pg_t *pg, s_pos_t after, const s_pos_t *upto, int limit, fks_p
         " WHERE (xid, seq) > ($1::xid8, $2::bigint)"
         " AND xid < pg_snapshot_xmin (pg_current_snapshot ())"
         " AND ($3::xid8 IS NULL OR (xid, seq) <= ($3::xid8, $4::bigint))"
-        " ORDER BY xid, seq LIMIT $5::int", 5, values, NULL, NULL, err);
+        " ORDER BY events.xid, events.seq LIMIT $5::int", 5, values, NULL, NULL, err);
 }
 
 //  Renders row i of a s_read_after result. Returns malloc'd JSON (and its length), or NULL.

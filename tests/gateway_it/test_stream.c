@@ -283,6 +283,35 @@ Test (stream, a_client_that_drops_and_resumes_sees_every_event_once)
     s_sse_free (&s);
 }
 
+Test (stream, a_resume_goes_on_in_numeric_xid_order_across_a_digit_boundary)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    //  Three events made to look written by transactions 5, 8 and 10: as text, "10" sorts
+    //  before "8" (and before every real xid that starts with 1). Resumed after the first,
+    //  the stream must go on with 8, then 10.
+    char ids[3][64];
+    const char *xids[3] = { "5", "8", "10" };
+    for (int i = 0; i < 3; i++) {
+        s_post (ctx, "XIDUSDT", ids[i]);
+        const char *params[2] = { xids[i], ids[i] };
+        PGresult *r = it_sql (ctx, "UPDATE events SET xid = $1::xid8 WHERE corr = $2::uuid", 2,
+                              params);
+        cr_assert (r && PQresultStatus (r) == PGRES_COMMAND_OK);
+        PQclear (r);
+    }
+    char after[24];
+    snprintf (after, sizeof after, "%ld",
+              it_sql_long (ctx, "SELECT seq FROM events WHERE corr = $1::uuid", ids[0]));
+    s_sse_t s;
+    s_sse_init (&s);
+    s.stop_after = 2;
+    cr_assert_eq (s_sse_read (ctx, "?types=webhook.", after, &s, 10000), 200);
+    cr_assert_eq (s.n, 2);
+    cr_assert_str_eq (s.events[0].corr, ids[1], "after xid 5 came another event, not xid 8");
+    cr_assert_str_eq (s.events[1].corr, ids[2], "after xid 8 came another event, not xid 10");
+    s_sse_free (&s);
+}
+
 Test (stream, the_types_filter_keeps_only_matching_events)
 {
     const it_ctx_t *ctx = it_ctx ();
