@@ -13,7 +13,10 @@
  *  window's key, so other replicas still weigh them as "previous window". A failed sync puts the
  *  increments back to be pushed next time and switches to local counts until Redis answers.
  *
- *  Entries idle for two windows are freed by the sync thread; at most max_entries live at once.
+ *  Entries idle for two windows are freed by the sync thread, pushed or not: once a window and
+ *  the next one are over, no replica reads that window's key again and a new hit would start
+ *  the entry afresh, so increments still unpushed then (Redis was down) no longer count and are
+ *  dropped with it. At most max_entries live at once.
  */
 #include "gateway/ratelimit.h"
 #include "common/id.h"
@@ -469,7 +472,11 @@ s_sync (fks_ratelimit_t *self)
     s_entry_t *e = self->live;
     while (e) {
         s_entry_t *next = e->live_next;
-        if (e->win < now_win - 1 && e->carry_pending == 0 && e->cur_local == e->cur_pushed) {
+        //  Idle since before the previous window: its counts (and its carry, of the window
+        //  before) weigh in no sliding window any more, here or on another replica, so they go
+        //  with it even if a failed sync left them unpushed. Keeping them would keep the entry
+        //  for ever (they are too old to push) and fill the table.
+        if (e->win < now_win - 1) {
             s_unlink (self, e);
             free (e);
         }
@@ -540,7 +547,8 @@ s_sync (fks_ratelimit_t *self)
                 e->prev_total = replies[i][0];
         }
         else {
-            //  Not pushed: give the increments back so the next sync pushes them.
+            //  Not pushed: give the increments back so the next sync pushes them, or drops
+            //  them with the entry if by then their window no longer counts.
             if (j->carry || e->win != j->win) {
                 if (e->win == j->win + 1 && j->delta > 0) {
                     if (e->carry_win != j->win)

@@ -14,8 +14,9 @@
  *  fks_gateway_ratelimit_shared, and goes back to shared counts when Redis answers again.
  *
  *  Memory is bounded: at most max_entries pairs are tracked; pairs idle for two windows are
- *  forgotten. When the table is full a new pair is refused (fail closed): a flood of distinct
- *  addresses must not switch the limits off. Thread-safe.
+ *  forgotten, with any counts an outage kept from Redis (by then they weigh in no window).
+ *  When the table is full a new pair is refused (fail closed): a flood of distinct addresses
+ *  must not switch the limits off. Thread-safe.
  */
 #ifndef FKS_RATELIMIT_H
 #define FKS_RATELIMIT_H

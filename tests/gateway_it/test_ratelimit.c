@@ -3,12 +3,17 @@
  *  own so that runs never share counts.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "common/id.h"
+#include "common/metrics.h"
 #include "gateway/ratelimit.h"
 #include "harness.h"
 
@@ -148,5 +153,90 @@ Test (ratelimit, long_keys_are_bounded_and_kept_apart)
     cr_assert_eq (fks_ratelimit_hit (rl, "key", a, 1, &retry), 0);
     cr_assert_eq (fks_ratelimit_hit (rl, "key", a, 1, &retry), 1);
     cr_assert_eq (fks_ratelimit_hit (rl, "key", b, 1, &retry), 0, "a different long key");
+    fks_ratelimit_destroy (&rl);
+}
+
+//  A private redis-server (no persistence) for a test that needs Redis to come back on a port
+//  where nothing listened; it dies with the test's process if the test crashes.
+static pid_t s_private_redis = -1;
+
+static pid_t
+s_private_redis_start (int port)
+{
+    char port_s[16];
+    snprintf (port_s, sizeof port_s, "%d", port);
+    pid_t pid = fork ();
+    if (pid == 0) {
+        prctl (PR_SET_PDEATHSIG, SIGKILL);
+        int null = open ("/dev/null", O_WRONLY);
+        if (null >= 0) {
+            dup2 (null, STDOUT_FILENO);
+            close (null);
+        }
+        execlp ("redis-server", "redis-server", "--bind", "127.0.0.1", "--port", port_s,
+                "--save", "", "--appendonly", "no", (char *) NULL);
+        _exit (127);
+    }
+    return pid;
+}
+
+static void
+s_private_redis_stop (void)
+{
+    if (s_private_redis > 0) {
+        kill (s_private_redis, SIGTERM);
+        waitpid (s_private_redis, NULL, 0);
+        s_private_redis = -1;
+    }
+}
+
+Test (ratelimit, an_outage_does_not_leave_the_table_full_of_unpushed_counts,
+      .fini = s_private_redis_stop)
+{
+    enum { WINDOW_MS = 100, MAX = 100 };
+    char url[64], prefix[64], addr[32];
+    int port = fks_test_free_port ();                   //  no Redis there, for now
+    cr_assert_gt (port, 0);
+    snprintf (url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    s_prefix (prefix);
+    fks_ratelimit_opts_t o = { .redis_url = url, .window_ms = WINDOW_MS, .sync_ms = 60000,
+                               .max_entries = MAX, .key_prefix = prefix };
+    fks_ratelimit_t *rl = fks_ratelimit_new (&o);
+    cr_assert_not_null (rl);
+    int retry;
+    for (int i = 0; i < MAX; i++) {
+        snprintf (addr, sizeof addr, "10.3.0.%d", i);
+        cr_assert_eq (fks_ratelimit_hit (rl, "ip", addr, 10, &retry), 0);
+    }
+    cr_assert_eq (fks_ratelimit_hit (rl, "ip", "10.3.1.0", 10, &retry), 1, "the table is full");
+
+    //  Redis stays down for three more windows: every sync fails.
+    cr_assert_eq (fks_ratelimit_sync_now (rl), -1);
+    for (int i = 0; i < 3; i++) {
+        usleep (WINDOW_MS * 1000);
+        cr_assert_eq (fks_ratelimit_sync_now (rl), -1);
+    }
+
+    //  Redis comes back on that port.
+    s_private_redis = s_private_redis_start (port);
+    cr_assert_gt (s_private_redis, 0);
+    int ok = -1;
+    for (int i = 0; i < 500 && ok != 0; i++) {
+        if (waitpid (s_private_redis, NULL, WNOHANG) == s_private_redis) {
+            s_private_redis = -1;
+            cr_assert_fail ("redis-server did not start on port %d (is it on the PATH?)", port);
+        }
+        usleep (20 * 1000);
+        ok = fks_ratelimit_sync_now (rl);
+    }
+    cr_assert_eq (ok, 0, "Redis on port %d answers again", port);
+
+    //  The counts of the outage weigh in no window now: a new source gets in, and the table
+    //  holds none of the old ones.
+    cr_assert_eq (fks_ratelimit_hit (rl, "ip", "10.3.1.0", 10, &retry), 0,
+                  "a new source is not refused after the outage");
+    fks_metric_t *entries = fks_metric_get (fks_gauge_family ("fks_gateway_ratelimit_entries",
+        "Source addresses and API keys currently tracked by the rate limiter", NULL, 0), NULL);
+    cr_assert_eq (fks_metric_value (entries), 0, "entries tracked after the last sync");
     fks_ratelimit_destroy (&rl);
 }
