@@ -14,8 +14,13 @@
  *
  *  Writes (manual order, cancel) are an envelope inserted in the events outbox and published
  *  after commit; with an Idempotency-Key header the order id and envelope id are derived from
- *  the key (and the caller's key name), so a retried POST finds its first envelope and answers
- *  200 duplicate instead of ordering twice.
+ *  the key and the caller's API key (its owner, apikeys.h: unique, unlike its name), so a
+ *  retried POST finds its first envelope and answers 200 duplicate instead of ordering twice.
+ *  The stored envelope is the record of the first request: a retry asking for something else
+ *  (another order, or the cancel of another order) is answered 422 idempotency_key_reused.
+ *
+ *  Every parameter is checked here before its query, so a 400 names the parameter at fault
+ *  (a ?since= time is read by PostgreSQL itself, in a statement of its own).
  */
 #include "gateway/api.h"
 #include "bus/client.h"
@@ -548,6 +553,24 @@ s_limit (s_req_t *r, int *limit)
     return 0;
 }
 
+//  The microseconds part of a keyset cursor: 1-18 digits, at most 9999-12-31T23:59:59.999999Z
+//  (every time PostgreSQL can add to the epoch; the API only gives cursors of stored rows).
+#define S_CURSOR_US_MAX 253402300799999999LL
+
+static bool
+s_cursor_us_ok (const char *s, size_t n)
+{
+    if (n < 1 || n > 18)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit ((unsigned char) s[i]))
+            return false;
+    char buf[20];
+    memcpy (buf, s, n);
+    buf[n] = '\0';
+    return strtoll (buf, NULL, 10) <= S_CURSOR_US_MAX;
+}
+
 //  A UUID from a path segment; 0 or the error reply's status.
 static int
 s_path_id (s_req_t *r, const char *seg, fks_id_t *id, char out[FKS_ID_STR_SIZE])
@@ -558,8 +581,11 @@ s_path_id (s_req_t *r, const char *seg, fks_id_t *id, char out[FKS_ID_STR_SIZE])
     return 0;
 }
 
-//  Runs a query and returns its result, or NULL after answering 503 (*status set) or 400 when
-//  PostgreSQL refused a parameter (invalid_datetime: *status set, field named).
+//  Runs a query and returns its result, or NULL after answering (*status set): 400 when
+//  PostgreSQL refused a parameter's value (SQLSTATE class 22, data exception), naming
+//  bad_field when the statement has only that one parameter to refuse, and no field otherwise
+//  (every parameter is checked before its query, so this is a fallback that must not blame a
+//  field it cannot know); 503 for the rest.
 static PGresult *
 s_query (s_req_t *r, fks_pg_t *pg, const char *sql, int n, const char *const *values,
          const char *bad_field, int *status)
@@ -568,8 +594,9 @@ s_query (s_req_t *r, fks_pg_t *pg, const char *sql, int n, const char *const *va
     PGresult *res = fks_pg_query (pg, sql, n, values, NULL, NULL, &err);
     if (res)
         return res;
-    if (bad_field && strncmp (err.sqlstate, "22", 2) == 0)
-        *status = s_bad (r, bad_field, "the value is not valid here");
+    if (strncmp (err.sqlstate, "22", 2) == 0)
+        *status = s_bad (r, bad_field, bad_field ? "the value is not valid here"
+                                                 : "a query parameter is not valid here");
     else if (strcmp (err.sqlstate, "57014") == 0) {
         fks_warn ("api: a query ran into FKS_PG_STATEMENT_TIMEOUT_MS and was cancelled");
         *status = s_done (r, fks_http_error (r->conn, 503, "Retry-After: 1\r\n", "unavailable",
@@ -611,9 +638,7 @@ s_list (s_req_t *r, const s_list_t *list)
     if (n_cur != -1) {
         char *dot = n_cur > 0 ? strchr (cursor, '.') : NULL;
         fks_id_t id;
-        bool ok = dot && dot - cursor > 0 && dot - cursor < 20;
-        for (char *p = cursor; ok && p < dot; p++)
-            ok = isdigit ((unsigned char) *p);
+        bool ok = dot && s_cursor_us_ok (cursor, (size_t) (dot - cursor));
         ok = ok && fks_id_parse (dot + 1, strlen (dot + 1), &id) == 0;
         if (!ok)
             return s_bad (r, "cursor", "cursor must be a value of a previous page's next");
@@ -630,7 +655,19 @@ s_list (s_req_t *r, const s_list_t *list)
     if (!pg)
         return s_unavailable (r, "no database connection came free");
     int status_code = 0;
-    PGresult *res = s_query (r, pg, list->sql, 6, values, "since", &status_code);
+    PGresult *res;
+    if (n_since > 0) {
+        //  PostgreSQL's own reading of the time (what the list query will do with it), so a
+        //  refusal names since and no other parameter.
+        const char *v1[1] = { since };
+        res = s_query (r, pg, "SELECT $1::timestamptz", 1, v1, "since", &status_code);
+        if (!res) {
+            fks_api_pg_put (r->api, pg);
+            return status_code;
+        }
+        PQclear (res);
+    }
+    res = s_query (r, pg, list->sql, 6, values, NULL, &status_code);
     fks_api_pg_put (r->api, pg);
     if (!res)
         return status_code;
@@ -812,12 +849,7 @@ s_bars (s_req_t *r)
     if (!iv_ok)
         return s_bad (r, "interval", "interval is required, e.g. 1m, 5m, 1h, 1d");
     int n_cur = fks_http_query (r->conn, "cursor", cursor, sizeof cursor);
-    bool cur_ok = n_cur == -1;
-    if (n_cur > 0) {
-        cur_ok = true;
-        for (int i = 0; i < n_cur; i++)
-            cur_ok = cur_ok && isdigit ((unsigned char) cursor[i]);
-    }
+    bool cur_ok = n_cur == -1 || (n_cur > 0 && s_cursor_us_ok (cursor, (size_t) n_cur));
     if (!cur_ok)
         return s_bad (r, "cursor", "cursor must be a value of a previous page's next");
     char lim[16];
@@ -858,7 +890,32 @@ s_bars (s_req_t *r)
     return s_done (r, st);
 }
 
-//  GET /api/v1/events?after=<seq>&type=<prefix>&limit=
+//  An event position parameter (?after=, ?cursor=): absent (0, *given false), an event seq
+//  of 1-18 digits (0, *seq set), or the 400 reply's status.
+static int
+s_event_pos (s_req_t *r, const char *name, bool *given, long long *seq)
+{
+    char v[24];
+    int n = fks_http_query (r->conn, name, v, sizeof v);
+    *given = n != -1;
+    *seq = 0;
+    if (n == -1)
+        return 0;
+    bool ok = n > 0 && n <= 18;
+    for (int i = 0; ok && i < n; i++)
+        ok = isdigit ((unsigned char) v[i]);
+    if (!ok)
+        return s_bad (r, name, strcmp (name, "cursor") == 0
+                               ? "cursor must be a value of a previous page's next"
+                               : "after must be an event seq (a non-negative integer)");
+    *seq = strtoll (v, NULL, 10);
+    return 0;
+}
+
+//  GET /api/v1/events?after=<seq>&type=<prefix>&limit=, or ?cursor=<next> as every list
+//  pages: `next` is the seq of the page's last event, so the two name the same kind of
+//  position. Given both, both hold - events after the later of the two -, so a pager that
+//  started with ?after= and adds the cursor it was given moves on page by page.
 static int
 s_events (s_req_t *r)
 {
@@ -867,16 +924,14 @@ s_events (s_req_t *r)
     int st = s_limit (r, &limit);
     if (st)
         return st;
-    int n_after = fks_http_query (r->conn, "after", after, sizeof after);
-    if (n_after == -1)
-        snprintf (after, sizeof after, "0");
-    else {
-        bool ok = n_after > 0;
-        for (int i = 0; ok && i < n_after; i++)
-            ok = isdigit ((unsigned char) after[i]);
-        if (!ok || n_after > 18)
-            return s_bad (r, "after", "after must be an event seq (a non-negative integer)");
-    }
+    bool has_after, has_cursor;
+    long long after_seq, cursor_seq;
+    if ((st = s_event_pos (r, "after", &has_after, &after_seq)) != 0
+        || (st = s_event_pos (r, "cursor", &has_cursor, &cursor_seq)) != 0)
+        return st;
+    bool by_cursor = has_cursor && (!has_after || cursor_seq >= after_seq);
+    snprintf (after, sizeof after, "%lld", by_cursor ? cursor_seq : has_after ? after_seq : 0);
+    const char *pos_field = by_cursor ? "cursor" : "after";
     int n_type = fks_http_query (r->conn, "type", type, sizeof type);
     if (n_type != -1) {
         bool ok = n_type > 0;
@@ -916,7 +971,8 @@ s_events (s_req_t *r)
         PQclear (res);
         if (!found) {
             fks_api_pg_put (r->api, pg);
-            return s_bad (r, "after", "after names no stored event");
+            return s_bad (r, pos_field, by_cursor ? "cursor names no stored event"
+                                                   : "after names no stored event");
         }
     }
     const char *values[4] = { xid, after, n_type >= 0 ? like : NULL, lim };
@@ -1079,8 +1135,9 @@ s_alert (s_req_t *r, const char *seg)
 // ---------------------------------------------------------------------------------------------
 //  Writes
 
-//  An id derived from the caller's Idempotency-Key: SHA-256 over (what, key name, key), cut
-//  to 16 bytes with the UUID version 8 and variant bits.
+//  An id derived from the caller's Idempotency-Key: SHA-256 over (what, owner, key), cut to
+//  16 bytes with the UUID version 8 and variant bits. owner is the API key's owner
+//  (apikeys.h: its row id, or "bootstrap"), never its name, which other keys may share.
 static void
 s_derived_id (const char *what, const char *owner, const char *idem, fks_id_t *out)
 {
@@ -1163,6 +1220,74 @@ s_outbox (s_req_t *r, const fks_envelope_hdr_t *hdr, const msgpack_sbuffer *body
         fks_bus_publish (r->api->o.bus, hdr->type, frame.data, frame.size);
     msgpack_sbuffer_destroy (&frame);
     return inserted ? 0 : 1;
+}
+
+//  The outbox envelope stored under id (a request's derived id), decoded; NULL after
+//  answering 503 (*status set), or NULL with *status 0 when there is none or it does not
+//  decode (then it cannot be compared).
+static fks_envelope_t *
+s_stored_envelope (s_req_t *r, const fks_id_t *id, int *status)
+{
+    char ids[FKS_ID_STR_SIZE];
+    fks_id_format (id, ids);
+    const char *values[1] = { ids };
+    *status = 0;
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg) {
+        *status = s_unavailable (r, "no database connection came free");
+        return NULL;
+    }
+    PGresult *res = s_query (r, pg, "SELECT envelope FROM events WHERE id = $1::uuid", 1, values,
+                             NULL, status);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return NULL;
+    fks_envelope_t *env = NULL;
+    if (PQntuples (res) == 1) {
+        size_t len = 0;
+        unsigned char *raw = PQunescapeBytea ((const unsigned char *) PQgetvalue (res, 0, 0), &len);
+        fks_envelope_err_t eerr;
+        env = raw ? fks_envelope_decode (raw, len, &eerr) : NULL;
+        if (!env)
+            fks_warn ("api: the stored envelope %s does not decode", ids);
+        PQfreemem (raw);
+    }
+    PQclear (res);
+    return env;
+}
+
+//  422: the caller's Idempotency-Key was first used for another request.
+static int
+s_idem_reused (s_req_t *r, const char *what)
+{
+    char fields[256] = "";
+    fks_log_field_str (fields, sizeof fields, "key", r->key.name);
+    fks_log (FKS_LOG_INFO, NULL, fields, "an Idempotency-Key was reused for another %s", what);
+    char msg[160];
+    snprintf (msg, sizeof msg, "this Idempotency-Key was used for another %s; use a new key for a"
+              " new request", what);
+    return s_done (r, fks_http_error (r->conn, 422, NULL, "idempotency_key_reused",
+                                      "Idempotency-Key", msg));
+}
+
+//  True when the stored order.requested body asks for the same order: the canonical request
+//  is (symbol, side, type, qty, limit_price), as parsed, so JSON spelling does not matter.
+static bool
+s_same_order (const fks_envelope_t *env, const char *symbol, const char *side, const char *type,
+              double qty, bool has_limit, double limit_price)
+{
+    char s_symbol[40], s_side[16], s_type[16];
+    double s_qty = 0, s_limit = 0;
+    if (fks_envelope_get_str (env, "symbol", s_symbol, sizeof s_symbol) != 0
+        || fks_envelope_get_str (env, "side", s_side, sizeof s_side) != 0
+        || fks_envelope_get_str (env, "type", s_type, sizeof s_type) != 0
+        || fks_envelope_get_f64 (env, "qty", &s_qty) != 0)
+        return false;
+    int lrc = fks_envelope_get_f64 (env, "limit_price", &s_limit);
+    if (lrc < 0 || (lrc == 0) != has_limit)
+        return false;
+    return strcmp (s_symbol, symbol) == 0 && strcmp (s_side, side) == 0
+           && strcmp (s_type, type) == 0 && s_qty == qty && (!has_limit || s_limit == limit_price);
 }
 
 //  POST /api/v1/orders {symbol, side, type, qty, limit_price}
@@ -1261,7 +1386,7 @@ s_order_create (s_req_t *r)
     fks_id_t order_id;
     fks_envelope_hdr_t hdr;
     if (idem[0])
-        s_derived_id ("order", r->key.name, idem, &order_id);
+        s_derived_id ("order", r->key.owner, idem, &order_id);
     else if (fks_id_new (&order_id) != 0) {
         json_decref (j);
         return s_unavailable (r, "no random ids");
@@ -1271,7 +1396,7 @@ s_order_create (s_req_t *r)
         return s_unavailable (r, "no envelope header");
     }
     if (idem[0])
-        s_derived_id ("order.requested", r->key.name, idem, &hdr.id);
+        s_derived_id ("order.requested", r->key.owner, idem, &hdr.id);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init (&sb);
     msgpack_packer pk;
@@ -1285,9 +1410,25 @@ s_order_create (s_req_t *r)
     if (has_limit)
         fks_pack_kv_f64 (&pk, "limit_price", limit_price);
     fks_pack_kv_str (&pk, "requested_by", r->key.name);
-    json_decref (j);
     int rc = s_outbox (r, &hdr, &sb, &st);
     msgpack_sbuffer_destroy (&sb);
+    if (rc == 1) {
+        //  A retry, or the key reused for another order: compare with the stored request
+        //  (the envelope is the record of it; no schema change needed).
+        fks_envelope_t *prev = s_stored_envelope (r, &hdr.id, &st);
+        bool same = !prev || s_same_order (prev, symbol, side, type, qty, has_limit,
+                                           limit_price);
+        fks_envelope_destroy (&prev);
+        if (st) {
+            json_decref (j);
+            return st;
+        }
+        if (!same) {
+            json_decref (j);
+            return s_idem_reused (r, "order");
+        }
+    }
+    json_decref (j);                    /* side and type point into it until here */
     if (rc < 0)
         return st;
     char ids[FKS_ID_STR_SIZE], out[128];
@@ -1347,7 +1488,7 @@ s_order_cancel (s_req_t *r, const char *seg)
     if (fks_envelope_hdr_init (&hdr, "order.cancel_requested", "gateway", &corr, NULL) != 0)
         return s_unavailable (r, "no envelope header");
     if (idem[0])
-        s_derived_id ("order.cancel_requested", r->key.name, idem, &hdr.id);
+        s_derived_id ("order.cancel_requested", r->key.owner, idem, &hdr.id);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init (&sb);
     msgpack_packer pk;
@@ -1359,6 +1500,18 @@ s_order_cancel (s_req_t *r, const char *seg)
     msgpack_sbuffer_destroy (&sb);
     if (rc < 0)
         return st;
+    if (rc == 1) {
+        //  The same Idempotency-Key: the same cancel again, or another order's cancel.
+        fks_envelope_t *prev = s_stored_envelope (r, &hdr.id, &st);
+        fks_id_t prev_id;
+        bool same = !prev || (fks_envelope_get_id (prev, "order_id", &prev_id) == 0
+                              && memcmp (prev_id.b, id.b, FKS_ID_SIZE) == 0);
+        fks_envelope_destroy (&prev);
+        if (st)
+            return st;
+        if (!same)
+            return s_idem_reused (r, "cancel");
+    }
     char out[128];
     int n = snprintf (out, sizeof out, "{\"id\":\"%s\",\"status\":\"%s\"}", ids,
                       rc == 0 ? "cancel_requested" : "duplicate");

@@ -9,7 +9,8 @@
  *  contract's shape: lists are {"items":[...],"next":"<cursor>"|null}, newest first, with
  *  ?limit= (1..1000, default 100), ?cursor= and filters (?symbol=, ?status=, ?since=) where
  *  they make sense; GET /api/v1/alerts/{id} gives one alert's path through the stages. The
- *  events feed is the exception: oldest first from ?after=<seq>, as the stream resumes.
+ *  events feed is the exception: oldest first from ?after=<seq> (or ?cursor=<next>, the same
+ *  position), as the stream resumes.
  *  Writes (POST /api/v1/orders, DELETE /api/v1/orders/{id}, POST /api/v1/breaker/reset) put
  *  an envelope in the events outbox and publish it after commit, for the execution worker.
  *

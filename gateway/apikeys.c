@@ -21,7 +21,7 @@
 
 const fks_pg_stmt_t fks_apikey_stmts[] = {
     { "fks_apikey_find",
-      "SELECT name, prefix, key_sha256, array_to_string (scopes, ',') FROM api_keys"
+      "SELECT name, prefix, key_sha256, array_to_string (scopes, ','), id::text FROM api_keys"
       " WHERE prefix = $1 AND revoked_at IS NULL LIMIT 16", 1 },
     { "fks_apikey_insert",
       "INSERT INTO api_keys (id, name, prefix, key_sha256, scopes)"
@@ -262,6 +262,7 @@ fks_apikeys_verify (fks_apikeys_t *self, fks_pg_t *pg, const char *key, size_t l
         return -1;
     if (CRYPTO_memcmp (digest, self->admin_digest, S_DIGEST) == 0) {
         snprintf (info->name, sizeof info->name, "admin");
+        snprintf (info->owner, sizeof info->owner, "bootstrap");
         info->scopes = FKS_SCOPE_READ | FKS_SCOPE_TRADE | FKS_SCOPE_ADMIN;
         info->bootstrap = true;
         return 0;
@@ -300,6 +301,7 @@ fks_apikeys_verify (fks_apikeys_t *self, fks_pg_t *pg, const char *key, size_t l
             if (fks_apikey_scopes_parse (PQgetvalue (r, i, 3), &scopes) == 0) {
                 snprintf (info->name, sizeof info->name, "%s", PQgetvalue (r, i, 0));
                 snprintf (info->prefix, sizeof info->prefix, "%s", PQgetvalue (r, i, 1));
+                snprintf (info->owner, sizeof info->owner, "key:%s", PQgetvalue (r, i, 4));
                 info->scopes = scopes;
                 rc = 0;
             }

@@ -31,9 +31,16 @@
 #define FKS_APIKEY_NAME_MAX   65            /* incl. NUL: ^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$ */
 #define FKS_APIKEY_PRESENTED_MAX 512        /* longer Authorization values are refused */
 
+#define FKS_APIKEY_OWNER_MAX  48            /* incl. NUL: "bootstrap" or "key:" + UUID */
+
 typedef struct {
     char name[FKS_APIKEY_NAME_MAX];         /* "admin" for the bootstrap key */
     char prefix[FKS_APIKEY_PREFIX_LEN + 1]; /* "" for the bootstrap key */
+    //  What to scope per-key state by (Idempotency-Keys): unique among keys and stable for a
+    //  key's life, unlike name, which a new key may take again ("admin", or a revoked key's
+    //  name). "key:<the row's id>" for a stored key, "bootstrap" for FKS_ADMIN_KEY (whatever
+    //  its value, so rotating it keeps its scope).
+    char owner[FKS_APIKEY_OWNER_MAX];
     unsigned scopes;                        /* FKS_SCOPE_* bits, as stored */
     bool bootstrap;
 } fks_apikey_info_t;

@@ -103,6 +103,7 @@ typedef struct {
     s_pos_t cursor;
     bool resume;                    /* cursor given by the client */
     fks_sbuf_t out;                 /* SSE: events waiting for one write */
+    int64_t last_write_ns;          /* monotonic time of the last write to the client */
 } s_client_t;
 
 // ---------------------------------------------------------------------------------------------
@@ -458,6 +459,7 @@ s_send_event (s_client_t *c, int64_t seq, const char *type, const char *json, si
     if (c->ws) {
         if (mg_websocket_write (c->conn, MG_WEBSOCKET_OPCODE_TEXT, json, len) <= 0)
             return -1;
+        c->last_write_ns = fks_mono_ns ();
     }
     else {
         fks_sbuf_printf (&c->out, "id: %" PRId64 "\nevent: %s\ndata: ", seq, type);
@@ -478,14 +480,18 @@ s_flush (s_client_t *c)
         return 0;
     int rc = mg_write (c->conn, c->out.data, c->out.len) == (int) c->out.len ? 0 : -1;
     c->out.len = 0;
+    c->last_write_ns = fks_mono_ns ();
     if (c->out.data)
         c->out.data[0] = '\0';
     return rc;
 }
 
+//  A keepalive (SSE comment or WebSocket ping). It also finds a client that has gone: the
+//  write fails, and the client gives its place back. 0 or -1.
 static int
 s_heartbeat (s_client_t *c)
 {
+    c->last_write_ns = fks_mono_ns ();
     if (c->ws)
         return mg_websocket_write (c->conn, MG_WEBSOCKET_OPCODE_PING, "", 0) < 0 ? -1 : 0;
     static const char ping[] = ": keepalive\n\n";
@@ -559,7 +565,9 @@ s_ring_find (fks_stream_t *self, s_pos_t pos)
 }
 
 //  The client's life after its headers: catch up, then follow the ring until the client goes,
-//  falls behind, or the gateway stops.
+//  falls behind, or the gateway stops. A heartbeat goes out whenever nothing was written to
+//  the client for the heartbeat interval, whatever woke the loop: events the client's filter
+//  drops wake it too, and a client that gets no write is never found gone.
 static void
 s_run (s_client_t *c)
 {
@@ -567,12 +575,21 @@ s_run (s_client_t *c)
     const char *reason = "closed";
     uint64_t idx = 0;
     bool in_ring = false;
-    int64_t heartbeat_ms = self->cfg->stream_heartbeat_ms;
+    int64_t heartbeat_ns = self->cfg->stream_heartbeat_ms * 1000000LL;
+    c->last_write_ns = fks_mono_ns ();          /* the head was just written */
     pthread_mutex_lock (&self->mutex);
     for (;;) {
         if (self->stop) {
             reason = "shutdown";
             break;
+        }
+        if (fks_mono_ns () - c->last_write_ns >= heartbeat_ns) {
+            pthread_mutex_unlock (&self->mutex);
+            int rc = s_heartbeat (c);
+            pthread_mutex_lock (&self->mutex);
+            if (rc != 0)
+                break;
+            continue;
         }
         if (!self->valid) {
             in_ring = false;
@@ -604,22 +621,19 @@ s_run (s_client_t *c)
             break;
         }
         if (idx == self->next) {
+            //  Wait for new entries until the next heartbeat is due (the loop's top sends it).
+            int64_t left = c->last_write_ns + heartbeat_ns - fks_mono_ns ();
+            if (left < 1000000)
+                left = 1000000;
             struct timespec ts;
             clock_gettime (CLOCK_REALTIME, &ts);
-            ts.tv_sec += heartbeat_ms / 1000;
-            ts.tv_nsec += (long) (heartbeat_ms % 1000) * 1000000L;
+            ts.tv_sec += (time_t) (left / 1000000000LL);
+            ts.tv_nsec += (long) (left % 1000000000LL);
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            if (pthread_cond_timedwait (&self->cond, &self->mutex, &ts) != 0
-                && idx == self->next && !self->stop) {
-                pthread_mutex_unlock (&self->mutex);
-                int rc = s_heartbeat (c);
-                pthread_mutex_lock (&self->mutex);
-                if (rc != 0)
-                    break;
-            }
+            pthread_cond_timedwait (&self->cond, &self->mutex, &ts);
             continue;
         }
         //  Copy a batch out of the ring, send it without the lock.
@@ -664,12 +678,11 @@ s_run (s_client_t *c)
     fks_metric_inc (fks_metric_get1 (self->m_disconnects, reason));
 }
 
-//  Parses ?types= into the client's prefixes. 0 or -1.
+//  Adds the prefixes of a ?types= (or ?type=) value to the client's. 0 or -1.
 static int
 s_parse_types (s_client_t *c, const char *text)
 {
     const char *p = text;
-    c->n_prefixes = 0;
     while (*p) {
         size_t n = strcspn (p, ",");
         if (n >= S_PREFIX_MAX || c->n_prefixes >= S_PREFIXES_MAX)
@@ -702,11 +715,17 @@ s_admit (fks_stream_t *self, struct mg_connection *conn, s_client_t *c)
     int st = fks_api_authorize (self->api, conn, FKS_SCOPE_READ, true, &key);
     if (st)
         return st;
+    //  ?types= and, as GET /api/v1/events spells it, ?type=: both lists of prefixes (given
+    //  together, an event matching either passes). Other parameters are ignored.
     char types[S_PREFIXES_MAX * S_PREFIX_MAX];
-    int n = fks_http_query (conn, "types", types, sizeof types);
-    if (n == -2 || (n >= 0 && s_parse_types (c, types) != 0))
-        return fks_http_error (conn, 400, NULL, "invalid_field", "types",
-                               "types is a comma-separated list of up to 16 type prefixes");
+    int n = 0;
+    static const char *const filters[] = { "types", "type" };
+    for (int i = 0; i < 2; i++) {
+        n = fks_http_query (conn, filters[i], types, sizeof types);
+        if (n == -2 || (n >= 0 && s_parse_types (c, types) != 0))
+            return fks_http_error (conn, 400, NULL, "invalid_field", filters[i],
+                                   "a comma-separated list of up to 16 type prefixes");
+    }
     char after[32];
     const char *lei = fks_http_header (conn, "Last-Event-ID");
     const char *field = "Last-Event-ID";

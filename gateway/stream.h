@@ -2,7 +2,8 @@
  *
  *  A client (read scope; the key may come as ?access_token= because browsers cannot set
  *  headers here) gets every stored event, optionally only the types starting with one of the
- *  prefixes in ?types=signal.,order.filled. With SSE each event is
+ *  prefixes in ?types=signal.,order.filled (?type=, as GET /api/v1/events spells it, is taken
+ *  too; other query parameters are ignored). With SSE each event is
  *
  *      id: <seq>\nevent: <type>\ndata: <the event as JSON, as in GET /api/v1/events>\n\n
  *
@@ -15,7 +16,10 @@
  *  every FKS_GATEWAY_STREAM_POLL, it reads the new final rows of the events table once and puts
  *  them, rendered, in a bounded ring. Each client's civetweb thread sends from the ring; a
  *  client that falls so far behind that the ring has moved past it is disconnected (it can
- *  resume with its last id), so nothing is ever buffered per client. At most
+ *  resume with its last id), so nothing is ever buffered per client. Whenever nothing was
+ *  written to a client for FKS_GATEWAY_STREAM_HEARTBEAT (a filter may drop every event), it
+ *  gets a keepalive (an SSE comment, a WebSocket ping); that write is also how a client that
+ *  has gone is found and its place given back. At most
  *  FKS_GATEWAY_STREAM_MAX clients at once (503 beyond), well below the thread pool, so streams
  *  can never take the threads that accept webhooks.
  */

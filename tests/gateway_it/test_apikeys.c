@@ -54,6 +54,10 @@ Test (apikeys, the_bootstrap_key_has_every_scope_and_nothing_else_passes_without
     cr_assert_eq (fks_apikeys_verify (k, NULL, good, strlen (good), &info), 0);
     cr_assert (info.bootstrap);
     cr_assert_eq (info.scopes, FKS_SCOPE_READ | FKS_SCOPE_TRADE | FKS_SCOPE_ADMIN);
+    //  Its owner (what Idempotency-Keys are scoped by) is not its name, which a stored key may
+    //  also have, and does not depend on the key's value.
+    cr_assert_str_eq (info.owner, "bootstrap");
+    cr_assert_str_neq (info.owner, info.name);
     //  A near miss, an empty key, an oversized one: refused.
     const char *near = "bootstrap-admin-key-0123456788";
     cr_assert_eq (fks_apikeys_verify (k, NULL, near, strlen (near), &info), 1);

@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,6 +342,151 @@ Test (stream, a_quiet_stream_sends_keepalives)
     s_sse_init (&s);
     cr_assert_eq (s_sse_read (ctx, "?types=nothing.", NULL, &s, 2500), 200);
     cr_assert (s.comments, "no keepalive comment within 2.5 s (heartbeat 1 s)");
+    s_sse_free (&s);
+}
+
+//  Traffic: copies of a stored webhook.received event, one every 50 ms, until stop is set.
+typedef struct {
+    const it_ctx_t *ctx;
+    char seq[24];
+    atomic_bool stop;
+    int inserted;
+} s_traffic_t;
+
+static void *
+s_traffic (void *arg)
+{
+    s_traffic_t *t = arg;
+    const char *p[1] = { t->seq };
+    while (!atomic_load (&t->stop)) {
+        PGresult *r = it_sql (t->ctx, "INSERT INTO events (id, type, corr, src, ts, envelope)"
+                                      " SELECT gen_random_uuid (), type, corr, src, ts, envelope"
+                                      " FROM events WHERE seq = $1::bigint", 1, p);
+        if (r)
+            t->inserted++;
+        PQclear (r);
+        usleep (50000);
+    }
+    return NULL;
+}
+
+static void
+s_traffic_start (const it_ctx_t *ctx, s_traffic_t *t, pthread_t *th)
+{
+    memset (t, 0, sizeof *t);
+    t->ctx = ctx;
+    snprintf (t->seq, sizeof t->seq, "%ld", s_newest_seq (ctx));
+    atomic_init (&t->stop, false);
+    cr_assert_eq (pthread_create (th, NULL, s_traffic, t), 0);
+}
+
+static void
+s_traffic_stop (s_traffic_t *t, pthread_t th)
+{
+    atomic_store (&t->stop, true);
+    pthread_join (th, NULL);
+}
+
+//  Events the client's filter drops still wake its thread: the heartbeat must go out when
+//  nothing was written for the heartbeat interval, not only when the wait timed out.
+Test (stream, a_filtered_client_gets_keepalives_while_other_events_flow)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    s_traffic_t t;
+    pthread_t th;
+    s_traffic_start (ctx, &t, &th);
+    s_sse_t s;
+    s_sse_init (&s);
+    long st = s_sse_read (ctx, "?types=nothing.", NULL, &s, 3500);
+    s_traffic_stop (&t, th);
+    cr_assert_eq (st, 200);
+    cr_assert (t.inserted > 20, "only %d events were inserted meanwhile", t.inserted);
+    cr_assert_eq (s.n, 0);
+    cr_assert (s.comments, "no keepalive within 3.5 s (heartbeat 1 s) while other events flowed");
+    s_sse_free (&s);
+}
+
+//  A raw SSE request on a new socket; returns it once the 200 head arrived.
+static int
+s_raw_stream (int port, const char *query)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                             .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    cr_assert_eq (connect (fd, (struct sockaddr *) &a, sizeof a), 0);
+    char req[256];
+    int n = snprintf (req, sizeof req, "GET /api/v1/stream%s HTTP/1.1\r\nHost: x\r\n"
+                      "Authorization: Bearer %s\r\n\r\n", query, IT_ADMIN_KEY);
+    cr_assert_eq (write (fd, req, (size_t) n), n);
+    char head[64] = "";
+    cr_assert (read (fd, head, sizeof head - 1) > 0);
+    cr_assert (strstr (head, " 200 "), "%s", head);
+    return fd;
+}
+
+//  The audit's case: FKS_GATEWAY_STREAM_MAX=2, two filtered clients that went away while
+//  other events flowed. Their places must come back (a heartbeat write fails), so that a new
+//  client is served instead of 503 too_many_streams.
+Test (stream, filtered_clients_that_left_give_their_places_back_while_events_flow)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-gone.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_MAX=2", "FKS_GATEWAY_STREAM_HEARTBEAT=1s",
+                          "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    s_traffic_t t;
+    pthread_t th;
+    s_traffic_start (ctx, &t, &th);
+    int a = s_raw_stream (port, "?types=nothing.");
+    int b = s_raw_stream (port, "?types=nothing.");
+    close (a);
+    close (b);
+    char url[256];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/stream?types=nothing.&access_token=%s",
+              port, IT_ADMIN_KEY);
+    long status = 0;
+    for (int i = 0; i < 16 && status != 200; i++) {
+        it_resp_t r;
+        it_http_timeout ("GET", url, NULL, NULL, 0, 500, &r);
+        status = r.status;
+        it_resp_free (&r);
+        if (status != 200)
+            usleep (500000);
+    }
+    s_traffic_stop (&t, th);
+    cr_assert_eq (status, 200, "the clients that left still hold their places (log %s)",
+                  log_path);
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
+//  The events feed filters with ?type=; the stream takes it too (as well as ?types=), rather
+//  than ignoring it and sending everything.
+Test (stream, the_stream_takes_type_as_the_events_feed_does)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char after[24];
+    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
+    char id[64];
+    s_post (ctx, "TYPEUSDT", id);
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json",
+                "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"not-the-secret\"}", NULL, &r);
+    cr_assert_eq (r.status, 401);
+    it_resp_free (&r);
+    s_sse_t s;
+    s_sse_init (&s);
+    s.stop_after = 1;
+    cr_assert_eq (s_sse_read (ctx, "?type=security.", after, &s, 10000), 200);
+    cr_assert_eq (s.n, 1);
+    cr_assert_str_eq (s.events[0].type, "security.event");
+    s_sse_free (&s);
+    //  And it is checked like types=.
+    s_sse_init (&s);
+    cr_assert_eq (s_sse_read (ctx, "?type=BAD%20TYPE", NULL, &s, 2000), 400);
     s_sse_free (&s);
 }
 
