@@ -255,7 +255,42 @@ it_start_gateway (const it_ctx_t *ctx, const char *const *extra_env, int *port,
         it_stop_pid (pid);
         return -1;
     }
+    //  Noted for it_teardown: a test whose assertion fails never reaches its it_stop_pid.
+    const char *pids = getenv ("FKS_IT_PIDS");
+    FILE *f = pids ? fopen (pids, "a") : NULL;
+    if (f) {
+        fprintf (f, "%d\n", (int) pid);
+        fclose (f);
+    }
     return pid;
+}
+
+//  Stops the extra gateways tests left running (their test failed before stopping them). They
+//  are not the runner's children: signals only, and only to a process that is a fks-gateway.
+static void
+s_stop_extras (void)
+{
+    const char *pids = getenv ("FKS_IT_PIDS");
+    FILE *f = pids ? fopen (pids, "r") : NULL;
+    if (!f)
+        return;
+    int pid;
+    for (int n = 0; n < 1000 && fscanf (f, "%d", &pid) == 1; n++) {
+        char path[64], cmd[512] = "";
+        snprintf (path, sizeof path, "/proc/%d/cmdline", pid);
+        FILE *c = fopen (path, "r");
+        if (!c)
+            continue;                   /* stopped by its test, as it should be */
+        size_t got = fread (cmd, 1, sizeof cmd - 1, c);
+        fclose (c);
+        cmd[got] = '\0';
+        if (strstr (cmd, "fks-gateway")) {
+            fprintf (stderr, "gateway_it: stopping fks-gateway %d, left running by a test\n", pid);
+            kill (pid, SIGKILL);
+        }
+    }
+    fclose (f);
+    unlink (pids);
 }
 
 void
@@ -348,6 +383,10 @@ it_setup (const char *name, bool with_bus, const char *const *extra_env)
     setenv ("FKS_IT_DB_URL", ctx.db_url, 1);
     setenv ("FKS_IT_REDIS_URL", ctx.redis_url, 1);
     setenv ("FKS_IT_LOG", ctx.log_path, 1);
+    char pids[256];
+    snprintf (pids, sizeof pids, "/tmp/fks-it-%s-%d-extra.pids", name, (int) getpid ());
+    unlink (pids);
+    setenv ("FKS_IT_PIDS", pids, 1);
     snprintf (num, sizeof num, "%d", ctx.port);
     setenv ("FKS_IT_PORT", num, 1);
     snprintf (num, sizeof num, "%d", ctx.bus_port);
@@ -359,6 +398,7 @@ it_setup (const char *name, bool with_bus, const char *const *extra_env)
 void
 it_teardown (bool keep_logs)
 {
+    s_stop_extras ();
     if (s_run.gateway > 0) {
         int rc = it_stop_pid (s_run.gateway);
         if (rc != 0)
