@@ -129,6 +129,51 @@ Test (paper, volume_share_fills_large_orders_in_parts)
     fks_broker_destroy (&b);
 }
 
+Test (paper, a_bar_shares_its_volume_among_the_orders_it_fills)
+{
+    fks_broker_t *b = s_paper (0, 0, 0.1);
+    fks_bar_t bar = { 0, 99, 101, 98, 100, 10 };         /* 1 to fill, in all */
+    fks_broker_result_t r;
+    double filled = 0;
+    for (int i = 0; i < 3; i++) {
+        fks_order_t o = s_order (true, true, 1, 100);
+        cr_assert_eq (fks_broker_on_bar (b, &o, &bar, &r), 0);
+        for (size_t k = 0; k < r.n_fills; k++)
+            bar.taken += r.fills[k].qty;
+        filled += r.n_fills ? r.fills[0].qty : 0;
+        cr_assert_eq (r.n_fills, i == 0 ? 1 : 0, "order %d", i);
+    }
+    cr_assert_float_eq (filled, 1, 1e-12);
+    fks_broker_destroy (&b);
+}
+
+Test (paper, a_bar_over_before_the_order_was_placed_fills_nothing)
+{
+    fks_broker_t *b = s_paper (0, 0, 0);
+    fks_order_t o = s_order (true, true, 1, 0.5);
+    o.created_ms = 1700000030000;                         /* placed at 0:30 of a minute */
+    fks_bar_t old = { 1700000000000 - 86400000, 0.45, 0.5, 0.4, 0.42, 10 };
+    old.close_time_ms = old.open_time_ms + 60000;
+    fks_broker_result_t r;
+    cr_assert_eq (fks_broker_on_bar (b, &o, &old, &r), 0);
+    cr_assert_eq (r.n_fills, 0, "yesterday's bar");
+    fks_bar_t before = { 1699999940000, 0.45, 0.5, 0.4, 0.42, 10 };
+    before.close_time_ms = 1700000000000;
+    cr_assert_eq (fks_broker_on_bar (b, &o, &before, &r), 0);
+    cr_assert_eq (r.n_fills, 0, "the minute before, closed when the order came");
+    fks_bar_t open = { 1700000000000, 0.45, 0.5, 0.4, 0.42, 10 };
+    open.close_time_ms = 1700000060000;
+    cr_assert_eq (fks_broker_on_bar (b, &o, &open, &r), 0);
+    cr_assert_eq (r.n_fills, 1, "the minute it was placed in");
+    fks_bar_t no_close = { 1700000000000, 0.45, 0.5, 0.4, 0.42, 10 };
+    cr_assert_eq (fks_broker_on_bar (b, &o, &no_close, &r), 0);
+    cr_assert_eq (r.n_fills, 0, "without a close time, only bars opened after it");
+    no_close.open_time_ms = 1700000060000;
+    cr_assert_eq (fks_broker_on_bar (b, &o, &no_close, &r), 0);
+    cr_assert_eq (r.n_fills, 1);
+    fks_broker_destroy (&b);
+}
+
 Test (paper, cancel_always_succeeds)
 {
     fks_broker_t *b = s_paper (0, 0, 0);

@@ -105,6 +105,70 @@ Test (risk, max_position_counts_what_is_already_open)
     cr_assert_eq (fks_risk_check (&l, &o, &v), 0);
 }
 
+Test (risk, max_position_counts_open_orders_on_the_same_side)
+{
+    fks_risk_limits_t l;
+    memset (&l, 0, sizeof l);
+    l.max_position = 1;
+    fks_risk_order_t o = s_order (true, 1, 100, 0);
+    o.resting = 1;                                        /* a buy of 1 rests already */
+    fks_risk_verdict_t v;
+    cr_assert_eq (fks_risk_check (&l, &o, &v), 1, "both may fill on one bar: 2");
+    cr_assert_str_eq (v.rule, "max_position");
+    cr_assert_float_eq (v.value, 2, 1e-12);
+    cr_assert (strstr (v.message, "open orders"), "%s", v.message);
+    o.buy = false;                                        /* resting sells: none */
+    o.resting = 0;
+    cr_assert_eq (fks_risk_check (&l, &o, &v), 0, "a sell of 1 from flat is within 1");
+}
+
+Test (risk, a_close_is_only_a_close_when_the_other_resting_closes_leave_room)
+{
+    fks_risk_limits_t l;
+    memset (&l, 0, sizeof l);
+    l.max_qty = 0.5;
+    fks_risk_order_t o = s_order (false, 1, 100, 1);     /* sell 1 against a long 1 */
+    fks_risk_verdict_t v;
+    cr_assert (fks_risk_reduces (&o));
+    o.resting = 1;                                        /* a sell of 1 rests already */
+    cr_assert (!fks_risk_reduces (&o), "together they would open a short");
+    cr_assert_eq (fks_risk_check (&l, &o, &v), 1);
+    cr_assert_str_eq (v.rule, "max_qty");
+    o.reduce_only = true;                                 /* cut at every fill */
+    cr_assert (fks_risk_reduces (&o));
+    cr_assert_eq (fks_risk_check (&l, &o, &v), 0);
+    o.buy = true;                                         /* reduce-only the wrong way */
+    cr_assert (!fks_risk_reduces (&o));
+}
+
+Test (risk, a_limit_order_is_valued_at_the_price_it_may_fill_at)
+{
+    fks_risk_limits_t l;
+    memset (&l, 0, sizeof l);
+    l.max_notional = 1000;
+    fks_risk_order_t o = s_order (false, 10, 100, 0);    /* sell 10, last 100 */
+    o.limit = true;
+    o.limit_price = 150;
+    double price;
+    cr_assert (fks_risk_notional_price (&o, &price));
+    cr_assert_float_eq (price, 150, 1e-12, "a sell limit fills at 150 or more");
+    fks_risk_verdict_t v;
+    cr_assert_eq (fks_risk_check (&l, &o, &v), 1);
+    cr_assert_str_eq (v.rule, "max_notional");
+    cr_assert_float_eq (v.value, 1500, 1e-9);
+    o.limit_price = 90;                                   /* marketable: fills at 100 now */
+    cr_assert (fks_risk_notional_price (&o, &price));
+    cr_assert_float_eq (price, 100, 1e-12);
+    o.buy = true;                                         /* buy 10 at 90 or less */
+    cr_assert (fks_risk_notional_price (&o, &price));
+    cr_assert_float_eq (price, 90, 1e-12);
+    cr_assert_eq (fks_risk_check (&l, &o, &v), 0);
+    o.has_price = false;                                  /* no market price: the limit */
+    o.limit_price = 120;
+    cr_assert_eq (fks_risk_check (&l, &o, &v), 1);
+    cr_assert_float_eq (v.value, 1200, 1e-9);
+}
+
 Test (risk, closing_orders_are_never_held_back_by_size_limits)
 {
     fks_risk_limits_t l;

@@ -40,11 +40,17 @@ typedef struct {
     double ref;                     /* the order's reference price (the alert's price) */
 } fks_quote_t;
 
-/*  A price bar, for resting orders. */
+/*  A price bar, for resting orders. One bar is offered to each resting order of its symbol
+ *  in turn; the caller adds each order's fills to `taken`, so that a broker which lets a bar
+ *  fill only part of its volume shares that part among the orders. A bar that ended before
+ *  an order was placed (close_time_ms <= order->created_ms; without a close time, one that
+ *  opened before it) holds no price the order could have traded at: it fills nothing. */
 typedef struct {
     int64_t open_time_ms;
     double open, high, low, close;
     double volume;                  /* 0 when unknown */
+    int64_t close_time_ms;          /* open time + the interval; 0 when unknown */
+    double taken;                   /* filled from this bar already, by earlier orders */
 } fks_bar_t;
 
 typedef struct {

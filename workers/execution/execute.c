@@ -9,9 +9,14 @@
  *  done before: nothing is written and nothing is emitted.
  *
  *  Redis holds what replicas share and is not transactional: the orders-per-minute counter,
- *  the breaker, the latest prices. A transaction that rolls back after touching them leaves a
- *  count one too high for a minute, or a breaker event unpublished (the state itself is
- *  right); that is the price of not stopping every replica on one lock.
+ *  the breaker, the latest prices. The first two are kept per client order id, so that a
+ *  transaction that rolls back after touching them and is done again (the runtime redoes a
+ *  failed batch message by message) counts nothing twice: the counter holds the minute's ids
+ *  (s_opm_reserve), the breaker's outcomes are noted by id once recorded (s_settled_check).
+ *  What a crash between Redis and COMMIT can still leave errs on the safe side: an order's
+ *  place in the minute kept though it was never placed, or an outcome recorded twice; and a
+ *  breaker event may go unpublished (the state itself is right). That is the price of not
+ *  stopping every replica on one lock.
  */
 #include "workers/execution/execute.h"
 #include "workers/execution/orders.h"
@@ -41,16 +46,30 @@ static const fks_pg_stmt_t s_stmts[] = {
     //  position as it was before the holder committed.
     { "ex_position_lock",
       "SELECT pg_advisory_xact_lock (hashtextextended ('fks.position:' || $1, 0))", 1 },
+    //  The position (NULLs when there is none) and what the symbol's open orders at the
+    //  broker have left to fill, per side (max_position counts them: risk.h). One row.
     { "ex_position",
-      "SELECT qty, avg_price, realized_pnl, fees FROM positions WHERE symbol = $1", 1 },
+      "SELECT p.qty, p.avg_price, p.realized_pnl, p.fees, o.b, o.s"
+      "  FROM (SELECT coalesce (sum (qty - filled_qty) FILTER (WHERE side = 'buy'), 0) AS b,"
+      "               coalesce (sum (qty - filled_qty) FILTER (WHERE side = 'sell'), 0) AS s"
+      "          FROM orders WHERE symbol = $1"
+      "           AND status IN ('submitted', 'partially_filled')) o"
+      "  LEFT JOIN positions p ON p.symbol = $1", 1 },
     //  A batch's symbols (sorted by the caller; the subquery keeps that order), then their
-    //  rows.
+    //  rows as ex_position has them, one per symbol.
     { "ex_positions_lock",
       "SELECT count (pg_advisory_xact_lock (hashtextextended ('fks.position:' || s, 0)))"
       "  FROM (SELECT s FROM unnest ($1::text[]) AS u (s) ORDER BY s COLLATE \"C\") x", 1 },
     { "ex_positions",
-      "SELECT symbol, qty, avg_price, realized_pnl, fees FROM positions"
-      " WHERE symbol = ANY ($1::text[])", 1 },
+      "SELECT u.s, p.qty, p.avg_price, p.realized_pnl, p.fees, coalesce (o.b, 0),"
+      "       coalesce (o.s, 0)"
+      "  FROM unnest ($1::text[]) AS u (s)"
+      "  LEFT JOIN positions p ON p.symbol = u.s"
+      "  LEFT JOIN (SELECT symbol, sum (qty - filled_qty) FILTER (WHERE side = 'buy') AS b,"
+      "                    sum (qty - filled_qty) FILTER (WHERE side = 'sell') AS s"
+      "               FROM orders WHERE symbol = ANY ($1::text[])"
+      "                AND status IN ('submitted', 'partially_filled')"
+      "              GROUP BY symbol) o ON o.symbol = u.s", 1 },
     //  The batch's new orders with their fill and statuses at once (ex_place for many). No ON
     //  CONFLICT: it usually travels in the commit's round trip (fks_worker_defer), where an
     //  order that exists already must fail the statement (23505) so that the batch is handled
@@ -136,12 +155,19 @@ static const fks_pg_stmt_t s_stmts[] = {
     { "ex_order_update",
       "UPDATE orders SET status = $2, filled_qty = $3, avg_fill_price = $4,"
       "       exchange_order_id = COALESCE ($5, exchange_order_id),"
-      "       reason = COALESCE ($6, reason), broker = $7, updated_at = now()"
-      " WHERE id = $1", 7 },
+      "       reason = COALESCE ($6, reason), broker = $7, qty = COALESCE ($8, qty),"
+      "       updated_at = now()"
+      " WHERE id = $1", 8 },
     { "ex_order_get",
       "SELECT " S_ORDER_COLS " FROM orders o WHERE o.id = $1 FOR UPDATE", 1 },
+    //  The resting orders a bar may fill, oldest first, with (after S_ORDER_COLS) whether
+    //  each is reduce-only (its signal says so) and when it was placed (Unix ms).
     { "ex_open_limits",
-      "SELECT " S_ORDER_COLS " FROM orders o"
+      "SELECT " S_ORDER_COLS ","
+      "       coalesce ((SELECT s.params -> 'reduce_only' = 'true'::jsonb FROM signals s"
+      "                   WHERE s.id = o.signal_id), false),"
+      "       floor (extract (epoch FROM o.created_at) * 1000)::int8"
+      "  FROM orders o"
       " WHERE o.symbol = $1 AND o.type = 'limit' AND o.status IN ('submitted', 'partially_filled')"
       " ORDER BY o.created_at, o.id LIMIT 1000 FOR UPDATE", 1 },
     { "ex_fill_insert",
@@ -179,6 +205,7 @@ typedef struct {
     char symbol[FKS_SYMBOL_MAX];
     fks_position_t pos;
     bool dirty;
+    double open_buy, open_sell;     /* left to fill in the symbol's open orders, per side */
 } s_pos_entry_t;
 
 typedef struct {
@@ -193,6 +220,12 @@ typedef struct {
     fks_broker_result_t res;        /* its outcome: at most one fill */
     const char *inbox_status;       /* static strings */
 } s_placed_t;
+
+//  A paper order's outcome in a batch, settled with the breaker by s_flush.
+typedef struct {
+    bool ok;
+    char coid[FKS_CLIENT_ORDER_ID_MAX + 12];
+} s_outcome_t;
 
 //  The statement that writes every position this transaction moved (ex_positions_save), built
 //  by s_save_prepare: the call and the buffers its values point into.
@@ -226,7 +259,7 @@ typedef struct {
     size_t n_prices;
     s_placed_t *placed;
     size_t n_placed, cap_placed;
-    bool *outcomes;                 /* a batch's paper outcomes, for the breaker (s_flush) */
+    s_outcome_t *outcomes;          /* a batch's paper outcomes, for the breaker (s_flush) */
     size_t n_outcomes, cap_outcomes;
     char failure[FKS_BROKER_REASON_MAX];    /* the batch's last broker refusal */
     fks_sbuf_t moved_sym, moved_qty;        /* the fills moving positions: symbol, signed qty */
@@ -461,23 +494,19 @@ s_save_prepare (fks_worker_tx_t *tx, s_thread_t *st, s_save_t *b)
     return FKS_WORKER_OK;
 }
 
-//  After the statement ran: the positions are clean again.
+//  After the statement ran (or was queued for the commit): the positions are clean again,
+//  and the moves it applied are forgotten, so that a later save (the cache overflowing in a
+//  big batch, then s_flush) adds only the moves made since.
 static void
 s_save_done (s_thread_t *st)
 {
     for (size_t i = 0; i < st->n_pos; i++)
         st->pos[i].dirty = false;
+    s_moves_reset (st);
 }
 
 static int s_write_gathered (fks_worker_tx_t *tx, s_thread_t *st, bool orders, bool positions,
                              bool defer);
-
-//  Writes every position this transaction moved, in one statement.
-static int
-s_save_positions (fks_worker_tx_t *tx, s_thread_t *st)
-{
-    return s_write_gathered (tx, st, false, true, false);
-}
 
 //  Takes a lock (lock_stmt) and then reads (read_stmt), both with the one parameter value, in
 //  one round trip: two statements, so the read's snapshot is taken after the lock is granted
@@ -496,18 +525,29 @@ s_lock_read (fks_worker_tx_t *tx, const char *lock_stmt, const char *read_stmt,
     return out[1];
 }
 
+//  The symbol's position if this transaction has it in memory already, else NULL.
+static s_pos_entry_t *
+s_cached_position (s_thread_t *st, const char *symbol)
+{
+    for (size_t i = 0; i < st->n_pos; i++)
+        if (strcmp (st->pos[i].symbol, symbol) == 0)
+            return &st->pos[i];
+    return NULL;
+}
+
 //  The symbol's position, locked for the rest of the transaction: read once per transaction,
 //  then kept in memory (and written by s_flush). NULL with the reason set on failure.
 static s_pos_entry_t *
 s_position (fks_worker_tx_t *tx, s_thread_t *st, const char *symbol, int *rc)
 {
-    for (size_t i = 0; i < st->n_pos; i++)
-        if (strcmp (st->pos[i].symbol, symbol) == 0)
-            return &st->pos[i];
+    s_pos_entry_t *cached = s_cached_position (st, symbol);
+    if (cached)
+        return cached;
     if (st->n_pos == S_CACHE_MAX) {
-        //  Full: write what moved and start over (the locks stay held until COMMIT, so the
-        //  rows read again are the ones written here).
-        if ((*rc = s_save_positions (tx, st)) != FKS_WORKER_OK)
+        //  Full: write what moved, and the orders placed so far (a symbol read again must see
+        //  them among its open orders), and start over (the locks stay held until COMMIT, so
+        //  the rows read again are the ones written here).
+        if ((*rc = s_write_gathered (tx, st, true, true, false)) != FKS_WORKER_OK)
             return NULL;
         st->n_pos = 0;
     }
@@ -525,6 +565,8 @@ s_position (fks_worker_tx_t *tx, s_thread_t *st, const char *symbol, int *rc)
         e->pos.avg_price = fks_worker_parse_num (PQgetvalue (r, 0, 1), 0);
         e->pos.realized_pnl = fks_worker_parse_num (PQgetvalue (r, 0, 2), 0);
         e->pos.fees = fks_worker_parse_num (PQgetvalue (r, 0, 3), 0);
+        e->open_buy = fks_worker_parse_num (PQgetvalue (r, 0, 4), 0);
+        e->open_sell = fks_worker_parse_num (PQgetvalue (r, 0, 5), 0);
     }
     PQclear (r);
     return e;
@@ -620,6 +662,8 @@ s_take_positions (fks_worker_tx_t *tx, s_thread_t *st, const PGresult *r)
                 st->pos[i].pos.avg_price = fks_worker_parse_num (PQgetvalue (r, j, 2), 0);
                 st->pos[i].pos.realized_pnl = fks_worker_parse_num (PQgetvalue (r, j, 3), 0);
                 st->pos[i].pos.fees = fks_worker_parse_num (PQgetvalue (r, j, 4), 0);
+                st->pos[i].open_buy = fks_worker_parse_num (PQgetvalue (r, j, 5), 0);
+                st->pos[i].open_sell = fks_worker_parse_num (PQgetvalue (r, j, 6), 0);
             }
     }
     double prices[S_CACHE_MAX];
@@ -947,10 +991,11 @@ s_signal_status (fks_worker_tx_t *tx, const fks_order_t *o, const char *sig_stat
 //  Writing orders and fills
 
 //  Writes o as it stands: INSERT for a new row (false in *stored on a unique conflict: done
-//  before), UPDATE for a row that exists.
+//  before), UPDATE for a row that exists (its quantity too when cut: a reduce-only order cut
+//  to the position it met).
 static int
 s_write_order (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o, bool exists,
-               const char *exchange_id, const char *reason, bool *stored)
+               bool cut, const char *exchange_id, const char *reason, bool *stored)
 {
     char id[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], cid[FKS_ID_STR_SIZE];
     char qty[48], lim[48], filled[48], avg[48];
@@ -961,11 +1006,12 @@ s_write_order (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o, bo
     const char *avg_v = o->filled_qty > 0 ? fks_worker_num (avg, o->avg_fill_price) : NULL;
     *stored = true;
     if (exists) {
-        const char *values[7] = {
+        const char *values[8] = {
             fks_worker_uuid (id, &o->id), fks_order_status_name (o->status),
-            fks_worker_num (filled, o->filled_qty), avg_v, ex, why, broker
+            fks_worker_num (filled, o->filled_qty), avg_v, ex, why, broker,
+            cut ? fks_worker_num (qty, o->qty) : NULL
         };
-        r = fks_pg_exec (fks_worker_pg (tx), "ex_order_update", 7, values, NULL, NULL, &err);
+        r = fks_pg_exec (fks_worker_pg (tx), "ex_order_update", 8, values, NULL, NULL, &err);
     }
     else {
         const char *values[15] = {
@@ -1022,6 +1068,14 @@ s_stored (double v)
 {
     char buf[48];
     return fks_worker_parse_num (fks_worker_num (buf, v), 0);
+}
+
+//  An open order of the symbol on one side has qty less left to fill (filled or cut).
+static void
+s_open_less (s_pos_entry_t *e, bool buy, double qty)
+{
+    double *open = buy ? &e->open_buy : &e->open_sell;
+    *open = s_stored (fmax (0, *open - qty));
 }
 
 static void
@@ -1106,8 +1160,8 @@ s_risk_rejected (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q, const fks_risk
         if (fks_order_move (o, FKS_ORDER_REJECTED) != 0)
             return fks_worker_fail (tx, "order %s cannot be rejected from %s",
                                     o->client_order_id, fks_order_status_name (o->status));
-        rc = s_write_order (tx, fks_broker_name (st->x->broker), o, q->exists, NULL, reason,
-                            &stored);
+        rc = s_write_order (tx, fks_broker_name (st->x->broker), o, q->exists, false, NULL,
+                            reason, &stored);
         if (rc == FKS_WORKER_OK && !stored)
             return FKS_WORKER_OK;
         if (rc == FKS_WORKER_OK)
@@ -1133,21 +1187,180 @@ s_risk_rejected (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q, const fks_risk
     return fks_worker_emit (tx, "risk.rejected", s_corr (o), NULL);
 }
 
-//  Orders placed in the current minute by every replica, this one included.
-static int
-s_orders_this_minute (fks_worker_tx_t *tx, int64_t *placed)
-{
-    static const char script[] =
-        "local n = redis.call('INCR', KEYS[1])\n"
-        "if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end\n"
-        "return n\n";
+//  The orders-per-minute counter (risk.h), shared by every replica: a Redis hash per minute,
+//  "fks:opm:<minute>", whose fields are the client order ids sent to a broker in that minute
+//  and whose values are the id of the message that reserved each. Counting ids, not calls,
+//  makes the count idempotent: when the runtime handles a message again (a batch rolled back
+//  and redone message by message, a transient failure retried, a crash and a redelivery), the
+//  order finds its own id and is not counted twice. A reservation is made before the breaker
+//  and the broker are asked, in the script that checks the limit, so two replicas cannot both
+//  take the last slot; it is given back (s_opm_release) when the order does not go to the
+//  broker after all (the breaker refuses it) or turns out to exist already. Only the message
+//  that made a reservation gives it back, so a copy of a signal (under a new message id) never
+//  removes the count of the order it duplicates. What a crash or a permanently failed message
+//  leaves reserved stays counted until the minute ends: the counter errs on refusing, never on
+//  letting through more than the limit.
+typedef struct {
     char key[48];
-    snprintf (key, sizeof key, "fks:opm:%" PRId64, fks_now_ms () / 60000);
+    char coid[FKS_CLIENT_ORDER_ID_MAX + 12];
+    char owner[FKS_ID_STR_SIZE];
+    bool ours;                      /* reserved by this message (now or in an earlier try):
+                                       to give back if the order is not placed */
+} s_opm_t;
+
+//  KEYS[1] the minute's hash; ARGV client order id, owner, limit. Returns { the count with
+//  this order, 1 when the reservation is the owner's }; a count above the limit means
+//  refused (nothing reserved).
+static const char s_opm_reserve_script[] =
+    "local n = redis.call('HLEN', KEYS[1])\n"
+    "local owner = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if owner then return { n, owner == ARGV[2] and 1 or 0 } end\n"
+    "if n >= tonumber(ARGV[3]) then return { n + 1, 0 } end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "if n == 0 then redis.call('EXPIRE', KEYS[1], 120) end\n"
+    "return { n + 1, 1 }\n";
+
+static const char s_opm_release_script[] =
+    "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then\n"
+    "  return redis.call('HDEL', KEYS[1], ARGV[1])\n"
+    "end\n"
+    "return 0\n";
+
+//  Reserves o's place in the current minute: *placed is the count with it (above the limit:
+//  refused, nothing reserved). FKS_WORKER_OK or the failure.
+static int
+s_opm_reserve (fks_worker_tx_t *tx, s_thread_t *st, const fks_order_t *o, s_opm_t *slot,
+               int64_t *placed)
+{
+    memset (slot, 0, sizeof *slot);
+    snprintf (slot->key, sizeof slot->key, "fks:opm:%" PRId64, fks_now_ms () / 60000);
+    snprintf (slot->coid, sizeof slot->coid, "%s", o->client_order_id);
+    fks_id_format (&fks_worker_msg (tx)->id, slot->owner);
+    char limit[24];
+    snprintf (limit, sizeof limit, "%" PRId64, st->x->cfg.limits.max_orders_per_minute);
+    const char *argv[7] = { "EVAL", s_opm_reserve_script, "1", slot->key, slot->coid,
+                            slot->owner, limit };
     fks_redis_err_t err;
-    redisReply *r = fks_redis_command (fks_worker_redis (tx), &err, "EVAL %s 1 %s", script, key);
+    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), 7, argv, NULL, &err);
     if (!r)
         return fks_worker_redis_error (tx, &err, "counting orders per minute");
-    *placed = r->type == REDIS_REPLY_INTEGER ? (int64_t) r->integer : 0;
+    bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2
+              && r->element[0]->type == REDIS_REPLY_INTEGER
+              && r->element[1]->type == REDIS_REPLY_INTEGER;
+    if (ok) {
+        *placed = (int64_t) r->element[0]->integer;
+        slot->ours = r->element[1]->integer == 1;
+    }
+    freeReplyObject (r);
+    if (!ok)
+        return fks_worker_retry (tx, "counting orders per minute: unexpected reply");
+    return FKS_WORKER_OK;
+}
+
+//  Gives back what s_opm_reserve reserved for this message (nothing when it holds nothing).
+static int
+s_opm_release (fks_worker_tx_t *tx, s_opm_t *slot)
+{
+    if (!slot->ours)
+        return FKS_WORKER_OK;
+    const char *argv[6] = { "EVAL", s_opm_release_script, "1", slot->key, slot->coid,
+                            slot->owner };
+    fks_redis_err_t err;
+    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), 6, argv, NULL, &err);
+    if (!r)
+        return fks_worker_redis_error (tx, &err, "giving back an order's place in the minute");
+    freeReplyObject (r);
+    slot->ours = false;
+    return FKS_WORKER_OK;
+}
+
+//  Outcomes recorded with the circuit breaker, by client order id: Redis sets
+//  "fks:exec:settled:<scope>:<ten-minute bucket>", each kept twenty minutes, and an id
+//  counts as recorded when it is in this bucket's set or the one before. An order whose
+//  outcome is recorded already (its transaction rolled back after the breaker was settled
+//  and the message is handled again, alone or retried; or a copy of its signal arrives) is
+//  neither recorded nor refused again: the breaker let it through once, and one order is one
+//  outcome. The id is added after the breaker recorded: a crash in between records that
+//  outcome twice when the message comes back (the breaker then errs on opening early), never
+//  not at all.
+#define S_SETTLED_BUCKET_MS 600000
+#define S_SETTLED_TTL_S     "1200"
+
+static void
+s_settled_keys (s_thread_t *st, char now_key[128], char prev_key[128])
+{
+    int64_t bucket = fks_now_ms () / S_SETTLED_BUCKET_MS;
+    snprintf (now_key, 128, "fks:exec:settled:%s:%" PRId64, st->x->cfg.breaker_scope, bucket);
+    snprintf (prev_key, 128, "fks:exec:settled:%s:%" PRId64, st->x->cfg.breaker_scope,
+              bucket - 1);
+}
+
+//  For each of the n client order ids, whether its outcome is recorded already (done[i]).
+static int
+s_settled_check (fks_worker_tx_t *tx, s_thread_t *st, const char *const *coids, size_t n,
+                 bool *done)
+{
+    static const char script[] =
+        "local out = {}\n"
+        "for i = 1, #ARGV do\n"
+        "  out[i] = (redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1\n"
+        "            or redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1) and 1 or 0\n"
+        "end\n"
+        "return out\n";
+    char k1[128], k2[128];
+    s_settled_keys (st, k1, k2);
+    const char **argv = calloc (n + 5, sizeof *argv);
+    if (!argv)
+        return fks_worker_retry (tx, "out of memory");
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "2";
+    argv[3] = k1;
+    argv[4] = k2;
+    for (size_t i = 0; i < n; i++)
+        argv[5 + i] = coids[i];
+    fks_redis_err_t err;
+    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), (int) (n + 5), argv, NULL,
+                                            &err);
+    free (argv);
+    if (!r)
+        return fks_worker_redis_error (tx, &err, "reading the outcomes the breaker has");
+    bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == n;
+    for (size_t i = 0; ok && i < n; i++)
+        done[i] = r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1;
+    freeReplyObject (r);
+    if (!ok)
+        return fks_worker_retry (tx, "reading the outcomes the breaker has: unexpected reply");
+    return FKS_WORKER_OK;
+}
+
+//  Notes that the outcomes of the n client order ids are recorded with the breaker.
+static int
+s_settled_mark (fks_worker_tx_t *tx, s_thread_t *st, const char *const *coids, size_t n)
+{
+    static const char script[] =
+        "redis.call('SADD', KEYS[1], unpack(ARGV))\n"
+        "redis.call('EXPIRE', KEYS[1], " S_SETTLED_TTL_S ")\n"
+        "return 1\n";
+    if (n == 0)
+        return FKS_WORKER_OK;
+    char k1[128], k2[128];
+    s_settled_keys (st, k1, k2);
+    const char **argv = calloc (n + 4, sizeof *argv);
+    if (!argv)
+        return fks_worker_retry (tx, "out of memory");
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "1";
+    argv[3] = k1;
+    for (size_t i = 0; i < n; i++)
+        argv[4 + i] = coids[i];
+    fks_redis_err_t err;
+    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), (int) (n + 4), argv, NULL,
+                                            &err);
+    free (argv);
+    if (!r)
+        return fks_worker_redis_error (tx, &err, "noting the outcomes the breaker has");
     freeReplyObject (r);
     return FKS_WORKER_OK;
 }
@@ -1308,17 +1521,20 @@ s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st)
 
 //  A paper order's outcome in a batch, settled with the breaker by s_flush.
 static int
-s_outcome_add (fks_worker_tx_t *tx, s_thread_t *st, bool ok, const char *reason)
+s_outcome_add (fks_worker_tx_t *tx, s_thread_t *st, const fks_order_t *o, bool ok,
+               const char *reason)
 {
     if (st->n_outcomes == st->cap_outcomes) {
         size_t cap = st->cap_outcomes ? st->cap_outcomes * 2 : 64;
-        bool *p = realloc (st->outcomes, cap * sizeof *p);
+        s_outcome_t *p = realloc (st->outcomes, cap * sizeof *p);
         if (!p)
             return fks_worker_retry (tx, "out of memory");
         st->outcomes = p;
         st->cap_outcomes = cap;
     }
-    st->outcomes[st->n_outcomes++] = ok;
+    s_outcome_t *e = &st->outcomes[st->n_outcomes++];
+    e->ok = ok;
+    snprintf (e->coid, sizeof e->coid, "%s", o->client_order_id);
     if (!ok)
         snprintf (st->failure, sizeof st->failure, "%s", reason);
     return FKS_WORKER_OK;
@@ -1326,7 +1542,8 @@ s_outcome_add (fks_worker_tx_t *tx, s_thread_t *st, bool ok, const char *reason)
 
 //  All the batch's paper outcomes in one round trip: either the breaker lets every order
 //  through (recorded; breaker.opened / breaker.closed emitted if that changed it), or the
-//  batch is handled again message by message, where each order asks for itself.
+//  batch is handled again message by message, where each order asks for itself. Outcomes the
+//  breaker has already (s_settled_check) are left out: their orders were let through before.
 static int
 s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
 {
@@ -1334,20 +1551,43 @@ s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
         return FKS_WORKER_OK;
     if (!st->breaker)
         return fks_worker_retry (tx, "the breaker could not be set up");
-    fks_breaker_status_t bs;
-    bool opened, closed;
-    fks_redis_err_t rerr;
-    int n = fks_breaker_try_many (st->breaker, st->outcomes, st->n_outcomes,
-                                  st->failure[0] ? st->failure : NULL, fks_now_ms (), &bs,
-                                  &opened, &closed, &rerr);
     size_t count = st->n_outcomes;
     st->n_outcomes = 0;
-    if (n < 0)
-        return fks_worker_redis_error (tx, &rerr, "settling orders with the circuit breaker");
-    if (n == 0)
-        return fks_worker_fail (tx, "the circuit breaker would refuse an order of this batch "
-                                "of %zu: handling them one by one", count);
-    int rc = FKS_WORKER_OK;
+    const char **coids = calloc (count, sizeof *coids);
+    bool *done = calloc (count, sizeof *done);
+    bool *ok = calloc (count, sizeof *ok);
+    int rc = coids && done && ok ? FKS_WORKER_OK : fks_worker_retry (tx, "out of memory");
+    for (size_t i = 0; rc == FKS_WORKER_OK && i < count; i++)
+        coids[i] = st->outcomes[i].coid;
+    if (rc == FKS_WORKER_OK)
+        rc = s_settled_check (tx, st, coids, count, done);
+    //  The new ones, in order, to the front.
+    size_t fresh = 0;
+    for (size_t i = 0; rc == FKS_WORKER_OK && i < count; i++)
+        if (!done[i]) {
+            ok[fresh] = st->outcomes[i].ok;
+            coids[fresh++] = st->outcomes[i].coid;
+        }
+    fks_breaker_status_t bs;
+    bool opened = false, closed = false;
+    if (rc == FKS_WORKER_OK && fresh > 0) {
+        fks_redis_err_t rerr;
+        int n = fks_breaker_try_many (st->breaker, ok, fresh,
+                                      st->failure[0] ? st->failure : NULL, fks_now_ms (), &bs,
+                                      &opened, &closed, &rerr);
+        if (n < 0)
+            rc = fks_worker_redis_error (tx, &rerr, "settling orders with the circuit breaker");
+        else if (n == 0)
+            rc = fks_worker_fail (tx, "the circuit breaker would refuse an order of this batch "
+                                  "of %zu: handling them one by one", count);
+        else
+            rc = s_settled_mark (tx, st, coids, fresh);
+    }
+    free (coids);
+    free (done);
+    free (ok);
+    if (rc != FKS_WORKER_OK || fresh == 0)
+        return rc;
     if (closed)
         rc = s_breaker_event (tx, st, FKS_BREAKER_CLOSED_NOW, &bs);
     if (rc == FKS_WORKER_OK && opened)
@@ -1387,75 +1627,100 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
             o->qty = fabs (pos.qty);
     }
 
-    //  3. Risk, rate and breaker.
+    //  3. Risk, rate and breaker. The size rules see the symbol's other open orders on this
+    //  order's side (max_position), and a limit order at the price it may fill at.
     fks_quote_t quote = { .has_ref = q->has_ref, .ref = q->ref };
     rc = s_last_price (tx, st, o->symbol, &quote.has_last, &quote.last);
     if (rc != FKS_WORKER_OK)
         return rc;
     fks_risk_order_t ro = {
         .symbol = o->symbol, .buy = o->buy, .qty = o->qty,
-        .has_price = quote.has_last || quote.has_ref || o->limit,
-        .price = quote.has_last ? quote.last : quote.has_ref ? quote.ref : o->limit_price,
-        .position = pos.qty
+        .has_price = quote.has_last || quote.has_ref,
+        .price = quote.has_last ? quote.last : quote.ref,
+        .limit = o->limit, .limit_price = o->limit_price,
+        .reduce_only = q->reduce_only,
+        .position = pos.qty,
+        .resting = o->buy ? pe->open_buy : pe->open_sell
     };
     fks_risk_verdict_t v;
     if (fks_risk_check (&x->cfg.limits, &ro, &v) != 0)
         return s_risk_rejected (tx, st, q, &v);
+    s_opm_t slot = { .ours = false };
     if (x->cfg.limits.max_orders_per_minute > 0) {
         int64_t placed = 0;
-        if ((rc = s_orders_this_minute (tx, &placed)) != FKS_WORKER_OK)
+        if ((rc = s_opm_reserve (tx, st, o, &slot, &placed)) != FKS_WORKER_OK)
             return rc;
         if (fks_risk_check_rate (&x->cfg.limits, placed, &v) != 0)
             return s_risk_rejected (tx, st, q, &v);
     }
     //  4. The breaker and the broker. A simulated broker answers before the breaker is
     //  asked, which then decides and records in one round trip; a real one is asked only
-    //  once the breaker allows it, and its outcome recorded afterwards.
+    //  once the breaker allows it, and its outcome recorded afterwards. An order whose
+    //  outcome the breaker has already (s_settled_check: this message handled again) was let
+    //  through then and is neither asked about nor recorded again.
     fks_breaker_status_t bs;
     memset (&bs, 0, sizeof bs);
     fks_breaker_transition_t tr;
     fks_redis_err_t rerr;
     fks_broker_result_t res;
     int allowed;
+    bool settled = false;
+    const char *coid = o->client_order_id;
+    bool batched = fks_worker_batch_size (tx) > 1;
+    if (!batched && (rc = s_settled_check (tx, st, &coid, 1, &settled)) != FKS_WORKER_OK)
+        return rc;
     if (fks_broker_simulated (x->broker)) {
         if (fks_broker_submit (x->broker, o, &quote, &res) != 0)
             return fks_worker_retry (tx, "broker %s did not answer: %s", broker, res.reason);
         bool ok = res.outcome != FKS_BROKER_REJECTED;
-        if (fks_worker_batch_size (tx) > 1) {
+        if (batched) {
             //  Settled for the whole batch in s_flush (all or nothing).
-            if ((rc = s_outcome_add (tx, st, ok, res.reason)) != FKS_WORKER_OK)
+            if ((rc = s_outcome_add (tx, st, o, ok, res.reason)) != FKS_WORKER_OK)
                 return rc;
             allowed = 1;
         }
+        else if (settled)
+            allowed = 1;
         else {
             allowed = fks_breaker_try (st->breaker, ok, res.reason, fks_now_ms (), &bs, &tr,
                                        &rerr);
             if (allowed < 0)
                 return fks_worker_redis_error (tx, &rerr, "asking the circuit breaker");
+            if (allowed && (rc = s_settled_mark (tx, st, &coid, 1)) != FKS_WORKER_OK)
+                return rc;
             if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
                 return rc;
         }
     }
     else {
-        allowed = s_breaker_allow (tx, st, &bs);
+        allowed = settled ? 1 : s_breaker_allow (tx, st, &bs);
         if (allowed < 0)
             return allowed;
         if (allowed) {
             if (fks_broker_submit (x->broker, o, &quote, &res) != 0) {
-                if (fks_breaker_record (st->breaker, false, res.reason, fks_now_ms (), &bs, &tr,
-                                        &rerr) == 0)
+                if (!settled && fks_breaker_record (st->breaker, false, res.reason,
+                                                    fks_now_ms (), &bs, &tr, &rerr) == 0) {
                     fks_metric_set (x->m_breaker, (double) bs.state);
+                    s_settled_mark (tx, st, &coid, 1);
+                }
                 return fks_worker_retry (tx, "broker %s did not answer: %s", broker,
                                          res.reason);
             }
-            if (fks_breaker_record (st->breaker, res.outcome != FKS_BROKER_REJECTED, res.reason,
-                                    fks_now_ms (), &bs, &tr, &rerr) != 0)
-                return fks_worker_redis_error (tx, &rerr, "recording with the circuit breaker");
-            if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
-                return rc;
+            if (!settled) {
+                if (fks_breaker_record (st->breaker, res.outcome != FKS_BROKER_REJECTED,
+                                        res.reason, fks_now_ms (), &bs, &tr, &rerr) != 0)
+                    return fks_worker_redis_error (tx, &rerr,
+                                                   "recording with the circuit breaker");
+                if ((rc = s_settled_mark (tx, st, &coid, 1)) != FKS_WORKER_OK
+                    || (rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
+                    return rc;
+            }
         }
     }
     if (!allowed) {
+        //  Not sent after all: its place in the minute goes back.
+        if ((rc = s_opm_release (tx, &slot)) != FKS_WORKER_OK)
+            return rc;
         memset (&v, 0, sizeof v);
         snprintf (v.rule, sizeof v.rule, "breaker_open");
         snprintf (v.message, sizeof v.message, "circuit breaker %s is open: %.160s",
@@ -1491,7 +1756,7 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
             return rc;
     }
     else {
-        rc = s_write_order (tx, broker, o, q->exists, res.exchange_order_id,
+        rc = s_write_order (tx, broker, o, q->exists, false, res.exchange_order_id,
                             res.outcome == FKS_BROKER_ACCEPTED ? NULL : res.reason, &stored);
         if (rc == FKS_WORKER_OK && stored) {
             for (size_t i = 0; rc == FKS_WORKER_OK && i < res.n_fills; i++)
@@ -1505,7 +1770,7 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
     if (!stored) {
         fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL,
                  "order %s exists already: nothing to do", o->client_order_id);
-        return FKS_WORKER_OK;
+        return s_opm_release (tx, &slot);
     }
     if (rejected) {
         s_count (st, "rejected");
@@ -1532,6 +1797,13 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
     if (o->status == FKS_ORDER_CANCELLED
         && (rc = s_emit_ended (tx, "order.cancelled", o, res.reason)) != FKS_WORKER_OK)
         return rc;
+    //  What it left resting counts against the next orders of this transaction (max_position).
+    if (fks_order_is_open (o->status)) {
+        if (o->buy)
+            pe->open_buy += o->qty - o->filled_qty;
+        else
+            pe->open_sell += o->qty - o->filled_qty;
+    }
     s_count (st, o->status == FKS_ORDER_FILLED ? "filled"
                : o->status == FKS_ORDER_PARTIALLY_FILLED ? "partially_filled"
                : o->status == FKS_ORDER_CANCELLED ? "cancelled" : "resting");
@@ -1703,14 +1975,78 @@ s_on_cancel (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
     }
     char reason[200];
     snprintf (reason, sizeof reason, "cancelled by %s", by[0] ? by : "request");
+    bool at_broker = o.status != FKS_ORDER_NEW;
     if (fks_order_move (&o, FKS_ORDER_CANCELLED) != 0)
         return fks_worker_fail (tx, "order %s cannot be cancelled", o.client_order_id);
+    s_pos_entry_t *pe = s_cached_position (st, o.symbol);
+    if (pe && at_broker)
+        s_open_less (pe, o.buy, o.qty - o.filled_qty);
     bool stored;
-    if ((rc = s_write_order (tx, fks_broker_name (x->broker), &o, true, NULL, reason, &stored))
-        != FKS_WORKER_OK)
+    if ((rc = s_write_order (tx, fks_broker_name (x->broker), &o, true, false, NULL, reason,
+                             &stored)) != FKS_WORKER_OK)
         return rc;
     s_count (st, "cancelled");
     return s_emit_ended (tx, "order.cancelled", &o, reason);
+}
+
+//  A bar interval ("1m", "15m", "4h", "1d", "1w", "1M") as its length in ms, or 0 when it is
+//  not one. A month counts 28 days, its shortest: a bar's close computed from it is never
+//  later than the real one, so a bar that ended before an order was placed is never taken
+//  for one that had not.
+static int64_t
+s_interval_ms (const char *text)
+{
+    int64_t n = 0;
+    size_t i = 0;
+    for (; text[i] >= '0' && text[i] <= '9' && i < 4; i++)
+        n = n * 10 + (text[i] - '0');
+    if (i == 0 || n == 0 || text[i] == '\0' || text[i + 1] != '\0')
+        return 0;
+    switch (text[i]) {
+        case 's': return n * 1000;
+        case 'm': return n * 60000;
+        case 'h': return n * 3600000;
+        case 'd': return n * 86400000;
+        case 'w': return n * 7 * 86400000LL;
+        case 'M': return n * 28 * 86400000LL;
+        default:  return 0;
+    }
+}
+
+//  A resting reduce-only order meets the position as it is now: cut to it (*cut set, the
+//  quantity reduced in o), or ended (*ended set) when it has nothing left to reduce, with
+//  order.cancelled naming the rule. FKS_WORKER_OK or the failure.
+static int
+s_reduce_only_at_fill (fks_worker_tx_t *tx, s_thread_t *st, s_pos_entry_t *pe,
+                       const fks_position_t *pos, fks_order_t *o, bool *cut, bool *ended)
+{
+    *cut = *ended = false;
+    bool opposite = o->buy ? pos->qty < 0 : pos->qty > 0;
+    double room = opposite ? fabs (pos->qty) : 0;
+    double rest = o->qty - o->filled_qty;
+    if (rest <= room + 1e-12)
+        return FKS_WORKER_OK;
+    if (room > 1e-12) {
+        o->qty = s_stored (o->filled_qty + room);
+        s_open_less (pe, o->buy, rest - room);
+        *cut = true;
+        return FKS_WORKER_OK;
+    }
+    char reason[200];
+    snprintf (reason, sizeof reason, "reduce_only: no open %s position in %s left to reduce",
+              o->buy ? "short" : "long", o->symbol);
+    if (fks_order_move (o, FKS_ORDER_CANCELLED) != 0)
+        return fks_worker_fail (tx, "order %s cannot be cancelled", o->client_order_id);
+    s_open_less (pe, o->buy, rest);
+    bool stored;
+    int rc = s_write_order (tx, fks_broker_name (st->x->broker), o, true, false, NULL, reason,
+                            &stored);
+    if (rc != FKS_WORKER_OK)
+        return rc;
+    fks_log (FKS_LOG_INFO, NULL, NULL, "order %s cancelled: %s", o->client_order_id, reason);
+    s_count (st, "cancelled");
+    *ended = true;
+    return s_emit_ended (tx, "order.cancelled", o, reason);
 }
 
 static int
@@ -1733,6 +2069,12 @@ s_on_bar (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
     if (!(bar.low > 0) || bar.high < bar.low || bar.close < bar.low || bar.close > bar.high
         || bar.open < bar.low || bar.open > bar.high)
         return fks_worker_fail (tx, "market.bar for %s with impossible prices", symbol);
+    //  Its close, when its interval says: orders placed after it cannot fill on it.
+    char interval[17];
+    int64_t len = fks_envelope_get_str (env, "interval", interval, sizeof interval) == 0
+                  ? s_interval_ms (interval) : 0;
+    if (len > 0 && bar.open_time_ms <= INT64_MAX - len)
+        bar.close_time_ms = bar.open_time_ms + len;
 
     fks_redis_err_t rerr;
     if (fks_price_set (fks_worker_redis (tx), symbol, bar.close, bar.open_time_ms, &rerr) != 0)
@@ -1764,25 +2106,44 @@ s_on_bar (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
     bool moved = false;
     fks_order_t last_order;
     memset (&last_order, 0, sizeof last_order);
+    //  Oldest first; each order sees the position the ones before it left, and the bar's
+    //  volume they left (bar.taken).
     for (int i = 0; i < rows && rc == FKS_WORKER_OK; i++) {
         fks_order_t o;
         if (s_order_from_row (r, i, &o) != 0)
+            continue;
+        bool reduce_only = strcmp (PQgetvalue (r, i, 13), "t") == 0;
+        o.created_ms = strtoll (PQgetvalue (r, i, 14), NULL, 10);
+        bool cut = false, ended = false;
+        if (reduce_only
+            && (rc = s_reduce_only_at_fill (tx, st, pe, &pos, &o, &cut, &ended))
+               != FKS_WORKER_OK)
+            break;
+        if (ended)
             continue;
         fks_broker_result_t res;
         if (fks_broker_on_bar (x->broker, &o, &bar, &res) != 0) {
             rc = fks_worker_retry (tx, "broker %s did not answer: %s", broker, res.reason);
             break;
         }
-        if (res.n_fills == 0)
-            continue;
-        s_snap_t snaps[FKS_BROKER_MAX_FILLS];
         bool stored;
+        if (res.n_fills == 0) {
+            //  Cut and waiting for a bar that reaches it.
+            if (cut)
+                rc = s_write_order (tx, broker, &o, true, true, NULL, NULL, &stored);
+            continue;
+        }
+        s_snap_t snaps[FKS_BROKER_MAX_FILLS];
         if ((rc = s_apply_fills (tx, &o, &pos, &res, snaps)) != FKS_WORKER_OK
-            || (rc = s_write_order (tx, broker, &o, true, NULL, NULL, &stored))
+            || (rc = s_write_order (tx, broker, &o, true, cut, NULL, NULL, &stored))
                != FKS_WORKER_OK
             || (rc = s_write_fills (tx, st, &o, &res, snaps)) != FKS_WORKER_OK)
             break;
         s_moves_add (st, pe->symbol, o.buy, res.fills, res.n_fills);
+        for (size_t k = 0; k < res.n_fills; k++) {
+            bar.taken += res.fills[k].qty;
+            s_open_less (pe, o.buy, res.fills[k].qty);
+        }
         if (o.status == FKS_ORDER_FILLED) {
             s_count (st, "filled");
             rc = s_signal_status (tx, &o, "ordered", NULL, "filled");

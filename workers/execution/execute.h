@@ -4,19 +4,36 @@
  *  handlers. Each runs inside the runtime's transaction and, per message type:
  *
  *    signal.created or signal.scored (FKS_EXECUTION_INPUT), order.requested
- *        lock the symbol's position; cut a reduce-only order to the position; check the risk
- *        limits, the orders-per-minute counter and the circuit breaker (a refusal is
- *        risk.rejected); derive the client order id; submit to the broker; write the order in
- *        the state the broker's answer leaves it (rejected, submitted, partially filled,
- *        filled), its fills and the position; record the outcome with the breaker; emit
- *        order.submitted, order.partially_filled / order.filled, order.rejected,
- *        position.updated, breaker.opened / breaker.closed as they happen
+ *        lock the symbol's position (and read what its open orders have left to fill); cut a
+ *        reduce-only order to the position; check the risk limits (risk.h: max_position
+ *        counts the open orders on the order's side as filled, max_notional values a limit
+ *        order at the price it may fill at), the orders-per-minute counter and the circuit
+ *        breaker (a refusal is risk.rejected); derive the client order id; submit to the
+ *        broker; write the order in the state the broker's answer leaves it (rejected,
+ *        submitted, partially filled, filled), its fills and the position; record the
+ *        outcome with the breaker; emit order.submitted, order.partially_filled /
+ *        order.filled, order.rejected, position.updated, breaker.opened / breaker.closed as
+ *        they happen
  *    order.cancel_requested
  *        cancel an open order through the broker: order.cancelled (a final order is left as
  *        it is)
  *    market.bar
  *        record the bar's close as the latest price, and offer the bar to the symbol's resting
- *        limit orders: fills, order.partially_filled / order.filled, position.updated
+ *        limit orders, oldest first: fills, order.partially_filled / order.filled,
+ *        position.updated. A reduce-only order meets the position as the orders before it
+ *        left it: it is cut to it (its quantity lowered), or cancelled when nothing is left
+ *        to reduce (order.cancelled, reason "reduce_only: ..."), so it never opens or flips a
+ *        position. A bar that closed before an order was placed does not fill it (its close
+ *        is open_time plus its interval; a replayed or backfilled bar), and the paper
+ *        broker's volume share is for the whole bar, shared by the orders it fills (paper.h).
+ *
+ *  Handled again. The runtime may handle a message more than once (a batch rolled back and
+ *  redone message by message, a transient failure retried, a redelivery after a crash), and
+ *  a signal may arrive again under a new message id. What lives in PostgreSQL rolls back;
+ *  what lives in Redis does not, so it is kept per client order id: the orders-per-minute
+ *  counter counts an order once, and only when it goes to a broker; the breaker records an
+ *  order's outcome once (a set of the ids it has, kept 10-20 minutes), and an order whose
+ *  outcome it has is not asked about again. See execute.c for what a crash can still leave.
  *
  *  The position is locked with a transaction-scoped advisory lock on the symbol, taken before
  *  anything reads it, so replicas working on one symbol take turns and a position moves

@@ -57,6 +57,7 @@ typedef struct {
     double filled_qty;
     double avg_fill_price;          /* 0 until the first fill */
     int fills;                      /* fills applied so far */
+    int64_t created_ms;             /* when it was placed (Unix ms); 0 when not known */
 } fks_order_t;
 
 /*  "new", "submitted", "partially_filled", "filled", "rejected", "cancelled". */

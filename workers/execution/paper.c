@@ -134,6 +134,11 @@ s_on_bar (fks_broker_t *base, const fks_order_t *o, const fks_bar_t *bar,
     s_result_init (out, o);
     if (!o->limit || !fks_order_is_open (o->status))
         return 0;
+    //  A bar over before the order existed (a replay, a backfill) is not a price it could
+    //  have had.
+    if (o->created_ms > 0 && (bar->close_time_ms > 0 ? bar->close_time_ms <= o->created_ms
+                                                    : bar->open_time_ms < o->created_ms))
+        return 0;
     bool crossed = o->buy ? bar->low <= o->limit_price : bar->high >= o->limit_price;
     if (!crossed)
         return 0;
@@ -144,8 +149,9 @@ s_on_bar (fks_broker_t *base, const fks_order_t *o, const fks_bar_t *bar,
     double rest = o->qty - o->filled_qty;
     double qty = rest;
     if (self->cfg.max_volume_share > 0) {
-        double cap = bar->volume * self->cfg.max_volume_share;
-        if (!(cap > 0))
+        //  The bar's share, less what it filled for the orders before this one.
+        double cap = bar->volume * self->cfg.max_volume_share - fmax (0, bar->taken);
+        if (!(cap > 1e-12))
             return 0;
         if (qty > cap)
             qty = cap;

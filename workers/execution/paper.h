@@ -8,8 +8,12 @@
  *  A limit order that is marketable when it arrives fills at once at the better of its limit
  *  and the market; otherwise it rests until a bar crosses it: a buy fills when the bar's low
  *  reaches the limit (at the limit, or at the open if the bar opened below it), a sell when the
- *  high reaches it. With FKS_PAPER_MAX_VOLUME_SHARE set, a bar fills at most that share of its
- *  volume, so large orders fill in parts (order.partially_filled). Cancels always succeed.
+ *  high reaches it. Only a bar that was still open when the order was placed, or a later
+ *  one, fills it: a bar that closed before (its open time plus its interval) is history the
+ *  order was not there for, such as a replayed or backfilled bar. With
+ *  FKS_PAPER_MAX_VOLUME_SHARE set, a bar fills at most that share of its volume, in total
+ *  over all the orders it fills (the first placed are served first: fks_bar_t.taken), so
+ *  large orders fill in parts (order.partially_filled). Cancels always succeed.
  *
  *  Fill ids are the client order id and the fill's number ("fks-...-1", "-2", ...), so the
  *  same order state always gives the same ids. Thread-safe: the broker holds only its

@@ -84,7 +84,27 @@ fks_risk_reduces (const fks_risk_order_t *o)
     if (fabs (o->position) <= S_EPS)
         return false;
     bool opposite = o->buy ? o->position < 0 : o->position > 0;
-    return opposite && o->qty <= fabs (o->position) + S_EPS;
+    if (!opposite)
+        return false;
+    //  A reduce-only order is cut at every fill; any other must fit, with what else rests on
+    //  its side (all of it may fill first), inside the position.
+    return o->reduce_only || o->qty + fmax (0, o->resting) <= fabs (o->position) + S_EPS;
+}
+
+bool
+fks_risk_notional_price (const fks_risk_order_t *o, double *price)
+{
+    bool market = o->has_price && o->price > 0;
+    if (o->limit && o->limit_price > 0) {
+        //  A buy limit fills at its limit or lower; a sell limit at its limit or higher, and at
+        //  once at the market when that is higher.
+        *price = !o->buy && market && o->price > o->limit_price ? o->price : o->limit_price;
+        return true;
+    }
+    if (!market)
+        return false;
+    *price = o->price;
+    return true;
 }
 
 static int
@@ -122,24 +142,36 @@ fks_risk_check (const fks_risk_limits_t *l, const fks_risk_order_t *o, fks_risk_
                   o->symbol, l->max_qty);
         return s_refuse (v, "max_qty", true, l->max_qty, true, o->qty, msg);
     }
+    double price;
     if (l->max_notional > 0) {
-        if (!o->has_price || !(o->price > 0)) {
+        if (!fks_risk_notional_price (o, &price)) {
             snprintf (msg, sizeof msg, "no price is known for %s to check the notional limit "
                       "of %.10g", o->symbol, l->max_notional);
             return s_refuse (v, "max_notional", true, l->max_notional, false, 0, msg);
         }
-        double notional = o->qty * o->price;
+        double notional = o->qty * price;
         if (notional > l->max_notional * (1 + 1e-12)) {
-            snprintf (msg, sizeof msg, "notional %.10g (%.10g %s at %.10g) is above the limit "
-                      "of %.10g", notional, o->qty, o->symbol, o->price, l->max_notional);
+            snprintf (msg, sizeof msg, "notional %.10g (%.10g %s at %.10g%s) is above the limit "
+                      "of %.10g", notional, o->qty, o->symbol, price,
+                      o->limit && price == o->limit_price ? ", the limit" : "",
+                      l->max_notional);
             return s_refuse (v, "max_notional", true, l->max_notional, true, notional, msg);
         }
     }
     if (l->max_position > 0) {
-        double after = o->position + (o->buy ? o->qty : -o->qty);
-        if (fabs (after) > l->max_position + S_EPS && fabs (after) > fabs (o->position)) {
-            snprintf (msg, sizeof msg, "position would be %.10g %s, beyond the limit of "
-                      "%.10g", after, o->symbol, l->max_position);
+        //  As if every open order on this side filled, then this one.
+        double side = o->buy ? 1 : -1;
+        double resting = fmax (0, o->resting);
+        double before = o->position + side * resting;
+        double after = before + side * o->qty;
+        if (fabs (after) > l->max_position + S_EPS && fabs (after) > fabs (before)) {
+            if (resting > S_EPS)
+                snprintf (msg, sizeof msg, "position would be %.10g %s with this order and "
+                          "the %.10g resting in open orders, beyond the limit of %.10g", after,
+                          o->symbol, resting, l->max_position);
+            else
+                snprintf (msg, sizeof msg, "position would be %.10g %s, beyond the limit of "
+                          "%.10g", after, o->symbol, l->max_position);
             return s_refuse (v, "max_position", true, l->max_position, true, fabs (after), msg);
         }
     }

@@ -1,0 +1,627 @@
+/*  test_execution.c - the execution worker's rules where they meet batches, replays and bars
+ *  (workers/execution/execute.c), with fks-execution, fks-signal and fks-bus as real processes
+ *  against PostgreSQL and Redis.
+ *
+ *  Integration suite: needs FKS_TEST_PG_URL and FKS_TEST_REDIS_URL (tools/test.sh). Each test
+ *  starts its own bus and workers against a fresh database and stops them with SIGTERM at the
+ *  end. A batch is made the way it happens under load: the handler thread is busy (here held
+ *  on a position lock the test takes) while messages queue up for it, and takes them together
+ *  once free. The replica runs two handler threads and routes by symbol, so the symbols of one
+ *  batch are chosen to land on one thread (fks_worker_key). No assertion depends on timing:
+ *  waits poll the database until the expected state or a generous deadline.
+ */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "common/breaker.h"
+#include "common/redis.h"
+#include "tests/workers/harness.h"
+#include "workers/runtime.h"
+
+#define REDIS_DB 10
+#define WAIT_MS  30000
+#define THREADS  2                  /* FKS_WORKER_THREADS, as the harness starts workers */
+
+static h_stack_t s;
+
+static void
+s_teardown (void)
+{
+    h_stack_stop (&s);
+}
+
+static char *
+s_q (char *buf, size_t cap, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+
+static char *
+s_q (char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (buf, cap, fmt, ap);
+    va_end (ap);
+    return buf;
+}
+
+static void
+s_wait_status (const fks_id_t *alert, const char *status)
+{
+    char id[FKS_ID_STR_SIZE], q[256];
+    fks_id_format (alert, id);
+    s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = '%s'", id, status);
+    if (h_wait_int (q, 1, WAIT_MS) != 1) {
+        h_dump_logs ();
+        s_q (q, sizeof q, "SELECT status FROM inbox WHERE id = '%s'", id);
+        char *got = h_sql_text (q);
+        char *orders = h_sql_text ("SELECT coalesce (string_agg (side || ' ' || type || ' '"
+                                   " || qty || ' ' || status || ' ' || filled_qty, '; '"
+                                   " ORDER BY created_at), '') FROM orders");
+        cr_assert_fail ("alert %s: status %s, expected %s (orders: %s)", id, got, status,
+                        orders);
+    }
+}
+
+static void
+s_wait_sql (const char *sql, long long want)
+{
+    long long got = h_wait_int (sql, want, WAIT_MS);
+    if (got != want) {
+        h_dump_logs ();
+        cr_assert_fail ("%s: %lld, expected %lld", sql, got, want);
+    }
+}
+
+static long long
+s_consumed (void)
+{
+    return h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'");
+}
+
+//  The i-th symbol "<prefix><n>USDT" that the execution replica's router gives to handler
+//  thread `thread`.
+static void
+s_symbol_on (int thread, const char *prefix, int i, char out[32])
+{
+    for (int n = 0, found = 0; n < 100000; n++) {
+        snprintf (out, 32, "%s%dUSDT", prefix, n);
+        if ((int) (fks_worker_key (out) % THREADS) == thread && found++ == i)
+            return;
+    }
+    cr_assert_fail ("no symbol for thread %d", thread);
+}
+
+//  A market.bar for symbol at open_time (1-minute bar).
+static void
+s_bar (const char *symbol, int64_t open_time, double open, double high, double low,
+       double close, double volume)
+{
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init (&body);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 9);
+    fks_pack_kv_str (&pk, "symbol", symbol);
+    fks_pack_kv_str (&pk, "interval", "1m");
+    fks_pack_kv_i64 (&pk, "open_time", open_time);
+    fks_pack_kv_f64 (&pk, "open", open);
+    fks_pack_kv_f64 (&pk, "high", high);
+    fks_pack_kv_f64 (&pk, "low", low);
+    fks_pack_kv_f64 (&pk, "close", close);
+    fks_pack_kv_f64 (&pk, "volume", volume);
+    fks_pack_kv_str (&pk, "source", "csv");
+    h_publish_body (&s, "market.bar", "data", body.data, body.size);
+    msgpack_sbuffer_destroy (&body);
+}
+
+//  Publishes a bar and waits until the execution worker has consumed it.
+static void
+s_bar_consumed (const char *symbol, int64_t open_time, double open, double high, double low,
+                double close, double volume)
+{
+    long long before = s_consumed ();
+    s_bar (symbol, open_time, open, high, low, close, volume);
+    char q[128];
+    s_wait_sql (s_q (q, sizeof q, "SELECT count(*) FROM consumed WHERE grp = 'execution'"),
+                before + 1);
+}
+
+//  The n-th signal.created envelope stored (oldest first): header and a copy of its body.
+static void
+s_signal_envelope (int n, fks_envelope_hdr_t *hdr, uint8_t **body, size_t *len)
+{
+    PGconn *conn = PQconnectdb (h_db_url ());
+    cr_assert (PQstatus (conn) == CONNECTION_OK);
+    char q[160];
+    s_q (q, sizeof q, "SELECT envelope FROM events WHERE type = 'signal.created'"
+         " ORDER BY seq OFFSET %d LIMIT 1", n);
+    PGresult *r = PQexecParams (conn, q, 0, NULL, NULL, NULL, NULL, 1);
+    cr_assert (PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1);
+    const uint8_t *b;
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_peek (PQgetvalue (r, 0, 0), (size_t) PQgetlength (r, 0, 0), hdr,
+                                     &b, len, &err), 0, "%s", err.msg);
+    *body = malloc (*len);
+    memcpy (*body, b, *len);
+    PQclear (r);
+    PQfinish (conn);
+}
+
+//  Stores and publishes a body under a fresh envelope id (corr and cause as in hdr), as a
+//  producer that sent it twice would.
+static void
+s_publish_copy (const fks_envelope_hdr_t *hdr, const char *type, const char *src,
+                const uint8_t *body, size_t body_len)
+{
+    fks_envelope_hdr_t copy;
+    cr_assert_eq (fks_envelope_hdr_init (&copy, type, src, &hdr->corr, &hdr->cause), 0);
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init (&frame);
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s", err.msg);
+    h_store_event (&copy, frame.data, frame.size);
+    h_publish (&s, type, (const uint8_t *) frame.data, frame.size);
+    msgpack_sbuffer_destroy (&frame);
+}
+
+//  Makes the next messages of a handler thread arrive as one batch: the thread is held on a
+//  first message (an order for `symbol`, whose position lock the test holds) while the
+//  others queue up behind it; s_unblock lets it go, and it takes them all together.
+static PGconn *s_blocker;
+
+static void
+s_block (const char *symbol)
+{
+    s_blocker = PQconnectdb (h_db_url ());
+    cr_assert (PQstatus (s_blocker) == CONNECTION_OK);
+    const char *values[1] = { symbol };
+    PGresult *r = PQexecParams (s_blocker, "SELECT pg_advisory_lock (hashtextextended "
+                                "('fks.position:' || $1, 0))", 1, NULL, values, NULL, NULL, 0);
+    cr_assert (PQresultStatus (r) == PGRES_TUPLES_OK, "%s", PQerrorMessage (s_blocker));
+    PQclear (r);
+    h_alert_t a = { .symbol = symbol, .action = "buy", .quantity = 1, .price = 10 };
+    h_inject_alert (&s, &a, NULL, NULL);
+    s_wait_sql ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database"
+                "                  WHERE datname = current_database ())", 1);
+}
+
+//  Lets the held thread go, once the bus had time to hand it what was published meanwhile.
+static void
+s_unblock (void)
+{
+    usleep (500 * 1000);
+    PQfinish (s_blocker);
+    s_blocker = NULL;
+}
+
+static fks_redis_t *
+s_redis (void)
+{
+    const char *url = strchr (s.redis_env, '=') + 1;
+    fks_redis_err_t err;
+    fks_redis_t *r = fks_redis_new (url, 2000, 2000, &err);
+    cr_assert (r, "%s", err.msg);
+    return r;
+}
+
+
+
+//  --------------------------------------------------------------------------
+//  The orders-per-minute counter
+
+Test (execution, orders_per_minute_counts_an_order_once_when_its_batch_is_redone,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_RISK_MAX_ORDERS_PER_MINUTE=10",
+                                                        NULL } };
+    h_stack_start (&s, &o);
+    //  Eight buys and a signal whose symbol does not normalise, in one batch: the bad one
+    //  fails it, and the runtime handles the nine again one by one. The bad one has no
+    //  symbol key: thread 0, so the buys go there too.
+    char sym[32], hold[32];
+    s_symbol_on (0, "OPM", 0, sym);
+    s_symbol_on (0, "HOLD", 0, hold);
+    s_block (hold);                                     /* an order too: 1 of 10 */
+    fks_id_t alerts[8];
+    for (int i = 0; i < 8; i++) {
+        h_alert_t a = { .symbol = sym, .action = "buy", .quantity = 1, .price = 10 };
+        alerts[i] = h_inject_alert (&s, &a, NULL, NULL);
+    }
+    s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 9);
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init (&body);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+    fks_id_t sid;
+    cr_assert_eq (fks_id_new (&sid), 0);
+    msgpack_pack_map (&pk, 5);
+    fks_pack_kv_id (&pk, "signal_id", &sid);
+    fks_pack_kv_str (&pk, "symbol", "$$$");
+    fks_pack_kv_str (&pk, "side", "buy");
+    fks_pack_kv_f64 (&pk, "qty", 1);
+    fks_pack_kv_str (&pk, "order_type", "market");
+    h_publish_body (&s, "signal.created", "signal", body.data, body.size);
+    msgpack_sbuffer_destroy (&body);
+    s_unblock ();
+
+    for (int i = 0; i < 8; i++)
+        s_wait_status (&alerts[i], "filled");
+    s_wait_sql ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 10);
+    cr_assert_geq (h_metric (s.execution_ports[0],
+                             "fks_worker_batches_split_total{group=\"execution\"}"), 1,
+                   "the batch was taken apart");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'filled'"), 9);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals WHERE status = 'rejected'"), 0);
+    //  One more fits in this minute's ten (or the next minute's, should it have turned).
+    h_alert_t more = { .symbol = sym, .action = "buy", .quantity = 1, .price = 10 };
+    fks_id_t a = h_inject_alert (&s, &more, NULL, NULL);
+    s_wait_status (&a, "filled");
+}
+
+Test (execution, orders_per_minute_counts_neither_copies_nor_breaker_refusals,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_RISK_MAX_ORDERS_PER_MINUTE=4",
+                                                        "FKS_BREAKER_FAILURES=1",
+                                                        "FKS_BREAKER_COOLDOWN=1h",
+                                                        "FKS_BREAKER_MIN_REQUESTS=1000",
+                                                        NULL } };
+    h_stack_start (&s, &o);
+    h_alert_t buy = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100 };
+    fks_id_t a1 = h_inject_alert (&s, &buy, NULL, NULL);
+    s_wait_status (&a1, "filled");                                  /* 1 of 4 */
+    //  Three copies of its signal under new message ids: the order exists, nothing is sent.
+    fks_envelope_hdr_t hdr;
+    uint8_t *body;
+    size_t len;
+    s_signal_envelope (0, &hdr, &body, &len);
+    for (int i = 0; i < 3; i++)
+        s_publish_copy (&hdr, "signal.created", "signal", body, len);
+    free (body);
+    s_wait_sql ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 4);
+    fks_id_t a2 = h_inject_alert (&s, &buy, NULL, NULL);
+    s_wait_status (&a2, "filled");                                  /* 2 of 4 */
+    //  A broker refusal counts (the order reached the broker) and opens the breaker...
+    h_alert_t unpriced = { .symbol = "NOPRICEUSDT", .action = "buy", .quantity = 1 };
+    fks_id_t a3 = h_inject_alert (&s, &unpriced, NULL, NULL);
+    s_wait_status (&a3, "failed");                                  /* 3 of 4 */
+    //  ... whose refusals do not: those orders never went anywhere.
+    for (int i = 0; i < 3; i++) {
+        fks_id_t a = h_inject_alert (&s, &buy, NULL, NULL);
+        s_wait_status (&a, "rejected");
+    }
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals WHERE status = 'rejected'"
+                             " AND reason LIKE '%circuit breaker%'"), 3);
+    fks_redis_t *r = s_redis ();
+    fks_breaker_t *b = fks_breaker_new (r, "global", NULL);
+    fks_breaker_status_t st;
+    fks_redis_err_t err;
+    cr_assert_eq (fks_breaker_reset (b, "test", fks_now_ms (), &st, NULL, &err), 0, "%s",
+                  err.msg);
+    fks_breaker_destroy (&b);
+    fks_redis_destroy (&r);
+    fks_id_t a4 = h_inject_alert (&s, &buy, NULL, NULL);
+    s_wait_status (&a4, "filled");                                  /* 4 of 4 */
+    char reason[512] = "";
+    char *got = h_sql_text ("SELECT coalesce (string_agg (reason, '; '), '') FROM signals"
+                            " WHERE reason LIKE '%orders in this minute%'");
+    snprintf (reason, sizeof reason, "%s", got);
+    free (got);
+    cr_assert_str_eq (reason, "", "refused by the rate: %s", reason);
+}
+
+
+Test (execution, orders_per_minute_gives_back_what_the_breaker_refuses_in_a_redone_batch,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_RISK_MAX_ORDERS_PER_MINUTE=4",
+                                                        "FKS_BREAKER_FAILURES=1",
+                                                        "FKS_BREAKER_COOLDOWN=1h",
+                                                        "FKS_BREAKER_MIN_REQUESTS=1000",
+                                                        NULL } };
+    h_stack_start (&s, &o);
+    char priced[32], unpriced[32], hold[32];
+    s_symbol_on (0, "RATE", 0, priced);
+    s_symbol_on (0, "NOPX", 0, unpriced);
+    s_symbol_on (0, "HOLD", 0, hold);
+    //  A broker refusal and two good orders in one batch: the refusal opens the breaker,
+    //  which would refuse the other two, so the batch is handled again one by one; the two
+    //  are refused then, and must give their places in the minute back.
+    s_block (hold);                                     /* 1 of 4 */
+    h_alert_t bad = { .symbol = unpriced, .action = "buy", .quantity = 1 };
+    fks_id_t a1 = h_inject_alert (&s, &bad, NULL, NULL);
+    s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 2);
+    h_alert_t good = { .symbol = priced, .action = "buy", .quantity = 1, .price = 10 };
+    fks_id_t refused[2];
+    for (int i = 0; i < 2; i++)
+        refused[i] = h_inject_alert (&s, &good, NULL, NULL);
+    s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 4);
+    s_unblock ();
+    s_wait_status (&a1, "failed");                      /* 2 of 4: it reached the broker */
+    for (int i = 0; i < 2; i++)
+        s_wait_status (&refused[i], "rejected");
+    cr_assert_geq (h_metric (s.execution_ports[0],
+                             "fks_worker_batches_split_total{group=\"execution\"}"), 1,
+                   "the batch was taken apart");
+    fks_redis_t *r = s_redis ();
+    fks_breaker_t *b = fks_breaker_new (r, "global", NULL);
+    fks_breaker_status_t st;
+    fks_redis_err_t err;
+    cr_assert_eq (fks_breaker_reset (b, "test", fks_now_ms (), &st, NULL, &err), 0, "%s",
+                  err.msg);
+    fks_breaker_destroy (&b);
+    fks_redis_destroy (&r);
+    for (int i = 0; i < 2; i++) {                       /* 3 and 4 of 4 */
+        fks_id_t a = h_inject_alert (&s, &good, NULL, NULL);
+        s_wait_status (&a, "filled");
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Resting limit orders
+
+Test (execution, resting_limit_orders_count_against_max_position, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_RISK_MAX_POSITION=1",
+                                                        "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "ADAUSDT", 1.0);
+    h_alert_t lim = { .symbol = "ADAUSDT", .action = "buy", .quantity = 1, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.5 };
+    fks_id_t a1 = h_inject_alert (&s, &lim, NULL, NULL);
+    s_wait_status (&a1, "ordered");
+    //  The position is flat, but the first buy may fill: a second one would make it 2.
+    fks_id_t a2 = h_inject_alert (&s, &lim, NULL, NULL);
+    s_wait_status (&a2, "rejected");
+    char *reason = h_sql_text ("SELECT coalesce (max (reason), '') FROM signals"
+                               " WHERE status = 'rejected'");
+    cr_assert (strstr (reason, "position would be 2") && strstr (reason, "open orders"), "%s",
+               reason);
+    free (reason);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'"), 1);
+    s_bar_consumed ("ADAUSDT", fks_now_ms (), 0.6, 0.7, 0.4, 0.45, 100);
+    s_wait_sql ("SELECT count(*) FROM orders WHERE status = 'filled'", 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'ADAUSDT'"
+                             " AND qty = 1"), 1, "position %s",
+                  h_sql_text ("SELECT string_agg (qty::text, ',') FROM positions"));
+    //  A sell still may: it brings the position back towards flat.
+    h_alert_t sell = { .symbol = "ADAUSDT", .action = "sell", .quantity = 1, .price = 0.45,
+                       .market_position = "flat" };
+    fks_id_t a3 = h_inject_alert (&s, &sell, NULL, NULL);
+    s_wait_status (&a3, "filled");
+}
+
+Test (execution, a_resting_reduce_only_order_is_cut_to_the_position_it_finds,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "SOLUSDT", 100);
+    h_alert_t buy = { .symbol = "SOLUSDT", .action = "buy", .quantity = 2, .price = 100 };
+    fks_id_t a1 = h_inject_alert (&s, &buy, NULL, NULL);
+    s_wait_status (&a1, "filled");
+    //  A close with a limit above the market rests (reduce-only, 2)...
+    h_alert_t close = { .symbol = "SOLUSDT", .action = "close", .price = 100,
+                        .order_type = "limit", .limit_price = 120 };
+    fks_id_t a2 = h_inject_alert (&s, &close, NULL, NULL);
+    s_wait_status (&a2, "ordered");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"
+                             " AND side = 'sell' AND qty = 2"), 1);
+    //  ... a market order then reduces the long to 1 ...
+    h_alert_t reduce = { .symbol = "SOLUSDT", .action = "sell", .quantity = 1, .price = 100,
+                         .market_position = "long" };
+    fks_id_t a3 = h_inject_alert (&s, &reduce, NULL, NULL);
+    s_wait_status (&a3, "filled");
+    //  ... and the bar through the limit fills only what is left to close.
+    s_bar_consumed ("SOLUSDT", fks_now_ms (), 110, 130, 105, 125, 1000);
+    s_wait_status (&a2, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE limit_price = 120"
+                             " AND status = 'filled' AND qty = 1 AND filled_qty = 1"), 1,
+                  "orders: %s", h_sql_text ("SELECT string_agg (status || ' ' || qty || ' '"
+                                            " || filled_qty, '; ') FROM orders"));
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
+                             " AND qty = 0"), 1, "position %s",
+                  h_sql_text ("SELECT qty::text FROM positions WHERE symbol = 'SOLUSDT'"));
+
+    //  Flattened before the bar comes: the resting close has nothing to do and ends.
+    fks_id_t a4 = h_inject_alert (&s, &buy, NULL, NULL);
+    s_wait_status (&a4, "filled");
+    h_alert_t close2 = close;
+    close2.limit_price = 150;                           /* above the last close, 125 */
+    fks_id_t a5 = h_inject_alert (&s, &close2, NULL, NULL);
+    s_wait_status (&a5, "ordered");
+    h_alert_t flat = { .symbol = "SOLUSDT", .action = "close", .price = 125 };
+    fks_id_t a6 = h_inject_alert (&s, &flat, NULL, NULL);
+    s_wait_status (&a6, "filled");
+    s_bar_consumed ("SOLUSDT", fks_now_ms (), 126, 160, 120, 130, 1000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
+                             " AND qty = 0"), 1, "position %s",
+                  h_sql_text ("SELECT qty::text FROM positions WHERE symbol = 'SOLUSDT'"));
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'cancelled'"
+                             " AND filled_qty = 0 AND reason LIKE 'reduce_only:%'"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'order.cancelled'"), 1);
+}
+
+Test (execution, bars_from_before_an_order_was_placed_do_not_fill_it, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "XRPUSDT", 1.0);
+    h_alert_t lim = { .symbol = "XRPUSDT", .action = "buy", .quantity = 1, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.5 };
+    fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+    s_wait_status (&a, "ordered");
+    //  Yesterday's bar, replayed: it went through the limit, but the order was not there.
+    s_bar_consumed ("XRPUSDT", fks_now_ms () - 86400000, 0.45, 0.5, 0.40, 0.42, 1000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"), 1);
+    //  The bar that is open now does.
+    s_bar_consumed ("XRPUSDT", fks_now_ms (), 0.6, 0.7, 0.4, 0.45, 1000);
+    s_wait_status (&a, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE price = 0.5"), 1);
+}
+
+Test (execution, a_bar_fills_at_most_its_volume_share_across_all_orders, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_MAX_VOLUME_SHARE=0.1",
+                                                        NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "DOTUSDT", 1.0);
+    h_alert_t lim = { .symbol = "DOTUSDT", .action = "buy", .quantity = 1, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.5 };
+    fks_id_t first = h_inject_alert (&s, &lim, NULL, NULL);
+    s_wait_status (&first, "ordered");
+    for (int i = 0; i < 2; i++) {
+        fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+        s_wait_status (&a, "ordered");
+    }
+    //  Volume 10 at a share of 0.1: 1 to fill, for all three together; the oldest first.
+    s_bar_consumed ("DOTUSDT", fks_now_ms (), 0.6, 0.7, 0.4, 0.45, 10);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'DOTUSDT'"
+                             " AND qty = 1"), 1, "position %s",
+                  h_sql_text ("SELECT qty::text FROM positions WHERE symbol = 'DOTUSDT'"));
+    s_wait_status (&first, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"), 2);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Big batches
+
+Test (execution, positions_stay_exact_when_a_batch_has_more_symbols_than_the_cache,
+      .fini = s_teardown, .timeout = 180)
+{
+    //  A transaction keeps 64 symbols' positions in memory; a batch of more writes them out
+    //  and starts over. A symbol traded before and after that must move once per fill.
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_WORKER_BATCH=200",
+                                                        "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    char again[32], hold[32];
+    s_symbol_on (1, "AGN", 0, again);
+    s_symbol_on (1, "HOLD", 0, hold);
+    s_block (hold);
+    h_alert_t a = { .symbol = again, .action = "buy", .quantity = 1, .price = 10 };
+    h_inject_alert (&s, &a, NULL, NULL);
+    s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 2);
+    for (int i = 0; i < 70; i++) {
+        char sym[32];
+        s_symbol_on (1, "BIG", i, sym);
+        h_alert_t b = { .symbol = sym, .action = "buy", .quantity = 1, .price = 10 };
+        h_inject_alert (&s, &b, NULL, NULL);
+    }
+    s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 72);
+    h_inject_alert (&s, &a, NULL, NULL);
+    s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 73);
+    s_unblock ();
+
+    s_wait_sql ("SELECT count(*) FROM orders WHERE status = 'filled'", 73);
+    char q[256];
+    s_q (q, sizeof q, "SELECT count(*) FROM positions WHERE symbol = '%s' AND qty = 2", again);
+    cr_assert_eq (h_sql_int (q), 1, "position %s",
+                  h_sql_text ("SELECT string_agg (symbol || ' ' || qty, ', ') FROM positions"
+                              " WHERE qty <> 1"));
+    //  Every position equals the signed sum of its fills.
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM (SELECT symbol, sum (qty) AS q FROM fills"
+                             "  GROUP BY symbol) f FULL JOIN positions p USING (symbol)"
+                             " WHERE coalesce (p.qty, 0) <> coalesce (f.q, 0)"), 0);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Notional
+
+Test (execution, a_limit_order_is_valued_at_the_price_it_may_fill_at, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_RISK_MAX_NOTIONAL=1000", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "LINKUSDT", 100);
+    //  Sell 10 at 150 or better: 1500 at least, whatever the last price says.
+    h_alert_t sell = { .symbol = "LINKUSDT", .action = "sell", .quantity = 10, .price = 100,
+                       .order_type = "limit", .limit_price = 150 };
+    fks_id_t a1 = h_inject_alert (&s, &sell, NULL, NULL);
+    s_wait_status (&a1, "rejected");
+    char *reason = h_sql_text ("SELECT coalesce (max (reason), '') FROM signals"
+                               " WHERE status = 'rejected'");
+    cr_assert (strstr (reason, "notional 1500"), "%s", reason);
+    free (reason);
+    //  Buy 10 at 90 or better: at most 900, though the last price makes it 1000 now.
+    h_alert_t buy = { .symbol = "LINKUSDT", .action = "buy", .quantity = 10, .price = 100,
+                      .order_type = "limit", .limit_price = 90 };
+    fks_id_t a2 = h_inject_alert (&s, &buy, NULL, NULL);
+    s_wait_status (&a2, "ordered");
+}
+
+
+//  --------------------------------------------------------------------------
+//  The circuit breaker
+
+Test (execution, the_breaker_counts_an_order_once_when_its_batch_is_redone,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_BREAKER_FAILURES=100",
+                                                        "FKS_BREAKER_MIN_REQUESTS=1000",
+                                                        NULL } };
+    h_stack_start (&s, &o);
+    char priced[32], unpriced[32];
+    s_symbol_on (0, "BRK", 0, priced);
+    s_symbol_on (0, "NOPX", 0, unpriced);
+    h_alert_t ok = { .symbol = priced, .action = "buy", .quantity = 1, .price = 10 };
+    fks_id_t first = h_inject_alert (&s, &ok, NULL, NULL);
+    s_wait_status (&first, "filled");                  /* one outcome: a success */
+    //  Three broker refusals and a copy of the first signal in one batch: the copy's order
+    //  exists, the batch's insert fails with COMMIT, and the four are handled again alone.
+    fks_envelope_hdr_t hdr;
+    uint8_t *body;
+    size_t len;
+    s_signal_envelope (0, &hdr, &body, &len);
+    char hold[32];
+    s_symbol_on (0, "HOLD", 0, hold);
+    s_block (hold);                                     /* a second success */
+    fks_id_t bad[3];
+    for (int i = 0; i < 3; i++) {
+        h_alert_t b = { .symbol = unpriced, .action = "buy", .quantity = 1 };
+        bad[i] = h_inject_alert (&s, &b, NULL, NULL);
+    }
+    s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 5);
+    s_publish_copy (&hdr, "signal.created", "signal", body, len);
+    free (body);
+    s_unblock ();
+    for (int i = 0; i < 3; i++)
+        s_wait_status (&bad[i], "failed");
+    s_wait_sql ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 6);
+    cr_assert_geq (h_metric (s.execution_ports[0],
+                             "fks_worker_batches_split_total{group=\"execution\"}"), 1,
+                   "the batch was taken apart");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 5);
+
+    fks_redis_t *r = s_redis ();
+    fks_breaker_t *b = fks_breaker_new (r, "global", NULL);
+    fks_breaker_status_t st;
+    fks_redis_err_t err;
+    cr_assert_eq (fks_breaker_status (b, fks_now_ms (), &st, &err), 0, "%s", err.msg);
+    cr_assert_eq (st.window_failures, 3, "3 refusals recorded as %lld",
+                  (long long) st.window_failures);
+    cr_assert_eq (st.window_total, 5, "5 orders recorded as %lld",
+                  (long long) st.window_total);
+    cr_assert_eq (st.consecutive, 3);
+    fks_breaker_destroy (&b);
+    fks_redis_destroy (&r);
+}
