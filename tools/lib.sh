@@ -246,6 +246,14 @@ fks_bench_raw_done() {
   psql -q -c "CHECKPOINT" "$admin" >/dev/null 2>&1
 }
 
+# fks_pgbench_log_ms DIR : "p50 p99 max" in ms of the transactions in the pgbench logs
+# (--log) in DIR.
+fks_pgbench_log_ms() {
+  cat "$1"/pgbench_log.* | awk '{print $3}' | sort -n \
+    | awk '{a[NR] = $1} END {printf "%.2f %.2f %.2f\n", a[int(NR * 0.5) + 1] / 1000,
+                                    a[int(NR * 0.99) + 1] / 1000, a[NR] / 1000}'
+}
+
 # fks_bench_raw_run URL STAGES BATCH CLIENTS SECONDS [RATE] : runs tools/bench_pipeline_db.sql
 # with prepared statements (STAGES: "gateway" for the gateway's writes only, "all" for the three
 # stages) as fast as it goes and prints "alerts/s ms-per-run", or at RATE alerts/s and prints
@@ -259,9 +267,7 @@ fks_bench_raw_run() {
           -D batch="$3" -D gateway_only="$only" -f "$FKS_ROOT/tools/bench_pipeline_db.sql" \
           "$url" 2>&1) || { echo "$out" | tail -n 5 >&2; rm -rf "$dir"; return 1; }
   if [ -n "$rate" ]; then
-    cat "$dir"/pgbench_log.* | awk '{print $3}' | sort -n \
-      | awk '{a[NR] = $1} END {printf "%.2f %.2f %.2f\n", a[int(NR * 0.5) + 1] / 1000,
-                                      a[int(NR * 0.99) + 1] / 1000, a[NR] / 1000}'
+    fks_pgbench_log_ms "$dir"
   else
     tps=$(awk '/^tps/ {print $3}' <<<"$out")
     lat=$(awk '/^latency average/ {print $4}' <<<"$out")
