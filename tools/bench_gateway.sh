@@ -8,8 +8,8 @@
 # alert, so every 2xx is a new inbox row committed before the answer. The same run measures the
 # bare handler, PostgreSQL's own single-row commit rate (pgbench) and PostgreSQL alone writing
 # the gateway's rows in batches (tools/bench_pipeline_db.sql), and after the gateway's runs
-# PostgreSQL alone's commit latency for those rows at the gateway's own rate and mean batch (the
-# floor under its p99), so the figures compare on one machine. It checks that the inbox holds exactly the accepted alerts, prints a table
+# PostgreSQL alone's commit latency for those rows at the gateway's own rate and mean batch, so
+# the figures compare on one machine. It checks that the inbox holds exactly the accepted alerts, prints a table
 # (docs/PERFORMANCE.md keeps the recorded ones) and the verdict against the target:
 # durable keep-alive accepts >= half the bare rate, p99 < 5 ms.
 #
@@ -162,10 +162,10 @@ events=$(psql -At -h 127.0.0.1 -p "$PG_PORT" -U postgres \
 
 field() { cut -d'|' -f"$2" <<<"$1"; }
 
-# The floor under the gateway's latency: PostgreSQL alone committing the gateway's rows at the
-# rate the gateway reached with keep-alive, in batches of its mean keep-alive batch, from as many
-# clients as it has committers (no gateway, no wrk). An accept waits for its batch to form and
-# then for this commit, so the gateway's p99 cannot be below this one's.
+# PostgreSQL alone committing the gateway's rows at the rate the gateway reached with
+# keep-alive, in fixed batches of its mean keep-alive batch, from as many clients as it has
+# committers (no gateway, no wrk): what the commits themselves take at that rate. Not a strict
+# floor: the gateway's batches grow while a commit is slow, pgbench's stay fixed and queue.
 RAW_LAT=""
 if [ -n "${FKS_BENCH_DB_BATCHES-16 64}" ]; then
   ka_rate=$(field "$GW_KA" 1); ka_rate=${ka_rate%.*}
