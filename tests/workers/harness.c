@@ -819,3 +819,31 @@ h_set_price (h_stack_t *s, const char *symbol, double price)
     freeReplyObject (rep);
     fks_redis_destroy (&r);
 }
+
+char *
+h_sqlf (char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (buf, cap, fmt, ap);
+    va_end (ap);
+    return buf;
+}
+
+void
+h_wait_alert_status (const fks_id_t *alert, const char *status)
+{
+    char id[FKS_ID_STR_SIZE], q[256];
+    fks_id_format (alert, id);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = '%s'", id,
+            status);
+    if (h_wait_int (q, 1, 30000) == 1)
+        return;
+    h_dump_logs ();
+    h_sqlf (q, sizeof q, "SELECT status FROM inbox WHERE id = '%s'", id);
+    char *got = h_sql_text (q);
+    char *orders = h_sql_text ("SELECT coalesce (string_agg (side || ' ' || type || ' '"
+                               " || qty || ' ' || status || ' ' || filled_qty, '; '"
+                               " ORDER BY created_at), '') FROM orders");
+    cr_assert_fail ("alert %s: status %s, expected %s (orders: %s)", id, got, status, orders);
+}

@@ -43,6 +43,13 @@ void h_sql_exec (const char *sql);
 /*  Polls sql every 50 ms until it returns want or timeout_ms passes; returns the last value. */
 long long h_wait_int (const char *sql, long long want, int timeout_ms);
 
+/*  printf into buf (cap bytes); returns buf. For the tests' queries. */
+char *h_sqlf (char *buf, size_t cap, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
+
+/*  Waits up to 30 s until the alert's inbox status is `status`; otherwise prints the programs'
+ *  logs and fails, naming the status found and the orders there are. */
+void h_wait_alert_status (const fks_id_t *alert, const char *status);
+
 /*  A free loopback TCP port below the ephemeral range (tests/lib/ports.h); the test fails
  *  when there is none. */
 int h_free_port (void);

@@ -33,37 +33,6 @@ s_teardown (void)
     h_stack_stop (&s);
 }
 
-static char *
-s_q (char *buf, size_t cap, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
-
-static char *
-s_q (char *buf, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-    va_start (ap, fmt);
-    vsnprintf (buf, cap, fmt, ap);
-    va_end (ap);
-    return buf;
-}
-
-static void
-s_wait_status (const fks_id_t *alert, const char *status)
-{
-    char id[FKS_ID_STR_SIZE], q[256];
-    fks_id_format (alert, id);
-    s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = '%s'", id, status);
-    if (h_wait_int (q, 1, WAIT_MS) != 1) {
-        h_dump_logs ();
-        s_q (q, sizeof q, "SELECT status FROM inbox WHERE id = '%s'", id);
-        char *got = h_sql_text (q);
-        char *orders = h_sql_text ("SELECT coalesce (string_agg (side || ' ' || type || ' '"
-                                   " || qty || ' ' || status || ' ' || filled_qty, '; '"
-                                   " ORDER BY created_at), '') FROM orders");
-        cr_assert_fail ("alert %s: status %s, expected %s (orders: %s)", id, got, status,
-                        orders);
-    }
-}
-
 static void
 s_wait_sql (const char *sql, long long want)
 {
@@ -124,7 +93,7 @@ s_bar_consumed (const char *symbol, int64_t open_time, double open, double high,
     long long before = s_consumed ();
     s_bar (symbol, open_time, open, high, low, close, volume);
     char q[128];
-    s_wait_sql (s_q (q, sizeof q, "SELECT count(*) FROM consumed WHERE grp = 'execution'"),
+    s_wait_sql (h_sqlf (q, sizeof q, "SELECT count(*) FROM consumed WHERE grp = 'execution'"),
                 before + 1);
 }
 
@@ -135,7 +104,7 @@ s_signal_envelope (int n, fks_envelope_hdr_t *hdr, uint8_t **body, size_t *len)
     PGconn *conn = PQconnectdb (h_db_url ());
     cr_assert (PQstatus (conn) == CONNECTION_OK);
     char q[160];
-    s_q (q, sizeof q, "SELECT envelope FROM events WHERE type = 'signal.created'"
+    h_sqlf (q, sizeof q, "SELECT envelope FROM events WHERE type = 'signal.created'"
          " ORDER BY seq OFFSET %d LIMIT 1", n);
     PGresult *r = PQexecParams (conn, q, 0, NULL, NULL, NULL, NULL, 1);
     cr_assert (PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1);
@@ -249,7 +218,7 @@ Test (execution, orders_per_minute_counts_an_order_once_when_its_batch_is_redone
     s_unblock ();
 
     for (int i = 0; i < 8; i++)
-        s_wait_status (&alerts[i], "filled");
+        h_wait_alert_status (&alerts[i], "filled");
     s_wait_sql ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 10);
     cr_assert_geq (h_metric (s.execution_ports[0],
                              "fks_worker_batches_split_total{group=\"execution\"}"), 1,
@@ -259,7 +228,7 @@ Test (execution, orders_per_minute_counts_an_order_once_when_its_batch_is_redone
     //  One more fits in this minute's ten (or the next minute's, should it have turned).
     h_alert_t more = { .symbol = sym, .action = "buy", .quantity = 1, .price = 10 };
     fks_id_t a = h_inject_alert (&s, &more, NULL, NULL);
-    s_wait_status (&a, "filled");
+    h_wait_alert_status (&a, "filled");
 }
 
 Test (execution, orders_per_minute_counts_neither_copies_nor_breaker_refusals,
@@ -274,7 +243,7 @@ Test (execution, orders_per_minute_counts_neither_copies_nor_breaker_refusals,
     h_stack_start (&s, &o);
     h_alert_t buy = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100 };
     fks_id_t a1 = h_inject_alert (&s, &buy, NULL, NULL);
-    s_wait_status (&a1, "filled");                                  /* 1 of 4 */
+    h_wait_alert_status (&a1, "filled");                                  /* 1 of 4 */
     //  Three copies of its signal under new message ids: the order exists, nothing is sent.
     fks_envelope_hdr_t hdr;
     uint8_t *body;
@@ -285,15 +254,15 @@ Test (execution, orders_per_minute_counts_neither_copies_nor_breaker_refusals,
     free (body);
     s_wait_sql ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 4);
     fks_id_t a2 = h_inject_alert (&s, &buy, NULL, NULL);
-    s_wait_status (&a2, "filled");                                  /* 2 of 4 */
+    h_wait_alert_status (&a2, "filled");                                  /* 2 of 4 */
     //  A broker refusal counts (the order reached the broker) and opens the breaker...
     h_alert_t unpriced = { .symbol = "NOPRICEUSDT", .action = "buy", .quantity = 1 };
     fks_id_t a3 = h_inject_alert (&s, &unpriced, NULL, NULL);
-    s_wait_status (&a3, "failed");                                  /* 3 of 4 */
+    h_wait_alert_status (&a3, "failed");                                  /* 3 of 4 */
     //  ... whose refusals do not: those orders never went anywhere.
     for (int i = 0; i < 3; i++) {
         fks_id_t a = h_inject_alert (&s, &buy, NULL, NULL);
-        s_wait_status (&a, "rejected");
+        h_wait_alert_status (&a, "rejected");
     }
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals WHERE status = 'rejected'"
                              " AND reason LIKE '%circuit breaker%'"), 3);
@@ -306,7 +275,7 @@ Test (execution, orders_per_minute_counts_neither_copies_nor_breaker_refusals,
     fks_breaker_destroy (&b);
     fks_redis_destroy (&r);
     fks_id_t a4 = h_inject_alert (&s, &buy, NULL, NULL);
-    s_wait_status (&a4, "filled");                                  /* 4 of 4 */
+    h_wait_alert_status (&a4, "filled");                                  /* 4 of 4 */
     char reason[512] = "";
     char *got = h_sql_text ("SELECT coalesce (string_agg (reason, '; '), '') FROM signals"
                             " WHERE reason LIKE '%orders in this minute%'");
@@ -343,9 +312,9 @@ Test (execution, orders_per_minute_gives_back_what_the_breaker_refuses_in_a_redo
         refused[i] = h_inject_alert (&s, &good, NULL, NULL);
     s_wait_sql ("SELECT count(*) FROM events WHERE type = 'signal.created'", 4);
     s_unblock ();
-    s_wait_status (&a1, "failed");                      /* 2 of 4: it reached the broker */
+    h_wait_alert_status (&a1, "failed");                      /* 2 of 4: it reached the broker */
     for (int i = 0; i < 2; i++)
-        s_wait_status (&refused[i], "rejected");
+        h_wait_alert_status (&refused[i], "rejected");
     cr_assert_geq (h_metric (s.execution_ports[0],
                              "fks_worker_batches_split_total{group=\"execution\"}"), 1,
                    "the batch was taken apart");
@@ -359,7 +328,7 @@ Test (execution, orders_per_minute_gives_back_what_the_breaker_refuses_in_a_redo
     fks_redis_destroy (&r);
     for (int i = 0; i < 2; i++) {                       /* 3 and 4 of 4 */
         fks_id_t a = h_inject_alert (&s, &good, NULL, NULL);
-        s_wait_status (&a, "filled");
+        h_wait_alert_status (&a, "filled");
     }
 }
 
@@ -378,10 +347,10 @@ Test (execution, resting_limit_orders_count_against_max_position, .fini = s_tear
     h_alert_t lim = { .symbol = "ADAUSDT", .action = "buy", .quantity = 1, .price = 1.0,
                       .order_type = "limit", .limit_price = 0.5 };
     fks_id_t a1 = h_inject_alert (&s, &lim, NULL, NULL);
-    s_wait_status (&a1, "ordered");
+    h_wait_alert_status (&a1, "ordered");
     //  The position is flat, but the first buy may fill: a second one would make it 2.
     fks_id_t a2 = h_inject_alert (&s, &lim, NULL, NULL);
-    s_wait_status (&a2, "rejected");
+    h_wait_alert_status (&a2, "rejected");
     char *reason = h_sql_text ("SELECT coalesce (max (reason), '') FROM signals"
                                " WHERE status = 'rejected'");
     cr_assert (strstr (reason, "position would be 2") && strstr (reason, "open orders"), "%s",
@@ -397,7 +366,7 @@ Test (execution, resting_limit_orders_count_against_max_position, .fini = s_tear
     h_alert_t sell = { .symbol = "ADAUSDT", .action = "sell", .quantity = 1, .price = 0.45,
                        .market_position = "flat" };
     fks_id_t a3 = h_inject_alert (&s, &sell, NULL, NULL);
-    s_wait_status (&a3, "filled");
+    h_wait_alert_status (&a3, "filled");
 }
 
 Test (execution, a_resting_reduce_only_order_is_cut_to_the_position_it_finds,
@@ -409,22 +378,22 @@ Test (execution, a_resting_reduce_only_order_is_cut_to_the_position_it_finds,
     h_set_price (&s, "SOLUSDT", 100);
     h_alert_t buy = { .symbol = "SOLUSDT", .action = "buy", .quantity = 2, .price = 100 };
     fks_id_t a1 = h_inject_alert (&s, &buy, NULL, NULL);
-    s_wait_status (&a1, "filled");
+    h_wait_alert_status (&a1, "filled");
     //  A close with a limit above the market rests (reduce-only, 2)...
     h_alert_t close = { .symbol = "SOLUSDT", .action = "close", .price = 100,
                         .order_type = "limit", .limit_price = 120 };
     fks_id_t a2 = h_inject_alert (&s, &close, NULL, NULL);
-    s_wait_status (&a2, "ordered");
+    h_wait_alert_status (&a2, "ordered");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"
                              " AND side = 'sell' AND qty = 2"), 1);
     //  ... a market order then reduces the long to 1 ...
     h_alert_t reduce = { .symbol = "SOLUSDT", .action = "sell", .quantity = 1, .price = 100,
                          .market_position = "long" };
     fks_id_t a3 = h_inject_alert (&s, &reduce, NULL, NULL);
-    s_wait_status (&a3, "filled");
+    h_wait_alert_status (&a3, "filled");
     //  ... and the bar through the limit fills only what is left to close.
     s_bar_consumed ("SOLUSDT", fks_now_ms (), 110, 130, 105, 125, 1000);
-    s_wait_status (&a2, "filled");
+    h_wait_alert_status (&a2, "filled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE limit_price = 120"
                              " AND status = 'filled' AND qty = 1 AND filled_qty = 1"), 1,
                   "orders: %s", h_sql_text ("SELECT string_agg (status || ' ' || qty || ' '"
@@ -435,14 +404,14 @@ Test (execution, a_resting_reduce_only_order_is_cut_to_the_position_it_finds,
 
     //  Flattened before the bar comes: the resting close has nothing to do and ends.
     fks_id_t a4 = h_inject_alert (&s, &buy, NULL, NULL);
-    s_wait_status (&a4, "filled");
+    h_wait_alert_status (&a4, "filled");
     h_alert_t close2 = close;
     close2.limit_price = 150;                           /* above the last close, 125 */
     fks_id_t a5 = h_inject_alert (&s, &close2, NULL, NULL);
-    s_wait_status (&a5, "ordered");
+    h_wait_alert_status (&a5, "ordered");
     h_alert_t flat = { .symbol = "SOLUSDT", .action = "close", .price = 125 };
     fks_id_t a6 = h_inject_alert (&s, &flat, NULL, NULL);
-    s_wait_status (&a6, "filled");
+    h_wait_alert_status (&a6, "filled");
     s_bar_consumed ("SOLUSDT", fks_now_ms (), 126, 160, 120, 130, 1000);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
                              " AND qty = 0"), 1, "position %s",
@@ -461,14 +430,14 @@ Test (execution, bars_from_before_an_order_was_placed_do_not_fill_it, .fini = s_
     h_alert_t lim = { .symbol = "XRPUSDT", .action = "buy", .quantity = 1, .price = 1.0,
                       .order_type = "limit", .limit_price = 0.5 };
     fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
-    s_wait_status (&a, "ordered");
+    h_wait_alert_status (&a, "ordered");
     //  Yesterday's bar, replayed: it went through the limit, but the order was not there.
     s_bar_consumed ("XRPUSDT", fks_now_ms () - 86400000, 0.45, 0.5, 0.40, 0.42, 1000);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"), 1);
     //  The bar that is open now does.
     s_bar_consumed ("XRPUSDT", fks_now_ms (), 0.6, 0.7, 0.4, 0.45, 1000);
-    s_wait_status (&a, "filled");
+    h_wait_alert_status (&a, "filled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE price = 0.5"), 1);
 }
 
@@ -483,10 +452,10 @@ Test (execution, a_bar_fills_at_most_its_volume_share_across_all_orders, .fini =
     h_alert_t lim = { .symbol = "DOTUSDT", .action = "buy", .quantity = 1, .price = 1.0,
                       .order_type = "limit", .limit_price = 0.5 };
     fks_id_t first = h_inject_alert (&s, &lim, NULL, NULL);
-    s_wait_status (&first, "ordered");
+    h_wait_alert_status (&first, "ordered");
     for (int i = 0; i < 2; i++) {
         fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
-        s_wait_status (&a, "ordered");
+        h_wait_alert_status (&a, "ordered");
     }
     //  Volume 10 at a share of 0.1: 1 to fill, for all three together; the oldest first.
     s_bar_consumed ("DOTUSDT", fks_now_ms (), 0.6, 0.7, 0.4, 0.45, 10);
@@ -494,7 +463,7 @@ Test (execution, a_bar_fills_at_most_its_volume_share_across_all_orders, .fini =
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'DOTUSDT'"
                              " AND qty = 1"), 1, "position %s",
                   h_sql_text ("SELECT qty::text FROM positions WHERE symbol = 'DOTUSDT'"));
-    s_wait_status (&first, "filled");
+    h_wait_alert_status (&first, "filled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"), 2);
 }
 
@@ -531,7 +500,7 @@ Test (execution, positions_stay_exact_when_a_batch_has_more_symbols_than_the_cac
 
     s_wait_sql ("SELECT count(*) FROM orders WHERE status = 'filled'", 73);
     char q[256];
-    s_q (q, sizeof q, "SELECT count(*) FROM positions WHERE symbol = '%s' AND qty = 2", again);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM positions WHERE symbol = '%s' AND qty = 2", again);
     cr_assert_eq (h_sql_int (q), 1, "position %s",
                   h_sql_text ("SELECT string_agg (symbol || ' ' || qty, ', ') FROM positions"
                               " WHERE qty <> 1"));
@@ -556,7 +525,7 @@ Test (execution, a_limit_order_is_valued_at_the_price_it_may_fill_at, .fini = s_
     h_alert_t sell = { .symbol = "LINKUSDT", .action = "sell", .quantity = 10, .price = 100,
                        .order_type = "limit", .limit_price = 150 };
     fks_id_t a1 = h_inject_alert (&s, &sell, NULL, NULL);
-    s_wait_status (&a1, "rejected");
+    h_wait_alert_status (&a1, "rejected");
     char *reason = h_sql_text ("SELECT coalesce (max (reason), '') FROM signals"
                                " WHERE status = 'rejected'");
     cr_assert (strstr (reason, "notional 1500"), "%s", reason);
@@ -565,7 +534,7 @@ Test (execution, a_limit_order_is_valued_at_the_price_it_may_fill_at, .fini = s_
     h_alert_t buy = { .symbol = "LINKUSDT", .action = "buy", .quantity = 10, .price = 100,
                       .order_type = "limit", .limit_price = 90 };
     fks_id_t a2 = h_inject_alert (&s, &buy, NULL, NULL);
-    s_wait_status (&a2, "ordered");
+    h_wait_alert_status (&a2, "ordered");
 }
 
 
@@ -585,7 +554,7 @@ Test (execution, the_breaker_counts_an_order_once_when_its_batch_is_redone,
     s_symbol_on (0, "NOPX", 0, unpriced);
     h_alert_t ok = { .symbol = priced, .action = "buy", .quantity = 1, .price = 10 };
     fks_id_t first = h_inject_alert (&s, &ok, NULL, NULL);
-    s_wait_status (&first, "filled");                  /* one outcome: a success */
+    h_wait_alert_status (&first, "filled");                  /* one outcome: a success */
     //  Three broker refusals and a copy of the first signal in one batch: the copy's order
     //  exists, the batch's insert fails with COMMIT, and the four are handled again alone.
     fks_envelope_hdr_t hdr;
@@ -605,7 +574,7 @@ Test (execution, the_breaker_counts_an_order_once_when_its_batch_is_redone,
     free (body);
     s_unblock ();
     for (int i = 0; i < 3; i++)
-        s_wait_status (&bad[i], "failed");
+        h_wait_alert_status (&bad[i], "failed");
     s_wait_sql ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 6);
     cr_assert_geq (h_metric (s.execution_ports[0],
                              "fks_worker_batches_split_total{group=\"execution\"}"), 1,

@@ -27,39 +27,12 @@ s_teardown (void)
     h_stack_stop (&s);
 }
 
-static char *
-s_q (char *buf, size_t cap, const char *fmt, ...) __attribute__ ((format (printf, 3, 4)));
-
-static char *
-s_q (char *buf, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-    va_start (ap, fmt);
-    vsnprintf (buf, cap, fmt, ap);
-    va_end (ap);
-    return buf;
-}
-
-static void
-s_wait_status (const fks_id_t *alert, const char *status)
-{
-    char id[FKS_ID_STR_SIZE], q[256];
-    fks_id_format (alert, id);
-    s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = '%s'", id, status);
-    if (h_wait_int (q, 1, WAIT_MS) != 1) {
-        h_dump_logs ();
-        s_q (q, sizeof q, "SELECT status FROM inbox WHERE id = '%s'", id);
-        char *got = h_sql_text (q);
-        cr_assert_fail ("alert %s: status %s, expected %s", id, got, status);
-    }
-}
-
 static const char *
 s_signal_reason (const fks_id_t *alert, char *buf, size_t cap)
 {
     char id[FKS_ID_STR_SIZE], q[256];
     fks_id_format (alert, id);
-    s_q (q, sizeof q, "SELECT coalesce (max (reason), '') FROM signals WHERE inbox_id = '%s'", id);
+    h_sqlf (q, sizeof q, "SELECT coalesce (max (reason), '') FROM signals WHERE inbox_id = '%s'", id);
     char *r = h_sql_text (q);
     snprintf (buf, cap, "%s", r);
     free (r);
@@ -90,10 +63,10 @@ Test (pipeline, alert_posted_to_the_gateway_becomes_a_filled_order_and_a_positio
     cr_assert_eq (fks_id_parse (idp + 6, 36, &alert), 0);
     free (body);
 
-    s_wait_status (&alert, "filled");
+    h_wait_alert_status (&alert, "filled");
     char id[FKS_ID_STR_SIZE], q[512];
     fks_id_format (&alert, id);
-    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s' AND status = 'filled'"
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s' AND status = 'filled'"
          " AND symbol = 'BTCUSDT' AND side = 'buy' AND qty = 0.5 AND filled_qty = 0.5", id);
     cr_assert_eq (h_sql_int (q), 1);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 1);
@@ -153,7 +126,7 @@ Test (pipeline, manual_order_and_cancel_from_the_rest_api_take_the_same_path,
     id[36] = '\0';
     free (body);
     char q[256];
-    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE id = '%s' AND status = 'submitted'", id);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM orders WHERE id = '%s' AND status = 'submitted'", id);
     if (h_wait_int (q, 1, WAIT_MS) != 1) {
         h_dump_logs ();
         cr_assert_fail ("the manual limit order did not rest as submitted");
@@ -163,7 +136,7 @@ Test (pipeline, manual_order_and_cancel_from_the_rest_api_take_the_same_path,
     st = h_http ("DELETE", s.gateway_port, path, H_ADMIN_KEY, NULL, NULL, &body);
     cr_assert (st >= 200 && st < 300, "DELETE answered %d: %s", st, body);
     free (body);
-    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE id = '%s' AND status = 'cancelled'", id);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM orders WHERE id = '%s' AND status = 'cancelled'", id);
     cr_assert_eq (h_wait_int (q, 1, WAIT_MS), 1, "the order was not cancelled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'order.cancelled'"), 1);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0);
@@ -192,12 +165,12 @@ Test (pipeline, a_continuous_futures_alert_is_ordered_and_its_position_valued,
     cr_assert_eq (fks_id_parse (idp + 6, 36, &alert), 0);
     free (body);
 
-    s_wait_status (&alert, "filled");
+    h_wait_alert_status (&alert, "filled");
     char id[FKS_ID_STR_SIZE], q[512];
     fks_id_format (&alert, id);
-    s_q (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND symbol = 'ES1!'", id);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND symbol = 'ES1!'", id);
     cr_assert_eq (h_sql_int (q), 1);
-    s_q (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s' AND status = 'filled'"
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s' AND status = 'filled'"
          " AND symbol = 'ES1!' AND side = 'buy' AND qty = 2", id);
     cr_assert_eq (h_sql_int (q), 1);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE symbol = 'ES1!'"), 1);
@@ -230,11 +203,11 @@ Test (pipeline, close_and_flat_exit_the_open_position, .fini = s_teardown, .time
     h_alert_t buy = { .symbol = "BINANCE:SOLUSDT", .action = "buy", .quantity = 2,
                       .price = 100 };
     fks_id_t a1 = h_inject_alert (&s, &buy, NULL, NULL);
-    s_wait_status (&a1, "filled");
+    h_wait_alert_status (&a1, "filled");
 
     h_alert_t close = { .symbol = "SOL/USDT", .action = "close", .price = 110 };
     fks_id_t a2 = h_inject_alert (&s, &close, NULL, NULL);
-    s_wait_status (&a2, "filled");
+    h_wait_alert_status (&a2, "filled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
                              " AND qty = 0 AND avg_price = 0 AND realized_pnl = 20"), 1,
                   "the close must leave SOLUSDT flat with 2 * (110 - 100) realised");
@@ -245,7 +218,7 @@ Test (pipeline, close_and_flat_exit_the_open_position, .fini = s_teardown, .time
     h_alert_t flat = { .symbol = "SOLUSDT", .action = "sell", .quantity = 1, .price = 110,
                        .market_position = "flat" };
     fks_id_t a3 = h_inject_alert (&s, &flat, NULL, NULL);
-    s_wait_status (&a3, "filtered");
+    h_wait_alert_status (&a3, "filtered");
     char reason[512];
     cr_assert (strstr (s_signal_reason (&a3, reason, sizeof reason), "nothing to close"),
                "%s", reason);
@@ -254,10 +227,10 @@ Test (pipeline, close_and_flat_exit_the_open_position, .fini = s_teardown, .time
     //  flat as the action closes a short too.
     h_alert_t sell = { .symbol = "SOLUSDT", .action = "sell", .quantity = 3, .price = 100 };
     fks_id_t a4 = h_inject_alert (&s, &sell, NULL, NULL);
-    s_wait_status (&a4, "filled");
+    h_wait_alert_status (&a4, "filled");
     h_alert_t flat2 = { .symbol = "SOLUSDT", .action = "flat", .price = 90 };
     fks_id_t a5 = h_inject_alert (&s, &flat2, NULL, NULL);
-    s_wait_status (&a5, "filled");
+    h_wait_alert_status (&a5, "filled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
                              " AND qty = 0 AND realized_pnl = 50"), 1);
 }
@@ -282,11 +255,11 @@ Test (pipeline, stale_future_and_malformed_alerts_are_filtered_with_the_reason,
     fks_id_t a3 = h_inject_alert (&s, &bad_conf, NULL, NULL);
     fks_id_t a4 = h_inject_alert (&s, &bad_symbol, NULL, NULL);
     fks_id_t a5 = h_inject_alert (&s, &no_qty, NULL, NULL);
-    s_wait_status (&a1, "filtered");
-    s_wait_status (&a2, "filtered");
-    s_wait_status (&a3, "filtered");
-    s_wait_status (&a4, "filtered");
-    s_wait_status (&a5, "filtered");
+    h_wait_alert_status (&a1, "filtered");
+    h_wait_alert_status (&a2, "filtered");
+    h_wait_alert_status (&a3, "filtered");
+    h_wait_alert_status (&a4, "filtered");
+    h_wait_alert_status (&a5, "filtered");
     char reason[512];
     cr_assert (strstr (s_signal_reason (&a1, reason, sizeof reason), "stale"), "%s", reason);
     cr_assert (strstr (s_signal_reason (&a2, reason, sizeof reason), "in the future"), "%s",
@@ -315,11 +288,11 @@ Test (pipeline, risk_rules_refuse_with_the_rule_and_the_numbers, .fini = s_teard
     h_alert_t too_big = { .symbol = "BTCUSDT", .action = "buy", .quantity = 3,
                           .price = 40000 };
     fks_id_t a1 = h_inject_alert (&s, &not_allowed, NULL, NULL);
-    s_wait_status (&a1, "rejected");
+    h_wait_alert_status (&a1, "rejected");
     fks_id_t a2 = h_inject_alert (&s, &too_many, NULL, NULL);
-    s_wait_status (&a2, "rejected");
+    h_wait_alert_status (&a2, "rejected");
     fks_id_t a3 = h_inject_alert (&s, &too_big, NULL, NULL);
-    s_wait_status (&a3, "rejected");
+    h_wait_alert_status (&a3, "rejected");
     char reason[512];
     cr_assert (strstr (s_signal_reason (&a1, reason, sizeof reason), "allowlist"), "%s", reason);
     cr_assert (strstr (s_signal_reason (&a2, reason, sizeof reason), "quantity 6"), "%s",
@@ -330,9 +303,9 @@ Test (pipeline, risk_rules_refuse_with_the_rule_and_the_numbers, .fini = s_teard
     //  Position: 4 is fine, 4 more would make 8 > 6.
     h_alert_t four = { .symbol = "ETHUSDT", .action = "buy", .quantity = 4, .price = 10 };
     fks_id_t a4 = h_inject_alert (&s, &four, NULL, NULL);
-    s_wait_status (&a4, "filled");
+    h_wait_alert_status (&a4, "filled");
     fks_id_t a5 = h_inject_alert (&s, &four, NULL, NULL);
-    s_wait_status (&a5, "rejected");
+    h_wait_alert_status (&a5, "rejected");
     cr_assert (strstr (s_signal_reason (&a5, reason, sizeof reason), "position would be 8"),
                "%s", reason);
 
@@ -344,10 +317,10 @@ Test (pipeline, risk_rules_refuse_with_the_rule_and_the_numbers, .fini = s_teard
         fks_id_t a = h_inject_alert (&s, &one, NULL, NULL);
         char id[FKS_ID_STR_SIZE], q[256];
         fks_id_format (&a, id);
-        s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s'"
+        h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s'"
              " AND status IN ('filled', 'rejected')", id);
         cr_assert_eq (h_wait_int (q, 1, WAIT_MS), 1);
-        s_q (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = 'rejected'",
+        h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = 'rejected'",
              id);
         refused = (int) h_sql_int (q);
         if (refused)
@@ -369,7 +342,7 @@ Test (pipeline, limit_order_rests_until_a_bar_crosses_then_fills_in_parts,
     h_alert_t lim = { .symbol = "ADAUSDT", .action = "buy", .quantity = 10, .price = 1.0,
                       .order_type = "limit", .limit_price = 0.9 };
     fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
-    s_wait_status (&a, "ordered");
+    h_wait_alert_status (&a, "ordered");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE status = 'submitted'"
                              " AND type = 'limit' AND limit_price = 0.9"), 1);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0);
@@ -396,7 +369,7 @@ Test (pipeline, limit_order_rests_until_a_bar_crosses_then_fills_in_parts,
             cr_assert_eq (h_wait_int ("SELECT count(*) FROM orders WHERE status ="
                                       " 'partially_filled' AND filled_qty = 6", 1, WAIT_MS), 1);
     }
-    s_wait_status (&a, "filled");
+    h_wait_alert_status (&a, "filled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE price = 0.9"), 2);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'ADAUSDT'"
                              " AND qty = 10 AND avg_price = 0.9"), 1, "position: %s",
@@ -410,10 +383,10 @@ Test (pipeline, limit_order_rests_until_a_bar_crosses_then_fills_in_parts,
     h_alert_t low = lim;
     low.limit_price = 0.8;
     fks_id_t b = h_inject_alert (&s, &low, NULL, NULL);
-    s_wait_status (&b, "ordered");
+    h_wait_alert_status (&b, "ordered");
     h_alert_t cancel = { .symbol = "ADAUSDT", .action = "cancel" };
     fks_id_t c = h_inject_alert (&s, &cancel, NULL, NULL);
-    s_wait_status (&c, "signalled");
+    h_wait_alert_status (&c, "signalled");
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM orders WHERE status = 'cancelled'", 1,
                               WAIT_MS), 1);
 }
@@ -557,7 +530,7 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
     h_alert_t unpriced = { .symbol = "NOPRICEUSDT", .action = "buy", .quantity = 1 };
     for (int i = 0; i < 3; i++) {
         fks_id_t a = h_inject_alert (&s, &unpriced, NULL, NULL);
-        s_wait_status (&a, "failed");
+        h_wait_alert_status (&a, "failed");
     }
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.opened'", 1,
                               WAIT_MS), 1, "events: %s",
@@ -569,7 +542,7 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
     h_alert_t priced = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100 };
     for (int i = 0; i < 8; i++) {
         fks_id_t a = h_inject_alert (&s, &priced, NULL, NULL);
-        s_wait_status (&a, "rejected");
+        h_wait_alert_status (&a, "rejected");
     }
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals WHERE status = 'rejected'"
                              " AND reason LIKE '%circuit breaker global is open%'"), 8);
@@ -588,7 +561,7 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
     while (fks_mono_ns () - opened < 4300000000LL)
         usleep (100000);
     fks_id_t a = h_inject_alert (&s, &priced, NULL, NULL);
-    s_wait_status (&a, "filled");
+    h_wait_alert_status (&a, "filled");
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.closed'", 1,
                               WAIT_MS), 1);
     for (int r = 0; r < 2; r++) {
@@ -604,7 +577,7 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
     //  Opened again, an operator closes it through the REST API (admin).
     for (int i = 0; i < 3; i++) {
         fks_id_t b = h_inject_alert (&s, &unpriced, NULL, NULL);
-        s_wait_status (&b, "failed");
+        h_wait_alert_status (&b, "failed");
     }
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.opened'", 2,
                               WAIT_MS), 2);
@@ -620,7 +593,7 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.closed'", 2,
                               WAIT_MS), 2);
     fks_id_t c = h_inject_alert (&s, &priced, NULL, NULL);
-    s_wait_status (&c, "filled");
+    h_wait_alert_status (&c, "filled");
 }
 
 //  Stores and publishes the envelope of hdr (its type, corr and cause, body) again under a
@@ -650,7 +623,7 @@ Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice
     h_stack_start (&s, &o);
     h_alert_t a = { .symbol = "ETHUSDT", .action = "buy", .quantity = 1, .price = 2000 };
     fks_id_t alert = h_inject_alert (&s, &a, NULL, NULL);
-    s_wait_status (&alert, "filled");
+    h_wait_alert_status (&alert, "filled");
     PGconn *conn = PQconnectdb (h_db_url ());
     cr_assert (PQstatus (conn) == CONNECTION_OK);
     PGresult *r = PQexecParams (conn, "SELECT envelope FROM events WHERE type = 'signal.created'",
@@ -688,7 +661,7 @@ Test (pipeline, an_alert_seen_again_under_new_message_ids_gets_one_signal,
     uint8_t *env = NULL;
     size_t len = 0;
     fks_id_t first = h_inject_alert (&s, &a, &env, &len);
-    s_wait_status (&first, "filled");
+    h_wait_alert_status (&first, "filled");
     fks_envelope_hdr_t hdr;
     const uint8_t *body;
     size_t body_len;
@@ -706,7 +679,7 @@ Test (pipeline, an_alert_seen_again_under_new_message_ids_gets_one_signal,
     usleep (200 * 1000);            /* the bus delivers to the stopped replica's client */
     cr_assert_eq (kill (s.signal[0]->pid, SIGCONT), 0);
     for (int i = 0; i < 8; i++)
-        s_wait_status (&others[i], "filled");
+        h_wait_alert_status (&others[i], "filled");
     cr_assert_geq (h_metric (s.signal_ports[0],
                              "fks_worker_batches_split_total{group=\"signal\"}"), 1,
                    "the batch with the copies was taken apart");
@@ -732,7 +705,7 @@ Test (pipeline, routing_to_execution_follows_the_configured_input, .fini = s_tea
     h_stack_start (&s, &o);
     h_alert_t a = { .symbol = "BTCUSDT", .action = "buy", .quantity = 1, .price = 100 };
     fks_id_t id = h_inject_alert (&s, &a, NULL, NULL);
-    s_wait_status (&id, "signalled");
+    h_wait_alert_status (&id, "signalled");
     //  The execution group's subscription does not include signal.created: nothing consumed.
     usleep (500000);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 0);
