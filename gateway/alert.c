@@ -1695,30 +1695,37 @@ s_hb_exit (s_hashbuf_t *hb, char tag, const fks_alert_exit_t *e)
     s_hb_bytes (hb, tag, v, sizeof v);
 }
 
-//  "h:" + hex SHA-256 of the alert's fields, then of the tag, length and bytes of each value in
-//  tail (n of them). The fields part is the same for every key of one alert.
+//  The alert's fields, the part every key of one alert hashes first.
+static void
+s_hb_fields (s_hashbuf_t *hb, const fks_alert_t *a)
+{
+    hb->len = 0;
+    s_hb_str (hb, 'v', "fks-alert-1");
+    s_hb_str (hb, 'o', a->source);
+    s_hb_str (hb, 'y', a->symbol);
+    s_hb_int (hb, 'a', a->action);
+    s_hb_int (hb, 'e', a->sentiment);
+    s_hb_int (hb, 'm', a->market_position);
+    s_hb_num (hb, 'z', a->has_position_size, a->position_size);
+    s_hb_num (hb, 'q', a->has_quantity, a->quantity);
+    s_hb_int (hb, 'Q', a->quantity_type);
+    s_hb_num (hb, 'p', a->has_price, a->price);
+    s_hb_int (hb, 't', a->order_type);
+    s_hb_num (hb, 'l', a->has_limit_price, a->limit_price);
+    s_hb_num (hb, 'g', a->has_signal_price, a->signal_price);
+    s_hb_exit (hb, 's', &a->stop_loss);
+    s_hb_exit (hb, 'k', &a->take_profit);
+    s_hb_str (hb, 'S', a->strategy);
+    s_hb_str (hb, 'x', a->exchange);
+}
+
+//  "h:" + hex SHA-256 of the fields (built once by s_hb_fields), then of the tag, length and
+//  bytes of each value in tail (n of them).
 static int
-s_hash_key (const fks_alert_t *a, const char *tags, const int64_t *tail, size_t n,
+s_hash_key (const s_hashbuf_t *fields, const char *tags, const int64_t *tail, size_t n,
             char out[FKS_ALERT_IDEM_KEY_MAX])
 {
-    s_hashbuf_t hb = { .len = 0 };
-    s_hb_str (&hb, 'v', "fks-alert-1");
-    s_hb_str (&hb, 'o', a->source);
-    s_hb_str (&hb, 'y', a->symbol);
-    s_hb_int (&hb, 'a', a->action);
-    s_hb_int (&hb, 'e', a->sentiment);
-    s_hb_int (&hb, 'm', a->market_position);
-    s_hb_num (&hb, 'z', a->has_position_size, a->position_size);
-    s_hb_num (&hb, 'q', a->has_quantity, a->quantity);
-    s_hb_int (&hb, 'Q', a->quantity_type);
-    s_hb_num (&hb, 'p', a->has_price, a->price);
-    s_hb_int (&hb, 't', a->order_type);
-    s_hb_num (&hb, 'l', a->has_limit_price, a->limit_price);
-    s_hb_num (&hb, 'g', a->has_signal_price, a->signal_price);
-    s_hb_exit (&hb, 's', &a->stop_loss);
-    s_hb_exit (&hb, 'k', &a->take_profit);
-    s_hb_str (&hb, 'S', a->strategy);
-    s_hb_str (&hb, 'x', a->exchange);
+    s_hashbuf_t hb = *fields;
     for (size_t i = 0; i < n; i++)
         s_hb_int (&hb, tags[i], tail[i]);
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -1754,16 +1761,18 @@ fks_alert_idem_key (const fks_alert_t *a, int64_t now_ms, int64_t window_ms, int
     //  T (alert time) and B, W (bucket, window) are the bytes keys have always hashed: keep
     //  them, or every stored key changes its meaning. H (signed timestamp) is a tag of its own,
     //  so a signed key never equals a time or bucket key.
+    s_hashbuf_t fields;
+    s_hb_fields (&fields, a);
     if (a->has_alert_time)
-        return s_hash_key (a, "T", &a->alert_time_ms, 1, out);
+        return s_hash_key (&fields, "T", &a->alert_time_ms, 1, out);
     if (signed_ts >= 0)
-        return s_hash_key (a, "H", &signed_ts, 1, out);
+        return s_hash_key (&fields, "H", &signed_ts, 1, out);
     //  floor (now_ms / window_ms), without overflow at INT64_MIN.
     int64_t bucket = now_ms >= 0 ? now_ms / window_ms : -((-(now_ms + 1)) / window_ms) - 1;
-    if (s_hash_key (a, "BW", (int64_t[]) { bucket, window_ms }, 2, out) != 0)
+    if (s_hash_key (&fields, "BW", (int64_t[]) { bucket, window_ms }, 2, out) != 0)
         return -1;
     if (prev && bucket > INT64_MIN
-        && s_hash_key (a, "BW", (int64_t[]) { bucket - 1, window_ms }, 2, prev) != 0) {
+        && s_hash_key (&fields, "BW", (int64_t[]) { bucket - 1, window_ms }, 2, prev) != 0) {
         out[0] = '\0';
         return -1;
     }
