@@ -468,12 +468,36 @@ s_body_init (void)
                 && pthread_key_create (&s_body_key, s_body_timer_free) == 0;
 }
 
+//  The no-op handler installed and SIGRTMIN unblocked on this thread. False when not.
+static bool
+s_wake_ready (void)
+{
+    pthread_once (&s_body_once, s_body_init);
+    if (!s_body_ok)
+        return false;
+    sigset_t set;
+    sigemptyset (&set);
+    sigaddset (&set, SIGRTMIN);
+    return pthread_sigmask (SIG_UNBLOCK, &set, NULL) == 0;
+}
+
+bool
+fks_http_interruptible (void)
+{
+    return s_wake_ready ();
+}
+
+int
+fks_http_interrupt (pthread_t thread)
+{
+    return pthread_kill (thread, SIGRTMIN) == 0 ? 0 : -1;
+}
+
 //  Arms this thread's timer to fire in ms, then every S_BODY_POKE_MS. False when there is none.
 static bool
 s_body_timer_arm (int64_t ms)
 {
-    pthread_once (&s_body_once, s_body_init);
-    if (!s_body_ok || s_body_failed)
+    if (s_body_failed || !s_wake_ready ())
         return false;
     if (!s_body_timer) {
         s_body_timer_t *t = malloc (sizeof *t);
@@ -482,11 +506,7 @@ s_body_timer_arm (int64_t ms)
         ev.sigev_notify = SIGEV_THREAD_ID;
         ev.sigev_signo = SIGRTMIN;
         ev._sigev_un._tid = gettid ();      /* sigev_notify_thread_id (glibc >= 2.37) */
-        sigset_t set;
-        sigemptyset (&set);
-        sigaddset (&set, SIGRTMIN);
-        if (!t || pthread_sigmask (SIG_UNBLOCK, &set, NULL) != 0
-            || timer_create (CLOCK_MONOTONIC, &ev, &t->id) != 0) {
+        if (!t || timer_create (CLOCK_MONOTONIC, &ev, &t->id) != 0) {
             fks_warn ("gateway: no body timer for this thread (%s); a body is timed between "
                       "reads only", strerror (errno));
             free (t);

@@ -17,6 +17,7 @@
 #ifndef FKS_SERVER_H
 #define FKS_SERVER_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -133,6 +134,13 @@ const char *fks_http_header (struct mg_connection *conn, const char *name);
  *  least one byte beyond it, so that a cut value still exceeds the limit. */
 const char *fks_http_header_all (struct mg_connection *conn, const char *name, char *buf,
                                  size_t cap);
+
+/*  Lets another thread cut this civetweb thread's wait on its client short: after it,
+ *  fks_http_interrupt (this thread) makes a read or write the thread is blocked in fail
+ *  (civetweb's poll returns EINTR; the signal's handler does nothing). Used where a handler
+ *  has handed its connection to a thread of its own. False when signals cannot be used. */
+bool fks_http_interruptible (void);
+int fks_http_interrupt (pthread_t thread);
 
 /*  The path (without query string), the method, and the peer address of the request. */
 const char *fks_http_path (struct mg_connection *conn);

@@ -82,6 +82,7 @@ struct fks_stream_t {
     s_pos_t base, tail;
     bool valid;                     /* the hub's tail is known and the ring is live */
     int clients;
+    int ws_closing;                 /* WebSocket writers that have not sent their close yet */
     bool stop;                      /* clients finish */
     bool hub_stop;
     pthread_t thread;
@@ -104,6 +105,7 @@ typedef struct {
     bool resume;                    /* cursor given by the client */
     fks_sbuf_t out;                 /* SSE: events waiting for one write */
     int64_t last_write_ns;          /* monotonic time of the last write to the client */
+    bool gone;                      /* WebSocket: the client closed (stream mutex) */
 } s_client_t;
 
 // ---------------------------------------------------------------------------------------------
@@ -404,6 +406,14 @@ fks_stream_stop (fks_stream_t *self)
     pthread_mutex_lock (&self->mutex);
     self->stop = true;
     pthread_cond_broadcast (&self->cond);
+    //  WebSocket clients are told why before civetweb stops writing (bounded: a writer stuck
+    //  on a client that does not read is not waited for).
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    while (self->ws_closing > 0)
+        if (pthread_cond_timedwait (&self->cond, &self->mutex, &ts) != 0)
+            break;
     pthread_mutex_unlock (&self->mutex);
 }
 
@@ -568,7 +578,7 @@ s_ring_find (fks_stream_t *self, s_pos_t pos)
 //  falls behind, or the gateway stops. A heartbeat goes out whenever nothing was written to
 //  the client for the heartbeat interval, whatever woke the loop: events the client's filter
 //  drops wake it too, and a client that gets no write is never found gone.
-static void
+static const char *
 s_run (s_client_t *c)
 {
     fks_stream_t *self = c->stream;
@@ -583,6 +593,8 @@ s_run (s_client_t *c)
             reason = "shutdown";
             break;
         }
+        if (c->gone)
+            break;
         if (fks_mono_ns () - c->last_write_ns >= heartbeat_ns) {
             pthread_mutex_unlock (&self->mutex);
             int rc = s_heartbeat (c);
@@ -676,6 +688,7 @@ s_run (s_client_t *c)
     fks_metric_set (self->m_clients, self->clients);
     pthread_mutex_unlock (&self->mutex);
     fks_metric_inc (fks_metric_get1 (self->m_disconnects, reason));
+    return reason;
 }
 
 //  Adds the prefixes of a ?types= (or ?type=) value to the client's. 0 or -1.
@@ -821,23 +834,129 @@ s_sse (struct mg_connection *conn, void *cbdata)
     return 200;
 }
 
-//  WebSocket: admitted in the connect handler (an HTTP error reply is still possible there),
-//  streamed from the ready handler on the connection's own thread.
+//  WebSocket. civetweb reads a WebSocket's frames on the connection's thread, and only once
+//  the ready handler has returned; a stream written from that handler would leave the
+//  client's close and ping frames unread for as long as it runs. So the stream is written
+//  from a thread of its own (the writer) while the connection's thread reads: it answers
+//  pings, and a close frame ends the writer and is answered. mg_websocket_write locks the
+//  connection, so the two threads' frames never interleave.
+//
+//  When the writer ends first (the client is slow, the gateway stops, a write failed), it
+//  sends a close frame and waits S_WS_CLOSE_WAIT_MS for the client's; a client that does not
+//  answer has its read cut (fks_http_interrupt, again every S_WS_POKE_MS until the read loop
+//  has ended), so no client keeps a civetweb thread after its stream has ended. The close
+//  handler joins the writer; the connection's memory is freed there.
+#define S_WS_CLOSE_WAIT_MS 1000
+#define S_WS_POKE_MS       50
+
+typedef struct {
+    s_client_t c;
+    struct mg_connection *conn;
+    pthread_t conn_thread;          /* civetweb's thread reading the connection */
+    bool interruptible;             /* ... and fks_http_interrupt can cut its read */
+    pthread_t writer;
+    bool streamed;                  /* the writer was started (its s_run gives the place back) */
+    bool writer_started;            /* ... and is not joined yet */
+    bool read_done;                 /* the read loop ended or is ending (stream mutex) */
+    atomic_bool close_sent;
+} s_ws_t;
+
+//  Sends a close frame with code (once, whichever thread is first). 0 or -1.
+static int
+s_ws_close_frame (s_ws_t *w, unsigned code)
+{
+    if (atomic_exchange (&w->close_sent, true))
+        return 0;
+    char payload[2] = { (char) (code >> 8), (char) (code & 0xff) };
+    return mg_websocket_write (w->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, 2) > 0
+           ? 0 : -1;
+}
+
+//  Waits until the connection's read loop has ended, cutting its read when the client does
+//  not answer the close in time.
+static void
+s_ws_await_read_end (s_ws_t *w)
+{
+    fks_stream_t *self = w->c.stream;
+    int64_t poke_at = fks_mono_ns () + S_WS_CLOSE_WAIT_MS * 1000000LL;
+    pthread_mutex_lock (&self->mutex);
+    while (!w->read_done) {
+        int64_t now = fks_mono_ns ();
+        if (now >= poke_at) {
+            if (w->interruptible)
+                fks_http_interrupt (w->conn_thread);
+            poke_at = now + S_WS_POKE_MS * 1000000LL;
+        }
+        struct timespec ts;
+        clock_gettime (CLOCK_REALTIME, &ts);
+        ts.tv_nsec += S_WS_POKE_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait (&self->cond, &self->mutex, &ts);
+    }
+    pthread_mutex_unlock (&self->mutex);
+}
+
+static void *
+s_ws_writer (void *arg)
+{
+    s_ws_t *w = arg;
+    const char *reason = s_run (&w->c);
+    fks_stream_t *self = w->c.stream;
+    pthread_mutex_lock (&self->mutex);
+    bool client_closed = w->read_done;
+    pthread_mutex_unlock (&self->mutex);
+    if (!client_closed) {           /* else the connection's thread answers the client's */
+        //  1001 going away, 1013 try again later (resume with the last id), 1011 server error.
+        unsigned code = strcmp (reason, "shutdown") == 0 ? 1001
+                      : strcmp (reason, "slow") == 0 ? 1013
+                      : strcmp (reason, "error") == 0 ? 1011 : 1000;
+        s_ws_close_frame (w, code);
+    }
+    pthread_mutex_lock (&self->mutex);
+    self->ws_closing--;
+    pthread_cond_broadcast (&self->cond);
+    pthread_mutex_unlock (&self->mutex);
+    if (!client_closed)
+        s_ws_await_read_end (w);
+    return NULL;
+}
+
+//  The read loop is ending: the writer stops and is joined. Called on the connection's thread.
+static void
+s_ws_end_writer (s_ws_t *w)
+{
+    fks_stream_t *self = w->c.stream;
+    pthread_mutex_lock (&self->mutex);
+    w->read_done = true;
+    w->c.gone = true;
+    pthread_cond_broadcast (&self->cond);
+    pthread_mutex_unlock (&self->mutex);
+    if (w->writer_started) {
+        pthread_join (w->writer, NULL);
+        w->writer_started = false;
+    }
+}
+
+//  Admitted in the connect handler, where an HTTP error reply is still possible.
 static int
 s_ws_connect (const struct mg_connection *cconn, void *cbdata)
 {
     fks_stream_t *self = cbdata;
     struct mg_connection *conn = (struct mg_connection *) cconn;
-    s_client_t *c = malloc (sizeof *c);
-    if (!c)
+    s_ws_t *w = calloc (1, sizeof *w);
+    if (!w)
         return 1;
-    int st = s_admit (self, conn, c);
+    int st = s_admit (self, conn, &w->c);
     if (st) {
-        free (c);
+        free (w);
         return 1;
     }
-    c->ws = true;
-    mg_set_user_connection_data (conn, c);
+    w->c.ws = true;
+    w->conn = conn;
+    mg_set_user_connection_data (conn, w);
     return 0;
 }
 
@@ -845,41 +964,66 @@ static void
 s_ws_ready (struct mg_connection *conn, void *cbdata)
 {
     (void) cbdata;
-    s_client_t *c = mg_get_user_connection_data (conn);
-    if (!c)
+    s_ws_t *w = mg_get_user_connection_data (conn);
+    if (!w)
         return;
-    mg_set_user_connection_data (conn, NULL);
-    s_run (c);
-    fks_sbuf_free (&c->out);
-    free (c);
-    mg_websocket_write (conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, "\x03\xe8", 2);
+    w->conn_thread = pthread_self ();
+    w->interruptible = fks_http_interruptible ();
+    w->c.last_write_ns = fks_mono_ns ();
+    fks_stream_t *self = w->c.stream;
+    pthread_mutex_lock (&self->mutex);
+    self->ws_closing++;
+    pthread_mutex_unlock (&self->mutex);
+    if (pthread_create (&w->writer, NULL, s_ws_writer, w) == 0)
+        w->streamed = w->writer_started = true;
+    else {
+        pthread_mutex_lock (&self->mutex);
+        self->ws_closing--;
+        pthread_mutex_unlock (&self->mutex);
+        fks_warn ("stream: no thread for a WebSocket client: %s", strerror (errno));
+        s_ws_close_frame (w, 1013);     /* the close handler gives its place back */
+    }
 }
 
 static int
 s_ws_data (struct mg_connection *conn, int bits, char *data, size_t len, void *cbdata)
 {
-    (void) conn;
-    (void) data;
-    (void) len;
     (void) cbdata;
-    //  The stream is one-way: frames from the client are ignored, a close frame ends it.
-    return (bits & 0x0f) == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE ? 0 : 1;
+    s_ws_t *w = mg_get_user_connection_data (conn);
+    int op = bits & 0x0f;
+    if (op == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE) {
+        //  Answered with the client's own code once the writer has stopped (RFC 6455 5.5.1).
+        if (w)
+            s_ws_end_writer (w);
+        if (!w || !atomic_exchange (&w->close_sent, true))
+            mg_websocket_write (conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE,
+                                len >= 2 ? data : "\x03\xe8", 2);
+        return 0;
+    }
+    if (op == MG_WEBSOCKET_OPCODE_PING && !(w && atomic_load (&w->close_sent)))
+        mg_websocket_write (conn, MG_WEBSOCKET_OPCODE_PONG, data, len);
+    //  The stream is one-way: other frames from the client are ignored.
+    return 1;
 }
 
 static void
 s_ws_close (const struct mg_connection *conn, void *cbdata)
 {
     fks_stream_t *self = cbdata;
-    s_client_t *c = mg_get_user_connection_data (conn);
-    if (!c)
+    s_ws_t *w = mg_get_user_connection_data (conn);
+    if (!w)
         return;
-    //  Admitted but never streamed (the handshake failed): give its place back.
     mg_set_user_connection_data (conn, NULL);
-    pthread_mutex_lock (&self->mutex);
-    self->clients--;
-    fks_metric_set (self->m_clients, self->clients);
-    pthread_mutex_unlock (&self->mutex);
-    free (c);
+    s_ws_end_writer (w);
+    if (!w->streamed) {
+        //  Admitted but never streamed (the handshake failed, no thread): its place back.
+        pthread_mutex_lock (&self->mutex);
+        self->clients--;
+        fks_metric_set (self->m_clients, self->clients);
+        pthread_mutex_unlock (&self->mutex);
+    }
+    fks_sbuf_free (&w->c.out);
+    free (w);
 }
 
 void

@@ -14,7 +14,9 @@
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -569,6 +571,271 @@ Test (stream, websocket_delivers_the_same_events)
     }
     mg_close_connection (c);
     cr_assert (seen, "the alert's event did not arrive over the WebSocket");
+}
+
+//  A raw WebSocket client, to see the frames themselves (close codes, pongs, the end of the
+//  connection). Frames to the server are masked as RFC 6455 requires.
+
+static int
+s_raw_connect (int port, int rcvbuf)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0)
+        setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                             .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    cr_assert_eq (connect (fd, (struct sockaddr *) &a, sizeof a), 0);
+    return fd;
+}
+
+//  Milliseconds since t0 (CLOCK_MONOTONIC).
+static long
+s_ms_since (const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (long) ((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+//  Reads exactly n bytes within timeout_ms. n, 0 at EOF, -1 on timeout or error.
+static int
+s_read_n (int fd, unsigned char *buf, size_t n, long timeout_ms)
+{
+    struct timespec t0;
+    clock_gettime (CLOCK_MONOTONIC, &t0);
+    size_t got = 0;
+    while (got < n) {
+        long left = timeout_ms - s_ms_since (&t0);
+        if (left <= 0)
+            return -1;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll (&p, 1, (int) left) <= 0)
+            continue;
+        ssize_t r = read (fd, buf + got, n - got);
+        if (r == 0)
+            return 0;
+        if (r < 0)
+            return -1;
+        got += (size_t) r;
+    }
+    return (int) n;
+}
+
+//  Opens a WebSocket on the stream with query; returns the socket after a 101.
+static int
+s_ws_open (int port, const char *query, int rcvbuf)
+{
+    int fd = s_raw_connect (port, rcvbuf);
+    char req[512];
+    int n = snprintf (req, sizeof req,
+                      "GET /api/v1/stream%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n",
+                      query, IT_ADMIN_KEY);
+    cr_assert_eq (write (fd, req, (size_t) n), n);
+    char head[1024];
+    size_t len = 0;
+    while (len < sizeof head - 1 && !strstr (head, "\r\n\r\n")) {
+        head[len] = '\0';
+        cr_assert_eq (s_read_n (fd, (unsigned char *) head + len, 1, 3000), 1,
+                      "no handshake answer");
+        len++;
+        head[len] = '\0';
+    }
+    cr_assert (strstr (head, " 101 "), "%s", head);
+    return fd;
+}
+
+static void
+s_ws_send (int fd, int opcode, const void *payload, size_t len)
+{
+    unsigned char f[2 + 4 + 125];
+    cr_assert (len <= 125);
+    static const unsigned char mask[4] = { 0x12, 0x34, 0x56, 0x78 };
+    f[0] = (unsigned char) (0x80 | opcode);
+    f[1] = (unsigned char) (0x80 | len);
+    memcpy (f + 2, mask, 4);
+    for (size_t i = 0; i < len; i++)
+        f[6 + i] = ((const unsigned char *) payload)[i] ^ mask[i & 3];
+    cr_assert_eq (write (fd, f, 6 + len), (ssize_t) (6 + len));
+}
+
+//  Reads frames until one with opcode `want` (its payload into out, up to 125 bytes).
+//  Returns its payload length, -1 on timeout, -2 at EOF.
+static int
+s_ws_await (int fd, int want, unsigned char out[125], long timeout_ms)
+{
+    struct timespec t0;
+    clock_gettime (CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        long left = timeout_ms - s_ms_since (&t0);
+        if (left <= 0)
+            return -1;
+        unsigned char h[10];
+        int r = s_read_n (fd, h, 2, left);
+        if (r <= 0)
+            return r == 0 ? -2 : -1;
+        uint64_t len = h[1] & 127;
+        if (len == 126 || len == 127) {
+            size_t ext = len == 126 ? 2 : 8;
+            if (s_read_n (fd, h + 2, ext, left) != (int) ext)
+                return -1;
+            len = 0;
+            for (size_t i = 0; i < ext; i++)
+                len = len << 8 | h[2 + i];
+        }
+        unsigned char *payload = malloc (len ? len : 1);
+        r = len ? s_read_n (fd, payload, len, left) : 0;
+        if (len && r != (int) len) {
+            free (payload);
+            return r == 0 ? -2 : -1;
+        }
+        if ((h[0] & 0x0f) == want) {
+            int n = len > 125 ? 125 : (int) len;
+            memcpy (out, payload, (size_t) n);
+            free (payload);
+            return n;
+        }
+        free (payload);
+    }
+}
+
+//  Reads (and drops) whatever comes until the server closes. True at EOF within timeout_ms.
+static bool
+s_await_eof (int fd, long timeout_ms)
+{
+    struct timespec t0;
+    clock_gettime (CLOCK_MONOTONIC, &t0);
+    unsigned char buf[65536];
+    for (;;) {
+        long left = timeout_ms - s_ms_since (&t0);
+        if (left <= 0)
+            return false;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll (&p, 1, (int) left) <= 0)
+            continue;
+        ssize_t r = read (fd, buf, sizeof buf);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return true;
+        if (r < 0)
+            return false;
+    }
+}
+
+//  Waits until the gateway at port reports no stream client. True when it does within 5 s.
+static bool
+s_no_stream_clients (int port)
+{
+    char url[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    for (int i = 0; i < 50; i++) {
+        it_resp_t r;
+        it_http ("GET", url, NULL, NULL, 0, &r);
+        bool none = r.body && strstr (r.body, "fks_gateway_stream_clients 0") != NULL;
+        it_resp_free (&r);
+        if (none)
+            return true;
+        usleep (100000);
+    }
+    return false;
+}
+
+Test (stream, a_websocket_close_is_answered_and_the_connection_ends)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    int fd = s_ws_open (ctx->port, "?types=none.such", 0);
+    unsigned char got[125];
+    //  A heartbeat first: the stream is running when the client says goodbye.
+    cr_assert_eq (s_ws_await (fd, MG_WEBSOCKET_OPCODE_PING, got, 3000), 0);
+    s_ws_send (fd, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, "\x03\xe9" "bye", 5);
+    int n = s_ws_await (fd, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, got, 3000);
+    cr_assert_eq (n, 2, "the close frame was not answered (%d)", n);
+    cr_assert (got[0] == 0x03 && got[1] == 0xe9, "answered with code %d",
+               got[0] << 8 | got[1]);
+    cr_assert (s_await_eof (fd, 3000), "the connection stayed open after the close");
+    close (fd);
+    cr_assert (s_no_stream_clients (ctx->port), "the client kept its stream place");
+}
+
+Test (stream, a_websocket_ping_is_answered_with_its_payload)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    int fd = s_ws_open (ctx->port, "?types=none.such", 0);
+    s_ws_send (fd, MG_WEBSOCKET_OPCODE_PING, "fks-ping-7", 10);
+    unsigned char got[125];
+    int n = s_ws_await (fd, MG_WEBSOCKET_OPCODE_PONG, got, 3000);
+    cr_assert_eq (n, 10, "no pong (%d)", n);
+    cr_assert (memcmp (got, "fks-ping-7", 10) == 0);
+    s_ws_send (fd, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, "\x03\xe8", 2);
+    cr_assert_eq (s_ws_await (fd, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, got, 3000), 2);
+    close (fd);
+}
+
+Test (stream, stopping_the_gateway_closes_websockets_with_going_away)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-wsstop.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_HEARTBEAT=1s", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    int fd = s_ws_open (port, "", 0);
+    unsigned char got[125];
+    cr_assert_eq (s_ws_await (fd, MG_WEBSOCKET_OPCODE_PING, got, 3000), 0);
+    //  The client never answers; the gateway stops anyway, and says why first.
+    cr_assert_eq (it_stop_pid (pid), 0);
+    int n = s_ws_await (fd, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, got, 3000);
+    cr_assert_eq (n, 2, "no close frame (%d)", n);
+    cr_assert_eq (got[0] << 8 | got[1], 1001, "close code %d", got[0] << 8 | got[1]);
+    close (fd);
+    unlink (log_path);
+}
+
+Test (stream, a_websocket_client_that_does_not_read_is_cut_off_and_closed)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-wsslow.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_BUFFER=64", "FKS_GATEWAY_REQUEST_TIMEOUT=1s",
+                          "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    long after = s_newest_seq (ctx);
+    char query[64];
+    snprintf (query, sizeof query, "?after=%ld", after);
+    int fd = s_ws_open (port, query, 4096);
+    //  Far more events than the kernel's buffers and the ring hold, never read, never closed.
+    char s_after[24];
+    snprintf (s_after, sizeof s_after, "%ld", after);
+    const char *p[1] = { s_after };
+    PGresult *res = it_sql (ctx, "INSERT INTO events (id, type, corr, src, ts, envelope)"
+                                 " SELECT gen_random_uuid (), e.type, e.corr, e.src, e.ts,"
+                                 " e.envelope FROM events e, generate_series (1, 30000)"
+                                 " WHERE e.seq = $1::bigint", 1, p);
+    cr_assert_not_null (res);
+    PQclear (res);
+    char url[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    bool cut = false;
+    for (int i = 0; i < 100 && !cut; i++) {
+        it_resp_t r;
+        it_http ("GET", url, NULL, NULL, 0, &r);
+        cut = strstr (r.body, "fks_gateway_stream_disconnects_total{reason=\"slow\"} 1") != NULL;
+        it_resp_free (&r);
+        if (!cut)
+            usleep (100000);
+    }
+    cr_assert (cut, "the slow client was not cut off (log %s)", log_path);
+    //  Its stream ended, and so does its connection (and the civetweb thread under it), though
+    //  the client neither reads nor answers the close.
+    sleep (3);
+    cr_assert (s_await_eof (fd, 10000), "the connection of a cut-off client stayed open");
+    close (fd);
+    cr_assert (s_no_stream_clients (port));
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
 }
 
 // ---------------------------------------------------------------------------------------------
