@@ -27,21 +27,39 @@ struct fks_breaker_t {
     char sha[41];                   /* the script's SHA-1 once loaded, "" before */
 };
 
-//  KEYS[1] the state hash, KEYS[2] the window hash. ARGV: op, now_ms, failures, failure_rate,
+//  Ids are noted in ten-minute buckets, each kept twenty minutes; an id counts as noted when
+//  it is in its bucket's set or the one before, so for at least ten minutes.
+#define S_NOTED_BUCKET_MS 600000
+#define S_NOTED_TTL_S     "1200"
+
+//  KEYS[1] the state hash, KEYS[2] the window hash, and with ids KEYS[3] / KEYS[4] the noted
+//  sets of this bucket and the one before. ARGV: op, now_ms, failures, failure_rate,
 //  min_requests, window_ms, cooldown_ms, half_open_successes, reason, outcomes ('o' ok, 'f'
-//  failure, one per order, in order). Ops: allow (ask once), record (record the outcomes),
-//  try (ask before each outcome and record it; all or nothing: when the breaker would refuse
-//  one, nothing is written), status (read), reset. The state machine runs on local copies and
-//  is written back once at the end. Returns {state, consecutive, window_failures,
-//  window_total, half_open_ok, changed_at, opened_at, reason, transition, recorded, opened,
-//  closed}: transition is the last change (0 none, 1 opened, 2 half-opened, 3 closed),
-//  recorded the outcomes written, opened / closed 1 when that happened during the call.
+//  failure, one per order, in order), then the orders' ids (none, or one per outcome; allow:
+//  one). Ops: allow (ask once), record (record the outcomes), try (ask before each outcome and
+//  record it; all or nothing: when the breaker would refuse one, nothing is written), status
+//  (read), reset. An id found in the noted sets was let through and recorded before: it is
+//  neither asked about nor recorded again (counted as let through, and in `already`); the ids
+//  recorded now are added to the bucket's set. The state machine runs on local copies and is
+//  written back once at the end. Returns {state, consecutive, window_failures, window_total,
+//  half_open_ok, changed_at, opened_at, reason, transition, let, opened, closed, already}:
+//  transition is the last change (0 none, 1 opened, 2 half-opened, 3 closed), let the
+//  outcomes let through (recorded now or before), opened / closed 1 when that happened during
+//  the call, already the ids noted before.
 static const char s_script[] =
     "local st, wk = KEYS[1], KEYS[2]\n"
     "local op, now = ARGV[1], tonumber(ARGV[2])\n"
     "local nfail, rate, minreq = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local win, cool, hsucc = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])\n"
     "local reason, outs = ARGV[9], ARGV[10] or ''\n"
+    "local ids, sk1, sk2, noted, fresh = {}, KEYS[3], KEYS[4], {}, {}\n"
+    "for i = 11, #ARGV do ids[#ids + 1] = ARGV[i] end\n"
+    "local function seen(i)\n"
+    "  local id = ids[i]\n"
+    "  if id == nil or sk1 == nil then return false end\n"
+    "  return noted[id] or redis.call('SISMEMBER', sk1, id) == 1\n"
+    "         or redis.call('SISMEMBER', sk2, id) == 1\n"
+    "end\n"
     "local h = redis.call('HMGET', st, 'state', 'consec', 'hok', 'changed_at', 'opened_at', 'reason')\n"
     "local state = tonumber(h[1]) or 0\n"
     "local consec = tonumber(h[2]) or 0\n"
@@ -66,7 +84,7 @@ static const char s_script[] =
     "  end\n"
     "end\n"
     "local h0 = {state, consec, wf, wt, hok, changed, opened, why}\n"
-    "local trans, ev_open, ev_close, recorded = 0, 0, 0, 0\n"
+    "local trans, ev_open, ev_close, let, already = 0, 0, 0, 0, 0\n"
     "local wipe, add_t, add_f = false, 0, 0\n"
     "local function set(s, r)\n"
     "  state = s; changed = now; why = r\n"
@@ -80,8 +98,9 @@ static const char s_script[] =
     "  end\n"
     "  return state ~= 2\n"
     "end\n"
-    "local function record(ok)\n"
-    "  recorded = recorded + 1\n"
+    "local function record(ok, i)\n"
+    "  let = let + 1\n"
+    "  if ids[i] then noted[ids[i]] = true; fresh[#fresh + 1] = ids[i] end\n"
     "  wt = wt + 1; add_t = add_t + 1\n"
     "  if not ok then wf = wf + 1; add_f = add_f + 1 end\n"
     "  if ok then\n"
@@ -108,15 +127,21 @@ static const char s_script[] =
     "  end\n"
     "end\n"
     "if op == 'allow' then\n"
-    "  ask()\n"
+    "  if seen(1) then already = 1 else ask() end\n"
     "elseif op == 'record' then\n"
-    "  for i = 1, #outs do record(string.sub(outs, i, i) == 'o') end\n"
+    "  for i = 1, #outs do\n"
+    "    if seen(i) then already = already + 1; let = let + 1\n"
+    "    else record(string.sub(outs, i, i) == 'o', i) end\n"
+    "  end\n"
     "elseif op == 'try' then\n"
     "  for i = 1, #outs do\n"
-    "    if not ask() then\n"
-    "      return {h0[1], h0[2], h0[3], h0[4], h0[5], h0[6], h0[7], h0[8], 0, 0, 0, 0}\n"
+    "    if seen(i) then already = already + 1; let = let + 1\n"
+    "    else\n"
+    "      if not ask() then\n"
+    "        return {h0[1], h0[2], h0[3], h0[4], h0[5], h0[6], h0[7], h0[8], 0, 0, 0, 0, 0}\n"
+    "      end\n"
+    "      record(string.sub(outs, i, i) == 'o', i)\n"
     "    end\n"
-    "    record(string.sub(outs, i, i) == 'o')\n"
     "  end\n"
     "elseif op == 'reset' then\n"
     "  if state ~= 0 then set(0, reason) else changed = now; why = reason end\n"
@@ -132,8 +157,13 @@ static const char s_script[] =
     "  end\n"
     "  redis.call('HSET', st, 'state', state, 'consec', consec, 'hok', hok,\n"
     "             'changed_at', changed, 'opened_at', opened, 'reason', why)\n"
+    "  if #fresh > 0 then\n"
+    "    redis.call('SADD', sk1, unpack(fresh))\n"
+    "    redis.call('EXPIRE', sk1, " S_NOTED_TTL_S ")\n"
+    "  end\n"
     "end\n"
-    "return {state, consec, wf, wt, hok, changed, opened, why, trans, recorded, ev_open, ev_close}\n";
+    "return {state, consec, wf, wt, hok, changed, opened, why, trans, let, ev_open, ev_close,\n"
+    "        already}\n";
 
 
 //  --------------------------------------------------------------------------
@@ -297,14 +327,15 @@ s_int (const redisReply *r)
 
 typedef struct {
     fks_breaker_transition_t transition;
-    int64_t recorded;
+    int64_t let;                    /* outcomes let through, now or before */
+    int64_t already;                /* ids noted before */
     bool opened, closed;
 } s_result_t;
 
 static int
 s_parse (const redisReply *r, fks_breaker_status_t *st, s_result_t *res, fks_redis_err_t *err)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 12) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 13) {
         snprintf (err->msg, sizeof err->msg, "breaker script gave an unexpected reply");
         return -1;
     }
@@ -332,23 +363,44 @@ s_parse (const redisReply *r, fks_breaker_status_t *st, s_result_t *res, fks_red
     if (st)
         *st = s;
     res->transition = (fks_breaker_transition_t) trans;
-    res->recorded = s_int (r->element[9]);
+    res->let = s_int (r->element[9]);
     res->opened = s_int (r->element[10]) == 1;
     res->closed = s_int (r->element[11]) == 1;
+    res->already = s_int (r->element[12]);
     return 0;
 }
 
-//  Runs the script: op with the outcomes string (may be ""), loading the script first if
-//  needed and again once if Redis forgot it.
+//  True when each of the n ids (NULL: none) is 1..FKS_BREAKER_ID_MAX-1 bytes.
+static bool
+s_ids_valid (const char *const *ids, size_t n, fks_redis_err_t *err)
+{
+    for (size_t i = 0; ids && i < n; i++) {
+        size_t len = ids[i] ? strnlen (ids[i], FKS_BREAKER_ID_MAX) : 0;
+        if (len == 0 || len == FKS_BREAKER_ID_MAX) {
+            if (err)
+                snprintf (err->msg, sizeof err->msg, "breaker: an order id of 1 to %d bytes",
+                          FKS_BREAKER_ID_MAX - 1);
+            return false;
+        }
+    }
+    return true;
+}
+
+//  Runs the script: op with the outcomes string (may be "") and the orders' ids (n_ids of
+//  them, ids may be NULL), loading the script first if needed and again once if Redis forgot
+//  it.
 static int
 s_run (fks_breaker_t *self, const char *op, int64_t now_ms, const char *reason,
-       const char *outs, fks_breaker_status_t *status, s_result_t *res, fks_redis_err_t *err)
+       const char *outs, const char *const *ids, size_t n_ids, fks_breaker_status_t *status,
+       s_result_t *res, fks_redis_err_t *err)
 {
     fks_redis_err_t local;
     if (!err)
         err = &local;
     memset (err, 0, sizeof *err);
     memset (res, 0, sizeof *res);
+    if (!ids)
+        n_ids = 0;
 
     char why[FKS_BREAKER_REASON_MAX - 64];
     snprintf (why, sizeof why, "%s", reason ? reason : "");
@@ -360,17 +412,43 @@ s_run (fks_breaker_t *self, const char *op, int64_t now_ms, const char *reason,
     snprintf (a_win, sizeof a_win, "%" PRId64, self->cfg.window_ms);
     snprintf (a_cool, sizeof a_cool, "%" PRId64, self->cfg.cooldown_ms);
     snprintf (a_hs, sizeof a_hs, "%" PRId64, self->cfg.half_open_successes);
+    char k_now[FKS_BREAKER_SCOPE_MAX + 64], k_prev[FKS_BREAKER_SCOPE_MAX + 64];
+    int64_t bucket = now_ms / S_NOTED_BUCKET_MS;
+    snprintf (k_now, sizeof k_now, "%s:noted:%" PRId64, self->key, bucket);
+    snprintf (k_prev, sizeof k_prev, "%s:noted:%" PRId64, self->key, bucket - 1);
 
+    //  EVALSHA sha numkeys keys... op now 7 settings reason outs ids...
+    int nkeys = n_ids ? 4 : 2;
+    int argc = 3 + nkeys + 10 + (int) n_ids;
+    const char **argv = calloc ((size_t) argc, sizeof *argv);
+    size_t *lens = calloc ((size_t) argc, sizeof *lens);
+    int rc = -1;
+    if (!argv || !lens) {
+        snprintf (err->msg, sizeof err->msg, "breaker: out of memory");
+        goto done;
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!self->sha[0] && s_load (self, err) != 0)
-            return -1;
-        const char *argv[] = { "EVALSHA", self->sha, "2", self->key, self->wkey, op, a_now,
-                               a_fail, a_rate, a_min, a_win, a_cool, a_hs, why,
+            goto done;
+        int k = 0;
+        argv[k++] = "EVALSHA";
+        argv[k++] = self->sha;
+        argv[k++] = n_ids ? "4" : "2";
+        argv[k++] = self->key;
+        argv[k++] = self->wkey;
+        if (n_ids) {
+            argv[k++] = k_now;
+            argv[k++] = k_prev;
+        }
+        const char *rest[] = { op, a_now, a_fail, a_rate, a_min, a_win, a_cool, a_hs, why,
                                outs ? outs : "" };
-        size_t lens[15];
-        for (int i = 0; i < 15; i++)
+        for (size_t i = 0; i < 10; i++)
+            argv[k++] = rest[i];
+        for (size_t i = 0; i < n_ids; i++)
+            argv[k++] = ids[i];
+        for (int i = 0; i < argc; i++)
             lens[i] = strlen (argv[i]);
-        redisReply *r = fks_redis_command_argv (self->redis, 15, argv, lens, err);
+        redisReply *r = fks_redis_command_argv (self->redis, argc, argv, lens, err);
         if (!r) {
             //  Redis restarted (or flushed its scripts): load the script again, once.
             if (!err->conn_lost && strncmp (err->msg, "NOSCRIPT", 8) == 0) {
@@ -380,40 +458,46 @@ s_run (fks_breaker_t *self, const char *op, int64_t now_ms, const char *reason,
             //  A new connection may be a new server without the script.
             if (err->conn_lost)
                 self->sha[0] = '\0';
-            return -1;
+            goto done;
         }
-        int rc = s_parse (r, status, res, err);
+        rc = s_parse (r, status, res, err);
         freeReplyObject (r);
-        return rc;
+        goto done;
     }
-    return -1;
+done:
+    free (argv);
+    free (lens);
+    return rc;
 }
 
 int
-fks_breaker_allow (fks_breaker_t *self, int64_t now_ms, fks_breaker_status_t *status,
-                   fks_breaker_transition_t *transition, fks_redis_err_t *err)
+fks_breaker_allow (fks_breaker_t *self, const char *id, int64_t now_ms,
+                   fks_breaker_status_t *status, fks_breaker_transition_t *transition,
+                   fks_redis_err_t *err)
 {
     assert (self);
     fks_breaker_status_t s;
     s_result_t res;
-    if (s_run (self, "allow", now_ms, NULL, "", &s, &res, err) != 0)
+    if (!s_ids_valid (id ? &id : NULL, 1, err)
+        || s_run (self, "allow", now_ms, NULL, "", id ? &id : NULL, 1, &s, &res, err) != 0)
         return -1;
     if (status)
         *status = s;
     if (transition)
         *transition = res.transition;
-    return s.state == FKS_BREAKER_OPEN ? 0 : 1;
+    return res.already == 1 || s.state != FKS_BREAKER_OPEN ? 1 : 0;
 }
 
 int
-fks_breaker_record (fks_breaker_t *self, bool ok, const char *reason, int64_t now_ms,
-                    fks_breaker_status_t *status, fks_breaker_transition_t *transition,
-                    fks_redis_err_t *err)
+fks_breaker_record (fks_breaker_t *self, const char *id, bool ok, const char *reason,
+                    int64_t now_ms, fks_breaker_status_t *status,
+                    fks_breaker_transition_t *transition, fks_redis_err_t *err)
 {
     assert (self);
     s_result_t res;
-    if (s_run (self, "record", now_ms, reason ? reason : "order failed", ok ? "o" : "f", status,
-               &res, err) != 0)
+    if (!s_ids_valid (id ? &id : NULL, 1, err)
+        || s_run (self, "record", now_ms, reason ? reason : "order failed", ok ? "o" : "f",
+                  id ? &id : NULL, 1, status, &res, err) != 0)
         return -1;
     if (transition)
         *transition = res.transition;
@@ -421,24 +505,25 @@ fks_breaker_record (fks_breaker_t *self, bool ok, const char *reason, int64_t no
 }
 
 int
-fks_breaker_try (fks_breaker_t *self, bool ok, const char *reason, int64_t now_ms,
-                 fks_breaker_status_t *status, fks_breaker_transition_t *transition,
-                 fks_redis_err_t *err)
+fks_breaker_try (fks_breaker_t *self, const char *id, bool ok, const char *reason,
+                 int64_t now_ms, fks_breaker_status_t *status,
+                 fks_breaker_transition_t *transition, fks_redis_err_t *err)
 {
     assert (self);
     s_result_t res;
-    if (s_run (self, "try", now_ms, reason ? reason : "order failed", ok ? "o" : "f", status,
-               &res, err) != 0)
+    if (!s_ids_valid (id ? &id : NULL, 1, err)
+        || s_run (self, "try", now_ms, reason ? reason : "order failed", ok ? "o" : "f",
+                  id ? &id : NULL, 1, status, &res, err) != 0)
         return -1;
     if (transition)
         *transition = res.transition;
-    return res.recorded == 1 ? 1 : 0;
+    return res.let == 1 ? 1 : 0;
 }
 
 int
-fks_breaker_try_many (fks_breaker_t *self, const bool *ok, size_t n, const char *reason,
-                      int64_t now_ms, fks_breaker_status_t *status, bool *opened, bool *closed,
-                      fks_redis_err_t *err)
+fks_breaker_try_many (fks_breaker_t *self, const char *const *ids, const bool *ok, size_t n,
+                      const char *reason, int64_t now_ms, fks_breaker_status_t *status,
+                      bool *opened, bool *closed, fks_redis_err_t *err)
 {
     assert (self);
     if (opened)
@@ -451,19 +536,21 @@ fks_breaker_try_many (fks_breaker_t *self, const bool *ok, size_t n, const char 
                       FKS_BREAKER_TRY_MAX);
         return -1;
     }
+    if (!s_ids_valid (ids, n, err))
+        return -1;
     char outs[FKS_BREAKER_TRY_MAX + 1];
     for (size_t i = 0; i < n; i++)
         outs[i] = ok[i] ? 'o' : 'f';
     outs[n] = '\0';
     s_result_t res;
-    if (s_run (self, "try", now_ms, reason ? reason : "order failed", outs, status, &res,
-               err) != 0)
+    if (s_run (self, "try", now_ms, reason ? reason : "order failed", outs, ids, n, status,
+               &res, err) != 0)
         return -1;
     if (opened)
         *opened = res.opened;
     if (closed)
         *closed = res.closed;
-    return res.recorded == (int64_t) n ? (int) n : 0;
+    return res.let == (int64_t) n ? (int) n : 0;
 }
 
 int
@@ -472,7 +559,7 @@ fks_breaker_status (fks_breaker_t *self, int64_t now_ms, fks_breaker_status_t *s
 {
     assert (self);
     s_result_t res;
-    return s_run (self, "status", now_ms, NULL, "", status, &res, err);
+    return s_run (self, "status", now_ms, NULL, "", NULL, 0, status, &res, err);
 }
 
 int
@@ -482,8 +569,8 @@ fks_breaker_reset (fks_breaker_t *self, const char *reason, int64_t now_ms,
 {
     assert (self);
     s_result_t res;
-    if (s_run (self, "reset", now_ms, reason && *reason ? reason : "reset", "", status, &res,
-               err) != 0)
+    if (s_run (self, "reset", now_ms, reason && *reason ? reason : "reset", "", NULL, 0, status,
+               &res, err) != 0)
         return -1;
     if (transition)
         *transition = res.transition == FKS_BREAKER_CLOSED_NOW ? FKS_BREAKER_CLOSED_NOW

@@ -90,43 +90,54 @@ void fks_breaker_destroy (fks_breaker_t **self_p);
 
 const char *fks_breaker_scope (const fks_breaker_t *self);
 
+/*  Orders are named by an id (the client order id; 1..FKS_BREAKER_ID_MAX-1 bytes; NULL when
+ *  there is none): an id whose outcome the breaker has recorded is noted with it (for at least
+ *  ten minutes, in sets "fks:breaker:<scope>:noted:<bucket>" next to the state), atomically with
+ *  the recording. An order asked about or recorded again under a noted id (its message handled
+ *  again after a rollback or a crash, a copy of its signal) was let through before: it is let
+ *  through again and nothing is recorded twice. */
+#define FKS_BREAKER_ID_MAX 128
+
 /*  May an order go through now? Moves open to half-open when the cool-down is over. Returns 1
- *  (allowed: closed or half-open), 0 (refused: open; status->reason says why it opened), or -1
- *  when Redis could not be asked (err says why; the caller decides, and FKS's execution worker
- *  treats it as a transient failure and tries again later). status and transition may be
- *  NULL. */
-int fks_breaker_allow (fks_breaker_t *self, int64_t now_ms, fks_breaker_status_t *status,
-                       fks_breaker_transition_t *transition, fks_redis_err_t *err);
+ *  (allowed: closed or half-open, or id noted already), 0 (refused: open; status->reason says
+ *  why it opened), or -1 when Redis could not be asked (err says why; the caller decides, and
+ *  FKS's execution worker treats it as a transient failure and tries again later). status and
+ *  transition may be NULL. */
+int fks_breaker_allow (fks_breaker_t *self, const char *id, int64_t now_ms,
+                       fks_breaker_status_t *status, fks_breaker_transition_t *transition,
+                       fks_redis_err_t *err);
 
 /*  Records an order's outcome (ok true: the broker took it; false: the broker failed or
  *  refused it; reason, may be NULL, says why and becomes the breaker's reason when this opens
- *  it). Returns 0 or -1 (Redis error). */
-int fks_breaker_record (fks_breaker_t *self, bool ok, const char *reason, int64_t now_ms,
-                        fks_breaker_status_t *status, fks_breaker_transition_t *transition,
-                        fks_redis_err_t *err);
+ *  it), unless id is noted already. Returns 0 or -1 (Redis error). */
+int fks_breaker_record (fks_breaker_t *self, const char *id, bool ok, const char *reason,
+                        int64_t now_ms, fks_breaker_status_t *status,
+                        fks_breaker_transition_t *transition, fks_redis_err_t *err);
 
 /*  Asks and records in one call, for brokers whose submission has no effect outside FKS (the
  *  paper broker): the order's outcome (ok, reason) is known before the breaker is asked. When
  *  the breaker lets the order through (closed, half-open, or open with its cool-down over,
- *  which half-opens it), the outcome is recorded and 1 is returned; when it is open, nothing
- *  is recorded and 0 is returned (the caller drops the simulated outcome); -1 on a Redis
- *  error. *transition is what to publish: OPENED or CLOSED_NOW when recording changed the
- *  state, else HALF_OPENED or NO_CHANGE. */
-int fks_breaker_try (fks_breaker_t *self, bool ok, const char *reason, int64_t now_ms,
-                     fks_breaker_status_t *status, fks_breaker_transition_t *transition,
-                     fks_redis_err_t *err);
+ *  which half-opens it; or id noted already, recording nothing), the outcome is recorded and 1
+ *  is returned; when it is open, nothing is recorded and 0 is returned (the caller drops the
+ *  simulated outcome); -1 on a Redis error. *transition is what to publish: OPENED or
+ *  CLOSED_NOW when recording changed the state, else HALF_OPENED or NO_CHANGE. */
+int fks_breaker_try (fks_breaker_t *self, const char *id, bool ok, const char *reason,
+                     int64_t now_ms, fks_breaker_status_t *status,
+                     fks_breaker_transition_t *transition, fks_redis_err_t *err);
 
-/*  fks_breaker_try for a sequence of n outcomes (1..FKS_BREAKER_TRY_MAX), in order, all or
- *  nothing: when the breaker lets every one through, all are recorded and n is returned; when
+/*  fks_breaker_try for a sequence of n outcomes (1..FKS_BREAKER_TRY_MAX) of orders ids (NULL:
+ *  unnamed), in order, all or nothing: when the breaker lets every one through, all are
+ *  recorded (those whose id is noted already are let through without) and n is returned; when
  *  it would refuse one, nothing at all is recorded and 0 is returned (the caller then asks
- *  order by order). -1 on a Redis error or a bad n. *opened / *closed (may be NULL) tell
+ *  order by order). -1 on a Redis error or a bad n or id. *opened / *closed (may be NULL) tell
  *  whether recording opened or closed the breaker (both may be true), for the caller to
  *  publish. The execution worker uses it to settle a whole batch of paper orders in one
  *  round trip. */
 #define FKS_BREAKER_TRY_MAX 1024
-int fks_breaker_try_many (fks_breaker_t *self, const bool *ok, size_t n, const char *reason,
-                          int64_t now_ms, fks_breaker_status_t *status, bool *opened,
-                          bool *closed, fks_redis_err_t *err);
+int fks_breaker_try_many (fks_breaker_t *self, const char *const *ids, const bool *ok,
+                          size_t n, const char *reason, int64_t now_ms,
+                          fks_breaker_status_t *status, bool *opened, bool *closed,
+                          fks_redis_err_t *err);
 
 /*  Reads the state without changing it (an open breaker whose cool-down is over still reads
  *  open until someone asks fks_breaker_allow); now_ms places the window. 0 or -1. */

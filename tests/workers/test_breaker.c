@@ -43,8 +43,8 @@ s_record (fks_breaker_t *b, bool ok, int64_t now, fks_breaker_status_t *st)
 {
     fks_breaker_transition_t tr;
     fks_redis_err_t err;
-    cr_assert_eq (fks_breaker_record (b, ok, ok ? NULL : "exchange timeout", now, st, &tr, &err),
-                  0, "%s", err.msg);
+    cr_assert_eq (fks_breaker_record (b, NULL, ok, ok ? NULL : "exchange timeout", now, st, &tr,
+                                      &err), 0, "%s", err.msg);
     return tr;
 }
 
@@ -52,7 +52,7 @@ static int
 s_allow (fks_breaker_t *b, int64_t now, fks_breaker_status_t *st, fks_breaker_transition_t *tr)
 {
     fks_redis_err_t err;
-    int rc = fks_breaker_allow (b, now, st, tr, &err);
+    int rc = fks_breaker_allow (b, NULL, now, st, tr, &err);
     cr_assert_neq (rc, -1, "%s", err.msg);
     return rc;
 }
@@ -188,14 +188,14 @@ Test (breaker, try_asks_and_records_in_one_step)
     fks_breaker_status_t st;
     fks_breaker_transition_t tr;
     fks_redis_err_t err;
-    cr_assert_eq (fks_breaker_try (b, false, "no price", T0, &st, &tr, &err), 1);
-    cr_assert_eq (fks_breaker_try (b, false, "no price", T0, &st, &tr, &err), 1);
-    cr_assert_eq (fks_breaker_try (b, false, "no price", T0, &st, &tr, &err), 1);
+    cr_assert_eq (fks_breaker_try (b, NULL, false, "no price", T0, &st, &tr, &err), 1);
+    cr_assert_eq (fks_breaker_try (b, NULL, false, "no price", T0, &st, &tr, &err), 1);
+    cr_assert_eq (fks_breaker_try (b, NULL, false, "no price", T0, &st, &tr, &err), 1);
     cr_assert_eq (tr, FKS_BREAKER_OPENED, "the third recorded failure opens it");
-    cr_assert_eq (fks_breaker_try (b, true, NULL, T0 + 1, &st, &tr, &err), 0,
+    cr_assert_eq (fks_breaker_try (b, NULL, true, NULL, T0 + 1, &st, &tr, &err), 0,
                   "an open breaker refuses, and records nothing");
     cr_assert_eq (st.window_total, 3);
-    cr_assert_eq (fks_breaker_try (b, true, NULL, T0 + 10000, &st, &tr, &err), 1);
+    cr_assert_eq (fks_breaker_try (b, NULL, true, NULL, T0 + 10000, &st, &tr, &err), 1);
     cr_assert_eq (tr, FKS_BREAKER_CLOSED_NOW, "after the cool-down a good probe closes it");
     cr_assert_eq (st.state, FKS_BREAKER_CLOSED);
     fks_breaker_destroy (&b);
@@ -211,29 +211,121 @@ Test (breaker, try_many_is_all_or_nothing)
     fks_redis_err_t err;
     bool opened, closed;
     bool good[4] = { true, true, false, true };
-    cr_assert_eq (fks_breaker_try_many (b, good, 4, "timeout", T0, &st, &opened, &closed, &err),
-                  4, "%s", err.msg);
+    cr_assert_eq (fks_breaker_try_many (b, NULL, good, 4, "timeout", T0, &st, &opened, &closed,
+                                        &err), 4, "%s", err.msg);
     cr_assert_eq (st.window_total, 4);
     cr_assert_eq (st.window_failures, 1);
     cr_assert (!opened && !closed);
     //  Three failures open it at the last outcome: every order was let through.
     bool bad[3] = { false, false, false };
-    cr_assert_eq (fks_breaker_try_many (b, bad, 3, "timeout", T0 + 1, &st, &opened, &closed,
+    cr_assert_eq (fks_breaker_try_many (b, NULL, bad, 3, "timeout", T0 + 1, &st, &opened, &closed,
                                         &err), 3);
     cr_assert (opened);
     cr_assert_eq (st.state, FKS_BREAKER_OPEN);
     //  Four more: the breaker refuses the first, so nothing is recorded.
-    cr_assert_eq (fks_breaker_try_many (b, good, 4, NULL, T0 + 2, &st, &opened, &closed, &err),
-                  0);
+    cr_assert_eq (fks_breaker_try_many (b, NULL, good, 4, NULL, T0 + 2, &st, &opened, &closed,
+                                        &err), 0);
     cr_assert_eq (st.window_total, 7, "a refused batch records nothing");
     //  Four failures where the third would already be refused (opened after 3 in a row).
     fks_breaker_reset (b, NULL, T0 + 3, &st, NULL, &err);
     bool four_bad[4] = { false, false, false, false };
-    cr_assert_eq (fks_breaker_try_many (b, four_bad, 4, "x", T0 + 4, &st, &opened, &closed, &err),
-                  0, "the 4th order would have met an open breaker");
+    cr_assert_eq (fks_breaker_try_many (b, NULL, four_bad, 4, "x", T0 + 4, &st, &opened, &closed,
+                                        &err), 0, "the 4th order would have met an open breaker");
     cr_assert_eq (st.state, FKS_BREAKER_CLOSED);
     cr_assert_eq (st.consecutive, 0);
-    cr_assert_eq (fks_breaker_try_many (b, good, 0, NULL, T0, &st, NULL, NULL, &err), -1);
+    cr_assert_eq (fks_breaker_try_many (b, NULL, good, 0, NULL, T0, &st, NULL, NULL, &err), -1);
+    fks_breaker_destroy (&b);
+    fks_redis_destroy (&r);
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Orders named by id: one outcome per order, however often its message is handled
+
+Test (breaker, an_order_is_recorded_once_under_its_id)
+{
+    fks_redis_t *r = s_redis ();
+    fks_breaker_cfg_t c = s_cfg ();
+    fks_breaker_t *b = fks_breaker_new (r, "test:ids", &c);
+    fks_breaker_status_t st;
+    fks_breaker_transition_t tr;
+    fks_redis_err_t err;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq (fks_breaker_record (b, "coid-a", false, "timeout", T0 + i, &st, &tr, &err),
+                      0, "%s", err.msg);
+    cr_assert_eq (st.window_total, 1, "one order, one outcome");
+    cr_assert_eq (st.consecutive, 1);
+    cr_assert_eq (st.state, FKS_BREAKER_CLOSED, "three copies of one failure opened it");
+    cr_assert_eq (fks_breaker_record (b, "coid-b", false, "timeout", T0 + 5, &st, &tr, &err), 0);
+    cr_assert_eq (fks_breaker_try (b, "coid-c", true, NULL, T0 + 6, &st, &tr, &err), 1);
+    cr_assert_eq (fks_breaker_try (b, "coid-c", false, "x", T0 + 7, &st, &tr, &err), 1);
+    cr_assert_eq (st.window_total, 3);
+    cr_assert_eq (st.window_failures, 2);
+    cr_assert_eq (st.consecutive, 0, "the second try of coid-c was recorded");
+    //  Unnamed outcomes are all recorded; an id must be 1..127 bytes.
+    cr_assert_eq (fks_breaker_record (b, NULL, true, NULL, T0 + 8, &st, &tr, &err), 0);
+    cr_assert_eq (fks_breaker_record (b, NULL, true, NULL, T0 + 9, &st, &tr, &err), 0);
+    cr_assert_eq (st.window_total, 5);
+    char long_id[FKS_BREAKER_ID_MAX + 1];
+    memset (long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    cr_assert_eq (fks_breaker_record (b, "", true, NULL, T0, &st, &tr, &err), -1);
+    cr_assert_eq (fks_breaker_allow (b, long_id, T0, &st, &tr, &err), -1);
+    cr_assert (strstr (err.msg, "order id"), "%s", err.msg);
+    fks_breaker_destroy (&b);
+    fks_redis_destroy (&r);
+}
+
+Test (breaker, an_order_let_through_before_is_let_through_again_when_it_has_opened)
+{
+    fks_redis_t *r = s_redis ();
+    fks_breaker_cfg_t c = s_cfg ();
+    fks_breaker_t *b = fks_breaker_new (r, "test:ids-open", &c);
+    fks_breaker_status_t st;
+    fks_breaker_transition_t tr;
+    fks_redis_err_t err;
+    const char *ids[3] = { "o-1", "o-2", "o-3" };
+    bool bad[3] = { false, false, false };
+    bool opened = false, closed = false;
+    cr_assert_eq (fks_breaker_try_many (b, ids, bad, 3, "timeout", T0, &st, &opened, &closed,
+                                        &err), 3, "%s", err.msg);
+    cr_assert (opened);
+    //  o-2's batch is redone: its order went through before the breaker opened.
+    cr_assert_eq (fks_breaker_allow (b, "o-2", T0 + 1, &st, &tr, &err), 1);
+    cr_assert_eq (fks_breaker_try (b, "o-2", false, "timeout", T0 + 1, &st, &tr, &err), 1);
+    cr_assert_eq (fks_breaker_try_many (b, ids, bad, 3, "timeout", T0 + 2, &st, &opened, &closed,
+                                        &err), 3);
+    cr_assert (!opened, "the breaker opened twice");
+    cr_assert_eq (st.window_total, 3, "a redone order was recorded again");
+    //  A new order is refused, and a refusal notes nothing.
+    cr_assert_eq (fks_breaker_allow (b, "o-4", T0 + 3, &st, &tr, &err), 0);
+    const char *more[2] = { "o-1", "o-5" };
+    bool good[2] = { true, true };
+    cr_assert_eq (fks_breaker_try_many (b, more, good, 2, NULL, T0 + 3, &st, &opened, &closed,
+                                        &err), 0);
+    cr_assert_eq (fks_breaker_reset (b, NULL, T0 + 4, &st, &tr, &err), 0);
+    cr_assert_eq (fks_breaker_try_many (b, more, good, 2, NULL, T0 + 5, &st, &opened, &closed,
+                                        &err), 2);
+    cr_assert_eq (st.window_total, 1, "only o-5 is new after the reset");
+    fks_breaker_destroy (&b);
+    fks_redis_destroy (&r);
+}
+
+Test (breaker, an_id_is_known_for_at_least_ten_minutes)
+{
+    fks_redis_t *r = s_redis ();
+    fks_breaker_cfg_t c = s_cfg ();
+    c.window_ms = 3600000;
+    fks_breaker_t *b = fks_breaker_new (r, "test:ids-age", &c);
+    fks_breaker_status_t st;
+    fks_breaker_transition_t tr;
+    fks_redis_err_t err;
+    //  T0 starts a ten-minute bucket: the id is known in its bucket and the next one.
+    cr_assert_eq (fks_breaker_record (b, "aged", true, NULL, T0 + 599999, &st, &tr, &err), 0);
+    cr_assert_eq (fks_breaker_record (b, "aged", true, NULL, T0 + 600000 + 599999, &st, &tr,
+                                      &err), 0);
+    cr_assert_eq (st.window_total, 1);
+    cr_assert_eq (fks_breaker_record (b, "aged", true, NULL, T0 + 1200000, &st, &tr, &err), 0);
+    cr_assert_eq (st.window_total, 2, "an id from two buckets ago counts as new");
     fks_breaker_destroy (&b);
     fks_redis_destroy (&r);
 }
@@ -275,7 +367,7 @@ s_race (void *arg)
     for (int i = 0; i < 50; i++) {
         fks_breaker_transition_t tr;
         fks_breaker_status_t st;
-        if (fks_breaker_record (b, false, "boom", T0, &st, &tr, &err) == 0
+        if (fks_breaker_record (b, NULL, false, "boom", T0, &st, &tr, &err) == 0
             && tr == FKS_BREAKER_OPENED)
             x->opened++;
     }
@@ -355,7 +447,7 @@ Test (breaker, unreachable_redis_is_an_error_not_a_decision)
     fks_breaker_t *b = fks_breaker_new (r, "test:down", NULL);
     fks_breaker_status_t st;
     fks_breaker_transition_t tr;
-    cr_assert_eq (fks_breaker_allow (b, T0, &st, &tr, &err), -1);
+    cr_assert_eq (fks_breaker_allow (b, NULL, T0, &st, &tr, &err), -1);
     cr_assert (err.msg[0]);
     fks_breaker_destroy (&b);
     fks_redis_destroy (&r);

@@ -12,9 +12,9 @@
  *  the breaker, the latest prices. The first two are kept per client order id, so that a
  *  transaction that rolls back after touching them and is done again (the runtime redoes a
  *  failed batch message by message) counts nothing twice: the counter holds the minute's ids
- *  (s_opm_reserve), the breaker's outcomes are noted by id once recorded (s_settled_check).
- *  What a crash between Redis and COMMIT can still leave errs on the safe side: an order's
- *  place in the minute kept though it was never placed, or an outcome recorded twice; and a
+ *  (s_opm_reserve), and the breaker notes each outcome's id in the same script that records it
+ *  (common/breaker.h). What a crash between Redis and COMMIT can still leave errs on the safe
+ *  side: an order's place in the minute kept though it was never placed; and a
  *  breaker event may go unpublished (the state itself is right). That is the price of not
  *  stopping every replica on one lock.
  */
@@ -1274,105 +1274,15 @@ s_opm_release (fks_worker_tx_t *tx, s_opm_t *slot)
     return FKS_WORKER_OK;
 }
 
-//  Outcomes recorded with the circuit breaker, by client order id: Redis sets
-//  "fks:exec:settled:<scope>:<ten-minute bucket>", each kept twenty minutes, and an id
-//  counts as recorded when it is in this bucket's set or the one before. An order whose
-//  outcome is recorded already (its transaction rolled back after the breaker was settled
-//  and the message is handled again, alone or retried; or a copy of its signal arrives) is
-//  neither recorded nor refused again: the breaker let it through once, and one order is one
-//  outcome. The id is added after the breaker recorded: a crash in between records that
-//  outcome twice when the message comes back (the breaker then errs on opening early), never
-//  not at all.
-#define S_SETTLED_BUCKET_MS 600000
-#define S_SETTLED_TTL_S     "1200"
-
-static void
-s_settled_keys (s_thread_t *st, char now_key[128], char prev_key[128])
-{
-    int64_t bucket = fks_now_ms () / S_SETTLED_BUCKET_MS;
-    snprintf (now_key, 128, "fks:exec:settled:%s:%" PRId64, st->x->cfg.breaker_scope, bucket);
-    snprintf (prev_key, 128, "fks:exec:settled:%s:%" PRId64, st->x->cfg.breaker_scope,
-              bucket - 1);
-}
-
-//  For each of the n client order ids, whether its outcome is recorded already (done[i]).
+//  May the order coid go to the broker? 1 yes, 0 no (breaker open: bs says why), or a worker
+//  error (negative).
 static int
-s_settled_check (fks_worker_tx_t *tx, s_thread_t *st, const char *const *coids, size_t n,
-                 bool *done)
-{
-    static const char script[] =
-        "local out = {}\n"
-        "for i = 1, #ARGV do\n"
-        "  out[i] = (redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1\n"
-        "            or redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1) and 1 or 0\n"
-        "end\n"
-        "return out\n";
-    char k1[128], k2[128];
-    s_settled_keys (st, k1, k2);
-    const char **argv = calloc (n + 5, sizeof *argv);
-    if (!argv)
-        return fks_worker_retry (tx, "out of memory");
-    argv[0] = "EVAL";
-    argv[1] = script;
-    argv[2] = "2";
-    argv[3] = k1;
-    argv[4] = k2;
-    for (size_t i = 0; i < n; i++)
-        argv[5 + i] = coids[i];
-    fks_redis_err_t err;
-    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), (int) (n + 5), argv, NULL,
-                                            &err);
-    free (argv);
-    if (!r)
-        return fks_worker_redis_error (tx, &err, "reading the outcomes the breaker has");
-    bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == n;
-    for (size_t i = 0; ok && i < n; i++)
-        done[i] = r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1;
-    freeReplyObject (r);
-    if (!ok)
-        return fks_worker_retry (tx, "reading the outcomes the breaker has: unexpected reply");
-    return FKS_WORKER_OK;
-}
-
-//  Notes that the outcomes of the n client order ids are recorded with the breaker.
-static int
-s_settled_mark (fks_worker_tx_t *tx, s_thread_t *st, const char *const *coids, size_t n)
-{
-    static const char script[] =
-        "redis.call('SADD', KEYS[1], unpack(ARGV))\n"
-        "redis.call('EXPIRE', KEYS[1], " S_SETTLED_TTL_S ")\n"
-        "return 1\n";
-    if (n == 0)
-        return FKS_WORKER_OK;
-    char k1[128], k2[128];
-    s_settled_keys (st, k1, k2);
-    const char **argv = calloc (n + 4, sizeof *argv);
-    if (!argv)
-        return fks_worker_retry (tx, "out of memory");
-    argv[0] = "EVAL";
-    argv[1] = script;
-    argv[2] = "1";
-    argv[3] = k1;
-    for (size_t i = 0; i < n; i++)
-        argv[4 + i] = coids[i];
-    fks_redis_err_t err;
-    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), (int) (n + 4), argv, NULL,
-                                            &err);
-    free (argv);
-    if (!r)
-        return fks_worker_redis_error (tx, &err, "noting the outcomes the breaker has");
-    freeReplyObject (r);
-    return FKS_WORKER_OK;
-}
-
-//  May an order go to the broker? 1 yes, 0 no (breaker open: bs says why), or a worker error
-//  (negative).
-static int
-s_breaker_allow (fks_worker_tx_t *tx, s_thread_t *st, fks_breaker_status_t *bs)
+s_breaker_allow (fks_worker_tx_t *tx, s_thread_t *st, const char *coid,
+                 fks_breaker_status_t *bs)
 {
     fks_breaker_transition_t tr;
     fks_redis_err_t rerr;
-    int allowed = fks_breaker_allow (st->breaker, fks_now_ms (), bs, &tr, &rerr);
+    int allowed = fks_breaker_allow (st->breaker, coid, fks_now_ms (), bs, &tr, &rerr);
     if (allowed < 0)
         return fks_worker_redis_error (tx, &rerr, "asking the circuit breaker");
     int rc = s_breaker_event (tx, st, tr, bs);
@@ -1543,7 +1453,7 @@ s_outcome_add (fks_worker_tx_t *tx, s_thread_t *st, const fks_order_t *o, bool o
 //  All the batch's paper outcomes in one round trip: either the breaker lets every order
 //  through (recorded; breaker.opened / breaker.closed emitted if that changed it), or the
 //  batch is handled again message by message, where each order asks for itself. Outcomes the
-//  breaker has already (s_settled_check) are left out: their orders were let through before.
+//  breaker has already (by client order id: this batch redone) are not recorded again.
 static int
 s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
 {
@@ -1554,40 +1464,30 @@ s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
     size_t count = st->n_outcomes;
     st->n_outcomes = 0;
     const char **coids = calloc (count, sizeof *coids);
-    bool *done = calloc (count, sizeof *done);
     bool *ok = calloc (count, sizeof *ok);
-    int rc = coids && done && ok ? FKS_WORKER_OK : fks_worker_retry (tx, "out of memory");
-    for (size_t i = 0; rc == FKS_WORKER_OK && i < count; i++)
+    if (!coids || !ok) {
+        free (coids);
+        free (ok);
+        return fks_worker_retry (tx, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++) {
         coids[i] = st->outcomes[i].coid;
-    if (rc == FKS_WORKER_OK)
-        rc = s_settled_check (tx, st, coids, count, done);
-    //  The new ones, in order, to the front.
-    size_t fresh = 0;
-    for (size_t i = 0; rc == FKS_WORKER_OK && i < count; i++)
-        if (!done[i]) {
-            ok[fresh] = st->outcomes[i].ok;
-            coids[fresh++] = st->outcomes[i].coid;
-        }
+        ok[i] = st->outcomes[i].ok;
+    }
     fks_breaker_status_t bs;
     bool opened = false, closed = false;
-    if (rc == FKS_WORKER_OK && fresh > 0) {
-        fks_redis_err_t rerr;
-        int n = fks_breaker_try_many (st->breaker, ok, fresh,
-                                      st->failure[0] ? st->failure : NULL, fks_now_ms (), &bs,
-                                      &opened, &closed, &rerr);
-        if (n < 0)
-            rc = fks_worker_redis_error (tx, &rerr, "settling orders with the circuit breaker");
-        else if (n == 0)
-            rc = fks_worker_fail (tx, "the circuit breaker would refuse an order of this batch "
-                                  "of %zu: handling them one by one", count);
-        else
-            rc = s_settled_mark (tx, st, coids, fresh);
-    }
+    fks_redis_err_t rerr;
+    int n = fks_breaker_try_many (st->breaker, coids, ok, count,
+                                  st->failure[0] ? st->failure : NULL, fks_now_ms (), &bs,
+                                  &opened, &closed, &rerr);
     free (coids);
-    free (done);
     free (ok);
-    if (rc != FKS_WORKER_OK || fresh == 0)
-        return rc;
+    if (n < 0)
+        return fks_worker_redis_error (tx, &rerr, "settling orders with the circuit breaker");
+    if (n == 0)
+        return fks_worker_fail (tx, "the circuit breaker would refuse an order of this batch "
+                                "of %zu: handling them one by one", count);
+    int rc = FKS_WORKER_OK;
     if (closed)
         rc = s_breaker_event (tx, st, FKS_BREAKER_CLOSED_NOW, &bs);
     if (rc == FKS_WORKER_OK && opened)
@@ -1655,66 +1555,52 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
     }
     //  4. The breaker and the broker. A simulated broker answers before the breaker is
     //  asked, which then decides and records in one round trip; a real one is asked only
-    //  once the breaker allows it, and its outcome recorded afterwards. An order whose
-    //  outcome the breaker has already (s_settled_check: this message handled again) was let
-    //  through then and is neither asked about nor recorded again.
+    //  once the breaker allows it, and its outcome recorded afterwards. The breaker knows
+    //  orders by client order id: one whose outcome it has already (this message handled
+    //  again) was let through then and is neither refused nor recorded again.
     fks_breaker_status_t bs;
     memset (&bs, 0, sizeof bs);
     fks_breaker_transition_t tr;
     fks_redis_err_t rerr;
     fks_broker_result_t res;
     int allowed;
-    bool settled = false;
     const char *coid = o->client_order_id;
-    bool batched = fks_worker_batch_size (tx) > 1;
-    if (!batched && (rc = s_settled_check (tx, st, &coid, 1, &settled)) != FKS_WORKER_OK)
-        return rc;
     if (fks_broker_simulated (x->broker)) {
         if (fks_broker_submit (x->broker, o, &quote, &res) != 0)
             return fks_worker_retry (tx, "broker %s did not answer: %s", broker, res.reason);
         bool ok = res.outcome != FKS_BROKER_REJECTED;
-        if (batched) {
+        if (fks_worker_batch_size (tx) > 1) {
             //  Settled for the whole batch in s_flush (all or nothing).
             if ((rc = s_outcome_add (tx, st, o, ok, res.reason)) != FKS_WORKER_OK)
                 return rc;
             allowed = 1;
         }
-        else if (settled)
-            allowed = 1;
         else {
-            allowed = fks_breaker_try (st->breaker, ok, res.reason, fks_now_ms (), &bs, &tr,
-                                       &rerr);
+            allowed = fks_breaker_try (st->breaker, coid, ok, res.reason, fks_now_ms (), &bs,
+                                       &tr, &rerr);
             if (allowed < 0)
                 return fks_worker_redis_error (tx, &rerr, "asking the circuit breaker");
-            if (allowed && (rc = s_settled_mark (tx, st, &coid, 1)) != FKS_WORKER_OK)
-                return rc;
             if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
                 return rc;
         }
     }
     else {
-        allowed = settled ? 1 : s_breaker_allow (tx, st, &bs);
+        allowed = s_breaker_allow (tx, st, coid, &bs);
         if (allowed < 0)
             return allowed;
         if (allowed) {
             if (fks_broker_submit (x->broker, o, &quote, &res) != 0) {
-                if (!settled && fks_breaker_record (st->breaker, false, res.reason,
-                                                    fks_now_ms (), &bs, &tr, &rerr) == 0) {
+                if (fks_breaker_record (st->breaker, coid, false, res.reason, fks_now_ms (),
+                                        &bs, &tr, &rerr) == 0)
                     fks_metric_set (x->m_breaker, (double) bs.state);
-                    s_settled_mark (tx, st, &coid, 1);
-                }
                 return fks_worker_retry (tx, "broker %s did not answer: %s", broker,
                                          res.reason);
             }
-            if (!settled) {
-                if (fks_breaker_record (st->breaker, res.outcome != FKS_BROKER_REJECTED,
-                                        res.reason, fks_now_ms (), &bs, &tr, &rerr) != 0)
-                    return fks_worker_redis_error (tx, &rerr,
-                                                   "recording with the circuit breaker");
-                if ((rc = s_settled_mark (tx, st, &coid, 1)) != FKS_WORKER_OK
-                    || (rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
-                    return rc;
-            }
+            if (fks_breaker_record (st->breaker, coid, res.outcome != FKS_BROKER_REJECTED,
+                                    res.reason, fks_now_ms (), &bs, &tr, &rerr) != 0)
+                return fks_worker_redis_error (tx, &rerr, "recording with the circuit breaker");
+            if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
+                return rc;
         }
     }
     if (!allowed) {
