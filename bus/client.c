@@ -27,6 +27,7 @@
 #include "bus/envelope.h"
 #include "bus/protocol.h"
 #include "common/config.h"
+#include "common/id.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -133,13 +134,7 @@ s_now_ms (void)
 static void
 s_abs_deadline (struct timespec *ts, int64_t ms)
 {
-    clock_gettime (CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long) (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    *ts = fks_clock_after (CLOCK_MONOTONIC, ms * 1000000);
 }
 
 //  --------------------------------------------------------------------------

@@ -172,3 +172,19 @@ fks_mono_ns (void)
     clock_gettime (CLOCK_MONOTONIC, &ts);
     return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+struct timespec
+fks_clock_after (clockid_t clock, int64_t ns)
+{
+    struct timespec ts;
+    clock_gettime (clock, &ts);
+    if (ns < 0)
+        ns = 0;
+    ts.tv_sec += (time_t) (ns / 1000000000);
+    ts.tv_nsec += (long) (ns % 1000000000);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}

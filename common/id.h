@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define FKS_ID_SIZE     16
 #define FKS_ID_STR_SIZE 37      /* 36 chars + NUL: 8-4-4-4-12 lowercase hex */
@@ -31,5 +32,10 @@ bool fks_id_is_nil (const fks_id_t *id);
 int64_t fks_now_ns (void);
 int64_t fks_now_ms (void);
 int64_t fks_mono_ns (void);
+
+/*  The time on clock (CLOCK_REALTIME for a default pthread_cond_timedwait, CLOCK_MONOTONIC for
+ *  sem_clockwait and monotonic condition variables) ns nanoseconds from now (negative: now),
+ *  as the absolute deadline those waits take. */
+struct timespec fks_clock_after (clockid_t clock, int64_t ns);
 
 #endif

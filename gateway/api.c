@@ -154,14 +154,7 @@ struct fks_api_t {
 fks_pg_t *
 fks_api_pg_get (fks_api_t *self, int timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime (CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = fks_clock_after (CLOCK_REALTIME, (int64_t) timeout_ms * 1000000);
     pthread_mutex_lock (&self->pool_mutex);
     while (self->n_free == 0)
         if (pthread_cond_timedwait (&self->pool_cond, &self->pool_mutex, &ts) != 0)

@@ -27,6 +27,7 @@
  *  (common/pg.c blocks without one).
  */
 #include "gateway/inbox.h"
+#include "common/id.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/pgarray.h"
@@ -679,13 +680,7 @@ s_committer (void *arg)
         //  costs dominate small batches. Past S_LINGER_US, or with S_BATCH_MIN items waiting,
         //  this committer goes ahead, so a slow commit never holds the others back for long.
         if (self->busy > 0 && self->queued < S_BATCH_MIN) {
-            struct timespec ts;
-            clock_gettime (CLOCK_REALTIME, &ts);
-            ts.tv_nsec += S_LINGER_US * 1000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = fks_clock_after (CLOCK_REALTIME, S_LINGER_US * 1000LL);
             pthread_cond_timedwait (&self->cond, &self->mutex, &ts);
             if (self->stop)
                 break;
@@ -774,14 +769,7 @@ fks_inbox_submit (fks_inbox_t *self, fks_inbox_item_t *item)
     pthread_cond_signal (&self->cond);
     pthread_mutex_unlock (&self->mutex);
 
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += self->timeout_ms / 1000;
-    ts.tv_nsec += (long) (self->timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = fks_clock_after (CLOCK_MONOTONIC, (int64_t) self->timeout_ms * 1000000);
     while (sem_clockwait (&item->done, CLOCK_MONOTONIC, &ts) != 0) {
         if (errno == EINTR)
             continue;

@@ -637,14 +637,7 @@ s_run (s_client_t *c)
             int64_t left = c->last_write_ns + heartbeat_ns - fks_mono_ns ();
             if (left < 1000000)
                 left = 1000000;
-            struct timespec ts;
-            clock_gettime (CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t) (left / 1000000000LL);
-            ts.tv_nsec += (long) (left % 1000000000LL);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = fks_clock_after (CLOCK_REALTIME, left);
             pthread_cond_timedwait (&self->cond, &self->mutex, &ts);
             continue;
         }
@@ -887,13 +880,7 @@ s_ws_await_read_end (s_ws_t *w)
                 fks_http_interrupt (w->conn_thread);
             poke_at = now + S_WS_POKE_MS * 1000000LL;
         }
-        struct timespec ts;
-        clock_gettime (CLOCK_REALTIME, &ts);
-        ts.tv_nsec += S_WS_POKE_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = fks_clock_after (CLOCK_REALTIME, S_WS_POKE_MS * 1000000LL);
         pthread_cond_timedwait (&self->cond, &self->mutex, &ts);
     }
     pthread_mutex_unlock (&self->mutex);

@@ -22,6 +22,7 @@
 #include "bus/client.h"
 #include "bus/protocol.h"
 #include "common/config.h"
+#include "common/id.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/ops.h"
@@ -807,13 +808,7 @@ s_stopping (fks_worker_t *w)
 static void
 s_deadline (struct timespec *ts, int64_t ms)
 {
-    clock_gettime (CLOCK_MONOTONIC, ts);
-    ts->tv_sec += (time_t) (ms / 1000);
-    ts->tv_nsec += (long) (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    *ts = fks_clock_after (CLOCK_MONOTONIC, ms * 1000000);
 }
 
 static int

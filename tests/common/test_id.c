@@ -95,3 +95,20 @@ Test (id, clocks_move_forward)
     cr_assert (b >= a);
     cr_assert (fks_now_ns () / 1000000 - fks_now_ms () <= 1);
 }
+
+Test (id, clock_after_is_a_normalised_deadline_ns_from_now)
+{
+    struct timespec before, after;
+    clock_gettime (CLOCK_MONOTONIC, &before);
+    struct timespec d = fks_clock_after (CLOCK_MONOTONIC, 1999999999);
+    clock_gettime (CLOCK_MONOTONIC, &after);
+    cr_assert (d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    int64_t dn = (int64_t) d.tv_sec * 1000000000 + d.tv_nsec;
+    int64_t bn = (int64_t) before.tv_sec * 1000000000 + before.tv_nsec;
+    int64_t an = (int64_t) after.tv_sec * 1000000000 + after.tv_nsec;
+    cr_assert (dn >= bn + 1999999999 && dn <= an + 1999999999);
+    struct timespec n = fks_clock_after (CLOCK_REALTIME, -5);
+    clock_gettime (CLOCK_REALTIME, &after);
+    cr_assert (n.tv_sec <= after.tv_sec, "a negative span is now, not the past or the future");
+    cr_assert (n.tv_sec >= after.tv_sec - 1);
+}

@@ -740,6 +740,48 @@ s_no_stream_clients (int port)
     return false;
 }
 
+//  A gateway of its own for a slow-client test: a ring of 64 events, writes that stall for a
+//  second count as slow. Its log at log_path (128 bytes), its port in *port.
+static pid_t
+s_start_slow_gateway (const it_ctx_t *ctx, const char *tag, char *log_path, int *port)
+{
+    snprintf (log_path, 128, "/tmp/fks-it-stream-%d-%s.log", (int) getpid (), tag);
+    const char *env[] = { "FKS_GATEWAY_STREAM_BUFFER=64", "FKS_GATEWAY_REQUEST_TIMEOUT=1s",
+                          "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
+    pid_t pid = it_start_gateway (ctx, env, port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    return pid;
+}
+
+//  Inserts 30,000 copies of the event at seq `after` (far more than the kernel's buffers and a
+//  small ring hold) and waits until the gateway at port has cut one client off as slow.
+static bool
+s_flood_until_cut (const it_ctx_t *ctx, long after, int port)
+{
+    char s_after[24];
+    snprintf (s_after, sizeof s_after, "%ld", after);
+    const char *p[1] = { s_after };
+    PGresult *res = it_sql (ctx, "INSERT INTO events (id, type, corr, src, ts, envelope)"
+                                 " SELECT gen_random_uuid (), e.type, e.corr, e.src, e.ts,"
+                                 " e.envelope FROM events e, generate_series (1, 30000)"
+                                 " WHERE e.seq = $1::bigint", 1, p);
+    cr_assert_not_null (res);
+    PQclear (res);
+    char url[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    for (int i = 0; i < 100; i++) {
+        it_resp_t r;
+        it_http ("GET", url, NULL, NULL, 0, &r);
+        bool cut = r.body
+                   && strstr (r.body, "fks_gateway_stream_disconnects_total{reason=\"slow\"} 1");
+        it_resp_free (&r);
+        if (cut)
+            return true;
+        usleep (100000);
+    }
+    return false;
+}
+
 Test (stream, a_websocket_close_is_answered_and_the_connection_ends)
 {
     const it_ctx_t *ctx = it_ctx ();
@@ -796,38 +838,15 @@ Test (stream, a_websocket_client_that_does_not_read_is_cut_off_and_closed)
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-wsslow.log", (int) getpid ());
-    const char *env[] = { "FKS_GATEWAY_STREAM_BUFFER=64", "FKS_GATEWAY_REQUEST_TIMEOUT=1s",
-                          "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_start_slow_gateway (ctx, "wsslow", log_path, &port);
     long after = s_newest_seq (ctx);
     char query[64];
     snprintf (query, sizeof query, "?after=%ld", after);
     int fd = s_ws_open (port, query, 4096);
     //  Far more events than the kernel's buffers and the ring hold, never read, never closed.
-    char s_after[24];
-    snprintf (s_after, sizeof s_after, "%ld", after);
-    const char *p[1] = { s_after };
-    PGresult *res = it_sql (ctx, "INSERT INTO events (id, type, corr, src, ts, envelope)"
-                                 " SELECT gen_random_uuid (), e.type, e.corr, e.src, e.ts,"
-                                 " e.envelope FROM events e, generate_series (1, 30000)"
-                                 " WHERE e.seq = $1::bigint", 1, p);
-    cr_assert_not_null (res);
-    PQclear (res);
-    char url[128];
-    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    bool cut = false;
-    for (int i = 0; i < 100 && !cut; i++) {
-        it_resp_t r;
-        it_http ("GET", url, NULL, NULL, 0, &r);
-        cut = strstr (r.body, "fks_gateway_stream_disconnects_total{reason=\"slow\"} 1") != NULL;
-        it_resp_free (&r);
-        if (!cut)
-            usleep (100000);
-    }
-    cr_assert (cut, "the slow client was not cut off (log %s)", log_path);
+    cr_assert (s_flood_until_cut (ctx, after, port), "the slow client was not cut off (log %s)",
+               log_path);
     //  Its stream ended, and so does its connection (and the civetweb thread under it), though
     //  the client neither reads nor answers the close.
     sleep (3);
@@ -884,50 +903,22 @@ Test (stream, a_client_that_does_not_read_is_disconnected)
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-slow.log", (int) getpid ());
-    const char *env[] = { "FKS_GATEWAY_STREAM_BUFFER=64", "FKS_GATEWAY_REQUEST_TIMEOUT=1s",
-                          "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_start_slow_gateway (ctx, "slow", log_path, &port);
     long after = s_newest_seq (ctx);
     //  A client with a tiny receive buffer that never reads after the headers.
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    setsockopt (fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
-                             .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    cr_assert_eq (connect (fd, (struct sockaddr *) &a, sizeof a), 0);
+    int fd = s_raw_connect (port, 4096);
     char req[256];
     int n = snprintf (req, sizeof req, "GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n"
                       "Last-Event-ID: %ld\r\nAuthorization: Bearer %s\r\n\r\n", after,
                       IT_ADMIN_KEY);
     cr_assert_eq (write (fd, req, (size_t) n), n);
-    //  Far more events than the kernel's buffers and the ring hold (copies of a real one).
-    char s_after[24];
-    snprintf (s_after, sizeof s_after, "%ld", after);
-    const char *p[1] = { s_after };
-    PGresult *res = it_sql (ctx, "INSERT INTO events (id, type, corr, src, ts, envelope)"
-                                 " SELECT gen_random_uuid (), e.type, e.corr, e.src, e.ts,"
-                                 " e.envelope FROM events e, generate_series (1, 30000)"
-                                 " WHERE e.seq = $1::bigint", 1, p);
-    cr_assert_not_null (res);
-    PQclear (res);
-    //  The gateway gives up on the client (its write stalls, the ring moves on).
-    char url[128];
-    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    bool cut = false;
-    for (int i = 0; i < 100 && !cut; i++) {
-        it_resp_t r;
-        it_http ("GET", url, NULL, NULL, 0, &r);
-        cut = strstr (r.body, "fks_gateway_stream_disconnects_total{reason=\"slow\"} 1") != NULL
-              && strstr (r.body, "fks_gateway_stream_clients 0") != NULL;
-        it_resp_free (&r);
-        if (!cut)
-            usleep (100000);
-    }
+    //  Far more events than the kernel's buffers and the ring hold (copies of a real one); the
+    //  gateway gives up on the client (its write stalls, the ring moves on).
+    bool cut = s_flood_until_cut (ctx, after, port);
     close (fd);
     cr_assert (cut, "the slow client was not cut off (log %s)", log_path);
+    cr_assert (s_no_stream_clients (port));
     cr_assert_eq (it_stop_pid (pid), 0);
     unlink (log_path);
 }
