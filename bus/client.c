@@ -105,6 +105,8 @@ struct fks_bus_client_t {
     int64_t last_heard;             /* monotonic ms */
     int64_t last_request;           /* when an ack/reject/touch was last queued */
     int heartbeat_ms, liveness;
+    int64_t ack_deadline_ms;        /* the broker's (its WELCOME), 0 before the first */
+    int64_t next_queue_touch;       /* when the buffered deliveries are touched next */
     fks_bus_client_stats_t stats;
     bool io_busy;                   /* someone holds the I/O role */
     bool io_polling;                /* ... and waits in zmq_poll: write wake_fd to stir it */
@@ -210,6 +212,15 @@ s_fd_drain (int fd)
     (void) rc;
 }
 
+//  How often a held delivery's ack deadline is renewed: a third of the broker's deadline, so
+//  that one late renewal still arrives in time.
+static int64_t
+s_lease_every (const fks_bus_client_t *self)
+{
+    int64_t every = self->ack_deadline_ms > 0 ? self->ack_deadline_ms / 3 : 1000;
+    return every < 1 ? 1 : every;
+}
+
 //  A request (ack, reject, touch) was queued: make sure someone sends it soon.
 static void
 s_requested (fks_bus_client_t *self)
@@ -222,6 +233,24 @@ s_requested (fks_bus_client_t *self)
         self->agent_sleeping = false;
         pthread_cond_signal (&self->agent_cond);
     }
+}
+
+//  Deliveries wait in the queue until a handler asks for them, which may be long while every
+//  handler is busy (retrying through an outage, say): the agent renews their ack deadlines,
+//  so that waiting here never makes the broker take them back and count an attempt. Caller
+//  holds the lock.
+static void
+s_touch_queue (fks_bus_client_t *self, int64_t now)
+{
+    if (now < self->next_queue_touch)
+        return;
+    self->next_queue_touch = now + s_lease_every (self);
+    if (self->state != S_JOINED || !self->q_head)
+        return;
+    for (fks_bus_msg_t *m = self->q_head; m; m = m->next)
+        if (m->epoch == self->epoch)
+            s_tags_add (&self->touches, m->tag);
+    s_requested (self);
 }
 
 //  Frees every queued delivery (a new epoch begins: the broker took them back).
@@ -498,7 +527,8 @@ s_on_message (fks_bus_client_t *self, zmq_msg_t *f, size_t n, int64_t now)
         self->last_heard = now;
     switch (hdr[2]) {
         case FKS_BUS_WELCOME:
-            if (n != 4 || zmq_msg_size (&f[1]) != 4 || zmq_msg_size (&f[2]) != 4) {
+            if (n != 4 || zmq_msg_size (&f[1]) != 4 || zmq_msg_size (&f[2]) != 4
+                || zmq_msg_size (&f[3]) != 4) {
                 s_bad_frame (self, "WELCOME");
                 break;
             }
@@ -510,6 +540,10 @@ s_on_message (fks_bus_client_t *self, zmq_msg_t *f, size_t n, int64_t now)
                     self->heartbeat_ms = (int) hb;
                 if (live >= 2 && live <= 100)
                     self->liveness = (int) live;
+                uint32_t deadline = fks_bus_get_u32 (zmq_msg_data (&f[3]));
+                if (deadline >= 10)
+                    self->ack_deadline_ms = deadline;
+                self->next_queue_touch = now + s_lease_every (self);
                 self->state = S_JOINED;
                 self->stats.joins++;
                 char fields[128] = "";
@@ -769,6 +803,7 @@ s_agent (void *arg)
     fks_bus_client_t *self = arg;
     pthread_mutex_lock (&self->lock);
     while (!self->stop) {
+        s_touch_queue (self, s_now_ms ());
         if (s_io_take (self)) {
             bool reads = self->agent_reads;
             pthread_mutex_unlock (&self->lock);
@@ -785,6 +820,8 @@ s_agent (void *arg)
         int64_t now = s_now_ms ();
         bool active = now - self->last_request < S_ACTIVE_MS;
         int64_t sleep_ms = active ? S_ACK_TICK_MS : self->next_heartbeat - now;
+        if (sleep_ms > self->next_queue_touch - now)
+            sleep_ms = self->next_queue_touch - now;
         if (sleep_ms < 1)
             sleep_ms = 1;
         struct timespec ts;
@@ -1122,6 +1159,41 @@ fks_bus_reject (fks_bus_client_t *self, fks_bus_msg_t **msg_p, fks_bus_reject_t 
         self->stats.stale++;
     pthread_mutex_unlock (&self->lock);
     fks_bus_msg_destroy (msg_p);
+    return 0;
+}
+
+int64_t
+fks_bus_ack_deadline_ms (fks_bus_client_t *self)
+{
+    if (!self)
+        return 0;
+    pthread_mutex_lock (&self->lock);
+    int64_t ms = self->ack_deadline_ms;
+    pthread_mutex_unlock (&self->lock);
+    return ms;
+}
+
+void
+fks_bus_msg_lease (const fks_bus_msg_t *msg, fks_bus_lease_t *out)
+{
+    out->epoch = msg ? msg->epoch : 0;
+    out->tag = msg ? msg->tag : 0;
+}
+
+int
+fks_bus_touch_leases (fks_bus_client_t *self, const fks_bus_lease_t *leases, size_t n)
+{
+    if (!self || (!leases && n > 0))
+        return -1;
+    pthread_mutex_lock (&self->lock);
+    bool any = false;
+    if (self->state == S_JOINED)
+        for (size_t i = 0; i < n; i++)
+            if (leases[i].epoch == self->epoch && s_tags_add (&self->touches, leases[i].tag) == 0)
+                any = true;
+    if (any)
+        s_requested (self);
+    pthread_mutex_unlock (&self->lock);
     return 0;
 }
 

@@ -130,6 +130,23 @@ int fks_bus_reject (fks_bus_client_t *self, fks_bus_msg_t **msg_p, fks_bus_rejec
  *  0, or -1 on invalid arguments. */
 int fks_bus_touch (fks_bus_client_t *self, const fks_bus_msg_t *msg);
 
+/*  The broker's ack deadline (announced when the client joins), 0 before the first join. While
+ *  a delivery waits in the client for a handler, the client renews its deadline itself (every
+ *  third of it); once handed out, the handler (or whoever keeps its lease) does. */
+int64_t fks_bus_ack_deadline_ms (fks_bus_client_t *self);
+
+/*  A delivery's name for the broker, kept by value: touching a lease whose message was acked,
+ *  rejected or freed meanwhile is harmless (the broker ignores tags it no longer holds, and a
+ *  lease from before a rejoin is ignored here). */
+typedef struct {
+    uint64_t epoch, tag;
+} fks_bus_lease_t;
+
+void fks_bus_msg_lease (const fks_bus_msg_t *msg, fks_bus_lease_t *out);
+
+/*  fks_bus_touch for n leases at once. 0, or -1 on invalid arguments. */
+int fks_bus_touch_leases (fks_bus_client_t *self, const fks_bus_lease_t *leases, size_t n);
+
 /*  Frees a message without acking it: the broker delivers it again when its ack deadline
  *  passes or this replica goes away. NULL or *msg_p NULL is a no-op. */
 void fks_bus_msg_destroy (fks_bus_msg_t **msg_p);

@@ -113,6 +113,8 @@ struct s_thread_t {
     fks_pg_array_t consumed;                /* the batch's message ids (s_begin_consumed) */
     fks_pg_array_t outbox[7];               /* the outbox's columns (s_insert_events_commit) */
     s_queue_t queue;                        /* routed workers: what the dispatcher gave it */
+    fks_bus_lease_t *leases;                /* the batch it holds (worker's lease_lock) */
+    size_t n_leases;
 };
 
 struct fks_worker_t {
@@ -126,6 +128,10 @@ struct fks_worker_t {
     bool routed;                            /* a route hook and more than one thread */
     pthread_t dispatcher;
     bool dispatcher_started;
+    pthread_t keeper;                       /* renews the leases of what the threads hold */
+    bool keeper_started;
+    atomic_bool keeper_stop;
+    pthread_mutex_t lease_lock;
     atomic_bool stop;
     atomic_int in_flight;
     pthread_mutex_t ready_lock;
@@ -776,9 +782,10 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
     return S_DONE;
 }
 
-//  After COMMIT: publish what was produced, then ack.
+//  After COMMIT: publish what was produced, then ack, counting each message as `as` (NULL:
+//  ok, or duplicate when it was consumed before).
 static void
-s_finish (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
+s_finish (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, fks_metric_t *as)
 {
     fks_worker_t *w = th->w;
     fks_worker_tx_t *tx = &th->tx;
@@ -789,7 +796,7 @@ s_finish (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
     }
     s_events_clear (tx);
     for (size_t i = 0; i < n; i++) {
-        fks_metric_inc (th->fresh[i] ? w->m_ok : w->m_dup);
+        fks_metric_inc (as ? as : th->fresh[i] ? w->m_ok : w->m_dup);
         fks_bus_ack (w->bus, &msgs[i]);
     }
 }
@@ -916,7 +923,7 @@ s_queue_take (fks_worker_t *w, s_queue_t *q, fks_bus_msg_t **msgs, fks_envelope_
     return n;
 }
 
-//  Renews the ack deadlines of what waits in the queue (its thread is retrying).
+//  Renews the ack deadlines of what waits in the queue (the keeper, while its thread works).
 static void
 s_queue_touch (fks_worker_t *w, s_queue_t *q)
 {
@@ -936,23 +943,60 @@ s_queue_wake (s_queue_t *q)
     pthread_mutex_unlock (&q->lock);
 }
 
-//  Sleeps ms unless the worker is told to stop; renews the ack deadlines of the messages, and
-//  of those waiting in the thread's queue behind them.
+//  Sleeps ms unless stop becomes true. (What the thread holds keeps its lease meanwhile: the
+//  keeper renews it.)
 static void
-s_pause (s_thread_t *th, fks_bus_msg_t **msgs, size_t n, int64_t ms)
+s_pause (const atomic_bool *stop, int64_t ms)
 {
     int64_t end = fks_mono_ns () + ms * 1000000;
-    while (!s_stopping (th->w)) {
+    while (!atomic_load (stop)) {
         int64_t left = (end - fks_mono_ns ()) / 1000000;
         if (left <= 0)
             break;
         struct timespec ts = { 0, (long) (left > 50 ? 50 : left) * 1000000L };
         nanosleep (&ts, NULL);
     }
+}
+
+//  Notes the leases of the batch a thread is about to handle (n = 0: it holds nothing).
+static void
+s_hold (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
+{
+    pthread_mutex_lock (&th->w->lease_lock);
     for (size_t i = 0; i < n; i++)
-        fks_bus_touch (th->w->bus, msgs[i]);
-    if (th->w->routed)
-        s_queue_touch (th->w, &th->queue);
+        fks_bus_msg_lease (msgs[i], &th->leases[i]);
+    th->n_leases = n;
+    pthread_mutex_unlock (&th->w->lease_lock);
+}
+
+//  The keeper: every third of the ack deadline, renews the leases of every message a handler
+//  thread holds (the whole batch, including those waiting while one is retried alone) and of
+//  those waiting in the threads' queues. An attempt may take longer than the deadline (a lock
+//  wait up to the statement timeout), a retry may go on through an outage: neither makes the
+//  broker take a message back, count an attempt and dead-letter it while this replica still
+//  works on it. (Deliveries waiting in the bus client are renewed by the client.) It runs
+//  until the handler threads have stopped.
+static void *
+s_keeper_main (void *arg)
+{
+    fks_worker_t *w = arg;
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    while (!atomic_load (&w->keeper_stop)) {
+        int64_t deadline = fks_bus_ack_deadline_ms (w->bus);
+        s_pause (&w->keeper_stop, deadline > 0 ? (deadline / 3 > 0 ? deadline / 3 : 1) : 1000);
+        if (atomic_load (&w->keeper_stop))
+            break;
+        pthread_mutex_lock (&w->lease_lock);
+        for (int i = 0; i < w->cfg.threads; i++)
+            fks_bus_touch_leases (w->bus, w->threads[i].leases, w->threads[i].n_leases);
+        pthread_mutex_unlock (&w->lease_lock);
+        if (w->routed)
+            for (int i = 0; i < w->cfg.threads; i++)
+                s_queue_touch (w, &w->threads[i].queue);
+    }
+    return NULL;
 }
 
 static void
@@ -1033,9 +1077,7 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
         if (rc == FKS_WORKER_OK) {
             fks_envelope_destroy (&env);
             fks_bus_msg_t *one[1] = { msg };
-            th->fresh[0] = false;
-            s_finish (th, one, 1);              /* publishes; acks (counted below) */
-            fks_metric_inc (w->m_failed);
+            s_finish (th, one, 1, w->m_failed); /* publishes; acks */
             return;
         }
         if (rc == FKS_WORKER_RETRY) {
@@ -1046,7 +1088,7 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
                 s_release (th, &msg, 1);
                 return;
             }
-            s_pause (th, &msg, 1, backoff);
+            s_pause (&w->stop, backoff);
             backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
@@ -1073,7 +1115,7 @@ s_handle (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n)
         size_t bad;
         s_outcome_t out = s_attempt (th, msgs, envs, n, &bad);
         if (out == S_DONE) {
-            s_finish (th, msgs, n);
+            s_finish (th, msgs, n, NULL);
             return;
         }
         bool conn_lost = !fks_pg_connected (th->pg);
@@ -1099,7 +1141,7 @@ s_handle (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n)
             s_release (th, msgs, n);
             return;
         }
-        s_pause (th, msgs, n, backoff);
+        s_pause (&w->stop, backoff);
         backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
     }
 }
@@ -1137,14 +1179,16 @@ s_thread_main (void *arg)
             continue;
         }
         atomic_fetch_add (&w->in_flight, (int) n);
-        fks_metric_set (w->m_in_flight, atomic_load (&w->in_flight));
+        fks_metric_add (w->m_in_flight, (double) n);
         fks_metric_observe (w->m_batch_size, (double) n);
+        s_hold (th, th->batch, n);
         s_handle (th, th->batch, w->routed ? th->given : NULL, n);
+        s_hold (th, NULL, 0);
         if (w->routed)
             for (size_t i = 0; i < n; i++)
                 fks_envelope_destroy (&th->given[i]);
         atomic_fetch_sub (&w->in_flight, (int) n);
-        fks_metric_set (w->m_in_flight, atomic_load (&w->in_flight));
+        fks_metric_add (w->m_in_flight, -(double) n);
     }
     if (w->def->thread_fini)
         w->def->thread_fini (th->tx.state, w->def->arg);
@@ -1235,6 +1279,7 @@ fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
     self->cfg.http_bind = s_strdup (cfg->http_bind ? cfg->http_bind : "127.0.0.1");
     self->routed = def->route && cfg->threads > 1;
     pthread_mutex_init (&self->ready_lock, NULL);
+    pthread_mutex_init (&self->lease_lock, NULL);
     atomic_init (&self->stop, false);
     atomic_init (&self->in_flight, 0);
 
@@ -1271,7 +1316,8 @@ fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
         (const char *[]) { "group" }, 1, NULL, 0), g);
     static const double size_buckets[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024 };
     self->m_batch_size = fks_metric_get (fks_histogram_family ("fks_worker_batch_size",
-        "Messages handled in one transaction", (const char *[]) { "group" }, 1, size_buckets,
+        "Messages taken as one batch (one transaction; a batch that fails is then handled one "
+        "message per transaction)", (const char *[]) { "group" }, 1, size_buckets,
         sizeof size_buckets / sizeof size_buckets[0]), g);
     self->m_in_flight = fks_metric_get (fks_gauge_family ("fks_worker_in_flight",
         "Messages a worker replica is handling now", (const char *[]) { "group" }, 1), g);
@@ -1304,6 +1350,7 @@ s_threads_free (fks_worker_t *self)
         msgpack_sbuffer_destroy (&th->tx.body);
         s_queue_destroy (&th->queue);
         free (th->batch);
+        free (th->leases);
         free (th->given);
         free (th->fresh);
         free (th->decoded);
@@ -1333,6 +1380,7 @@ s_threads_make (fks_worker_t *self)
         for (int k = 0; k < 7; k++)
             fks_pg_array_init (&th->outbox[k]);
         th->batch = calloc ((size_t) self->cfg.batch, sizeof *th->batch);
+        th->leases = calloc ((size_t) self->cfg.batch, sizeof *th->leases);
         th->given = calloc ((size_t) self->cfg.batch, sizeof *th->given);
         if (self->routed && s_queue_init (&th->queue, (size_t) self->cfg.window) != 0)
             return -1;
@@ -1352,7 +1400,8 @@ s_threads_make (fks_worker_t *self)
                                    &rerr);
         if (!th->redis)
             fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: Redis: %s", self->def->program, rerr.msg);
-        if (!th->batch || !th->given || !th->fresh || !th->decoded || !th->tx.envs || !th->pg || !th->redis)
+        if (!th->batch || !th->leases || !th->given || !th->fresh || !th->decoded
+            || !th->tx.envs || !th->pg || !th->redis)
             return -1;
         th->tx.pg = th->pg;
         th->tx.redis = th->redis;
@@ -1413,6 +1462,12 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
         }
         self->threads[i].started = true;
     }
+    if (!atomic_load (&self->stop)) {
+        if (pthread_create (&self->keeper, NULL, s_keeper_main, self) != 0)
+            atomic_store (&self->stop, true);
+        else
+            self->keeper_started = true;
+    }
     if (self->routed && !atomic_load (&self->stop)) {
         if (pthread_create (&self->dispatcher, NULL, s_dispatch_main, self) != 0)
             atomic_store (&self->stop, true);
@@ -1447,6 +1502,11 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
             pthread_join (self->threads[i].tid, NULL);
             self->threads[i].started = false;
         }
+    if (self->keeper_started) {
+        atomic_store (&self->keeper_stop, true);
+        pthread_join (self->keeper, NULL);
+        self->keeper_started = false;
+    }
     if (self->routed) {
         //  What was routed to a thread but not started goes back with the rest.
         size_t n = 0;
@@ -1480,6 +1540,7 @@ fks_worker_destroy (fks_worker_t **self_p)
     fks_pg_destroy (&self->ready_pg);
     fks_redis_destroy (&self->ready_redis);
     pthread_mutex_destroy (&self->ready_lock);
+    pthread_mutex_destroy (&self->lease_lock);
     fks_worker_cfg_free (&self->cfg);
     free (self);
     *self_p = NULL;

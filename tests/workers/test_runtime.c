@@ -240,6 +240,8 @@ s_stop (s_runner_t *r)
     return r->rc;
 }
 
+static const char *const *s_bus_env;     /* the bus's extra settings (a test's own setup) */
+
 static void
 s_setup (void)
 {
@@ -252,7 +254,7 @@ s_setup (void)
     pthread_mutex_lock (&s_seen_lock);
     s_n_seen = 0;
     pthread_mutex_unlock (&s_seen_lock);
-    h_stack_opts_t o = { .redis_db = REDIS_DB };
+    h_stack_opts_t o = { .redis_db = REDIS_DB, .extra_env = s_bus_env };
     h_stack_start (&s, &o);
     h_sql_exec ("CREATE TABLE rt_effects (msg_id uuid PRIMARY KEY, detail text)");
     h_sql_exec ("CREATE TABLE rt_prefetch (xid bigint PRIMARY KEY, seen int NOT NULL)");
@@ -720,4 +722,105 @@ Test (runtime_num, numbers_for_numeric_columns_are_exact_decimals)
     cr_assert_float_eq (fks_worker_parse_num ("12.5", 0), 12.5, 1e-12);
     cr_assert_float_eq (fks_worker_parse_num ("", 3), 3, 1e-12);
     cr_assert_float_eq (fks_worker_parse_num ("abc", 3), 3, 1e-12);
+}
+
+// ---------------------------------------------------------------------------------------------
+//  Leases: what a replica holds is never taken back while it works on it
+
+//  A short ack deadline and two deliveries before a dead letter: without renewals, anything
+//  held for more than about 4 s would become a dead letter.
+static const char *const s_short_lease_env[] = { "FKS_BUS_ACK_DEADLINE=2s",
+                                                 "FKS_BUS_MAX_DELIVERIES=2", NULL };
+
+static void
+s_setup_short_lease (void)
+{
+    s_bus_env = s_short_lease_env;
+    s_setup ();
+    s_bus_env = NULL;
+}
+
+static long long
+s_dead_letters (void)
+{
+    return h_sql_int ("SELECT count(*) FROM dead_letters WHERE grp = 'rt'");
+}
+
+//  One message that fails 7 times (6-11 s of back-off) and 9 that wait behind it: in the
+//  thread's batch while it is retried alone (batch 64), or in the bus client's buffer (batch
+//  1). Every one takes effect once, and none becomes a dead letter.
+static void
+s_wait_behind_a_retry (int batch)
+{
+    static s_runner_t r;
+    s_start_with (&r, true, batch, 1, NULL);        /* the group exists: messages wait for it */
+    cr_assert_eq (s_stop (&r), 0);
+    s_send ("retry", NULL, NULL);
+    for (int i = 0; i < 9; i++)
+        s_send ("ok", NULL, NULL);
+    atomic_store (&s_retries_left, 7);
+    s_start_with (&r, true, batch, 1, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 10, 60000), 10);
+    usleep (500000);
+    cr_assert_eq (s_dead_letters (), 0, "messages waiting behind a retry became dead letters");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), 10);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+Test (runtime, a_batch_waiting_while_one_of_it_is_retried_keeps_its_lease,
+      .init = s_setup_short_lease, .fini = s_teardown, .timeout = 120)
+{
+    s_wait_behind_a_retry (64);
+}
+
+Test (runtime, deliveries_buffered_behind_a_retry_keep_their_lease,
+      .init = s_setup_short_lease, .fini = s_teardown, .timeout = 120)
+{
+    s_wait_behind_a_retry (1);
+}
+
+//  An attempt that waits on a lock for longer than the ack deadline (here the statement
+//  timeout is the deadline, as the defaults have it: 30 s and 30 s) keeps its message.
+Test (runtime, an_attempt_longer_than_the_ack_deadline_keeps_its_lease,
+      .init = s_setup_short_lease, .fini = s_teardown, .timeout = 120)
+{
+    s_statement_timeout_ms = 2000;
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    PGconn *holder = PQconnectdb (h_db_url ());
+    cr_assert (PQstatus (holder) == CONNECTION_OK);
+    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE rt_effects IN EXCLUSIVE MODE");
+    cr_assert (PQresultStatus (res) == PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
+    PQclear (res);
+    s_send ("locked", NULL, NULL);
+    sleep (7);
+    res = PQexec (holder, "COMMIT");
+    PQclear (res);
+    PQfinish (holder);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 1, WAIT_MS), 1);
+    usleep (500000);
+    cr_assert_eq (s_dead_letters (), 0, "a message held through a lock wait became a dead letter");
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+//  A message whose failure on_fail records is counted once, as failed (not also duplicate).
+Test (runtime, a_recorded_failure_counts_as_failed_only, .init = s_setup, .fini = s_teardown,
+      .timeout = 60)
+{
+    static s_runner_t r;
+    s_start (&r, true, 16);
+    s_send ("fail", NULL, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'", 1, WAIT_MS), 1);
+    int port = fks_worker_port (r.w);
+    double failed = 0;
+    for (int i = 0; i < 100 && failed < 1; i++) {
+        failed = h_metric (port, "fks_worker_messages_total{group=\"rt\",result=\"failed\"}");
+        if (failed < 1)
+            usleep (20000);
+    }
+    cr_assert_eq (failed, 1);
+    cr_assert_eq (h_metric (port, "fks_worker_messages_total{group=\"rt\",result=\"duplicate\"}"),
+                  0);
+    cr_assert_eq (h_metric (port, "fks_worker_messages_total{group=\"rt\",result=\"ok\"}"), 0);
+    cr_assert_eq (s_stop (&r), 0);
 }
