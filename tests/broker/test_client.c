@@ -1,8 +1,8 @@
 /*  test_client.c - the bus client API (bus/client.h) against the real fks-bus: what a gateway
  *  or worker author relies on. Publishing with no broker, joining before the broker exists,
- *  receive timeouts, the poll fd, reject and attempt numbers, touch, a graceful leave that
- *  hands back unread deliveries, publishing from many threads, acks made stale by a broker
- *  restart, and a malformed DELIVER_BATCH from a fake broker. Needs FKS_TEST_PG_URL
+ *  receive timeouts, the poll fd, reject and attempt numbers, touch, deliveries waiting in the
+ *  client, a graceful leave that hands back unread deliveries, publishing from many threads,
+ *  acks made stale by a broker restart, and a malformed DELIVER_BATCH from a fake broker. Needs FKS_TEST_PG_URL
  *  (tools/test.sh), like every test that starts fks-bus.
  */
 #include <criterion/criterion.h>
@@ -211,6 +211,32 @@ Test (client, touch_keeps_a_slow_handler_from_losing_its_message)
     fks_bus_client_destroy (&pub);
     fks_bus_client_destroy (&other);
     fks_bus_client_destroy (&slow);
+}
+
+//  Deliveries that wait in the client for a handler (all of them busy) keep their lease: the
+//  client renews their deadline itself, so waiting never costs an attempt.
+Test (client, deliveries_waiting_in_the_client_keep_their_lease)
+{
+    const char *env[] = { "FKS_BUS_ACK_DEADLINE=1s", NULL };
+    h_bus_start (env);
+    fks_bus_client_t *c = s_consumer ("busy", 8);
+    s_wait_joined (c);
+    cr_assert_eq (fks_bus_ack_deadline_ms (c), 1000, "the deadline of the broker's WELCOME");
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 3), 0);
+    cr_assert_eq (h_wait_metric ("fks_bus_deliveries_total{group=\"g\"}", 3, 5000), 3);
+    h_sleep_ms (2600);                          /* more than twice the deadline, unread */
+    for (int i = 0; i < 3; i++) {
+        fks_bus_msg_t *msg = fks_bus_recv (c, 2000);
+        cr_assert_not_null (msg, "delivery %d is gone", i + 1);
+        cr_assert_eq (fks_bus_msg_attempt (msg), 1, "delivery %d was taken back meanwhile",
+                      i + 1);
+        fks_bus_ack (c, &msg);
+    }
+    cr_assert_eq (h_metric ("fks_bus_taken_back_total{group=\"g\",reason=\"deadline\"}"), 0);
+    cr_assert_eq (h_wait_metric ("fks_bus_acks_total{group=\"g\"}", 3, 3000), 3);
+    fks_bus_client_destroy (&pub);
+    fks_bus_client_destroy (&c);
 }
 
 Test (client, leaving_hands_back_unread_deliveries_without_spending_an_attempt)
