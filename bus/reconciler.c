@@ -235,17 +235,17 @@ s_send (fks_reconciler_t *self, const char *group, const char *type, const uint8
     return 0;
 }
 
-//  Publishes one pending row (columns type, envelope of res's row r) unless the pass's budget
-//  is spent or the broker stopped taking rows. Returns false when the row is not a valid
-//  envelope of that type (it is logged and must not stay pending).
+//  Publishes one pending row (its type and envelope in columns type_col and env_col of res's
+//  row r) unless the pass's budget is spent or the broker stopped taking rows. Returns false
+//  when the row is not a valid envelope of that type (it is logged and must not stay pending).
 static bool
 s_publish (fks_reconciler_t *self, s_group_t *g, PGresult *res, int r, int type_col,
-           s_pos_t pos, long *budget, bool *busy)
+           int env_col, s_pos_t pos, long *budget, bool *busy)
 {
     const char *type = PQgetvalue (res, r, type_col);
     size_t len = 0;
     unsigned char *env = PQunescapeBytea (
-        (const unsigned char *) PQgetvalue (res, r, type_col + 1), &len);
+        (const unsigned char *) PQgetvalue (res, r, env_col), &len);
     fks_envelope_hdr_t hdr;
     fks_envelope_err_t eerr;
     if (!env || len > FKS_ENVELOPE_MAX_SIZE
@@ -310,7 +310,7 @@ s_recheck (fks_reconciler_t *self, s_group_t *g, long *budget, bool *busy)
         int state = atoi (PQgetvalue (res, r, 3));
         if (state == 3)
             expired++;
-        else if (state == 2 && s_publish (self, g, res, r, 2, pos, budget, busy))
+        else if (state == 2 && s_publish (self, g, res, r, 2, 4, pos, budget, busy))
             g->pending[kept++] = pos;
     }
     PQclear (res);
@@ -376,7 +376,7 @@ s_walk_chunk (fks_reconciler_t *self, s_group_t *g, uint64_t bound, long *budget
             if (has_young && s_pos_cmp (pos, young) > 0)
                 continue;
             if (g->n_pending < (size_t) self->cfg.batch
-                && s_publish (self, g, res, r, 4, pos, budget, busy))
+                && s_publish (self, g, res, r, 4, 5, pos, budget, busy))
                 g->pending[g->n_pending++] = pos;
         }
     }

@@ -122,6 +122,38 @@ Test (reconciler, finds_a_row_whose_transaction_committed_long_after_it_began)
     fks_bus_client_destroy (&pub);
 }
 
+//  Rows the broker refuses (its queue for the group is full) stay pending and are published
+//  again on every pass until they are taken: the recheck of pending rows read the envelope from
+//  the wrong column, dropped each row as "invalid" after its first republish and saved the
+//  position past it, so a refused republish was never tried again.
+Test (reconciler, a_refused_republish_is_tried_again_until_it_is_taken)
+{
+    static const char *const env[] = { "FKS_BUS_RECONCILE_AFTER=1s", "FKS_BUS_QUEUE_LIMIT=5",
+                                       NULL };
+    h_bus_start (env);
+    pid_t c = h_consumer_start ("c1", s_consumer_args);
+    cr_assert_geq (h_wait_metric ("fks_bus_consumers{group=\"g\"}", 1, 15000), 1);
+    kill (c, SIGTERM);
+    cr_assert_eq (h_wait_exit (c, 10000), 0);
+    //  No consumer: the group's queue takes 5, the other 15 are refused, then refused again
+    //  when the reconciler publishes them.
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 20), 0);
+    cr_assert_geq (h_wait_metric ("fks_bus_reconciler_republished_total{group=\"g\"}", 15,
+                                  15000), 15);
+    h_sleep_ms (2000);                          /* a few passes with the queue still full */
+    char buf[256];
+    cr_assert_eq (h_sql_long ("SELECT count(*) FROM dead_letters"), 0);
+    h_consumer_start ("c2", s_consumer_args);
+    cr_assert_eq (h_wait_sql (EFFECTS, 20, 30000), 20,
+                  "refused rows were dropped by the reconciler (seqs never handled: %s)",
+                  h_sql_text ("SELECT string_agg (seq::text, ',') FROM events e WHERE NOT EXISTS"
+                              " (SELECT 1 FROM t_effects t WHERE t.msg_id = e.id)", buf,
+                              sizeof buf));
+    cr_assert_eq (h_sql_long ("SELECT count(DISTINCT msg_id) FROM t_effects"), 20);
+    fks_bus_client_destroy (&pub);
+}
+
 Test (reconciler, a_restarted_broker_resumes_from_the_saved_position)
 {
     s_start ();
