@@ -115,6 +115,7 @@ struct s_thread_t {
     s_queue_t queue;                        /* routed workers: what the dispatcher gave it */
     fks_bus_lease_t *leases;                /* the batch it holds (worker's lease_lock) */
     size_t n_leases;
+    _Atomic int64_t progress_ms;            /* monotonic: its last attempt or pause */
 };
 
 struct fks_worker_t {
@@ -675,6 +676,14 @@ s_decode_slot (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size
     return 0;
 }
 
+//  The thread shows it is alive: the keeper renews its leases only while it does.
+static void
+s_progress (s_thread_t *th)
+{
+    if (th)
+        atomic_store (&th->progress_ms, fks_mono_ns () / 1000000);
+}
+
 //  One attempt at a batch in one transaction. envs (may be NULL) holds envelopes already
 //  decoded, per message (NULL: decode it here). On failure *bad is the index of the message
 //  that failed (n when the failure was not a message's), and th->tx.reason says why.
@@ -684,6 +693,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
     fks_worker_t *w = th->w;
     fks_worker_tx_t *tx = &th->tx;
     fks_pg_err_t err;
+    s_progress (th);
     *bad = n;
     tx->reason[0] = '\0';
     s_events_clear (tx);
@@ -943,13 +953,14 @@ s_queue_wake (s_queue_t *q)
     pthread_mutex_unlock (&q->lock);
 }
 
-//  Sleeps ms unless stop becomes true. (What the thread holds keeps its lease meanwhile: the
-//  keeper renews it.)
+//  Sleeps ms unless stop becomes true, showing th's progress (NULL: none) as it goes. (What
+//  the thread holds keeps its lease meanwhile: the keeper renews it.)
 static void
-s_pause (const atomic_bool *stop, int64_t ms)
+s_pause (s_thread_t *th, const atomic_bool *stop, int64_t ms)
 {
     int64_t end = fks_mono_ns () + ms * 1000000;
     while (!atomic_load (stop)) {
+        s_progress (th);
         int64_t left = (end - fks_mono_ns ()) / 1000000;
         if (left <= 0)
             break;
@@ -962,6 +973,7 @@ s_pause (const atomic_bool *stop, int64_t ms)
 static void
 s_hold (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
 {
+    s_progress (th);
     pthread_mutex_lock (&th->w->lease_lock);
     for (size_t i = 0; i < n; i++)
         fks_bus_msg_lease (msgs[i], &th->leases[i]);
@@ -974,8 +986,11 @@ s_hold (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
 //  those waiting in the threads' queues. An attempt may take longer than the deadline (a lock
 //  wait up to the statement timeout), a retry may go on through an outage: neither makes the
 //  broker take a message back, count an attempt and dead-letter it while this replica still
-//  works on it. (Deliveries waiting in the bus client are renewed by the client.) It runs
-//  until the handler threads have stopped.
+//  works on it. (Deliveries waiting in the bus client are renewed by the client.) A thread
+//  that shows no progress (a new attempt, a retry's pause) for longer than an attempt can
+//  take (the statement timeout, or the deadline when there is none) plus the deadline is
+//  taken to hang: its leases lapse, and the broker gives its messages to another replica, as
+//  the ack deadline is there for. It runs until the handler threads have stopped.
 static void *
 s_keeper_main (void *arg)
 {
@@ -985,16 +1000,26 @@ s_keeper_main (void *arg)
     pthread_sigmask (SIG_BLOCK, &all, NULL);
     while (!atomic_load (&w->keeper_stop)) {
         int64_t deadline = fks_bus_ack_deadline_ms (w->bus);
-        s_pause (&w->keeper_stop, deadline > 0 ? (deadline / 3 > 0 ? deadline / 3 : 1) : 1000);
+        if (deadline <= 0)
+            deadline = 3000;
+        s_pause (NULL, &w->keeper_stop, deadline / 3 > 0 ? deadline / 3 : 1);
         if (atomic_load (&w->keeper_stop))
             break;
+        int64_t quiet_max = (w->cfg.statement_timeout_ms > 0 ? w->cfg.statement_timeout_ms
+                                                              : deadline) + deadline;
+        int64_t now = fks_mono_ns () / 1000000;
+        bool alive[w->cfg.threads];
+        for (int i = 0; i < w->cfg.threads; i++)
+            alive[i] = now - atomic_load (&w->threads[i].progress_ms) <= quiet_max;
         pthread_mutex_lock (&w->lease_lock);
         for (int i = 0; i < w->cfg.threads; i++)
-            fks_bus_touch_leases (w->bus, w->threads[i].leases, w->threads[i].n_leases);
+            if (alive[i])
+                fks_bus_touch_leases (w->bus, w->threads[i].leases, w->threads[i].n_leases);
         pthread_mutex_unlock (&w->lease_lock);
         if (w->routed)
             for (int i = 0; i < w->cfg.threads; i++)
-                s_queue_touch (w, &w->threads[i].queue);
+                if (alive[i])
+                    s_queue_touch (w, &w->threads[i].queue);
     }
     return NULL;
 }
@@ -1038,6 +1063,7 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
 
     int64_t backoff = S_BACKOFF_MIN_MS;
     for (int tries = 1;; tries++) {
+        s_progress (th);
         int rc = FKS_WORKER_FAIL;
         fks_pg_err_t err;
         tx->reason[0] = '\0';
@@ -1088,7 +1114,7 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
                 s_release (th, &msg, 1);
                 return;
             }
-            s_pause (&w->stop, backoff);
+            s_pause (th, &w->stop, backoff);
             backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
             continue;
         }
@@ -1141,7 +1167,7 @@ s_handle (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n)
             s_release (th, msgs, n);
             return;
         }
-        s_pause (&w->stop, backoff);
+        s_pause (th, &w->stop, backoff);
         backoff = backoff * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : backoff * 2;
     }
 }

@@ -115,6 +115,8 @@ s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
     char id[FKS_ID_STR_SIZE];
     fks_id_format (&fks_envelope_hdr (env)->id, id);
     const char *values[2] = { id, detail };
+    if (strcmp (detail, "hang") == 0 && fks_worker_attempt (tx) == 1)
+        sleep (9);                  /* a first attempt stuck without a timeout */
     fks_pg_err_t err;
     PGresult *r = fks_pg_exec (fks_worker_pg (tx), "rt_insert", 2, values, NULL, NULL, &err);
     if (!r)
@@ -822,5 +824,26 @@ Test (runtime, a_recorded_failure_counts_as_failed_only, .init = s_setup, .fini 
     cr_assert_eq (h_metric (port, "fks_worker_messages_total{group=\"rt\",result=\"duplicate\"}"),
                   0);
     cr_assert_eq (h_metric (port, "fks_worker_messages_total{group=\"rt\",result=\"ok\"}"), 0);
+    cr_assert_eq (s_stop (&r), 0);
+}
+
+//  A handler thread that hangs (no new attempt, no pause) keeps its lease only for as long as
+//  an attempt may take plus the deadline: then the broker takes the message back and delivers
+//  it again (here its copy waits on the hanging transaction's lock, and is a duplicate once
+//  that commits). It takes effect once.
+Test (runtime, a_hanging_handler_loses_its_lease_and_its_message_takes_effect_once,
+      .init = s_setup_short_lease, .fini = s_teardown, .timeout = 120)
+{
+    static s_runner_t r;
+    s_start (&r, true, 1);                      /* two threads */
+    s_send ("hang", NULL, NULL);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 1, 30000), 1,
+                  "the message waited for the hanging thread");
+    cr_assert_geq (h_metric (s.bus_port,
+                             "fks_bus_taken_back_total{group=\"rt\",reason=\"deadline\"}"), 1,
+                   "the hanging thread kept its lease");
+    sleep (10);                                 /* the hanging thread wakes, finds it done */
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), 1);
     cr_assert_eq (s_stop (&r), 0);
 }
