@@ -727,21 +727,6 @@ fks_broker_publish (fks_broker_t *self, zmq_msg_t *topic, zmq_msg_t *env,
     return 0;
 }
 
-int
-fks_broker_republish (fks_broker_t *self, zmq_msg_t *topic, zmq_msg_t *env,
-                      const fks_id_t *id, const char *group,
-                      fks_broker_publish_result_t *result)
-{
-    fks_broker_publish_result_t res = { 0, 0, 0 };
-    uint32_t gi = group ? s_group_find (self, group) : NIL;
-    if (gi != NIL)
-        s_offer (self, gi, topic, env, id, fks_hmap_hash (id->b, FKS_ID_SIZE, self->seed),
-                 false, &res);
-    if (result)
-        *result = res;
-    return 0;
-}
-
 //  --------------------------------------------------------------------------
 //  Replicas joining and leaving
 

@@ -113,16 +113,6 @@ int fks_broker_publish (fks_broker_t *self, zmq_msg_t *topic, zmq_msg_t *env,
                         const fks_id_t *id, const char *group,
                         fks_broker_publish_result_t *result);
 
-/*  The reconciler's later republishes to `group` of a row still pending a pass after its
- *  first: queued like a publish to the group, but not turned away because the id is among the
- *  group's recent ids. Those stop a republish racing an ack; an acked message's consumed row
- *  is committed before the ack, so a row still pending a pass later is not one, but a dead
- *  letter the store has not written (PostgreSQL was down, the store's memory was full): it is
- *  delivered again and ends as a dead letter again, now recorded. 0 (as fks_broker_publish). */
-int fks_broker_republish (fks_broker_t *self, zmq_msg_t *topic, zmq_msg_t *env,
-                          const fks_id_t *id, const char *group,
-                          fks_broker_publish_result_t *result);
-
 /*  A replica (routing id rid) joins group with prefixes and a credit window, at time now.
  *  flags belong to the transport (how this replica wants its deliveries framed): the core
  *  keeps them and hands them back to io.deliver. A replica already known under rid is

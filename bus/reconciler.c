@@ -221,14 +221,13 @@ s_group (fks_reconciler_t *self, const char *name)
     return g;
 }
 
-//  Sends one row to the broker as [kind][group][type][envelope]: 'G' the first time, 'A'
-//  again (a row still pending a pass later: fks_broker_republish). 0, or -1 when the broker's
+//  Sends one row to the broker as ['G'][group][type][envelope]. 0, or -1 when the broker's
 //  socket did not take it (its queue is full): the caller keeps the row pending.
 static int
 s_send (fks_reconciler_t *self, const char *group, const char *type, const uint8_t *env,
-        size_t len, bool again)
+        size_t len)
 {
-    if (zmq_send (self->push, again ? "A" : "G", 1, ZMQ_SNDMORE) == -1)
+    if (zmq_send (self->push, "G", 1, ZMQ_SNDMORE) == -1)
         return -1;
     zmq_send (self->push, group, strlen (group), ZMQ_SNDMORE);
     zmq_send (self->push, type, strlen (type), ZMQ_SNDMORE);
@@ -237,12 +236,11 @@ s_send (fks_reconciler_t *self, const char *group, const char *type, const uint8
 }
 
 //  Publishes one pending row (its type and envelope in columns type_col and env_col of res's
-//  row r; again: it was pending on an earlier pass too) unless the pass's budget is spent or
-//  the broker stopped taking rows. Returns false when the row is not a valid envelope of that
-//  type (it is logged and must not stay pending).
+//  row r) unless the pass's budget is spent or the broker stopped taking rows. Returns false
+//  when the row is not a valid envelope of that type (it is logged and must not stay pending).
 static bool
 s_publish (fks_reconciler_t *self, s_group_t *g, PGresult *res, int r, int type_col,
-           int env_col, bool again, s_pos_t pos, long *budget, bool *busy)
+           int env_col, s_pos_t pos, long *budget, bool *busy)
 {
     const char *type = PQgetvalue (res, r, type_col);
     size_t len = 0;
@@ -261,7 +259,7 @@ s_publish (fks_reconciler_t *self, s_group_t *g, PGresult *res, int r, int type_
         return false;
     }
     if (*budget > 0 && !*busy) {
-        if (s_send (self, g->name, type, env, len, again) == 0) {
+        if (s_send (self, g->name, type, env, len) == 0) {
             (*budget)--;
             fks_metric_inc (g->m_sent);
         }
@@ -312,7 +310,7 @@ s_recheck (fks_reconciler_t *self, s_group_t *g, long *budget, bool *busy)
         int state = atoi (PQgetvalue (res, r, 3));
         if (state == 3)
             expired++;
-        else if (state == 2 && s_publish (self, g, res, r, 2, 4, true, pos, budget, busy))
+        else if (state == 2 && s_publish (self, g, res, r, 2, 4, pos, budget, busy))
             g->pending[kept++] = pos;
     }
     PQclear (res);
@@ -378,7 +376,7 @@ s_walk_chunk (fks_reconciler_t *self, s_group_t *g, uint64_t bound, long *budget
             if (has_young && s_pos_cmp (pos, young) > 0)
                 continue;
             if (g->n_pending < (size_t) self->cfg.batch
-                && s_publish (self, g, res, r, 4, 5, false, pos, budget, busy))
+                && s_publish (self, g, res, r, 4, 5, pos, budget, busy))
                 g->pending[g->n_pending++] = pos;
         }
     }

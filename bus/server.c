@@ -421,10 +421,9 @@ s_now_ms (void)
 }
 
 //  Validates and routes one envelope. group NULL: every interested group, plus the stream.
-//  again: the reconciler's republish of a row still pending (fks_broker_republish).
 static void
 s_publish (fks_bus_server_t *self, s_sock_t sock, zmq_msg_t *topic, zmq_msg_t *env,
-           const char *group, bool again)
+           const char *group)
 {
     size_t tlen = topic ? zmq_msg_size (topic) : 1;
     size_t elen = zmq_msg_size (env);
@@ -463,10 +462,7 @@ s_publish (fks_bus_server_t *self, s_sock_t sock, zmq_msg_t *topic, zmq_msg_t *e
     else
         self->published++;
     fks_broker_publish_result_t res;
-    if (again)
-        fks_broker_republish (self->broker, topic, env, &hdr.id, group, &res);
-    else
-        fks_broker_publish (self->broker, topic, env, &hdr.id, group, &res);
+    fks_broker_publish (self->broker, topic, env, &hdr.id, group, &res);
     if (res.queued + res.duplicate + res.refused == 0)
         self->unrouted++;
     //  With no observer subscribed to anything, the XPUB would only throw the copies away.
@@ -589,7 +585,7 @@ s_handle_router (fks_bus_server_t *self, zmq_msg_t *f, int n, bool extra, int64_
         zmq_msg_t env;
         zmq_msg_init_size (&env, hdr_len - FKS_BUS_HDR_SIZE);
         memcpy (zmq_msg_data (&env), hdr + FKS_BUS_HDR_SIZE, hdr_len - FKS_BUS_HDR_SIZE);
-        s_publish (self, S_SOCK_ROUTER, NULL, &env, NULL, false);
+        s_publish (self, S_SOCK_ROUTER, NULL, &env, NULL);
         zmq_msg_close (&env);
         return;
     }
@@ -602,7 +598,7 @@ s_handle_router (fks_bus_server_t *self, zmq_msg_t *f, int n, bool extra, int64_
                 s_bad (self, S_SOCK_ROUTER, S_BAD_MALFORMED, "PUBLISH");
                 return;
             }
-            s_publish (self, S_SOCK_ROUTER, n == 4 ? &f[2] : NULL, &f[n - 1], NULL, false);
+            s_publish (self, S_SOCK_ROUTER, n == 4 ? &f[2] : NULL, &f[n - 1], NULL);
             return;
         case FKS_BUS_JOIN:
             s_handle_join (self, rid, rid_len, f, n, now);
@@ -700,10 +696,10 @@ s_handle_internal (fks_bus_server_t *self, zmq_msg_t *f, int n, bool extra)
     char kind = *(const char *) zmq_msg_data (&f[0]);
     char group[FKS_BUS_GROUP_MAX];
     if (kind == 'P' && n == 3)
-        s_publish (self, S_SOCK_INTERNAL, &f[1], &f[2], NULL, false);
+        s_publish (self, S_SOCK_INTERNAL, &f[1], &f[2], NULL);
     else
-    if ((kind == 'G' || kind == 'A') && n == 4 && s_frame_str (&f[1], group, sizeof group) == 0)
-        s_publish (self, S_SOCK_INTERNAL, &f[2], &f[3], group, kind == 'A');
+    if (kind == 'G' && n == 4 && s_frame_str (&f[1], group, sizeof group) == 0)
+        s_publish (self, S_SOCK_INTERNAL, &f[2], &f[3], group);
     else
     if (kind == 'D' && n >= 3 && n <= 2 + FKS_BUS_PREFIXES_MAX
         && s_frame_str (&f[1], group, sizeof group) == 0) {

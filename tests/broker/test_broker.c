@@ -324,40 +324,6 @@ Test (broker, a_dead_letter_is_not_taken_again_when_published_anew)
     fks_broker_destroy (&b);
 }
 
-//  A dead letter the store never wrote (PostgreSQL down, its memory full) is still pending in
-//  the outbox a pass later: the reconciler's republish then is queued again, not turned away
-//  by the recent ids; and never twice while it is queued or in flight.
-Test (broker, a_dead_letter_still_pending_a_pass_later_is_delivered_again)
-{
-    fks_broker_cfg_t cfg = s_cfg ();
-    fks_broker_t *b = s_broker (&cfg);
-    s_join (b, "r1", "g", "t.", 10, 0);
-    s_pub (b, "t.x", "bad", NULL);
-    fks_broker_dispatch (b, 0);
-    fks_broker_reject (b, (const uint8_t *) "r1", 2, fake.got[0].tag, FKS_BUS_REJECT_DEAD,
-                       "no", 1);
-    cr_assert_eq (s_pub (b, "t.x", "bad", "g").duplicate, 1, "the first republish races");
-    zmq_msg_t t, e;
-    fks_id_t id;
-    memset (&id, 0, sizeof id);
-    snprintf ((char *) id.b, sizeof id.b, "%s", "bad");
-    fks_broker_publish_result_t res;
-    for (int i = 0; i < 2; i++) {
-        zmq_msg_init_size (&t, 3);
-        memcpy (zmq_msg_data (&t), "t.x", 3);
-        zmq_msg_init_size (&e, 3);
-        memcpy (zmq_msg_data (&e), "bad", 3);
-        cr_assert_eq (fks_broker_republish (b, &t, &e, &id, "g", &res), 0);
-        zmq_msg_close (&t);
-        zmq_msg_close (&e);
-        cr_assert_eq (res.queued, i == 0 ? 1 : 0);
-        cr_assert_eq (res.duplicate, i == 0 ? 0 : 1, "queued twice");
-    }
-    fks_broker_dispatch (b, 2);
-    cr_assert_eq (fake.n_got, 2, "the dead letter was not delivered again");
-    fks_broker_destroy (&b);
-}
-
 Test (broker, many_acked_ids_grow_the_memory_and_stay_findable)
 {
     fks_broker_cfg_t cfg = s_cfg ();
