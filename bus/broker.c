@@ -65,6 +65,7 @@ typedef struct {
     char prefixes[FKS_BUS_PREFIXES_MAX][FKS_BUS_PREFIX_MAX];
     size_t prefix_len[FKS_BUS_PREFIXES_MAX];
     size_t n_prefixes;
+    bool unpersisted;           /* its last change was not taken by group_changed yet */
     s_list_t queue;
     size_t queued_bytes;
     s_list_t inflight;
@@ -793,7 +794,7 @@ fks_broker_join (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const c
     self->stats.replicas++;
     s_ready_add (self, ri);
     if (changed && self->io.group_changed)
-        self->io.group_changed (self->io.arg, g->name, prefixes, n_prefixes);
+        g->unpersisted = !self->io.group_changed (self->io.arg, g->name, prefixes, n_prefixes);
     char fields[256] = "";
     fks_log_field_str (fields, sizeof fields, "group", g->name);
     fks_log_field_str (fields, sizeof fields, "replica", r->name);
@@ -1051,6 +1052,14 @@ fks_broker_tick (fks_broker_t *self, int64_t now)
 {
     int64_t next = now + self->cfg.heartbeat_ms;
     for (uint32_t gi = 0; gi < self->n_groups; gi++) {
+        s_group_t *g = &self->groups[gi];
+        if (g->unpersisted && self->io.group_changed) {
+            const char *prefixes[FKS_BUS_PREFIXES_MAX];
+            for (size_t i = 0; i < g->n_prefixes; i++)
+                prefixes[i] = g->prefixes[i];
+            g->unpersisted = !self->io.group_changed (self->io.arg, g->name, prefixes,
+                                                      g->n_prefixes);
+        }
         s_expire (self, gi, now);
         uint32_t head = self->groups[gi].inflight.head;
         if (head != NIL && s_entry (self, head)->deadline < next)

@@ -81,8 +81,10 @@ typedef struct {
      *  take the payloads with zmq_msg_move (the core closes whatever is left). May be NULL. */
     void (*dead_letter) (void *arg, const char *group, const fks_id_t *id, uint32_t attempts,
                          const char *reason, zmq_msg_t *topic, zmq_msg_t *env);
-    /*  A group appeared or its prefixes changed (to persist them). May be NULL. */
-    void (*group_changed) (void *arg, const char *group, const char *const *prefixes,
+    /*  A group appeared or its prefixes changed (to persist them). Returns false when it
+     *  could not take the change (the store's queue is full): the core offers it again on
+     *  each tick until it is taken. May be NULL. */
+    bool (*group_changed) (void *arg, const char *group, const char *const *prefixes,
                            size_t n_prefixes);
 } fks_broker_io_t;
 

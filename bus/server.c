@@ -306,20 +306,21 @@ s_dead_letter (void *arg, const char *group, const fks_id_t *id, uint32_t attemp
              "redeliver it)");
 }
 
-static void
+static bool
 s_group_changed (void *arg, const char *group, const char *const *prefixes, size_t n)
 {
     fks_bus_server_t *self = arg;
     if (!self->store)
-        return;
+        return true;
     if (zmq_send (self->store, "G", 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
-        fks_log (FKS_LOG_ERROR, NULL, NULL, "group %s not persisted: the store's queue is full",
-                 group);
-        return;
+        fks_log (FKS_LOG_ERROR, NULL, NULL, "group %s not persisted yet: the store's queue is "
+                 "full (tried again every heartbeat)", group);
+        return false;
     }
     zmq_send (self->store, group, strlen (group), n > 0 ? ZMQ_SNDMORE : 0);
     for (size_t i = 0; i < n; i++)
         zmq_send (self->store, prefixes[i], strlen (prefixes[i]), i + 1 < n ? ZMQ_SNDMORE : 0);
+    return true;
 }
 
 //  Sends one envelope on the stream; see the file's opening paragraph.

@@ -33,6 +33,7 @@ typedef struct {
     size_t n_dead;
     char changed[64][32];
     size_t n_changed;
+    int refuse_changes;             /* group_changed refuses this many times first */
     const char *unreachable;        /* deliveries to this rid fail */
 } fake_t;
 
@@ -84,14 +85,19 @@ s_dead_letter (void *arg, const char *group, const fks_id_t *id, uint32_t attemp
     }
 }
 
-static void
+static bool
 s_group_changed (void *arg, const char *group, const char *const *prefixes, size_t n)
 {
     fake_t *f = arg;
     (void) prefixes;
     (void) n;
+    if (f->refuse_changes > 0) {
+        f->refuse_changes--;
+        return false;
+    }
     if (f->n_changed < 64)
         snprintf (f->changed[f->n_changed++], 32, "%s", group);
+    return true;
 }
 
 static fks_broker_t *
@@ -647,6 +653,25 @@ Test (broker, the_byte_limit_of_a_queue_is_enforced_too)
     fks_broker_declare (b, "g", prefixes, 1);
     cr_assert_eq (s_pub (b, "t.x", "aaaaaaaa", NULL).queued, 1);        /* 11 bytes */
     cr_assert_eq (s_pub (b, "t.x", "bbbbbbbbbb", NULL).refused, 1);     /* would be 24 */
+    fks_broker_destroy (&b);
+}
+
+//  A group change the store cannot take (its queue full) is offered again on every tick until
+//  it is taken: a group never stays unpersisted because the store was busy once.
+Test (broker, a_group_change_the_store_could_not_take_is_offered_again)
+{
+    fks_broker_cfg_t cfg = s_cfg ();
+    fks_broker_t *b = s_broker (&cfg);
+    fake.refuse_changes = 2;
+    s_join (b, "r1", "g", "t.", 5, 0);
+    cr_assert_eq (fake.n_changed, 0);
+    fks_broker_tick (b, 10);                    /* refused again */
+    cr_assert_eq (fake.n_changed, 0);
+    fks_broker_tick (b, 20);
+    cr_assert_eq (fake.n_changed, 1);
+    cr_assert_str_eq (fake.changed[0], "g");
+    fks_broker_tick (b, 30);
+    cr_assert_eq (fake.n_changed, 1, "offered again once taken");
     fks_broker_destroy (&b);
 }
 
