@@ -229,8 +229,13 @@ s_id_eq (void *ctx, uint32_t handle, const void *key)
     return memcmp (s_entry (ctx, handle)->id.b, key, FKS_ID_SIZE) == 0;
 }
 
-//  The recent ids: what a group acked or dead-lettered lately, so that the reconciler, whose
-//  query may have run just before an ack, cannot hand the message out again. Two generations
+//  The recent ids: what a group acked lately, so that the reconciler, whose query may have
+//  run just before an ack, cannot hand the message out again. Dead letters are not among
+//  them: the store writes a dead letter after the broker made it, and may lose it
+//  (PostgreSQL down past the store's memory, its queue full); the reconciler's republish then
+//  is what brings it back, to end as a dead letter again, recorded this time. The price is a
+//  republish that raced the store's write: one more round of deliveries, then the same dead
+//  letter (one row per group and message). Two generations
 //  of recent_ids / 2 each: when the current one is full, the previous is emptied and becomes
 //  current. Nothing is evicted one by one, and a lookup is at most two short probes. Only the
 //  reconciler's republishes look here; a client's publish checks what the group holds.
@@ -297,15 +302,16 @@ s_recent_has (const s_group_t *g, const fks_id_t *id, uint32_t hash)
     return s_idset_has (&g->recent[0], id, hash) || s_idset_has (&g->recent[1], id, hash);
 }
 
-//  The group is done with an entry (acked or dead-lettered): its id goes to the recent ids,
-//  the entry is freed.
+//  The group is done with an entry (acked, or dead-lettered): an acked id goes to the recent
+//  ids, the entry is freed.
 static void
-s_entry_finish (fks_broker_t *self, uint32_t idx)
+s_entry_finish (fks_broker_t *self, uint32_t idx, bool acked)
 {
     s_entry_t *e = s_entry (self, idx);
     s_group_t *g = &self->groups[e->group];
     fks_hmap_remove (&g->ids, e->hash, idx);
-    s_recent_add (self, g, &e->id, e->hash);
+    if (acked)
+        s_recent_add (self, g, &e->id, e->hash);
     zmq_msg_close (&e->topic);
     zmq_msg_close (&e->env);
     e->state = S_FREE;
@@ -394,7 +400,7 @@ s_dead (fks_broker_t *self, uint32_t idx, const char *reason)
     if (self->io.dead_letter)
         self->io.dead_letter (self->io.arg, g->name, &e->id, e->attempts, reason,
                               &e->topic, &e->env);
-    s_entry_finish (self, idx);
+    s_entry_finish (self, idx, false);
 }
 
 //  Takes an in-flight entry back from its replica: to the head of the queue (front) or its
@@ -867,7 +873,7 @@ s_tags_apply (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const uint
                 r->inflight--;
                 self->in_flight--;
                 g->stats.acks++;
-                s_entry_finish (self, idx);
+                s_entry_finish (self, idx, true);
                 break;
             case S_RELEASE:
                 s_entry (self, idx)->attempts--;
