@@ -676,6 +676,15 @@ s_decode_slot (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size
     return 0;
 }
 
+//  The worker's own threads leave signals to the thread that runs fks_worker_run.
+static void
+s_block_signals (void)
+{
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, NULL);
+}
+
 //  The thread shows it is alive: the keeper renews its leases only while it does.
 static void
 s_progress (s_thread_t *th)
@@ -995,9 +1004,7 @@ static void *
 s_keeper_main (void *arg)
 {
     fks_worker_t *w = arg;
-    sigset_t all;
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    s_block_signals ();
     while (!atomic_load (&w->keeper_stop)) {
         int64_t deadline = fks_bus_ack_deadline_ms (w->bus);
         if (deadline <= 0)
@@ -1177,9 +1184,7 @@ s_thread_main (void *arg)
 {
     s_thread_t *th = arg;
     fks_worker_t *w = th->w;
-    sigset_t all;
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    s_block_signals ();
     if (w->def->thread_init)
         th->tx.state = w->def->thread_init (th->pg, th->redis, w->def->arg);
     int64_t last_idle = 0;
@@ -1229,9 +1234,7 @@ static void *
 s_dispatch_main (void *arg)
 {
     fks_worker_t *w = arg;
-    sigset_t all;
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, NULL);
+    s_block_signals ();
     size_t handed_back = 0;
     while (!s_stopping (w)) {
         fks_bus_msg_t *msg = fks_bus_recv (w->bus, S_RECV_WAIT_MS);

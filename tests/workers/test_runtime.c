@@ -392,6 +392,25 @@ s_wait_metric (int port, const char *series, double want, int timeout_ms)
     return v;
 }
 
+//  A table lock on rt_effects in an open transaction of another session, and its release.
+static PGconn *
+s_lock_effects (void)
+{
+    PGconn *holder = PQconnectdb (h_db_url ());
+    cr_assert (PQstatus (holder) == CONNECTION_OK);
+    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE rt_effects IN EXCLUSIVE MODE");
+    cr_assert (PQresultStatus (res) == PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
+    PQclear (res);
+    return holder;
+}
+
+static void
+s_unlock_effects (PGconn *holder)
+{
+    PQclear (PQexec (holder, "COMMIT"));
+    PQfinish (holder);
+}
+
 //  A lock held elsewhere (here a table lock in an open transaction) does not hold a handler
 //  thread for ever: its statement is cancelled after FKS_PG_STATEMENT_TIMEOUT_MS, retried with
 //  the transient failures' pause, and goes through once the lock is released.
@@ -401,19 +420,13 @@ Test (runtime, a_statement_waiting_on_a_lock_times_out_and_is_retried, .init = s
     s_statement_timeout_ms = 200;
     static s_runner_t r;
     s_start (&r, true, 16);
-    PGconn *holder = PQconnectdb (h_db_url ());
-    cr_assert (PQstatus (holder) == CONNECTION_OK);
-    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE rt_effects IN EXCLUSIVE MODE");
-    cr_assert (PQresultStatus (res) == PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
-    PQclear (res);
+    PGconn *holder = s_lock_effects ();
     s_send ("locked", NULL, NULL);
     cr_assert_geq (s_wait_metric (fks_worker_port (r.w),
                                   "fks_worker_retries_total{group=\"rt\"}", 2, WAIT_MS), 2,
                    "the waiting insert was not cancelled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 0);
-    res = PQexec (holder, "COMMIT");
-    PQclear (res);
-    PQfinish (holder);
+    s_unlock_effects (holder);
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'security.event'", 1,
                               WAIT_MS), 1);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects WHERE detail = 'locked'"), 1);
@@ -789,16 +802,10 @@ Test (runtime, an_attempt_longer_than_the_ack_deadline_keeps_its_lease,
     s_statement_timeout_ms = 2000;
     static s_runner_t r;
     s_start (&r, true, 16);
-    PGconn *holder = PQconnectdb (h_db_url ());
-    cr_assert (PQstatus (holder) == CONNECTION_OK);
-    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE rt_effects IN EXCLUSIVE MODE");
-    cr_assert (PQresultStatus (res) == PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
-    PQclear (res);
+    PGconn *holder = s_lock_effects ();
     s_send ("locked", NULL, NULL);
     sleep (7);
-    res = PQexec (holder, "COMMIT");
-    PQclear (res);
-    PQfinish (holder);
+    s_unlock_effects (holder);
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 1, WAIT_MS), 1);
     usleep (500000);
     cr_assert_eq (s_dead_letters (), 0, "a message held through a lock wait became a dead letter");
