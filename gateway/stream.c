@@ -105,7 +105,8 @@ typedef struct {
     bool resume;                    /* cursor given by the client */
     fks_sbuf_t out;                 /* SSE: events waiting for one write */
     int64_t last_write_ns;          /* monotonic time of the last write to the client */
-    bool gone;                      /* WebSocket: the client closed (stream mutex) */
+    bool gone;                      /* WebSocket: the client closed, or the connection's read
+                                       loop ended or is ending (stream mutex) */
 } s_client_t;
 
 // ---------------------------------------------------------------------------------------------
@@ -843,14 +844,12 @@ s_sse (struct mg_connection *conn, void *cbdata)
 #define S_WS_POKE_MS       50
 
 typedef struct {
-    s_client_t c;
-    struct mg_connection *conn;
+    s_client_t c;                   /* c.conn the connection, c.gone its read loop's end */
     pthread_t conn_thread;          /* civetweb's thread reading the connection */
     bool interruptible;             /* ... and fks_http_interrupt can cut its read */
     pthread_t writer;
     bool streamed;                  /* the writer was started (its s_run gives the place back) */
     bool writer_started;            /* ... and is not joined yet */
-    bool read_done;                 /* the read loop ended or is ending (stream mutex) */
     atomic_bool close_sent;
 } s_ws_t;
 
@@ -861,7 +860,7 @@ s_ws_close_frame (s_ws_t *w, unsigned code)
     if (atomic_exchange (&w->close_sent, true))
         return 0;
     char payload[2] = { (char) (code >> 8), (char) (code & 0xff) };
-    return mg_websocket_write (w->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, 2) > 0
+    return mg_websocket_write (w->c.conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, 2) > 0
            ? 0 : -1;
 }
 
@@ -873,7 +872,7 @@ s_ws_await_read_end (s_ws_t *w)
     fks_stream_t *self = w->c.stream;
     int64_t poke_at = fks_mono_ns () + S_WS_CLOSE_WAIT_MS * 1000000LL;
     pthread_mutex_lock (&self->mutex);
-    while (!w->read_done) {
+    while (!w->c.gone) {
         int64_t now = fks_mono_ns ();
         if (now >= poke_at) {
             if (w->interruptible)
@@ -893,7 +892,7 @@ s_ws_writer (void *arg)
     const char *reason = s_run (&w->c);
     fks_stream_t *self = w->c.stream;
     pthread_mutex_lock (&self->mutex);
-    bool client_closed = w->read_done;
+    bool client_closed = w->c.gone;
     pthread_mutex_unlock (&self->mutex);
     if (!client_closed) {           /* else the connection's thread answers the client's */
         //  1001 going away, 1013 try again later (resume with the last id), 1011 server error.
@@ -917,7 +916,6 @@ s_ws_end_writer (s_ws_t *w)
 {
     fks_stream_t *self = w->c.stream;
     pthread_mutex_lock (&self->mutex);
-    w->read_done = true;
     w->c.gone = true;
     pthread_cond_broadcast (&self->cond);
     pthread_mutex_unlock (&self->mutex);
@@ -942,7 +940,6 @@ s_ws_connect (const struct mg_connection *cconn, void *cbdata)
         return 1;
     }
     w->c.ws = true;
-    w->conn = conn;
     mg_set_user_connection_data (conn, w);
     return 0;
 }
