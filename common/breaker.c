@@ -1,7 +1,7 @@
 /*  breaker.c - the circuit breaker that every execution replica shares through Redis.
  *
- *  See breaker.h for the behaviour. Everything happens in one Lua script, run with EVALSHA
- *  (loaded on first use, and again after Redis answers NOSCRIPT because it restarted), so a
+ *  See breaker.h for the behaviour. Everything happens in one Lua script (fks_redis_eval: by
+ *  its SHA-1 once the connection has sent its text), so a
  *  decision and the state change it implies are atomic across replicas. The script keeps the
  *  window as ten buckets of counters in a hash and deletes buckets that fell out of the window
  *  whenever it runs, so the hash never holds more than about twenty fields. All values the
@@ -24,7 +24,6 @@ struct fks_breaker_t {
     char scope[FKS_BREAKER_SCOPE_MAX];
     char key[FKS_BREAKER_SCOPE_MAX + 16];
     char wkey[FKS_BREAKER_SCOPE_MAX + 24];
-    char sha[41];                   /* the script's SHA-1 once loaded, "" before */
 };
 
 //  Ids are noted in ten-minute buckets, each kept twenty minutes; an id counts as noted when
@@ -295,26 +294,6 @@ fks_breaker_state_name (fks_breaker_state_t state)
 //  --------------------------------------------------------------------------
 //  Running the script
 
-static int
-s_load (fks_breaker_t *self, fks_redis_err_t *err)
-{
-    const char *argv[] = { "SCRIPT", "LOAD", s_script };
-    size_t lens[] = { 6, 4, sizeof s_script - 1 };
-    redisReply *r = fks_redis_command_argv (self->redis, 3, argv, lens, err);
-    if (!r)
-        return -1;
-    int rc = -1;
-    if (r->type == REDIS_REPLY_STRING && r->len == 40) {
-        memcpy (self->sha, r->str, 40);
-        self->sha[40] = '\0';
-        rc = 0;
-    }
-    else if (err)
-        snprintf (err->msg, sizeof err->msg, "SCRIPT LOAD gave an unexpected reply");
-    freeReplyObject (r);
-    return rc;
-}
-
 static int64_t
 s_int (const redisReply *r)
 {
@@ -417,9 +396,9 @@ s_run (fks_breaker_t *self, const char *op, int64_t now_ms, const char *reason,
     snprintf (k_now, sizeof k_now, "%s:noted:%" PRId64, self->key, bucket);
     snprintf (k_prev, sizeof k_prev, "%s:noted:%" PRId64, self->key, bucket - 1);
 
-    //  EVALSHA sha numkeys keys... op now 7 settings reason outs ids...
+    //  keys... op now 7 settings reason outs ids...
     int nkeys = n_ids ? 4 : 2;
-    int argc = 3 + nkeys + 10 + (int) n_ids;
+    int argc = nkeys + 10 + (int) n_ids;
     const char **argv = calloc ((size_t) argc, sizeof *argv);
     size_t *lens = calloc ((size_t) argc, sizeof *lens);
     int rc = -1;
@@ -427,42 +406,25 @@ s_run (fks_breaker_t *self, const char *op, int64_t now_ms, const char *reason,
         snprintf (err->msg, sizeof err->msg, "breaker: out of memory");
         goto done;
     }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (!self->sha[0] && s_load (self, err) != 0)
-            goto done;
-        int k = 0;
-        argv[k++] = "EVALSHA";
-        argv[k++] = self->sha;
-        argv[k++] = n_ids ? "4" : "2";
-        argv[k++] = self->key;
-        argv[k++] = self->wkey;
-        if (n_ids) {
-            argv[k++] = k_now;
-            argv[k++] = k_prev;
-        }
-        const char *rest[] = { op, a_now, a_fail, a_rate, a_min, a_win, a_cool, a_hs, why,
-                               outs ? outs : "" };
-        for (size_t i = 0; i < 10; i++)
-            argv[k++] = rest[i];
-        for (size_t i = 0; i < n_ids; i++)
-            argv[k++] = ids[i];
-        for (int i = 0; i < argc; i++)
-            lens[i] = strlen (argv[i]);
-        redisReply *r = fks_redis_command_argv (self->redis, argc, argv, lens, err);
-        if (!r) {
-            //  Redis restarted (or flushed its scripts): load the script again, once.
-            if (!err->conn_lost && strncmp (err->msg, "NOSCRIPT", 8) == 0) {
-                self->sha[0] = '\0';
-                continue;
-            }
-            //  A new connection may be a new server without the script.
-            if (err->conn_lost)
-                self->sha[0] = '\0';
-            goto done;
-        }
+    int k = 0;
+    argv[k++] = self->key;
+    argv[k++] = self->wkey;
+    if (n_ids) {
+        argv[k++] = k_now;
+        argv[k++] = k_prev;
+    }
+    const char *rest[] = { op, a_now, a_fail, a_rate, a_min, a_win, a_cool, a_hs, why,
+                           outs ? outs : "" };
+    for (size_t i = 0; i < 10; i++)
+        argv[k++] = rest[i];
+    for (size_t i = 0; i < n_ids; i++)
+        argv[k++] = ids[i];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen (argv[i]);
+    redisReply *r = fks_redis_eval (self->redis, s_script, nkeys, argc, argv, lens, err);
+    if (r) {
         rc = s_parse (r, status, res, err);
         freeReplyObject (r);
-        goto done;
     }
 done:
     free (argv);

@@ -96,33 +96,22 @@ fks_price_get_many_send (fks_redis_t *redis, const char *const *symbols, size_t 
                       FKS_PRICE_MANY_MAX);
         return -1;
     }
-    //  EVAL script numkeys key...
-    size_t argc = 3 + n;
-    const char **argv = calloc (argc, sizeof *argv);
-    size_t *lens = calloc (argc, sizeof *lens);
+    const char **argv = calloc (n, sizeof *argv);
     char (*keys)[FKS_PRICE_SYMBOL_MAX + 16] = calloc (n, sizeof *keys);
-    char numkeys[24];
     int rc = -1;
-    if (!argv || !lens || !keys) {
+    if (!argv || !keys) {
         if (err)
             snprintf (err->msg, sizeof err->msg, "prices: out of memory");
         goto done;
     }
-    snprintf (numkeys, sizeof numkeys, "%zu", n);
-    argv[0] = "EVAL";
-    argv[1] = s_get_many_script;
-    argv[2] = numkeys;
     for (size_t i = 0; i < n; i++) {
         if (s_key (symbols[i], keys[i], sizeof keys[i], err) != 0)
             goto done;
-        argv[3 + i] = keys[i];
+        argv[i] = keys[i];
     }
-    for (size_t i = 0; i < argc; i++)
-        lens[i] = strlen (argv[i]);
-    rc = fks_redis_send_argv (redis, (int) argc, argv, lens, err);
+    rc = fks_redis_send_eval (redis, s_get_many_script, (int) n, (int) n, argv, NULL, err);
 done:
     free (argv);
-    free (lens);
     free (keys);
     return rc;
 }
@@ -172,9 +161,19 @@ fks_price_get_many (fks_redis_t *redis, const char *const *symbols, size_t n, do
             snprintf (err->msg, sizeof err->msg, "prices: nowhere to put them");
         return -1;
     }
-    if (fks_price_get_many_send (redis, symbols, n, err) != 0)
-        return -1;
-    return fks_price_get_many_recv (redis, n, prices, ts_ms, found, err);
+    fks_redis_err_t local;
+    if (!err)
+        err = &local;
+    int rc = -1;
+    //  Again, once, when Redis had lost the script (its text travels then).
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (fks_price_get_many_send (redis, symbols, n, err) != 0)
+            return -1;
+        rc = fks_price_get_many_recv (redis, n, prices, ts_ms, found, err);
+        if (rc == 0 || !fks_redis_noscript (err))
+            break;
+    }
+    return rc;
 }
 
 int
@@ -192,7 +191,8 @@ fks_price_set (fks_redis_t *redis, const char *symbol, double price, int64_t ts_
     char p[40], t[24];
     snprintf (p, sizeof p, "%.17g", price);
     snprintf (t, sizeof t, "%" PRId64, ts_ms);
-    redisReply *r = fks_redis_command (redis, err, "EVAL %s 1 %s %s %s", s_set_script, key, p, t);
+    const char *argv[3] = { key, p, t };
+    redisReply *r = fks_redis_eval (redis, s_set_script, 1, 3, argv, NULL, err);
     if (!r)
         return -1;
     freeReplyObject (r);

@@ -21,6 +21,8 @@
 #include "common/redis.h"
 #include "common/config.h"
 
+#include <openssl/evp.h>
+
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
@@ -37,6 +39,14 @@
 #define S_MAX_HOST      255
 #define S_MAX_DB        65535
 #define S_MAX_TIMEOUT   600000          /* ms */
+#define S_SCRIPTS       16              /* scripts a connection knows by SHA-1; more run by text */
+#define S_EVAL_ARGV     32              /* EVAL arguments held on the stack; more are allocated */
+
+typedef struct {
+    const char *text;           /* the caller's static text, known by its address */
+    char sha[41];               /* its SHA-1 in hex */
+    bool sent;                  /* sent with EVAL on this connection: Redis has it */
+} s_script_t;
 
 struct fks_redis_t {
     char *host;                 /* without IPv6 brackets */
@@ -50,6 +60,8 @@ struct fks_redis_t {
     int command_timeout_ms;
     redisContext *ctx;          /* NULL when not connected */
     int pending;                /* replies of fks_redis_send_argv not read yet */
+    s_script_t scripts[S_SCRIPTS];
+    int n_scripts;
 };
 
 
@@ -396,6 +408,9 @@ s_drop (fks_redis_t *self)
         self->ctx = NULL;
     }
     self->pending = 0;
+    //  The next connection may reach a server that never saw the scripts (a restart).
+    for (int i = 0; i < self->n_scripts; i++)
+        self->scripts[i].sent = false;
 }
 
 static struct timeval
@@ -569,6 +584,10 @@ s_check_reply (fks_redis_t *self, redisReply *reply, int saved_errno, fks_redis_
     if (reply->type == REDIS_REPLY_ERROR) {
         s_set_err (err, false, "%.*s", reply->len > 200 ? 200 : (int) reply->len,
                    reply->str ? reply->str : "error reply");
+        //  Redis lost its scripts (SCRIPT FLUSH): every script's text must travel again.
+        if (reply->str && strncmp (reply->str, "NOSCRIPT", 8) == 0)
+            for (int i = 0; i < self->n_scripts; i++)
+                self->scripts[i].sent = false;
         freeReplyObject (reply);
         return NULL;
     }
@@ -653,6 +672,160 @@ fks_redis_recv (fks_redis_t *self, fks_redis_err_t *err)
     redisReply *r = s_check_reply (self, ok ? reply : NULL, saved, err);
     s_sigpipe_restore (&sp);
     return r;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Lua scripts
+
+//  The connection's entry for script (made on its first use), or NULL when the table is full
+//  or the digest cannot be made: the script then always travels as text.
+static s_script_t *
+s_script (fks_redis_t *self, const char *script)
+{
+    for (int i = 0; i < self->n_scripts; i++)
+        if (self->scripts[i].text == script)
+            return &self->scripts[i];
+    if (self->n_scripts == S_SCRIPTS)
+        return NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (!EVP_Digest (script, strlen (script), md, &md_len, EVP_sha1 (), NULL) || md_len != 20)
+        return NULL;
+    s_script_t *sc = &self->scripts[self->n_scripts++];
+    sc->text = script;
+    for (unsigned int i = 0; i < md_len; i++)
+        snprintf (sc->sha + 2 * i, 3, "%02x", md[i]);
+    sc->sent = false;
+    return sc;
+}
+
+//  The EVAL or EVALSHA command for script in *cmd / *lens (argc + 3 entries: the stack arrays
+//  given, or allocated when too small; s_eval_free gives them back). 0, or -1 with err.
+typedef struct {
+    const char **argv;
+    size_t *lens;
+    const char *stack_argv[S_EVAL_ARGV + 3];
+    size_t stack_lens[S_EVAL_ARGV + 3];
+    char numkeys[16];
+} s_eval_t;
+
+static int
+s_eval_make (fks_redis_t *self, s_eval_t *e, const char *script, int numkeys, int argc,
+             const char **argv, const size_t *argvlen, fks_redis_err_t *err)
+{
+    e->argv = e->stack_argv;
+    e->lens = e->stack_lens;
+    if (!script || argc < 0 || numkeys < 0 || numkeys > argc || (argc > 0 && !argv)) {
+        s_set_err (err, false, "Redis: bad script call");
+        return -1;
+    }
+    if (argc > S_EVAL_ARGV) {
+        e->argv = malloc ((size_t) (argc + 3) * sizeof *e->argv);
+        e->lens = malloc ((size_t) (argc + 3) * sizeof *e->lens);
+        if (!e->argv || !e->lens) {
+            free (e->argv);
+            free (e->lens);
+            e->argv = NULL;
+            e->lens = NULL;
+            s_set_err (err, false, "Redis: out of memory");
+            return -1;
+        }
+    }
+    s_script_t *sc = s_script (self, script);
+    //  Known by this connection's server: by SHA-1. Else the text, which Redis then keeps.
+    bool by_sha = sc && sc->sent && self->ctx;
+    snprintf (e->numkeys, sizeof e->numkeys, "%d", numkeys);
+    e->argv[0] = by_sha ? "EVALSHA" : "EVAL";
+    e->argv[1] = by_sha ? sc->sha : script;
+    e->argv[2] = e->numkeys;
+    for (int i = 0; i < argc; i++) {
+        e->argv[3 + i] = argv[i];
+        e->lens[3 + i] = argvlen ? argvlen[i] : strlen (argv[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        e->lens[i] = strlen (e->argv[i]);
+    return 0;
+}
+
+static void
+s_eval_free (s_eval_t *e)
+{
+    if (e->argv != e->stack_argv)
+        free (e->argv);
+    if (e->lens != e->stack_lens)
+        free (e->lens);
+}
+
+//  After script's text went out on the current connection (if it is still up): the server
+//  has it.
+static void
+s_eval_sent (fks_redis_t *self, const char *script)
+{
+    s_script_t *sc = s_script (self, script);
+    if (sc && self->ctx)
+        sc->sent = true;
+}
+
+redisReply *
+fks_redis_eval (fks_redis_t *self, const char *script, int numkeys, int argc,
+                const char **argv, const size_t *argvlen, fks_redis_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    fks_redis_err_t local;
+    if (!err)
+        err = &local;
+    s_sigpipe_t sp;
+    s_sigpipe_block (&sp);
+    redisReply *r = NULL;
+    //  Twice at most: by SHA-1, then by text when Redis answered NOSCRIPT (flushed scripts).
+    //  Text or SHA-1 is chosen once the connection the command goes out on is known.
+    for (int attempt = 0; attempt < 2; attempt++) {
+        s_eval_t e;
+        if (s_ready (self, err) != 0
+        ||  s_eval_make (self, &e, script, numkeys, argc, argv, argvlen, err) != 0)
+            break;
+        bool by_sha = e.argv[0][4] == 'S';
+        errno = 0;
+        r = redisCommandArgv (self->ctx, argc + 3, e.argv, e.lens);
+        r = s_check_reply (self, r, errno, err);
+        s_eval_free (&e);
+        if (!by_sha)
+            s_eval_sent (self, script);
+        if (r || !by_sha || !fks_redis_noscript (err))
+            break;
+    }
+    s_sigpipe_restore (&sp);
+    return r;
+}
+
+bool
+fks_redis_noscript (const fks_redis_err_t *err)
+{
+    return err && !err->conn_lost && strncmp (err->msg, "NOSCRIPT", 8) == 0;
+}
+
+int
+fks_redis_send_eval (fks_redis_t *self, const char *script, int numkeys, int argc,
+                     const char **argv, const size_t *argvlen, fks_redis_err_t *err)
+{
+    assert (self);
+    s_err_clear (err);
+    //  Connected first (unless replies are awaited on this connection), so that text or SHA-1
+    //  is chosen for the connection the command goes out on: a NOSCRIPT here would cost the
+    //  caller an attempt.
+    if (self->pending == 0 && fks_redis_connect (self, err) != 0)
+        return -1;
+    s_eval_t e;
+    if (s_eval_make (self, &e, script, numkeys, argc, argv, argvlen, err) != 0)
+        return -1;
+    bool by_sha = e.argv[0][4] == 'S';
+    int rc = fks_redis_send_argv (self, argc + 3, e.argv, e.lens, err);
+    s_eval_free (&e);
+    if (rc == 0 && !by_sha)
+        s_eval_sent (self, script);
+    return rc;
 }
 
 redisReply *

@@ -58,6 +58,24 @@ int fks_redis_send_argv (fks_redis_t *self, int argc, const char **argv, const s
  *  contract as fks_redis_command_argv (conn_lost when the connection went meanwhile). */
 redisReply *fks_redis_recv (fks_redis_t *self, fks_redis_err_t *err);
 
+/*  Runs a Lua script: script is its text, a static string known by its address; argv holds
+ *  numkeys keys then the script's arguments (argc in all; argvlen may be NULL for C strings).
+ *  The text travels once per connection (EVAL, which makes Redis keep it), then the script runs
+ *  by its SHA-1 (EVALSHA); when Redis answers NOSCRIPT (its scripts were flushed) the text is
+ *  sent again, at once. Same contract as fks_redis_command_argv. */
+redisReply *fks_redis_eval (fks_redis_t *self, const char *script, int numkeys, int argc,
+                            const char **argv, const size_t *argvlen, fks_redis_err_t *err);
+
+/*  The same, sent without waiting (read the reply with fks_redis_recv). A NOSCRIPT reply read
+ *  there is returned as an error, and the next use of any script on the connection sends its
+ *  text again. */
+int fks_redis_send_eval (fks_redis_t *self, const char *script, int numkeys, int argc,
+                         const char **argv, const size_t *argvlen, fks_redis_err_t *err);
+
+/*  True when err says Redis did not know the script (its reply to a sent EVALSHA): send it
+ *  again, its text travels then. */
+bool fks_redis_noscript (const fks_redis_err_t *err);
+
 /*  printf-style command (hiredis format: %s, %b, %d...). Same contract. */
 redisReply *fks_redis_command (fks_redis_t *self, fks_redis_err_t *err, const char *fmt, ...);
 

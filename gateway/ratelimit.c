@@ -401,21 +401,17 @@ static int
 s_eval (fks_ratelimit_t *self, const s_job_t *jobs, size_t n, int64_t (*replies)[2],
         char *why, size_t cap)
 {
-    size_t argc = 3 + 2 * n + n + 1;
+    size_t argc = 2 * n + n + 1;
     const char **argv = calloc (argc, sizeof *argv);
     size_t *lens = calloc (argc, sizeof *lens);
     char (*keys)[2][FKS_RATELIMIT_KEY_MAX + 96] = calloc (n, sizeof *keys);
-    char (*nums)[24] = calloc (n + 2, sizeof *nums);
+    char (*nums)[24] = calloc (n + 1, sizeof *nums);
     int rc = -1;
     if (!argv || !lens || !keys || !nums) {
         snprintf (why, cap, "out of memory");
         goto done;
     }
     size_t a = 0;
-    argv[a++] = "EVAL";
-    argv[a++] = s_script;
-    snprintf (nums[n], sizeof nums[n], "%zu", 2 * n);
-    argv[a++] = nums[n];
     for (size_t i = 0; i < n; i++) {
         snprintf (keys[i][0], sizeof keys[i][0], "%s%s:%" PRId64, self->prefix, jobs[i].key,
                   jobs[i].win);
@@ -428,13 +424,14 @@ s_eval (fks_ratelimit_t *self, const s_job_t *jobs, size_t n, int64_t (*replies)
         snprintf (nums[i], sizeof nums[i], "%" PRId64, jobs[i].delta);
         argv[a++] = nums[i];
     }
-    snprintf (nums[n + 1], sizeof nums[n + 1], "%" PRId64, 2 * self->window_ms + 1000);
-    argv[a++] = nums[n + 1];
+    snprintf (nums[n], sizeof nums[n], "%" PRId64, 2 * self->window_ms + 1000);
+    argv[a++] = nums[n];
     for (size_t i = 0; i < a; i++)
         lens[i] = strlen (argv[i]);
 
     fks_redis_err_t err;
-    redisReply *r = fks_redis_command_argv (self->redis, (int) a, argv, lens, &err);
+    redisReply *r = fks_redis_eval (self->redis, s_script, (int) (2 * n), (int) a, argv, lens,
+                                    &err);
     if (!r) {
         snprintf (why, cap, "%s", err.msg);
         goto done;

@@ -406,6 +406,114 @@ Test (redis, password_from_fks_redis_password_file)
     s_acl_deluser (user);
 }
 
+//  Runs an admin command on a connection of its own (ACL rules, SCRIPT FLUSH).
+static void
+s_admin (const char *fmt, const char *arg)
+{
+    fks_redis_t *admin = s_new ();
+    fks_redis_err_t err;
+    redisReply *reply = fks_redis_command (admin, &err, fmt, arg);
+    cr_assert (reply, "%s: %s", fmt, err.msg);
+    freeReplyObject (reply);
+    fks_redis_destroy (&admin);
+}
+
+//  A connection as a user of its own, whose commands the test can take away.
+static fks_redis_t *
+s_new_as (const char *user)
+{
+    char userinfo[128], url[256];
+    s_acl_user (user, "scripts");
+    snprintf (userinfo, sizeof userinfo, "%s:scripts", user);
+    s_url_with (url, sizeof url, userinfo, 0);
+    return s_new_url (url, 2000, 2000);
+}
+
+//  Evaluates the test's script (it returns its argument) and checks the answer.
+static void
+s_eval_ok (fks_redis_t *r, const char *script, const char *arg)
+{
+    fks_redis_err_t err;
+    char key[64];
+    snprintf (key, sizeof key, "fks:test:script:%d", (int) getpid ());
+    const char *argv[2] = { key, arg };
+    redisReply *reply = fks_redis_eval (r, script, 1, 2, argv, NULL, &err);
+    cr_assert (reply, "eval: %s", err.msg);
+    cr_assert_eq (reply->type, REDIS_REPLY_STRING);
+    cr_assert_str_eq (reply->str, arg);
+    freeReplyObject (reply);
+}
+
+//  The script's text travels once per connection: with EVAL taken away from the user after the
+//  first call, the next ones still run (EVALSHA). When Redis loses its scripts, the text goes
+//  again (here refused, which shows it was tried), and a new connection sends it again too.
+Test (redis, a_script_travels_once_then_runs_by_its_sha)
+{
+    char user[64], script[128];
+    snprintf (user, sizeof user, "fks_s_%d", (int) getpid ());
+    snprintf (script, sizeof script, "-- test %d\nreturn ARGV[1]\n", (int) getpid ());
+    fks_redis_t *r = s_new_as (user);
+    s_eval_ok (r, script, "one");
+    s_admin ("ACL SETUSER %s -eval", user);
+    s_eval_ok (r, script, "two");
+    s_eval_ok (r, script, "three");
+
+    //  Scripts flushed: NOSCRIPT, then the text, which this user may no longer send.
+    s_admin ("SCRIPT FLUSH%s", "");
+    fks_redis_err_t err;
+    const char *argv[2] = { "k", "four" };
+    redisReply *reply = fks_redis_eval (r, script, 1, 2, argv, NULL, &err);
+    cr_assert_null (reply);
+    cr_assert (strstr (err.msg, "NOPERM") && strstr (err.msg, "eval"), "message: %s", err.msg);
+    s_admin ("ACL SETUSER %s +eval", user);
+    s_eval_ok (r, script, "five");
+
+    //  A new connection (the server may be a restarted one): the text first, so a user who may
+    //  not use EVALSHA still runs it.
+    s_admin ("ACL SETUSER %s -evalsha", user);
+    char id[32];
+    snprintf (id, sizeof id, "%lld", s_client_id (r));
+    s_admin ("CLIENT KILL ID %s", id);
+    s_wait_client_gone (atoll (id));
+    s_eval_ok (r, script, "six");
+    fks_redis_destroy (&r);
+    s_acl_deluser (user);
+}
+
+//  Sent without waiting: a NOSCRIPT read later is told apart, and the next send carries the
+//  text. More scripts than a connection keeps by SHA-1 still run (by text).
+Test (redis, a_sent_script_recovers_from_lost_scripts)
+{
+    char script[128];
+    snprintf (script, sizeof script, "-- sent %d\nreturn ARGV[1]\n", (int) getpid ());
+    fks_redis_t *r = s_new ();
+    fks_redis_err_t err;
+    const char *argv[2] = { "k", "a" };
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq (fks_redis_send_eval (r, script, 1, 2, argv, NULL, &err), 0, "%s", err.msg);
+        redisReply *reply = fks_redis_recv (r, &err);
+        cr_assert (reply, "%s", err.msg);
+        cr_assert_str_eq (reply->str, "a");
+        freeReplyObject (reply);
+    }
+    s_admin ("SCRIPT FLUSH%s", "");
+    cr_assert_eq (fks_redis_send_eval (r, script, 1, 2, argv, NULL, &err), 0, "%s", err.msg);
+    cr_assert_null (fks_redis_recv (r, &err));
+    cr_assert (fks_redis_noscript (&err), "message: %s", err.msg);
+    cr_assert_eq (fks_redis_send_eval (r, script, 1, 2, argv, NULL, &err), 0, "%s", err.msg);
+    redisReply *reply = fks_redis_recv (r, &err);
+    cr_assert (reply, "after NOSCRIPT the text goes: %s", err.msg);
+    freeReplyObject (reply);
+
+    static char many[40][64];
+    for (int i = 0; i < 40; i++) {
+        snprintf (many[i], sizeof many[i], "-- many %d %d\nreturn ARGV[1]\n", (int) getpid (), i);
+        s_eval_ok (r, many[i], "m");
+        s_eval_ok (r, many[i], "n");
+    }
+    fks_redis_destroy (&r);
+}
+
 Test (redis, refused_port_is_an_error_in_bounded_time)
 {
     s_redis_url ();

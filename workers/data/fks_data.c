@@ -191,8 +191,8 @@ s_lease (s_data_t *self, s_entry_t *en)
     char ttl[24];
     snprintf (ttl, sizeof ttl, "%" PRId64, self->cfg.lease_ttl_ms);
     fks_redis_err_t err;
-    redisReply *r = fks_redis_command (self->redis, &err, "EVAL %s 1 %s %s %s", s_lease_take,
-                                       en->lease_key, self->instance, ttl);
+    const char *argv[3] = { en->lease_key, self->instance, ttl };
+    redisReply *r = fks_redis_eval (self->redis, s_lease_take, 1, 3, argv, NULL, &err);
     if (!r) {
         if (!en->lease_error)
             fks_log (FKS_LOG_WARN, NULL, NULL, "%s: lease not checked (Redis: %s); not "
@@ -219,8 +219,8 @@ s_leases_drop (s_data_t *self)
         if (!en->leased)
             continue;
         fks_redis_err_t err;
-        redisReply *r = fks_redis_command (self->redis, &err, "EVAL %s 1 %s %s", s_lease_drop,
-                                           en->lease_key, self->instance);
+        const char *argv[2] = { en->lease_key, self->instance };
+        redisReply *r = fks_redis_eval (self->redis, s_lease_drop, 1, 2, argv, NULL, &err);
         if (r)
             freeReplyObject (r);
         en->leased = false;

@@ -675,6 +675,10 @@ s_take_positions (fks_worker_tx_t *tx, s_thread_t *st, const PGresult *r)
                                               found, &rerr)
                    : fks_price_get_many (fks_worker_redis (tx), st->lock_names, st->n_lock,
                                          prices, NULL, found, &rerr);
+    //  Redis had lost the script (flushed): asked again, with its text.
+    if (rc != 0 && asked && fks_redis_noscript (&rerr))
+        rc = fks_price_get_many (fks_worker_redis (tx), st->lock_names, st->n_lock, prices, NULL,
+                                 found, &rerr);
     if (rc != 0)
         return fks_worker_redis_error (tx, &rerr, "reading the latest prices");
     for (size_t i = 0; i < st->n_lock; i++) {
@@ -1238,10 +1242,10 @@ s_opm_reserve (fks_worker_tx_t *tx, s_thread_t *st, const fks_order_t *o, s_opm_
     fks_id_format (&fks_worker_msg (tx)->id, slot->owner);
     char limit[24];
     snprintf (limit, sizeof limit, "%" PRId64, st->x->cfg.limits.max_orders_per_minute);
-    const char *argv[7] = { "EVAL", s_opm_reserve_script, "1", slot->key, slot->coid,
-                            slot->owner, limit };
+    const char *argv[4] = { slot->key, slot->coid, slot->owner, limit };
     fks_redis_err_t err;
-    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), 7, argv, NULL, &err);
+    redisReply *r = fks_redis_eval (fks_worker_redis (tx), s_opm_reserve_script, 1, 4, argv, NULL,
+                                    &err);
     if (!r)
         return fks_worker_redis_error (tx, &err, "counting orders per minute");
     bool ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2
@@ -1263,10 +1267,10 @@ s_opm_release (fks_worker_tx_t *tx, s_opm_t *slot)
 {
     if (!slot->ours)
         return FKS_WORKER_OK;
-    const char *argv[6] = { "EVAL", s_opm_release_script, "1", slot->key, slot->coid,
-                            slot->owner };
+    const char *argv[3] = { slot->key, slot->coid, slot->owner };
     fks_redis_err_t err;
-    redisReply *r = fks_redis_command_argv (fks_worker_redis (tx), 6, argv, NULL, &err);
+    redisReply *r = fks_redis_eval (fks_worker_redis (tx), s_opm_release_script, 1, 3, argv, NULL,
+                                    &err);
     if (!r)
         return fks_worker_redis_error (tx, &err, "giving back an order's place in the minute");
     freeReplyObject (r);
