@@ -18,6 +18,7 @@
  *  never copied into them, since they may hold secrets. Server notices go to the JSON log.
  */
 #include "common/pg.h"
+#include "common/sbuf.h"
 #include "common/log.h"
 
 #include <assert.h>
@@ -163,28 +164,18 @@ s_set_err_from (fks_pg_t *self, const PGresult *res, fks_pg_err_t *err)
 //  --------------------------------------------------------------------------
 //  Connection options
 
-//  libpq's parse errors quote the offending text, which may be a password: every quoted span
-//  is replaced by "...".
+//  libpq's parse errors quote the offending part of the URL, which may be (or hold) the password,
+//  and a password may itself hold quotes: only libpq's own words before the first quote are
+//  kept ("invalid percent-encoded token", "missing key/value separator..."), never the text.
 static void
 s_set_parse_err (fks_pg_err_t *err, const char *libpq_msg)
 {
-    char clean[sizeof err->msg];
-    size_t n = 0;
-    bool quoted = false;
-    for (const char *p = libpq_msg ? libpq_msg : ""; *p && n + 6 < sizeof clean; p++) {
-        if (*p == '"') {
-            if (!quoted) {
-                memcpy (clean + n, "\"...\"", 5);
-                n += 5;
-            }
-            quoted = !quoted;
-            continue;
-        }
-        if (!quoted)
-            clean[n++] = *p;
-    }
-    clean[n] = '\0';
-    s_set_err (err, "", false, "invalid PostgreSQL URL: %s", *clean ? clean : "cannot parse it");
+    const char *m = libpq_msg ? libpq_msg : "";
+    size_t n = strcspn (m, "\"\n");
+    while (n > 0 && (m[n - 1] == ' ' || m[n - 1] == ':'))
+        n--;
+    s_set_err (err, "", false, "invalid PostgreSQL URL: %.*s (the URL is not repeated: it may "
+               "hold a password)", n > 0 ? (int) n : 15, n > 0 ? m : "cannot parse it");
 }
 
 static void
@@ -703,8 +694,12 @@ s_pipeline (fks_pg_t *self, const char *pre, const fks_pg_call_t *calls,
     }
     int sent = 0;
     bool ok = true;
-    if (pre)
+    if (pre) {
         ok = PQsendQueryParams (c, pre, 0, NULL, NULL, NULL, NULL, 0) == 1 && ++sent;
+        //  From here the server may be inside the transaction: a connection lost before its
+        //  answer is a lost transaction (s_drop), never silently replaced.
+        self->in_tx = self->in_tx || ok;
+    }
     for (size_t i = 0; i < n && ok; i++) {
         const fks_pg_call_t *k = &calls[i];
         ok = (stmts[i]->flags & FKS_PG_CUSTOM_PLAN
@@ -897,149 +892,59 @@ fks_pg_rollback (fks_pg_t *self)
 //  --------------------------------------------------------------------------
 //  Redaction
 
-static bool
-s_starts_with (const char *s, const char *prefix)
-{
-    return strncmp (s, prefix, strlen (prefix)) == 0;
-}
-
-//  Appends len bytes of src to the growing string (*buf, *n), capacity known to suffice.
+//  Appends one "keyword=value" to out, the value single-quoted (libpq's conninfo quoting)
+//  when it is empty or holds a space, a quote or a backslash.
 static void
-s_put (char *buf, size_t *n, const char *src, size_t len)
+s_put_option (fks_sbuf_t *out, const char *keyword, const char *value)
 {
-    memcpy (buf + *n, src, len);
-    *n += len;
+    if (out->len > 0)
+        fks_sbuf_put (out, " ", 1);
+    fks_sbuf_puts (out, keyword);
+    fks_sbuf_put (out, "=", 1);
+    bool quote = !*value || strpbrk (value, " \t\n\r\f\v'\\") != NULL;
+    if (quote)
+        fks_sbuf_put (out, "'", 1);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            fks_sbuf_put (out, "\\", 1);
+        fks_sbuf_put (out, p, 1);
+    }
+    if (quote)
+        fks_sbuf_put (out, "'", 1);
 }
 
-//  URI form: postgresql://user:secret@host/db?password=secret&... The credentials end at the
-//  last '@' before the query string, so a password holding a raw '@' or '/' is still hidden
-//  (over-redacting a strange URL is fine; leaking a password is not).
-static char *
-s_redact_uri (const char *url)
-{
-    //  Each "***" replaces at least an empty value, so it grows the text by at most 3 bytes,
-    //  and there are fewer replacements than bytes.
-    size_t len = strlen (url);
-    char *out = malloc (4 * len + 4);
-    if (!out)
-        return NULL;
-    const char *rest = strstr (url, "://") + 3;
-    const char *query = strchr (rest, '?');
-    const char *auth_end = query ? query : url + len;
-    const char *at = NULL;
-    for (const char *p = rest; p < auth_end; p++)
-        if (*p == '@')
-            at = p;
-    size_t n = 0;
-    s_put (out, &n, url, (size_t) (rest - url));
-    const char *p = rest;
-    if (at) {
-        const char *colon = memchr (rest, ':', (size_t) (at - rest));
-        if (colon) {
-            s_put (out, &n, rest, (size_t) (colon + 1 - rest));
-            s_put (out, &n, "***", 3);
-            p = at;
-        }
-    }
-    if (!query) {
-        s_put (out, &n, p, (size_t) (url + len - p));
-        out[n] = '\0';
-        return out;
-    }
-    s_put (out, &n, p, (size_t) (query + 1 - p));
-    //  Query parameters: hide the value of password=... (the name may be percent-encoded
-    //  only in theory; libpq does not decode names).
-    p = query + 1;
-    while (*p) {
-        const char *amp = strchr (p, '&');
-        const char *end = amp ? amp : url + len;
-        const char *eq = memchr (p, '=', (size_t) (end - p));
-        if (eq && (size_t) (eq - p) == 8 && strncmp (p, "password", 8) == 0) {
-            s_put (out, &n, p, (size_t) (eq + 1 - p));
-            s_put (out, &n, "***", 3);
-        }
-        else
-            s_put (out, &n, p, (size_t) (end - p));
-        if (!amp)
-            break;
-        s_put (out, &n, "&", 1);
-        p = amp + 1;
-    }
-    out[n] = '\0';
-    return out;
-}
-
-//  key=value form, with libpq's rules: values are bare words or single-quoted with backslash
-//  escapes; spaces around '=' are allowed. Returns NULL on a string libpq would not accept
-//  either, so the caller can print a placeholder instead of guessing.
-static char *
-s_redact_kv (const char *url)
-{
-    size_t len = strlen (url);
-    char *out = malloc (4 * len + 4);   /* as in s_redact_uri: "***" grows by 3 at most */
-    if (!out)
-        return NULL;
-    size_t n = 0;
-    const char *p = url;
-    while (*p) {
-        while (isspace ((unsigned char) *p))
-            s_put (out, &n, p++, 1);
-        if (!*p)
-            break;
-        const char *key = p;
-        while (*p && *p != '=' && !isspace ((unsigned char) *p))
-            p++;
-        size_t key_len = (size_t) (p - key);
-        s_put (out, &n, key, key_len);
-        while (isspace ((unsigned char) *p))
-            s_put (out, &n, p++, 1);
-        if (*p != '=' || key_len == 0) {
-            free (out);
-            return NULL;
-        }
-        s_put (out, &n, p++, 1);
-        while (isspace ((unsigned char) *p))
-            s_put (out, &n, p++, 1);
-        const char *val = p;
-        if (*p == '\'') {
-            p++;
-            while (*p && *p != '\'') {
-                if (*p == '\\' && p[1])
-                    p++;
-                p++;
-            }
-            if (*p != '\'') {
-                free (out);
-                return NULL;
-            }
-            p++;
-        }
-        else
-            while (*p && !isspace ((unsigned char) *p)) {
-                if (*p == '\\' && p[1])
-                    p++;
-                p++;
-            }
-        bool secret = key_len == 8 && strncmp (key, "password", 8) == 0;
-        size_t val_len = (size_t) (p - val);
-        if (secret)
-            s_put (out, &n, "***", 3);
-        else
-            s_put (out, &n, val, val_len);
-    }
-    out[n] = '\0';
-    return out;
-}
-
+//  What libpq itself reads from the URL or keyword=value string, as keyword=value pairs, with
+//  every option libpq marks secret (password, sslpassword) shown as "***". Reading it with
+//  libpq's parser, not a copy of its rules, means no spelling libpq accepts (a raw '?' or '@' in
+//  a password, a percent-encoded parameter name) can slip a password past the redaction.
 char *
 fks_pg_url_redacted (const char *url)
 {
     if (!url)
         return strdup ("");
-    if (s_starts_with (url, "postgresql://") || s_starts_with (url, "postgres://"))
-        return s_redact_uri (url);
-    char *out = s_redact_kv (url);
-    return out ? out : strdup ("(unparseable connection string)");
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse (url, &errmsg);
+    PQfreemem (errmsg);
+    if (!opts)
+        return strdup ("(unparseable connection string)");
+    fks_sbuf_t out;
+    fks_sbuf_init (&out, 64 * 1024);
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        //  libpq ends a URL's credentials at the first '@': a password with a raw '@' leaves
+        //  its tail in the host, which no real host name holds.
+        bool secret = strchr (o->dispchar, '*')
+                      || (strchr (o->val, '@') && (strcmp (o->keyword, "host") == 0
+                                                   || strcmp (o->keyword, "hostaddr") == 0
+                                                   || strcmp (o->keyword, "port") == 0));
+        s_put_option (&out, o->keyword, secret ? "***" : o->val);
+    }
+    PQconninfoFree (opts);
+    char *text = out.failed ? strdup ("(connection string too long)")
+                            : strdup (out.data ? out.data : "");
+    fks_sbuf_free (&out);
+    return text;
 }
 
 bool

@@ -143,7 +143,9 @@ void fks_pg_rollback (fks_pg_t *self);
  *  when not connected. */
 PGconn *fks_pg_conn (fks_pg_t *self);
 
-/*  Copies a URL with any password replaced by "***", for logs. Caller frees. */
+/*  For logs: what libpq reads from url (URI or keyword=value), as keyword=value pairs with every
+ *  secret (password, sslpassword, a host holding a password's tail) shown as "***", or a fixed
+ *  text when libpq cannot parse it. Caller frees. */
 char *fks_pg_url_redacted (const char *url);
 
 #endif

@@ -116,50 +116,68 @@ s_terminate_backend (const char *pid)
 //  --------------------------------------------------------------------------
 //  pg_url: no server needed
 
-Test (pg_url, uri_password_is_hidden)
+//  fks_pg_url_redacted shows what libpq reads, as keyword=value pairs, secrets as ***.
+static void
+s_redacts_to (const char *url, const char *want)
 {
-    char *r = fks_pg_url_redacted ("postgresql://fks:s3cret@db.example:5432/fks");
-    cr_assert_str_eq (r, "postgresql://fks:***@db.example:5432/fks");
+    char *r = fks_pg_url_redacted (url);
+    cr_assert (r);
+    cr_assert_str_eq (r, want, "%s", url);
     free (r);
 }
 
-Test (pg_url, uri_without_password_is_unchanged)
+Test (pg_url, uri_password_is_hidden)
 {
-    char *r = fks_pg_url_redacted ("postgres://fks@127.0.0.1:5432/fks?sslmode=disable");
-    cr_assert_str_eq (r, "postgres://fks@127.0.0.1:5432/fks?sslmode=disable");
-    free (r);
+    s_redacts_to ("postgresql://fks:s3cret@db.example:5432/fks",
+                  "user=fks password=*** dbname=fks host=db.example port=5432");
+}
+
+Test (pg_url, uri_without_password_shows_every_option)
+{
+    s_redacts_to ("postgres://fks@127.0.0.1:5432/fks?sslmode=disable",
+                  "user=fks dbname=fks host=127.0.0.1 port=5432 sslmode=disable");
 }
 
 Test (pg_url, uri_password_parameter_is_hidden)
 {
-    char *r = fks_pg_url_redacted ("postgresql://db/fks?user=a&password=s3cret&sslmode=require");
-    cr_assert_str_eq (r, "postgresql://db/fks?user=a&password=***&sslmode=require");
-    free (r);
+    s_redacts_to ("postgresql://db/fks?user=a&password=s3cret&sslmode=require",
+                  "user=a password=*** dbname=fks host=db sslmode=require");
 }
 
-Test (pg_url, uri_password_with_raw_at_sign_is_hidden_whole)
+//  Spellings libpq accepts that a hand-written parser missed: a raw '@' or '?' in the password,
+//  a percent-encoded parameter name, the ssl key's password.
+Test (pg_url, every_password_libpq_reads_is_hidden)
 {
-    char *r = fks_pg_url_redacted ("postgresql://u:p@ss@host/db");
-    cr_assert_str_eq (r, "postgresql://u:***@host/db");
-    free (r);
+    const char *urls[] = {
+        "postgresql://u:p@ss@host/db",
+        "postgresql://fks:Tr0ub?4dor@db:5432/fks",
+        "postgresql://db/fks?user=fks&pass%77ord=s3cret",
+        "postgresql://db/fks?sslpassword=s3cret",
+        "postgresql://fks:a%22b%27c%20s3cret@db/fks",
+        "host=db password=s3cret user=fks",
+        "password = 'a b\\' c s3cret' host=db",
+    };
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        char *r = fks_pg_url_redacted (urls[i]);
+        cr_assert (r);
+        cr_assert (strstr (r, "***"), "nothing hidden in %s: %s", urls[i], r);
+        cr_assert_null (strstr (r, "s3cret"), "leaked: %s", r);
+        cr_assert_null (strstr (r, "Tr0ub"), "leaked: %s", r);
+        cr_assert_null (strstr (r, "ss@"), "leaked: %s", r);
+        free (r);
+    }
+    s_redacts_to ("host=db password=", "password=*** host=db");
+    //  libpq reads "p" as the password and "ss@host" as the host: both hidden.
+    s_redacts_to ("postgresql://u:p@ss@host/db", "user=u password=*** dbname=db host=***");
+    s_redacts_to ("host='a b' user=o\\'k", "user='o\\'k' host='a b'");
 }
 
-Test (pg_url, keyword_value_password_is_hidden)
-{
-    char *r = fks_pg_url_redacted ("host=db password=s3cret user=fks");
-    cr_assert_str_eq (r, "host=db password=*** user=fks");
-    free (r);
-    r = fks_pg_url_redacted ("password = 'a b\\' c' host=db");
-    cr_assert_str_eq (r, "password = *** host=db");
-    free (r);
-    r = fks_pg_url_redacted ("host=db password=");
-    cr_assert_str_eq (r, "host=db password=***");
-    free (r);
-}
-
-Test (pg_url, unparseable_keyword_value_string_shows_nothing)
+Test (pg_url, unparseable_connection_string_shows_nothing)
 {
     char *r = fks_pg_url_redacted ("host=db password='s3cret");
+    cr_assert_null (strstr (r, "s3cret"), "leaked: %s", r);
+    free (r);
+    r = fks_pg_url_redacted ("postgresql://fks:ab\"s3cret%zz@db/fks");
     cr_assert_null (strstr (r, "s3cret"), "leaked: %s", r);
     free (r);
 }
@@ -175,6 +193,14 @@ Test (pg_url, bad_url_is_refused_without_quoting_it)
     cr_assert_null (pg);
     cr_assert_null (strstr (err.msg, "hunter2"), "leaked: %s", err.msg);
     cr_assert_eq (err.conn_lost, false);
+    //  A quote in the password once shifted the hiding of quoted spans onto the rest of it.
+    pg = fks_pg_new ("postgresql://fks:ab\"MySecretPw%zz@db/fks", NULL, 0, &err);
+    cr_assert_null (pg);
+    cr_assert (strstr (err.msg, "invalid percent-encoded token"), "message: %s", err.msg);
+    cr_assert_null (strstr (err.msg, "MySecret"), "leaked: %s", err.msg);
+    pg = fks_pg_new ("postgresql://fks:x\"y\"hunter2%zz@db/fks", NULL, 0, &err);
+    cr_assert_null (pg);
+    cr_assert_null (strstr (err.msg, "hunter2"), "leaked: %s", err.msg);
 }
 
 Test (pg_url, malformed_statement_table_is_refused)
@@ -506,7 +532,8 @@ static const fks_pg_stmt_t s_pipe_stmts[] = {
     { "p_ins_custom", "INSERT INTO t_pipe (k) SELECT unnest ($1::integer[]) RETURNING k", 1,
       FKS_PG_CUSTOM_PLAN },
     { "p_count", "SELECT count(*) FROM t_pipe", 0 },
-    { "p_lock", "SELECT pg_advisory_xact_lock ($1::bigint)", 1 } };
+    { "p_lock", "SELECT pg_advisory_xact_lock ($1::bigint)", 1 },
+    { "p_die", "SELECT pg_terminate_backend (pg_backend_pid ())", 0 } };
 
 //  BEGIN and one statement in one round trip, as a worker opens its transaction: its result,
 //  or NULL with err.
@@ -537,7 +564,7 @@ s_pipe_new (void)
                                          "CREATE TABLE t_pipe (k integer PRIMARY KEY)", &err),
                   0, "%s", err.msg);
     fks_pg_destroy (&setup);
-    return s_new (s_pipe_stmts, 4);
+    return s_new (s_pipe_stmts, sizeof s_pipe_stmts / sizeof s_pipe_stmts[0]);
 }
 
 static long
@@ -656,6 +683,25 @@ Test (pg, exec_commit_on_a_connection_lost_inside_the_transaction_is_conn_lost)
     fks_pg_rollback (pg);
     cr_assert_eq (s_pipe_rows (), 0);
     cr_assert_eq (fks_pg_ping (pg, &err), 0, "usable again after rollback: %s", err.msg);
+    fks_pg_destroy (&pg);
+}
+
+//  The connection dies in the round trip that opens the transaction: the transaction is lost,
+//  and the next call must not run in autocommit on a new connection.
+Test (pg, a_connection_lost_in_the_pipeline_that_begins_is_a_lost_transaction)
+{
+    fks_pg_t *pg = s_pipe_new ();
+    fks_pg_err_t err;
+    cr_assert_null (s_begin_exec (pg, "p_die", 0, NULL, &err));
+    cr_assert (err.conn_lost, "%s %s", err.sqlstate, err.msg);
+    PGresult *res = s_begin_exec (pg, "p_ins", 1, (const char *[]) { "{1}" }, &err);
+    cr_assert_null (res, "a call after a lost BEGIN must fail until rollback");
+    cr_assert (err.conn_lost);
+    cr_assert_eq (fks_pg_command (pg, "SELECT 1", &err), -1);
+    cr_assert (strstr (err.msg, "transaction"), "message: %s", err.msg);
+    fks_pg_rollback (pg);
+    cr_assert_eq (fks_pg_ping (pg, &err), 0, "usable again after rollback: %s", err.msg);
+    cr_assert_eq (s_pipe_rows (), 0);
     fks_pg_destroy (&pg);
 }
 
