@@ -90,6 +90,9 @@ static const fks_schema_field_t s_webhook_received[] = {
     S_STR ("strategy", S_OPT, S_STRATEGY_MAX, NULL), \
     S_F64 ("confidence", S_OPT), \
     S_BOOL ("reduce_only", S_OPT), \
+    S_BOOL ("close_position", S_OPT), \
+    S_F64 ("open_qty", S_OPT), \
+    S_F64 ("target", S_OPT), \
     S_STR ("reason", S_OPT, S_REASON_MAX, NULL)
 
 static const fks_schema_field_t s_signal_created[] = {

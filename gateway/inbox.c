@@ -31,7 +31,6 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/pgarray.h"
-#include "common/sbuf.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -99,7 +98,6 @@ typedef struct {
     PGconn *conn;
     fks_pg_array_t params[S_NPARAMS];
     fks_pg_array_t lookup;
-    fks_sbuf_t pub;                 /* envelopes copied for on_commit */
 } s_committer_t;
 
 struct fks_inbox_t {
@@ -596,30 +594,30 @@ s_process (s_committer_t *c, fks_inbox_item_t **items, size_t n)
 wake:;
     fks_metric_observe (self->m_batch, (double) n);
     fks_metric_observe (self->m_commit_s, (double) (fks_mono_ns () - started) / 1e9);
-    //  Copy the accepted envelopes before waking: the items live on the requests' stacks.
+    //  Published before the answers go out, so that an alert answered before another was
+    //  posted is on the bus before it (one symbol's alerts reach the workers in the order they
+    //  were accepted). The envelopes are read in place: an item lives on its request's stack
+    //  until it is woken. When the arrays cannot be made, the reconciler publishes them.
     size_t n_acc = 0;
-    fks_sbuf_reset (&c->pub);
     for (size_t i = 0; i < n; i++)
-        if (items[i]->result == FKS_INBOX_ACCEPTED && self->on_commit) {
-            fks_sbuf_put (&c->pub, items[i]->envelope, items[i]->envelope_len);
-            n_acc++;
-        }
+        n_acc += items[i]->result == FKS_INBOX_ACCEPTED;
     const void **envs = NULL;
     size_t *lens = NULL;
     const char **types = NULL;
-    if (n_acc && !c->pub.failed) {
+    if (n_acc && self->on_commit) {
         envs = malloc (n_acc * sizeof *envs);
         lens = malloc (n_acc * sizeof *lens);
         types = malloc (n_acc * sizeof *types);
-        size_t k = 0, off = 0;
+        size_t k = 0;
         for (size_t i = 0; i < n && envs && lens && types; i++)
             if (items[i]->result == FKS_INBOX_ACCEPTED) {
-                envs[k] = c->pub.data + off;
+                envs[k] = items[i]->envelope;
                 lens[k] = items[i]->envelope_len;
                 types[k] = "webhook.received";
-                off += lens[k];
                 k++;
             }
+        if (envs && lens && types)
+            self->on_commit (self->on_commit_arg, n_acc, types, envs, lens);
     }
     for (size_t i = 0; i < n; i++)
         if (items[i]->result == FKS_INBOX_FAILED)
@@ -631,8 +629,6 @@ wake:;
     pthread_mutex_unlock (&self->mutex);
     for (size_t i = 0; i < n; i++)
         sem_post (&items[i]->done);     /* the item may vanish right after this */
-    if (n_acc && envs && lens && types)
-        self->on_commit (self->on_commit_arg, n_acc, types, (const void *const *) envs, lens);
     free (envs);
     free (lens);
     free (types);
@@ -870,7 +866,6 @@ fks_inbox_new (const fks_inbox_opts_t *opts)
         for (int k = 0; k < S_NPARAMS; k++)
             fks_pg_array_init (&c->params[k]);
         fks_pg_array_init (&c->lookup);
-        fks_sbuf_init (&c->pub, FKS_PG_ARRAY_MAX);
     }
     for (int i = 0; i < o.committers; i++) {
         s_committer_t *c = &self->committers[i];
@@ -914,7 +909,6 @@ fks_inbox_destroy (fks_inbox_t **self_p)
             for (int k = 0; k < S_NPARAMS; k++)
                 fks_pg_array_free (&c->params[k]);
             fks_pg_array_free (&c->lookup);
-            fks_sbuf_free (&c->pub);
         }
     free (self->committers);
     free (self->pg_url);

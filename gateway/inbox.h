@@ -84,8 +84,9 @@ struct fks_inbox_item_t {
     sem_t done;
 };
 
-/*  Called after a batch commits with its accepted items' envelopes (copies, valid during the
- *  call): types, envelopes and lengths of n items. */
+/*  Called after a batch commits and before its requests are answered, with its accepted items'
+ *  envelopes in commit order (valid during the call): types, envelopes and lengths of n items.
+ *  It must not block: the answers wait for it. */
 typedef void (fks_inbox_commit_fn) (void *arg, size_t n, const char *const *types,
                                     const void *const *envelopes, const size_t *lengths);
 

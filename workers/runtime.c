@@ -19,6 +19,7 @@
  *  messages producing 200 events costs one round trip, not 200, and no text parsing.
  */
 #include "workers/runtime.h"
+#include "workers/symbol.h"
 #include "bus/client.h"
 #include "bus/protocol.h"
 #include "common/config.h"
@@ -506,6 +507,17 @@ fks_worker_key (const char *text)
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+uint64_t
+fks_worker_route_symbol (const fks_envelope_t *env, void *arg)
+{
+    (void) arg;
+    char raw[65], symbol[FKS_SYMBOL_MAX];
+    if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
+        || fks_symbol_normalize (raw, symbol, NULL, 0) != 0)
+        return 0;
+    return fks_worker_key (symbol);
 }
 
 const char *

@@ -282,6 +282,11 @@ double fks_worker_parse_num (const char *text, double def);
  *  in every process and on every run. NULL hashes like "". */
 uint64_t fks_worker_key (const char *text);
 
+/*  A route hook (fks_worker_route_fn) keyed by the body's `symbol`, normalised: every message
+ *  of one instrument goes to one handler thread, in bus order, so a replica handles an entry
+ *  and the exit after it in that order. Messages without a usable symbol get key 0. */
+uint64_t fks_worker_route_symbol (const fks_envelope_t *env, void *arg);
+
 /*  Formats an id as text for a uuid parameter (buf FKS_ID_STR_SIZE bytes). */
 const char *fks_worker_uuid (char buf[FKS_ID_STR_SIZE], const fks_id_t *id);
 

@@ -130,6 +130,8 @@ typedef struct {
     const char *market_position;
     double confidence;
     bool has_confidence;
+    double position_size;           /* the strategy's target position, when has_position_size */
+    bool has_position_size;
     const char *idem;               /* the inbox idempotency key; NULL: unique */
 } h_alert_t;
 

@@ -127,6 +127,10 @@ Test (decide, buy_against_a_short_closes_it_and_opens_the_quantity)
     cr_assert_str_eq (d.side, "buy");
     cr_assert_float_eq (d.qty, 3, 1e-12);
     cr_assert (strstr (d.reason, "close short"), "%s", d.reason);
+    //  The execution worker orders 1 plus the short it finds then.
+    cr_assert (d.has_open_qty);
+    cr_assert_float_eq (d.open_qty, 1, 1e-12);
+    cr_assert_not (d.close_position);
 }
 
 Test (decide, sell_with_market_position_flat_only_closes_the_long)
@@ -138,6 +142,8 @@ Test (decide, sell_with_market_position_flat_only_closes_the_long)
     cr_assert_str_eq (d.side, "sell");
     cr_assert_float_eq (d.qty, 2, 1e-12);
     cr_assert (d.reduce_only);
+    cr_assert (d.close_position, "the whole long as found when ordered");
+    cr_assert_not (d.has_open_qty);
 }
 
 Test (decide, close_and_flat_exit_the_open_position)
@@ -151,6 +157,7 @@ Test (decide, close_and_flat_exit_the_open_position)
         cr_assert_str_eq (d.side, "buy");
         cr_assert_float_eq (d.qty, 1.5, 1e-12);
         cr_assert (d.reduce_only);
+        cr_assert (d.close_position);
     }
 }
 
@@ -170,6 +177,7 @@ Test (decide, exit_with_a_quantity_closes_part_of_the_position)
     cr_assert_eq (d.kind, FKS_SIGNAL_CREATE);
     cr_assert_str_eq (d.side, "sell");
     cr_assert_float_eq (d.qty, 0.5, 1e-12);
+    cr_assert_not (d.close_position, "a part: cut to the position, never grown");
 }
 
 Test (decide, position_size_trades_the_difference)

@@ -485,6 +485,84 @@ Test (pipeline, thousand_alerts_with_200_duplicates_over_3_replicas_make_800_ord
     s_assert_books_balance ();
 }
 
+//  1 when the symbol's position row holds qty (SQL text), else 0.
+static long long
+s_position_is (const char *symbol, const char *qty)
+{
+    char q[256];
+    return h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM positions WHERE symbol = '%s'"
+                              " AND qty = %s", symbol, qty));
+}
+
+//  Alerts signalled before the orders of the ones before them are filled (the execution worker
+//  is stopped meanwhile, so the signal worker sees none of their fills): an exit still closes
+//  everything the entries bought, a sell that reverses a long sells that long as it is when it
+//  is ordered, not as the signal worker last saw it.
+Test (pipeline, exits_and_reversals_are_sized_from_the_position_when_ordered,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    //  A long of 2 that the signal worker sees.
+    h_alert_t first = { .symbol = "RACEUSDT", .action = "buy", .quantity = 2, .price = 10 };
+    fks_id_t a0 = h_inject_alert (&s, &first, NULL, NULL);
+    h_wait_alert_status (&a0, "filled");
+
+    cr_assert_eq (h_stop (s.execution[0], SIGTERM, 10000), 0);
+    //  buy 1 (a long of 3 when ordered), then exit: must close 3, not the 2 last seen.
+    h_alert_t more = { .symbol = "RACEUSDT", .action = "buy", .quantity = 1, .price = 11 };
+    h_alert_t exit = { .symbol = "RACEUSDT", .action = "exit", .price = 12 };
+    fks_id_t a1 = h_inject_alert (&s, &more, NULL, NULL);
+    fks_id_t a2 = h_inject_alert (&s, &exit, NULL, NULL);
+    //  A long of 2 on another symbol; then its close (flat) and a sell of 1 that the signal
+    //  worker, seeing the long of 2, would size as 3: once the close has run it is a sell of 1.
+    h_alert_t b_long = { .symbol = "FLIPUSDT", .action = "buy", .quantity = 2, .price = 20 };
+    h_alert_t b_close = { .symbol = "FLIPUSDT", .action = "sell", .quantity = 2, .price = 21,
+                          .market_position = "flat" };
+    h_alert_t b_short = { .symbol = "FLIPUSDT", .action = "sell", .quantity = 1, .price = 21,
+                          .market_position = "short" };
+    fks_id_t b0 = h_inject_alert (&s, &b_long, NULL, NULL);
+    h_wait_alert_status (&a2, "signalled");
+    h_wait_alert_status (&b0, "signalled");
+    h_stack_start_execution (&s, 0);
+    h_wait_alert_status (&b0, "filled");
+    cr_assert_eq (h_stop (s.execution[0], SIGTERM, 10000), 0);
+    fks_id_t b1 = h_inject_alert (&s, &b_close, NULL, NULL);
+    fks_id_t b2 = h_inject_alert (&s, &b_short, NULL, NULL);
+    h_wait_alert_status (&b2, "signalled");
+    h_stack_start_execution (&s, 0);
+
+    h_wait_alert_status (&a1, "filled");
+    h_wait_alert_status (&a2, "filled");
+    h_wait_alert_status (&b1, "filled");
+    h_wait_alert_status (&b2, "filled");
+    cr_assert_eq (s_position_is ("RACEUSDT", "0"), 1, "the exit must close the long of 3");
+    char q[256];
+    fks_id_format (&a2, q + 128);
+    cr_assert_eq (h_sql_int (h_sqlf (q, 128, "SELECT count(*) FROM orders WHERE corr = '%s'"
+                                     " AND side = 'sell' AND qty = 3", q + 128)), 1);
+    cr_assert_eq (s_position_is ("FLIPUSDT", "-1"), 1, "close 2, then open a short of 1");
+
+    //  A target position: the signal worker sees 1 and would buy 1; a buy of 2 ordered before
+    //  it makes the position 3, so reaching 2 is a sell of 1.
+    h_alert_t t_first = { .symbol = "TGTUSDT", .action = "buy", .quantity = 1, .price = 5 };
+    fks_id_t t0 = h_inject_alert (&s, &t_first, NULL, NULL);
+    h_wait_alert_status (&t0, "filled");
+    cr_assert_eq (h_stop (s.execution[0], SIGTERM, 10000), 0);
+    h_alert_t t_more = { .symbol = "TGTUSDT", .action = "buy", .quantity = 2, .price = 5 };
+    h_alert_t t_target = { .symbol = "TGTUSDT", .action = "buy", .price = 5,
+                           .position_size = 2, .has_position_size = true };
+    fks_id_t t1 = h_inject_alert (&s, &t_more, NULL, NULL);
+    fks_id_t t2 = h_inject_alert (&s, &t_target, NULL, NULL);
+    h_wait_alert_status (&t2, "signalled");
+    h_stack_start_execution (&s, 0);
+    h_wait_alert_status (&t1, "filled");
+    h_wait_alert_status (&t2, "filled");
+    cr_assert_eq (s_position_is ("TGTUSDT", "2"), 1, "the target, from the position of 3");
+    s_assert_books_balance ();
+}
+
 Test (pipeline, execution_killed_mid_run_and_restarted_leaves_one_order_per_signal,
       .fini = s_teardown, .timeout = 180)
 {

@@ -1137,6 +1137,12 @@ typedef struct {
     bool reduce_only;
     bool has_ref;
     double ref;                     /* the signal's reference price */
+    //  Sized from the position found here (the signal's qty was its worker's estimate):
+    bool close_position;            /* all of the position this order reduces */
+    bool has_open_qty;              /* this much after closing the opposite position */
+    double open_qty;
+    bool has_target;                /* the difference to this position */
+    double target;
 } s_req_t;
 
 static void
@@ -1501,6 +1507,56 @@ s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
     return rc;
 }
 
+//  A quantity computed from others, rounded to 12 significant digits: 0.1 + 0.2 is ordered as
+//  0.3, not 0.30000000000000004 (quantities come from decimal text and have fewer digits).
+static double
+s_tidy (double qty)
+{
+    char text[40];
+    snprintf (text, sizeof text, "%.12g", qty);
+    return strtod (text, NULL);
+}
+
+//  A signal sized by the position: its quantity (and for a target its side) from pos, the
+//  position locked for this transaction, instead of the signal worker's estimate. An order that
+//  has nothing left to do is refused (risk.rejected) with the numbers.
+static int
+s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
+                      const fks_position_t *pos)
+{
+    fks_order_t *o = &q->order;
+    double opposite = o->buy ? (pos->qty < 0 ? -pos->qty : 0) : (pos->qty > 0 ? pos->qty : 0);
+    if (q->has_target) {
+        double delta = s_tidy (q->target - pos->qty);
+        if (fabs (delta) <= 1e-12 * fmax (1, fabs (q->target))) {
+            fks_risk_verdict_t v = { .rule = "target", .has_value = true, .value = pos->qty,
+                                     .has_limit = true, .limit = q->target };
+            snprintf (v.message, sizeof v.message, "already at the target position %.10g in %s",
+                      q->target, o->symbol);
+            return s_risk_rejected (tx, st, q, &v);
+        }
+        bool buy = delta > 0;
+        if (o->limit && buy != o->buy) {
+            fks_risk_verdict_t v = { .rule = "target", .has_value = true, .value = pos->qty,
+                                     .has_limit = true, .limit = q->target };
+            snprintf (v.message, sizeof v.message, "the target position %.10g in %s now needs a "
+                      "%s; the limit order was for a %s", q->target, o->symbol,
+                      buy ? "buy" : "sell", o->buy ? "buy" : "sell");
+            return s_risk_rejected (tx, st, q, &v);
+        }
+        o->buy = buy;
+        o->qty = fabs (delta);
+        //  Only reducing: towards flat on the same side, never past it.
+        q->reduce_only = q->target == 0
+                         || ((q->target > 0) == (pos->qty > 0) && fabs (q->target) < fabs (pos->qty));
+    }
+    else if (q->close_position && opposite > 0)
+        o->qty = opposite;          /* all of it; nothing open on that side: refused below */
+    else if (q->has_open_qty)
+        o->qty = s_tidy (q->open_qty + opposite);
+    return FKS_WORKER_OK;
+}
+
 static int
 s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
 {
@@ -1517,8 +1573,13 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
         return rc;
     fks_position_t pos = pe->pos;
 
-    //  2. A reduce-only order is cut to what is open, or refused when nothing is.
+    //  2. What depends on the position is sized from this one, which the lock makes current:
+    //  the signal worker read it before the orders of earlier alerts were filled.
+    rc = s_size_from_position (tx, st, q, &pos);
+    if (rc != FKS_WORKER_OK)
+        return rc;
     if (q->reduce_only) {
+        //  A reduce-only order is cut to what is open, or refused when nothing is.
         bool opposite = o->buy ? pos.qty < 0 : pos.qty > 0;
         if (!opposite) {
             fks_risk_verdict_t v = { .rule = "reduce_only", .has_value = true,
@@ -1741,6 +1802,13 @@ s_on_signal (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
     q.has_ref = fks_envelope_get_f64 (env, "price", &q.ref) == 0 && q.ref > 0;
     bool reduce = false;
     q.reduce_only = fks_envelope_get_bool (env, "reduce_only", &reduce) == 0 && reduce;
+    bool close = false;
+    q.close_position = fks_envelope_get_bool (env, "close_position", &close) == 0 && close;
+    q.has_open_qty = fks_envelope_get_f64 (env, "open_qty", &q.open_qty) == 0;
+    q.has_target = fks_envelope_get_f64 (env, "target", &q.target) == 0;
+    if ((q.has_open_qty && !(isfinite (q.open_qty) && q.open_qty > 0))
+        || (q.has_target && !isfinite (q.target)))
+        return fks_worker_fail (tx, "signal with an unusable open_qty or target");
     const fks_envelope_hdr_t *hdr = fks_worker_msg (tx);
     if (!fks_id_is_nil (&hdr->corr)) {
         o->has_corr = true;
@@ -2116,22 +2184,6 @@ s_on_fail (fks_worker_tx_t *tx, const fks_envelope_t *env, const char *reason, v
     return fks_worker_emit (tx, "risk.rejected", NULL, NULL);
 }
 
-//  The routing key (workers/runtime.h): the normalised symbol of a signal, order.requested or
-//  market.bar, whose transaction locks that symbol's position. One handler thread then takes
-//  every message of a symbol, so the threads of a replica never wait on each other's position
-//  locks (s_lock_batch still orders them against other replicas). order.cancel_requested names
-//  no symbol: key 0, like a symbol that does not normalise (its handler fails it anyway).
-static uint64_t
-s_route (const fks_envelope_t *env, void *arg)
-{
-    (void) arg;
-    char raw[65], symbol[FKS_SYMBOL_MAX];
-    if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
-        || fks_symbol_normalize (raw, symbol, NULL, 0) != 0)
-        return 0;
-    return fks_worker_key (symbol);
-}
-
 void
 fks_exec_define (fks_exec_t *self, fks_worker_def_t *def)
 {
@@ -2146,6 +2198,9 @@ fks_exec_define (fks_exec_t *self, fks_worker_def_t *def)
     def->prefetch = s_prefetch;
     def->begin = s_begin;
     def->flush = s_flush;
-    def->route = s_route;
+    //  One handler thread per symbol: the threads of a replica never wait on each other's
+    //  position locks (s_lock_batch still orders them against other replicas), and a symbol's
+    //  messages are handled in bus order. order.cancel_requested names no symbol: key 0.
+    def->route = fks_worker_route_symbol;
     def->arg = self;
 }

@@ -271,6 +271,11 @@ s_values (s_values_t *b, const fks_id_t *id, const fks_signal_alert_t *a,
     if (d->has_target)
         n += snprintf (b->params + n, sizeof b->params - (size_t) n,
                        ",\"target_position\":%.15g", d->target);
+    if (d->close_position)
+        n += snprintf (b->params + n, sizeof b->params - (size_t) n, ",\"close_position\":true");
+    if (d->has_open_qty)
+        n += snprintf (b->params + n, sizeof b->params - (size_t) n, ",\"open_qty\":%.15g",
+                       d->open_qty);
     if (a->exchange[0])
         n += snprintf (b->params + n, sizeof b->params - (size_t) n, ",\"exchange\":\"%s\"",
                        b->exch);
@@ -405,7 +410,8 @@ s_emit_created (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_sign
 {
     msgpack_packer *pk = fks_worker_body (tx);
     size_t n = 8 + d->has_limit_price + d->has_price + d->has_stop_loss + d->has_take_profit
-             + (a->strategy[0] != 0) + a->has_confidence;
+             + (a->strategy[0] != 0) + a->has_confidence + d->close_position + d->has_open_qty
+             + d->has_target;
     msgpack_pack_map (pk, n);
     fks_pack_kv_id (pk, "signal_id", signal_id);
     fks_pack_kv_id (pk, "inbox_id", &a->inbox_id);
@@ -426,6 +432,12 @@ s_emit_created (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_sign
     if (a->has_confidence)
         fks_pack_kv_f64 (pk, "confidence", a->confidence);
     fks_pack_kv_bool (pk, "reduce_only", d->reduce_only);
+    if (d->close_position)
+        fks_pack_kv_bool (pk, "close_position", true);
+    if (d->has_open_qty)
+        fks_pack_kv_f64 (pk, "open_qty", d->open_qty);
+    if (d->has_target)
+        fks_pack_kv_f64 (pk, "target", d->target);
     fks_pack_kv_str (pk, "reason", d->reason);
     return fks_worker_emit (tx, "signal.created", NULL, NULL);
 }
@@ -654,6 +666,7 @@ main (void)
         .prefetch = s_prefetch,
         .begin = s_begin,
         .flush = s_flush,
+        .route = fks_worker_route_symbol,   /* one symbol's alerts in the order they came */
         .arg = &self,
     };
     return fks_worker_main (&def);

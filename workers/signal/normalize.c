@@ -343,6 +343,7 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
                 qty = sized;
         }
         d->reduce_only = true;
+        d->close_position = qty >= pos_abs;
         snprintf (basis, sizeof basis, "close %s position of %.10g%s", pos > 0 ? "long" : "short",
                   pos_abs, qty < pos_abs ? " in part" : "");
     }
@@ -356,6 +357,7 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         }
         qty = pos_abs;
         d->reduce_only = true;
+        d->close_position = true;
         snprintf (basis, sizeof basis, "close %s position of %.10g (target flat)",
                   buy ? "short" : "long", pos_abs);
     }
@@ -403,6 +405,8 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         }
         double opposite = buy ? (pos < 0 ? pos_abs : 0) : (pos > 0 ? pos_abs : 0);
         qty = sized + opposite;
+        d->open_qty = fks_sizing_round_down (sized, cfg->sizing.qty_decimals);
+        d->has_open_qty = d->open_qty > 0;
         if (opposite > 0)
             snprintf (basis, sizeof basis, "close %s position of %.10g and open %s",
                       buy ? "short" : "long", opposite, how);

@@ -15,7 +15,9 @@
  *  buy or sell into a close only; a buy while market_position says `short` reduces the short
  *  (and the reverse); position_size is a target: trade the difference; add adds to the open
  *  position. Orders that may only reduce a position are marked reduce_only, so that the
- *  execution worker can cut them to the position it finds when it runs.
+ *  execution worker can cut them to the position it finds when it runs; a close of the whole
+ *  position (close_position), a buy or sell that first closes the opposite side (open_qty) and
+ *  a target (target) are sized again by the execution worker from the position it locks.
  *
  *  Pure functions (the caller does the I/O): thread-safe.
  */
@@ -94,6 +96,12 @@ typedef struct {
     bool has_take_profit;   double take_profit;
     bool has_target;        double target;      /* position_size, when it drove the size */
     bool reduce_only;
+    //  What depends on the position is decided again by the execution worker against the
+    //  position it locks (this worker's view of it may be a moment old: an earlier alert's
+    //  order may not be filled yet), and qty is then only this worker's estimate:
+    bool close_position;            /* close all of the position this order reduces */
+    bool has_open_qty;      double open_qty;    /* buy/sell: close an opposite position, as
+                                                   found then, and open this much */
     char reason[FKS_SIGNAL_REASON_MAX];         /* how it was derived, or why it was filtered */
 } fks_signal_decision_t;
 
