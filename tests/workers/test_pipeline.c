@@ -563,6 +563,54 @@ Test (pipeline, exits_and_reversals_are_sized_from_the_position_when_ordered,
     s_assert_books_balance ();
 }
 
+//  A signal.created whose signal was filtered, refused or failed meanwhile (the ai stage
+//  filtered it, then the execution input was switched from signal.scored to signal.created and
+//  the reconciler handed it over) is consumed and never ordered: in a batch and alone.
+Test (pipeline, a_signal_filtered_before_it_reaches_execution_is_never_ordered,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    cr_assert_eq (h_stop (s.execution[0], SIGTERM, 10000), 0);
+    fks_id_t ids[7];
+    for (int i = 0; i < 7; i++) {
+        h_alert_t a = { .symbol = i % 2 ? "AAAUSDT" : "BBBUSDT", .action = "buy",
+                        .quantity = 1, .price = 10 };
+        ids[i] = h_inject_alert (&s, &a, NULL, NULL);
+    }
+    for (int i = 0; i < 7; i++)
+        h_wait_alert_status (&ids[i], "signalled");
+    //  Every other signal of the six ends filtered, as the ai stage would leave it.
+    char q[256], id[FKS_ID_STR_SIZE];
+    for (int i = 0; i < 6; i += 2) {
+        fks_id_format (&ids[i], id);
+        h_sql_exec (h_sqlf (q, sizeof q, "UPDATE signals SET status = 'filtered' WHERE inbox_id"
+                            " = '%s'", id));
+    }
+    h_stack_start_execution (&s, 0);
+    for (int i = 1; i < 6; i += 2)
+        h_wait_alert_status (&ids[i], "filled");
+    //  The seventh, alone in its transaction, filtered before execution starts again.
+    h_wait_alert_status (&ids[6], "filled");
+    cr_assert_eq (h_stop (s.execution[0], SIGTERM, 10000), 0);
+    h_alert_t last = { .symbol = "AAAUSDT", .action = "sell", .quantity = 1, .price = 10 };
+    fks_id_t l = h_inject_alert (&s, &last, NULL, NULL);
+    h_wait_alert_status (&l, "signalled");
+    fks_id_format (&l, id);
+    h_sql_exec (h_sqlf (q, sizeof q, "UPDATE signals SET status = 'filtered' WHERE inbox_id"
+                        " = '%s'", id));
+    h_stack_start_execution (&s, 0);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 8,
+                              WAIT_MS), 8, "every signal consumed");
+    cr_assert_eq (h_metric (s.execution_ports[0],
+                            "fks_execution_orders_total{outcome=\"closed_signal\"}"), 1,
+                  "the last one, in this process");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 4);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals s WHERE status = 'filtered'"
+                             " AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.signal_id = s.id)"),
+                  4);
+}
+
 Test (pipeline, execution_killed_mid_run_and_restarted_leaves_one_order_per_signal,
       .fini = s_teardown, .timeout = 180)
 {

@@ -70,6 +70,12 @@ static const fks_pg_stmt_t s_stmts[] = {
       "               FROM orders WHERE symbol = ANY ($1::text[])"
       "                AND status IN ('submitted', 'partially_filled')"
       "              GROUP BY symbol) o ON o.symbol = u.s", 1 },
+    //  The batch's signals that may no longer be ordered: the ai stage filtered them, risk or
+    //  the broker refused them, or they failed. A signal.created published again (a replay,
+    //  or the reconciler after the execution input changed) must not undo that.
+    { "ex_signals_closed",
+      "SELECT id FROM signals WHERE id = ANY ($1::uuid[])"
+      "   AND status IN ('filtered', 'rejected', 'failed')", 1 },
     //  The batch's new orders with their fill and statuses at once (ex_place for many). No ON
     //  CONFLICT: it usually travels in the commit's round trip (fks_worker_defer), where an
     //  order that exists already must fail the statement (23505) so that the batch is handled
@@ -271,6 +277,11 @@ typedef struct {
     fks_worker_array_t lock_arr;    /* ... as an array literal, */
     const char *lock_list;          /* ... which is this */
     bool prices_asked;              /* s_prefetch sent their prices' read; begin reads it */
+    fks_worker_array_t sig_arr;     /* the batch's signal ids (s_prefetch), */
+    const char *sig_list;           /* ... as an array literal */
+    bool sig_checked;               /* begin read which of them are closed: */
+    fks_id_t closed[S_CACHE_MAX];   /* these */
+    size_t n_closed;
 } s_thread_t;
 
 static const fks_id_t s_nil;        /* corr of events that concern no alert */
@@ -335,7 +346,8 @@ fks_exec_new (const fks_exec_cfg_t *cfg, fks_broker_t *broker)
     self->prefixes[3] = "market.bar";
     self->f_orders = fks_counter_family ("fks_execution_orders_total",
         "Orders by outcome: filled, partially_filled, resting, rejected (by the broker), "
-        "risk_rejected, cancelled", (const char *[]) { "outcome" }, 1);
+        "risk_rejected, cancelled, closed_signal (a signal filtered, refused or failed before: "
+        "not ordered)", (const char *[]) { "outcome" }, 1);
     self->f_risk = fks_counter_family ("fks_execution_risk_rejections_total",
         "Orders refused before the broker, by rule", (const char *[]) { "rule" }, 1);
     self->m_fills = fks_metric_get (fks_counter_family ("fks_execution_fills_total",
@@ -395,6 +407,7 @@ s_thread_fini (void *state, void *arg)
         fks_sbuf_free (&st->moved_sym);
         fks_sbuf_free (&st->moved_qty);
         fks_worker_array_free (&st->lock_arr);
+        fks_worker_array_free (&st->sig_arr);
         s_gathered_release (st);
         free (st);
     }
@@ -587,12 +600,22 @@ s_batch_symbols (fks_worker_tx_t *tx, s_thread_t *st)
     size_t n = fks_worker_batch_size (tx);
     size_t k = 0;
     st->n_lock = 0;
+    st->sig_list = NULL;
+    fks_worker_array_reset (&st->sig_arr);
+    size_t n_sig = 0;
     for (size_t i = 0; i < n && k < S_CACHE_MAX; i++) {
         const fks_envelope_t *env = fks_worker_batch_env (tx, i);
         const char *type = fks_envelope_hdr (env)->type;
         if (strcmp (type, x->cfg.input) != 0 && strcmp (type, "order.requested") != 0
             && strcmp (type, "market.bar") != 0)
             continue;
+        fks_id_t sid;
+        char text[FKS_ID_STR_SIZE];
+        if (strcmp (type, x->cfg.input) == 0
+            && fks_envelope_get_id (env, "signal_id", &sid) == 0) {
+            fks_worker_array_add (&st->sig_arr, fks_worker_uuid (text, &sid));
+            n_sig++;
+        }
         char raw[65];
         if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
             || fks_symbol_normalize (raw, st->lock[k], NULL, 0) != 0)
@@ -615,6 +638,8 @@ s_batch_symbols (fks_worker_tx_t *tx, s_thread_t *st)
         st->n_lock = 0;
         return -1;
     }
+    if (n_sig && !(st->sig_list = fks_worker_array_end (&st->sig_arr)))
+        return -1;
     return 0;
 }
 
@@ -627,7 +652,7 @@ s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
 {
     (void) arg;
     s_thread_t *st = fks_worker_state (tx);
-    if (!st || max < 2)
+    if (!st || max < 3)
         return 0;
     st->n_lock = 0;
     st->prices_asked = false;
@@ -640,7 +665,10 @@ s_prefetch (fks_worker_tx_t *tx, fks_pg_call_t *calls, size_t max, void *arg)
                                                 st->n_lock, &rerr) == 0;
     calls[0] = (fks_pg_call_t) { "ex_positions_lock", 1, &st->lock_list, NULL, NULL };
     calls[1] = (fks_pg_call_t) { "ex_positions", 1, &st->lock_list, NULL, NULL };
-    return 2;
+    if (!st->sig_list)
+        return 2;
+    calls[2] = (fks_pg_call_t) { "ex_signals_closed", 1, &st->sig_list, NULL, NULL };
+    return 3;
 }
 
 //  In begin: the prefetched positions (r) of the locked symbols, then their latest prices (the
@@ -708,7 +736,41 @@ s_begin (fks_worker_tx_t *tx, void *arg)
     const PGresult *r = fks_worker_prefetched (tx, 1);
     if (!r)
         st->prices_asked = false;   /* an unread answer is dropped by the next command */
+    //  The batch's closed signals, read with them (a single message asks in its handler).
+    const PGresult *c = r && st->sig_list ? fks_worker_prefetched (tx, 2) : NULL;
+    st->sig_checked = c != NULL;
+    st->n_closed = 0;
+    for (int j = 0; c && j < PQntuples (c) && st->n_closed < S_CACHE_MAX; j++) {
+        const char *text = PQgetvalue (c, j, 0);
+        if (fks_id_parse (text, strlen (text), &st->closed[st->n_closed]) == 0)
+            st->n_closed++;
+    }
     return r ? s_take_positions (tx, st, r) : FKS_WORKER_OK;
+}
+
+//  May this signal still be ordered? *closed true when its row says it was filtered, refused
+//  or failed. Read with the batch (begin), else asked now. FKS_WORKER_OK or the failure.
+static int
+s_signal_closed (fks_worker_tx_t *tx, s_thread_t *st, const fks_id_t *sid, bool *closed)
+{
+    *closed = false;
+    if (st->sig_checked) {
+        for (size_t i = 0; i < st->n_closed && !*closed; i++)
+            *closed = memcmp (st->closed[i].b, sid->b, FKS_ID_SIZE) == 0;
+        return FKS_WORKER_OK;
+    }
+    char list[FKS_ID_STR_SIZE + 2];
+    char id[FKS_ID_STR_SIZE];
+    snprintf (list, sizeof list, "{%s}", fks_worker_uuid (id, sid));
+    const char *values[1] = { list };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_signals_closed", 1, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "reading the signal's status");
+    *closed = PQntuples (r) > 0;
+    PQclear (r);
+    return FKS_WORKER_OK;
 }
 
 static int s_write_placed_many (fks_worker_tx_t *tx, s_thread_t *st);
@@ -1793,6 +1855,17 @@ s_on_signal (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
         return fks_worker_fail (tx, "signal without signal_id, side, qty or order_type");
     if (!isfinite (o->qty) || o->qty <= 0)
         return fks_worker_fail (tx, "signal quantity %.10g is not positive", o->qty);
+    bool closed = false;
+    if ((rc = s_signal_closed (tx, st, &o->signal_id, &closed)) != FKS_WORKER_OK)
+        return rc;
+    if (closed) {
+        //  Its end is recorded already (signal.filtered, risk.rejected...): nothing to do.
+        char id[FKS_ID_STR_SIZE];
+        fks_log (FKS_LOG_INFO, NULL, NULL, "signal %s was filtered, refused or failed before: "
+                 "not ordered", fks_worker_uuid (id, &o->signal_id));
+        s_count (st, "closed_signal");
+        return FKS_WORKER_OK;
+    }
     o->has_signal = true;
     o->buy = strcmp (side, "buy") == 0;
     o->limit = strcmp (type, "limit") == 0;
