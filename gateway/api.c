@@ -18,6 +18,8 @@
  *  retried POST finds its first envelope and answers 200 duplicate instead of ordering twice.
  *  The stored envelope is the record of the first request: a retry asking for something else
  *  (another order, or the cancel of another order) is answered 422 idempotency_key_reused.
+ *  That record is read before any check of what the request acts on, since the first request
+ *  may have changed it: a cancel retried after its order ended is still 200 duplicate.
  *
  *  Every parameter is checked here before its query, so a 400 names the parameter at fault
  *  (a ?since= time is read by PostgreSQL itself, in a statement of its own).
@@ -1217,9 +1219,10 @@ s_outbox (s_req_t *r, const fks_envelope_hdr_t *hdr, const msgpack_sbuffer *body
 
 //  The outbox envelope stored under id (a request's derived id), decoded; NULL after
 //  answering 503 (*status set), or NULL with *status 0 when there is none or it does not
-//  decode (then it cannot be compared).
+//  decode (then it cannot be compared). *found, when given, says whether one is stored: a
+//  lookup made before the request's own insert must tell none from one that does not decode.
 static fks_envelope_t *
-s_stored_envelope (s_req_t *r, const fks_id_t *id, int *status)
+s_stored_envelope (s_req_t *r, const fks_id_t *id, bool *found, int *status)
 {
     char ids[FKS_ID_STR_SIZE];
     fks_id_format (id, ids);
@@ -1236,6 +1239,8 @@ s_stored_envelope (s_req_t *r, const fks_id_t *id, int *status)
     if (!res)
         return NULL;
     fks_envelope_t *env = NULL;
+    if (found)
+        *found = PQntuples (res) == 1;
     if (PQntuples (res) == 1) {
         size_t len = 0;
         unsigned char *raw = PQunescapeBytea ((const unsigned char *) PQgetvalue (res, 0, 0), &len);
@@ -1408,7 +1413,7 @@ s_order_create (s_req_t *r)
     if (rc == 1) {
         //  A retry, or the key reused for another order: compare with the stored request
         //  (the envelope is the record of it; no schema change needed).
-        fks_envelope_t *prev = s_stored_envelope (r, &hdr.id, &st);
+        fks_envelope_t *prev = s_stored_envelope (r, &hdr.id, NULL, &st);
         bool same = !prev || s_same_order (prev, symbol, side, type, qty, has_limit,
                                            limit_price);
         fks_envelope_destroy (&prev);
@@ -1439,6 +1444,89 @@ invalid:
     return s_bad (r, field, msg);
 }
 
+//  The cancel stored under env_id (the derived id of the caller's Idempotency-Key), against a
+//  cancel of order_id: 0 when none is stored, 1 when it asked to cancel this order (the request
+//  repeated), -1 after answering (*status set): 422 when it was another order's cancel, 503.
+//  A stored cancel that does not decode cannot be compared and counts as this one, as a
+//  repeated manual order does.
+static int
+s_cancel_stored (s_req_t *r, const fks_id_t *env_id, const fks_id_t *order_id, int *status)
+{
+    bool found = false;
+    fks_envelope_t *prev = s_stored_envelope (r, env_id, &found, status);
+    fks_id_t prev_id;
+    bool same = !prev || (fks_envelope_get_id (prev, "order_id", &prev_id) == 0
+                          && memcmp (prev_id.b, order_id->b, FKS_ID_SIZE) == 0);
+    fks_envelope_destroy (&prev);
+    if (*status)
+        return -1;
+    if (!found)
+        return 0;
+    if (!same) {
+        *status = s_idem_reused (r, "cancel");
+        return -1;
+    }
+    return 1;
+}
+
+//  Asks the execution worker to cancel the order id (its text ids) if it is still open: 0 when
+//  the request went to the outbox, 1 when env_id (NULL without an Idempotency-Key) was stored
+//  meanwhile by the same request sent twice at once, -1 after answering (*status set): 404,
+//  409 for an order that has ended, 422, 503.
+static int
+s_cancel_request (s_req_t *r, const fks_id_t *id, const char *ids, const fks_id_t *env_id,
+                  int *status)
+{
+    const char *values[1] = { ids };
+    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
+    if (!pg) {
+        *status = s_unavailable (r, "no database connection came free");
+        return -1;
+    }
+    PGresult *res = s_query (r, pg, "SELECT status, corr FROM orders WHERE id = $1::uuid", 1,
+                             values, NULL, status);
+    fks_api_pg_put (r->api, pg);
+    if (!res)
+        return -1;
+    if (PQntuples (res) == 0) {
+        PQclear (res);
+        *status = s_not_found (r, "no order with this id");
+        return -1;
+    }
+    const char *state = PQgetvalue (res, 0, 0);
+    if (strcmp (state, "filled") == 0 || strcmp (state, "rejected") == 0
+        || strcmp (state, "cancelled") == 0) {
+        char msg[96];
+        snprintf (msg, sizeof msg, "the order is %s: nothing to cancel", state);
+        PQclear (res);
+        *status = s_done (r, fks_http_error (r->conn, 409, NULL, "not_cancellable", NULL, msg));
+        return -1;
+    }
+    fks_id_t corr = *id;
+    if (!PQgetisnull (res, 0, 1))
+        fks_id_parse (PQgetvalue (res, 0, 1), (size_t) PQgetlength (res, 0, 1), &corr);
+    PQclear (res);
+    fks_envelope_hdr_t hdr;
+    if (fks_envelope_hdr_init (&hdr, "order.cancel_requested", "gateway", &corr, NULL) != 0) {
+        *status = s_unavailable (r, "no envelope header");
+        return -1;
+    }
+    if (env_id)
+        hdr.id = *env_id;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init (&sb);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 2);
+    fks_pack_kv_id (&pk, "order_id", id);
+    fks_pack_kv_str (&pk, "requested_by", r->key.name);
+    int rc = s_outbox (r, &hdr, &sb, status);
+    msgpack_sbuffer_destroy (&sb);
+    if (rc == 1 && s_cancel_stored (r, &hdr.id, id, status) < 0)
+        return -1;              /* the key's other request won the race */
+    return rc;
+}
+
 //  DELETE /api/v1/orders/{id}
 static int
 s_order_cancel (s_req_t *r, const char *seg)
@@ -1452,59 +1540,20 @@ s_order_cancel (s_req_t *r, const char *seg)
     st = s_idem_header (r, idem);
     if (st)
         return st;
-    const char *values[1] = { ids };
-    fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
-    if (!pg)
-        return s_unavailable (r, "no database connection came free");
-    PGresult *res = s_query (r, pg, "SELECT status, corr FROM orders WHERE id = $1::uuid", 1,
-                             values, NULL, &st);
-    fks_api_pg_put (r->api, pg);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 0) {
-        PQclear (res);
-        return s_not_found (r, "no order with this id");
+    //  The Idempotency-Key before the order's state: the cancel a retry repeats may well be
+    //  what ended the order, and a retry is answered as its first request was (200
+    //  duplicate), never 409. A key first used for another order's cancel is 422 whatever
+    //  state this order is in.
+    fks_id_t env_id;
+    int rc = 0;
+    if (idem[0]) {
+        s_derived_id ("order.cancel_requested", r->key.owner, idem, &env_id);
+        rc = s_cancel_stored (r, &env_id, &id, &st);
     }
-    const char *status = PQgetvalue (res, 0, 0);
-    if (strcmp (status, "filled") == 0 || strcmp (status, "rejected") == 0
-        || strcmp (status, "cancelled") == 0) {
-        char msg[96];
-        snprintf (msg, sizeof msg, "the order is %s: nothing to cancel", status);
-        PQclear (res);
-        return s_done (r, fks_http_error (r->conn, 409, NULL, "not_cancellable", NULL, msg));
-    }
-    fks_id_t corr = id;
-    if (!PQgetisnull (res, 0, 1))
-        fks_id_parse (PQgetvalue (res, 0, 1), (size_t) PQgetlength (res, 0, 1), &corr);
-    PQclear (res);
-    fks_envelope_hdr_t hdr;
-    if (fks_envelope_hdr_init (&hdr, "order.cancel_requested", "gateway", &corr, NULL) != 0)
-        return s_unavailable (r, "no envelope header");
-    if (idem[0])
-        s_derived_id ("order.cancel_requested", r->key.owner, idem, &hdr.id);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init (&sb);
-    msgpack_packer pk;
-    msgpack_packer_init (&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 2);
-    fks_pack_kv_id (&pk, "order_id", &id);
-    fks_pack_kv_str (&pk, "requested_by", r->key.name);
-    int rc = s_outbox (r, &hdr, &sb, &st);
-    msgpack_sbuffer_destroy (&sb);
+    if (rc == 0)
+        rc = s_cancel_request (r, &id, ids, idem[0] ? &env_id : NULL, &st);
     if (rc < 0)
         return st;
-    if (rc == 1) {
-        //  The same Idempotency-Key: the same cancel again, or another order's cancel.
-        fks_envelope_t *prev = s_stored_envelope (r, &hdr.id, &st);
-        fks_id_t prev_id;
-        bool same = !prev || (fks_envelope_get_id (prev, "order_id", &prev_id) == 0
-                              && memcmp (prev_id.b, id.b, FKS_ID_SIZE) == 0);
-        fks_envelope_destroy (&prev);
-        if (st)
-            return st;
-        if (!same)
-            return s_idem_reused (r, "cancel");
-    }
     char out[128];
     int n = snprintf (out, sizeof out, "{\"id\":\"%s\",\"status\":\"%s\"}", ids,
                       rc == 0 ? "cancel_requested" : "duplicate");

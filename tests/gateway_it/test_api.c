@@ -576,6 +576,71 @@ Test (api, cancel_asks_the_execution_worker_only_for_open_orders)
     it_resp_free (&r);
 }
 
+//  DELETE /api/v1/orders/{id} with an Idempotency-Key; the answer's id and code (or "").
+static long
+s_cancel (const it_ctx_t *ctx, const char *key, const char *idem, const char *order_id,
+          char id[64], char code[64])
+{
+    char url[256], auth[600], ih[200];
+    snprintf (url, sizeof url, "%s/api/v1/orders/%s", ctx->base, order_id);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", key);
+    snprintf (ih, sizeof ih, "Idempotency-Key: %s", idem ? idem : "");
+    const char *headers[] = { auth, idem ? ih : NULL, NULL };
+    it_resp_t r;
+    cr_assert_eq (it_http ("DELETE", url, headers, NULL, 0, &r), 0);
+    long st = r.status;
+    id[0] = code[0] = '\0';
+    it_json_str (r.body, "id", id, 64);
+    it_json_str (r.body, "code", code, 64);
+    if (st == 200)
+        cr_assert (strstr (r.body, "\"status\":\"duplicate\""), "%s", r.body);
+    it_resp_free (&r);
+    return st;
+}
+
+//  The order a cancel asked for ends (here set cancelled by hand: no execution worker runs in
+//  this suite) before the client, which lost the first answer, retries: the retry is the same
+//  request, 200 duplicate, not 409 for an order its own first request cancelled. The key
+//  reused for another (ended) order is still 422, and a cancel without a key still 409.
+Test (api, a_cancel_retried_after_the_order_ended_is_a_duplicate)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char key[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "trade", key);
+    char open_id[40], done_id[40], c1[40], c2[40], idem[64], id[64], code[64];
+    snprintf (open_id, sizeof open_id, "01900000-0000-7000-c100-%012lu",
+              it_unique () % 1000000000000UL);
+    snprintf (done_id, sizeof done_id, "01900000-0000-7000-d100-%012lu",
+              it_unique () % 1000000000000UL);
+    snprintf (c1, sizeof c1, "q%lu", it_unique ());
+    snprintf (c2, sizeof c2, "q%lu", it_unique ());
+    snprintf (idem, sizeof idem, "c2-%lu", it_unique ());
+    const char *p[] = { open_id, c1, done_id, c2 };
+    PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
+                          " limit_price, status, filled_qty, avg_fill_price, broker) VALUES"
+                          " ($1::uuid, $2, 'BTCUSDT', 'buy', 'limit', 1, 30000, 'submitted', 0,"
+                          " NULL, 'paper'), ($3::uuid, $4, 'BTCUSDT', 'buy', 'limit', 1, 30000,"
+                          " 'filled', 1, 30000, 'paper')", 4, p));
+    cr_assert_eq (s_cancel (ctx, key, idem, open_id, id, code), 202, "%s", code);
+    cr_assert_str_eq (id, open_id);
+    const char *p1[] = { open_id };
+    PQclear (it_sql (ctx, "UPDATE orders SET status = 'cancelled', updated_at = now()"
+                          " WHERE id = $1::uuid", 1, p1));
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq (s_cancel (ctx, key, idem, open_id, id, code), 200,
+                      "retry %d of the cancel of a cancelled order: %s", i, code);
+        cr_assert_str_eq (id, open_id);
+    }
+    cr_assert_eq (s_cancel (ctx, key, idem, done_id, id, code), 422);
+    cr_assert_str_eq (code, "idempotency_key_reused");
+    cr_assert_eq (s_cancel (ctx, key, NULL, done_id, id, code), 409);
+    cr_assert_str_eq (code, "not_cancellable");
+    cr_assert_eq (s_cancel (ctx, key, NULL, open_id, id, code), 409);
+    cr_assert_str_eq (code, "not_cancellable");
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type ="
+                                    " 'order.cancel_requested' AND corr = $1::uuid", open_id), 1);
+}
+
 Test (api, the_circuit_breaker_is_read_with_read_and_reset_with_admin)
 {
     const it_ctx_t *ctx = it_ctx ();
