@@ -696,6 +696,7 @@ typedef struct {
     bool known;
     double price;               /* > 0, finite */
     int64_t ts_ms;              /* Unix ms of the price; 0 when not stored */
+    const char *source;         /* "price" (Redis) or "fill" (the symbol's newest fill) */
 } s_mark_t;
 
 //  Reads the marks of the n symbols in column col of res into marks (all unknown first), in
@@ -722,10 +723,10 @@ s_marks (fks_api_t *api, PGresult *res, int col, s_mark_t *marks, size_t n)
         rc = fks_price_get_many (api->redis, names, n, prices, ts, found, &err);
         pthread_mutex_unlock (&api->redis_mutex);
         if (rc != 0)
-            fks_warn ("api: positions: latest prices unavailable, unrealized_pnl is null: %s",
+            fks_warn ("api: positions: latest prices unavailable, valued at the last fills: %s",
                       err.msg);
         for (size_t i = 0; rc == 0 && i < n; i++)
-            marks[i] = (s_mark_t) { found[i], prices[i], ts[i] };
+            marks[i] = (s_mark_t) { found[i], prices[i], ts[i], "price" };
     }
     free (names);
     free (prices);
@@ -747,9 +748,12 @@ s_round8 (double v)
 
 //  GET /api/v1/positions: the rows, each valued at its symbol's latest price (mark_price, of
 //  mark_time), unrealized_pnl = (mark_price - avg_price) * qty, which has the right sign for
-//  shorts (qty < 0). A flat position's unrealized_pnl is 0; otherwise it is null while no
-//  price is known (or Redis cannot be read: the positions are still listed). A price is used
-//  however old it is; mark_time says how old.
+//  shorts (qty < 0). Without a latest price (no market data feed, or Redis cannot be read)
+//  the position is valued at the price of its symbol's newest fill, as the execution worker
+//  values it in position.updated (envelope.md, last_price), so the list and the stream agree;
+//  mark_source says which. A flat position's unrealized_pnl is 0; otherwise it is null while
+//  neither is known (the positions are still listed). A price is used however old it is;
+//  mark_time says how old.
 static int
 s_positions (s_req_t *r)
 {
@@ -758,11 +762,16 @@ s_positions (s_req_t *r)
     if (n_sym == -2 || (n_sym >= 0 && !s_symbol_ok (symbol)))
         return s_bad (r, "symbol", "symbol must be " S_SYMBOL_RULE);
     const char *values[1] = { n_sym >= 0 ? symbol : NULL };
+    //  The symbol's newest fill: the one stored last (created_at, then id, the order of
+    //  fills_symbol_created_idx), the last one the execution worker applied to the position.
     static const char sql[] =
-        "SELECT json_build_object ('symbol', symbol, 'qty', qty, 'avg_price', avg_price,"
-        " 'realized_pnl', realized_pnl, 'fees', fees,"
-        " 'updated_at', " S_TS ("updated_at") ")::text, symbol, qty::float8, avg_price::float8"
-        " FROM positions WHERE ($1::text IS NULL OR symbol = $1) ORDER BY symbol LIMIT 1000";
+        "SELECT json_build_object ('symbol', p.symbol, 'qty', p.qty, 'avg_price', p.avg_price,"
+        " 'realized_pnl', p.realized_pnl, 'fees', p.fees,"
+        " 'updated_at', " S_TS ("p.updated_at") ")::text, p.symbol, p.qty::float8,"
+        " p.avg_price::float8, f.price::float8, (extract (epoch FROM f.ts) * 1000)::bigint"
+        " FROM positions p LEFT JOIN LATERAL (SELECT price, ts FROM fills"
+        "   WHERE fills.symbol = p.symbol ORDER BY created_at DESC, id DESC LIMIT 1) f ON true"
+        " WHERE ($1::text IS NULL OR p.symbol = $1) ORDER BY p.symbol LIMIT 1000";
     fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
     if (!pg)
         return s_unavailable (r, "no database connection came free");
@@ -778,6 +787,13 @@ s_positions (s_req_t *r)
         return s_unavailable (r, "out of memory");
     }
     s_marks (r->api, res, 1, marks, rows);
+    for (size_t i = 0; i < rows; i++) {
+        double last = PQgetisnull (res, (int) i, 4) ? 0
+                    : strtod (PQgetvalue (res, (int) i, 4), NULL);
+        if (!marks[i].known && last > 0 && isfinite (last))
+            marks[i] = (s_mark_t) { true, last,
+                                    strtoll (PQgetvalue (res, (int) i, 5), NULL, 10), "fill" };
+    }
     fks_sbuf_t b;
     fks_sbuf_init (&b, 0);
     fks_sbuf_puts (&b, "{\"items\":[");
@@ -803,6 +819,11 @@ s_positions (s_req_t *r)
             strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
             fks_sbuf_printf (&b, "\"%s.%03dZ\"", when, (int) (marks[i].ts_ms % 1000));
         }
+        else
+            fks_sbuf_puts (&b, "null");
+        fks_sbuf_puts (&b, ", \"mark_source\" : ");
+        if (marks[i].known)
+            fks_sbuf_printf (&b, "\"%s\"", marks[i].source);
         else
             fks_sbuf_puts (&b, "null");
         fks_sbuf_puts (&b, ", \"unrealized_pnl\" : ");

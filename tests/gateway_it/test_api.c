@@ -364,6 +364,7 @@ Test (api, positions_are_valued_at_the_latest_price)
     s_expect_number (pos, "unrealized_pnl", 20.5);      //  (5010.5 - 5000.25) * 2
     cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_time")),
                       "2023-11-14T22:13:20.123Z");
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_source")), "price");
 
     pos = s_position (page, sht);
     cr_assert_not_null (pos, "no %s in %s", sht, r.body);
@@ -384,6 +385,7 @@ Test (api, positions_are_valued_at_the_latest_price)
     cr_assert (json_is_null (json_object_get (pos, "unrealized_pnl")), "%s", r.body);
     cr_assert (json_is_null (json_object_get (pos, "mark_price")), "%s", r.body);
     cr_assert (json_is_null (json_object_get (pos, "mark_time")), "%s", r.body);
+    cr_assert (json_is_null (json_object_get (pos, "mark_source")), "%s", r.body);
     json_decref (page);
     it_resp_free (&r);
 
@@ -407,6 +409,100 @@ Test (api, positions_are_valued_at_the_latest_price)
 
     const char *keys[] = { "DEL", lng_key, sht_key };
     rr = fks_redis_command_argv (redis, 3, keys, NULL, &rerr);
+    freeReplyObject (rr);
+    fks_redis_destroy (&redis);
+}
+
+//  With no market data feed there is no fks:price:<SYMBOL>, yet the execution worker valued
+//  the position at its fill's price in position.updated: the list shows that price too (the
+//  symbol's newest fill, mark_source fill), so REST and the stream agree. A latest price in
+//  Redis, when there is one, wins.
+Test (api, a_position_without_a_latest_price_is_valued_at_its_last_fill)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    unsigned long u = it_unique () % 100000000UL;
+    char two[32], one[32], ord[40], ord1[40], coid[40], coid1[40], f1[40], f2[40], f3[40];
+    char x1[40], x2[40], x3[40], price_key[48];
+    snprintf (two, sizeof two, "W%luUSDT", u);          //  two fills, the newer at 102
+    snprintf (one, sizeof one, "V%luUSDT", u);          //  one fill at the position's price
+    snprintf (price_key, sizeof price_key, "fks:price:%s", two);
+    snprintf (ord, sizeof ord, "01900000-0000-7000-a100-%012lu", it_unique () % 1000000000000UL);
+    snprintf (ord1, sizeof ord1, "01900000-0000-7000-a100-%012lu", it_unique () % 1000000000000UL);
+    snprintf (f1, sizeof f1, "01900000-0000-7000-b100-%012lu", it_unique () % 1000000000000UL);
+    snprintf (f2, sizeof f2, "01900000-0000-7000-b100-%012lu", it_unique () % 1000000000000UL);
+    snprintf (f3, sizeof f3, "01900000-0000-7000-b100-%012lu", it_unique () % 1000000000000UL);
+    snprintf (coid, sizeof coid, "m%lu", it_unique ());
+    snprintf (coid1, sizeof coid1, "m%lu", it_unique ());
+    snprintf (x1, sizeof x1, "y%lu", it_unique ());
+    snprintf (x2, sizeof x2, "y%lu", it_unique ());
+    snprintf (x3, sizeof x3, "y%lu", it_unique ());
+    const char *po[] = { ord, coid, two, ord1, coid1, one };
+    PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
+                          " status, filled_qty, avg_fill_price, broker) VALUES"
+                          " ($1::uuid, $2, $3, 'buy', 'market', 2, 'filled', 2, 101, 'paper'),"
+                          " ($4::uuid, $5, $6, 'buy', 'market', 3, 'filled', 3, 50.5, 'paper')",
+                     6, po));
+    //  The older fill stored a minute before the newer one; its exchange time is later, so
+    //  the newest fill is the one stored last, as the worker applied them.
+    const char *pf[] = { f1, ord, x1, two, f2, x2, f3, ord1, x3, one };
+    PQclear (it_sql (ctx, "INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol,"
+                          " side, qty, price, ts, created_at) VALUES"
+                          " ($1::uuid, $2::uuid, 'paper', $3, $4, 'buy', 1, 100,"
+                          "  '2024-01-02T03:05:00Z', now () - interval '1 minute'),"
+                          " ($5::uuid, $2::uuid, 'paper', $6, $4, 'buy', 1, 102,"
+                          "  '2024-01-02T03:04:05.678Z', now ()),"
+                          " ($7::uuid, $8::uuid, 'paper', $9, $10, 'buy', 3, 50.5,"
+                          "  '2024-01-02T03:04:06Z', now ())", 10, pf));
+    const char *pp[] = { two, one };
+    PQclear (it_sql (ctx, "INSERT INTO positions (symbol, qty, avg_price) VALUES ($1, 2, 101),"
+                          " ($2, 3, 50.5)", 2, pp));
+
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/positions", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    json_error_t jerr;
+    json_t *page = json_loads (r.body, 0, &jerr);
+    cr_assert_not_null (page, "not JSON (%s): %s", jerr.text, r.body);
+    json_t *pos = s_position (page, two);
+    cr_assert_not_null (pos, "no %s in %s", two, r.body);
+    s_expect_number (pos, "mark_price", 102);
+    s_expect_number (pos, "unrealized_pnl", 2);         //  (102 - 101) * 2
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_source")), "fill");
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_time")),
+                      "2024-01-02T03:04:05.678Z");
+    pos = s_position (page, one);
+    cr_assert_not_null (pos, "no %s in %s", one, r.body);
+    s_expect_number (pos, "mark_price", 50.5);
+    s_expect_number (pos, "unrealized_pnl", 0);         //  right after the fill at its price
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_source")), "fill");
+    json_decref (page);
+    it_resp_free (&r);
+
+    //  A market data feed starts: its price wins over the fill's.
+    fks_redis_err_t rerr;
+    fks_redis_t *redis = fks_redis_new (ctx->redis_url, 1000, 2000, &rerr);
+    cr_assert_not_null (redis, "%s", rerr.msg);
+    redisReply *rr = fks_redis_command (redis, &rerr, "HSET %s price %s ts %s", price_key,
+                                        "103", "1700000000123");
+    cr_assert_not_null (rr, "%s", rerr.msg);
+    freeReplyObject (rr);
+    char path[96];
+    snprintf (path, sizeof path, "/api/v1/positions?symbol=%s", two);
+    s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    page = json_loads (r.body, 0, &jerr);
+    cr_assert_not_null (page, "not JSON: %s", r.body);
+    pos = s_position (page, two);
+    cr_assert_not_null (pos, "%s", r.body);
+    s_expect_number (pos, "mark_price", 103);
+    s_expect_number (pos, "unrealized_pnl", 4);         //  (103 - 101) * 2
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_source")), "price");
+    cr_assert_str_eq (json_string_value (json_object_get (pos, "mark_time")),
+                      "2023-11-14T22:13:20.123Z");
+    json_decref (page);
+    it_resp_free (&r);
+    const char *keys[] = { "DEL", price_key };
+    rr = fks_redis_command_argv (redis, 2, keys, NULL, &rerr);
     freeReplyObject (rr);
     fks_redis_destroy (&redis);
 }
