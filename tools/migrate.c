@@ -13,13 +13,20 @@
  *    history must never change (write a new migration instead).
  *  - A pending migration numbered below one already applied is refused (it was probably
  *    merged late; renumber it), rather than applied out of order.
+ *  - A pending migration that controls the transaction itself (a statement beginning with
+ *    BEGIN, START, COMMIT, END, ROLLBACK, ABORT or PREPARE TRANSACTION) is refused before
+ *    anything is applied. Such a file would commit part of itself without its
+ *    schema_migrations row and release the lock, and every later run would then fail on what
+ *    that part created. The file is scanned as PostgreSQL splits it (strings, quoted names,
+ *    $tag$ bodies and comments are skipped), so BEGIN in a function body is fine.
  *
  *  Migration files run through the simple query protocol, so one file may hold many
- *  statements; they must not contain their own BEGIN/COMMIT, nor statements that cannot run
- *  inside a transaction (CREATE INDEX CONCURRENTLY). schemas/migrations/README.md says more.
+ *  statements; they must not contain statements that cannot run inside a transaction
+ *  (CREATE INDEX CONCURRENTLY). schemas/migrations/README.md says more.
  */
 #include "tools/migrate.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +51,8 @@ typedef struct {
     char checksum[65];
     char *sql;
     size_t len;
+    const char *tx_control;     /* its first transaction control statement, or NULL */
+    int tx_line;                /* and that statement's line */
 } s_migration_t;
 
 struct fks_migrate_t {
@@ -196,6 +205,225 @@ s_read_file (const char *path, s_migration_t *m, fks_migrate_err_t *err)
     return 0;
 }
 
+//  --------------------------------------------------------------------------
+//  Transaction control in a file
+//
+//  The runner owns each migration's transaction; a statement in the file that ends it, or
+//  opens a new one, breaks the promise that a migration is applied and recorded together.
+//  s_find_tx_control splits the file into statements the way PostgreSQL's lexer does and
+//  looks at the first word of each. Only what begins a statement counts: END closes a CASE
+//  in the middle of one, and BEGIN inside a function body is in a string or a $tag$ body.
+//  When the scan and the server disagree on a file (unterminated quotes), the server refuses
+//  it as a syntax error before running any of it; and fks_migrate_apply still checks the
+//  transaction state after each file.
+
+//  Statements refused at the start of a statement, matched in order: `next` is the word that
+//  must follow (NULL: any), `name` what the error says (NULL: allowed, it stays inside the
+//  transaction). SAVEPOINT and RELEASE never end the transaction and are not listed.
+static const struct {
+    const char *word;
+    const char *next;
+    const char *name;
+} s_tx_control[] = {
+    { "BEGIN", NULL, "BEGIN" },
+    { "START", NULL, "START TRANSACTION" },
+    { "COMMIT", "PREPARED", "COMMIT PREPARED" },
+    { "COMMIT", NULL, "COMMIT" },
+    { "END", NULL, "END" },
+    { "ROLLBACK", "PREPARED", "ROLLBACK PREPARED" },
+    { "ROLLBACK", "TO", NULL },                 /* ROLLBACK TO SAVEPOINT */
+    { "ROLLBACK", NULL, "ROLLBACK" },
+    { "ABORT", NULL, "ABORT" },
+    { "PREPARE", "TRANSACTION", "PREPARE TRANSACTION" },
+};
+
+//  PostgreSQL's identifier characters: bytes >= 0x80 are letters (UTF-8), and $ may follow
+//  the first character.
+static bool
+s_ident_start (unsigned char c)
+{
+    return isalpha (c) || c == '_' || c >= 0x80;
+}
+
+static bool
+s_ident_char (unsigned char c)
+{
+    return s_ident_start (c) || isdigit (c) || c == '$';
+}
+
+//  Skips white space, -- comments and nested /* */ comments from i; counts lines in *line.
+static size_t
+s_skip_blank (const char *sql, size_t len, size_t i, int *line)
+{
+    while (i < len) {
+        if (sql[i] == '\n') {
+            (*line)++;
+            i++;
+        }
+        else if (isspace ((unsigned char) sql[i]))
+            i++;
+        else if (sql[i] == '-' && i + 1 < len && sql[i + 1] == '-') {
+            while (i < len && sql[i] != '\n')
+                i++;
+        }
+        else if (sql[i] == '/' && i + 1 < len && sql[i + 1] == '*') {
+            int depth = 0;
+            while (i < len) {
+                if (sql[i] == '/' && i + 1 < len && sql[i + 1] == '*') {
+                    depth++;
+                    i += 2;
+                }
+                else if (sql[i] == '*' && i + 1 < len && sql[i + 1] == '/') {
+                    i += 2;
+                    if (--depth == 0)
+                        break;
+                }
+                else {
+                    if (sql[i] == '\n')
+                        (*line)++;
+                    i++;
+                }
+            }
+        }
+        else
+            break;
+    }
+    return i;
+}
+
+//  Skips a quoted token whose opening quote is at i: 'string', "name" (a doubled quote is
+//  one quote), or with `backslash` an E'string', where \\ escapes the next byte too.
+static size_t
+s_skip_quoted (const char *sql, size_t len, size_t i, bool backslash, int *line)
+{
+    char quote = sql[i++];
+    while (i < len) {
+        if (sql[i] == '\n')
+            (*line)++;
+        if (backslash && sql[i] == '\\' && i + 1 < len) {
+            if (sql[i + 1] == '\n')
+                (*line)++;
+            i += 2;
+        }
+        else if (sql[i] == quote) {
+            if (i + 1 < len && sql[i + 1] == quote)
+                i += 2;
+            else
+                return i + 1;
+        }
+        else
+            i++;
+    }
+    return len;
+}
+
+//  At a '$' at i: if it opens a $tag$ body, returns the position after the closing $tag$
+//  (or len); else returns i unchanged ($1 is a parameter, not a quote).
+static size_t
+s_skip_dollar_quoted (const char *sql, size_t len, size_t i, int *line)
+{
+    size_t j = i + 1;
+    if (j < len && s_ident_start ((unsigned char) sql[j]))
+        while (j < len && sql[j] != '$' && s_ident_char ((unsigned char) sql[j]))
+            j++;
+    if (j >= len || sql[j] != '$')
+        return i;
+    size_t tag_len = j - i + 1;
+    for (size_t k = j + 1; k < len; k++) {
+        if (sql[k] == '\n')
+            (*line)++;
+        else if (sql[k] == '$' && k + tag_len <= len && memcmp (sql + k, sql + i, tag_len) == 0)
+            return k + tag_len;
+    }
+    return len;
+}
+
+//  Reads the word at i, uppercased into word (at most cap - 1 bytes; a longer word is no
+//  keyword and comes back empty). Returns the position after it.
+static size_t
+s_read_word (const char *sql, size_t len, size_t i, char *word, size_t cap)
+{
+    size_t n = 0;
+    bool fits = true;
+    while (i < len && s_ident_char ((unsigned char) sql[i])) {
+        if (n + 1 < cap)
+            word[n++] = (char) toupper ((unsigned char) sql[i]);
+        else
+            fits = false;
+        i++;
+    }
+    word[fits ? n : 0] = '\0';
+    return i;
+}
+
+//  Returns the name of the first statement in sql that controls the transaction, with its
+//  1-based line in *line, or NULL if there is none.
+static const char *
+s_find_tx_control (const char *sql, size_t len, int *line_p)
+{
+    int line = 1;
+    size_t i = 0;
+    bool at_start = true;       /* the next word begins a statement */
+    int atomic = 0;             /* depth in BEGIN ATOMIC ... END, whose ; end no statement */
+    char prev[16] = "";         /* the word just before, if the last token was one */
+    while ((i = s_skip_blank (sql, len, i, &line)) < len) {
+        unsigned char c = (unsigned char) sql[i];
+        if (s_ident_start (c)) {
+            char word[16];
+            size_t end = s_read_word (sql, len, i, word, sizeof word);
+            if (strcmp (word, "E") == 0 && end < len && sql[end] == '\'') {
+                i = s_skip_quoted (sql, len, end, true, &line);
+                at_start = false;
+                prev[0] = '\0';
+                continue;
+            }
+            if (at_start) {
+                int next_line = line;
+                char next[16];
+                s_read_word (sql, len, s_skip_blank (sql, len, end, &next_line), next,
+                             sizeof next);
+                for (size_t k = 0; k < sizeof s_tx_control / sizeof s_tx_control[0]; k++)
+                    if (strcmp (word, s_tx_control[k].word) == 0
+                    &&  (!s_tx_control[k].next || strcmp (next, s_tx_control[k].next) == 0)) {
+                        if (s_tx_control[k].name) {
+                            *line_p = line;
+                            return s_tx_control[k].name;
+                        }
+                        break;
+                    }
+            }
+            //  An SQL-standard function body (CREATE FUNCTION ... BEGIN ATOMIC ... END) holds
+            //  statements of its own, and the CASE ... END inside it count for its nesting.
+            if (strcmp (word, "ATOMIC") == 0 && strcmp (prev, "BEGIN") == 0)
+                atomic++;
+            else if (atomic > 0 && strcmp (word, "CASE") == 0)
+                atomic++;
+            else if (atomic > 0 && strcmp (word, "END") == 0)
+                atomic--;
+            snprintf (prev, sizeof prev, "%s", word);
+            at_start = false;
+            i = end;
+            continue;
+        }
+        prev[0] = '\0';
+        if (c == ';') {
+            at_start = atomic == 0;
+            i++;
+            continue;
+        }
+        at_start = false;
+        if (c == '\'' || c == '"')
+            i = s_skip_quoted (sql, len, i, false, &line);
+        else if (c == '$') {
+            size_t after = s_skip_dollar_quoted (sql, len, i, &line);
+            i = after > i ? after : i + 1;
+        }
+        else
+            i++;
+    }
+    return NULL;
+}
+
 static int
 s_by_version (const void *a, const void *b)
 {
@@ -271,6 +499,7 @@ fks_migrate_load (const char *dir, FILE *out, fks_migrate_err_t *err)
             rc = -1;
             break;
         }
+        m.tx_control = s_find_tx_control (m.sql, m.len, &m.tx_line);
         if (self->n == cap) {
             s_migration_t *grown = realloc (self->items, 2 * cap * sizeof *grown);
             if (!grown) {
@@ -329,6 +558,16 @@ const char *
 fks_migrate_checksum (fks_migrate_t *self, size_t index)
 {
     return self && index < self->n ? self->items[index].checksum : NULL;
+}
+
+const char *
+fks_migrate_tx_control (fks_migrate_t *self, size_t index, int *line)
+{
+    if (!self || index >= self->n || !self->items[index].tx_control)
+        return NULL;
+    if (line)
+        *line = self->items[index].tx_line;
+    return self->items[index].tx_control;
 }
 
 
@@ -463,12 +702,28 @@ s_line_of (const char *text, size_t len, long pos)
     return line;
 }
 
+//  Refuses a migration that controls the transaction itself. 0 or -1.
+static int
+s_check_tx_control (s_migration_t *m, fks_migrate_err_t *err)
+{
+    if (!m->tx_control)
+        return 0;
+    s_set_err (err, "migration %s has its own transaction control (%s at line %d); remove "
+               "it: the runner applies each file in one transaction with its "
+               "schema_migrations row (nothing was applied)", m->file, m->tx_control, m->tx_line);
+    return -1;
+}
+
 //  Applies one migration in its own locked transaction. Returns 1 if applied, 0 if another
 //  run had applied it meanwhile, -1 on error (rolled back).
 static int
 s_apply_one (fks_migrate_t *self, s_migration_t *m, fks_pg_t *pg, fks_migrate_err_t *err)
 {
     (void) self;
+    //  fks_migrate_apply refused such a file before applying any; this keeps any other
+    //  caller from running one.
+    if (s_check_tx_control (m, err) != 0)
+        return -1;
     fks_pg_err_t perr;
     if (s_begin_locked (pg, err) != 0)
         return -1;
@@ -529,6 +784,8 @@ s_apply_one (fks_migrate_t *self, s_migration_t *m, fks_pg_t *pg, fks_migrate_er
         return -1;
     }
     PQclear (res);
+    //  A second line of defence behind s_check_tx_control, should the scan ever miss a
+    //  statement that ended the transaction.
     if (PQtransactionStatus (conn) != PQTRANS_INTRANS) {
         fks_pg_rollback (pg);
         s_set_err (err, "migration %s ended its own transaction (COMMIT or ROLLBACK in the "
@@ -574,9 +831,13 @@ fks_migrate_apply (fks_migrate_t *self, fks_pg_t *pg, FILE *out, int *applied,
     if (s_check_recorded (self, pg, out, applied_set, &max_applied, err) != 0)
         return -1;
 
-    //  Refuse before applying anything if a pending migration is older than history.
+    //  Refuse before applying anything if a pending migration is older than history or
+    //  controls its own transaction. Applied ones are history: they were recorded, and
+    //  refusing them now would only stop every run.
     for (size_t i = 0; i < self->n; i++) {
         s_migration_t *m = &self->items[i];
+        if (!applied_set[m->version] && s_check_tx_control (m, err) != 0)
+            return -1;
         if (!applied_set[m->version] && m->version < max_applied) {
             s_set_err (err, "migration %s is older than %04d, which is already applied; "
                        "renumber it above %04d", m->file, max_applied, max_applied);

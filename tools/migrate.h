@@ -45,13 +45,22 @@ int fks_migrate_version (fks_migrate_t *self, size_t index);
 const char *fks_migrate_name (fks_migrate_t *self, size_t index);
 const char *fks_migrate_checksum (fks_migrate_t *self, size_t index);
 
+/*  The first statement of the migration at index that controls the transaction (a statement
+ *  beginning with BEGIN, START, COMMIT, END, ROLLBACK, ABORT or PREPARE TRANSACTION; not
+ *  SAVEPOINT, RELEASE or ROLLBACK TO), as "COMMIT", "START TRANSACTION"..., with its line in
+ *  *line (may be NULL); NULL if it has none. Quoted strings and names, $tag$ bodies and
+ *  comments are skipped, so a function body's BEGIN or a CASE's END does not count. */
+const char *fks_migrate_tx_control (fks_migrate_t *self, size_t index, int *line);
+
 /*  Applies the migrations that the database has not recorded yet, in order, each in its own
  *  transaction with its schema_migrations row (created if missing). Prints one line per
  *  migration applied, then a summary ("up to date" when there was nothing to do), on out
- *  (may be NULL). Fails, applying nothing more, when a recorded checksum differs from its
- *  file, when a pending migration is older than one already applied, or when a migration
- *  fails (its error, SQLSTATE and line are in err; its transaction is rolled back). Stores the
- *  number applied by this call in *applied (may be NULL). Returns 0 or -1. */
+ *  (may be NULL). Fails, applying nothing, when a recorded checksum differs from its file,
+ *  when a pending migration is older than one already applied, or when a pending migration
+ *  controls its own transaction (fks_migrate_tx_control; err names the file and the
+ *  statement). Fails, applying nothing more, when a migration fails (its error, SQLSTATE and
+ *  line are in err; its transaction is rolled back). Stores the number applied by this call
+ *  in *applied (may be NULL). Returns 0 or -1. */
 int fks_migrate_apply (fks_migrate_t *self, fks_pg_t *pg, FILE *out, int *applied,
                        fks_migrate_err_t *err);
 

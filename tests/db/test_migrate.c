@@ -1,7 +1,8 @@
 /*  test_migrate.c - the migration runner (tools/migrate.c), `fks migrate`, and the schema.
  *
  *  Suite migrate_files needs nothing running (meson suite 'unit'): file naming, checksums,
- *  limits, and the `fks` binary's help and its refusal to run without FKS_PG_URL. Suite
+ *  limits, the scan for transaction control, and the `fks` binary's help and its refusal to
+ *  run without FKS_PG_URL. Suite
  *  migrate (meson suite 'integration') needs FKS_TEST_PG_URL, a superuser URL: every test
  *  creates its own database fks_t_<pid>_<n> and drops it at the end, so tests can run in
  *  parallel with anything else. The `fks` binary's path comes from FKS_BIN (set by meson).
@@ -499,6 +500,136 @@ Test (migrate_files, fks_unknown_command_fails)
 }
 
 
+//  Files that mention transaction control only where it does not begin a statement: they
+//  must pass the scan (migrate_files) and apply (migrate).
+static const struct {
+    const char *file;
+    const char *sql;
+} s_legit[] = {
+    { "0001_function_bodies.sql",
+      "CREATE TABLE t (x integer, label text);\n"
+      "CREATE FUNCTION t_touch () RETURNS trigger LANGUAGE plpgsql AS $$\n"
+      "BEGIN\n"
+      "    NEW.x := coalesce (NEW.x, 0) + 1;\n"
+      "    RETURN NEW;\n"
+      "END;\n"
+      "$$;\n"
+      "CREATE TRIGGER t_touch BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION t_touch ();\n"
+      "CREATE FUNCTION t_nested () RETURNS text LANGUAGE plpgsql AS $fn$\n"
+      "BEGIN\n"
+      "    RETURN $q$COMMIT; BEGIN;$q$ || $$;$$;\n"
+      "END\n"
+      "$fn$;\n"
+      "CREATE FUNCTION t_quoted () RETURNS text LANGUAGE plpgsql AS '\n"
+      "BEGIN\n"
+      "    RETURN ''END;'';\n"
+      "END;';\n"
+      "PREPARE t_q (integer) AS SELECT $1 + 1;\n"
+      "DEALLOCATE t_q;\n" },
+    { "0002_strings_and_names.sql",
+      "COMMENT ON TABLE t IS 'run BEGIN; then COMMIT; never ROLLBACK; END';\n"
+      "SELECT E'it\\'s; BEGIN', U&'d\\0061t; COMMIT', 'a;''; ABORT';\n"
+      "CREATE TABLE \"begin; commit\" (\"end\" integer, \"x\"\"; rollback\" text);\n" },
+    { "0003_comments.sql",
+      "-- BEGIN;\n"
+      "/* COMMIT; /* nested; ROLLBACK; */ END; */\n"
+      "SELECT 1; -- ; COMMIT\n"
+      "/* ; */ SELECT 2;\n" },
+    { "0004_case_end.sql",
+      "SELECT CASE WHEN 1 = 1 THEN 'a' ELSE 'b' END;\n"
+      "CREATE VIEW t_labels AS SELECT CASE x WHEN 1 THEN 'one'\n"
+      "END AS label FROM t;\n"
+      "CREATE FUNCTION t_sign (i integer) RETURNS text LANGUAGE sql\n"
+      "BEGIN ATOMIC\n"
+      "    SELECT CASE WHEN i > 0 THEN 'positive' ELSE 'not' END;\n"
+      "END;\n"
+      "SAVEPOINT s;\n"
+      "CREATE TABLE t_undone (x integer);\n"
+      "ROLLBACK TO SAVEPOINT s;\n"
+      "RELEASE SAVEPOINT s;\n" },
+};
+
+static void
+s_write_legit (const char *dir)
+{
+    for (size_t i = 0; i < sizeof s_legit / sizeof s_legit[0]; i++)
+        s_write_str (dir, s_legit[i].file, s_legit[i].sql);
+}
+
+Test (migrate_files, transaction_control_statements_are_found_with_their_line)
+{
+    static const struct {
+        const char *sql;
+        const char *found;
+        int line;
+    } c[] = {
+        { "CREATE TABLE part_a(x int); COMMIT; BEGIN; CREATE TABLE part_b(x int); SELECT 1/0;",
+          "COMMIT", 1 },
+        { "BEGIN;\nCREATE TABLE a (x int);\n", "BEGIN", 1 },
+        { "create table a (x int);\n\n  begin transaction isolation level serializable;",
+          "BEGIN", 3 },
+        { "START TRANSACTION;\nSELECT 1;", "START TRANSACTION", 1 },
+        { "SELECT 1;\nEND;", "END", 2 },
+        { "SELECT 1;\nabort;", "ABORT", 2 },
+        { "SELECT 1;ROLLBACK", "ROLLBACK", 1 },
+        { "SELECT 1; COMMIT AND CHAIN;", "COMMIT", 1 },
+        { "PREPARE TRANSACTION 'x';", "PREPARE TRANSACTION", 1 },
+        { "COMMIT PREPARED 'x';", "COMMIT PREPARED", 1 },
+        { "ROLLBACK PREPARED 'x';", "ROLLBACK PREPARED", 1 },
+        { "SELECT ';' /* ; */ -- ;\n; COMMIT", "COMMIT", 2 },
+        { "SELECT $$ BEGIN $$; /* a /* nested; */ comment */ COMMIT;", "COMMIT", 1 },
+        { "SELECT E'it\\'s; BEGIN'; COMMIT;", "COMMIT", 1 },
+        { "SELECT $tag$ $$ ; BEGIN $tag$; \"a\"\"b;\";\n-- x\n/* y */ Commit;", "COMMIT", 3 },
+        { "CREATE FUNCTION f () RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nCOMMIT;",
+          "COMMIT", 2 },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        const char *dir = s_tmpdir ();
+        s_write_str (dir, "0001_tx.sql", c[i].sql);
+        fks_migrate_err_t err;
+        fks_migrate_t *m = fks_migrate_load (dir, NULL, &err);
+        cr_assert (m, "%s", err.msg);
+        int line = 0;
+        const char *found = fks_migrate_tx_control (m, 0, &line);
+        cr_assert (found, "not found in: %s", c[i].sql);
+        cr_assert_str_eq (found, c[i].found, "in: %s", c[i].sql);
+        cr_assert_eq (line, c[i].line, "line %d, expected %d in: %s", line, c[i].line, c[i].sql);
+        fks_migrate_destroy (&m);
+        s_teardown ();
+    }
+}
+
+Test (migrate_files, begin_in_a_function_body_a_string_or_a_comment_is_accepted)
+{
+    const char *dir = s_tmpdir ();
+    s_write_legit (dir);
+    fks_migrate_err_t err;
+    fks_migrate_t *m = fks_migrate_load (dir, NULL, &err);
+    cr_assert (m, "%s", err.msg);
+    cr_assert_eq (fks_migrate_size (m), sizeof s_legit / sizeof s_legit[0]);
+    for (size_t i = 0; i < fks_migrate_size (m); i++) {
+        int line = 0;
+        const char *found = fks_migrate_tx_control (m, i, &line);
+        cr_assert_null (found, "%s: %s found at line %d", s_legit[i].file, found, line);
+    }
+    fks_migrate_destroy (&m);
+}
+
+Test (migrate_files, every_shipped_migration_passes_the_transaction_control_scan)
+{
+    fks_migrate_err_t err;
+    fks_migrate_t *m = fks_migrate_load (FKS_TEST_MIGRATIONS_DIR, NULL, &err);
+    cr_assert (m, "%s", err.msg);
+    cr_assert_geq (fks_migrate_size (m), 7);
+    for (size_t i = 0; i < fks_migrate_size (m); i++) {
+        int line = 0;
+        const char *found = fks_migrate_tx_control (m, i, &line);
+        cr_assert_null (found, "%04d_%s.sql: %s found at line %d", fks_migrate_version (m, i),
+                        fks_migrate_name (m, i), found, line);
+    }
+    fks_migrate_destroy (&m);
+}
+
 //  --------------------------------------------------------------------------
 //  migrate: against a fresh database
 
@@ -672,6 +803,56 @@ Test (migrate, migration_that_commits_by_itself_is_reported)
     cr_assert_eq (s_migrate (pg, dir, NULL, NULL, &err), -1);
     cr_assert (strstr (err.msg, "COMMIT"), "message: %s", err.msg);
     s_expect_scalar (pg, "SELECT count(*) FROM schema_migrations", "0");
+    fks_pg_destroy (&pg);
+}
+
+Test (migrate, migration_that_commits_midway_is_refused_and_applies_nothing)
+{
+    const char *dir = s_tmpdir ();
+    s_write_str (dir, "0001_a.sql", "CREATE TABLE a (x integer);\n");
+    fks_pg_t *pg = s_pg ();
+    fks_migrate_err_t err;
+    cr_assert_eq (s_migrate (pg, dir, NULL, NULL, &err), 0, "%s", err.msg);
+    //  A good pending migration before the bad one is not applied either.
+    s_write_str (dir, "0002_b.sql", "CREATE TABLE b (x integer);\n");
+    s_write_str (dir, "0003_split.sql",
+                 "CREATE TABLE part_a(x int); COMMIT; BEGIN; CREATE TABLE part_b(x int);"
+                 " SELECT 1/0;\n");
+    //  Run twice: the second run must say the same, not "relation part_a already exists".
+    for (int run = 0; run < 2; run++) {
+        int applied = -1;
+        cr_assert_eq (s_migrate (pg, dir, &applied, NULL, &err), -1, "run %d accepted", run);
+        cr_assert_eq (applied, 0, "run %d", run);
+        cr_assert (strstr (err.msg, "0003_split.sql") && strstr (err.msg, "COMMIT"),
+                   "run %d: %s", run, err.msg);
+        s_expect_scalar (pg, "SELECT to_regclass('part_a') IS NULL", "t");
+        s_expect_scalar (pg, "SELECT to_regclass('part_b') IS NULL", "t");
+        s_expect_scalar (pg, "SELECT to_regclass('b') IS NULL", "t");
+        s_expect_scalar (pg, "SELECT string_agg(version::text, ',') FROM schema_migrations",
+                         "1");
+    }
+    fks_pg_destroy (&pg);
+}
+
+Test (migrate, begin_and_end_in_bodies_strings_comments_and_case_are_applied)
+{
+    const char *dir = s_tmpdir ();
+    s_write_legit (dir);
+    fks_pg_t *pg = s_pg ();
+    fks_migrate_err_t err;
+    int applied = -1;
+    cr_assert_eq (s_migrate (pg, dir, &applied, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq ((size_t) applied, sizeof s_legit / sizeof s_legit[0]);
+    fks_pg_err_t perr;
+    cr_assert_eq (fks_pg_command (pg, "INSERT INTO t (x) VALUES (0)", &perr), 0, "%s",
+                  perr.msg);
+    s_expect_scalar (pg, "SELECT label FROM t_labels", "one");
+    s_expect_scalar (pg, "SELECT t_nested ()", "COMMIT; BEGIN;;");
+    s_expect_scalar (pg, "SELECT t_quoted ()", "END;");
+    s_expect_scalar (pg, "SELECT t_sign (3)", "positive");
+    s_expect_scalar (pg, "SELECT to_regclass('\"begin; commit\"') IS NOT NULL", "t");
+    s_expect_scalar (pg, "SELECT to_regclass('t_undone') IS NULL", "t");
+    s_expect_scalar (pg, "SELECT count(*) FROM schema_migrations", "4");
     fks_pg_destroy (&pg);
 }
 
