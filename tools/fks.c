@@ -112,6 +112,34 @@ s_cmd_help (int argc, char **argv)
 
 
 //  --------------------------------------------------------------------------
+//  Settings
+
+//  Reads FKS_PG_URL (or FKS_PG_URL_FILE) for `command`. Returns the URL (caller frees), or
+//  prints why there is none and returns NULL: the config error (a file that cannot be read,
+//  both variables set) as it is, else that the URL is not set or empty.
+static char *
+s_pg_url (const char *command)
+{
+    fks_config_err_t cerr;
+    char *url = NULL;
+    if (fks_config_str ("FKS_PG_URL", NULL, &url, &cerr) < 0) {
+        fprintf (stderr, "fks %s: %s\n", command, cerr.msg);
+        return NULL;
+    }
+    if (!url || !*url) {
+        const char *what = !url ? "FKS_PG_URL is not set"
+                         : getenv ("FKS_PG_URL") ? "FKS_PG_URL is empty"
+                         : "FKS_PG_URL_FILE names an empty file";
+        fprintf (stderr, "fks %s: %s; set FKS_PG_URL (or FKS_PG_URL_FILE) to the PostgreSQL "
+                 "URL, e.g. postgresql://fks@127.0.0.1:5432/fks\n", command, what);
+        free (url);
+        return NULL;
+    }
+    return url;
+}
+
+
+//  --------------------------------------------------------------------------
 //  fks migrate
 
 static int
@@ -126,20 +154,10 @@ s_cmd_migrate (int argc, char **argv)
                  s_lookup ("migrate")->usage);
         return 1;
     }
+    char *url = s_pg_url ("migrate");
+    if (!url)
+        return 1;
     fks_config_err_t cerr;
-    char *url = NULL;
-    int rc = fks_config_str ("FKS_PG_URL", NULL, &url, &cerr);
-    if (rc < 0) {
-        fprintf (stderr, "fks migrate: %s\n", cerr.msg);
-        return 1;
-    }
-    if (!url || !*url) {
-        fprintf (stderr, "fks migrate: FKS_PG_URL is %s; set FKS_PG_URL (or FKS_PG_URL_FILE) "
-                 "to the PostgreSQL URL, e.g. postgresql://fks@127.0.0.1:5432/fks\n",
-                 url ? "empty" : "not set");
-        free (url);
-        return 1;
-    }
     char *dir = NULL;
     if (fks_config_str ("FKS_MIGRATIONS_DIR", FKS_SOURCE_DIR "/schemas/migrations",
                         &dir, &cerr) < 0) {
@@ -236,14 +254,9 @@ s_cmd_keys (int argc, char **argv)
         fprintf (stderr, "fks keys: give the key's name\n%s", usage);
         return 1;
     }
-    fks_config_err_t cerr;
-    char *url = NULL;
-    if (fks_config_str ("FKS_PG_URL", NULL, &url, &cerr) < 0 || !url || !*url) {
-        fprintf (stderr, "fks keys: %s\n", url ? cerr.msg
-                 : "FKS_PG_URL is not set; set FKS_PG_URL (or FKS_PG_URL_FILE)");
-        free (url);
+    char *url = s_pg_url ("keys");
+    if (!url)
         return 1;
-    }
     fks_pg_err_t perr;
     fks_pg_t *pg = fks_pg_new (url, fks_apikey_stmts, fks_apikey_stmts_n, &perr);
     free (url);

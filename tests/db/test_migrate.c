@@ -2,7 +2,7 @@
  *
  *  Suite migrate_files needs nothing running (meson suite 'unit'): file naming, checksums,
  *  limits, the scan for transaction control, and the `fks` binary's help and its refusal to
- *  run without FKS_PG_URL. Suite
+ *  run without a usable FKS_PG_URL. Suite
  *  migrate (meson suite 'integration') needs FKS_TEST_PG_URL, a superuser URL: every test
  *  creates its own database fks_t_<pid>_<n> and drops it at the end, so tests can run in
  *  parallel with anything else. The `fks` binary's path comes from FKS_BIN (set by meson).
@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -629,6 +630,52 @@ Test (migrate_files, every_shipped_migration_passes_the_transaction_control_scan
     }
     fks_migrate_destroy (&m);
 }
+
+//  Every byte of text is printable ASCII or a newline: no uninitialised buffer was printed.
+static bool
+s_printable (const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *) text; *p; p++)
+        if ((*p < 0x20 || *p > 0x7e) && *p != '\n')
+            return false;
+    return true;
+}
+
+Test (migrate_files, fks_names_the_real_cause_when_fks_pg_url_cannot_be_used)
+{
+    const char *dir = s_tmpdir ();
+    s_write_str (dir, "url", "postgresql://postgres@127.0.0.1:1/postgres\n");
+    char file_env[128];
+    snprintf (file_env, sizeof file_env, "FKS_PG_URL_FILE=%s/url", dir);
+    const struct {
+        const char *env[3];
+        const char *cause;
+    } c[] = {
+        { { "FKS_PG_URL=", NULL }, "FKS_PG_URL is empty" },
+        { { "FKS_PG_URL_FILE=/nonexistent/fks/url", NULL },
+          "FKS_PG_URL_FILE: cannot open '/nonexistent/fks/url': No such file or directory" },
+        { { "FKS_PG_URL=postgresql://postgres@127.0.0.1:1/postgres", file_env, NULL },
+          "FKS_PG_URL and FKS_PG_URL_FILE are both set" },
+    };
+    const char *keys[] = { "keys", "list", NULL };
+    const char *migrate[] = { "migrate", NULL };
+    const char *const *commands[] = { keys, migrate };
+    for (size_t k = 0; k < 2; k++)
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+            s_run_t run = s_run_fks (commands[k], c[i].env);
+            cr_assert_eq (run.status, 1, "fks %s with %s: exit status %d, stderr: %s",
+                          commands[k][0], c[i].env[0], run.status, run.err);
+            char expected[256];
+            snprintf (expected, sizeof expected, "fks %s: %s", commands[k][0], c[i].cause);
+            cr_assert (strncmp (run.err, expected, strlen (expected)) == 0,
+                       "fks %s with %s: expected '%s...', stderr: %s", commands[k][0],
+                       c[i].env[0], expected, run.err);
+            cr_assert (s_printable (run.err), "garbled stderr: %s", run.err);
+            cr_assert_null (strstr (run.err, "is not set"), "stderr: %s", run.err);
+            s_run_free (&run);
+        }
+}
+
 
 //  --------------------------------------------------------------------------
 //  migrate: against a fresh database
