@@ -346,6 +346,50 @@ Test (ai_it, exit_below_the_threshold_still_goes_on, .init = s_setup, .fini = s_
     cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
 }
 
+//  A model that parses yet scores NaN on these bars (means 1e308 and -1e308 overflow into
+//  -inf + inf): the fallback decides, the signal's params stay valid JSON, and the exit goes on
+//  (it once ended 'failed': `nan` in the JSON made the update fail).
+Test (ai_it, model_scoring_nan_falls_back_and_the_exit_still_goes_on, .init = s_setup,
+      .fini = s_teardown)
+{
+    const char *text = "fks-model 1\nkind logistic\nversion nan-v1\ninterval 1d\nhorizon 5\n"
+                       "features ret_1 ret_5\nmean 1e308 -1e308\nscale 0.001 0.001\n"
+                       "weights 1 1\nbias 0\nend\n";
+    s_ai_t ai = s_start (s_put_model (text), "0.6", "FKS_AI_FALLBACK=filter");
+    s_bars ("RISE", 50);
+    char buy[FKS_ID_STR_SIZE], ex[FKS_ID_STR_SIZE];
+    snprintf (buy, sizeof buy, "%s", s_signal (&ai, "RISE", "buy", -1, false));
+    snprintf (ex, sizeof ex, "%s", s_signal (&ai, "RISE", "sell", -1, true));
+    cr_assert_str_eq (s_decided (buy), "filtered", "log: %s", ai.log);
+    cr_assert_str_eq (s_decided (ex), "scored", "an exit is never held back (log: %s)", ai.log);
+    cr_assert_str_eq (s_inbox_status (ex), "scored");
+    const char *p[1] = { buy };
+    cr_assert_eq (dai_sql_long ("SELECT count(*) FROM signals WHERE id = $1"
+                                " AND params->'ai'->>'fallback' = 'score_not_finite'"
+                                " AND params->'ai'->>'reason' LIKE '%score not finite%'", 1, p),
+                  1);
+    cr_assert_float_eq (s_ai_param (ex, "score"), 0.6, 1e-9, "scored at the threshold");
+
+    fks_envelope_t *env = s_outcome (ex);
+    cr_assert_str_eq (fks_envelope_hdr (env)->type, "signal.scored");
+    double score;
+    cr_assert_eq (fks_envelope_get_f64 (env, "score", &score), 0);
+    cr_assert (isfinite (score), "%g", score);
+    fks_envelope_destroy (&env);
+    env = s_outcome (buy);
+    cr_assert_str_eq (fks_envelope_hdr (env)->type, "signal.filtered");
+    char reason[600];
+    fks_envelope_get_str (env, "reason", reason, sizeof reason);
+    cr_assert (strstr (reason, "model nan-v1: score not finite"), "%s", reason);
+    fks_envelope_destroy (&env);
+    cr_assert_float_eq (dai_metric (ai.port, "fks_ai_fallback_total{reason=\"score_not_finite\"}"),
+                        2, 0);
+    cr_assert_float_eq (dai_metric (ai.port, "fks_ai_filtered_total{reason=\"score_not_finite\"}"),
+                        1, 0);
+    fks_bus_client_destroy (&ai.bus);
+    cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
+}
+
 Test (ai_it, corrupt_model_file_is_refused_and_the_previous_model_stays, .init = s_setup,
       .fini = s_teardown)
 {

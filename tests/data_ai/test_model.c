@@ -124,6 +124,44 @@ Test (model, damaged_numbers_are_refused_with_the_line)
     s_refused ("weights 2 -1", "weights 2 -1e9", "weight of rsi_14 is out of range");
 }
 
+//  A scale below the trainer's floor makes an ordinary feature value overflow the score into
+//  NaN (the audit's model: scales 1e-307, weights 1e6 and -1e6); such a file is refused, and
+//  so are weights and biases that are not finite numbers.
+Test (model, tiny_scales_and_non_finite_numbers_are_refused)
+{
+    s_refused ("scale 0.02 0.25", "scale 1e-307 1e-307", "line 10: scale of ret_1 is 1e-307, "
+               "below 1e-12 (the smallest the trainer writes)");
+    s_refused ("scale 0.02 0.25", "scale 0.02 9e-13", "scale of rsi_14 is 9e-13, below 1e-12");
+    s_refused ("scale 0.02 0.25", "scale 0.02 inf", "scale: 'inf' is not a finite number");
+    s_refused ("scale 0.02 0.25", "scale 0.02 1e999", "scale: '1e999' is not a finite number");
+    s_refused ("weights 2 -1", "weights nan -1", "weights: 'nan' is not a finite number");
+    s_refused ("weights 2 -1", "weights 2 -inf", "weights: '-inf' is not a finite number");
+    s_refused ("bias 0.5", "bias nan", "bias must be one finite number");
+    s_refused ("bias 0.5", "bias -infinity", "bias must be one finite number");
+    const char *audit = "fks-model 1\nkind logistic\nversion nan-v1\ninterval 1d\nhorizon 5\n"
+                        "features ret_1 ret_5\nmean 0 0\nscale 1e-307 1e-307\n"
+                        "weights 1000000 -1000000\nbias 0\nend\n";
+    fks_model_t m;
+    char err[256] = "";
+    cr_assert_eq (s_parse (audit, &m, err, sizeof err), -1);
+    cr_assert (strstr (err, "below 1e-12"), "%s", err);
+
+    //  The floor itself is a scale the trainer can write: it loads, and is written back.
+    char text[2048];
+    const char *at = strstr (s_good, "scale 0.02 0.25");
+    snprintf (text, sizeof text, "%.*sscale 0.02 1e-12%s", (int) (at - s_good), s_good,
+              at + strlen ("scale 0.02 0.25"));
+    cr_assert_eq (s_parse (text, &m, err, sizeof err), 0, "%s", err);
+    char back[2048];
+    cr_assert_gt (fks_model_format (&m, back, sizeof back), 0);
+    m.scale[1] = 9e-13;
+    cr_assert_eq (fks_model_format (&m, back, sizeof back), -1, "never written: it would not "
+                  "read back");
+    m.scale[1] = 1;
+    m.weight[0] = 2e6;
+    cr_assert_eq (fks_model_format (&m, back, sizeof back), -1, "a weight out of range neither");
+}
+
 Test (model, wrong_header_kind_or_format_is_refused)
 {
     s_refused ("fks-model 1", "fks-model 2", "model format '2' not supported");

@@ -192,3 +192,99 @@ Test (scorer, fallback_names)
     cr_assert_str_eq (fks_fallback_name (FKS_FALLBACK_ALERT), "alert");
     cr_assert_str_eq (fks_fallback_name (FKS_FALLBACK_PASS), "pass");
 }
+
+//  A model that parses, yet overflows on ordinary features: mean 1e308 and -1e308 make the two
+//  terms -inf and +inf, their sum NaN.
+static fks_model_t
+s_nan_model (void)
+{
+    fks_model_t m = s_model ();
+    strcpy (m.version, "nan1");
+    m.n = 2;
+    m.index[1] = fks_feature_index ("ret_5");
+    m.mean[0] = 1e308;
+    m.mean[1] = -1e308;
+    m.scale[0] = m.scale[1] = 0.001;
+    m.weight[1] = 1;
+    return m;
+}
+
+//  No score is ever NaN: the fallback decides, with its own reason, and an exit still passes.
+Test (scorer, score_that_is_not_finite_takes_the_fallback)
+{
+    fks_model_t m = s_nan_model ();
+    cr_assert (isnan (fks_model_predict (&m, s_f)), "the model does give NaN");
+    fks_scorer_cfg_t cfg = s_cfg (0.6);
+    cfg.fallback = FKS_FALLBACK_FILTER;
+    fks_scorer_signal_t sig = { .buy = true };
+    fks_scorer_result_t r;
+    fks_scorer_decide (&cfg, &m, s_f, 50, 50, &sig, &r);
+    cr_assert_not (r.pass);
+    cr_assert_not (r.has_score);
+    cr_assert_not (r.has_model_p);
+    cr_assert_str_eq (r.filtered_by, "score_not_finite");
+    cr_assert_str_eq (r.fallback, "score_not_finite");
+    cr_assert (strstr (r.reason, "model nan1: score not finite") && strstr (r.reason,
+               "fallback 'filter'"), "%s", r.reason);
+
+    sig = (fks_scorer_signal_t) { .buy = false, .reduce_only = true };
+    fks_scorer_decide (&cfg, &m, s_f, 50, 50, &sig, &r);
+    cr_assert (r.pass, "an exit is never held back: %s", r.reason);
+    cr_assert (r.has_score && isfinite (r.score));
+    cr_assert_float_eq (r.score, 0.6, 1e-12);
+    cr_assert (strstr (r.reason, "score not finite") && strstr (r.reason, "reduce-only"),
+               "%s", r.reason);
+
+    cfg.fallback = FKS_FALLBACK_ALERT;
+    sig = (fks_scorer_signal_t) { .buy = true, .has_confidence = true, .confidence = 0.7 };
+    fks_scorer_decide (&cfg, &m, s_f, 50, 50, &sig, &r);
+    cr_assert (r.pass);
+    cr_assert_float_eq (r.score, 0.7, 1e-12, "the alert's confidence stands in");
+    cr_assert_str_eq (r.fallback, "score_not_finite");
+    sig.reduce_only = true;
+    sig.confidence = 0.2;
+    fks_scorer_decide (&cfg, &m, s_f, 50, 50, &sig, &r);
+    cr_assert (r.pass);
+    cr_assert_float_eq (r.score, 0.2, 1e-12);
+}
+
+//  A feature that is not finite (a return over a bar of 1e-300) is no input, even where the
+//  model's sigmoid would have made a number of it.
+Test (scorer, feature_that_is_not_finite_takes_the_fallback)
+{
+    fks_model_t m = s_model ();
+    fks_scorer_cfg_t cfg = s_cfg (0.6);
+    cfg.fallback = FKS_FALLBACK_PASS;
+    fks_scorer_signal_t sig = { .buy = true };
+    fks_scorer_result_t r;
+    double vals[2] = { INFINITY, NAN };
+    for (int i = 0; i < 2; i++) {
+        s_f[fks_feature_index ("ret_1")] = vals[i];
+        fks_scorer_decide (&cfg, &m, s_f, 50, 50, &sig, &r);
+        cr_assert (r.pass);
+        cr_assert_float_eq (r.score, 0.6, 1e-12, "scored at the threshold, not at %g", r.score);
+        cr_assert_str_eq (r.fallback, "score_not_finite");
+        cr_assert (strstr (r.reason, "score not finite (feature ret_1 is"), "%s", r.reason);
+        cr_assert (strstr (r.reason, "fallback 'pass'"), "%s", r.reason);
+    }
+    //  A feature the model does not use changes nothing.
+    s_init ();
+    s_f[fks_feature_index ("sma_50")] = NAN;
+    fks_scorer_decide (&cfg, &m, s_f, 50, 50, &sig, &r);
+    cr_assert_null (r.fallback);
+    cr_assert_float_eq (r.score, 0.75, 1e-12);
+}
+
+Test (scorer, confidence_that_is_not_a_number_counts_as_absent)
+{
+    fks_model_t m = s_model ();
+    fks_scorer_cfg_t cfg = s_cfg (0.6);
+    fks_scorer_signal_t sig = { .buy = true, .has_confidence = true, .confidence = NAN };
+    fks_scorer_result_t r;
+    fks_scorer_decide (&cfg, &m, s_f, 50, 50, &sig, &r);
+    cr_assert (r.pass);
+    cr_assert_float_eq (r.score, 0.75, 1e-12, "the model's alone");
+    fks_scorer_decide (&cfg, NULL, NULL, 0, 50, &sig, &r);
+    cr_assert (r.pass);
+    cr_assert_float_eq (r.score, 0.6, 1e-12, "no confidence: scored at the threshold");
+}

@@ -168,7 +168,7 @@ fks_fit_logistic (const fks_dataset_t *ds, size_t from, size_t to, const fks_fit
         for (size_t i = 0; i < n; i++)
             ss += (x[i * S_D + k] - mean[k]) * (x[i * S_D + k] - mean[k]);
         scale[k] = sqrt (ss / (double) n);
-        if (!(scale[k] > 1e-12) || !isfinite (scale[k]))
+        if (!(scale[k] > FKS_MODEL_SCALE_MIN) || !isfinite (scale[k]))
             scale[k] = 1;
     }
     double *z = malloc (n * S_D * sizeof *z);

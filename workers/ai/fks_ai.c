@@ -37,6 +37,7 @@
 #include "common/metrics.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,9 +270,23 @@ s_emit_scored (fks_worker_tx_t *tx, const s_signal_t *s, const fks_scorer_result
     return fks_worker_emit (tx, "signal.scored", NULL, NULL);
 }
 
+//  A JSON number: `nan` or `inf` is not JSON, and PostgreSQL refuses the whole update for it
+//  (so an exit that passed would end 'failed'); such a value is written as null. The scorer
+//  never returns one: this is the last guard.
+static const char *
+s_json_num (char buf[32], double v)
+{
+    if (isfinite (v))
+        snprintf (buf, 32, "%.6g", v);
+    else
+        snprintf (buf, 32, "null");
+    return buf;
+}
+
 //  The decision as JSON for the signal's params: {"passed":..,"score":..,...}. The reason is
-//  escaped and every other value is a number or a checked identifier, so the text is valid
-//  JSON; cap (S_DECISION_MAX) holds the longest one. Returns 0, or -1 if it did not fit.
+//  escaped, every number is finite or null and the rest are checked identifiers, so the text
+//  is valid JSON; cap (S_DECISION_MAX) holds the longest one. Returns 0, or -1 if it did not
+//  fit.
 #define S_DECISION_MAX (4 * FKS_SCORER_REASON_MAX + 512)
 static int
 s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double threshold,
@@ -280,18 +295,18 @@ s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double thr
     char esc[3 * FKS_SCORER_REASON_MAX];
     fks_json_escape (esc, sizeof esc, d->reason, strlen (d->reason));
     char score[48] = "", model_p[48] = "", ver[FKS_MODEL_VERSION_MAX + 24] = "",
-         fallback[48] = "";
+         fallback[48] = "", num[32];
     if (d->has_score)
-        snprintf (score, sizeof score, ",\"score\":%.6g", d->score);
+        snprintf (score, sizeof score, ",\"score\":%s", s_json_num (num, d->score));
     if (d->has_model_p)
-        snprintf (model_p, sizeof model_p, ",\"model_p\":%.6g", d->model_p);
+        snprintf (model_p, sizeof model_p, ",\"model_p\":%s", s_json_num (num, d->model_p));
     if (version[0])
         snprintf (ver, sizeof ver, ",\"model_version\":\"%s\"", version);
     if (d->fallback)
         snprintf (fallback, sizeof fallback, ",\"fallback\":\"%s\"", d->fallback);
-    int w = snprintf (buf, cap, "{\"passed\":%s,\"threshold\":%.6g%s%s%s%s,\"reason\":\"%s\"}",
-                      d->pass ? "true" : "false", threshold, score, model_p, ver, fallback,
-                      esc);
+    int w = snprintf (buf, cap, "{\"passed\":%s,\"threshold\":%s%s%s%s%s,\"reason\":\"%s\"}",
+                      d->pass ? "true" : "false", s_json_num (num, threshold), score, model_p,
+                      ver, fallback, esc);
     return w > 0 && (size_t) w < cap ? 0 : -1;
 }
 
@@ -477,21 +492,22 @@ s_metrics (s_ai_t *self)
     self->m_scored = fks_metric_get1 (f_signals, "scored");
     self->m_filtered_total = fks_metric_get1 (f_signals, "filtered");
     self->f_filtered = fks_counter_family ("fks_ai_filtered_total",
-        "Signals filtered, by reason (below_threshold, no_model, not_enough_bars)",
-        (const char *[]) { "reason" }, 1);
+        "Signals filtered, by reason (below_threshold, no_model, not_enough_bars, "
+        "score_not_finite)", (const char *[]) { "reason" }, 1);
     self->f_fallback = fks_counter_family ("fks_ai_fallback_total",
-        "Signals decided by the fallback, by why (no_model, not_enough_bars)",
+        "Signals decided by the fallback, by why (no_model, not_enough_bars, score_not_finite)",
         (const char *[]) { "reason" }, 1);
     self->f_model = fks_gauge_family ("fks_ai_model_info",
         "The model in use: 1 for its version", (const char *[]) { "version" }, 1);
     self->f_loads = fks_counter_family ("fks_ai_model_loads_total",
         "Model files loaded (ok) or refused (refused: the previous model stayed)",
         (const char *[]) { "result" }, 1);
-    const char *reasons[] = { "below_threshold", "no_model", "not_enough_bars" };
-    for (int i = 0; i < 3; i++)
+    const char *reasons[] = { "below_threshold", "no_model", "not_enough_bars",
+                              "score_not_finite" };
+    for (int i = 0; i < 4; i++)
         fks_metric_get1 (self->f_filtered, reasons[i]);
-    fks_metric_get1 (self->f_fallback, "no_model");
-    fks_metric_get1 (self->f_fallback, "not_enough_bars");
+    for (int i = 1; i < 4; i++)
+        fks_metric_get1 (self->f_fallback, reasons[i]);
     fks_metric_get1 (self->f_loads, "ok");
     fks_metric_get1 (self->f_loads, "refused");
 }

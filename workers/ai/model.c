@@ -255,12 +255,22 @@ fks_model_parse (const char *text, size_t len, fks_model_t *out, char *err, size
                 if (s_vector (&m, words, nw, key == K_MEAN ? m.mean : key == K_SCALE ? m.scale
                               : m.weight, s_keys[key], line, err, cap) != 0)
                     goto done;
-                for (size_t i = 0; key == K_SCALE && i < m.n; i++)
+                for (size_t i = 0; key == K_SCALE && i < m.n; i++) {
                     if (!(m.scale[i] > 0)) {
                         snprintf (err, cap, "line %ld: scale of %s must be greater than 0",
                                   line, fks_feature_names[m.index[i]]);
                         goto done;
                     }
+                    //  A tiny scale divides an ordinary feature value into infinity and the
+                    //  score into NaN; the trainer never writes one below its floor.
+                    if (m.scale[i] < FKS_MODEL_SCALE_MIN) {
+                        snprintf (err, cap, "line %ld: scale of %s is %.3g, below %g (the "
+                                  "smallest the trainer writes): the score would overflow",
+                                  line, fks_feature_names[m.index[i]], m.scale[i],
+                                  FKS_MODEL_SCALE_MIN);
+                        goto done;
+                    }
+                }
                 for (size_t i = 0; key == K_WEIGHTS && i < m.n; i++)
                     if (fabs (m.weight[i]) > S_WEIGHT_MAX) {
                         snprintf (err, cap, "line %ld: weight of %s is out of range", line,
@@ -358,11 +368,13 @@ s_valid (const fks_model_t *m)
 {
     if (!fks_model_version_valid (m->version) || !s_interval_valid (m->interval)
         || m->horizon < 1 || m->n < 1 || m->n > FKS_FEATURES_N || !isfinite (m->bias)
-        || strchr (m->trained, '\n'))
+        || fabs (m->bias) > S_WEIGHT_MAX || strchr (m->trained, '\n'))
         return false;
+    //  The parser's bounds too: a model written here always reads back.
     for (size_t i = 0; i < m->n; i++)
         if (m->index[i] < 0 || m->index[i] >= FKS_FEATURES_N || !isfinite (m->mean[i])
-            || !(m->scale[i] > 0) || !isfinite (m->scale[i]) || !isfinite (m->weight[i]))
+            || !(m->scale[i] >= FKS_MODEL_SCALE_MIN) || !isfinite (m->scale[i])
+            || !isfinite (m->weight[i]) || fabs (m->weight[i]) > S_WEIGHT_MAX)
             return false;
     return true;
 }

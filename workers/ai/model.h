@@ -11,7 +11,7 @@
  *      trained tools/data/ttrc_ohlcv.csv rows=3795 test_rows=1632 test_accuracy=0.5331
  *      features ret_1 ret_5 ret_10 ret_20 vol_20 rsi_14 sma_10 sma_20 sma_50 volume_chg
  *      mean  <one number per feature>
- *      scale <one number per feature, > 0>
+ *      scale <one number per feature, >= FKS_MODEL_SCALE_MIN>
  *      weights <one number per feature>
  *      bias <number>
  *      end
@@ -26,7 +26,10 @@
  *  first line must be `fks-model 1`, each key appears once, every number parses whole and is
  *  finite, counts match the feature list, unknown features or keys are refused, and the file
  *  must end with `end` (a truncated copy is refused). Lines starting with # are comments. At
- *  most FKS_MODEL_FILE_MAX bytes. Errors name the line and what was wrong.
+ *  most FKS_MODEL_FILE_MAX bytes. Errors name the line and what was wrong. A scale must be at
+ *  least FKS_MODEL_SCALE_MIN, the trainer's own floor (workers/ai/fit.c): a smaller one turns
+ *  an everyday feature value into an overflowing term, and the score into NaN. Weights and the
+ *  bias are at most 1e6 in size.
  *
  *  Pure code apart from reading the file; a fks_model_t is plain data (copy it freely).
  */
@@ -42,6 +45,7 @@
 #define FKS_MODEL_VERSION_MAX  64
 #define FKS_MODEL_INTERVAL_MAX 8
 #define FKS_MODEL_TRAINED_MAX  256
+#define FKS_MODEL_SCALE_MIN    1e-12    /* the fit gives a feature with less spread scale 1 */
 
 typedef struct {
     char version[FKS_MODEL_VERSION_MAX];
@@ -69,7 +73,9 @@ int fks_model_load (const char *path, fks_model_t *out, char *err, size_t cap);
  *  is not valid (it would not parse back). */
 int fks_model_format (const fks_model_t *model, char *buf, size_t cap);
 
-/*  The model's probability (0..1) for a full feature vector (featureset.h order). */
+/*  The model's probability (0..1) for a full feature vector (featureset.h order). NaN when
+ *  the features or the model's sum are not finite (e.g. a feature far from a huge mean): the
+ *  caller must check (the scorer falls back, workers/ai/scorer.h). */
 double fks_model_predict (const fks_model_t *model, const double features[FKS_FEATURES_N]);
 
 /*  True when text is a valid version string. */

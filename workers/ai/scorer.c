@@ -94,9 +94,15 @@ s_fallback (const fks_scorer_cfg_t *cfg, const char *why, const char *what,
 void
 fks_scorer_decide (const fks_scorer_cfg_t *cfg, const fks_model_t *model,
                    const double *features, size_t bars_have, size_t bars_need,
-                   const fks_scorer_signal_t *sig, fks_scorer_result_t *out)
+                   const fks_scorer_signal_t *given, fks_scorer_result_t *out)
 {
     memset (out, 0, sizeof *out);
+    //  A confidence that is not a number in [0, 1] would carry NaN into the score and from
+    //  there into the signal's JSON: it counts as no confidence.
+    fks_scorer_signal_t copy = *given;
+    if (copy.has_confidence && !(copy.confidence >= 0 && copy.confidence <= 1))
+        copy.has_confidence = false;
+    const fks_scorer_signal_t *sig = &copy;
     char what[256];
     if (!model) {
         snprintf (what, sizeof what, "no model loaded");
@@ -109,7 +115,25 @@ fks_scorer_decide (const fks_scorer_cfg_t *cfg, const fks_model_t *model,
         s_fallback (cfg, "not_enough_bars", what, sig, out);
         return;
     }
+    //  Bars the data worker let through can still give an infinite return, and a model that
+    //  parses can still overflow its sum (a huge mean): NaN is no score, so the fallback
+    //  decides, and an exit still passes.
+    for (size_t i = 0; i < model->n; i++) {
+        double x = features[model->index[i]];
+        if (!isfinite (x)) {
+            snprintf (what, sizeof what, "model %s: score not finite (feature %s is %g)",
+                      model->version, fks_feature_names[model->index[i]], x);
+            s_fallback (cfg, "score_not_finite", what, sig, out);
+            return;
+        }
+    }
     double p_up = fks_model_predict (model, features);
+    if (!isfinite (p_up)) {
+        snprintf (what, sizeof what, "model %s: score not finite (its sum overflows on these "
+                  "features)", model->version);
+        s_fallback (cfg, "score_not_finite", what, sig, out);
+        return;
+    }
     double p = sig->buy ? p_up : 1 - p_up;
     out->has_model_p = true;
     out->model_p = p;

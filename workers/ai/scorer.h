@@ -11,14 +11,17 @@
  *  pass unless cfg.filter_exits: holding back an exit would leave a position open, which is the
  *  opposite of caution. Their score is still computed and reported.
  *
- *  Fallback, when there is no model or fewer bars than the features need (counted by the
- *  caller under the returned fallback reason, "no_model" or "not_enough_bars"):
+ *  Fallback, when there is no model, fewer bars than the features need, or a feature the
+ *  model uses or the model's probability is not a finite number (a model far outside what it
+ *  was fitted on; NaN must never become a score), counted by the caller under the returned
+ *  fallback reason, "no_model", "not_enough_bars" or "score_not_finite":
  *    alert   (default) the alert's confidence stands in for the score and meets the threshold
  *            like one; an alert without a confidence passes, scored at the threshold;
  *    pass    the signal passes, scored at the threshold;
  *    filter  the signal is filtered with the fallback reason.
  *  So a signal.scored always has score >= threshold, except a reduce-only one, whose reason
- *  says so.
+ *  says so. Every score and model_p returned is a finite number in [0, 1]; an alert
+ *  confidence that is not one counts as absent.
  *
  *  Pure function: thread-safe.
  */
@@ -58,8 +61,9 @@ typedef struct {
     bool has_model_p;
     double model_p;             /* the model's probability for the signal's side */
     const char *filtered_by;    /* NULL when passing; "below_threshold", "no_model",
-                                   "not_enough_bars" */
-    const char *fallback;       /* NULL, or "no_model" / "not_enough_bars" */
+                                   "not_enough_bars", "score_not_finite" */
+    const char *fallback;       /* NULL, or "no_model" / "not_enough_bars" /
+                                   "score_not_finite" */
     char reason[FKS_SCORER_REASON_MAX];     /* for people */
 } fks_scorer_result_t;
 
