@@ -3,10 +3,16 @@
  *
  *      fks-train --csv FILE [--column NAME] [--symbol NAME] [--interval 1d] --out MODEL
  *      fks-train --db --symbol NAME --interval 1d --out MODEL          (reads FKS_PG_URL)
- *          [--horizon 5] [--test-fraction 0.3] [--l2 1] [--version TEXT]
+ *          [--horizon 5] [--test-fraction 0.3] [--l2 1] [--version TEXT] [--max-bars N]
  *
  *  The bars come from an OHLCV file (workers/data/csv.h: the shipped tools/data/ttrc_ohlcv.csv,
- *  or a closes-only file with --column) or from the bars table. The data set (workers/ai/fit.h)
+ *  or a closes-only file with --column) or from the bars table, the newest --max-bars of them
+ *  (2000000). A model must be fitted on what the ai worker will see, which is what the data
+ *  worker stored: a bar the data worker refuses as a bad value (its own check,
+ *  workers/data/quality.h: a price or volume not a number, a price <= 0, high below low, open
+ *  or close outside [low, high], a time ahead of now) is dropped, and of rows with the same
+ *  time only the last is kept (the worker's upsert keeps the last). Each kind of dropped row
+ *  is counted on stderr, with the first one's time. The data set (workers/ai/fit.h)
  *  has one row per bar with the features the ai worker computes and the label "the close
  *  `horizon` bars later is higher". Rows are split in time order: the oldest part trains, the
  *  newest --test-fraction tests, and the `horizon` rows in between are dropped so that no
@@ -22,6 +28,7 @@
  */
 #include "workers/ai/fit.h"
 #include "workers/data/csv.h"
+#include "workers/data/quality.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/pg.h"
@@ -33,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define S_DB_MAX_BARS 2000000
@@ -41,6 +49,7 @@ typedef struct {
     const char *csv, *column, *symbol, *interval, *out, *version;
     bool db;
     int horizon;
+    long max_bars;
     double test_fraction, l2;
 } s_args_t;
 
@@ -51,7 +60,9 @@ s_usage (FILE *f)
         "usage: fks-train --csv FILE [--column NAME] [--symbol NAME] [--interval 1d] --out MODEL\n"
         "       fks-train --db --symbol NAME --interval 1d --out MODEL   (reads FKS_PG_URL)\n"
         "options: --horizon N (bars ahead, default 5)  --test-fraction F (default 0.3)\n"
-        "         --l2 X (penalty, default 1)  --version TEXT (default: derived from the fit)\n");
+        "         --l2 X (penalty, default 1)  --version TEXT (default: derived from the fit)\n"
+        "         --max-bars N (train on the newest N bars, default and most %d)\n",
+        S_DB_MAX_BARS);
 }
 
 static int
@@ -72,6 +83,7 @@ s_args (int argc, char **argv, s_args_t *a)
     a->horizon = 5;
     a->test_fraction = 0.3;
     a->l2 = 1;
+    a->max_bars = S_DB_MAX_BARS;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp (o, "-h") || !strcmp (o, "--help")) {
@@ -109,6 +121,11 @@ s_args (int argc, char **argv, s_args_t *a)
             if (end == v || *end || !(a->test_fraction >= 0.05 && a->test_fraction <= 0.9))
                 return s_usage_error ("--test-fraction: expected 0.05 to 0.9, got '%s'", v);
         }
+        else if (!strcmp (o, "--max-bars")) {
+            a->max_bars = strtol (v, &end, 10);
+            if (end == v || *end || a->max_bars < 1 || a->max_bars > S_DB_MAX_BARS)
+                return s_usage_error ("--max-bars: expected 1 to 2000000, got '%s'", v);
+        }
         else if (!strcmp (o, "--l2")) {
             a->l2 = strtod (v, &end);
             if (end == v || *end || !(a->l2 >= 0 && a->l2 <= 1e6))
@@ -134,36 +151,99 @@ s_args (int argc, char **argv, s_args_t *a)
     return 0;
 }
 
-//  Loads closes and volumes. 0 or -1 (printed).
+//  The kinds of row dropped, counted and reported each with the first one's time.
+enum { S_DROP_TIME, S_DROP_NAN, S_DROP_PRICE, S_DROP_VOLUME, S_DROP_HIGH_LOW, S_DROP_RANGE,
+       S_DROP_FUTURE, S_DROP_OTHER, S_DROP_DUPLICATE, S_DROP_KINDS };
+static const char *const s_drop_names[S_DROP_KINDS] = {
+    "unparsable time", "a price or volume missing or not a number", "a price <= 0",
+    "negative volume", "high below low", "open or close outside [low, high]",
+    "open time ahead of now", "bad value", "duplicate time (the last row of that time kept)" };
+
+typedef struct {
+    size_t n[S_DROP_KINDS];
+    int64_t first[S_DROP_KINDS];        /* the open time of the first one */
+} s_drops_t;
+
+//  Which rule a refused bar broke, in the order quality.c checks them. The verdict is the data
+//  worker's own (fks_quality_check); this only names it for the count.
 static int
-s_load (const s_args_t *a, const char *symbol, double **close, double **volume, size_t *n)
+s_drop_kind (const fks_bar_t *b, int64_t now_ms, int64_t interval_ms)
 {
-    *close = *volume = NULL;
-    *n = 0;
+    const double v[5] = { b->open, b->high, b->low, b->close, b->volume };
+    for (int i = 0; i < 5; i++)
+        if (!isfinite (v[i]))
+            return S_DROP_NAN;
+    for (int i = 0; i < 4; i++)
+        if (v[i] <= 0)
+            return S_DROP_PRICE;
+    if (b->volume < 0)
+        return S_DROP_VOLUME;
+    if (b->high < b->low)
+        return S_DROP_HIGH_LOW;
+    if (b->open < b->low || b->open > b->high || b->close < b->low || b->close > b->high)
+        return S_DROP_RANGE;
+    return b->open_time > now_ms + interval_ms ? S_DROP_FUTURE : S_DROP_OTHER;
+}
+
+static void
+s_drop (s_drops_t *d, int kind, int64_t open_time)
+{
+    if (d->n[kind]++ == 0)
+        d->first[kind] = open_time;
+}
+
+//  Keeps in bars (sorted by time, equal times in file order) what the data worker would have
+//  stored: bars its quality check accepts, and of those with one time the last. Counts the
+//  rest in d.
+static void
+s_clean (fks_bars_t *bars, const char *interval, s_drops_t *d)
+{
+    //  Only the bad-value check decides; gaps and outliers are stored by the worker too.
+    fks_quality_cfg_t cfg;
+    fks_quality_cfg_defaults (&cfg);
+    cfg.outlier = 0;
+    cfg.stale_factor = 0;
+    cfg.calendar = FKS_CALENDAR_NONE;
+    struct timespec now;
+    clock_gettime (CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    fks_quality_t q;
+    fks_quality_init (&q, &cfg, interval, now_ms);     //  valid: s_args checked it
+    size_t kept = 0;
+    for (size_t i = 0; i < bars->n; i++) {
+        const fks_bar_t *b = &bars->v[i];
+        fks_quality_finding_t findings[3];
+        size_t nf = 0;
+        if (!fks_quality_check (&q, b, now_ms, findings, 3, &nf)) {
+            s_drop (d, s_drop_kind (b, now_ms, q.interval_ms), b->open_time);
+            continue;
+        }
+        //  A later row of the same time replaces the one kept, as the worker's upsert does.
+        if (kept > 0 && bars->v[kept - 1].open_time == b->open_time) {
+            s_drop (d, S_DROP_DUPLICATE, b->open_time);
+            kept--;
+        }
+        bars->v[kept++] = *b;
+    }
+    bars->n = kept;
+}
+
+//  The bars of the CSV file or the bars table, oldest first (the newest a->max_bars). 0 or -1
+//  (printed).
+static int
+s_read_bars (const s_args_t *a, const char *symbol, fks_bars_t *bars, s_drops_t *d,
+             char *first_skip, size_t cap)
+{
     if (a->csv) {
-        fks_bars_t bars = { 0 };
         fks_csv_stats_t st;
         char err[512];
         fks_csv_opts_t o = { .symbol = symbol, .interval = a->interval, .column = a->column };
-        if (fks_csv_load (a->csv, &o, &bars, &st, err, sizeof err) != 0) {
+        if (fks_csv_load (a->csv, &o, bars, &st, err, sizeof err) != 0) {
             fprintf (stderr, "fks-train: %s\n", err);
             return -1;
         }
-        if (st.skipped)
-            fprintf (stderr, "fks-train: %zu rows skipped (%s)\n", st.skipped, st.first_skip);
-        *close = malloc (bars.n * sizeof **close);
-        *volume = malloc (bars.n * sizeof **volume);
-        if (!*close || !*volume) {
-            fks_bars_free (&bars);
-            fprintf (stderr, "fks-train: out of memory\n");
-            return -1;
-        }
-        for (size_t i = 0; i < bars.n; i++) {
-            (*close)[i] = bars.v[i].close;
-            (*volume)[i] = bars.v[i].volume;
-        }
-        *n = bars.n;
-        fks_bars_free (&bars);
+        d->n[S_DROP_TIME] = st.skipped;
+        snprintf (first_skip, cap, "%s", st.first_skip);
         return 0;
     }
     char *url = NULL;
@@ -181,34 +261,94 @@ s_load (const s_args_t *a, const char *symbol, double **close, double **volume, 
         fprintf (stderr, "fks-train: PostgreSQL: %s\n", err.msg);
         return -1;
     }
-    char limit[16];
-    snprintf (limit, sizeof limit, "%d", S_DB_MAX_BARS);
+    char limit[24];
+    snprintf (limit, sizeof limit, "%ld", a->max_bars);
     const char *values[3] = { symbol, a->interval, limit };
-    PGresult *r = fks_pg_query (pg, "SELECT close::float8, volume::float8 FROM bars"
-                                " WHERE symbol = $1 AND interval = $2"
-                                " ORDER BY open_time LIMIT $3::int", 3, values, NULL, NULL,
-                                &err);
+    //  The newest bars (the primary key is scanned backwards), handed back oldest first: a
+    //  long history must train on its recent end, not on its first two million bars.
+    PGresult *r = fks_pg_query (pg, "SELECT (extract (epoch FROM open_time) * 1000)::int8,"
+                                " open::float8, high::float8, low::float8, close::float8,"
+                                " volume::float8 FROM"
+                                " (SELECT * FROM bars WHERE symbol = $1 AND interval = $2"
+                                "  ORDER BY open_time DESC LIMIT $3::int) newest"
+                                " ORDER BY open_time", 3, values, NULL, NULL, &err);
     if (!r) {
         fprintf (stderr, "fks-train: reading bars: %s\n", err.msg);
         fks_pg_destroy (&pg);
         return -1;
     }
-    size_t rows = (size_t) PQntuples (r);
-    *close = malloc ((rows ? rows : 1) * sizeof **close);
-    *volume = malloc ((rows ? rows : 1) * sizeof **volume);
+    int rc = 0;
+    for (int i = 0; i < PQntuples (r) && rc == 0; i++) {
+        fks_bar_t b;
+        memset (&b, 0, sizeof b);
+        snprintf (b.symbol, sizeof b.symbol, "%s", symbol);
+        snprintf (b.interval, sizeof b.interval, "%s", a->interval);
+        b.open_time = strtoll (PQgetvalue (r, i, 0), NULL, 10);
+        double *v[5] = { &b.open, &b.high, &b.low, &b.close, &b.volume };
+        for (int k = 0; k < 5; k++)
+            *v[k] = strtod (PQgetvalue (r, i, k + 1), NULL);
+        b.closed = true;
+        if (fks_bars_push (bars, &b) != 0) {
+            fprintf (stderr, "fks-train: out of memory\n");
+            rc = -1;
+        }
+    }
+    PQclear (r);
+    fks_pg_destroy (&pg);
+    return rc;
+}
+
+//  Loads closes and volumes of the bars the data worker would have stored, the newest
+//  a->max_bars, oldest first. 0 or -1 (printed).
+static int
+s_load (const s_args_t *a, const char *symbol, double **close, double **volume, size_t *n,
+        char range[64])
+{
+    *close = *volume = NULL;
+    *n = 0;
+    range[0] = '\0';
+    fks_bars_t bars = { 0 };
+    s_drops_t d;
+    memset (&d, 0, sizeof d);
+    char first_skip[160] = "";
+    if (s_read_bars (a, symbol, &bars, &d, first_skip, sizeof first_skip) != 0) {
+        fks_bars_free (&bars);
+        return -1;
+    }
+    s_clean (&bars, a->interval, &d);
+    for (int k = 0; k < S_DROP_KINDS; k++) {
+        if (!d.n[k])
+            continue;
+        char when[24];
+        fprintf (stderr, "fks-train: dropped %zu row%s: %s (first: %s)\n", d.n[k],
+                 d.n[k] == 1 ? "" : "s", s_drop_names[k], k == S_DROP_TIME ? first_skip
+                 : fks_time_text (when, d.first[k]));
+    }
+    //  Only the newest max_bars: the bars table's query already took them, a file may hold
+    //  more.
+    size_t from = bars.n > (size_t) a->max_bars ? bars.n - (size_t) a->max_bars : 0;
+    size_t m = bars.n - from;
+    *close = malloc ((m ? m : 1) * sizeof **close);
+    *volume = malloc ((m ? m : 1) * sizeof **volume);
     if (!*close || !*volume) {
-        PQclear (r);
-        fks_pg_destroy (&pg);
+        fks_bars_free (&bars);
+        free (*close);
+        free (*volume);
+        *close = *volume = NULL;
         fprintf (stderr, "fks-train: out of memory\n");
         return -1;
     }
-    for (size_t i = 0; i < rows; i++) {
-        (*close)[i] = strtod (PQgetvalue (r, (int) i, 0), NULL);
-        (*volume)[i] = strtod (PQgetvalue (r, (int) i, 1), NULL);
+    for (size_t i = 0; i < m; i++) {
+        (*close)[i] = bars.v[from + i].close;
+        (*volume)[i] = bars.v[from + i].volume;
     }
-    *n = rows;
-    PQclear (r);
-    fks_pg_destroy (&pg);
+    if (m) {
+        char t0[24], t1[24];
+        snprintf (range, 64, ", %s to %s", fks_time_text (t0, bars.v[from].open_time),
+                  fks_time_text (t1, bars.v[bars.n - 1].open_time));
+    }
+    *n = m;
+    fks_bars_free (&bars);
     return 0;
 }
 
@@ -283,10 +423,11 @@ main (int argc, char **argv)
     }
     double *close, *volume;
     size_t n;
-    if (s_load (&a, symbol, &close, &volume, &n) != 0)
+    char range[64];
+    if (s_load (&a, symbol, &close, &volume, &n, range) != 0)
         return 1;
-    printf ("data: %zu bars of %s %s from %s\n", n, symbol, a.interval,
-            a.csv ? a.csv : "the bars table");
+    printf ("data: %zu bars of %s %s from %s%s\n", n, symbol, a.interval,
+            a.csv ? a.csv : "the bars table", range);
 
     fks_dataset_t ds;
     rc = 1;

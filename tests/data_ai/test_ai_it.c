@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -462,4 +464,44 @@ Test (ai_it, model_that_does_not_load_at_start_stops_the_program, .init = s_setu
     cr_assert (strstr (text, "FKS_AI_FALLBACK: expected alert, pass or filter, got 'maybe'"),
                "%s", text);
     free (text);
+}
+
+//  fks-train --db on a history longer than --max-bars trains on its newest bars (it once took
+//  the oldest: ORDER BY open_time LIMIT), handed to the fit oldest first.
+Test (ai_it, trainer_takes_the_newest_bars_of_a_long_history, .init = s_setup,
+      .fini = s_teardown)
+{
+    const char *db = dai_db ();
+    dai_sql_exec ("INSERT INTO bars (symbol, interval, open_time, open, high, low, close, volume,"
+                  " source) SELECT 'LONG', '1d', timestamptz '2024-01-01' + g * interval '1 day',"
+                  " c, c, c, c, 1000 + g, 'replay' FROM (SELECT g, round ((100 + 10 * sin (g / 3.0)"
+                  " + g * 0.01)::numeric, 4) AS c FROM generate_series (0, 299) g) s");
+    char out[128], log[128];
+    snprintf (out, sizeof out, "%s/long.txt", s_dir);
+    snprintf (log, sizeof log, "%s/train.log", s_dir);
+    const char *max[2] = { "150", "2000000" };
+    const char *want[2] = { "data: 150 bars of LONG 1d from the bars table, 2024-05-30 to "
+                            "2024-10-26\n",
+                            "data: 300 bars of LONG 1d from the bars table, 2024-01-01 to "
+                            "2024-10-26\n" };
+    for (int i = 0; i < 2; i++) {
+        pid_t pid = fork ();
+        if (pid == 0) {
+            int fd = open (log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            dup2 (fd, 1);
+            dup2 (fd, 2);
+            setenv ("FKS_PG_URL", db, 1);
+            execl (dai_build ("tools/fks-train"), "fks-train", "--db", "--symbol", "LONG",
+                   "--out", out, "--max-bars", max[i], (char *) NULL);
+            _exit (127);
+        }
+        int status = 0;
+        waitpid (pid, &status, 0);
+        char *text = dai_slurp (log);
+        cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "%s", text);
+        cr_assert (strstr (text, want[i]), "'%s' in:\n%s", want[i], text);
+        cr_assert_null (strstr (text, "dropped"), "the bars table holds only good bars: %s",
+                        text);
+        free (text);
+    }
 }

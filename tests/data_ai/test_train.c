@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -208,6 +209,89 @@ Test (train, closes_only_file_with_a_named_column)
     cr_assert_eq (s_train (&out, args), 0, "%s", out);
     cr_assert (strstr (out, "data: 1860 bars of DAX 1d"), "%s", out);
     cr_assert (strstr (out, "model dax-test written to"), "%s", out);
+    free (out);
+}
+
+//  Rows the data worker would refuse never train a model, and of rows with one time the last
+//  is kept (as the worker's upsert keeps it): the trainer says what it dropped, by kind, and
+//  the file with them gives exactly the model of the file without them.
+Test (train, rows_the_data_worker_refuses_are_dropped_and_counted)
+{
+    FILE *dirty = fopen (s_path ("dirty.csv"), "w"), *clean = fopen (s_path ("clean.csv"), "w");
+    cr_assert (dirty && clean);
+    fprintf (dirty, "date,open,high,low,close,volume\n");
+    fprintf (clean, "date,open,high,low,close,volume\n");
+    //  Refused by the data worker: dated before the good rows, so they leave no hole in them.
+    fprintf (dirty, "2023-12-01,10,9,11,10,100\n"          //  high below low
+                    "2023-12-02,10,12,9,10,100\n"
+                    "2023-12-02,10,9,9.5,10,100\n"         //  high below low, a time seen
+                    "2023-12-03,0,11,9,10,100\n"           //  a price <= 0
+                    "2023-12-04,10,11,9,,100\n"            //  an empty close
+                    "2023-12-05,10,11,9,NaN,100\n"
+                    "2023-12-06,10,11,9,10,-1\n"           //  negative volume
+                    "2023-12-07,10,11,9,12,100\n"          //  close above high
+                    "12/08/2023,10,11,9,10,100\n"          //  a time that does not parse
+                    "2099-01-01,10,11,9,10,100\n");        //  in the future
+    fprintf (clean, "2023-12-02,10,12,9,10,100\n");
+    for (int i = 0; i < 130; i++) {
+        char date[16];
+        struct tm tm = { .tm_year = 124, .tm_mon = 0, .tm_mday = 1 + i, .tm_hour = 12 };
+        timegm (&tm);
+        strftime (date, sizeof date, "%Y-%m-%d", &tm);
+        double c = 100 + 10 * sin (i / 3.0) + i * 0.05;
+        //  Four times given twice: a stale row first, the one the worker keeps last.
+        if (i % 40 == 7)
+            fprintf (dirty, "%s,%.4f,%.4f,%.4f,%.4f,%d\n", date, c + 5, c + 6, c + 4, c + 5,
+                     500 + i);
+        fprintf (dirty, "%s,%.4f,%.4f,%.4f,%.4f,%d\n", date, c, c + 1, c - 1, c, 1000 + i);
+        fprintf (clean, "%s,%.4f,%.4f,%.4f,%.4f,%d\n", date, c, c + 1, c - 1, c, 1000 + i);
+    }
+    fclose (dirty);
+    fclose (clean);
+    char *out;
+    const char *a1[] = { "--csv", s_path ("dirty.csv"), "--out", s_path ("dirty.txt"),
+                         "--version", "v", NULL };
+    cr_assert_eq (s_train (&out, a1), 0, "%s", out);
+    cr_assert (strstr (out, "data: 131 bars of CSV 1d from "), "%s", out);
+    const char *want[] = {
+        "dropped 1 row: unparsable time (first: line 10: ",
+        "dropped 2 rows: a price or volume missing or not a number (first: 2023-12-04)",
+        "dropped 1 row: a price <= 0 (first: 2023-12-03)",
+        "dropped 1 row: negative volume (first: 2023-12-06)",
+        "dropped 2 rows: high below low (first: 2023-12-01)",
+        "dropped 1 row: open or close outside [low, high] (first: 2023-12-07)",
+        "dropped 1 row: open time ahead of now (first: 2099-01-01)",
+        "dropped 4 rows: duplicate time (the last row of that time kept) (first: 2024-01-08)",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_assert (strstr (out, want[i]), "'%s' in:\n%s", want[i], out);
+    free (out);
+    const char *a2[] = { "--csv", s_path ("clean.csv"), "--out", s_path ("clean.txt"),
+                         "--version", "v", NULL };
+    cr_assert_eq (s_train (&out, a2), 0, "%s", out);
+    cr_assert_null (strstr (out, "dropped"), "%s", out);
+    free (out);
+    char *x = s_slurp (s_path ("dirty.txt")), *y = s_slurp (s_path ("clean.txt"));
+    //  The `trained` line names the file; the rest must be the same.
+    cr_assert_str_eq (strstr (x, "features"), strstr (y, "features"));
+    free (x);
+    free (y);
+}
+
+//  --max-bars keeps the newest bars of a file (the bars table's query does the same).
+Test (train, max_bars_keeps_the_newest)
+{
+    char *out;
+    const char *args[] = { "--csv", s_ttrc (), "--out", s_path ("m.txt"), "--max-bars", "1000",
+                           NULL };
+    cr_assert_eq (s_train (&out, args), 0, "%s", out);
+    cr_assert (strstr (out, "data: 1000 bars of CSV 1d from "), "%s", out);
+    cr_assert (strstr (out, "to 2006-12-29\n"), "the newest bar is kept: %s", out);
+    free (out);
+    const char *bad[] = { "--csv", s_ttrc (), "--out", s_path ("m.txt"), "--max-bars", "0",
+                          NULL };
+    cr_assert_eq (s_train (&out, bad), 2);
+    cr_assert (strstr (out, "--max-bars: expected 1 to 2000000, got '0'"), "%s", out);
     free (out);
 }
 
