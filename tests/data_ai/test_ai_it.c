@@ -144,7 +144,7 @@ s_signal (s_ai_t *ai, const char *symbol, const char *side, double confidence, b
     msgpack_sbuffer_init (&frame);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 7 + (confidence >= 0));
+    msgpack_pack_map (&pk, 8 + (confidence >= 0));
     fks_pack_kv_id (&pk, "signal_id", &sig);
     fks_pack_kv_id (&pk, "inbox_id", &inbox);
     fks_pack_kv_str (&pk, "symbol", symbol);
@@ -152,6 +152,12 @@ s_signal (s_ai_t *ai, const char *symbol, const char *side, double confidence, b
     fks_pack_kv_f64 (&pk, "qty", 1);
     fks_pack_kv_str (&pk, "order_type", "market");
     fks_pack_kv_bool (&pk, "reduce_only", reduce_only);
+    //  As the signal worker sends them: an exit closes the position as execution finds it, a
+    //  buy or sell opens its quantity after closing the opposite side.
+    if (reduce_only)
+        fks_pack_kv_bool (&pk, "close_position", true);
+    else
+        fks_pack_kv_f64 (&pk, "open_qty", 1);
     if (confidence >= 0)
         fks_pack_kv_f64 (&pk, "confidence", confidence);
     fks_envelope_hdr_t hdr;
@@ -266,6 +272,9 @@ Test (ai_it, confident_buy_is_scored_and_doubtful_sell_is_filtered, .init = s_se
     char version[64], side[16], sym[40];
     cr_assert_eq (fks_envelope_get_f64 (env, "score", &score), 0);
     cr_assert_float_eq (score, p, 1e-12);
+    double open_qty = 0;
+    cr_assert_eq (fks_envelope_get_f64 (env, "open_qty", &open_qty), 0, "open_qty passed on");
+    cr_assert_float_eq (open_qty, 1, 1e-12);
     cr_assert_eq (fks_envelope_get_f64 (env, "threshold", &threshold), 0);
     cr_assert_float_eq (threshold, 0.6, 1e-12);
     cr_assert_eq (fks_envelope_get_str (env, "model_version", version, sizeof version), 0);
@@ -343,6 +352,10 @@ Test (ai_it, exit_below_the_threshold_still_goes_on, .init = s_setup, .fini = s_
     char reason[600];
     fks_envelope_get_str (env, "reason", reason, sizeof reason);
     cr_assert (strstr (reason, "reduce-only signal passes"), "%s", reason);
+    bool close = false;
+    cr_assert_eq (fks_envelope_get_bool (env, "close_position", &close), 0,
+                  "what execution sizes from the position is passed on");
+    cr_assert (close);
     fks_envelope_destroy (&env);
     fks_bus_client_destroy (&ai.bus);
     cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);

@@ -88,6 +88,9 @@ typedef struct {
     double qty, limit_price, price, stop_loss, take_profit, confidence;
     bool has_limit_price, has_price, has_stop_loss, has_take_profit, has_confidence;
     bool has_strategy, has_reason, reduce_only;
+    bool close_position;            /* what execution sizes from the position (passed on) */
+    bool has_open_qty, has_target;
+    double open_qty, target;
 } s_signal_t;
 
 
@@ -161,6 +164,10 @@ s_read (const fks_envelope_t *env, s_signal_t *s)
                     && s->reason[0];
     bool ro = false;
     s->reduce_only = fks_envelope_get_bool (env, "reduce_only", &ro) == 0 && ro;
+    bool cp = false;
+    s->close_position = fks_envelope_get_bool (env, "close_position", &cp) == 0 && cp;
+    s->has_open_qty = fks_envelope_get_f64 (env, "open_qty", &s->open_qty) == 0;
+    s->has_target = fks_envelope_get_f64 (env, "target", &s->target) == 0;
     return 0;
 }
 
@@ -236,7 +243,8 @@ s_emit_scored (fks_worker_tx_t *tx, const s_signal_t *s, const fks_scorer_result
     //  signal_id, symbol, side, qty, order_type, reduce_only, reason, score, threshold, and
     //  what is present of the rest.
     size_t n = 9 + s->has_inbox + s->has_limit_price + s->has_price + s->has_stop_loss
-             + s->has_take_profit + s->has_strategy + s->has_confidence + (version[0] != 0);
+             + s->has_take_profit + s->has_strategy + s->has_confidence + (version[0] != 0)
+             + s->close_position + s->has_open_qty + s->has_target;
     msgpack_pack_map (pk, n);
     fks_pack_kv_id (pk, "signal_id", &s->signal_id);
     if (s->has_inbox)
@@ -258,6 +266,12 @@ s_emit_scored (fks_worker_tx_t *tx, const s_signal_t *s, const fks_scorer_result
     if (s->has_confidence)
         fks_pack_kv_f64 (pk, "confidence", s->confidence);
     fks_pack_kv_bool (pk, "reduce_only", s->reduce_only);
+    if (s->close_position)
+        fks_pack_kv_bool (pk, "close_position", true);
+    if (s->has_open_qty)
+        fks_pack_kv_f64 (pk, "open_qty", s->open_qty);
+    if (s->has_target)
+        fks_pack_kv_f64 (pk, "target", s->target);
     //  The signal's own reason, then the ai's, within the schema's 512 bytes.
     char reason[512];
     snprintf (reason, sizeof reason, "%.200s%s%.300s", s->has_reason ? s->reason : "",
@@ -558,6 +572,7 @@ main (void)
         .handler = s_handle,
         .on_fail = s_on_fail,
         .idle = s_idle,
+        .route = fks_worker_route_symbol,   /* one symbol's signals in the order they came */
         .arg = &self,
     };
     int rc = fks_worker_main (&def);
