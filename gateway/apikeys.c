@@ -26,9 +26,15 @@ const fks_pg_stmt_t fks_apikey_stmts[] = {
     { "fks_apikey_insert",
       "INSERT INTO api_keys (id, name, prefix, key_sha256, scopes)"
       " VALUES ($1::uuid, $2, $3, $4, string_to_array ($5, ','))", 5 },
+    //  One key only: a name may look like another key's prefix (names are free text), so the
+    //  key called $1 wins, and the key whose prefix is $1 goes only when none is called that.
+    //  Active names are unique; two active prefixes alike (8 random base62 characters) would
+    //  give the newest. The outer revoked_at test keeps a concurrent revoke from counting twice.
     { "fks_apikey_revoke",
       "UPDATE api_keys SET revoked_at = now ()"
-      " WHERE (name = $1 OR prefix = $1) AND revoked_at IS NULL RETURNING name", 1 },
+      " WHERE id = (SELECT id FROM api_keys WHERE (name = $1 OR prefix = $1)"
+      " AND revoked_at IS NULL ORDER BY name = $1 DESC, created_at DESC, id DESC LIMIT 1)"
+      " AND revoked_at IS NULL RETURNING name, prefix, id::text", 1 },
     { "fks_apikey_list",
       "SELECT name, prefix, array_to_string (scopes, ','),"
       " to_char (created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
@@ -189,8 +195,11 @@ fks_apikey_create (fks_pg_t *pg, const char *name, unsigned scopes,
 }
 
 int
-fks_apikey_revoke (fks_pg_t *pg, const char *name, char *err, size_t cap)
+fks_apikey_revoke (fks_pg_t *pg, const char *name, fks_apikey_info_t *revoked, char *err,
+                   size_t cap)
 {
+    if (revoked)
+        memset (revoked, 0, sizeof *revoked);
     if (!name || !*name || strlen (name) > 64) {
         snprintf (err, cap, "give the key's name or prefix");
         return -1;
@@ -203,9 +212,14 @@ fks_apikey_revoke (fks_pg_t *pg, const char *name, char *err, size_t cap)
         return -1;
     }
     int n = PQntuples (r);
+    if (n == 1 && revoked) {
+        snprintf (revoked->name, sizeof revoked->name, "%s", PQgetvalue (r, 0, 0));
+        snprintf (revoked->prefix, sizeof revoked->prefix, "%s", PQgetvalue (r, 0, 1));
+        snprintf (revoked->owner, sizeof revoked->owner, "key:%s", PQgetvalue (r, 0, 2));
+    }
     PQclear (r);
     if (n == 0) {
-        snprintf (err, cap, "no active key named '%s'", name);
+        snprintf (err, cap, "no active key has the name or prefix '%s'", name);
         return 1;
     }
     return 0;

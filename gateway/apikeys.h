@@ -63,9 +63,13 @@ bool fks_apikey_name_valid (const char *name);
 int fks_apikey_create (fks_pg_t *pg, const char *name, unsigned scopes,
                        char key_out[FKS_APIKEY_LEN + 1], char *err, size_t cap);
 
-/*  Revokes the active key called name (or whose prefix is name). 0 when revoked, 1 when no
- *  active key matches, -1 on error. */
-int fks_apikey_revoke (fks_pg_t *pg, const char *name, char *err, size_t cap);
+/*  Revokes one active key: the one called name, or when no active key is called that, the one
+ *  whose prefix is name (a name may look like another key's prefix: only the named key goes).
+ *  The revoked key's name, prefix and owner go to *revoked (may be NULL; scopes left 0) so
+ *  the caller can say which key it was. 0 when revoked, 1 when no active key matches, -1 on
+ *  error. */
+int fks_apikey_revoke (fks_pg_t *pg, const char *name, fks_apikey_info_t *revoked, char *err,
+                       size_t cap);
 
 /*  Calls fn for every key (active and revoked), newest first, at most 10000. 0 or -1. */
 typedef void (fks_apikey_list_fn) (void *arg, const char *name, const char *prefix,

@@ -56,8 +56,10 @@ static const s_command_t s_commands [] = {
       "create makes a key for /api/v1 with the given scopes (default: read) and prints it\n"
       "once on stdout: only its SHA-256 is stored, so it cannot be shown again. read allows\n"
       "the GET endpoints and the stream, trade manual orders and cancels, admin everything\n"
-      "(the circuit breaker reset). One active key per name. revoke stops a key at once;\n"
-      "list shows every key (name, prefix, scopes, created, revoked), never a key itself.\n"
+      "(the circuit breaker reset). One active key per name. revoke stops one key at once:\n"
+      "the key called NAME, else the key whose prefix it is; it prints the key's name and\n"
+      "prefix. list shows every key (name, prefix, scopes, created, revoked), never a key\n"
+      "itself.\n"
       "\n"
       "environment:\n"
       "  FKS_PG_URL          PostgreSQL URL (or FKS_PG_URL_FILE); required\n"
@@ -279,9 +281,11 @@ s_cmd_keys (int argc, char **argv)
         }
     }
     else if (strcmp (sub, "revoke") == 0) {
-        rc = fks_apikey_revoke (pg, name, err, sizeof err);
+        //  Says which key went: NAME|PREFIX is one or the other, never both.
+        fks_apikey_info_t gone;
+        rc = fks_apikey_revoke (pg, name, &gone, err, sizeof err);
         if (rc == 0)
-            printf ("revoked '%s'\n", name);
+            printf ("revoked '%s' (prefix %s)\n", gone.name, gone.prefix);
     }
     else {
         printf ("%-24s %-14s %-18s %-21s %s\n", "NAME", "PREFIX", "SCOPES", "CREATED", "REVOKED");

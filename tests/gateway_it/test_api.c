@@ -137,11 +137,70 @@ Test (api, a_revoked_key_is_refused_at_once)
     fks_pg_err_t perr;
     fks_pg_t *pg = fks_pg_new (ctx->db_url, fks_apikey_stmts, fks_apikey_stmts_n, &perr);
     char err[256];
-    cr_assert_eq (fks_apikey_revoke (pg, prefix, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (fks_apikey_revoke (pg, prefix, NULL, err, sizeof err), 0, "%s", err);
     fks_pg_destroy (&pg);
     s_req (ctx, "GET", "/api/v1/positions", key, NULL, &r);
     cr_assert_eq (r.status, 401);
     it_resp_free (&r);
+}
+
+//  GET /api/v1/positions with key: the status.
+static long
+s_status_with (const it_ctx_t *ctx, const char *key)
+{
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/positions", key, NULL, &r);
+    long st = r.status;
+    it_resp_free (&r);
+    return st;
+}
+
+//  The audit's case: key ci-bot has prefix fks_n35QYGEZ and an admin key is named
+//  fks_n35QYGEZ. `fks keys revoke fks_n35QYGEZ` matched name OR prefix and revoked both while
+//  reporting one. The name wins; the prefix is the fallback, only when no key has that name.
+Test (api, revoking_a_name_that_is_another_keys_prefix_revokes_only_the_named_key)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    fks_pg_err_t perr;
+    fks_pg_t *pg = fks_pg_new (ctx->db_url, fks_apikey_stmts, fks_apikey_stmts_n, &perr);
+    cr_assert_not_null (pg, "%s", perr.msg);
+    char bot_name[32], bot[FKS_APIKEY_LEN + 1], bot_prefix[FKS_APIKEY_PREFIX_LEN + 1];
+    char named[FKS_APIKEY_LEN + 1], named_prefix[FKS_APIKEY_PREFIX_LEN + 1], err[256];
+    snprintf (bot_name, sizeof bot_name, "ci-bot-%lu", it_unique ());
+    cr_assert_eq (fks_apikey_create (pg, bot_name, FKS_SCOPE_READ, bot, err, sizeof err), 0,
+                  "%s", err);
+    snprintf (bot_prefix, sizeof bot_prefix, "%.*s", FKS_APIKEY_PREFIX_LEN, bot);
+    //  An admin key whose name is ci-bot's prefix.
+    cr_assert_eq (fks_apikey_create (pg, bot_prefix, FKS_SCOPE_ADMIN, named, err, sizeof err), 0,
+                  "%s", err);
+    snprintf (named_prefix, sizeof named_prefix, "%.*s", FKS_APIKEY_PREFIX_LEN, named);
+    cr_assert_eq (s_status_with (ctx, bot), 200);
+    cr_assert_eq (s_status_with (ctx, named), 200);
+
+    fks_apikey_info_t gone;
+    cr_assert_eq (fks_apikey_revoke (pg, bot_prefix, &gone, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (s_status_with (ctx, named), 401, "the named key is still valid");
+    cr_assert_eq (s_status_with (ctx, bot), 200, "ci-bot was revoked with the key named after "
+                  "its prefix");
+    cr_assert_str_eq (gone.name, bot_prefix, "reported '%s', not the key of that name",
+                      gone.name);
+    cr_assert_str_eq (gone.prefix, named_prefix);
+    const char *params[2] = { bot_prefix, bot_name };
+    PGresult *res = it_sql (ctx, "SELECT count (*) FROM api_keys WHERE revoked_at IS NOT NULL"
+                                 " AND (name = $1 OR name = $2)", 2, params);
+    cr_assert (res && PQntuples (res) == 1);
+    cr_assert_str_eq (PQgetvalue (res, 0, 0), "1", "one revoke, one key");
+    PQclear (res);
+
+    //  No key is called that any more: now the prefix finds ci-bot, and says so.
+    cr_assert_eq (fks_apikey_revoke (pg, bot_prefix, &gone, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq (gone.name, bot_name);
+    cr_assert_str_eq (gone.prefix, bot_prefix);
+    cr_assert_eq (s_status_with (ctx, bot), 401);
+    //  And then nothing matches.
+    cr_assert_eq (fks_apikey_revoke (pg, bot_prefix, &gone, err, sizeof err), 1);
+    cr_assert (strstr (err, bot_prefix), "%s", err);
+    fks_pg_destroy (&pg);
 }
 
 Test (api, alerts_list_pages_newest_first_with_a_cursor)
@@ -924,7 +983,7 @@ s_make_named_key (const it_ctx_t *ctx, const char *name, const char *scopes,
     unsigned bits;
     cr_assert_eq (fks_apikey_scopes_parse (scopes, &bits), 0);
     char err[256];
-    fks_apikey_revoke (pg, name, err, sizeof err);
+    fks_apikey_revoke (pg, name, NULL, err, sizeof err);
     cr_assert_eq (fks_apikey_create (pg, name, bits, key, err, sizeof err), 0, "%s", err);
     fks_pg_destroy (&pg);
 }
@@ -936,7 +995,7 @@ s_revoke (const it_ctx_t *ctx, const char *name)
     fks_pg_t *pg = fks_pg_new (ctx->db_url, fks_apikey_stmts, fks_apikey_stmts_n, &perr);
     cr_assert_not_null (pg, "%s", perr.msg);
     char err[256];
-    cr_assert_eq (fks_apikey_revoke (pg, name, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (fks_apikey_revoke (pg, name, NULL, err, sizeof err), 0, "%s", err);
     fks_pg_destroy (&pg);
 }
 
