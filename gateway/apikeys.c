@@ -35,6 +35,9 @@ const fks_pg_stmt_t fks_apikey_stmts[] = {
       " WHERE id = (SELECT id FROM api_keys WHERE (name = $1 OR prefix = $1)"
       " AND revoked_at IS NULL ORDER BY name = $1 DESC, created_at DESC, id DESC LIMIT 1)"
       " AND revoked_at IS NULL RETURNING name, prefix, id::text", 1 },
+    { "fks_apikey_recheck",
+      "SELECT array_to_string (scopes, ',') FROM api_keys"
+      " WHERE id = $1::uuid AND revoked_at IS NULL", 1 },
     { "fks_apikey_list",
       "SELECT name, prefix, array_to_string (scopes, ','),"
       " to_char (created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
@@ -223,6 +226,37 @@ fks_apikey_revoke (fks_pg_t *pg, const char *name, fks_apikey_info_t *revoked, c
         return 1;
     }
     return 0;
+}
+
+int
+fks_apikey_recheck (fks_pg_t *pg, const fks_apikey_info_t *info, unsigned needed, char *err,
+                    size_t cap)
+{
+    if (info->bootstrap)
+        return fks_apikey_allows (info->scopes, needed) ? 0 : 1;
+    //  By the row's id (the owner), so a holder keeps no secret around to ask again with.
+    if (strncmp (info->owner, "key:", 4) != 0 || !info->owner[4]) {
+        snprintf (err, cap, "not a stored key");
+        return 1;
+    }
+    if (!pg) {
+        snprintf (err, cap, "no database connection");
+        return -1;
+    }
+    const char *values[1] = { info->owner + 4 };
+    fks_pg_err_t perr;
+    PGresult *r = fks_pg_exec (pg, "fks_apikey_recheck", 1, values, NULL, NULL, &perr);
+    if (!r) {
+        snprintf (err, cap, "%s", perr.msg);
+        return -1;
+    }
+    unsigned scopes = 0;
+    int rc = PQntuples (r) == 1 && fks_apikey_scopes_parse (PQgetvalue (r, 0, 0), &scopes) == 0
+             && fks_apikey_allows (scopes, needed) ? 0 : 1;
+    PQclear (r);
+    if (rc)
+        snprintf (err, cap, "the key was revoked or lost the scope");
+    return rc;
 }
 
 int

@@ -71,6 +71,14 @@ int fks_apikey_create (fks_pg_t *pg, const char *name, unsigned scopes,
 int fks_apikey_revoke (fks_pg_t *pg, const char *name, fks_apikey_info_t *revoked, char *err,
                        size_t cap);
 
+/*  Asks again about a key verified earlier (info as fks_apikeys_verify filled it), for whoever
+ *  holds on to a verification, such as an open stream: 0 while the key is active and grants
+ *  `needed`, 1 once it was revoked or no longer grants it, -1 (err filled) when the database
+ *  could not be asked. The bootstrap key is not a row and needs no database: always 0. One
+ *  query by the row's id; the key itself is not needed. */
+int fks_apikey_recheck (fks_pg_t *pg, const fks_apikey_info_t *info, unsigned needed, char *err,
+                        size_t cap);
+
 /*  Calls fn for every key (active and revoked), newest first, at most 10000. 0 or -1. */
 typedef void (fks_apikey_list_fn) (void *arg, const char *name, const char *prefix,
                                    const char *scopes, const char *created_at,
@@ -90,8 +98,8 @@ void fks_apikeys_destroy (fks_apikeys_t **self_p);
 int fks_apikeys_verify (fks_apikeys_t *self, fks_pg_t *pg, const char *key, size_t len,
                         fks_apikey_info_t *info);
 
-/*  The statements fks_apikeys_verify, create, revoke and list run by name: include them in
- *  the fks_pg_t's table (fks_pg_new). */
+/*  The statements fks_apikeys_verify, create, revoke, recheck and list run by name: include
+ *  them in the fks_pg_t's table (fks_pg_new). */
 extern const fks_pg_stmt_t fks_apikey_stmts[];
 extern const size_t fks_apikey_stmts_n;
 

@@ -22,6 +22,14 @@
  *  strictly forward in the same order over the same final rows, which is why the seam has
  *  neither gap nor duplicate. If the hub overwrites entries the client has not sent yet, the
  *  client is too slow and is disconnected: it may come back with Last-Event-ID.
+ *
+ *  The key. A client's key was checked when its stream opened; a stream lasts for days, and a
+ *  revoke must end it too, not only refuse the next request. So each client asks again (one
+ *  query by the key's row id, fks_apikey_recheck) every heartbeat interval, at most every
+ *  S_KEY_RECHECK_MAX_MS, whatever the traffic: never per event. A key that was revoked (or no
+ *  longer grants read) ends the stream: SSE with a comment saying so, WebSocket with close
+ *  1008. A database that cannot be asked ends nothing (a healthy stream is not cut for an
+ *  outage; the next interval asks again), and is logged once until a check works again.
  */
 #include "gateway/stream.h"
 #include "common/id.h"
@@ -48,6 +56,8 @@
 #define S_PREFIX_MAX     64
 #define S_DRAIN_MAX      10000           /* bus messages drained per wake */
 #define S_HUB_WAIT_MS    5000            /* a new client waits this long for the hub */
+#define S_KEY_RECHECK_MAX_MS 15000       /* a client's key is asked again at least this often */
+#define S_KEY_POOL_WAIT_MS   1000        /* ... waiting at most this long for a connection */
 #define S_MONITOR_URL    "inproc://fks-stream-monitor"
 
 typedef struct {
@@ -89,6 +99,7 @@ struct fks_stream_t {
     bool have_thread;
     void *zctx;
     atomic_bool bus_up;
+    atomic_bool key_check_failing;  /* the last key re-check could not ask the database */
     fks_metric_t *m_clients;
     fks_metric_t *m_sent;
     fks_metric_family_t *m_disconnects;
@@ -105,6 +116,8 @@ typedef struct {
     bool resume;                    /* cursor given by the client */
     fks_sbuf_t out;                 /* SSE: events waiting for one write */
     int64_t last_write_ns;          /* monotonic time of the last write to the client */
+    fks_apikey_info_t key;          /* the key the stream was opened with */
+    int64_t key_checked_ns;         /* monotonic time it was last asked about */
     bool gone;                      /* WebSocket: the client closed, or the connection's read
                                        loop ended or is ending (stream mutex) */
 } s_client_t;
@@ -389,7 +402,8 @@ fks_stream_new (const fks_gateway_config_t *cfg, fks_api_t *api)
         "Events sent to stream clients", NULL, 0), NULL);
     static const char *const reason_label[] = { "reason" };
     self->m_disconnects = fks_counter_family ("fks_gateway_stream_disconnects_total",
-        "Stream clients that ended, by reason (closed, slow, shutdown, error)", reason_label, 1);
+        "Stream clients that ended, by reason (closed, slow, shutdown, error, revoked)",
+        reason_label, 1);
     if (!self->ring || !self->zctx
         || pthread_create (&self->thread, NULL, s_hub, self) != 0) {
         fks_stream_destroy (&self);
@@ -560,6 +574,36 @@ s_catch_up (s_client_t *c, s_pos_t upto, const char **reason)
     return 0;
 }
 
+//  Asks again whether the client's key may still read (without the mutex). False once it may
+//  not. When the database cannot be asked the answer is true: the stream goes on and the next
+//  interval asks again, and the failure is logged once (for every client) until a check works.
+static bool
+s_key_still_valid (s_client_t *c)
+{
+    fks_stream_t *self = c->stream;
+    if (c->key.bootstrap) {
+        c->key_checked_ns = fks_mono_ns ();
+        return true;                /* FKS_ADMIN_KEY is not a row: nothing to ask */
+    }
+    char err[256] = "no database connection came free";
+    fks_pg_t *pg = fks_api_pg_get (self->api, S_KEY_POOL_WAIT_MS);
+    int rc = pg ? fks_apikey_recheck (pg, &c->key, FKS_SCOPE_READ, err, sizeof err) : -1;
+    fks_api_pg_put (self->api, pg);
+    c->key_checked_ns = fks_mono_ns ();
+    if (rc < 0) {
+        if (!atomic_exchange (&self->key_check_failing, true))
+            fks_warn ("stream: cannot re-check the stream clients' API keys (%s); their streams "
+                      "go on until a check works", err);
+        return true;
+    }
+    if (atomic_exchange (&self->key_check_failing, false))
+        fks_info ("stream: the stream clients' API keys are re-checked again");
+    if (rc > 0)
+        fks_info ("stream: API key '%s' (%s) is no longer valid: its stream ends", c->key.name,
+                  c->key.prefix);
+    return rc == 0;
+}
+
 //  First ring index whose position is after pos (mutex held).
 static uint64_t
 s_ring_find (fks_stream_t *self, s_pos_t pos)
@@ -576,9 +620,12 @@ s_ring_find (fks_stream_t *self, s_pos_t pos)
 }
 
 //  The client's life after its headers: catch up, then follow the ring until the client goes,
-//  falls behind, or the gateway stops. A heartbeat goes out whenever nothing was written to
-//  the client for the heartbeat interval, whatever woke the loop: events the client's filter
-//  drops wake it too, and a client that gets no write is never found gone.
+//  falls behind, its key is revoked, or the gateway stops. A heartbeat goes out whenever
+//  nothing was written to the client for the heartbeat interval, whatever woke the loop:
+//  events the client's filter drops wake it too, and a client that gets no write is never
+//  found gone. The key is asked again on its own clock, not at the heartbeat, which a client
+//  that is sent events all the time never gets. Returns the reason it ended ("revoked": the
+//  caller tells the client).
 static const char *
 s_run (s_client_t *c)
 {
@@ -587,7 +634,10 @@ s_run (s_client_t *c)
     uint64_t idx = 0;
     bool in_ring = false;
     int64_t heartbeat_ns = self->cfg->stream_heartbeat_ms * 1000000LL;
+    int64_t recheck_ns = heartbeat_ns < S_KEY_RECHECK_MAX_MS * 1000000LL
+                         ? heartbeat_ns : S_KEY_RECHECK_MAX_MS * 1000000LL;
     c->last_write_ns = fks_mono_ns ();          /* the head was just written */
+    c->key_checked_ns = c->last_write_ns;       /* ... and the key checked just before */
     pthread_mutex_lock (&self->mutex);
     for (;;) {
         if (self->stop) {
@@ -596,6 +646,16 @@ s_run (s_client_t *c)
         }
         if (c->gone)
             break;
+        if (fks_mono_ns () - c->key_checked_ns >= recheck_ns) {
+            pthread_mutex_unlock (&self->mutex);
+            bool valid = s_key_still_valid (c);
+            pthread_mutex_lock (&self->mutex);
+            if (!valid) {
+                reason = "revoked";
+                break;
+            }
+            continue;
+        }
         if (fks_mono_ns () - c->last_write_ns >= heartbeat_ns) {
             pthread_mutex_unlock (&self->mutex);
             int rc = s_heartbeat (c);
@@ -634,8 +694,12 @@ s_run (s_client_t *c)
             break;
         }
         if (idx == self->next) {
-            //  Wait for new entries until the next heartbeat is due (the loop's top sends it).
-            int64_t left = c->last_write_ns + heartbeat_ns - fks_mono_ns ();
+            //  Wait for new entries until the next heartbeat or key check is due (the loop's
+            //  top does them).
+            int64_t due = c->last_write_ns + heartbeat_ns;
+            if (c->key_checked_ns + recheck_ns < due)
+                due = c->key_checked_ns + recheck_ns;
+            int64_t left = due - fks_mono_ns ();
             if (left < 1000000)
                 left = 1000000;
             struct timespec ts = fks_clock_after (CLOCK_REALTIME, left);
@@ -718,8 +782,7 @@ s_admit (fks_stream_t *self, struct mg_connection *conn, s_client_t *c)
     memset (c, 0, sizeof *c);
     c->stream = self;
     c->conn = conn;
-    fks_apikey_info_t key;
-    int st = fks_api_authorize (self->api, conn, FKS_SCOPE_READ, true, &key);
+    int st = fks_api_authorize (self->api, conn, FKS_SCOPE_READ, true, &c->key);
     if (st)
         return st;
     //  ?types= and, as GET /api/v1/events spells it, ?type=: both lists of prefixes (given
@@ -816,8 +879,13 @@ s_sse (struct mg_connection *conn, void *cbdata)
         "\r\n"
         "retry: 2000\n\n";
     fks_sbuf_init (&c.out, 8u * 1024 * 1024);
-    if (mg_write (conn, head, sizeof head - 1) == (int) sizeof head - 1)
-        s_run (&c);
+    if (mg_write (conn, head, sizeof head - 1) == (int) sizeof head - 1) {
+        //  A comment, not an event: it reaches no client's handler of event types, and an
+        //  EventSource that reconnects is refused with 401 and stops.
+        static const char revoked[] = ": key revoked\n\n";
+        if (strcmp (s_run (&c), "revoked") == 0)
+            mg_write (conn, revoked, sizeof revoked - 1);
+    }
     else {
         pthread_mutex_lock (&self->mutex);
         self->clients--;
@@ -853,15 +921,18 @@ typedef struct {
     atomic_bool close_sent;
 } s_ws_t;
 
-//  Sends a close frame with code (once, whichever thread is first). 0 or -1.
+//  Sends a close frame with code and a short reason (may be NULL), once, whichever thread is
+//  first. 0 or -1.
 static int
-s_ws_close_frame (s_ws_t *w, unsigned code)
+s_ws_close_frame (s_ws_t *w, unsigned code, const char *why)
 {
     if (atomic_exchange (&w->close_sent, true))
         return 0;
-    char payload[2] = { (char) (code >> 8), (char) (code & 0xff) };
-    return mg_websocket_write (w->c.conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, 2) > 0
-           ? 0 : -1;
+    char payload[2 + 64] = { (char) (code >> 8), (char) (code & 0xff) };
+    size_t len = why ? strnlen (why, sizeof payload - 2) : 0;
+    memcpy (payload + 2, why ? why : "", len);
+    return mg_websocket_write (w->c.conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, 2 + len)
+           > 0 ? 0 : -1;
 }
 
 //  Waits until the connection's read loop has ended, cutting its read when the client does
@@ -895,11 +966,14 @@ s_ws_writer (void *arg)
     bool client_closed = w->c.gone;
     pthread_mutex_unlock (&self->mutex);
     if (!client_closed) {           /* else the connection's thread answers the client's */
-        //  1001 going away, 1013 try again later (resume with the last id), 1011 server error.
+        //  1001 going away, 1013 try again later (resume with the last id), 1011 server error,
+        //  1008 policy violation: the key was revoked (a retry with it is refused).
+        bool revoked = strcmp (reason, "revoked") == 0;
         unsigned code = strcmp (reason, "shutdown") == 0 ? 1001
                       : strcmp (reason, "slow") == 0 ? 1013
-                      : strcmp (reason, "error") == 0 ? 1011 : 1000;
-        s_ws_close_frame (w, code);
+                      : strcmp (reason, "error") == 0 ? 1011
+                      : revoked ? 1008 : 1000;
+        s_ws_close_frame (w, code, revoked ? "key revoked" : NULL);
     }
     pthread_mutex_lock (&self->mutex);
     self->ws_closing--;
@@ -965,7 +1039,7 @@ s_ws_ready (struct mg_connection *conn, void *cbdata)
         self->ws_closing--;
         pthread_mutex_unlock (&self->mutex);
         fks_warn ("stream: no thread for a WebSocket client: %s", strerror (errno));
-        s_ws_close_frame (w, 1013);     /* the close handler gives its place back */
+        s_ws_close_frame (w, 1013, NULL);   /* the close handler gives its place back */
     }
 }
 

@@ -19,9 +19,13 @@
  *  resume with its last id), so nothing is ever buffered per client. Whenever nothing was
  *  written to a client for FKS_GATEWAY_STREAM_HEARTBEAT (a filter may drop every event), it
  *  gets a keepalive (an SSE comment, a WebSocket ping); that write is also how a client that
- *  has gone is found and its place given back. At most
- *  FKS_GATEWAY_STREAM_MAX clients at once (503 beyond), well below the thread pool, so streams
- *  can never take the threads that accept webhooks.
+ *  has gone is found and its place given back. The client's key is asked again every
+ *  FKS_GATEWAY_STREAM_HEARTBEAT (at most every 15 s, one query, never per event): once it is
+ *  revoked (or no longer grants read) the stream ends, SSE after a `: key revoked` comment,
+ *  WebSocket with close 1008 "key revoked"; a database that cannot be asked ends no stream.
+ *  FKS_ADMIN_KEY is not a row and stays valid. At most FKS_GATEWAY_STREAM_MAX clients at once
+ *  (503 beyond), well below the thread pool, so streams can never take the threads that
+ *  accept webhooks.
  */
 #ifndef FKS_STREAM_H
 #define FKS_STREAM_H
