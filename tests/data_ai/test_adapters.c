@@ -318,6 +318,25 @@ Test (yahoo, empty_rows_are_skipped_and_partial_rows_keep_nan)
     free (body);
 }
 
+//  Times whose milliseconds do not fit in 64 bits are skipped, not multiplied: the product
+//  would overflow (UBSan stops the sanitizer build) and, wrapped, land somewhere in the window.
+Test (yahoo, timestamps_beyond_64_bit_milliseconds_are_skipped)
+{
+    const char *body = "{\"chart\":{\"result\":[{\"timestamp\":[9223372036854775807,"
+        "9223372036854776,-9223372036854775807,-9223372036854776,1708957800,"
+        "9223372036854775],\"indicators\":{\"quote\":[{\"open\":[1,1,1,1,1,1],"
+        "\"high\":[1,1,1,1,1,1],\"low\":[1,1,1,1,1,1],\"close\":[1,1,1,1,1,1],"
+        "\"volume\":[1,1,1,1,1,1]}]}}],\"error\":null}}";
+    fks_fetch_req_t req = s_req ("X", "X", "1d");       //  the widest window there is
+    fks_bars_t bars = { 0 };
+    fks_fetch_err_t err;
+    cr_assert_eq (fks_yahoo_parse (body, strlen (body), &req, &bars, &err), 0, "%s", err.msg);
+    cr_assert_eq (bars.n, 2, "the four times out of range are skipped");
+    cr_assert_eq (bars.v[0].open_time, 1708957800000LL);
+    cr_assert_eq (bars.v[1].open_time, 9223372036854775000LL, "the largest that fits");
+    fks_bars_free (&bars);
+}
+
 Test (yahoo, index_without_volume_and_escaped_symbol)
 {
     fks_adapter_t *a = fks_adapter_yahoo_new (dai_fake_market (false), NULL);

@@ -130,9 +130,15 @@ fks_yahoo_parse (const char *body, size_t len, const fks_fetch_req_t *req, fks_b
             }
         if (isnan (v[0]) && isnan (v[1]) && isnan (v[2]) && isnan (v[3]))
             continue;               //  no trade in this interval
+        //  Bounded in seconds before it becomes milliseconds: a time whose milliseconds do
+        //  not fit in 64 bits lies outside any window a request can name, and multiplying it
+        //  would overflow (undefined behaviour) into a time that might lie inside one.
+        json_int_t sec = json_integer_value (t);
+        if (sec > INT64_MAX / 1000 || sec < INT64_MIN / 1000)
+            continue;
         fks_bar_t bar;
         memset (&bar, 0, sizeof bar);
-        bar.open_time = (int64_t) json_integer_value (t) * 1000;
+        bar.open_time = (int64_t) sec * 1000;
         if (bar.open_time < req->start_ms || bar.open_time > req->end_ms)
             continue;
         if (out->n - before >= req->limit)
@@ -144,7 +150,8 @@ fks_yahoo_parse (const char *body, size_t len, const fks_fetch_req_t *req, fks_b
         bar.low = v[2];
         bar.close = v[3];
         bar.volume = isnan (v[4]) ? 0 : v[4];
-        bar.closed = bar.open_time + iv <= req->now_ms;
+        //  open_time may be near INT64_MAX: compare without adding to it.
+        bar.closed = bar.open_time <= req->now_ms - iv;
         if (fks_bars_push (out, &bar) != 0) {
             snprintf (err->msg, sizeof err->msg, "out of memory");
             goto done;
