@@ -141,6 +141,27 @@ Test (csv, file_written_newest_first_comes_back_oldest_first)
     fks_bars_free (&bars);
 }
 
+Test (csv, rows_repeating_a_time_leave_the_last_of_them)
+{
+    //  Newest first, with 2024-01-02 three times: the file's last row for it wins.
+    const char *p = s_file ("date,open,high,low,close,volume\n"
+                            "2024-01-03,3,3,3,3,1\n2024-01-02,20,20,20,20,1\n"
+                            "2024-01-02,21,21,21,21,1\n2024-01-01,1,1,1,1,1\n"
+                            "2024-01-02,22,22,22,22,1\n");
+    fks_bars_t bars = { 0 };
+    fks_csv_stats_t st;
+    char err[256];
+    cr_assert_eq (fks_csv_load (p, &s_opts, &bars, &st, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (bars.n, 3, "one bar per time");
+    cr_assert_eq (st.rows, 3);
+    cr_assert_eq (st.duplicates, 2);
+    cr_assert_float_eq (bars.v[0].close, 1, 1e-12);
+    cr_assert_float_eq (bars.v[1].close, 22, 1e-12);
+    cr_assert_float_eq (bars.v[2].close, 3, 1e-12);
+    cr_assert (strstr (st.first_duplicate, "2024-01-02"), "%s", st.first_duplicate);
+    fks_bars_free (&bars);
+}
+
 Test (csv, bad_numbers_become_nan_and_bad_times_are_skipped_with_the_line)
 {
     const char *p = s_file ("date,open,high,low,close,volume\n"

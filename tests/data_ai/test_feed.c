@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "workers/data/feed.h"
@@ -225,6 +226,45 @@ Test (feed, replay_as_fast_as_possible_comes_in_batches_and_finishes)
     cr_assert_gt (out.n_findings, 100, "holidays: about nine a year");
     fks_feed_out_free (&out);
     fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
+//  A file with two rows for one time replays the same whatever the batch: the second row
+//  once fell into the next batch's window (cursor = last served + 1 ms) or not.
+Test (feed, replay_of_a_repeated_time_does_not_depend_on_the_batch)
+{
+    char path[] = "/tmp/fks-feed-dup-XXXXXX";
+    int fd = mkstemp (path);
+    cr_assert (fd >= 0);
+    const char *text = "date,open,high,low,close,volume\n2024-01-01,10,10,10,10,1\n"
+                       "2024-01-02,11,11,11,11,1\n2024-01-02,12,12,12,12,1\n"
+                       "2024-01-03,13,13,13,13,1\n";
+    cr_assert_eq (write (fd, text, strlen (text)), (ssize_t) strlen (text));
+    close (fd);
+    fks_csv_opts_t o = { .symbol = "DUP", .interval = "1d" };
+    char err[256];
+    fks_adapter_t *a = fks_adapter_replay_new (path, &o, err, sizeof err);
+    unlink (path);
+    cr_assert (a, "%s", err);
+    cr_assert_eq (fks_adapter_replay_stats (a)->duplicates, 1);
+    const size_t batches[] = { 1, 2, 3, 500 };
+    for (size_t k = 0; k < 4; k++) {
+        fks_feed_cfg_t c = s_cfg ("DUP", "1d", batches[k]);
+        fks_feed_t *f = fks_feed_new (a, &c, BASE, err, sizeof err);
+        cr_assert (f, "%s", err);
+        fks_feed_out_t out = { 0 };
+        fks_fetch_err_t e;
+        for (int polls = 0; polls < 10 && !fks_feed_done (f); polls++)
+            cr_assert_eq (fks_feed_poll (f, BASE, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+        cr_assert (fks_feed_done (f));
+        cr_assert_eq (out.bars.n, 3, "batch %zu: one bar per time", batches[k]);
+        cr_assert_eq (fks_feed_served (f), 3);
+        cr_assert_eq (out.bars.v[1].open_time, 1704153600000LL);
+        cr_assert_float_eq (out.bars.v[1].close, 12, 1e-12, "batch %zu: the file's last row "
+                            "for 2024-01-02", batches[k]);
+        fks_feed_out_free (&out);
+        fks_feed_destroy (&f);
+    }
     fks_adapter_destroy (&a);
 }
 

@@ -95,6 +95,10 @@ fks_adapter_t *fks_adapter_replay_new (const char *path, const fks_csv_opts_t *o
 /*  The number of bars a replay adapter holds (0 for the others). */
 size_t fks_adapter_replay_size (const fks_adapter_t *self);
 
+/*  What loading a replay adapter's file skipped or merged (csv.h: rows whose time did not
+ *  parse, rows for a time a later row also had), or NULL for the other adapters. */
+const fks_csv_stats_t *fks_adapter_replay_stats (const fks_adapter_t *self);
+
 /*  The HTTP adapters, for a base URL without a trailing slash, e.g. https://api.binance.com
  *  (FKS_BINANCE_URL) or https://query1.finance.yahoo.com (FKS_YAHOO_URL). http may be NULL.
  *  NULL when the URL is not http(s) or memory runs out. */

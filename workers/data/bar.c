@@ -2,8 +2,8 @@
  *
  *  See bar.h. The list doubles its capacity as it grows and is capped, so a source that sends
  *  an endless stream costs a bounded amount of memory; the sort is a merge sort, because a
- *  CSV file with two rows for one time must keep them in file order (the later row wins when
- *  both are stored).
+ *  CSV file with two rows for one time must keep them in file order (csv.c keeps the later
+ *  row).
  */
 #include "workers/data/bar.h"
 

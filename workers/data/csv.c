@@ -326,6 +326,21 @@ fks_csv_load (const char *path, const fks_csv_opts_t *opts, fks_bars_t *out,
     //  Sort only what this call added.
     fks_bars_t mine = { out->v + start_n, out->n - start_n, out->n - start_n };
     fks_bars_sort (&mine);
+    //  One bar per time, the file's last row for it (the sort is stable): a replay hands its
+    //  bars out in batches from the time after the last one served, so a second row for a time
+    //  would otherwise be dropped or kept depending on where a batch ended.
+    size_t kept = 0;
+    for (size_t i = 0; i < mine.n; i++) {
+        if (kept > 0 && mine.v[kept - 1].open_time == mine.v[i].open_time) {
+            if (stats->duplicates++ == 0)
+                fks_time_text (stats->first_duplicate, mine.v[i].open_time);
+            mine.v[kept - 1] = mine.v[i];
+        }
+        else
+            mine.v[kept++] = mine.v[i];
+    }
+    out->n = start_n + kept;
+    stats->rows = kept;
     rc = 0;
 done:
     fclose (f);

@@ -12,7 +12,8 @@
  *  milliseconds when it is 1e11 or more). A row whose time does not parse is skipped and
  *  counted; a number that does not parse, an empty cell, NA, null or NaN becomes NaN, so the
  *  quality checks report it as a bad value instead of losing it. Rows are returned sorted by
- *  time (a file written newest first is fine).
+ *  time (a file written newest first is fine), one bar per time: of several rows for one
+ *  time the last in the file is kept, the others counted in stats->duplicates.
  *
  *  Bounded: lines of at most FKS_CSV_LINE_MAX bytes, FKS_CSV_FIELDS_MAX columns, opts->max_rows
  *  rows; past any of these the load fails with the line number. Quoted fields ("a,b", with ""
@@ -36,10 +37,12 @@ typedef struct {
 } fks_csv_opts_t;
 
 typedef struct {
-    size_t rows;                /* data rows read (bars returned) */
+    size_t rows;                /* bars returned (one per time) */
     size_t skipped;             /* rows skipped: unparsable time */
     size_t blank;               /* empty lines */
+    size_t duplicates;          /* rows dropped: a later row had the same time */
     char first_skip[160];       /* why the first skipped row was skipped, with its line */
+    char first_duplicate[24];   /* the first time with more than one row (fks_time_text) */
 } fks_csv_stats_t;
 
 /*  Loads path into out (appended; the caller owns and frees it). Returns 0, or -1 with a

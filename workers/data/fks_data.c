@@ -443,10 +443,20 @@ s_feeds (s_data_t *self, int64_t now_ms)
                   fks_source_name (sp->source), sp->symbol, sp->interval);
         en->m_served = fks_metric_get1 (f_served, fks_feed_name (en->feed));
         self->n_entries++;
-        if (sp->source == FKS_SOURCE_REPLAY)
+        if (sp->source == FKS_SOURCE_REPLAY) {
             fks_log (FKS_LOG_INFO, NULL, NULL, "feed %s: %zu bars from %s as %s, speed %g%s",
                      fks_feed_name (en->feed), fks_adapter_replay_size (adapter), sp->path,
                      sp->symbol, sp->speed, sp->speed == 0 ? " (as fast as possible)" : "x");
+            //  Said once here, at load: the replay itself never sees the rows left out.
+            const fks_csv_stats_t *st = fks_adapter_replay_stats (adapter);
+            if (st && st->skipped)
+                fks_log (FKS_LOG_WARN, NULL, NULL, "feed %s: %zu rows of %s skipped (first: %s)",
+                         fks_feed_name (en->feed), st->skipped, sp->path, st->first_skip);
+            if (st && st->duplicates)
+                fks_log (FKS_LOG_WARN, NULL, NULL, "feed %s: %zu rows of %s left out: a later "
+                         "row has the same time (first: %s)", fks_feed_name (en->feed),
+                         st->duplicates, sp->path, st->first_duplicate);
+        }
         else
             fks_log (FKS_LOG_INFO, NULL, NULL, "feed %s: as %s every %" PRId64 " ms, "
                      "calendar %s", fks_feed_name (en->feed), sp->symbol, sp->every_ms,

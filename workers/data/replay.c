@@ -1,6 +1,6 @@
 /*  replay.c - the replay adapter: an OHLCV file served as if it were a market-data source.
  *
- *  The file is loaded once (csv.h: sorted, bounded) and every fetch is a binary search for
+ *  The file is loaded once (csv.h: sorted, one bar per time, bounded) and every fetch is a binary search for
  *  the first bar at or after start, then a copy of at most limit bars up to end. The feed
  *  (feed.h) moves start and end along the file at the replay speed, so history runs through
  *  the whole pipeline exactly as live bars would. Any interval is served: the file's rows are
@@ -14,6 +14,7 @@
 
 typedef struct {
     fks_bars_t bars;
+    fks_csv_stats_t stats;              /* what the load skipped or merged, for the log */
 } s_replay_t;
 
 static int
@@ -72,8 +73,7 @@ fks_adapter_replay_new (const char *path, const fks_csv_opts_t *opts, char *err,
         snprintf (err, cap, "out of memory");
         return NULL;
     }
-    fks_csv_stats_t st;
-    if (fks_csv_load (path, opts, &self->bars, &st, err, cap) != 0) {
+    if (fks_csv_load (path, opts, &self->bars, &self->stats, err, cap) != 0) {
         s_destroy (self);
         return NULL;
     }
@@ -88,4 +88,11 @@ fks_adapter_replay_size (const fks_adapter_t *self)
 {
     s_replay_t *impl = fks_adapter_impl (self, &s_ops);
     return impl ? impl->bars.n : 0;
+}
+
+const fks_csv_stats_t *
+fks_adapter_replay_stats (const fks_adapter_t *self)
+{
+    s_replay_t *impl = fks_adapter_impl (self, &s_ops);
+    return impl ? &impl->stats : NULL;
 }
