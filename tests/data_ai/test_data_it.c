@@ -19,15 +19,15 @@ TestSuite (data_it, .fini = dai_cleanup);
 typedef struct {
     int port;
     char log[128];
-    char env[8][1200];
-    const char *envp[9];
+    char env[10][1200];
+    const char *envp[11];
     int n;
 } s_run_t;
 
 static void
 s_env (s_run_t *r, const char *fmt, const char *value)
 {
-    cr_assert_lt (r->n, 8);
+    cr_assert_lt (r->n, 10);
     snprintf (r->env[r->n], sizeof r->env[r->n], fmt, value);
     r->envp[r->n] = r->env[r->n];
     r->n++;
@@ -298,6 +298,50 @@ Test (data_it, feed_without_bars_goes_stale)
     usleep (1500000);
     cr_assert_eq (s_quality (sym, "stale"), 1, "reported once per episode");
     cr_assert_eq (dai_stop (pid), 0);
+}
+
+//  A stale episode yields one finding: if storing it fails (a lock held on the outbox past
+//  the statement timeout), it is stored once PostgreSQL takes it again, not lost.
+Test (data_it, stale_finding_whose_store_failed_is_stored_later)
+{
+    const char *db = dai_db ();
+    PGconn *holder = PQconnectdb (db);
+    cr_assert_eq (PQstatus (holder), CONNECTION_OK, "%s", PQerrorMessage (holder));
+    PGresult *res = PQexec (holder, "BEGIN; LOCK TABLE events IN SHARE MODE");    //  no writes
+    cr_assert_eq (PQresultStatus (res), PGRES_COMMAND_OK, "%s", PQerrorMessage (holder));
+    PQclear (res);
+    const char *market = dai_fake_market (false);   //  recorded in 2024: nothing recent
+    char sym[32], feeds[256];
+    snprintf (sym, sizeof sym, "DAIT%d", (int) getpid ());
+    snprintf (feeds, sizeof feeds, "binance BTCUSDT=%s 1m every=1s", sym);
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    s_env (&r, "FKS_BINANCE_URL=%s", market);
+    s_env (&r, "FKS_DATA_STALE_FACTOR=%s", "0.02");         //  1.2 s for minute bars
+    s_env (&r, "FKS_PG_STATEMENT_TIMEOUT_MS=%s", "300");
+    pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    char *log = NULL;
+    for (int waited = 0; waited < 10000; waited += 100) {
+        free (log);
+        log = dai_slurp (r.log);
+        if (strstr (log, "1 data-quality findings not stored, trying again in"))
+            break;
+        usleep (100000);
+    }
+    cr_assert (strstr (log, "1 data-quality findings not stored, trying again in"),
+               "the stale finding's store failed: %s", r.log);
+    free (log);
+    res = PQexec (holder, "COMMIT");
+    PQclear (res);
+    PQfinish (holder);
+    const char *kind = "SELECT count(*) FROM events WHERE type = 'data.quality'";
+    cr_assert_eq (dai_wait_count (kind, 1, 10000), 1, "stored once the lock is gone (log: %s)",
+                  r.log);
+    cr_assert_eq (s_quality (sym, "stale"), 1);
+    cr_assert_float_eq (s_metric_wait (r.port, "fks_data_quality_total{kind=\"stale\"}", 1,
+                                       5000), 1, 1e-9);
+    cr_assert_eq (dai_stop (pid), 0);
+    cr_assert_eq (s_quality (sym, "stale"), 1, "and only once");
 }
 
 //  Starts fks-data with feeds and expects it to stop at once with status 2 and needle in

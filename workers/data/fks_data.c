@@ -6,7 +6,7 @@
  *  market.bar and data.quality events in the outbox, published after COMMIT, and the latest
  *  price per symbol in Redis. A poll whose result cannot be stored is undone and tried again,
  *  so a PostgreSQL outage delays bars but loses none. Live feeds are also checked for
- *  staleness on every pass.
+ *  staleness on every pass; a stale finding that cannot be stored is kept and stored later.
  *
  *  Replicas: each feed is polled under a lease in Redis (fks:data:lease:<feed>, renewed on
  *  every poll, FKS_DATA_LEASE_TTL), so two replicas never poll the same feed at once; a
@@ -68,6 +68,9 @@ typedef struct {
     int64_t store_retry_ms;
     bool failing;                       /* last poll failed: log the recovery */
     bool done_logged;
+    fks_quality_finding_t stale;        /* a stale finding not stored yet */
+    bool stale_pending;                 /* ... to be stored at stale_retry_ms */
+    int64_t stale_retry_ms;
     fks_ingest_stats_t totals;
     size_t rejected;
     fks_metric_t *m_served;
@@ -266,8 +269,13 @@ s_store (s_data_t *self, s_entry_t *en, const fks_feed_out_t *out, int64_t now_m
         en->store_retry_ms = en->store_retry_ms ? en->store_retry_ms * 2 : S_STORE_RETRY_MIN;
         if (en->store_retry_ms > S_STORE_RETRY_MAX)
             en->store_retry_ms = S_STORE_RETRY_MAX;
-        fks_log (FKS_LOG_WARN, NULL, NULL, "%s: %zu bars not stored, trying again in %" PRId64
-                 " ms: %s%s%s", fks_feed_name (en->feed), out->bars.n, en->store_retry_ms,
+        char what[64];
+        if (out->bars.n)
+            snprintf (what, sizeof what, "%zu bars", out->bars.n);
+        else
+            snprintf (what, sizeof what, "%zu data-quality findings", out->n_findings);
+        fks_log (FKS_LOG_WARN, NULL, NULL, "%s: %s not stored, trying again in %" PRId64
+                 " ms: %s%s%s", fks_feed_name (en->feed), what, en->store_retry_ms,
                  err.msg, err.sqlstate[0] ? " SQLSTATE " : "", err.sqlstate);
         if (undo_on_failure)
             fks_feed_undo (en->feed, now_ms + en->store_retry_ms);
@@ -338,17 +346,29 @@ s_poll_one (s_data_t *self, s_entry_t *en, int64_t now_ms)
     }
 }
 
+//  A stale episode yields its finding once (quality.h), so a finding whose store failed is
+//  kept here and stored again later, until it is stored: there is no poll to undo that
+//  would bring it back.
 static void
 s_stale_one (s_data_t *self, s_entry_t *en, int64_t now_ms)
 {
     if (!en->leased)
         return;
-    fks_quality_finding_t f;
-    if (!fks_feed_stale (en->feed, now_ms, &f))
+    if (!en->stale_pending) {
+        if (!fks_feed_stale (en->feed, now_ms, &en->stale))
+            return;
+        en->stale_pending = true;
+        en->stale_retry_ms = now_ms;
+    }
+    if (now_ms < en->stale_retry_ms)
         return;
     fks_feed_out_clear (&self->out);
-    if (fks_feed_out_finding (&self->out, &f) == 0)
-        s_store (self, en, &self->out, now_ms, false);
+    if (fks_feed_out_finding (&self->out, &en->stale) != 0)
+        return;
+    if (s_store (self, en, &self->out, now_ms, false) == 0)
+        en->stale_pending = false;
+    else
+        en->stale_retry_ms = now_ms + en->store_retry_ms;
 }
 
 //  --------------------------------------------------------------------------
@@ -589,6 +609,8 @@ s_run (s_data_t *self)
                 due = en->hold_until_ms;
             if (!fks_feed_done (en->feed) && due < next)
                 next = due;
+            if (en->stale_pending && en->stale_retry_ms < next)
+                next = en->stale_retry_ms;
             //  Between feeds, a stop request is honoured at once.
             if (poll (&pfd, 1, 0) > 0)
                 goto stop;
@@ -606,6 +628,11 @@ s_run (s_data_t *self)
     }
 stop:
     fks_log (FKS_LOG_INFO, NULL, NULL, "fks-data: stopping");
+    for (size_t i = 0; i < self->n_entries; i++)
+        if (self->entries[i].stale_pending)
+            fks_log (FKS_LOG_WARN, NULL, NULL, "data quality: stale: %s (never stored: "
+                     "PostgreSQL did not take it before the stop)",
+                     self->entries[i].stale.detail);
     s_leases_drop (self);
     return 0;
 }
