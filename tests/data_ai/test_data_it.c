@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,6 +446,43 @@ Test (data_it, two_replicas_share_a_feed_without_polling_it_twice)
     cr_assert_eq (dai_stop (first), 0);
     cr_assert_geq (s_metric_wait (two.port, ok, 1, 10000), 1, "log: %s", two.log);
     cr_assert_eq (s_rows (sym), 12, "nothing stored twice");
+    cr_assert_eq (dai_stop (second), 0);
+    free (dai_redis ("DEL fks:price:%s", sym));
+}
+
+//  A feed polled less often than the lease's TTL: the lease is renewed between its polls, so
+//  the second replica still waits (it once took the lapsed lease and polled too).
+Test (data_it, lease_outlives_a_poll_interval_longer_than_its_ttl)
+{
+    const char *db = dai_db ();
+    const char *market = dai_fake_market (true);
+    char sym[32], feeds[256];
+    snprintf (sym, sizeof sym, "DAIL%d", (int) getpid ());
+    snprintf (feeds, sizeof feeds, "binance BTCUSDT=%s 1m every=10s", sym);
+    s_run_t one, two;
+    s_run_init (&one, db, feeds);
+    s_env (&one, "FKS_BINANCE_URL=%s", market);
+    s_env (&one, "FKS_DATA_LEASE_TTL=%s", "1s");
+    s_run_init (&two, db, feeds);
+    s_env (&two, "FKS_BINANCE_URL=%s", market);
+    s_env (&two, "FKS_DATA_LEASE_TTL=%s", "1s");
+    snprintf (two.log, sizeof two.log, "/tmp/fks-dai-data2-%d.log", (int) getpid ());
+    pid_t first = dai_start ("workers/fks-data", one.envp, one.port, one.log);
+    const char *ok = "fks_data_fetch_total{source=\"binance\",result=\"ok\"}";
+    cr_assert_geq (s_metric_wait (one.port, ok, 1, 10000), 1, "the first replica polls");
+    pid_t second = dai_start ("workers/fks-data", two.envp, two.port, two.log);
+    //  The first's lease, unrenewed, lapses 1 s after its poll and the second looks every
+    //  second: 2.5 s is past both, still well before the first polls again (10 s).
+    cr_assert_lt (s_metric_wait (two.port, ok, 1, 2500), 1, "the second waits (log: %s)",
+                  two.log);
+    cr_assert_eq (dai_metric (one.port, ok), 1, "the first has not polled again");
+    char *ttl = dai_redis ("PTTL fks:data:lease:binance:%s:1m", sym);
+    cr_assert (ttl && atol (ttl) > 0, "the lease is held: PTTL %s", ttl ? ttl : "nil");
+    free (ttl);
+    //  Both stop at once (each takes a moment to leave the bus).
+    kill (first, SIGTERM);
+    kill (second, SIGTERM);
+    cr_assert_eq (dai_stop (first), 0);
     cr_assert_eq (dai_stop (second), 0);
     free (dai_redis ("DEL fks:price:%s", sym));
 }

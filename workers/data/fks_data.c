@@ -8,10 +8,12 @@
  *  so a PostgreSQL outage delays bars but loses none. Live feeds are also checked for
  *  staleness on every pass; a stale finding that cannot be stored is kept and stored later.
  *
- *  Replicas: each feed is polled under a lease in Redis (fks:data:lease:<feed>, renewed on
- *  every poll, FKS_DATA_LEASE_TTL), so two replicas never poll the same feed at once; a
- *  replica that dies hands its feeds to the others when its leases expire. Storing is
- *  idempotent anyway: an unchanged bar is neither stored again nor re-announced.
+ *  Replicas: each feed is polled under a lease in Redis (fks:data:lease:<feed>,
+ *  FKS_DATA_LEASE_TTL), renewed on the loop's passes every third of the TTL whether or not
+ *  the feed is due (a feed may poll far less often than the TTL: yahoo every 5 minutes), so
+ *  two replicas never poll the same feed at once; a replica that dies hands its feeds to the
+ *  others when its leases expire. Storing is idempotent anyway: an unchanged bar is neither
+ *  stored again nor re-announced.
  *
  *  Configuration: FKS_ENV, FKS_PG_URL and FKS_REDIS_URL (required), FKS_BUS_URL,
  *  FKS_HTTP_BIND (127.0.0.1), FKS_DATA_PORT (8003), FKS_DATA_FEEDS (none: the worker only
@@ -64,6 +66,7 @@ typedef struct {
     char lease_key[FKS_FEED_NAME_MAX + 32];
     bool leased;
     bool lease_error;                   /* the last lease check failed (logged once) */
+    int64_t lease_renew_ms;             /* leased: renew it at this time */
     int64_t hold_until_ms;              /* no lease: look again at this time */
     int64_t store_retry_ms;
     bool failing;                       /* last poll failed: log the recovery */
@@ -189,7 +192,7 @@ static const char s_lease_drop[] =
 
 //  1 when this replica holds (or just took) the lease, 0 when another does, -1 on error.
 static int
-s_lease (s_data_t *self, s_entry_t *en)
+s_lease (s_data_t *self, s_entry_t *en, int64_t now_ms)
 {
     char ttl[24];
     snprintf (ttl, sizeof ttl, "%" PRId64, self->cfg.lease_ttl_ms);
@@ -207,11 +210,30 @@ s_lease (s_data_t *self, s_entry_t *en)
     en->lease_error = false;
     int held = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject (r);
+    //  A third of the TTL: two renewals may be late (a slow poll, a slow store) before the
+    //  lease lapses.
+    en->lease_renew_ms = now_ms + self->cfg.lease_ttl_ms / 3;
     if (held != en->leased)
         fks_log (FKS_LOG_INFO, NULL, NULL, "%s: %s", fks_feed_name (en->feed),
                  held ? "this replica polls it" : "another replica polls it");
     en->leased = held;
     return held;
+}
+
+//  Renews a held lease when due, on every pass of the loop: a lease renewed only by polls
+//  lapses between the polls of a feed polled less often than the TTL, and another replica
+//  then polls it too. A finished replay polls no more and lets its lease lapse, as before.
+static bool
+s_lease_due (const s_entry_t *en, int64_t now_ms)
+{
+    return en->leased && !fks_feed_done (en->feed) && now_ms >= en->lease_renew_ms;
+}
+
+static void
+s_lease_keep (s_data_t *self, s_entry_t *en, int64_t now_ms)
+{
+    if (s_lease_due (en, now_ms))
+        s_lease (self, en, now_ms);
 }
 
 static void
@@ -304,7 +326,8 @@ s_poll_one (s_data_t *self, s_entry_t *en, int64_t now_ms)
     fks_feed_t *feed = en->feed;
     if (fks_feed_done (feed) || now_ms < fks_feed_next_ms (feed) || now_ms < en->hold_until_ms)
         return;
-    if (s_lease (self, en) != 1) {
+    //  A lease renewed within the last third of its TTL is still held: no round trip.
+    if ((!en->leased || now_ms >= en->lease_renew_ms) && s_lease (self, en, now_ms) != 1) {
         //  Another replica polls it, or Redis does not answer: look again a little later.
         en->hold_until_ms = now_ms + S_LEASE_RETRY_MS;
         return;
@@ -602,6 +625,7 @@ s_run (s_data_t *self)
         int64_t next = now + S_WAIT_MAX_MS;
         for (size_t i = 0; i < self->n_entries; i++) {
             s_entry_t *en = &self->entries[i];
+            s_lease_keep (self, en, now);
             s_poll_one (self, en, now);
             s_stale_one (self, en, now);
             int64_t due = fks_feed_next_ms (en->feed);
@@ -611,6 +635,8 @@ s_run (s_data_t *self)
                 next = due;
             if (en->stale_pending && en->stale_retry_ms < next)
                 next = en->stale_retry_ms;
+            if (s_lease_due (en, next))
+                next = en->lease_renew_ms;
             //  Between feeds, a stop request is honoured at once.
             if (poll (&pfd, 1, 0) > 0)
                 goto stop;
