@@ -14,6 +14,7 @@
 #include "harness.h"
 #include "bus/envelope.h"
 #include "workers/ai/model.h"
+#include "workers/data/adapter.h"
 
 TestSuite (data_it, .fini = dai_cleanup);
 
@@ -299,6 +300,64 @@ Test (data_it, feed_without_bars_goes_stale)
     usleep (1500000);
     cr_assert_eq (s_quality (sym, "stale"), 1, "reported once per episode");
     cr_assert_eq (dai_stop (pid), 0);
+}
+
+//  Live feeds restarted after more than their lookback (3 minutes): the feed continues from
+//  the newest stored bar, so the hole is fetched (HOLE: stored up to minute 3, 8 minutes
+//  back); where that bar is older than FKS_DATA_CATCHUP (GAP: 30 minutes before the recorded
+//  ones, catch-up 15), the hole is reported as a gap. Both once asked for the lookback only:
+//  minutes left out, nothing reported.
+Test (data_it, restarted_live_feed_fetches_its_hole_or_reports_it)
+{
+    const char *db = dai_db ();
+    const char *market = dai_fake_market (true);
+    //  The recorded minutes as the fake market serves them now (moved to the current minute).
+    fks_http_global_init ();
+    fks_adapter_t *a = fks_adapter_binance_new (market, NULL);
+    fks_fetch_req_t req = { .raw_symbol = "BTCUSDT", .symbol = "X", .interval = "1m",
+                            .start_ms = 0, .end_ms = INT64_MAX / 2, .limit = 500,
+                            .now_ms = fks_now_ms () };
+    fks_bars_t rec = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_adapter_fetch (a, &req, &rec, &e), 0, "%s", e.msg);
+    fks_adapter_destroy (&a);
+    cr_assert_eq (rec.n, 12);
+    char hole[32], gap[32], feeds[256], sql[400];
+    snprintf (hole, sizeof hole, "DAIH%d", (int) getpid ());
+    snprintf (gap, sizeof gap, "DAIG%d", (int) getpid ());
+    const char *ins = "INSERT INTO bars (symbol, interval, open_time, open, high, low, close,"
+                      " volume, source) VALUES ('%s', '1m', timestamptz 'epoch' + %lld *"
+                      " interval '1 millisecond', %.10g, %.10g, %.10g, %.10g, %.10g, 'binance')";
+    const fks_bar_t *b = &rec.v[3];
+    snprintf (sql, sizeof sql, ins, hole, (long long) b->open_time, b->open, b->high, b->low,
+              b->close, b->volume);
+    dai_sql_exec (sql);
+    b = &rec.v[0];
+    snprintf (sql, sizeof sql, ins, gap, (long long) (b->open_time - 30 * 60000), b->open,
+              b->open, b->open, b->open, 1.0);
+    dai_sql_exec (sql);
+    snprintf (feeds, sizeof feeds, "binance BTCUSDT=%s,BTCUSDT=%s 1m every=10s lookback=3",
+              hole, gap);
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    s_env (&r, "FKS_BINANCE_URL=%s", market);
+    s_env (&r, "FKS_DATA_CATCHUP=%s", "15");
+    pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM bars WHERE symbol IN ('%s', '%s')", hole,
+              gap);
+    cr_assert_eq (dai_wait_count (sql, 9 + 13, 10000), 9 + 13, "log: %s", r.log);
+    cr_assert_eq (s_rows (hole), 9, "minutes 3 to 11: none left out");
+    cr_assert_eq (s_quality (hole, NULL), 0, "nothing missing, nothing reported");
+    cr_assert_eq (s_rows (gap), 13, "the old bar and the 12 the catch-up reaches");
+    cr_assert_eq (s_quality (gap, "gap"), 1, "the 29 minutes before them");
+    cr_assert_eq (dai_stop (pid), 0);
+    char *log = dai_slurp (r.log);
+    cr_assert (strstr (log, "continuing from the newest stored bar"), "%s", r.log);
+    cr_assert (strstr (log, "29 1m bars missing between"), "%s", r.log);
+    free (log);
+    free (dai_redis ("DEL fks:price:%s", hole));
+    free (dai_redis ("DEL fks:price:%s", gap));
+    fks_bars_free (&rec);
 }
 
 //  A stale episode yields one finding: if storing it fails (a lock held on the outbox past

@@ -161,6 +161,81 @@ Test (feed, live_feed_goes_stale_when_no_bar_comes)
     fks_adapter_destroy (&a);
 }
 
+//  A live feed restarted after more than its lookback (3 minutes here, 8 minutes later):
+//  seeded with the bars stored before, it asks from the newest of them, so minutes 5-7 are
+//  fetched; it once asked for the lookback alone and left them a hole nobody reported.
+Test (feed, restarted_live_feed_continues_from_the_newest_stored_bar)
+{
+    fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 500);
+    c.lookback = 3;
+    c.catchup = 60;                     //  fetched back to a stored bar up to an hour old
+    char err[256];
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    int64_t t1 = BASE + 3 * MIN + 30000;
+    fks_feed_t *f = fks_feed_new (a, &c, t1, err, sizeof err);
+    cr_assert_eq (fks_feed_poll (f, t1, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.v[out.bars.n - 1].open_time, BASE + 4 * MIN, "the next minute too");
+    fks_bars_t stored = { 0 };          //  what fks_ingest_newest gives: the newest two
+    fks_bars_push (&stored, &out.bars.v[out.bars.n - 2]);
+    fks_bars_push (&stored, &out.bars.v[out.bars.n - 1]);
+    fks_feed_destroy (&f);
+    fks_feed_out_clear (&out);
+
+    f = fks_feed_new (a, &c, T, err, sizeof err);
+    cr_assert_eq (fks_feed_seed (f, &stored, T), FKS_FEED_SEED_RESUMED);
+    cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.n, 8, "minutes 4 (stored, asked again) to 11");
+    cr_assert_eq (out.bars.v[0].open_time, BASE + 4 * MIN);
+    cr_assert_eq (out.n_findings, 0, "nothing is missing");
+    cr_assert_eq (fks_feed_seed (f, &stored, T), FKS_FEED_SEED_NONE, "it has seen newer");
+    fks_feed_destroy (&f);
+    fks_feed_out_free (&out);
+    fks_bars_free (&stored);
+    fks_adapter_destroy (&a);
+}
+
+//  Stored bars older than the catch-up (5 minutes): the feed fetches no further back than
+//  that, and the quality checks, continuing from the stored bar, report the hole as a gap.
+//  Pages behind the clock are not stale.
+Test (feed, restart_beyond_the_catch_up_reports_the_hole_as_a_gap)
+{
+    fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 2);
+    c.lookback = 3;
+    c.catchup = 5;
+    c.quality.stale_factor = 1;
+    fks_bar_t old = { .symbol = "BTCUSDT", .interval = "1m", .open_time = BASE - 5 * MIN,
+                      .open = 60000, .high = 60000, .low = 60000, .close = 60000,
+                      .closed = true };
+    fks_bars_t stored = { 0 };
+    fks_bars_push (&stored, &old);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
+    cr_assert_eq (fks_feed_seed (f, &stored, T), FKS_FEED_SEED_GAP);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.n, 2, "a page of 2 from 5 minutes back: minutes 7 and 8");
+    cr_assert_eq (out.bars.v[0].open_time, BASE + 7 * MIN);
+    cr_assert_eq (out.n_findings, 1);
+    cr_assert_eq (out.findings[0].kind, FKS_QUALITY_GAP);
+    cr_assert_float_eq (out.findings[0].value, 11, 1e-12, "minutes -4 to 6: %s",
+                        out.findings[0].detail);
+    fks_quality_finding_t st;
+    cr_assert_eq (fks_feed_next_ms (f), T, "behind the clock: the next page at once");
+    cr_assert_not (fks_feed_stale (f, T, &st), "catching up is not stale");
+    while (fks_feed_next_ms (f) <= T)
+        cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+    cr_assert_eq (out.bars.v[out.bars.n - 1].open_time, BASE + 11 * MIN);
+    cr_assert_eq (out.n_findings, 1, "one gap, once");
+    fks_feed_destroy (&f);
+    fks_feed_out_free (&out);
+    fks_bars_free (&stored);
+    fks_adapter_destroy (&a);
+}
+
 static fks_adapter_t *
 s_ttrc (void)
 {

@@ -257,6 +257,30 @@ Test (quality, forming_bar_update_is_compared_with_the_bar_before)
     cr_assert_eq (s_check (&q, s_flat ("1m", 2 * MIN, 131), NULL, f), 0);
 }
 
+Test (quality, series_seeded_with_stored_bars_continues_from_them)
+{
+    fks_quality_t q = s_series ("1m", FKS_CALENDAR_24X7);
+    fks_quality_finding_t f[4];
+    fks_bars_t stored = { 0 };
+    fks_bar_t b0 = s_flat ("1m", 0, 100), b1 = s_flat ("1m", MIN, 101);
+    fks_bars_push (&stored, &b0);
+    fks_bars_push (&stored, &b1);
+    fks_quality_seed (&q, &stored);
+    //  The newest stored minute again, at 130: compared with the stored bar before it.
+    cr_assert_eq (s_check (&q, s_flat ("1m", MIN, 130), NULL, f), 1);
+    cr_assert_eq (f[0].kind, FKS_QUALITY_OUTLIER);
+    cr_assert_float_eq (f[0].value, 0.3, 1e-12);
+    //  Minutes 2 to 4 never came: a gap from the stored bar.
+    cr_assert_eq (s_check (&q, s_flat ("1m", 5 * MIN, 130), NULL, f), 1);
+    cr_assert_eq (f[0].kind, FKS_QUALITY_GAP);
+    cr_assert_float_eq (f[0].value, 3, 1e-12);
+    //  Stored bars older than what the series has seen change nothing.
+    fks_quality_seed (&q, &stored);
+    cr_assert_eq (q.last_open, 5 * MIN);
+    cr_assert_float_eq (q.last_close, 130, 1e-12);
+    fks_bars_free (&stored);
+}
+
 Test (quality, older_bar_is_checked_for_bad_values_only)
 {
     fks_quality_t q = s_series ("1m", FKS_CALENDAR_24X7);

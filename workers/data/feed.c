@@ -17,6 +17,8 @@
 typedef struct {
     bool has_cursor;
     int64_t cursor;             /* live: newest open time seen; history: next start */
+    size_t window;              /* live, no cursor: intervals asked for back from now */
+    bool behind;                /* live: the last page was full and behind the clock */
     int64_t next_ms;
     int64_t backoff_ms;
     bool done;
@@ -35,7 +37,7 @@ struct fks_feed_t {
     char name[FKS_FEED_NAME_MAX];
     int64_t interval_ms;
     int64_t every_ms;
-    size_t lookback, batch;
+    size_t lookback, catchup, batch;
     double speed;
     bool history;
     s_state_t st, saved;
@@ -119,11 +121,13 @@ fks_feed_new (fks_adapter_t *adapter, const fks_feed_cfg_t *cfg, int64_t now_ms,
     self->interval_ms = iv;
     self->every_ms = cfg->every_ms;
     self->lookback = cfg->lookback;
+    self->catchup = cfg->catchup > cfg->lookback ? cfg->catchup : cfg->lookback;
     self->batch = cfg->batch;
     self->speed = cfg->speed;
     self->history = fks_adapter_is_history (adapter);
     fks_quality_init (&self->st.quality, &cfg->quality, cfg->interval, now_ms);
     self->st.next_ms = now_ms;
+    self->st.window = self->lookback;
     self->saved = self->st;
     return self;
 }
@@ -182,7 +186,7 @@ s_poll_live (fks_feed_t *self, int64_t now_ms, fks_feed_out_t *out, fks_fetch_er
 {
     int64_t iv = self->interval_ms;
     int64_t start = self->st.has_cursor ? self->st.cursor
-                  : now_ms - (int64_t) self->lookback * iv;
+                  : now_ms - (int64_t) self->st.window * iv;
     fks_fetch_req_t req = s_req (self, start, now_ms + iv, self->batch, now_ms);
     fks_bars_clear (&self->scratch);
     int rc = fks_adapter_fetch (self->adapter, &req, &self->scratch, err);
@@ -205,6 +209,7 @@ s_poll_live (fks_feed_t *self, int64_t now_ms, fks_feed_out_t *out, fks_fetch_er
     //  A full page that is still behind the clock: the next page at once.
     bool behind = self->scratch.n >= self->batch && newest < now_ms - iv
                   && newest > start;
+    self->st.behind = behind;
     self->st.next_ms = behind ? now_ms : now_ms + self->every_ms;
     return FKS_FEED_POLLED;
 }
@@ -289,6 +294,31 @@ fks_feed_poll (fks_feed_t *self, int64_t now_ms, fks_feed_out_t *out, fks_fetch_
                          : s_poll_live (self, now_ms, out, err);
 }
 
+int
+fks_feed_seed (fks_feed_t *self, const fks_bars_t *stored, int64_t now_ms)
+{
+    if (self->history || !stored || stored->n == 0)
+        return FKS_FEED_SEED_NONE;
+    int64_t newest = stored->v[stored->n - 1].open_time;
+    if (self->st.has_cursor && self->st.cursor >= newest)
+        return FKS_FEED_SEED_NONE;          //  this feed has seen as much already
+    fks_quality_seed (&self->st.quality, stored);
+    //  Stored bars the lookback would not reach: without a cursor there, a restart after more
+    //  than `lookback` intervals left a hole nothing fetched and nothing reported.
+    int64_t span = (int64_t) self->catchup * self->interval_ms;
+    if (newest >= now_ms - span) {
+        self->st.cursor = newest;
+        self->st.has_cursor = true;
+        return FKS_FEED_SEED_RESUMED;
+    }
+    //  Too far back to fetch (a source may not serve that far, and the catch-up must end):
+    //  the last `catchup` intervals are asked for, and the bars between the stored one and the
+    //  first that comes are a gap finding.
+    self->st.has_cursor = false;
+    self->st.window = self->catchup;
+    return FKS_FEED_SEED_GAP;
+}
+
 void
 fks_feed_undo (fks_feed_t *self, int64_t retry_at_ms)
 {
@@ -299,7 +329,9 @@ fks_feed_undo (fks_feed_t *self, int64_t retry_at_ms)
 bool
 fks_feed_stale (fks_feed_t *self, int64_t now_ms, fks_quality_finding_t *out)
 {
-    if (self->history)
+    //  A feed fetching pages behind the clock has bars coming: its newest is old only
+    //  because it has not got to them yet.
+    if (self->history || self->st.behind)
         return false;
     return fks_quality_stale (&self->st.quality, self->symbol, now_ms, out);
 }

@@ -4,9 +4,17 @@
  *  A live feed (binance, yahoo) is polled every `every_ms`. The first poll asks for the
  *  `lookback` most recent bars; later polls ask from the newest bar already seen (inclusive,
  *  so the forming bar keeps being updated until it closes). A full page that is still behind
- *  the clock is followed at once by the next one, so a feed that was down catches up. A
- *  failed poll backs off: 1 s, doubling up to 5 minutes, and never sooner than the server's
- *  Retry-After; a successful poll resets the back-off.
+ *  the clock is followed at once by the next one, so a feed that was down catches up; a feed
+ *  catching up is not stale. A failed poll backs off: 1 s, doubling up to 5 minutes, and never
+ *  sooner than the server's Retry-After; a successful poll resets the back-off.
+ *
+ *  A live feed that starts where bars were stored before (a restart, a lease taken over from
+ *  another replica) is seeded with the newest stored bars (fks_feed_seed): it asks from the
+ *  newest stored bar on, page by page, when that bar is at most max(lookback, catchup)
+ *  intervals old, so a restart leaves no hole; an older one is not fetched back further than
+ *  that, and the quality checks, which continue from the stored bar, report the hole as a
+ *  gap when the first bar comes. A source that cannot serve as far back (it starts later) is
+ *  reported the same way.
  *
  *  A history feed (replay) serves its file at `speed` times real time: a bar whose open time
  *  is d after the first bar's is due d / speed after the replay started; speed 0 replays as
@@ -44,6 +52,8 @@ typedef struct {
     const char *interval;
     int64_t every_ms;           /* live: between polls (>= 1) */
     size_t lookback;            /* live: bars asked for on the first poll (>= 1) */
+    size_t catchup;             /* live: at most this many intervals fetched back to the newest
+                                   stored bar after a restart (fks_feed_seed); 0: lookback */
     double speed;               /* history: 0 = as fast as possible, else x real time */
     size_t batch;               /* bars handed out per poll at most (>= 1) */
     fks_quality_cfg_t quality;
@@ -76,6 +86,15 @@ void fks_feed_destroy (fks_feed_t **self_p);
 /*  Polls when due (now_ms >= fks_feed_next_ms). Returns FKS_FEED_IDLE, _POLLED, _DONE or
  *  _FAILED (err filled, the next poll backed off). */
 int fks_feed_poll (fks_feed_t *self, int64_t now_ms, fks_feed_out_t *out, fks_fetch_err_t *err);
+
+#define FKS_FEED_SEED_NONE    0  /* nothing stored, not newer than the feed's own, or history */
+#define FKS_FEED_SEED_RESUMED 1  /* the next poll asks from the newest stored bar */
+#define FKS_FEED_SEED_GAP     2  /* too old to fetch back to: the hole will be a gap finding */
+
+/*  Seeds a live feed, before its polls, with the bars stored last for its symbol and interval
+ *  (fks_ingest_newest: oldest first, the newest last) at now_ms: its cursor and its quality
+ *  checks continue from them, see above. Returns FKS_FEED_SEED_*. */
+int fks_feed_seed (fks_feed_t *self, const fks_bars_t *stored, int64_t now_ms);
 
 /*  Puts the feed back to its state before the last poll, due again at retry_at_ms. */
 void fks_feed_undo (fks_feed_t *self, int64_t retry_at_ms);

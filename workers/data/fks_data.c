@@ -20,6 +20,8 @@
  *  serves its endpoints), FKS_BINANCE_URL (https://api.binance.com), FKS_YAHOO_URL
  *  (https://query1.finance.yahoo.com), FKS_DATA_HTTP_TIMEOUT (10s), FKS_DATA_BATCH (500 bars
  *  per transaction), FKS_DATA_OUTLIER (0.2), FKS_DATA_STALE_FACTOR (3), FKS_DATA_GAP_MIN (1),
+ *  FKS_DATA_CATCHUP (10000 intervals at most fetched back to the newest stored bar when a live
+ *  feed starts or is taken over; older holes are reported as gaps, see feed.h),
  *  FKS_DATA_LEASE_TTL (30s), FKS_PG_STATEMENT_TIMEOUT_MS (30000; 0 none: a store waiting longer,
  *  on a lock held elsewhere, is cancelled, rolled back and tried again like any failed store).
  *  docs/DATA_AI.md explains each.
@@ -56,7 +58,7 @@
 typedef struct {
     char *env, *pg_url, *redis_url, *bus_url, *http_bind, *feeds, *binance_url, *yahoo_url;
     int port;
-    int64_t http_timeout_ms, lease_ttl_ms, batch, gap_min, statement_timeout_ms;
+    int64_t http_timeout_ms, lease_ttl_ms, batch, gap_min, statement_timeout_ms, catchup;
     double outlier, stale_factor;
 } s_cfg_t;
 
@@ -67,6 +69,8 @@ typedef struct {
     bool leased;
     bool lease_error;                   /* the last lease check failed (logged once) */
     int64_t lease_renew_ms;             /* leased: renew it at this time */
+    bool seeded;                        /* since the lease was taken: fks_feed_seed done */
+    bool seed_error;                    /* the last look at the stored bars failed (logged) */
     int64_t hold_until_ms;              /* no lease: look again at this time */
     int64_t store_retry_ms;
     bool failing;                       /* last poll failed: log the recovery */
@@ -168,6 +172,7 @@ s_cfg_load (s_cfg_t *c)
     S_TRY (fks_config_double ("FKS_DATA_OUTLIER", 0.2, 0, 100, &c->outlier, &e));
     S_TRY (fks_config_double ("FKS_DATA_STALE_FACTOR", 3, 0, 10000, &c->stale_factor, &e));
     S_TRY (fks_config_int ("FKS_DATA_GAP_MIN", 1, 1, 1000000, &c->gap_min, &e));
+    S_TRY (fks_config_int ("FKS_DATA_CATCHUP", 10000, 0, 1000000, &c->catchup, &e));
     S_TRY (fks_config_int ("FKS_PG_STATEMENT_TIMEOUT_MS", 30000, 0, 3600000,
                            &c->statement_timeout_ms, &e));
 #undef S_TRY
@@ -205,6 +210,7 @@ s_lease (s_data_t *self, s_entry_t *en, int64_t now_ms)
                      "polling until Redis answers", fks_feed_name (en->feed), err.msg);
         en->lease_error = true;
         en->leased = false;
+        en->seeded = false;
         return -1;
     }
     en->lease_error = false;
@@ -217,6 +223,9 @@ s_lease (s_data_t *self, s_entry_t *en, int64_t now_ms)
         fks_log (FKS_LOG_INFO, NULL, NULL, "%s: %s", fks_feed_name (en->feed),
                  held ? "this replica polls it" : "another replica polls it");
     en->leased = held;
+    //  Whoever held it meanwhile may have stored bars: look again when it is taken.
+    if (!held)
+        en->seeded = false;
     return held;
 }
 
@@ -277,6 +286,15 @@ s_count (s_data_t *self, s_entry_t *en, const fks_ingest_stats_t *st, const fks_
     en->rejected += out->rejected;
 }
 
+//  PostgreSQL failed: the next try in 1 s, doubling up to 30 s.
+static void
+s_store_backoff (s_entry_t *en)
+{
+    en->store_retry_ms = en->store_retry_ms ? en->store_retry_ms * 2 : S_STORE_RETRY_MIN;
+    if (en->store_retry_ms > S_STORE_RETRY_MAX)
+        en->store_retry_ms = S_STORE_RETRY_MAX;
+}
+
 //  Stores out; on failure undoes the poll. 0 or -1.
 static int
 s_store (s_data_t *self, s_entry_t *en, const fks_feed_out_t *out, int64_t now_ms,
@@ -288,9 +306,7 @@ s_store (s_data_t *self, s_entry_t *en, const fks_feed_out_t *out, int64_t now_m
     if (fks_ingest (self->pg, self->redis, self->bus, fks_feed_source (en->feed), &out->bars,
                     out->findings, out->n_findings, now_ms, &st, &err) != 0) {
         fks_metric_inc (self->m_store_failed);
-        en->store_retry_ms = en->store_retry_ms ? en->store_retry_ms * 2 : S_STORE_RETRY_MIN;
-        if (en->store_retry_ms > S_STORE_RETRY_MAX)
-            en->store_retry_ms = S_STORE_RETRY_MAX;
+        s_store_backoff (en);
         char what[64];
         if (out->bars.n)
             snprintf (what, sizeof what, "%zu bars", out->bars.n);
@@ -320,6 +336,48 @@ s_store (s_data_t *self, s_entry_t *en, const fks_feed_out_t *out, int64_t now_m
     return 0;
 }
 
+//  A live feed just taken (at start, or from another replica) continues from the bars stored
+//  last for its symbol and interval, so a restart leaves no unfetched, unreported hole
+//  (feed.h). 0, or -1 when PostgreSQL did not answer: the feed then waits, as polling from
+//  the lookback alone could leave that hole.
+static int
+s_seed (s_data_t *self, s_entry_t *en, int64_t now_ms)
+{
+    if (fks_feed_is_history (en->feed)) {
+        en->seeded = true;
+        return 0;
+    }
+    fks_bars_t stored = { 0 };
+    fks_pg_err_t err;
+    if (fks_ingest_newest (self->pg, fks_feed_symbol (en->feed), fks_feed_interval (en->feed),
+                           &stored, &err) != 0) {
+        s_store_backoff (en);
+        fks_log (en->seed_error ? FKS_LOG_DEBUG : FKS_LOG_WARN, NULL, NULL, "%s: the newest "
+                 "stored bar not read, not polling yet; trying again in %" PRId64 " ms: %s%s%s",
+                 fks_feed_name (en->feed), en->store_retry_ms, err.msg,
+                 err.sqlstate[0] ? " SQLSTATE " : "", err.sqlstate);
+        en->seed_error = true;
+        fks_bars_free (&stored);
+        return -1;
+    }
+    en->seed_error = false;
+    int rc = fks_feed_seed (en->feed, &stored, now_ms);
+    char when[24];
+    if (rc != FKS_FEED_SEED_NONE)
+        fks_time_text (when, stored.v[stored.n - 1].open_time);
+    if (rc == FKS_FEED_SEED_RESUMED)
+        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: continuing from the newest stored bar (%s)",
+                 fks_feed_name (en->feed), when);
+    else if (rc == FKS_FEED_SEED_GAP)
+        fks_log (FKS_LOG_WARN, NULL, NULL, "%s: the newest stored bar (%s) is too old to "
+                 "fetch back to (FKS_DATA_CATCHUP %" PRId64 " intervals, or the lookback): "
+                 "the bars missing before the first fetched are reported as a gap",
+                 fks_feed_name (en->feed), when, self->cfg.catchup);
+    fks_bars_free (&stored);
+    en->seeded = true;
+    return 0;
+}
+
 static void
 s_poll_one (s_data_t *self, s_entry_t *en, int64_t now_ms)
 {
@@ -330,6 +388,10 @@ s_poll_one (s_data_t *self, s_entry_t *en, int64_t now_ms)
     if ((!en->leased || now_ms >= en->lease_renew_ms) && s_lease (self, en, now_ms) != 1) {
         //  Another replica polls it, or Redis does not answer: look again a little later.
         en->hold_until_ms = now_ms + S_LEASE_RETRY_MS;
+        return;
+    }
+    if (!en->seeded && s_seed (self, en, now_ms) != 0) {
+        en->hold_until_ms = now_ms + en->store_retry_ms;
         return;
     }
     fks_feed_out_clear (&self->out);
@@ -469,7 +531,7 @@ s_feeds (s_data_t *self, int64_t now_ms)
         fks_feed_cfg_t fc = {
             .raw_symbol = sp->raw_symbol, .symbol = sp->symbol, .interval = sp->interval,
             .every_ms = sp->every_ms, .lookback = sp->lookback, .speed = sp->speed,
-            .batch = (size_t) self->cfg.batch,
+            .batch = (size_t) self->cfg.batch, .catchup = (size_t) self->cfg.catchup,
         };
         fks_quality_cfg_defaults (&fc.quality);
         fc.quality.outlier = self->cfg.outlier;

@@ -43,6 +43,11 @@ const fks_pg_stmt_t fks_ingest_stmts[] = {
       "        decode (u.env, 'hex')"
       "   FROM unnest ($1::uuid[], $2::text[], $3::bigint[], $4::text[])"
       "     AS u (id, type, ns, env)", 4 },
+    { "fks_ingest_newest",
+      "SELECT (extract (epoch FROM open_time) * 1000)::bigint, open::float8, high::float8,"
+      "       low::float8, close::float8, volume::float8"
+      "  FROM bars WHERE symbol = $1 AND interval = $2"
+      " ORDER BY open_time DESC LIMIT 2", 2 },
 };
 const size_t fks_ingest_n_stmts = sizeof fks_ingest_stmts / sizeof fks_ingest_stmts[0];
 
@@ -489,5 +494,35 @@ done:
     free (keys);
     free (u);
     free (changed);
+    return rc;
+}
+
+int
+fks_ingest_newest (fks_pg_t *pg, const char *symbol, const char *interval, fks_bars_t *out,
+                   fks_pg_err_t *err)
+{
+    const char *values[2] = { symbol, interval };
+    PGresult *r = fks_pg_exec (pg, "fks_ingest_newest", 2, values, NULL, NULL, err);
+    if (!r)
+        return -1;
+    int rc = 0;
+    //  Newest first from the index; handed out oldest first, like every list of bars.
+    for (int i = PQntuples (r) - 1; i >= 0 && rc == 0; i--) {
+        fks_bar_t bar;
+        memset (&bar, 0, sizeof bar);
+        snprintf (bar.symbol, sizeof bar.symbol, "%s", symbol);
+        snprintf (bar.interval, sizeof bar.interval, "%s", interval);
+        bar.open_time = strtoll (PQgetvalue (r, i, 0), NULL, 10);
+        double *v[5] = { &bar.open, &bar.high, &bar.low, &bar.close, &bar.volume };
+        for (int k = 0; k < 5; k++)
+            *v[k] = strtod (PQgetvalue (r, i, k + 1), NULL);
+        bar.closed = true;
+        if (fks_bars_push (out, &bar) != 0) {
+            memset (err, 0, sizeof *err);
+            snprintf (err->msg, sizeof err->msg, "out of memory");
+            rc = -1;
+        }
+    }
+    PQclear (r);
     return rc;
 }

@@ -61,4 +61,11 @@ int fks_ingest (fks_pg_t *pg, fks_redis_t *redis, fks_bus_client_t *bus, const c
                 size_t n_findings, int64_t now_ms, fks_ingest_stats_t *stats,
                 fks_pg_err_t *err);
 
+/*  The newest two bars stored for symbol at interval (fewer when there are fewer), appended
+ *  to out oldest first, values as stored (`closed` is true: what is stored is not known to be
+ *  forming). Where a live feed resumes after a restart or a lease taken over (feed.h
+ *  fks_feed_seed). 0, or -1 with err. */
+int fks_ingest_newest (fks_pg_t *pg, const char *symbol, const char *interval, fks_bars_t *out,
+                       fks_pg_err_t *err);
+
 #endif

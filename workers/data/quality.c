@@ -282,6 +282,22 @@ fks_quality_check (fks_quality_t *self, const fks_bar_t *bar, int64_t now_ms,
     return true;
 }
 
+void
+fks_quality_seed (fks_quality_t *self, const fks_bars_t *stored)
+{
+    if (!stored || stored->n == 0)
+        return;
+    const fks_bar_t *newest = &stored->v[stored->n - 1];
+    if (self->has_last && self->last_open >= newest->open_time)
+        return;
+    self->has_last = true;
+    self->last_open = newest->open_time;
+    self->last_close = newest->close;
+    self->has_before = stored->n >= 2;
+    self->before_close = self->has_before ? stored->v[stored->n - 2].close : 0;
+    self->stale_reported = false;
+}
+
 bool
 fks_quality_stale (fks_quality_t *self, const char *symbol, int64_t now_ms,
                    fks_quality_finding_t *out)

@@ -90,6 +90,11 @@ const char *fks_calendar_name (fks_calendar_t calendar);
 int fks_quality_init (fks_quality_t *self, const fks_quality_cfg_t *cfg, const char *interval,
                       int64_t now_ms);
 
+/*  Continues the series from bars already stored (oldest first; the newest, and the one
+ *  before it if any), e.g. after a restart: the next bar is checked for a gap and a jump
+ *  against them. Nothing changes when the series already has a bar as new as the newest. */
+void fks_quality_seed (fks_quality_t *self, const fks_bars_t *stored);
+
 /*  Checks bar (now_ms is the wall clock, for "in the future") and appends its findings to
  *  out[*n .. cap-1] (a finding that does not fit is dropped; 3 slots always suffice). Returns
  *  true when the bar may be stored (no bad value); the series then remembers it. */
