@@ -161,7 +161,8 @@ static const char *const s_drop_names[S_DROP_KINDS] = {
 
 typedef struct {
     size_t n[S_DROP_KINDS];
-    int64_t first[S_DROP_KINDS];        /* the open time of the first one */
+    int64_t first[S_DROP_KINDS];        /* the open time of the first one, */
+    char first_text[S_DROP_KINDS][160]; /* ... or the loader's words for it */
 } s_drops_t;
 
 //  Which rule a refused bar broke, in the order quality.c checks them. The verdict is the data
@@ -231,8 +232,7 @@ s_clean (fks_bars_t *bars, const char *interval, s_drops_t *d)
 //  The bars of the CSV file or the bars table, oldest first (the newest a->max_bars). 0 or -1
 //  (printed).
 static int
-s_read_bars (const s_args_t *a, const char *symbol, fks_bars_t *bars, s_drops_t *d,
-             char *first_skip, size_t cap)
+s_read_bars (const s_args_t *a, const char *symbol, fks_bars_t *bars, s_drops_t *d)
 {
     if (a->csv) {
         fks_csv_stats_t st;
@@ -242,8 +242,12 @@ s_read_bars (const s_args_t *a, const char *symbol, fks_bars_t *bars, s_drops_t 
             fprintf (stderr, "fks-train: %s\n", err);
             return -1;
         }
+        //  The loader keeps one row per time, the last (as the replay feed does).
         d->n[S_DROP_TIME] = st.skipped;
-        snprintf (first_skip, cap, "%s", st.first_skip);
+        snprintf (d->first_text[S_DROP_TIME], sizeof d->first_text[0], "%s", st.first_skip);
+        d->n[S_DROP_DUPLICATE] = st.duplicates;
+        snprintf (d->first_text[S_DROP_DUPLICATE], sizeof d->first_text[0], "%s",
+                  st.first_duplicate);
         return 0;
     }
     char *url = NULL;
@@ -310,8 +314,7 @@ s_load (const s_args_t *a, const char *symbol, double **close, double **volume, 
     fks_bars_t bars = { 0 };
     s_drops_t d;
     memset (&d, 0, sizeof d);
-    char first_skip[160] = "";
-    if (s_read_bars (a, symbol, &bars, &d, first_skip, sizeof first_skip) != 0) {
+    if (s_read_bars (a, symbol, &bars, &d) != 0) {
         fks_bars_free (&bars);
         return -1;
     }
@@ -321,8 +324,8 @@ s_load (const s_args_t *a, const char *symbol, double **close, double **volume, 
             continue;
         char when[24];
         fprintf (stderr, "fks-train: dropped %zu row%s: %s (first: %s)\n", d.n[k],
-                 d.n[k] == 1 ? "" : "s", s_drop_names[k], k == S_DROP_TIME ? first_skip
-                 : fks_time_text (when, d.first[k]));
+                 d.n[k] == 1 ? "" : "s", s_drop_names[k],
+                 d.first_text[k][0] ? d.first_text[k] : fks_time_text (when, d.first[k]));
     }
     //  Only the newest max_bars: the bars table's query already took them, a file may hold
     //  more.
