@@ -162,19 +162,37 @@ fks_redis_stop() {
   return 0
 }
 
+# fks_terminate SECONDS NAME:PID... : SIGTERM to every process, in the order given, then waits
+# for all of them together; what still runs after SECONDS gets SIGKILL. So stopping several
+# takes as long as the slowest, not the sum.
+fks_terminate() {
+  local secs=$1 entry pid i left; shift
+  local -a alive=()
+  for entry in "$@"; do
+    pid=${entry##*:}
+    case $pid in ''|*[!0-9]*) continue ;; esac
+    kill -TERM "$pid" 2>/dev/null && alive+=("$entry")
+  done
+  for i in $(seq 1 $((secs * 10))); do
+    left=()
+    for entry in "${alive[@]}"; do kill -0 "${entry##*:}" 2>/dev/null && left+=("$entry"); done
+    alive=("${left[@]}")
+    [ ${#alive[@]} -eq 0 ] && return 0
+    sleep 0.1
+  done
+  for entry in "${alive[@]}"; do
+    fks_say "${entry%:*} (${entry##*:}) did not stop on SIGTERM in $secs s: SIGKILL"
+    kill -KILL "${entry##*:}" 2>/dev/null
+  done
+  return 0
+}
+
 # fks_kill_pidfile FILE NAME : SIGTERM the process in FILE, wait up to 10 s, then SIGKILL.
 fks_kill_pidfile() {
-  local file=$1 name=$2 pid i
+  local file=$1 name=$2 pid
   pid=$(cat "$file" 2>/dev/null) || return 0
   case $pid in ''|*[!0-9]*) rm -f "$file"; return 0 ;; esac
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      fks_say "$name ($pid) did not stop on SIGTERM in 10 s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null
-    fi
-  fi
+  fks_terminate 10 "$name:$pid"
   rm -f "$file"
 }
 
@@ -191,13 +209,29 @@ fks_start_program() {
   echo $! >"$state/pids/$name.pid"
 }
 
-# fks_stop_programs STATE : stops every program recorded in STATE/pids, newest first.
+# fks_stop_programs STATE : stops every program recorded in STATE/pids. SIGTERM goes to all of
+# them at once, in this order: the gateway(s) first (no new alert comes in), then the workers
+# and every other program, the bus last; then they are waited for together, up to 15 s (the bus
+# waits up to FKS_BUS_DRAIN_TIMEOUT, 10 s, for in-flight acks), and what is left gets SIGKILL.
+# So stopping takes about as long as the slowest program, not the sum of all. The stopping bus
+# still takes the workers' acks; what they publish while it stops stays in the outbox and the
+# next bus's reconciler publishes it (docs/BUS.md).
 fks_stop_programs() {
-  local state=$1 f
+  local state=$1 f name pid
+  local -a first=() middle=() last=()
   [ -d "$state/pids" ] || return 0
-  for f in $(ls -t "$state/pids"/*.pid 2>/dev/null); do
-    fks_kill_pidfile "$f" "$(basename "$f" .pid)"
+  for f in "$state/pids"/*.pid; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f" .pid)
+    pid=$(cat "$f" 2>/dev/null) || pid=""
+    case $name in
+      gateway*) first+=("$name:$pid") ;;
+      bus*) last+=("$name:$pid") ;;
+      *) middle+=("$name:$pid") ;;
+    esac
   done
+  fks_terminate 15 "${first[@]}" "${middle[@]}" "${last[@]}"
+  rm -f "$state/pids"/*.pid
 }
 
 # fks_wait_http URL SECONDS : waits until URL answers 200.
