@@ -209,13 +209,11 @@ fks_start_program() {
   echo $! >"$state/pids/$name.pid"
 }
 
-# fks_stop_programs STATE : stops every program recorded in STATE/pids. SIGTERM goes to all of
-# them at once, in this order: the gateway(s) first (no new alert comes in), then the workers
-# and every other program, the bus last; then they are waited for together, up to 15 s (the bus
-# waits up to FKS_BUS_DRAIN_TIMEOUT, 10 s, for in-flight acks), and what is left gets SIGKILL.
-# So stopping takes about as long as the slowest program, not the sum of all. The stopping bus
-# still takes the workers' acks; what they publish while it stops stays in the outbox and the
-# next bus's reconciler publishes it (docs/BUS.md).
+# fks_stop_programs STATE : stops every program recorded in STATE/pids. SIGTERM goes to the
+# gateway(s), the workers and every other program at once and they are waited for together
+# (up to 15 s, then SIGKILL); the bus gets its SIGTERM once they are gone, so the workers'
+# last acks and publishes of their drain reach it (up to FKS_BUS_DRAIN_TIMEOUT, 10 s, then
+# SIGKILL). Stopping takes about as long as the slowest worker plus the bus, not the sum of all.
 fks_stop_programs() {
   local state=$1 f name pid
   local -a first=() middle=() last=()
@@ -230,7 +228,8 @@ fks_stop_programs() {
       *) middle+=("$name:$pid") ;;
     esac
   done
-  fks_terminate 15 "${first[@]}" "${middle[@]}" "${last[@]}"
+  fks_terminate 15 "${first[@]}" "${middle[@]}"
+  fks_terminate 15 "${last[@]}"
   rm -f "$state/pids"/*.pid
 }
 
