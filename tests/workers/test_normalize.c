@@ -133,6 +133,25 @@ Test (decide, buy_against_a_short_closes_it_and_opens_the_quantity)
     cr_assert_not (d.close_position);
 }
 
+//  TradersPost's partial exit: a share of the position on the other side reduces it.
+Test (decide, a_percent_of_the_position_against_it_is_a_partial_exit)
+{
+    fks_signal_alert_t a = s_alert ("sell", 50);
+    snprintf (a.quantity_type, sizeof a.quantity_type, "percent_of_position");
+    fks_signal_decision_t d = s_decide (&a, 9);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_float_eq (d.qty, 4.5, 1e-12);
+    cr_assert (d.reduce_only);
+    cr_assert_not (d.has_open_qty, "never a reversal");
+    cr_assert_not (d.close_position);
+    snprintf (a.quantity_type, sizeof a.quantity_type, "percent_of_position");
+    a.quantity = 100;
+    d = s_decide (&a, 9);
+    cr_assert_float_eq (d.qty, 9, 1e-12);
+    cr_assert (d.close_position, "all of it");
+}
+
 Test (decide, sell_with_market_position_flat_only_closes_the_long)
 {
     fks_signal_alert_t a = s_alert ("sell", 5);

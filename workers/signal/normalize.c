@@ -396,6 +396,21 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         qty = sized;
         snprintf (basis, sizeof basis, "add to %s: %s", buy ? "long" : "short", how);
     }
+    else if ((act == S_BUY ? pos < -S_EPS : pos > S_EPS)
+             && !strcmp (a->quantity_type, "percent_of_position")) {
+        //  3f'. A share of the position on the other side: an exit of that share (TradersPost's
+        //  partial exit), never a reversal.
+        buy = act == S_BUY;
+        if (sized_rc != 0) {
+            s_filter (d, "%s", how);
+            return;
+        }
+        qty = sized < pos_abs ? sized : pos_abs;
+        d->reduce_only = true;
+        d->close_position = qty >= pos_abs;
+        snprintf (basis, sizeof basis, "reduce %s position of %.10g by %s",
+                  buy ? "short" : "long", pos_abs, how);
+    }
     else {
         //  3f. Buy (sell): close an opposite position, then open the sized amount.
         buy = act == S_BUY;
