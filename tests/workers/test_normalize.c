@@ -189,6 +189,47 @@ Test (decide, close_without_a_position_is_filtered_with_the_reason)
     cr_assert_str_eq (d.action, "exit");
 }
 
+Test (decide, decisions_that_rest_on_the_position_say_so)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    cr_assert_not (s_decide (&a, 0).position_matters, "a plain buy is resized at execution");
+    const char *rest[] = { "close", "exit", "add" };
+    for (int i = 0; i < 3; i++) {
+        a = s_alert (rest[i], 1);
+        cr_assert (s_decide (&a, 0).position_matters, "%s", rest[i]);
+    }
+    a = s_alert ("sell", 1);
+    snprintf (a.market_position, sizeof a.market_position, "flat");
+    cr_assert (s_decide (&a, 0).position_matters);
+    a = s_alert ("buy", 0);
+    a.has_position_size = true;
+    a.position_size = 2;
+    cr_assert (s_decide (&a, 0).position_matters);
+}
+
+Test (decide, the_position_after_a_signal_is_its_target_a_close_or_its_quantity)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1.5);
+    fks_signal_decision_t d = s_decide (&a, -1);
+    cr_assert_float_eq (fks_signal_position_after (-1, &d), 1.5, 1e-12,
+                        "close the short of 1, open a long of 1.5");
+    a = s_alert ("sell", 2);
+    d = s_decide (&a, 0);
+    cr_assert_float_eq (fks_signal_position_after (0, &d), -2, 1e-12);
+    a = s_alert ("exit", 0);
+    d = s_decide (&a, 3);
+    cr_assert_float_eq (fks_signal_position_after (3, &d), 0, 1e-12);
+    a = s_alert ("buy", 0);
+    a.has_position_size = true;
+    a.position_size = 5;
+    d = s_decide (&a, 2);
+    cr_assert_float_eq (fks_signal_position_after (2, &d), 5, 1e-12);
+    a = s_alert ("close", 0);
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert_float_eq (fks_signal_position_after (0, &d), 0, 1e-12, "a filter moves nothing");
+}
+
 Test (decide, exit_with_a_quantity_closes_part_of_the_position)
 {
     fks_signal_alert_t a = s_alert ("exit", 0.5);

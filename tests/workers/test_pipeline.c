@@ -563,6 +563,66 @@ Test (pipeline, exits_and_reversals_are_sized_from_the_position_when_ordered,
     s_assert_books_balance ();
 }
 
+//  An exit that comes before the entry ahead of it is filled (execution stopped: the signal
+//  worker sees no position at all) closes what that entry opens instead of finding "nothing
+//  to close"; likewise a strategy's flat exit, an add, and an exit right behind its entry in
+//  one signal batch (signal worker stopped while both wait on the bus). The position the
+//  signal worker decides with counts the signals not yet filled.
+Test (pipeline, an_exit_behind_an_entry_not_yet_filled_closes_it,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    cr_assert_eq (h_stop (s.execution[0], SIGTERM, 10000), 0);
+    h_alert_t in_a = { .symbol = "PENDAUSDT", .action = "buy", .quantity = 2, .price = 10 };
+    h_alert_t out_a = { .symbol = "PENDAUSDT", .action = "exit", .price = 11 };
+    h_alert_t in_b = { .symbol = "PENDBUSDT", .action = "buy", .quantity = 3, .price = 10 };
+    h_alert_t out_b = { .symbol = "PENDBUSDT", .action = "sell", .quantity = 3, .price = 11,
+                        .market_position = "flat" };
+    h_alert_t in_c = { .symbol = "PENDCUSDT", .action = "sell", .quantity = 1, .price = 10 };
+    h_alert_t add_c = { .symbol = "PENDCUSDT", .action = "add", .quantity = 2, .price = 10 };
+    fks_id_t ids[6];
+    ids[0] = h_inject_alert (&s, &in_a, NULL, NULL);
+    h_wait_alert_status (&ids[0], "signalled");
+    ids[1] = h_inject_alert (&s, &out_a, NULL, NULL);
+    ids[2] = h_inject_alert (&s, &in_b, NULL, NULL);
+    h_wait_alert_status (&ids[2], "signalled");
+    ids[3] = h_inject_alert (&s, &out_b, NULL, NULL);
+    ids[4] = h_inject_alert (&s, &in_c, NULL, NULL);
+    h_wait_alert_status (&ids[4], "signalled");
+    ids[5] = h_inject_alert (&s, &add_c, NULL, NULL);
+    for (int i = 0; i < 6; i++)
+        h_wait_alert_status (&ids[i], "signalled");
+    h_stack_start_execution (&s, 0);
+    for (int i = 0; i < 6; i++)
+        h_wait_alert_status (&ids[i], "filled");
+    cr_assert_eq (s_position_is ("PENDAUSDT", "0"), 1, "the exit closes the long of 2");
+    cr_assert_eq (s_position_is ("PENDBUSDT", "0"), 1, "the flat sell closes the long of 3");
+    cr_assert_eq (s_position_is ("PENDCUSDT", "-3"), 1, "the add adds to the short of 1");
+
+    //  Entry and exit in one batch of the signal worker: they wait in the stopped replica's
+    //  client behind a stale alert of the symbol (the thread takes it alone, or with them,
+    //  and they queue meanwhile), so the entry is not in the database when the exit is decided.
+    cr_assert_eq (kill (s.signal[0]->pid, SIGSTOP), 0);
+    h_alert_t stale = { .symbol = "PENDDUSDT", .action = "buy", .quantity = 1, .price = 10,
+                        .alert_time_ms = fks_now_ms () - 3600000 };
+    h_alert_t in_d = { .symbol = "PENDDUSDT", .action = "buy", .quantity = 4, .price = 10 };
+    h_alert_t out_d = { .symbol = "PENDDUSDT", .action = "close", .price = 11 };
+    fks_id_t st = h_inject_alert (&s, &stale, NULL, NULL);
+    fks_id_t d0 = h_inject_alert (&s, &in_d, NULL, NULL);
+    fks_id_t d1 = h_inject_alert (&s, &out_d, NULL, NULL);
+    usleep (200 * 1000);            /* the bus delivers to the stopped replica's client */
+    cr_assert_eq (kill (s.signal[0]->pid, SIGCONT), 0);
+    h_wait_alert_status (&d0, "filled");
+    h_wait_alert_status (&d1, "filled");
+    h_wait_alert_status (&st, "filtered");
+    cr_assert_eq (s_position_is ("PENDDUSDT", "0"), 1, "the close closes the long of 4");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals WHERE status = 'filtered'"), 1,
+                  "the stale alert only");
+    s_assert_books_balance ();
+}
+
 //  A signal.created whose signal was filtered, refused or failed meanwhile (the ai stage
 //  filtered it, then the execution input was switched from signal.scored to signal.created and
 //  the reconciler handed it over) is consumed and never ordered: in a batch and alone.

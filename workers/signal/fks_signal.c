@@ -33,6 +33,9 @@
 #include <string.h>
 
 #define S_CANCEL_MAX 100            /* open orders cancelled by one alert */
+#define S_PENDING_MAX 256           /* newest signals of a symbol looked at as pending */
+#define S_STR_(x) #x
+#define S_STR(x) S_STR_ (x)
 
 //  The inbox status only moves forward: accepted < signalled < scored < ordered < final.
 #define S_RANK(x) "(CASE " x " WHEN 'accepted' THEN 1 WHEN 'signalled' THEN 2 " \
@@ -43,6 +46,19 @@ static const fks_pg_stmt_t s_stmts[] = {
     //  The positions of a batch's symbols at once (s_prefetch).
     { "sig_positions",
       "SELECT symbol, qty FROM positions WHERE symbol = ANY ($1::text[])", 1 },
+    //  The position with the signals still on their way to execution (created or scored: the
+    //  execution worker updates a signal's status in the transaction that fills it), oldest
+    //  first, in one statement so that both are read from one snapshot. Bounded: the newest
+    //  S_PENDING_MAX signals of the symbol within the reconciler's horizon (an hour).
+    { "sig_expected",
+      "SELECT (SELECT qty FROM positions WHERE symbol = $1), s.side, s.qty,"
+      "       s.params->>'target_position', s.params->>'close_position'"
+      "  FROM (SELECT 1) AS one LEFT JOIN LATERAL ("
+      "    SELECT * FROM (SELECT created_at, id, side, qty, params, status FROM signals"
+      "                    WHERE symbol = $1 AND created_at > now () - interval '1 hour'"
+      "                    ORDER BY created_at DESC, id DESC LIMIT " S_STR (S_PENDING_MAX) ") r"
+      "     WHERE status IN ('created', 'scored')) s ON true"
+      " ORDER BY s.created_at, s.id", 1 },
     { "sig_insert",
       "WITH ins AS ("
       "  INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
@@ -100,9 +116,16 @@ typedef struct {
 
 //  A handler thread's cache for one transaction (reset by s_begin): positions and latest
 //  prices already read, so a batch of alerts on one symbol reads them once.
+//  The position is the one decisions are made with: as read, then moved by each signal this
+//  transaction creates (local), and, once a decision rests on it, recomputed from the position
+//  and the signals not yet filled, read together (s_expected).
 typedef struct {
     char symbol[FKS_SIGNAL_SYMBOL_MAX];
     double position;
+    bool expected;                  /* the pending signals are counted in position */
+    bool local_abs;                 /* a signal of this transaction set the position to ... */
+    double local_base;              /* ... this (a target or a close), */
+    double local_delta;             /* and the rest since then moved it by this much */
     bool has_price;
     bool price_read;
     double price;
@@ -242,6 +265,51 @@ s_seen (fks_worker_tx_t *tx, const char *symbol, int *rc)
     if (st && e == &st->seen[st->n])
         st->n++;
     return e;
+}
+
+//  Counts the symbol's signals not yet filled in e->position (once per transaction), so that
+//  an exit right behind an entry closes it instead of finding nothing to close.
+static int
+s_expected (fks_worker_tx_t *tx, s_seen_t *e)
+{
+    fks_pg_err_t err;
+    const char *values[1] = { e->symbol };
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_expected", 1, values, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "reading the signals not yet filled");
+    double pos = 0;
+    for (int i = 0; i < PQntuples (r); i++) {
+        if (i == 0 && !PQgetisnull (r, 0, 0))
+            pos = fks_worker_parse_num (PQgetvalue (r, 0, 0), 0);
+        if (PQgetisnull (r, i, 1))
+            continue;               /* no pending signal: the LEFT JOIN's empty row */
+        fks_signal_decision_t d = { .kind = FKS_SIGNAL_CREATE };
+        snprintf (d.side, sizeof d.side, "%s", PQgetvalue (r, i, 1));
+        d.qty = fks_worker_parse_num (PQgetvalue (r, i, 2), 0);
+        d.has_target = !PQgetisnull (r, i, 3);
+        d.target = d.has_target ? fks_worker_parse_num (PQgetvalue (r, i, 3), 0) : 0;
+        d.close_position = !strcmp (PQgetvalue (r, i, 4), "true");
+        pos = fks_signal_position_after (pos, &d);
+    }
+    PQclear (r);
+    e->position = (e->local_abs ? e->local_base : pos) + e->local_delta;
+    e->expected = true;
+    return FKS_WORKER_OK;
+}
+
+//  A signal of this transaction moves the position the next decisions see.
+static void
+s_seen_created (s_seen_t *e, const fks_signal_decision_t *d)
+{
+    double after = fks_signal_position_after (e->position, d);
+    if (d->has_target || d->close_position) {
+        e->local_abs = true;
+        e->local_base = after;
+        e->local_delta = 0;
+    }
+    else
+        e->local_delta += after - e->position;
+    e->position = after;
 }
 
 
@@ -554,6 +622,14 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
     char symbol[FKS_SIGNAL_SYMBOL_MAX];
     snprintf (symbol, sizeof symbol, "%s", d.symbol);
     fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
+    if (d.position_matters && !seen->expected) {
+        if ((rc = s_expected (tx, seen)) != FKS_WORKER_OK)
+            return rc;
+        if (seen->position != ctx.position) {
+            ctx.position = seen->position;
+            fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
+        }
+    }
     switch (d.kind) {
         case FKS_SIGNAL_FILTER:
             return s_filtered (tx, &a, &d, "filtered");
@@ -566,6 +642,7 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
     rc = s_store (tx, &a, &d, "created", "signalled", &row);
     if (rc != FKS_WORKER_OK || !row.stored)
         return rc;
+    s_seen_created (seen, &d);
     fks_log (FKS_LOG_DEBUG, fks_worker_corr_text (tx), NULL, "signal: %s", d.reason);
     return s_emit_created (tx, &a, &d, &row.id);
 }

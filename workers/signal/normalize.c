@@ -265,6 +265,10 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     double pos = ctx->position;
     double pos_abs = fabs (pos);
     bool flat_target = !strcmp (a->market_position, "flat") || !strcmp (a->sentiment, "flat");
+    d->position_matters = a->has_position_size || act == S_EXIT || act == S_ADD || flat_target
+                          || (act == S_BUY && !strcmp (a->market_position, "short"))
+                          || (act == S_SELL && !strcmp (a->market_position, "long"))
+                          || !strcmp (a->quantity_type, "percent_of_position");
 
     //  The entry price: the limit for a limit order, else the alert's price, its signal
     //  price, or the latest known price.
@@ -452,4 +456,16 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     }
     snprintf (d->reason, sizeof d->reason, "%s %.10g %s%s: %s", d->side, d->qty, symbol,
               d->reduce_only ? " (reduce only)" : "", basis);
+}
+
+double
+fks_signal_position_after (double pos, const fks_signal_decision_t *d)
+{
+    if (d->kind != FKS_SIGNAL_CREATE)
+        return pos;
+    if (d->has_target)
+        return d->target;
+    if (d->close_position)
+        return 0;
+    return !strcmp (d->side, "buy") ? pos + d->qty : pos - d->qty;
 }

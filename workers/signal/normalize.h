@@ -102,6 +102,10 @@ typedef struct {
     bool close_position;            /* close all of the position this order reduces */
     bool has_open_qty;      double open_qty;    /* buy/sell: close an opposite position, as
                                                    found then, and open this much */
+    //  The outcome rests on the position, not only the size (a close, a reduce, a target, an
+    //  add, a share of the position): the caller should decide with the position as it will
+    //  be once the signals still on their way to execution are filled (fks_signal_position_after).
+    bool position_matters;
     char reason[FKS_SIGNAL_REASON_MAX];         /* how it was derived, or why it was filtered */
 } fks_signal_decision_t;
 
@@ -110,5 +114,9 @@ typedef struct {
 void fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *alert,
                         const char *symbol, const fks_signal_ctx_t *ctx,
                         fks_signal_decision_t *out);
+
+/*  The position pos becomes once a CREATE decision d is filled as sized: its target, flat
+ *  after a close of the whole position, else pos plus (a buy) or minus (a sell) its qty. */
+double fks_signal_position_after (double pos, const fks_signal_decision_t *d);
 
 #endif
