@@ -90,6 +90,8 @@ struct fks_bus_server_t {
     fks_metric_t *m_bad[S_SOCK_COUNT][S_BAD_COUNT];
     int64_t bad_logged[S_SOCK_COUNT][S_BAD_COUNT];
     uint64_t bad_suppressed[S_SOCK_COUNT][S_BAD_COUNT];
+    int64_t join_logged;                    /* refused JOINs: logged at most once a second */
+    uint64_t join_suppressed;
 };
 
 void
@@ -522,7 +524,15 @@ s_handle_join (fks_bus_server_t *self, const uint8_t *rid, size_t rid_len, zmq_m
             fks_log_field_str (fields, sizeof fields, "group", group);
         if (fks_bus_name_valid (name, strlen (name)))
             fks_log_field_str (fields, sizeof fields, "replica", name);
-        fks_log (FKS_LOG_WARN, NULL, fields, "join refused: %s", why);
+        if (self->join_logged != 0 && now - self->join_logged < 1000)
+            self->join_suppressed++;
+        else {
+            fks_log_field_int (fields, sizeof fields, "suppressed",
+                               (long long) self->join_suppressed);
+            fks_log (FKS_LOG_WARN, NULL, fields, "join refused: %s", why);
+            self->join_logged = now;
+            self->join_suppressed = 0;
+        }
         s_send_error (self, rid, rid_len,
                       self->draining ? FKS_BUS_ERR_SHUTDOWN : FKS_BUS_ERR_REFUSED, why);
         return;

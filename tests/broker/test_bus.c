@@ -588,6 +588,66 @@ Test (bus, dead_letters_wait_in_memory_while_postgresql_is_away_and_are_written_
     fks_bus_client_destroy (&pub);
 }
 
+//  Lines of the bus log that contain text.
+static int
+s_log_lines_with (const char *text)
+{
+    FILE *f = fopen (h.bus_log, "r");
+    cr_assert_not_null (f, "no log at %s", h.bus_log);
+    char line[4096];
+    int n = 0;
+    while (fgets (line, sizeof line, f))
+        n += strstr (line, text) != NULL;
+    fclose (f);
+    return n;
+}
+
+//  A peer that keeps sending JOINs the broker refuses is answered every time, but logged at
+//  most once a second, with the number left out.
+Test (bus, refused_joins_are_answered_each_time_and_logged_once_a_second)
+{
+    h_bus_start (NULL);
+    void *zctx = zmq_ctx_new ();
+    void *d = zmq_socket (zctx, ZMQ_DEALER);
+    cr_assert_eq (zmq_connect (d, h.bus_url), 0);
+    uint8_t join_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_JOIN };
+    uint8_t window[4] = { 0, 0, 0, 0 };                 /* a window of 0: refused */
+    for (int i = 0; i < 200; i++) {
+        const void *p[] = { join_hdr, "g", window, "r1", "market." };
+        size_t sz[] = { 3, 1, 4, 2, 7 };
+        s_send_frames (d, p, sz, 5);
+    }
+    int answered = 0, timeout_ms = 5000;
+    zmq_setsockopt (d, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+    for (; answered < 200; answered++) {
+        zmq_msg_t m;
+        zmq_msg_init (&m);
+        int rc = zmq_msg_recv (&m, d, 0);
+        bool error = rc == 3 && ((const uint8_t *) zmq_msg_data (&m))[2] == FKS_BUS_ERROR;
+        while (rc != -1 && zmq_msg_more (&m))
+            rc = zmq_msg_recv (&m, d, 0);       /* the code and the text */
+        zmq_msg_close (&m);
+        if (rc == -1 || !error)
+            break;
+    }
+    cr_assert_eq (answered, 200, "ERROR answers: %d", answered);
+    h_sleep_ms (200);
+    int logged = s_log_lines_with ("join refused");
+    cr_assert (logged >= 1 && logged <= 3, "%d lines for 200 refused JOINs", logged);
+    //  The next one after a second is logged, with the count of the ones that were not.
+    h_sleep_ms (1100);
+    const void *p[] = { join_hdr, "g", window, "r1", "market." };
+    size_t sz[] = { 3, 1, 4, 2, 7 };
+    s_send_frames (d, p, sz, 5);
+    h_sleep_ms (300);
+    cr_assert_eq (s_log_lines_with ("join refused"), logged + 1);
+    char said[64];
+    snprintf (said, sizeof said, "\"suppressed\":%d}", 200 - logged);
+    cr_assert_eq (s_log_lines_with (said), 1, "no line with %s", said);
+    zmq_close (d);
+    zmq_ctx_term (zctx);
+}
+
 Test (bus, fks_bus_refuses_to_start_without_its_database_url)
 {
     //  Start it by hand with FKS_PG_URL removed from the environment.
