@@ -34,10 +34,13 @@ s_start (void)
     cr_assert_geq (got, 1, "the consumer did not join; logs in /tmp/fks-bus-tests");
 }
 
-//  Waits until the reconciler's examined count has stayed the same for a few passes.
+//  Waits until the reconciler's examined count has reached at_least (rows become due only a
+//  second after they were written, later on a loaded machine), then until it has stayed the
+//  same for a few passes.
 static double
-s_settled_examined (void)
+s_settled_examined (double at_least)
 {
+    h_wait_metric (EXAMINED, at_least, 30000);
     double last = -2, now = -1;
     for (int i = 0; i < 60 && now != last; i++) {
         last = now;
@@ -54,13 +57,13 @@ Test (reconciler, examines_each_row_once_and_finds_a_lost_one_after_many_consume
     fks_bus_client_t *pub = h_publisher ();
     cr_assert_eq (h_produce (pub, 3000), 0);
     cr_assert_eq (h_wait_sql (EFFECTS, 3000, 30000), 3000);
-    double first = s_settled_examined ();
+    double first = s_settled_examined (3000);
     //  Right after its start the reconciler has no horizon `after` old yet, so it may read
     //  rows that were too young to judge more than once; from then on each row once.
     cr_assert_geq (first, 3000, "the walk did not get through the outbox");
     cr_assert_eq (h_produce (pub, 3000), 0);
     cr_assert_eq (h_wait_sql (EFFECTS, 6000, 30000), 6000);
-    double examined = s_settled_examined ();
+    double examined = s_settled_examined (first + 3000);
     cr_assert_geq (examined - first, 3000, "the walk did not get through the new rows");
     cr_assert_leq (examined - first, 3000, "%.0f rows examined for 3000 new ones",
                    examined - first);
@@ -71,7 +74,7 @@ Test (reconciler, examines_each_row_once_and_finds_a_lost_one_after_many_consume
     //  (Published again on a later pass too if the consumer had not committed it yet.)
     cr_assert_geq (h_wait_metric ("fks_bus_reconciler_republished_total{group=\"g\"}", 1,
                                   5000), 1);
-    double after = s_settled_examined ();
+    double after = s_settled_examined (examined + 1);
     cr_assert_leq (after - examined, 50, "finding one row examined %.0f", after - examined);
     cr_assert_eq (h_sql_long ("SELECT count(DISTINCT msg_id) FROM t_effects"), 6001);
     //  Its position is saved: past every row.
@@ -160,7 +163,7 @@ Test (reconciler, a_restarted_broker_resumes_from_the_saved_position)
     fks_bus_client_t *pub = h_publisher ();
     cr_assert_eq (h_produce (pub, 3000), 0);
     cr_assert_eq (h_wait_sql (EFFECTS, 3000, 30000), 3000);
-    s_settled_examined ();
+    s_settled_examined (3000);
     cr_assert_eq (h_sql_long ("SELECT count(*) FROM bus_groups "
                               "WHERE grp = 'g' AND reconciled_seq IS NOT NULL"), 1);
     cr_assert_eq (h_bus_stop (SIGKILL, 5000), 128 + SIGKILL);
@@ -169,7 +172,7 @@ Test (reconciler, a_restarted_broker_resumes_from_the_saved_position)
     h_bus_start (s_env);
     cr_assert_eq (h_wait_sql (EFFECTS, 3020, 30000), 3020, "lost messages never arrived");
     //  The new process walked from the saved position, not from the window's start.
-    double examined = s_settled_examined ();
+    double examined = s_settled_examined (20);
     cr_assert_leq (examined, 200, "the restarted reconciler examined %.0f rows", examined);
     cr_assert_eq (h_sql_long ("SELECT count(DISTINCT msg_id) FROM t_effects"), 3020);
     fks_bus_client_destroy (&pub);
@@ -184,7 +187,7 @@ Test (reconciler, new_prefixes_walk_the_window_again)
     cr_assert_geq (h_wait_metric ("fks_bus_consumers{group=\"g\"}", 1, 15000), 1);
     //  Lost market.bar rows: nobody takes them yet, so the walk passes them.
     cr_assert_eq (h_produce (NULL, 300), 0);
-    double before = s_settled_examined ();
+    double before = s_settled_examined (300);
     cr_assert_geq (before, 300);
     cr_assert_eq (h_metric ("fks_bus_reconciler_republished_total{group=\"g\"}"), 0);
     cr_assert_eq (h_sql_long (EFFECTS), 0);
