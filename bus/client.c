@@ -97,7 +97,7 @@ struct fks_bus_client_t {
     uint32_t window;
     fks_bus_msg_t *q_head, *q_tail;
     size_t q_len;
-    s_tags_t acks, touches;
+    s_tags_t acks, touches, releases;
     s_reject_t *rejects;
     size_t n_rejects, cap_rejects;
     uint64_t epoch;
@@ -288,6 +288,7 @@ s_join (fks_bus_client_t *self, int64_t now)
     s_purge_queue (self);
     self->acks.n = 0;
     self->touches.n = 0;
+    self->releases.n = 0;
     self->n_rejects = 0;
     self->state = S_JOINING;
     self->last_heard = now;
@@ -662,7 +663,7 @@ s_send_tags (void *sock, uint8_t command, const uint64_t *tags, size_t n)
     }
 }
 
-//  Sends what the callers queued: acks, touches, rejects.
+//  Sends what the callers queued: acks, touches, releases, rejects.
 static void
 s_flush_requests (fks_bus_client_t *self)
 {
@@ -674,6 +675,10 @@ s_flush_requests (fks_bus_client_t *self)
         }
         if (self->touches.n > 0)
             s_send_tags (self->sock, FKS_BUS_TOUCH, self->touches.v, self->touches.n);
+        if (self->releases.n > 0) {
+            s_send_tags (self->sock, FKS_BUS_RELEASE, self->releases.v, self->releases.n);
+            self->stats.released += self->releases.n;
+        }
         for (size_t i = 0; i < self->n_rejects; i++) {
             s_reject_t *r = &self->rejects[i];
             uint8_t tag[8];
@@ -688,6 +693,7 @@ s_flush_requests (fks_bus_client_t *self)
     }
     self->acks.n = 0;
     self->touches.n = 0;
+    self->releases.n = 0;
     self->n_rejects = 0;
     pthread_mutex_unlock (&self->lock);
 }
@@ -939,6 +945,7 @@ fks_bus_client_destroy (fks_bus_client_t **self_p)
     s_purge_queue (self);
     free (self->acks.v);
     free (self->touches.v);
+    free (self->releases.v);
     free (self->rejects);
     if (self->ready_fd >= 0)
         close (self->ready_fd);
@@ -1121,6 +1128,24 @@ fks_bus_ack (fks_bus_client_t *self, fks_bus_msg_t **msg_p)
     pthread_mutex_lock (&self->lock);
     if (msg->epoch == self->epoch && self->state == S_JOINED) {
         if (s_tags_add (&self->acks, msg->tag) == 0)
+            s_requested (self);
+    }
+    else
+        self->stats.stale++;
+    pthread_mutex_unlock (&self->lock);
+    fks_bus_msg_destroy (msg_p);
+    return 0;
+}
+
+int
+fks_bus_release (fks_bus_client_t *self, fks_bus_msg_t **msg_p)
+{
+    if (!self || !msg_p || !*msg_p)
+        return -1;
+    fks_bus_msg_t *msg = *msg_p;
+    pthread_mutex_lock (&self->lock);
+    if (msg->epoch == self->epoch && self->state == S_JOINED) {
+        if (s_tags_add (&self->releases, msg->tag) == 0)
             s_requested (self);
     }
     else

@@ -64,7 +64,8 @@ typedef struct {
     uint64_t received;          /* deliveries received */
     uint64_t acked;             /* acks sent (batched) */
     uint64_t rejected;          /* rejects sent */
-    uint64_t stale;             /* acks/rejects dropped because they predate a rejoin */
+    uint64_t released;          /* deliveries given back unhandled (fks_bus_release) */
+    uint64_t stale;             /* acks/rejects/releases dropped: they predate a rejoin */
     uint64_t joins;             /* WELCOMEs received: 1 + rejoins */
     uint64_t reconnects;        /* consumer socket re-created after broker silence */
     uint64_t bad_frames;        /* messages from the broker dropped as malformed */
@@ -125,6 +126,12 @@ int fks_bus_ack (fks_bus_client_t *self, fks_bus_msg_t **msg_p);
  *  letter. Destroys *msg_p. 0, or -1 on invalid arguments. */
 int fks_bus_reject (fks_bus_client_t *self, fks_bus_msg_t **msg_p, fks_bus_reject_t how,
                     const char *reason);
+
+/*  Gives a delivery back unhandled (a worker stopping before it started it): the broker puts
+ *  it back at the head of the queue without counting an attempt, as it does for what LEAVE
+ *  lists. Batched like acks (and sent before the LEAVE of fks_bus_client_destroy). Destroys
+ *  *msg_p. 0, or -1 on invalid arguments. */
+int fks_bus_release (fks_bus_client_t *self, fks_bus_msg_t **msg_p);
 
 /*  Tells the broker the handler is still working on msg: its ack deadline starts again.
  *  0, or -1 on invalid arguments. */

@@ -868,14 +868,17 @@ s_queue_init (s_queue_t *q, size_t cap)
     return 0;
 }
 
-//  Hands back what is still queued (freed un-acked); returns how many. Call with no thread
-//  using the queue any more, or under its lock.
+//  Hands back what is still queued (released to the broker through bus when given, so that no
+//  attempt is counted; else freed un-acked); returns how many. Call with no thread using the
+//  queue any more, or under its lock.
 static size_t
-s_queue_clear (s_queue_t *q)
+s_queue_clear (s_queue_t *q, fks_bus_client_t *bus)
 {
     size_t n = q->n;
     for (; q->n > 0; q->n--) {
         s_item_t *it = &q->items[q->head];
+        if (bus)
+            fks_bus_release (bus, &it->msg);
         fks_bus_msg_destroy (&it->msg);
         fks_envelope_destroy (&it->env);
         q->head = (q->head + 1) % q->cap;
@@ -888,7 +891,7 @@ static void
 s_queue_destroy (s_queue_t *q)
 {
     if (q->items)
-        s_queue_clear (q);
+        s_queue_clear (q, NULL);
     if (q->ready) {
         pthread_mutex_destroy (&q->lock);
         pthread_cond_destroy (&q->filled);
@@ -1047,7 +1050,7 @@ static void
 s_release (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        fks_bus_msg_destroy (&msgs[i]);
+        fks_bus_release (th->w->bus, &msgs[i]);
     fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu message(s) handed back unhandled",
              th->w->def->program, n);
 }
@@ -1259,7 +1262,7 @@ s_dispatch_main (void *arg)
         s_thread_t *th = &w->threads[key % (uint64_t) w->cfg.threads];
         s_item_t item = { msg, env };
         if (s_queue_put (w, &th->queue, item) != 0) {
-            fks_bus_msg_destroy (&item.msg);
+            fks_bus_release (w->bus, &item.msg);
             fks_envelope_destroy (&item.env);
             handed_back++;
         }
@@ -1552,7 +1555,7 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
         //  What was routed to a thread but not started goes back with the rest.
         size_t n = 0;
         for (int i = 0; i < self->cfg.threads; i++)
-            n += s_queue_clear (&self->threads[i].queue);
+            n += s_queue_clear (&self->threads[i].queue, self->bus);
         if (n)
             fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu queued message(s) handed "
                      "back unhandled", def->program, n);

@@ -761,6 +761,36 @@ s_dead_letters (void)
     return h_sql_int ("SELECT count(*) FROM dead_letters WHERE grp = 'rt'");
 }
 
+//  Messages routed to a thread but never started, given back by two graceful stops in a row,
+//  are released, not taken back as lost: no attempt is counted, so with two deliveries before
+//  a dead letter none becomes one (a rolling restart or a scale-down must not use up a
+//  message's deliveries).
+Test (runtime, routed_messages_handed_back_on_stop_count_no_attempt,
+      .init = s_setup_short_lease, .fini = s_teardown, .timeout = 120)
+{
+    static s_runner_t r;
+    s_start_with (&r, true, 1, 4, s_route);
+    for (int i = 0; i < 10; i++)
+        s_send_to ("ONEKEY", "slow", NULL, NULL);
+    for (int round = 0; round < 2; round++) {
+        if (round > 0)
+            s_start_with (&r, true, 1, 4, s_route);
+        int before = atomic_load (&s_started);
+        for (int i = 0; i < 250 && atomic_load (&s_started) == before; i++)
+            usleep (20000);
+        cr_assert_eq (s_stop (&r), 0);
+    }
+    cr_assert_lt (h_sql_int ("SELECT count(*) FROM rt_effects"), 10,
+                  "nothing was left queued at the stops");
+    s_start_with (&r, true, 16, 4, s_route);
+    long long done = h_wait_int ("SELECT count(*) FROM rt_effects", 10, 15000);
+    long long dead = s_dead_letters ();
+    cr_assert_eq (s_stop (&r), 0);
+    cr_assert_eq (dead, 0, "%lld message(s) never handled became dead letters; %lld of 10 done",
+                  dead, done);
+    cr_assert_eq (done, 10);
+}
+
 //  One message that fails 7 times (6-11 s of back-off) and 9 that wait behind it: in the
 //  thread's batch while it is retried alone (batch 64), or in the bus client's buffer (batch
 //  1). Every one takes effect once, and none becomes a dead letter.
