@@ -115,7 +115,41 @@ struct fks_broker_t {
 
     fks_broker_stats_t stats;
     size_t in_flight;
+    //  Replica lines (joined, left, dropped): at most S_REPLICA_LOG_MAX per window, so that a
+    //  peer joining in a loop cannot flood the log; the rest are counted and said.
+    int64_t log_window_start;
+    uint32_t log_in_window;
+    uint64_t log_suppressed;
 };
+
+#define S_REPLICA_LOG_MAX       20
+#define S_REPLICA_LOG_WINDOW_MS 10000
+
+//  Whether a replica line may be logged now (a budget per window); says how many were not
+//  when a new window opens.
+static bool
+s_replica_log_ok (fks_broker_t *self)
+{
+    int64_t now = fks_mono_ns () / 1000000;
+    if (self->log_window_start == 0 || now - self->log_window_start >= S_REPLICA_LOG_WINDOW_MS) {
+        if (self->log_suppressed > 0) {
+            char fields[64] = "";
+            fks_log_field_int (fields, sizeof fields, "suppressed",
+                               (long long) self->log_suppressed);
+            fks_log (FKS_LOG_WARN, NULL, fields, "replica joins and drops not logged (more than "
+                     "%d in %d s)", S_REPLICA_LOG_MAX, S_REPLICA_LOG_WINDOW_MS / 1000);
+        }
+        self->log_window_start = now;
+        self->log_in_window = 0;
+        self->log_suppressed = 0;
+    }
+    if (self->log_in_window >= S_REPLICA_LOG_MAX) {
+        self->log_suppressed++;
+        return false;
+    }
+    self->log_in_window++;
+    return true;
+}
 
 static inline s_entry_t *
 s_entry (const fks_broker_t *self, uint32_t idx)
@@ -454,12 +488,14 @@ s_replica_drop (fks_broker_t *self, uint32_t ri, const char *reason, bool gracef
     if (!graceful)
         self->stats.replicas_dropped++;
     self->stats.replicas--;
-    char fields[256] = "";
-    fks_log_field_str (fields, sizeof fields, "group", g->name);
-    fks_log_field_str (fields, sizeof fields, "replica", r->name);
-    fks_log_field_int (fields, sizeof fields, "requeued", (long long) taken);
-    fks_log (graceful ? FKS_LOG_INFO : FKS_LOG_WARN, NULL, fields, "replica %s: %s",
-             graceful ? "left" : "dropped", reason);
+    if (s_replica_log_ok (self)) {
+        char fields[256] = "";
+        fks_log_field_str (fields, sizeof fields, "group", g->name);
+        fks_log_field_str (fields, sizeof fields, "replica", r->name);
+        fks_log_field_int (fields, sizeof fields, "requeued", (long long) taken);
+        fks_log (graceful ? FKS_LOG_INFO : FKS_LOG_WARN, NULL, fields, "replica %s: %s",
+                 graceful ? "left" : "dropped", reason);
+    }
     r->used = false;
     r->next_free = self->free_replica;
     self->free_replica = ri;
@@ -801,11 +837,13 @@ fks_broker_join (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const c
     s_ready_add (self, ri);
     if (changed && self->io.group_changed)
         g->unpersisted = !self->io.group_changed (self->io.arg, g->name, prefixes, n_prefixes);
-    char fields[256] = "";
-    fks_log_field_str (fields, sizeof fields, "group", g->name);
-    fks_log_field_str (fields, sizeof fields, "replica", r->name);
-    fks_log_field_int (fields, sizeof fields, "window", window);
-    fks_log (FKS_LOG_INFO, NULL, fields, "replica joined");
+    if (s_replica_log_ok (self)) {
+        char fields[256] = "";
+        fks_log_field_str (fields, sizeof fields, "group", g->name);
+        fks_log_field_str (fields, sizeof fields, "replica", r->name);
+        fks_log_field_int (fields, sizeof fields, "window", window);
+        fks_log (FKS_LOG_INFO, NULL, fields, "replica joined");
+    }
     return 0;
 }
 

@@ -1012,7 +1012,10 @@ fks_bus_server_new (void *zctx, const fks_bus_server_cfg_t *cfg)
     //  S_ROUTER_RCVHWM frames of at most max_frame bytes.
     self->router = s_socket (self, ZMQ_ROUTER, self->bind, 100000, S_ROUTER_RCVHWM,
                              cfg->max_frame);
-    self->stream = s_socket (self, ZMQ_XPUB, self->stream_bind, cfg->stream_hwm, 1000, 65536);
+    //  What observers send is subscriptions: a flag byte and a type prefix (under
+    //  FKS_TYPE_MAX), so a longer message costs its sender the connection.
+    self->stream = s_socket (self, ZMQ_XPUB, self->stream_bind, cfg->stream_hwm, 1000,
+                             1 + FKS_TYPE_MAX);
     snprintf (self->internal_ep, sizeof self->internal_ep, "inproc://fks-bus-internal-%p",
               (void *) self);
     self->internal = s_socket (self, ZMQ_PULL, self->internal_ep, 10000, 10000, 0);

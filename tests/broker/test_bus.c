@@ -648,6 +648,66 @@ Test (bus, refused_joins_are_answered_each_time_and_logged_once_a_second)
     zmq_ctx_term (zctx);
 }
 
+//  A peer joining again and again (each JOIN drops its previous replica) is served every
+//  time, but the log gets at most a budget of replica lines, then the number left out.
+Test (bus, a_peer_joining_in_a_loop_does_not_flood_the_log)
+{
+    h_bus_start (NULL);
+    void *zctx = zmq_ctx_new ();
+    void *d = zmq_socket (zctx, ZMQ_DEALER);
+    cr_assert_eq (zmq_connect (d, h.bus_url), 0);
+    uint8_t join_hdr[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_JOIN };
+    uint8_t window[4] = { 0, 0, 0, 10 };
+    for (int i = 0; i < 500; i++) {
+        const void *p[] = { join_hdr, "g", window, "r1", "market." };
+        size_t sz[] = { 3, 1, 4, 2, 7 };
+        s_send_frames (d, p, sz, 5);
+    }
+    cr_assert_geq (h_wait_metric ("fks_bus_consumers{group=\"g\"}", 1, 5000), 1);
+    h_sleep_ms (500);
+    int joined = s_log_lines_with ("replica joined");
+    int dropped = s_log_lines_with ("joined again");
+    cr_assert (joined + dropped <= 20 && joined >= 1, "%d joined and %d dropped lines for 500 "
+               "JOINs", joined, dropped);
+    cr_assert_eq (h_metric ("fks_bus_consumers{group=\"g\"}"), 1, "one replica in the end");
+    zmq_close (d);
+    zmq_ctx_term (zctx);
+}
+
+//  An observer that sends the stream socket something longer than a subscription (a flag
+//  byte and a type prefix) loses its connection (it would make libzmq keep it); a well-behaved
+//  observer beside it gets the stream.
+Test (bus, a_subscription_longer_than_a_type_costs_the_observer_its_connection)
+{
+    h_bus_start (NULL);
+    void *zctx = zmq_ctx_new ();
+    void *bad = zmq_socket (zctx, ZMQ_SUB);
+    void *good = zmq_socket (zctx, ZMQ_SUB);
+    char long_prefix[200];
+    memset (long_prefix, 'm', sizeof long_prefix);
+    zmq_setsockopt (bad, ZMQ_SUBSCRIBE, long_prefix, sizeof long_prefix);
+    zmq_setsockopt (bad, ZMQ_SUBSCRIBE, "market.", 7);
+    zmq_setsockopt (good, ZMQ_SUBSCRIBE, "market.", 7);
+    cr_assert_eq (zmq_connect (bad, h.stream_url), 0);
+    cr_assert_eq (zmq_connect (good, h.stream_url), 0);
+    h_sleep_ms (500);                                /* the subscriptions reach the XPUB */
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 1), 0);
+    int timeout = 3000;
+    zmq_setsockopt (good, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    char topic[64];
+    cr_assert_eq (zmq_recv (good, topic, sizeof topic, 0), 10, "the observer got nothing");
+    timeout = 1000;
+    zmq_setsockopt (bad, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    cr_assert_eq (zmq_recv (bad, topic, sizeof topic, 0), -1, "the long subscription was kept");
+    char body[256];
+    cr_assert_eq (h_http_get (h.http_port, "/health", body, sizeof body), 200);
+    fks_bus_client_destroy (&pub);
+    zmq_close (bad);
+    zmq_close (good);
+    zmq_ctx_term (zctx);
+}
+
 Test (bus, fks_bus_refuses_to_start_without_its_database_url)
 {
     //  Start it by hand with FKS_PG_URL removed from the environment.
