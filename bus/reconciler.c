@@ -98,7 +98,8 @@ static const fks_pg_stmt_t s_stmts[] = {
     //  $1 group, $2/$3 walk position, $4 bound H, $5 rows to examine, $6 after, $7 max age,
     //  $8 pending rows to return at most, $9 the group's prefixes. Rows: kind 0 (the last row
     //  examined, n = rows examined), kind 1 (the first row too young to judge), kind 2 (the
-    //  pending rows, with their type and envelope), in (xid, seq) order within a kind.
+    //  pending rows, with their type and envelope), kind 3 (the rows the group never took that
+    //  passed the max age while the walk waited), in (xid, seq) order within a kind.
     { "rec_walk",
       "WITH scan AS MATERIALIZED ("
       "  SELECT e.xid, e.seq, e.id, e.type, e.created_at FROM events e"
@@ -106,14 +107,14 @@ static const fks_pg_stmt_t s_stmts[] = {
       "   ORDER BY e.xid, e.seq LIMIT $5::integer),"
       " cls AS MATERIALIZED ("
       "  SELECT s.xid, s.seq,"
-      "         CASE WHEN s.created_at <= now () - $7" S_MS " THEN 0"
-      "              WHEN NOT EXISTS (SELECT 1 FROM unnest ($9::text[]) AS p (prefix)"
+      "         CASE WHEN NOT EXISTS (SELECT 1 FROM unnest ($9::text[]) AS p (prefix)"
       "                                WHERE starts_with (s.type, p.prefix)) THEN 0"
       "              WHEN s.created_at > now () - $6" S_MS " THEN 1"
       "              WHEN EXISTS (SELECT 1 FROM consumed c"
       "                            WHERE c.grp = $1 AND c.msg_id = s.id) THEN 0"
       "              WHEN EXISTS (SELECT 1 FROM dead_letters d"
       "                            WHERE d.grp = $1 AND d.msg_id = s.id) THEN 0"
+      "              WHEN s.created_at <= now () - $7" S_MS " THEN 3"
       "              ELSE 2 END AS state"
       "    FROM scan s),"
       " out AS ("
@@ -122,7 +123,9 @@ static const fks_pg_stmt_t s_stmts[] = {
       "  UNION ALL"
       "  (SELECT 1, xid, seq, 0 FROM cls WHERE state = 1 ORDER BY xid, seq LIMIT 1)"
       "  UNION ALL"
-      "  (SELECT 2, xid, seq, 0 FROM cls WHERE state = 2 ORDER BY xid, seq LIMIT $8::integer))"
+      "  (SELECT 2, xid, seq, 0 FROM cls WHERE state = 2 ORDER BY xid, seq LIMIT $8::integer)"
+      "  UNION ALL"
+      "  (SELECT 3, xid, seq, 0 FROM cls WHERE state = 3))"
       " SELECT o.kind, o.xid::text, o.seq, o.n, e.type, e.envelope"
       "   FROM out o LEFT JOIN events e ON o.kind = 2 AND e.seq = o.seq"
       "  ORDER BY o.kind, o.xid, o.seq", 9, FKS_PG_CUSTOM_PLAN },
@@ -274,6 +277,22 @@ s_publish (fks_reconciler_t *self, s_group_t *g, PGresult *res, int r, int type_
     return true;
 }
 
+//  Events the group never took within the max age: no longer published again, counted and
+//  logged for an operator.
+static void
+s_expired (s_group_t *g, long expired)
+{
+    if (expired <= 0)
+        return;
+    fks_metric_add (g->m_expired, (double) expired);
+    char fields[128] = "";
+    fks_log_field_str (fields, sizeof fields, "group", g->name);
+    fks_log_field_int (fields, sizeof fields, "events", expired);
+    fks_log (FKS_LOG_ERROR, NULL, fields,
+             "reconciler: events not consumed within the max age are no longer published "
+             "again; an operator must look at them (events rows with no consumed row)");
+}
+
 //  Checks the group's pending rows again: keeps (and publishes) the ones still pending.
 static int
 s_recheck (fks_reconciler_t *self, s_group_t *g, long *budget, bool *busy)
@@ -315,15 +334,7 @@ s_recheck (fks_reconciler_t *self, s_group_t *g, long *budget, bool *busy)
     }
     PQclear (res);
     g->n_pending = kept;
-    if (expired > 0) {
-        fks_metric_add (g->m_expired, (double) expired);
-        char fields[128] = "";
-        fks_log_field_str (fields, sizeof fields, "group", g->name);
-        fks_log_field_int (fields, sizeof fields, "events", expired);
-        fks_log (FKS_LOG_ERROR, NULL, fields,
-                 "reconciler: events not consumed within the max age are no longer published "
-                 "again; an operator must look at them (events rows with no consumed row)");
-    }
+    s_expired (g, expired);
     return 0;
 }
 
@@ -354,7 +365,7 @@ s_walk_chunk (fks_reconciler_t *self, s_group_t *g, uint64_t bound, long *budget
     s_pos_t last = { 0, 0 }, young = { 0, 0 }, last_pending = { 0, 0 };
     long examined = 0;
     size_t returned = 0;
-    int rows = PQntuples (res);
+    int rows = PQntuples (res), first_expired = rows;
     for (int r = 0; r < rows; r++) {
         s_pos_t pos;
         if (!s_parse_pos (PQgetvalue (res, r, 1), PQgetvalue (res, r, 2), &pos))
@@ -369,6 +380,10 @@ s_walk_chunk (fks_reconciler_t *self, s_group_t *g, uint64_t bound, long *budget
             young = pos;
             has_young = true;
         }
+        else if (kind == 3) {
+            if (first_expired == rows)
+                first_expired = r;
+        }
         else if (kind == 2) {
             returned++;
             last_pending = pos;
@@ -380,15 +395,28 @@ s_walk_chunk (fks_reconciler_t *self, s_group_t *g, uint64_t bound, long *budget
                 g->pending[g->n_pending++] = pos;
         }
     }
-    PQclear (res);
     fks_metric_add (self->m_examined, (double) examined);
-    if (!has_last)
+    if (!has_last) {
+        PQclear (res);
         return 0;                   /* nothing below the bound after the walk */
+    }
     s_pos_t next = last;
     if (returned == room && s_pos_cmp (last_pending, next) < 0)
         next = last_pending;        /* the rows after the last one returned are not judged */
     if (has_young && s_pos_cmp (s_before (young), next) < 0)
         next = s_before (young);
+    //  Rows past the max age that the walk now leaves behind are given up: said once each
+    //  (the ones after next are judged again by the next walk).
+    long expired = 0;
+    for (int r = first_expired; r < rows; r++) {
+        s_pos_t pos;
+        if (atoi (PQgetvalue (res, r, 0)) == 3
+            && s_parse_pos (PQgetvalue (res, r, 1), PQgetvalue (res, r, 2), &pos)
+            && s_pos_cmp (pos, next) <= 0)
+            expired++;
+    }
+    PQclear (res);
+    s_expired (g, expired);
     g->walk = next;
     return !has_young && returned < room && examined >= self->cfg.scan;
 }

@@ -237,3 +237,30 @@ Test (reconciler, a_walk_starts_at_the_numerically_first_xid_not_the_textually_f
     cr_assert_eq (h_wait_sql (EFFECTS, 2, 20000), 2, "a lost row was never published again");
     cr_assert_eq (h_sql_long ("SELECT count(DISTINCT msg_id) FROM t_effects"), 2);
 }
+
+//  Every row a group never consumed within the max age is counted (and logged) as expired,
+//  also the rows that age out while the walk waits behind a full set of pending rows (they
+//  were passed over as settled, silently).
+Test (reconciler, every_row_that_outlives_the_max_age_is_counted_as_expired)
+{
+    static const char *const env[] = { "FKS_BUS_RECONCILE_AFTER=1s",
+                                       "FKS_BUS_RECONCILE_MAX_AGE=4s",
+                                       "FKS_BUS_RECONCILE_BATCH=2", NULL };
+    h_bus_start (env);
+    pid_t c = h_consumer_start ("c1", s_consumer_args);
+    cr_assert_geq (h_wait_metric ("fks_bus_consumers{group=\"g\"}", 1, 15000), 1);
+    kill (c, SIGTERM);
+    cr_assert_eq (h_wait_exit (c, 10000), 0);
+    h_produce (NULL, 10);                       /* ten rows nobody consumes */
+    double expired = h_wait_metric ("fks_bus_reconciler_expired_total{group=\"g\"}", 10,
+                                    15000);
+    h_sleep_ms (2000);                          /* and never counted twice */
+    expired = h_metric ("fks_bus_reconciler_expired_total{group=\"g\"}");
+    long unconsumed = h_sql_long ("SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 "
+                                  "FROM consumed c WHERE c.grp = 'g' AND c.msg_id = e.id) "
+                                  "AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE "
+                                  "d.grp = 'g' AND d.msg_id = e.id)");
+    cr_assert_eq (unconsumed, 10);
+    cr_assert_eq (expired, (double) unconsumed, "%ld rows expired unconsumed, %.0f counted",
+                  unconsumed, expired);
+}
