@@ -1119,15 +1119,15 @@ fks_bus_fd (fks_bus_client_t *self)
     return self->ready_fd;
 }
 
-int
-fks_bus_ack (fks_bus_client_t *self, fks_bus_msg_t **msg_p)
+//  Queues msg's tag on list (acks or releases) for the next flush, unless it predates a
+//  rejoin; destroys *msg_p. The callers have checked their arguments.
+static int
+s_finish_msg (fks_bus_client_t *self, fks_bus_msg_t **msg_p, s_tags_t *list)
 {
-    if (!self || !msg_p || !*msg_p)
-        return -1;
     fks_bus_msg_t *msg = *msg_p;
     pthread_mutex_lock (&self->lock);
     if (msg->epoch == self->epoch && self->state == S_JOINED) {
-        if (s_tags_add (&self->acks, msg->tag) == 0)
+        if (s_tags_add (list, msg->tag) == 0)
             s_requested (self);
     }
     else
@@ -1138,21 +1138,19 @@ fks_bus_ack (fks_bus_client_t *self, fks_bus_msg_t **msg_p)
 }
 
 int
+fks_bus_ack (fks_bus_client_t *self, fks_bus_msg_t **msg_p)
+{
+    if (!self || !msg_p || !*msg_p)
+        return -1;
+    return s_finish_msg (self, msg_p, &self->acks);
+}
+
+int
 fks_bus_release (fks_bus_client_t *self, fks_bus_msg_t **msg_p)
 {
     if (!self || !msg_p || !*msg_p)
         return -1;
-    fks_bus_msg_t *msg = *msg_p;
-    pthread_mutex_lock (&self->lock);
-    if (msg->epoch == self->epoch && self->state == S_JOINED) {
-        if (s_tags_add (&self->releases, msg->tag) == 0)
-            s_requested (self);
-    }
-    else
-        self->stats.stale++;
-    pthread_mutex_unlock (&self->lock);
-    fks_bus_msg_destroy (msg_p);
-    return 0;
+    return s_finish_msg (self, msg_p, &self->releases);
 }
 
 int
