@@ -469,6 +469,88 @@ Test (execution, a_bar_fills_at_most_its_volume_share_across_all_orders, .fini =
 
 
 //  --------------------------------------------------------------------------
+//  Cancels
+
+//  A strategy sends "buy limit" and, a moment later, "cancel" while execution is busy on the
+//  symbol: the limit signal has no order yet when the cancel comes. It must never rest.
+//  Whichever comes first under the symbol's lock, the limit is closed before it is ordered
+//  (filtered, under its own alert) or ordered and then cancelled: no working order is left.
+Test (execution, a_cancel_alert_cancels_a_limit_signal_not_yet_ordered, .fini = s_teardown,
+      .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "LINKUSDT", 10);
+    s_block ("LINKUSDT");                               /* execution busy on LINKUSDT */
+    h_alert_t lim = { .symbol = "LINKUSDT", .action = "buy", .quantity = 1, .price = 10,
+                      .order_type = "limit", .limit_price = 5 };
+    fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+    h_wait_alert_status (&a, "signalled");
+    h_alert_t cancel = { .symbol = "LINKUSDT", .action = "cancel" };
+    fks_id_t c = h_inject_alert (&s, &cancel, NULL, NULL);
+    //  The cancel waits for the symbol's lock behind the busy execution transaction (or, had
+    //  it not taken the lock, is handled at once).
+    char id[FKS_ID_STR_SIZE], lid[FKS_ID_STR_SIZE], q[600];
+    fks_id_format (&c, id);
+    fks_id_format (&a, lid);
+    s_wait_sql (h_sqlf (q, sizeof q, "SELECT CASE WHEN (SELECT count(*) FROM pg_locks"
+                        " WHERE locktype = 'advisory' AND NOT granted AND database ="
+                        " (SELECT oid FROM pg_database WHERE datname = current_database ()))"
+                        " = 2 OR (SELECT status FROM inbox WHERE id = '%s') <> 'accepted'"
+                        " THEN 1 ELSE 0 END", id), 1);
+    s_unblock ();
+    h_wait_alert_status (&c, "signalled");
+    //  The limit ends either way: filtered before it was ordered, or ordered and cancelled.
+    s_wait_sql (h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s'"
+                        " AND status IN ('filtered', 'ordered')", lid), 1);
+    s_wait_sql ("SELECT count(*) FROM orders WHERE type = 'limit'"
+                " AND status IN ('new', 'submitted', 'partially_filled')", 0);
+    sleep (1);                                          /* nothing placed late */
+    char *st = h_sql_text ("SELECT coalesce (string_agg (type || ' ' || status, '; '), 'none')"
+                           " FROM orders WHERE type = 'limit'");
+    char *sig = h_sql_text (h_sqlf (q, sizeof q, "SELECT status || ': ' || coalesce (reason, '')"
+                                    " FROM signals WHERE inbox_id = '%s'", lid));
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE type = 'limit'"
+                             " AND status IN ('new', 'submitted', 'partially_filled')"), 0,
+                  "the cancel left the limit order working: %s (signal %s)", st, sig);
+    if (h_sql_int ("SELECT count(*) FROM orders WHERE type = 'limit'") == 0) {
+        //  Closed before it was ordered: said under the limit's own alert.
+        cr_assert (strstr (sig, "filtered: cancelled by alert ") != NULL, "%s", sig);
+        cr_assert_eq (h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM events"
+                                         " WHERE type = 'signal.filtered' AND corr = '%s'",
+                                         lid)), 1);
+        cr_assert_eq (h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox"
+                                         " WHERE id = '%s' AND status = 'filtered'", lid)), 1);
+    }
+    else
+        cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE type = 'limit'"
+                                 " AND status = 'cancelled'"), 1, "%s", st);
+    free (st);
+    free (sig);
+}
+
+//  A cancel with nothing open and nothing on its way is filtered, and says why.
+Test (execution, a_cancel_alert_with_nothing_to_cancel_is_filtered, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "LINKUSDT", 10);
+    h_alert_t buy = { .symbol = "LINKUSDT", .action = "buy", .quantity = 1, .price = 10 };
+    fks_id_t b = h_inject_alert (&s, &buy, NULL, NULL);
+    h_wait_alert_status (&b, "filled");
+    h_alert_t cancel = { .symbol = "LINKUSDT", .action = "cancel" };
+    fks_id_t c = h_inject_alert (&s, &cancel, NULL, NULL);
+    h_wait_alert_status (&c, "filtered");
+    char id[FKS_ID_STR_SIZE], q[200];
+    fks_id_format (&c, id);
+    cr_assert_eq (h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id"
+                                     " = '%s' AND reason LIKE 'nothing to cancel:%%'", id)), 1);
+}
+
+
+//  --------------------------------------------------------------------------
 //  Big batches
 
 Test (execution, positions_stay_exact_when_a_batch_has_more_symbols_than_the_cache,

@@ -278,7 +278,9 @@ typedef struct {
     const char *lock_list;          /* ... which is this */
     bool prices_asked;              /* s_prefetch sent their prices' read; begin reads it */
     fks_worker_array_t sig_arr;     /* the batch's signal ids (s_prefetch), */
-    const char *sig_list;           /* ... as an array literal */
+    const char *sig_list;           /* ... as an array literal, */
+    fks_id_t sig_ids[S_CACHE_MAX];  /* ... and as ids */
+    size_t n_sig;
     bool sig_checked;               /* begin read which of them are closed: */
     fks_id_t closed[S_CACHE_MAX];   /* these */
     size_t n_closed;
@@ -603,6 +605,7 @@ s_batch_symbols (fks_worker_tx_t *tx, s_thread_t *st)
     st->sig_list = NULL;
     fks_worker_array_reset (&st->sig_arr);
     size_t n_sig = 0;
+    st->n_sig = 0;
     for (size_t i = 0; i < n && k < S_CACHE_MAX; i++) {
         const fks_envelope_t *env = fks_worker_batch_env (tx, i);
         const char *type = fks_envelope_hdr (env)->type;
@@ -611,10 +614,10 @@ s_batch_symbols (fks_worker_tx_t *tx, s_thread_t *st)
             continue;
         fks_id_t sid;
         char text[FKS_ID_STR_SIZE];
-        if (strcmp (type, x->cfg.input) == 0
+        if (strcmp (type, x->cfg.input) == 0 && n_sig < S_CACHE_MAX
             && fks_envelope_get_id (env, "signal_id", &sid) == 0) {
             fks_worker_array_add (&st->sig_arr, fks_worker_uuid (text, &sid));
-            n_sig++;
+            st->sig_ids[n_sig++] = sid;
         }
         char raw[65];
         if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
@@ -640,6 +643,7 @@ s_batch_symbols (fks_worker_tx_t *tx, s_thread_t *st)
     }
     if (n_sig && !(st->sig_list = fks_worker_array_end (&st->sig_arr)))
         return -1;
+    st->n_sig = n_sig;
     return 0;
 }
 
@@ -748,15 +752,26 @@ s_begin (fks_worker_tx_t *tx, void *arg)
     return r ? s_take_positions (tx, st, r) : FKS_WORKER_OK;
 }
 
-//  May this signal still be ordered? *closed true when its row says it was filtered, refused
-//  or failed. Read with the batch (begin), else asked now. FKS_WORKER_OK or the failure.
+static bool
+s_id_in (const fks_id_t *id, const fks_id_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp (v[i].b, id->b, FKS_ID_SIZE) == 0)
+            return true;
+    return false;
+}
+
+//  May this signal still be ordered? *closed true when its row says it was filtered (by the
+//  ai stage, or by a cancel alert before it was ordered), refused or failed. Read with the
+//  batch (begin) for the signals s_prefetch listed, else asked now. The caller holds the
+//  symbol's position lock, which a cancel alert takes too (workers/signal/fks_signal.c).
+//  FKS_WORKER_OK or the failure.
 static int
 s_signal_closed (fks_worker_tx_t *tx, s_thread_t *st, const fks_id_t *sid, bool *closed)
 {
     *closed = false;
-    if (st->sig_checked) {
-        for (size_t i = 0; i < st->n_closed && !*closed; i++)
-            *closed = memcmp (st->closed[i].b, sid->b, FKS_ID_SIZE) == 0;
+    if (st->sig_checked && s_id_in (sid, st->sig_ids, st->n_sig)) {
+        *closed = s_id_in (sid, st->closed, st->n_closed);
         return FKS_WORKER_OK;
     }
     char list[FKS_ID_STR_SIZE + 2];
@@ -1855,6 +1870,9 @@ s_on_signal (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
         return fks_worker_fail (tx, "signal without signal_id, side, qty or order_type");
     if (!isfinite (o->qty) || o->qty <= 0)
         return fks_worker_fail (tx, "signal quantity %.10g is not positive", o->qty);
+    //  The symbol's lock before the signal's status: see s_signal_closed.
+    if (!s_position (tx, st, o->symbol, &rc))
+        return rc;
     bool closed = false;
     if ((rc = s_signal_closed (tx, st, &o->signal_id, &closed)) != FKS_WORKER_OK)
         return rc;

@@ -102,10 +102,34 @@ static const fks_pg_stmt_t s_stmts[] = {
     { "sig_inbox_status",
       "UPDATE inbox SET status = $2, updated_at = now()"
       " WHERE id = $1 AND " S_RANK ("status") " < " S_RANK ("$2::text"), 2 },
+    //  A cancel takes the symbol's position lock, the one the execution worker holds while it
+    //  orders the symbol's signals (workers/execution/execute.c, ex_position_lock): a limit
+    //  signal is then either ordered before the cancel looks (its order is found) or finds
+    //  itself closed when execution comes to it (ex_signals_closed). Two statements, so that
+    //  the reads after the lock see what its holder committed.
+    { "sig_position_lock",
+      "SELECT pg_advisory_xact_lock (hashtextextended ('fks.position:' || $1, 0))", 1 },
     { "sig_open_orders",
       "SELECT id FROM orders WHERE symbol = $1"
       "   AND status IN ('new', 'submitted', 'partially_filled')"
-      " ORDER BY created_at LIMIT 100", 1 },
+      " ORDER BY created_at LIMIT " S_STR (S_CANCEL_MAX), 1 },
+    //  The limit signals of the symbol still on their way to execution (the orders they will
+    //  become), within the reconciler's horizon, locked against the ai worker's update.
+    { "sig_pending_limits",
+      "SELECT id FROM signals"
+      " WHERE symbol = $1 AND status IN ('created', 'scored') AND order_type = 'limit'"
+      "   AND action <> 'cancel' AND created_at > now () - interval '1 hour'"
+      " ORDER BY created_at, id LIMIT " S_STR (S_CANCEL_MAX) " FOR UPDATE", 1 },
+    //  One of them closed by the cancel (filtered, so execution never orders it), with its
+    //  alert; returns its corr and alert.
+    { "sig_close_pending",
+      "WITH s AS (UPDATE signals SET status = 'filtered', reason = $2, updated_at = now ()"
+      "            WHERE id = $1 AND status IN ('created', 'scored')"
+      "            RETURNING corr, inbox_id),"
+      " upd AS (UPDATE inbox SET status = 'filtered', updated_at = now ()"
+      "          WHERE id = (SELECT inbox_id FROM s)"
+      "            AND " S_RANK ("status") " < " S_RANK ("'filtered'") ")"
+      "SELECT corr, inbox_id FROM s", 2 },
 };
 
 typedef struct {
@@ -534,39 +558,106 @@ s_filtered (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_signal_d
                             d->symbol[0] ? d->symbol : a->symbol, d->reason);
 }
 
+//  The ids in the first column of r, at most S_CANCEL_MAX.
+static int
+s_ids (const PGresult *r, fks_id_t *ids)
+{
+    int n = 0;
+    for (int i = 0; i < PQntuples (r) && n < S_CANCEL_MAX; i++) {
+        const char *text = PQgetvalue (r, i, 0);
+        if (fks_id_parse (text, strlen (text), &ids[n]) == 0)
+            n++;
+    }
+    return n;
+}
+
+//  Closes a limit signal not yet ordered (filtered: execution skips it) and says so with
+//  signal.filtered under its own alert's corr. FKS_WORKER_OK or the failure.
+static int
+s_close_pending (fks_worker_tx_t *tx, const fks_id_t *sid, const fks_signal_alert_t *a,
+                 const char *symbol)
+{
+    char id[FKS_ID_STR_SIZE], by[FKS_ID_STR_SIZE], reason[160];
+    fks_id_format (sid, id);
+    fks_id_format (&a->inbox_id, by);
+    snprintf (reason, sizeof reason, "cancelled by alert %s before it was ordered", by);
+    const char *values[2] = { id, reason };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_close_pending", 2, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "closing a pending limit signal");
+    int rc = FKS_WORKER_OK;
+    fks_id_t corr, inbox;
+    if (PQntuples (r) == 1) {
+        const char *c = PQgetvalue (r, 0, 0);
+        const char *in = PQgetvalue (r, 0, 1);
+        bool has_inbox = !PQgetisnull (r, 0, 1)
+                         && fks_id_parse (in, strlen (in), &inbox) == 0;
+        if (fks_id_parse (c, strlen (c), &corr) == 0) {
+            msgpack_packer *pk = fks_worker_body (tx);
+            msgpack_pack_map (pk, has_inbox ? 5 : 4);
+            fks_pack_kv_id (pk, "signal_id", sid);
+            if (has_inbox)
+                fks_pack_kv_id (pk, "inbox_id", &inbox);
+            fks_pack_kv_str (pk, "symbol", symbol);
+            fks_pack_kv_str (pk, "stage", "signal");
+            fks_pack_kv_str (pk, "reason", reason);
+            rc = fks_worker_emit (tx, "signal.filtered", &corr, NULL);
+        }
+    }
+    PQclear (r);
+    return rc;
+}
+
+//  A cancel: the symbol's open orders each get an order.cancel_requested, and its limit
+//  signals not yet ordered are closed, under the symbol's position lock (sig_position_lock).
 static int
 s_cancel (fks_worker_tx_t *tx, const fks_signal_alert_t *a, fks_signal_decision_t *d)
 {
     fks_pg_err_t err;
     const char *values[1] = { d->symbol };
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_open_orders", 1, values, NULL, NULL,
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_position_lock", 1, values, NULL, NULL,
                                &err);
     if (!r)
+        return fks_worker_pg_error (tx, &err, "locking the symbol");
+    PQclear (r);
+    fks_id_t orders[S_CANCEL_MAX], pending[S_CANCEL_MAX];
+    if (!(r = fks_pg_exec (fks_worker_pg (tx), "sig_open_orders", 1, values, NULL, NULL, &err)))
         return fks_worker_pg_error (tx, &err, "finding open orders");
-    int rows = PQntuples (r);
-    if (rows == 0) {
-        PQclear (r);
+    int n_orders = s_ids (r, orders);
+    PQclear (r);
+    if (!(r = fks_pg_exec (fks_worker_pg (tx), "sig_pending_limits", 1, values, NULL, NULL,
+                           &err)))
+        return fks_worker_pg_error (tx, &err, "finding limit signals not yet ordered");
+    int n_pending = s_ids (r, pending);
+    PQclear (r);
+    if (n_orders == 0 && n_pending == 0) {
         d->kind = FKS_SIGNAL_FILTER;
         snprintf (d->reason, sizeof d->reason, "nothing to cancel: no open orders in %s",
                   d->symbol);
         return s_filtered (tx, a, d, "filtered");
     }
-    snprintf (d->reason, sizeof d->reason, "cancel %d open order%s of %s", rows,
-              rows == 1 ? "" : "s", d->symbol);
+    if (n_pending == 0)
+        snprintf (d->reason, sizeof d->reason, "cancel %d open order%s of %s", n_orders,
+                  n_orders == 1 ? "" : "s", d->symbol);
+    else
+        snprintf (d->reason, sizeof d->reason, "cancel %d open order%s and %d limit signal%s "
+                  "not yet ordered of %s", n_orders, n_orders == 1 ? "" : "s", n_pending,
+                  n_pending == 1 ? "" : "s", d->symbol);
     s_row_t row;
     int rc = s_store (tx, a, d, "created", "signalled", &row);
-    for (int i = 0; rc == FKS_WORKER_OK && row.stored && i < rows && i < S_CANCEL_MAX; i++) {
-        fks_id_t order_id;
-        const char *text = PQgetvalue (r, i, 0);
-        if (fks_id_parse (text, strlen (text), &order_id) != 0)
-            continue;
+    if (rc != FKS_WORKER_OK || !row.stored)
+        return rc;                          /* !stored: this alert was handled already */
+    for (int i = 0; rc == FKS_WORKER_OK && i < n_pending; i++)
+        rc = s_close_pending (tx, &pending[i], a, d->symbol);
+    for (int i = 0; rc == FKS_WORKER_OK && i < n_orders; i++) {
         msgpack_packer *pk = fks_worker_body (tx);
         msgpack_pack_map (pk, 2);
-        fks_pack_kv_id (pk, "order_id", &order_id);
+        fks_pack_kv_id (pk, "order_id", &orders[i]);
         fks_pack_kv_str (pk, "requested_by", "alert");
         rc = fks_worker_emit (tx, "order.cancel_requested", NULL, NULL);
     }
-    PQclear (r);
     return rc;
 }
 
