@@ -468,6 +468,61 @@ Test (execution, a_bar_fills_at_most_its_volume_share_across_all_orders, .fini =
 }
 
 
+//  Feeds announce the forming bar again at every poll, with the same open time, the range so
+//  far and the volume so far. The share of its volume is granted once over all announcements:
+//  volume 4, then 5, at a share of 0.5, fills 2.5 in all (not 2 + 2.5).
+Test (execution, a_re_announced_forming_bar_fills_at_most_its_volume_share,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_MAX_VOLUME_SHARE=0.5",
+                                                        "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "ATOMUSDT", 1.0);
+    h_alert_t lim = { .symbol = "ATOMUSDT", .action = "buy", .quantity = 10, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.5 };
+    fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+    h_wait_alert_status (&a, "ordered");
+    int64_t t = fks_now_ms () / 60000 * 60000;          /* the forming 1m bar */
+    s_bar_consumed ("ATOMUSDT", t, 0.6, 0.7, 0.4, 0.45, 4);     /* first poll: volume 4 */
+    s_bar_consumed ("ATOMUSDT", t, 0.6, 0.7, 0.4, 0.45, 5);     /* next poll: volume 5 */
+    s_bar_consumed ("ATOMUSDT", t, 0.6, 0.7, 0.4, 0.45, 5);     /* the same again */
+    char *f = h_sql_text ("SELECT coalesce (sum (qty), 0)::text FROM fills");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE qty = 2"), 1, "fills %s", f);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE qty = 0.5"), 1, "fills %s", f);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 2, "fills %s", f);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE qty = 2.5"), 1);
+    free (f);
+}
+
+//  The forming bar was announced with low 0.4 before the order existed; the market is at 1.0
+//  when a buy limit at 0.5 is placed and rests. The next poll announces the same range with
+//  more volume: nothing traded at 0.5 since the order was placed, so nothing fills. A poll
+//  after that with a new low of 0.45 does fill it, at its limit.
+Test (execution, a_re_announced_bar_fills_only_on_prices_made_since_the_order,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    int64_t t = fks_now_ms () / 60000 * 60000;          /* the forming 1m bar */
+    s_bar_consumed ("FILUSDT", t, 0.8, 1.05, 0.4, 1.0, 100);
+    h_set_price (&s, "FILUSDT", 1.0);
+    h_alert_t lim = { .symbol = "FILUSDT", .action = "buy", .quantity = 1, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.5 };
+    fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+    h_wait_alert_status (&a, "ordered");
+    s_bar_consumed ("FILUSDT", t, 0.8, 1.05, 0.4, 1.0, 120);   /* same range, more volume */
+    char *f = h_sql_text ("SELECT coalesce (string_agg (qty || ' at ' || price, '; '), 'none')"
+                          " FROM fills");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0,
+                  "filled %s on a low the market made before the order existed", f);
+    free (f);
+    s_bar_consumed ("FILUSDT", t, 0.8, 1.05, 0.39, 0.6, 150);  /* a new low since */
+    h_wait_alert_status (&a, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE qty = 1 AND price = 0.5"), 1);
+}
+
 //  --------------------------------------------------------------------------
 //  Cancels
 

@@ -174,6 +174,59 @@ Test (paper, a_bar_over_before_the_order_was_placed_fills_nothing)
     fks_broker_destroy (&b);
 }
 
+//  A bar announced again offers what it adds to the announcement before: the move from the
+//  last close, new extremes, the volume since (broker.h, fks_bar_since).
+Test (paper, a_bar_announced_again_offers_only_what_it_adds)
+{
+    fks_bar_t seen = { .open_time_ms = 60000, .open = 0.8, .high = 1.05, .low = 0.4,
+                       .close = 1.0, .volume = 100 };
+    //  Same range, more volume: the market moved between the closes only.
+    fks_bar_t b = seen;
+    b.close = 0.9;
+    b.volume = 120;
+    cr_assert (fks_bar_since (&b, &seen));
+    cr_assert_float_eq (b.open, 1.0, 1e-12);
+    cr_assert_float_eq (b.high, 1.0, 1e-12);
+    cr_assert_float_eq (b.low, 0.9, 1e-12);
+    cr_assert_float_eq (b.close, 0.9, 1e-12);
+    cr_assert_float_eq (b.volume, 20, 1e-12);
+    //  A new low and a new high are offered.
+    b = seen;
+    b.low = 0.3;
+    b.high = 1.2;
+    b.volume = 130;
+    cr_assert (fks_bar_since (&b, &seen));
+    cr_assert_float_eq (b.low, 0.3, 1e-12);
+    cr_assert_float_eq (b.high, 1.2, 1e-12);
+    cr_assert_float_eq (b.volume, 30, 1e-12);
+    //  The same announcement again, or an older one: nothing.
+    b = seen;
+    cr_assert_not (fks_bar_since (&b, &seen));
+    b = seen;
+    b.volume = 90;
+    b.low = 0.2;
+    cr_assert_not (fks_bar_since (&b, &seen));
+    //  Volume unknown (0): the prices still say what is new.
+    fks_bar_t s0 = seen;
+    s0.volume = 0;
+    b = s0;
+    b.close = 1.01;
+    cr_assert (fks_bar_since (&b, &s0));
+    cr_assert_float_eq (b.low, 1.0, 1e-12);
+    cr_assert_float_eq (b.high, 1.01, 1e-12);
+    cr_assert_float_eq (b.volume, 0, 1e-12);
+    //  A resting buy at 0.5 placed after `seen` is not filled by the low made before it.
+    fks_broker_t *p = s_paper (0, 0, 0);
+    fks_order_t o = s_order (true, true, 1, 0.5);
+    fks_broker_result_t res;
+    b = seen;
+    b.volume = 120;
+    cr_assert (fks_bar_since (&b, &seen));
+    cr_assert_eq (fks_broker_on_bar (p, &o, &b, &res), 0);
+    cr_assert_eq (res.n_fills, 0);
+    fks_broker_destroy (&p);
+}
+
 Test (paper, cancel_always_succeeds)
 {
     fks_broker_t *b = s_paper (0, 0, 0);

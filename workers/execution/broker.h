@@ -53,6 +53,33 @@ typedef struct {
     double taken;                   /* filled from this bar already, by earlier orders */
 } fks_bar_t;
 
+/*  A bar announced again (feeds poll the forming bar: same open time, a wider range, more
+ *  volume), turned into what it adds to `seen`, its announcement offered before. Since then
+ *  the market went from seen->close to bar->close, and reached bar->high only if that is above
+ *  seen->high (bar->low alike); any other price of the range may have been made before, when
+ *  an order placed since was not there. So the part offered opens at seen->close, spans both
+ *  closes and any new extreme, and holds the volume traded since. False when there is nothing
+ *  new: the same announcement again, or an older one (less volume). */
+static inline bool
+fks_bar_since (fks_bar_t *bar, const fks_bar_t *seen)
+{
+    if (bar->volume < seen->volume
+        || (bar->volume == seen->volume && bar->high == seen->high && bar->low == seen->low
+            && bar->close == seen->close))
+        return false;
+    double high = bar->close > seen->close ? bar->close : seen->close;
+    double low = bar->close < seen->close ? bar->close : seen->close;
+    if (bar->high > seen->high)
+        high = bar->high;
+    if (bar->low < seen->low)
+        low = bar->low;
+    bar->open = seen->close;
+    bar->high = high;
+    bar->low = low;
+    bar->volume -= seen->volume;
+    return true;
+}
+
 typedef struct {
     char fill_id[FKS_FILL_ID_MAX];
     double qty;

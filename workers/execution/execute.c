@@ -176,6 +176,23 @@ static const fks_pg_stmt_t s_stmts[] = {
       "  FROM orders o"
       " WHERE o.symbol = $1 AND o.type = 'limit' AND o.status IN ('submitted', 'partially_filled')"
       " ORDER BY o.created_at, o.id LIMIT 1000 FOR UPDATE", 1 },
+    //  The last announcement of a bar offered to resting orders (NULLs when none), replaced by
+    //  this one unless this one is older (less volume); marks older than $8 ms before this bar
+    //  go. Under the symbol's position lock.
+    { "ex_bar_mark",
+      "WITH prev AS (SELECT high, low, close, volume FROM bar_marks"
+      "               WHERE symbol = $1 AND interval = $2 AND open_time = $3),"
+      " up AS (INSERT INTO bar_marks AS m (symbol, interval, open_time, high, low, close,"
+      "                                    volume)"
+      "        VALUES ($1, $2, $3, $4, $5, $6, $7)"
+      "        ON CONFLICT (symbol, interval, open_time) DO UPDATE"
+      "           SET high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,"
+      "               volume = EXCLUDED.volume"
+      "         WHERE EXCLUDED.volume >= m.volume),"
+      " old AS (DELETE FROM bar_marks"
+      "          WHERE symbol = $1 AND interval = $2 AND open_time < $3::int8 - $8::int8)"
+      "SELECT p.high, p.low, p.close, p.volume FROM (SELECT 1) AS one LEFT JOIN prev p ON true",
+      8 },
     { "ex_fill_insert",
       "INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol, side, qty, price, fee,"
       "                   fee_asset, ts)"
@@ -2098,6 +2115,39 @@ s_reduce_only_at_fill (fks_worker_tx_t *tx, s_thread_t *st, s_pos_entry_t *pe,
     return s_emit_ended (tx, "order.cancelled", o, reason);
 }
 
+//  Records this announcement of the bar (bar_marks) and turns *bar into what it adds to the
+//  last one offered (fks_bar_since); *fresh false when it adds nothing. The caller holds the
+//  symbol's position lock. FKS_WORKER_OK or the failure.
+static int
+s_bar_mark (fks_worker_tx_t *tx, const char *symbol, const char *interval, int64_t len,
+            fks_bar_t *bar, bool *fresh)
+{
+    char t[24], h[32], l[32], c[32], v[32], keep[24];
+    snprintf (t, sizeof t, "%" PRId64, bar->open_time_ms);
+    snprintf (h, sizeof h, "%.17g", bar->high);
+    snprintf (l, sizeof l, "%.17g", bar->low);
+    snprintf (c, sizeof c, "%.17g", bar->close);
+    snprintf (v, sizeof v, "%.17g", bar->volume);
+    //  The marks of about the last 16 bars (a day's when the interval is unknown).
+    snprintf (keep, sizeof keep, "%" PRId64, len > 0 ? 16 * len : 86400000);
+    const char *values[8] = { symbol, interval, t, h, l, c, v, keep };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_bar_mark", 8, values, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "recording the bar");
+    *fresh = true;
+    if (PQntuples (r) == 1 && !PQgetisnull (r, 0, 0)) {
+        fks_bar_t seen = *bar;
+        seen.high = fks_worker_parse_num (PQgetvalue (r, 0, 0), 0);
+        seen.low = fks_worker_parse_num (PQgetvalue (r, 0, 1), 0);
+        seen.close = fks_worker_parse_num (PQgetvalue (r, 0, 2), 0);
+        seen.volume = fks_worker_parse_num (PQgetvalue (r, 0, 3), 0);
+        *fresh = fks_bar_since (bar, &seen);
+    }
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
 static int
 s_on_bar (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
 {
@@ -2120,8 +2170,9 @@ s_on_bar (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
         return fks_worker_fail (tx, "market.bar for %s with impossible prices", symbol);
     //  Its close, when its interval says: orders placed after it cannot fill on it.
     char interval[17];
-    int64_t len = fks_envelope_get_str (env, "interval", interval, sizeof interval) == 0
-                  ? s_interval_ms (interval) : 0;
+    if (fks_envelope_get_str (env, "interval", interval, sizeof interval) != 0)
+        interval[0] = '\0';
+    int64_t len = s_interval_ms (interval);
     if (len > 0 && bar.open_time_ms <= INT64_MAX - len)
         bar.close_time_ms = bar.open_time_ms + len;
 
@@ -2138,6 +2189,9 @@ s_on_bar (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
 
     s_pos_entry_t *pe = s_position (tx, st, symbol, &rc);
     if (!pe)
+        return rc;
+    bool fresh = false;
+    if ((rc = s_bar_mark (tx, symbol, interval, len, &bar, &fresh)) != FKS_WORKER_OK || !fresh)
         return rc;
     fks_position_t pos = pe->pos;
     //  Orders placed earlier in this transaction must be in the table before it is read.

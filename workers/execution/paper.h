@@ -10,7 +10,9 @@
  *  reaches the limit (at the limit, or at the open if the bar opened below it), a sell when the
  *  high reaches it. Only a bar that was still open when the order was placed, or a later
  *  one, fills it: a bar that closed before (its open time plus its interval) is history the
- *  order was not there for, such as a replayed or backfilled bar. With
+ *  order was not there for, such as a replayed or backfilled bar. A bar announced again (the
+ *  forming bar) reaches the broker as what it adds to its last announcement (broker.h,
+ *  fks_bar_since: the execution worker keeps the announcements). With
  *  FKS_PAPER_MAX_VOLUME_SHARE set, a bar fills at most that share of its volume, in total
  *  over all the orders it fills (the first placed are served first: fks_bar_t.taken), so
  *  large orders fill in parts (order.partially_filled). Cancels always succeed.
