@@ -3,7 +3,7 @@
  *  The data worker records the close of every bar it ingests (and any adapter may record a
  *  trade price); the signal worker sizes alerts with it and the paper broker fills market
  *  orders at it; the gateway values positions with it. One Redis hash per symbol, key
- *  "fks:price:<SYMBOL>" (the normalised symbol, workers/symbol.h), fields `price` (decimal
+ *  "fks:price:<SYMBOL>" (the normalised symbol, common/symbol.h), fields `price` (decimal
  *  text) and `ts` (Unix ms of the price). A price older than the one stored never replaces
  *  it, so replays and late bars cannot move the latest price backwards. Values read back are
  *  validated (finite, > 0).

@@ -33,6 +33,7 @@
 #include "common/metrics.h"
 #include "common/prices.h"
 #include "common/redis.h"
+#include "common/symbol.h"
 
 #include <civetweb.h>
 #include <ctype.h>
@@ -1295,9 +1296,11 @@ static bool
 s_same_order (const fks_envelope_t *env, const char *symbol, const char *side, const char *type,
               double qty, bool has_limit, double limit_price)
 {
-    char s_symbol[40], s_side[16], s_type[16];
+    char raw[40], s_symbol[FKS_SYMBOL_MAX], s_side[16], s_type[16];
     double s_qty = 0, s_limit = 0;
-    if (fks_envelope_get_str (env, "symbol", s_symbol, sizeof s_symbol) != 0
+    //  Stored as sent before the gateway normalised it: compared in its one spelling.
+    if (fks_envelope_get_str (env, "symbol", raw, sizeof raw) != 0
+        || fks_symbol_normalize (raw, s_symbol, NULL, 0) != 0
         || fks_envelope_get_str (env, "side", s_side, sizeof s_side) != 0
         || fks_envelope_get_str (env, "type", s_type, sizeof s_type) != 0
         || fks_envelope_get_f64 (env, "qty", &s_qty) != 0)
@@ -1344,7 +1347,7 @@ s_order_create (s_req_t *r)
     const char *field = NULL, *msg = NULL;
     json_t *v;
     const char *side = NULL, *type = "market";
-    char symbol[40];
+    char symbol[FKS_SYMBOL_MAX], why[160], whymsg[200];
     double qty = 0, limit_price = 0;
     bool has_limit = false;
     v = json_object_get (j, "symbol");
@@ -1353,7 +1356,14 @@ s_order_create (s_req_t *r)
         msg = "symbol is required: " S_SYMBOL_RULE;
         goto invalid;
     }
-    snprintf (symbol, sizeof symbol, "%s", json_string_value (v));
+    //  In the one spelling the workers use (BINANCE:BTCUSDT is BTCUSDT); a symbol that has
+    //  none ("BINANCE:") is refused here rather than accepted and never ordered.
+    if (fks_symbol_normalize (json_string_value (v), symbol, why, sizeof why) != 0) {
+        snprintf (whymsg, sizeof whymsg, "symbol: %s", why);
+        field = "symbol";
+        msg = whymsg;
+        goto invalid;
+    }
     v = json_object_get (j, "side");
     if (!json_is_string (v) || (strcmp (json_string_value (v), "buy") != 0
                                 && strcmp (json_string_value (v), "sell") != 0)) {

@@ -19,7 +19,7 @@
  *  messages producing 200 events costs one round trip, not 200, and no text parsing.
  */
 #include "workers/runtime.h"
-#include "workers/symbol.h"
+#include "common/symbol.h"
 #include "bus/client.h"
 #include "bus/protocol.h"
 #include "common/config.h"

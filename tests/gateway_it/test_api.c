@@ -679,10 +679,16 @@ Test (api, a_bad_manual_order_is_400_naming_the_field)
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"hold\",\"qty\":1}", "side" },
         { "{\"symbol\":\"BTC USDT\",\"side\":\"buy\",\"qty\":1}", "symbol" },
         { "{\"symbol\":\"!ES\",\"side\":\"buy\",\"qty\":1}", "symbol" },
+        //  Within the characters allowed but with no instrument left once normalised.
+        { "{\"symbol\":\"BINANCE:\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":1,"
+          "\"limit_price\":1900}", "symbol" },
+        { "{\"symbol\":\"B:--\",\"side\":\"buy\",\"qty\":1}", "symbol" },
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":1}", "limit_price" },
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":\"1\"}", "qty" },
         { "[1]", "body" },
     };
+    long before = it_sql_long (ctx, "SELECT count(*) FROM events"
+                                    " WHERE type = 'order.requested'", NULL);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         it_resp_t r;
         s_req (ctx, "POST", "/api/v1/orders", IT_ADMIN_KEY, bad[i][0], &r);
@@ -692,6 +698,34 @@ Test (api, a_bad_manual_order_is_400_naming_the_field)
         cr_assert_str_eq (field, bad[i][1]);
         it_resp_free (&r);
     }
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type = 'order.requested'",
+                               NULL), before, "a refused order left an order.requested");
+}
+
+//  A manual order names its instrument as the workers do (BINANCE:btc/usdt is BTCUSDT): the
+//  same order spelled another way, under the same Idempotency-Key, is a repeat, not a new one.
+Test (api, a_manual_order_symbol_is_taken_in_its_one_spelling)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256], auth[128], idem[64];
+    snprintf (url, sizeof url, "%s/api/v1/orders", ctx->base);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+    snprintf (idem, sizeof idem, "Idempotency-Key: spelling-%lu", it_unique ());
+    const char *headers[] = { "Content-Type: application/json", auth, idem, NULL };
+    const char *a = "{\"symbol\":\"BINANCE:btc/usdt\",\"side\":\"buy\",\"qty\":0.5}";
+    const char *b = "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":0.5}";
+    const char *c = "{\"symbol\":\"ETHUSDT\",\"side\":\"buy\",\"qty\":0.5}";
+    it_resp_t r;
+    it_http ("POST", url, headers, a, strlen (a), &r);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
+    it_http ("POST", url, headers, b, strlen (b), &r);
+    cr_assert_eq (r.status, 200, "the same order spelled BTCUSDT: %ld %s", r.status, r.body);
+    cr_assert (strstr (r.body, "\"status\":\"duplicate\""), "%s", r.body);
+    it_resp_free (&r);
+    it_http ("POST", url, headers, c, strlen (c), &r);
+    cr_assert_eq (r.status, 422, "another instrument under the key: %ld %s", r.status, r.body);
+    it_resp_free (&r);
 }
 
 Test (api, cancel_asks_the_execution_worker_only_for_open_orders)

@@ -1,5 +1,5 @@
 /*  test_normalize.c - alerts into signals: symbols, actions, targets, staleness, and reading
- *  a webhook.received body (workers/signal/normalize.c, workers/symbol.c).
+ *  a webhook.received body (workers/signal/normalize.c, common/symbol.c).
  */
 #include <criterion/criterion.h>
 #include <math.h>

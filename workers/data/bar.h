@@ -2,7 +2,7 @@
  *
  *  Every market-data adapter (CSV replay, Binance klines, Yahoo chart) turns its source into
  *  fks_bar_t values; the quality checks judge them, and the ingest stores them in `bars` and
- *  publishes them as `market.bar`. A bar's symbol is the normalised one (workers/symbol.h),
+ *  publishes them as `market.bar`. A bar's symbol is the normalised one (common/symbol.h),
  *  its open time Unix milliseconds (UTC), its prices and volume doubles exactly as the source
  *  gave them: nothing here rejects a bad value, that is the quality checks' job, so that a bad
  *  value is reported rather than silently lost.
@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "workers/symbol.h"
+#include "common/symbol.h"
 
 #define FKS_INTERVAL_MAX 8                      /* "9999M" + NUL fits */
 #define FKS_MONTH_MS     (30LL * 86400000)      /* a month's nominal length */

@@ -9,7 +9,7 @@
  *
  *  SYMBOLS is a comma-separated list; each is the source's spelling, optionally followed by
  *  =NAME to store it under another name (yahoo ^GSPC=SPX). The stored name is normalised
- *  (workers/symbol.h), so BTC-USDT and btcusdt are one instrument. `every` is a duration
+ *  (common/symbol.h), so BTC-USDT and btcusdt are one instrument. `every` is a duration
  *  (250ms, 30s, 5m, 1h; default half the interval, between 5 s and 5 min); `lookback` the
  *  bars asked for on the first poll (1-10000, default 500); `speed` the replay speed (0 = as
  *  fast as possible, else times real time); `column` the close column of a closes-only file;

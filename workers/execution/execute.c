@@ -22,7 +22,7 @@
 #include "workers/execution/orders.h"
 #include "workers/execution/positions.h"
 #include "common/prices.h"
-#include "workers/symbol.h"
+#include "common/symbol.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/metrics.h"

@@ -6,7 +6,7 @@
  */
 #include "workers/execution/risk.h"
 #include "common/config.h"
-#include "workers/symbol.h"
+#include "common/symbol.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /*  normalize.h - an accepted alert turned into a signal, or into a reason why not.
  *
  *  The signal worker reads each webhook.received body into an fks_signal_alert_t
- *  (fks_signal_alert_read), normalises its symbol (workers/symbol.h), looks up the open
+ *  (fks_signal_alert_read), normalises its symbol (common/symbol.h), looks up the open
  *  position and the latest price of that symbol, and asks fks_signal_decide what to do:
  *
  *    - CREATE: a signal with a side, a quantity, an order type and its prices;
@@ -30,7 +30,7 @@
 #include "bus/envelope.h"
 #include "common/id.h"
 #include "workers/signal/sizing.h"
-#include "workers/symbol.h"
+#include "common/symbol.h"
 
 #define FKS_SIGNAL_SYMBOL_MAX FKS_SYMBOL_MAX
 #define FKS_SIGNAL_REASON_MAX 512

@@ -3,7 +3,7 @@
  *  See symbol.h. The input is bounded by the caller's buffer; the loop stops at the first
  *  character that cannot be part of a symbol, so a hostile string costs at most its length.
  */
-#include "workers/symbol.h"
+#include "common/symbol.h"
 
 #include <stdio.h>
 #include <string.h>
