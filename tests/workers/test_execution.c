@@ -523,6 +523,53 @@ Test (execution, a_re_announced_bar_fills_only_on_prices_made_since_the_order,
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE qty = 1 AND price = 0.5"), 1);
 }
 
+//  A fill within 1e-9 of the rest completes the order: the fill and the position are the
+//  order's rest, so the order, its fills and the position agree (volume 1.999999999 at a share
+//  of 0.5 offers 0.9999999995 of an order of 1).
+Test (execution, an_order_filled_within_the_tolerance_equals_the_sum_of_its_fills,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_MAX_VOLUME_SHARE=0.5",
+                                                        "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "NEARUSDT", 1.0);
+    h_alert_t lim = { .symbol = "NEARUSDT", .action = "buy", .quantity = 1, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.5 };
+    fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+    h_wait_alert_status (&a, "ordered");
+    s_bar_consumed ("NEARUSDT", fks_now_ms (), 0.6, 0.7, 0.4, 0.45, 1.999999999);
+    h_wait_alert_status (&a, "filled");
+    char *d = h_sql_text ("SELECT 'order ' || o.filled_qty || ' fills ' || (SELECT sum (qty)"
+                          " FROM fills) || ' position ' || (SELECT qty FROM positions)"
+                          " FROM orders o");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders o WHERE o.filled_qty ="
+                             " (SELECT sum (qty) FROM fills f WHERE f.order_id = o.id)"
+                             " AND o.filled_qty = (SELECT qty FROM positions)"), 1, "%s", d);
+    free (d);
+}
+
+//  A buy is ordered with its signal's quantity, all of its digits (8 decimals here,
+//  FKS_SIGNAL_QTY_DECIMALS), not rounded to 12 significant ones (12345.1234568: more).
+Test (execution, an_order_has_the_quantity_of_its_signal, .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "DOGEUSDT", 0.1);
+    h_alert_t buy = { .symbol = "DOGEUSDT", .action = "buy", .quantity = 12345.12345678,
+                      .price = 0.1 };
+    fks_id_t a1 = h_inject_alert (&s, &buy, NULL, NULL);
+    h_wait_alert_status (&a1, "filled");
+    char *d = h_sql_text ("SELECT 'signal ' || s.qty || ', order ' || o.qty || ', position '"
+                          " || p.qty FROM signals s JOIN orders o ON o.signal_id = s.id"
+                          " JOIN positions p ON p.symbol = o.symbol");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals s JOIN orders o"
+                             " ON o.signal_id = s.id JOIN positions p ON p.symbol = o.symbol"
+                             " WHERE o.qty = s.qty AND p.qty = s.qty"), 1, "%s", d);
+    free (d);
+}
+
 //  --------------------------------------------------------------------------
 //  Cancels
 

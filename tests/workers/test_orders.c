@@ -63,21 +63,46 @@ Test (orders, fills_move_to_partially_filled_then_filled_with_the_average_price)
 {
     fks_order_t o = s_order (3);
     char why[200];
-    cr_assert_eq (fks_order_apply_fill (&o, 1, 100, why, sizeof why), 0, "%s", why);
+    double q1 = 1, q2 = 2;
+    cr_assert_eq (fks_order_apply_fill (&o, &q1, 100, why, sizeof why), 0, "%s", why);
     cr_assert_eq (o.status, FKS_ORDER_PARTIALLY_FILLED);
     cr_assert_float_eq (o.filled_qty, 1, 1e-12);
-    cr_assert_eq (fks_order_apply_fill (&o, 2, 103, why, sizeof why), 0, "%s", why);
+    cr_assert_eq (fks_order_apply_fill (&o, &q2, 103, why, sizeof why), 0, "%s", why);
+    cr_assert_eq (q2, 2, "a fill that is the rest exactly is applied as it is");
     cr_assert_eq (o.status, FKS_ORDER_FILLED);
     cr_assert_float_eq (o.filled_qty, 3, 1e-12);
     cr_assert_float_eq (o.avg_fill_price, 102, 1e-9);
     cr_assert_eq (o.fills, 2);
 }
 
+//  A fill within 1e-9 of the rest completes the order, and is applied as the rest: the fills
+//  of a filled order add up to its quantity (the orders table requires filled_qty = qty).
+Test (orders, a_fill_within_the_tolerance_completes_the_order_as_the_rest)
+{
+    fks_order_t o = s_order (1);
+    char why[200];
+    double q = 0.9999999995;
+    cr_assert_eq (fks_order_apply_fill (&o, &q, 100, why, sizeof why), 0, "%s", why);
+    cr_assert_eq (o.status, FKS_ORDER_FILLED);
+    cr_assert_eq (q, 1, "applied %.17g", q);
+    cr_assert_eq (o.filled_qty, 1);
+    o = s_order (1);
+    q = 1.0000000005;
+    cr_assert_eq (fks_order_apply_fill (&o, &q, 100, why, sizeof why), 0, "%s", why);
+    cr_assert_eq (q, 1, "applied %.17g", q);
+    o = s_order (1);
+    q = 0.999;
+    cr_assert_eq (fks_order_apply_fill (&o, &q, 100, why, sizeof why), 0, "%s", why);
+    cr_assert_eq (o.status, FKS_ORDER_PARTIALLY_FILLED);
+    cr_assert_eq (q, 0.999);
+}
+
 Test (orders, an_overfill_is_refused)
 {
     fks_order_t o = s_order (1);
     char why[200];
-    cr_assert_eq (fks_order_apply_fill (&o, 1.5, 100, why, sizeof why), -1);
+    double q = 1.5;
+    cr_assert_eq (fks_order_apply_fill (&o, &q, 100, why, sizeof why), -1);
     cr_assert (strstr (why, "overfills"), "%s", why);
     cr_assert_eq (o.status, FKS_ORDER_SUBMITTED);
     cr_assert_float_eq (o.filled_qty, 0, 1e-12);
@@ -88,9 +113,10 @@ Test (orders, final_orders_take_no_fills)
     fks_order_t o = s_order (1);
     o.status = FKS_ORDER_CANCELLED;
     char why[200];
-    cr_assert_eq (fks_order_apply_fill (&o, 1, 100, why, sizeof why), -1);
+    double q = 1;
+    cr_assert_eq (fks_order_apply_fill (&o, &q, 100, why, sizeof why), -1);
     o.status = FKS_ORDER_NEW;
-    cr_assert_eq (fks_order_apply_fill (&o, 1, 100, why, sizeof why), -1,
+    cr_assert_eq (fks_order_apply_fill (&o, &q, 100, why, sizeof why), -1,
                   "an order must be submitted before it fills");
 }
 

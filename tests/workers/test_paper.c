@@ -121,7 +121,7 @@ Test (paper, volume_share_fills_large_orders_in_parts)
     cr_assert_eq (r.n_fills, 1);
     cr_assert_float_eq (r.fills[0].qty, 4, 1e-12);
     char why[200];
-    cr_assert_eq (fks_order_apply_fill (&o, r.fills[0].qty, r.fills[0].price, why, sizeof why), 0);
+    cr_assert_eq (fks_order_apply_fill (&o, &r.fills[0].qty, r.fills[0].price, why, sizeof why), 0);
     cr_assert_eq (o.status, FKS_ORDER_PARTIALLY_FILLED);
     cr_assert_eq (fks_broker_on_bar (b, &o, &bar, &r), 0);
     cr_assert_str_eq (r.fills[0].fill_id, "fks-0123456789abcdef0123-2",

@@ -1160,7 +1160,9 @@ s_write_fill (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o,
 
 //  A value as the numeric column will hold it (15 significant digits): positions kept in
 //  memory for a transaction move exactly as they would if read back after every fill, so
-//  float error never accumulates across a batch.
+//  float error never accumulates across a batch; and a quantity computed from others is
+//  ordered as 0.3, not 0.30000000000000004, while one of 13 or more digits (12345.12345678,
+//  FKS_SIGNAL_QTY_DECIMALS 8) keeps them all.
 static double
 s_stored (double v)
 {
@@ -1189,12 +1191,14 @@ s_position_stored (fks_position_t *p)
 //  order's state after fill i.
 static int
 s_apply_fills (fks_worker_tx_t *tx, fks_order_t *o, fks_position_t *p,
-               const fks_broker_result_t *res, s_snap_t *snaps)
+               fks_broker_result_t *res, s_snap_t *snaps)
 {
     char why[256];
     for (size_t i = 0; i < res->n_fills; i++) {
-        const fks_broker_fill_t *f = &res->fills[i];
-        if (fks_order_apply_fill (o, f->qty, f->price, why, sizeof why) != 0)
+        //  f->qty becomes the quantity applied (the rest, when within 1e-9 of it), and is
+        //  what the fill row, the position and the bar's share then use.
+        fks_broker_fill_t *f = &res->fills[i];
+        if (fks_order_apply_fill (o, &f->qty, f->price, why, sizeof why) != 0)
             return fks_worker_fail (tx, "broker fill refused: %s", why);
         fks_position_apply (p, o->buy, f->qty, f->price, f->fee);
         s_position_stored (p);
@@ -1601,16 +1605,6 @@ s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
     return rc;
 }
 
-//  A quantity computed from others, rounded to 12 significant digits: 0.1 + 0.2 is ordered as
-//  0.3, not 0.30000000000000004 (quantities come from decimal text and have fewer digits).
-static double
-s_tidy (double qty)
-{
-    char text[40];
-    snprintf (text, sizeof text, "%.12g", qty);
-    return strtod (text, NULL);
-}
-
 //  A signal sized by the position: its quantity (and for a target its side) from pos, the
 //  position locked for this transaction, instead of the signal worker's estimate. An order that
 //  has nothing left to do is refused (risk.rejected) with the numbers.
@@ -1621,7 +1615,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
     fks_order_t *o = &q->order;
     double opposite = o->buy ? (pos->qty < 0 ? -pos->qty : 0) : (pos->qty > 0 ? pos->qty : 0);
     if (q->has_target) {
-        double delta = s_tidy (q->target - pos->qty);
+        double delta = s_stored (q->target - pos->qty);
         if (fabs (delta) <= 1e-12 * fmax (1, fabs (q->target))) {
             fks_risk_verdict_t v = { .rule = "target", .has_value = true, .value = pos->qty,
                                      .has_limit = true, .limit = q->target };
@@ -1647,7 +1641,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
     else if (q->close_position && opposite > 0)
         o->qty = opposite;          /* all of it; nothing open on that side: refused below */
     else if (q->has_open_qty)
-        o->qty = s_tidy (q->open_qty + opposite);
+        o->qty = s_stored (q->open_qty + opposite);
     return FKS_WORKER_OK;
 }
 

@@ -85,8 +85,9 @@ fks_order_client_id (const fks_id_t *source, char out[FKS_CLIENT_ORDER_ID_MAX])
 }
 
 int
-fks_order_apply_fill (fks_order_t *o, double qty, double price, char *why, size_t cap)
+fks_order_apply_fill (fks_order_t *o, double *qty_io, double price, char *why, size_t cap)
 {
+    double qty = *qty_io;
     if (!fks_order_is_open (o->status) || o->status == FKS_ORDER_NEW) {
         snprintf (why, cap, "order %s is %s: it takes no fills", o->client_order_id,
                   fks_order_status_name (o->status));
@@ -105,7 +106,7 @@ fks_order_apply_fill (fks_order_t *o, double qty, double price, char *why, size_
     }
     bool complete = qty >= rest - tol;
     if (complete)
-        qty = rest;
+        *qty_io = qty = rest;
     double total = o->filled_qty + qty;
     o->avg_fill_price = (o->avg_fill_price * o->filled_qty + price * qty) / total;
     o->filled_qty = complete ? o->qty : total;

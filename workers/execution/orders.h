@@ -79,10 +79,12 @@ int fks_order_move (fks_order_t *o, fks_order_status_t to);
  *  "fks-" + the first 20 lowercase hex digits of SHA-256 (source's 16 bytes). */
 void fks_order_client_id (const fks_id_t *source, char out[FKS_CLIENT_ORDER_ID_MAX]);
 
-/*  Applies a fill of qty at price to o: filled_qty and avg_fill_price are updated and the
- *  status moves to partially_filled or filled (a fill within 1e-9 of the rest completes the
- *  order exactly). Returns 0, or -1 with the reason in why (cap bytes) when the order is not
- *  open, qty or price is not positive, or the fill would overfill the order. */
-int fks_order_apply_fill (fks_order_t *o, double qty, double price, char *why, size_t cap);
+/*  Applies a fill of *qty at price to o: filled_qty and avg_fill_price are updated and the
+ *  status moves to partially_filled or filled. A fill within 1e-9 of the rest completes the
+ *  order exactly, and *qty becomes that rest: the caller records and applies *qty, so the
+ *  fills of a filled order add up to its quantity. Returns 0, or -1 with the reason in why
+ *  (cap bytes) when the order is not open, qty or price is not positive, or the fill would
+ *  overfill the order. */
+int fks_order_apply_fill (fks_order_t *o, double *qty, double price, char *why, size_t cap);
 
 #endif
