@@ -676,8 +676,12 @@ h_inject_alert (h_stack_t *s, const h_alert_t *a, uint8_t **env_out, size_t *len
     char id[FKS_ID_STR_SIZE], idem[160];
     fks_id_format (&inbox, id);
     snprintf (idem, sizeof idem, "%s", a->idem ? a->idem : id);
+    //  The parsed alert as the gateway stores it (the fields the workers look at in it).
+    char alert[200];
+    snprintf (alert, sizeof alert, "{\"source\":\"tradingview\",\"symbol\":\"%s\","
+              "\"action\":\"%s\"}", a->symbol, a->action);
     h_sql_exec ("BEGIN");
-    const char *values[3] = { id, idem, "{}" };
+    const char *values[3] = { id, idem, alert };
     PGresult *r = PQexecParams (conn,
         "INSERT INTO inbox (id, idem_key, source, body, alert)"
         " VALUES ($1, $2, 'tradingview', ''::bytea, $3::jsonb)", 3, NULL, values, NULL, NULL, 0);

@@ -623,6 +623,81 @@ Test (pipeline, an_exit_behind_an_entry_not_yet_filled_closes_it,
     s_assert_books_balance ();
 }
 
+//  With two signal replicas, an entry and its exit posted together can go one to each: the
+//  exit's replica must not decide "nothing to close" while the entry is still in the other's
+//  hands. Replica 0 is stopped while pairs are posted (the bus hands out one message at a time,
+//  to each replica in turn, so of the two pairs, with a filler between, one has its entry at
+//  the stopped replica and its exit at the running one), and goes on 500 ms later.
+Test (pipeline, an_exit_at_another_replica_than_its_entry_waits_for_it,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 2, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    cr_assert_eq (kill (s.signal[0]->pid, SIGSTOP), 0);
+    h_alert_t in_a = { .symbol = "TWOAUSDT", .action = "buy", .quantity = 2, .price = 10 };
+    h_alert_t out_a = { .symbol = "TWOAUSDT", .action = "exit", .price = 11 };
+    h_alert_t filler = { .symbol = "FILLUSDT", .action = "buy", .quantity = 1, .price = 10 };
+    h_alert_t in_b = { .symbol = "TWOBUSDT", .action = "buy", .quantity = 3, .price = 10 };
+    h_alert_t out_b = { .symbol = "TWOBUSDT", .action = "exit", .price = 11 };
+    const h_alert_t *seq[5] = { &in_a, &out_a, &filler, &in_b, &out_b };
+    fks_id_t ids[5];
+    for (int i = 0; i < 5; i++) {
+        ids[i] = h_inject_alert (&s, seq[i], NULL, NULL);
+        usleep (50 * 1000);         /* dispatched alone: one message per turn */
+    }
+    usleep (500 * 1000);
+    cr_assert_eq (kill (s.signal[0]->pid, SIGCONT), 0);
+    for (int i = 0; i < 5; i++)
+        h_wait_alert_status (&ids[i], "filled");
+    cr_assert_eq (s_position_is ("TWOAUSDT", "0"), 1, "the exit closes the long of 2");
+    cr_assert_eq (s_position_is ("TWOBUSDT", "0"), 1, "the exit closes the long of 3");
+    s_assert_books_balance ();
+}
+
+//  The same, step by step: the exit's alert comes while an alert accepted before it (the
+//  entry, here only in the inbox) is not handled yet; it waits, and once the entry's signal is
+//  committed (as another replica would), the exit closes what the entry will open.
+Test (pipeline, an_exit_waits_for_the_entry_accepted_before_it, .fini = s_teardown,
+      .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    fks_id_t entry;
+    cr_assert_eq (fks_id_new (&entry), 0);
+    char eid[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], q[1200];
+    fks_id_format (&entry, eid);
+    fks_id_t sig;
+    cr_assert_eq (fks_id_new (&sig), 0);
+    fks_id_format (&sig, sid);
+    h_sql_exec (h_sqlf (q, sizeof q, "INSERT INTO inbox (id, idem_key, source, body, alert)"
+                        " VALUES ('%s', 'entry-%s', 'tradingview', ''::bytea,"
+                        " '{\"symbol\":\"BINANCE:WAITUSDT\",\"action\":\"buy\","
+                        "\"quantity\":2}')", eid, eid));
+    h_alert_t out = { .symbol = "WAITUSDT", .action = "exit", .price = 11 };
+    fks_id_t exit_id = h_inject_alert (&s, &out, NULL, NULL);
+    usleep (300 * 1000);
+    char xid[FKS_ID_STR_SIZE];
+    fks_id_format (&exit_id, xid);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = 'accepted'",
+            xid);
+    cr_assert_eq (h_sql_int (q), 1, "the exit was decided before the entry was handled");
+    //  The entry's signal, committed as another replica would.
+    h_sql_exec (h_sqlf (q, sizeof q,
+                        "WITH s AS (INSERT INTO signals (id, inbox_id, corr, source, symbol,"
+                        " action, side, qty, quantity_type, order_type, params, status)"
+                        " VALUES ('%s', '%s', '%s', 'tradingview', 'WAITUSDT', 'buy', 'buy', 2,"
+                        " 'fixed_quantity', 'market', '{}', 'created') RETURNING id)"
+                        " UPDATE inbox SET status = 'signalled' WHERE id = '%s'",
+                        sid, eid, eid, eid));
+    h_wait_alert_status (&exit_id, "signalled");
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND side = 'sell'"
+            " AND qty = 2", xid);
+    cr_assert_eq (h_sql_int (q), 1, "%s", h_sql_text (h_sqlf (q, sizeof q,
+                  "SELECT side || ' ' || qty || ' ' || status || ' ' || coalesce (reason, '')"
+                  " FROM signals WHERE inbox_id = '%s'", xid)));
+}
+
 //  A signal.created whose signal was filtered, refused or failed meanwhile (the ai stage
 //  filtered it, then the execution input was switched from signal.scored to signal.created and
 //  the reconciler handed it over) is consumed and never ordered: in a batch and alone.

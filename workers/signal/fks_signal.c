@@ -28,12 +28,18 @@
 #include "common/config.h"
 #include "common/log.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define S_CANCEL_MAX 100            /* open orders cancelled by one alert */
 #define S_PENDING_MAX 256           /* newest signals of a symbol looked at as pending */
+#define S_EARLIER_WINDOW_MS 5000    /* how far back alerts accepted before one are looked for */
+#define S_EARLIER_MAX 256           /* ... at most this many of them, newest first */
+#define S_EARLIER_WAIT_MS 2000      /* how long a decision waits for them to be handled */
+#define S_EARLIER_POLL_US 20000
 #define S_STR_(x) #x
 #define S_STR(x) S_STR_ (x)
 
@@ -59,6 +65,12 @@ static const fks_pg_stmt_t s_stmts[] = {
       "                    ORDER BY created_at DESC, id DESC LIMIT " S_STR (S_PENDING_MAX) ") r"
       "     WHERE status IN ('created', 'scored')) s ON true"
       " ORDER BY s.created_at, s.id", 1 },
+    //  The alerts the gateway accepted shortly before one (inbox ids are UUIDv7: time first)
+    //  that no signal worker has handled yet, with their symbols as sent (s_wait_earlier).
+    { "sig_earlier",
+      "SELECT id, alert->>'symbol' FROM inbox"
+      " WHERE id > $1::uuid AND id < $2::uuid AND status = 'accepted'"
+      " ORDER BY id DESC LIMIT " S_STR (S_EARLIER_MAX), 2 },
     { "sig_insert",
       "WITH ins AS ("
       "  INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
@@ -319,6 +331,89 @@ s_expected (fks_worker_tx_t *tx, s_seen_t *e)
     e->position = (e->local_abs ? e->local_base : pos) + e->local_delta;
     e->expected = true;
     return FKS_WORKER_OK;
+}
+
+//  Whether id is the inbox id of one of this transaction's messages (handled here: its inbox
+//  row changes at commit).
+static bool
+s_in_batch (fks_worker_tx_t *tx, const fks_id_t *id)
+{
+    size_t n = fks_worker_batch_size (tx);
+    for (size_t i = 0; i < n; i++) {
+        fks_id_t in;
+        if (fks_envelope_get_id (fks_worker_batch_env (tx, i), "inbox_id", &in) == 0
+            && memcmp (in.b, id->b, FKS_ID_SIZE) == 0)
+            return true;
+    }
+    return false;
+}
+
+//  *n: the alerts of symbol accepted up to S_EARLIER_WINDOW_MS before the alert inbox_id
+//  and not handled yet by any signal worker (other than in this transaction).
+static int
+s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, int *n)
+{
+    *n = 0;
+    if ((inbox_id->b[6] >> 4) != 7)
+        return FKS_WORKER_OK;       /* not a UUIDv7: no time in it */
+    uint64_t ms = 0;
+    for (int i = 0; i < 6; i++)
+        ms = ms << 8 | inbox_id->b[i];
+    ms = ms > S_EARLIER_WINDOW_MS ? ms - S_EARLIER_WINDOW_MS : 0;
+    char lo[48], hi[FKS_ID_STR_SIZE];
+    snprintf (lo, sizeof lo, "%08" PRIx32 "-%04" PRIx32 "-0000-0000-000000000000",
+              (uint32_t) (ms >> 16), (uint32_t) (ms & 0xffff));
+    fks_id_format (inbox_id, hi);
+    const char *values[2] = { lo, hi };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "sig_earlier", 2, values, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "looking for alerts accepted before");
+    for (int i = 0; i < PQntuples (r); i++) {
+        char norm[FKS_SYMBOL_MAX];
+        fks_id_t id;
+        const char *text = PQgetvalue (r, i, 0);
+        if (!PQgetisnull (r, i, 1)
+            && fks_symbol_normalize (PQgetvalue (r, i, 1), norm, NULL, 0) == 0
+            && strcmp (norm, symbol) == 0
+            && fks_id_parse (text, strlen (text), &id) == 0 && !s_in_batch (tx, &id))
+            (*n)++;
+    }
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
+//  A decision that rests on the position and found nothing to do (nothing to close, to add
+//  to, a share of nothing) may have come too early: with several signal replicas, the alert
+//  accepted just before this one (the entry this exit closes) can be in another replica's
+//  hands, its signal not committed yet, so not among the pending ones s_expected reads.
+//  Waits up to S_EARLIER_WAIT_MS for the symbol's earlier alerts to be handled; *again true
+//  when it waited for some (the position is then read again, and the decision made again).
+//  Rare by construction: only a decision about to be filtered pays for the look.
+static int
+s_wait_earlier (fks_worker_tx_t *tx, const fks_signal_alert_t *a, s_seen_t *seen, bool *again)
+{
+    *again = false;
+    int64_t deadline = fks_mono_ns () + (int64_t) S_EARLIER_WAIT_MS * 1000000;
+    for (;;) {
+        int n, rc = s_earlier (tx, &a->inbox_id, seen->symbol, &n);
+        if (rc != FKS_WORKER_OK)
+            return rc;
+        if (n == 0)
+            break;
+        if (fks_mono_ns () >= deadline) {
+            fks_log (FKS_LOG_WARN, fks_worker_corr_text (tx), NULL, "%d alert%s of %s accepted "
+                     "before this one still not handled after %d ms: deciding without them",
+                     n, n == 1 ? "" : "s", seen->symbol, S_EARLIER_WAIT_MS);
+            break;
+        }
+        *again = true;
+        usleep (S_EARLIER_POLL_US);
+    }
+    if (!*again)
+        return FKS_WORKER_OK;
+    seen->expected = false;
+    return s_expected (tx, seen);
 }
 
 //  A signal of this transaction moves the position the next decisions see.
@@ -717,6 +812,15 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
         if ((rc = s_expected (tx, seen)) != FKS_WORKER_OK)
             return rc;
         if (seen->position != ctx.position) {
+            ctx.position = seen->position;
+            fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
+        }
+    }
+    if (d.position_matters && d.kind == FKS_SIGNAL_FILTER) {
+        bool again;
+        if ((rc = s_wait_earlier (tx, &a, seen, &again)) != FKS_WORKER_OK)
+            return rc;
+        if (again && seen->position != ctx.position) {
             ctx.position = seen->position;
             fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
         }
