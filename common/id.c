@@ -89,6 +89,26 @@ fks_id_new (fks_id_t *out)
     return 0;
 }
 
+int64_t
+fks_id_ms (const fks_id_t *id)
+{
+    if ((id->b[6] >> 4) != 7)
+        return -1;
+    int64_t ms = 0;
+    for (int i = 0; i < 6; i++)
+        ms = ms << 8 | id->b[i];
+    return ms;
+}
+
+void
+fks_id_floor (int64_t ms, fks_id_t *out)
+{
+    memset (out, 0, sizeof *out);
+    uint64_t t = ms > 0 ? (uint64_t) ms & 0xFFFFFFFFFFFFull : 0;
+    for (int i = 5; i >= 0; i--, t >>= 8)
+        out->b[i] = (uint8_t) t;
+}
+
 void
 fks_id_format (const fks_id_t *id, char out[FKS_ID_STR_SIZE])
 {

@@ -28,6 +28,13 @@ int fks_id_parse (const char *text, size_t len, fks_id_t *out);
 
 bool fks_id_is_nil (const fks_id_t *id);
 
+/*  The Unix milliseconds a UUIDv7 was made at, or -1 when id is not a version 7 UUID. */
+int64_t fks_id_ms (const fks_id_t *id);
+
+/*  The smallest id of millisecond ms (its time, then zeros), every UUIDv7 made at ms or later
+ *  sorts at or after it (as bytes, as PostgreSQL's uuid compares): for "ids since" ranges. */
+void fks_id_floor (int64_t ms, fks_id_t *out);
+
 /*  Unix time in nanoseconds / milliseconds (CLOCK_REALTIME), and monotonic nanoseconds. */
 int64_t fks_now_ns (void);
 int64_t fks_now_ms (void);

@@ -285,6 +285,18 @@ fks_worker_batch_env (fks_worker_tx_t *tx, size_t i)
     return i < tx->batch ? tx->envs[i] : NULL;
 }
 
+bool
+fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_id_t *id)
+{
+    for (size_t i = 0; i < tx->batch; i++) {
+        fks_id_t v;
+        if (tx->envs[i] && fks_envelope_get_id (tx->envs[i], field, &v) == 0
+            && memcmp (v.b, id->b, FKS_ID_SIZE) == 0)
+            return true;
+    }
+    return false;
+}
+
 const PGresult *
 fks_worker_prefetched (fks_worker_tx_t *tx, size_t i)
 {

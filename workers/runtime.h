@@ -237,6 +237,10 @@ int fks_worker_defer (fks_worker_tx_t *tx, const fks_pg_call_t *call);
  *  the order the handler will see them. Valid until the transaction ends. */
 const fks_envelope_t *fks_worker_batch_env (fks_worker_tx_t *tx, size_t i);
 
+/*  Whether one of this transaction's messages has id in its body's id field `field` (e.g. the
+ *  alert or signal a row belongs to is handled here, and its rows change at commit). */
+bool fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_id_t *id);
+
 /*  In begin: the result of the i-th call the prefetch hook made (NULL past the last, or
  *  without a prefetch hook). Freed when begin returns. */
 const PGresult *fks_worker_prefetched (fks_worker_tx_t *tx, size_t i);

@@ -46,6 +46,27 @@ Test (id, unique_over_100k_and_ordered_across_milliseconds)
     free (ids);
 }
 
+Test (id, its_milliseconds_and_the_floor_of_a_millisecond)
+{
+    fks_id_t a;
+    int64_t before = fks_now_ms ();
+    cr_assert_eq (fks_id_new (&a), 0);
+    int64_t ms = fks_id_ms (&a);
+    cr_assert (ms >= before && ms <= fks_now_ms () + 1, "%lld", (long long) ms);
+    fks_id_t lo, hi;
+    fks_id_floor (ms, &lo);
+    fks_id_floor (ms + 1, &hi);
+    cr_assert (memcmp (lo.b, a.b, FKS_ID_SIZE) <= 0, "the floor of its ms sorts before it");
+    cr_assert (memcmp (a.b, hi.b, FKS_ID_SIZE) < 0, "the floor of the next ms sorts after it");
+    char text[FKS_ID_STR_SIZE];
+    fks_id_floor (0x0123456789ab, &lo);
+    fks_id_format (&lo, text);
+    cr_assert_str_eq (text, "01234567-89ab-0000-0000-000000000000");
+    fks_id_t v4 = a;
+    v4.b[6] = (uint8_t) (0x40 | (v4.b[6] & 0x0f));
+    cr_assert_eq (fks_id_ms (&v4), -1, "not a UUIDv7");
+}
+
 Test (id, format_and_parse_round_trip)
 {
     fks_id_t id, back;

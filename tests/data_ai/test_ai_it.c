@@ -361,6 +361,43 @@ Test (ai_it, exit_below_the_threshold_still_goes_on, .init = s_setup, .fini = s_
     cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
 }
 
+//  With several ai replicas, an entry and its exit can be scored side by side, and the exit
+//  published first would reach execution before the entry and find nothing to close. An exit
+//  is scored after the signals of its symbol created before it: here the entry (created just
+//  before, in another replica's hands: only its row exists) holds the exit back until it is
+//  scored, as that replica would do.
+Test (ai_it, an_exit_is_scored_after_the_entry_created_before_it, .init = s_setup,
+      .fini = s_teardown)
+{
+    char text[512];
+    s_ai_t ai = s_start (s_put_model (s_model_text (text, sizeof text, "hand-v1", 1)), "0.6",
+                         NULL);
+    s_bars ("RISE", 50);
+    fks_id_t entry;
+    cr_assert_eq (fks_id_new (&entry), 0);
+    char eid[FKS_ID_STR_SIZE], sql[600];
+    fks_id_format (&entry, eid);
+    snprintf (sql, sizeof sql,
+              "INSERT INTO signals (id, source, corr, symbol, action, side, qty, status)"
+              " VALUES ('%s', 'tradingview', '%s', 'RISE', 'buy', 'buy', 1, 'created')",
+              eid, eid);
+    dai_sql_exec (sql);
+    const char *exit_sell = s_signal (&ai, "RISE", "sell", -1, true);
+    usleep (600 * 1000);
+    const char *p[1] = { exit_sell };
+    PGresult *r = PQexecParams (dai_pg (), "SELECT status FROM signals WHERE id = $1", 1, NULL,
+                                p, NULL, NULL, 0);
+    cr_assert_str_eq (PQgetvalue (r, 0, 0), "created",
+                      "the exit was scored before the entry created before it (log: %s)",
+                      ai.log);
+    PQclear (r);
+    snprintf (sql, sizeof sql, "UPDATE signals SET status = 'scored' WHERE id = '%s'", eid);
+    dai_sql_exec (sql);
+    cr_assert_str_eq (s_decided (exit_sell), "scored", "log: %s", ai.log);
+    fks_bus_client_destroy (&ai.bus);
+    cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
+}
+
 //  A model that parses yet scores NaN on these bars (means 1e308 and -1e308 overflow into
 //  -inf + inf): the fallback decides, the signal's params stay valid JSON, and the exit goes on
 //  (it once ended 'failed': `nan` in the JSON made the update fail).

@@ -655,6 +655,42 @@ Test (pipeline, an_exit_at_another_replica_than_its_entry_waits_for_it,
     s_assert_books_balance ();
 }
 
+//  The same at the execution stage: with two execution replicas an entry's signal and its
+//  exit's go one to each. Execution replica 0 is stopped while the pairs are posted, so one
+//  exit comes to the running replica while its entry waits at the stopped one: the exit must
+//  wait for the entry to be filled, not be refused "nothing to reduce".
+Test (pipeline, an_exit_ordered_by_another_replica_than_its_entry_waits_for_it,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 2, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    cr_assert_eq (kill (s.execution[0]->pid, SIGSTOP), 0);
+    h_alert_t in_a = { .symbol = "EXAUSDT", .action = "buy", .quantity = 2, .price = 10 };
+    h_alert_t out_a = { .symbol = "EXAUSDT", .action = "exit", .price = 11 };
+    h_alert_t filler = { .symbol = "EXFUSDT", .action = "buy", .quantity = 1, .price = 10 };
+    h_alert_t in_b = { .symbol = "EXBUSDT", .action = "buy", .quantity = 3, .price = 10 };
+    h_alert_t out_b = { .symbol = "EXBUSDT", .action = "exit", .price = 11 };
+    const h_alert_t *seq[5] = { &in_a, &out_a, &filler, &in_b, &out_b };
+    fks_id_t ids[5];
+    for (int i = 0; i < 5; i++) {
+        ids[i] = h_inject_alert (&s, seq[i], NULL, NULL);
+        char id[FKS_ID_STR_SIZE], q[200];
+        fks_id_format (&ids[i], id);
+        h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s'"
+                " AND status <> 'accepted'", id);
+        cr_assert_eq (h_wait_int (q, 1, 30000), 1, "alert %d not signalled", i);
+        usleep (50 * 1000);         /* its signal.created dispatched alone */
+    }
+    usleep (500 * 1000);
+    cr_assert_eq (kill (s.execution[0]->pid, SIGCONT), 0);
+    for (int i = 0; i < 5; i++)
+        h_wait_alert_status (&ids[i], "filled");
+    cr_assert_eq (s_position_is ("EXAUSDT", "0"), 1, "the exit closes the long of 2");
+    cr_assert_eq (s_position_is ("EXBUSDT", "0"), 1, "the exit closes the long of 3");
+    s_assert_books_balance ();
+}
+
 //  The same, step by step: the exit's alert comes while an alert accepted before it (the
 //  entry, here only in the inbox) is not handled yet; it waits, and once the entry's signal is
 //  committed (as another replica would), the exit closes what the entry will open.

@@ -62,6 +62,13 @@ static const fks_pg_stmt_t s_stmts[] = {
       "UPDATE signals SET status = $2, updated_at = now(),"
       "       params = params || jsonb_build_object ('ai', $3::jsonb)"
       " WHERE id = $1 AND status = 'created' RETURNING id", 3 },
+    //  The symbol's signals created before one (and after $3: signal ids are UUIDv7, time
+    //  first) that no ai replica has scored yet (s_earlier).
+    { "ai_earlier",
+      "SELECT id FROM signals"
+      " WHERE symbol = $1 AND id < $2::uuid AND id > $3::uuid AND status = 'created'"
+      "   AND action <> 'cancel'"
+      " ORDER BY id DESC LIMIT 64", 3 },
     { "ai_signal_failed",
       "UPDATE signals SET status = 'failed', reason = $2, updated_at = now()"
       " WHERE id = $1 AND status = 'created'", 2 },
@@ -328,6 +335,44 @@ s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double thr
 //  --------------------------------------------------------------------------
 //  The handler
 
+#define S_EARLIER_WINDOW_MS 10000   /* how long an exit waits for the signals created before */
+
+//  An exit (a signal that reduces or closes the position) is scored after the signals of its
+//  symbol created before it: with several ai replicas, the entry's can be in another
+//  replica's hands, and scored after the exit, the exit would reach execution first and find
+//  nothing to close. While such a signal (created up to S_EARLIER_WINDOW_MS ago, still
+//  `created`, not in this transaction) exists, the exit is tried again later (the runtime's
+//  retry, with a growing pause); after the window it goes on. FKS_WORKER_OK or the retry.
+static int
+s_earlier (fks_worker_tx_t *tx, const s_signal_t *s)
+{
+    if (fks_id_ms (&s->signal_id) < 0)
+        return FKS_WORKER_OK;       /* not a UUIDv7: no time in it */
+    fks_id_t floor;
+    fks_id_floor (fks_now_ms () - S_EARLIER_WINDOW_MS, &floor);
+    char lo[FKS_ID_STR_SIZE], hi[FKS_ID_STR_SIZE];
+    fks_id_format (&floor, lo);
+    fks_id_format (&s->signal_id, hi);
+    const char *values[3] = { s->symbol, hi, lo };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ai_earlier", 3, values, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "looking for earlier signals");
+    int n = 0;
+    for (int i = 0; i < PQntuples (r); i++) {
+        fks_id_t id;
+        const char *text = PQgetvalue (r, i, 0);
+        if (fks_id_parse (text, strlen (text), &id) == 0
+            && !fks_worker_batch_has_id (tx, "signal_id", &id))
+            n++;
+    }
+    PQclear (r);
+    if (n == 0)
+        return FKS_WORKER_OK;
+    return fks_worker_retry (tx, "exit for %s waits for %d signal%s of it created before and "
+                             "not scored yet", s->symbol, n, n == 1 ? "" : "s");
+}
+
 static int
 s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
 {
@@ -339,6 +384,9 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
     if (s_read (env, &s) != 0)
         return fks_worker_fail (tx, "signal.created without a usable signal_id, symbol, side, "
                                 "qty or order_type");
+    int rc;
+    if ((s.reduce_only || s.close_position) && (rc = s_earlier (tx, &s)) != FKS_WORKER_OK)
+        return rc;
     s_refresh (self);
     fks_model_t model;
     bool has_model = self->store && fks_model_store_get (self->store, &model);
@@ -346,7 +394,7 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
 
     double close[FKS_FEATURES_MIN_BARS], volume[FKS_FEATURES_MIN_BARS];
     size_t n = 0;
-    int rc = s_bars (tx, s.symbol, interval, hdr->ts / 1000000, close, volume, &n);
+    rc = s_bars (tx, s.symbol, interval, hdr->ts / 1000000, close, volume, &n);
     if (rc != FKS_WORKER_OK)
         return rc;
     int64_t t0 = fks_mono_ns ();

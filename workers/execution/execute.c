@@ -193,6 +193,13 @@ static const fks_pg_stmt_t s_stmts[] = {
       "          WHERE symbol = $1 AND interval = $2 AND open_time < $3::int8 - $8::int8)"
       "SELECT p.high, p.low, p.close, p.volume FROM (SELECT 1) AS one LEFT JOIN prev p ON true",
       8 },
+    //  The symbol's signals not ordered yet that were created before one and after $3 (signal
+    //  ids are UUIDv7: time first), newest first (s_earlier_pending).
+    { "ex_earlier_pending",
+      "SELECT id FROM signals"
+      " WHERE symbol = $1 AND id < $2::uuid AND id > $3::uuid"
+      "   AND status IN ('created', 'scored') AND action <> 'cancel'"
+      " ORDER BY id DESC LIMIT 64", 3 },
     { "ex_fill_insert",
       "INSERT INTO fills (id, order_id, broker, exchange_fill_id, symbol, side, qty, price, fee,"
       "                   fee_asset, ts)"
@@ -304,6 +311,8 @@ typedef struct {
 } s_thread_t;
 
 static const fks_id_t s_nil;        /* corr of events that concern no alert */
+
+#define S_EARLIER_WINDOW_MS 10000   /* how long an exit waits for the signals created before */
 
 static void s_gathered_release (s_thread_t *st);
 
@@ -1645,6 +1654,45 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
     return FKS_WORKER_OK;
 }
 
+//  An exit (a reduce-only signal) that finds nothing to reduce may have come before its
+//  entry: with several ai or execution replicas, the entry's signal, created just before,
+//  can still be on its way or in another replica's hands. While such a signal of the symbol
+//  (created up to S_EARLIER_WINDOW_MS ago, not yet ordered, not in this transaction) exists,
+//  the exit is tried again later (FKS_WORKER_RETRY: the transaction is rolled back, which lets
+//  the position's lock go, and the runtime tries again with a growing pause), so the entry is
+//  filled first; after the window it is decided as it stands. FKS_WORKER_OK or the retry.
+static int
+s_earlier_pending (fks_worker_tx_t *tx, const fks_order_t *o)
+{
+    if (fks_id_ms (&o->signal_id) < 0)
+        return FKS_WORKER_OK;       /* not a UUIDv7: no time in it */
+    fks_id_t floor;
+    fks_id_floor (fks_now_ms () - S_EARLIER_WINDOW_MS, &floor);
+    char lo[FKS_ID_STR_SIZE], hi[FKS_ID_STR_SIZE];
+    fks_id_format (&floor, lo);
+    fks_id_format (&o->signal_id, hi);
+    const char *values[3] = { o->symbol, hi, lo };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_earlier_pending", 3, values, NULL, NULL,
+                               &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "looking for earlier signals");
+    int n = 0;
+    for (int i = 0; i < PQntuples (r); i++) {
+        fks_id_t id;
+        const char *text = PQgetvalue (r, i, 0);
+        if (fks_id_parse (text, strlen (text), &id) == 0
+            && !fks_worker_batch_has_id (tx, "signal_id", &id))
+            n++;
+    }
+    PQclear (r);
+    if (n == 0)
+        return FKS_WORKER_OK;
+    return fks_worker_retry (tx, "nothing to reduce in %s yet, and %d signal%s of it created "
+                             "before this one not ordered yet: waiting for %s", o->symbol, n,
+                             n == 1 ? "" : "s", n == 1 ? "it" : "them");
+}
+
 static int
 s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
 {
@@ -1669,6 +1717,9 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
     if (q->reduce_only) {
         //  A reduce-only order is cut to what is open, or refused when nothing is.
         bool opposite = o->buy ? pos.qty < 0 : pos.qty > 0;
+        if (!opposite && o->has_signal
+            && (rc = s_earlier_pending (tx, o)) != FKS_WORKER_OK)
+            return rc;
         if (!opposite) {
             fks_risk_verdict_t v = { .rule = "reduce_only", .has_value = true,
                                      .value = pos.qty };

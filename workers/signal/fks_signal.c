@@ -28,7 +28,6 @@
 #include "common/config.h"
 #include "common/log.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,36 +332,19 @@ s_expected (fks_worker_tx_t *tx, s_seen_t *e)
     return FKS_WORKER_OK;
 }
 
-//  Whether id is the inbox id of one of this transaction's messages (handled here: its inbox
-//  row changes at commit).
-static bool
-s_in_batch (fks_worker_tx_t *tx, const fks_id_t *id)
-{
-    size_t n = fks_worker_batch_size (tx);
-    for (size_t i = 0; i < n; i++) {
-        fks_id_t in;
-        if (fks_envelope_get_id (fks_worker_batch_env (tx, i), "inbox_id", &in) == 0
-            && memcmp (in.b, id->b, FKS_ID_SIZE) == 0)
-            return true;
-    }
-    return false;
-}
-
 //  *n: the alerts of symbol accepted up to S_EARLIER_WINDOW_MS before the alert inbox_id
 //  and not handled yet by any signal worker (other than in this transaction).
 static int
 s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, int *n)
 {
     *n = 0;
-    if ((inbox_id->b[6] >> 4) != 7)
+    int64_t ms = fks_id_ms (inbox_id);
+    if (ms < 0)
         return FKS_WORKER_OK;       /* not a UUIDv7: no time in it */
-    uint64_t ms = 0;
-    for (int i = 0; i < 6; i++)
-        ms = ms << 8 | inbox_id->b[i];
-    ms = ms > S_EARLIER_WINDOW_MS ? ms - S_EARLIER_WINDOW_MS : 0;
-    char lo[48], hi[FKS_ID_STR_SIZE];
-    snprintf (lo, sizeof lo, "%08" PRIx32 "-%04" PRIx32 "-0000-0000-000000000000",
-              (uint32_t) (ms >> 16), (uint32_t) (ms & 0xffff));
+    fks_id_t floor;
+    fks_id_floor (ms - S_EARLIER_WINDOW_MS, &floor);
+    char lo[FKS_ID_STR_SIZE], hi[FKS_ID_STR_SIZE];
+    fks_id_format (&floor, lo);
     fks_id_format (inbox_id, hi);
     const char *values[2] = { lo, hi };
     fks_pg_err_t err;
@@ -376,7 +358,8 @@ s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, in
         if (!PQgetisnull (r, i, 1)
             && fks_symbol_normalize (PQgetvalue (r, i, 1), norm, NULL, 0) == 0
             && strcmp (norm, symbol) == 0
-            && fks_id_parse (text, strlen (text), &id) == 0 && !s_in_batch (tx, &id))
+            && fks_id_parse (text, strlen (text), &id) == 0
+            && !fks_worker_batch_has_id (tx, "inbox_id", &id))
             (*n)++;
     }
     PQclear (r);
