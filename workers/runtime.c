@@ -297,6 +297,34 @@ fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_id_t 
     return false;
 }
 
+int
+fks_worker_count_before (fks_worker_tx_t *tx, const char *stmt, const char *key,
+                         const fks_id_t *before, int64_t since_ms, const char *field, int *n)
+{
+    *n = 0;
+    if (fks_id_ms (before) < 0)
+        return FKS_WORKER_OK;
+    fks_id_t floor;
+    fks_id_floor (since_ms, &floor);
+    char lo[FKS_ID_STR_SIZE], hi[FKS_ID_STR_SIZE];
+    fks_id_format (&floor, lo);
+    fks_id_format (before, hi);
+    const char *values[3] = { key, hi, lo };
+    fks_pg_err_t err;
+    PGresult *r = fks_pg_exec (tx->pg, stmt, 3, values, NULL, NULL, &err);
+    if (!r)
+        return fks_worker_pg_error (tx, &err, "looking for what came before");
+    for (int i = 0; i < PQntuples (r); i++) {
+        fks_id_t id;
+        const char *text = PQgetvalue (r, i, 0);
+        if (fks_id_parse (text, strlen (text), &id) == 0
+            && !fks_worker_batch_has_id (tx, field, &id))
+            (*n)++;
+    }
+    PQclear (r);
+    return FKS_WORKER_OK;
+}
+
 const PGresult *
 fks_worker_prefetched (fks_worker_tx_t *tx, size_t i)
 {

@@ -241,6 +241,15 @@ const fks_envelope_t *fks_worker_batch_env (fks_worker_tx_t *tx, size_t i);
  *  alert or signal a row belongs to is handled here, and its rows change at commit). */
 bool fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_id_t *id);
 
+/*  For "is anything made before this one still on its way": runs the prepared statement stmt
+ *  with $1 key, $2 the id `before` and $3 the smallest id of Unix ms since_ms (ids are UUIDv7,
+ *  time first), a query whose first column is an id, and sets *n to how many of the ids it
+ *  returns are not the `field` of one of this transaction's messages. *n is 0 when `before`
+ *  is not a UUIDv7. FKS_WORKER_OK, or the failure (fks_worker_pg_error). */
+int fks_worker_count_before (fks_worker_tx_t *tx, const char *stmt, const char *key,
+                             const fks_id_t *before, int64_t since_ms, const char *field,
+                             int *n);
+
 /*  In begin: the result of the i-th call the prefetch hook made (NULL past the last, or
  *  without a prefetch hook). Freed when begin returns. */
 const PGresult *fks_worker_prefetched (fks_worker_tx_t *tx, size_t i);

@@ -346,29 +346,11 @@ s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double thr
 static int
 s_earlier (fks_worker_tx_t *tx, const s_signal_t *s)
 {
-    if (fks_id_ms (&s->signal_id) < 0)
-        return FKS_WORKER_OK;       /* not a UUIDv7: no time in it */
-    fks_id_t floor;
-    fks_id_floor (fks_now_ms () - S_EARLIER_WINDOW_MS, &floor);
-    char lo[FKS_ID_STR_SIZE], hi[FKS_ID_STR_SIZE];
-    fks_id_format (&floor, lo);
-    fks_id_format (&s->signal_id, hi);
-    const char *values[3] = { s->symbol, hi, lo };
-    fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ai_earlier", 3, values, NULL, NULL, &err);
-    if (!r)
-        return fks_worker_pg_error (tx, &err, "looking for earlier signals");
-    int n = 0;
-    for (int i = 0; i < PQntuples (r); i++) {
-        fks_id_t id;
-        const char *text = PQgetvalue (r, i, 0);
-        if (fks_id_parse (text, strlen (text), &id) == 0
-            && !fks_worker_batch_has_id (tx, "signal_id", &id))
-            n++;
-    }
-    PQclear (r);
-    if (n == 0)
-        return FKS_WORKER_OK;
+    int n;
+    int rc = fks_worker_count_before (tx, "ai_earlier", s->symbol, &s->signal_id,
+                                      fks_now_ms () - S_EARLIER_WINDOW_MS, "signal_id", &n);
+    if (rc != FKS_WORKER_OK || n == 0)
+        return rc;
     return fks_worker_retry (tx, "exit for %s waits for %d signal%s of it created before and "
                              "not scored yet", s->symbol, n, n == 1 ? "" : "s");
 }

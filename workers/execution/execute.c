@@ -1664,30 +1664,11 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
 static int
 s_earlier_pending (fks_worker_tx_t *tx, const fks_order_t *o)
 {
-    if (fks_id_ms (&o->signal_id) < 0)
-        return FKS_WORKER_OK;       /* not a UUIDv7: no time in it */
-    fks_id_t floor;
-    fks_id_floor (fks_now_ms () - S_EARLIER_WINDOW_MS, &floor);
-    char lo[FKS_ID_STR_SIZE], hi[FKS_ID_STR_SIZE];
-    fks_id_format (&floor, lo);
-    fks_id_format (&o->signal_id, hi);
-    const char *values[3] = { o->symbol, hi, lo };
-    fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_earlier_pending", 3, values, NULL, NULL,
-                               &err);
-    if (!r)
-        return fks_worker_pg_error (tx, &err, "looking for earlier signals");
-    int n = 0;
-    for (int i = 0; i < PQntuples (r); i++) {
-        fks_id_t id;
-        const char *text = PQgetvalue (r, i, 0);
-        if (fks_id_parse (text, strlen (text), &id) == 0
-            && !fks_worker_batch_has_id (tx, "signal_id", &id))
-            n++;
-    }
-    PQclear (r);
-    if (n == 0)
-        return FKS_WORKER_OK;
+    int n;
+    int rc = fks_worker_count_before (tx, "ex_earlier_pending", o->symbol, &o->signal_id,
+                                      fks_now_ms () - S_EARLIER_WINDOW_MS, "signal_id", &n);
+    if (rc != FKS_WORKER_OK || n == 0)
+        return rc;
     return fks_worker_retry (tx, "nothing to reduce in %s yet, and %d signal%s of it created "
                              "before this one not ordered yet: waiting for %s", o->symbol, n,
                              n == 1 ? "" : "s", n == 1 ? "it" : "them");
