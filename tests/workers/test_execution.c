@@ -62,10 +62,10 @@ s_symbol_on (int thread, const char *prefix, int i, char out[32])
     cr_assert_fail ("no symbol for thread %d", thread);
 }
 
-//  A market.bar for symbol at open_time (1-minute bar).
+//  A market.bar for symbol at open_time, of the interval given.
 static void
-s_bar (const char *symbol, int64_t open_time, double open, double high, double low,
-       double close, double volume)
+s_bar_of (const char *symbol, const char *interval, int64_t open_time, double open,
+          double high, double low, double close, double volume)
 {
     msgpack_sbuffer body;
     msgpack_sbuffer_init (&body);
@@ -73,7 +73,7 @@ s_bar (const char *symbol, int64_t open_time, double open, double high, double l
     msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 9);
     fks_pack_kv_str (&pk, "symbol", symbol);
-    fks_pack_kv_str (&pk, "interval", "1m");
+    fks_pack_kv_str (&pk, "interval", interval);
     fks_pack_kv_i64 (&pk, "open_time", open_time);
     fks_pack_kv_f64 (&pk, "open", open);
     fks_pack_kv_f64 (&pk, "high", high);
@@ -83,6 +83,14 @@ s_bar (const char *symbol, int64_t open_time, double open, double high, double l
     fks_pack_kv_str (&pk, "source", "csv");
     h_publish_body (&s, "market.bar", "data", body.data, body.size);
     msgpack_sbuffer_destroy (&body);
+}
+
+//  A 1-minute market.bar.
+static void
+s_bar (const char *symbol, int64_t open_time, double open, double high, double low,
+       double close, double volume)
+{
+    s_bar_of (symbol, "1m", open_time, open, high, low, close, volume);
 }
 
 //  Publishes a bar and waits until the execution worker has consumed it.
@@ -568,6 +576,34 @@ Test (execution, an_order_has_the_quantity_of_its_signal, .fini = s_teardown, .t
                              " ON o.signal_id = s.id JOIN positions p ON p.symbol = o.symbol"
                              " WHERE o.qty = s.qty AND p.qty = s.qty"), 1, "%s", d);
     free (d);
+}
+
+//  A symbol polled in two intervals (1m and 1h): the hour's bar holds the same trades as its
+//  minutes, so only the minutes fill its orders; an hour bar that went through the limit
+//  fills nothing, the next minute bar that does fills it.
+Test (execution, a_symbol_in_two_intervals_fills_from_the_shorter_only, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "ICPUSDT", 1.0);
+    h_alert_t lim = { .symbol = "ICPUSDT", .action = "buy", .quantity = 1, .price = 1.0,
+                      .order_type = "limit", .limit_price = 0.5 };
+    fks_id_t a = h_inject_alert (&s, &lim, NULL, NULL);
+    h_wait_alert_status (&a, "ordered");
+    int64_t now = fks_now_ms ();
+    s_bar_consumed ("ICPUSDT", now / 60000 * 60000, 0.9, 1.0, 0.8, 0.9, 10);
+    long long before = s_consumed ();
+    s_bar_of ("ICPUSDT", "1h", now / 3600000 * 3600000, 0.9, 1.0, 0.4, 0.9, 600);
+    char q[128];
+    s_wait_sql (h_sqlf (q, sizeof q, "SELECT count(*) FROM consumed WHERE grp = 'execution'"),
+                before + 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills"), 0,
+                  "the hour bar filled what its minutes did not reach");
+    s_bar_consumed ("ICPUSDT", now / 60000 * 60000 + 60000, 0.9, 1.0, 0.45, 0.6, 10);
+    h_wait_alert_status (&a, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM fills WHERE qty = 1 AND price = 0.5"), 1);
 }
 
 //  --------------------------------------------------------------------------

@@ -177,22 +177,25 @@ static const fks_pg_stmt_t s_stmts[] = {
       " WHERE o.symbol = $1 AND o.type = 'limit' AND o.status IN ('submitted', 'partially_filled')"
       " ORDER BY o.created_at, o.id LIMIT 1000 FOR UPDATE", 1 },
     //  The last announcement of a bar offered to resting orders (NULLs when none), replaced by
-    //  this one unless this one is older (less volume); marks older than $8 ms before this bar
+    //  this one unless this one is older (less volume), and the shortest interval (ms) the
+    //  symbol's bars came in over the day before it; marks older than $8 ms before this bar
     //  go. Under the symbol's position lock.
     { "ex_bar_mark",
       "WITH prev AS (SELECT high, low, close, volume FROM bar_marks"
       "               WHERE symbol = $1 AND interval = $2 AND open_time = $3),"
       " up AS (INSERT INTO bar_marks AS m (symbol, interval, open_time, high, low, close,"
-      "                                    volume)"
-      "        VALUES ($1, $2, $3, $4, $5, $6, $7)"
+      "                                    volume, len_ms)"
+      "        VALUES ($1, $2, $3, $4, $5, $6, $7, $9)"
       "        ON CONFLICT (symbol, interval, open_time) DO UPDATE"
       "           SET high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,"
       "               volume = EXCLUDED.volume"
       "         WHERE EXCLUDED.volume >= m.volume),"
       " old AS (DELETE FROM bar_marks"
       "          WHERE symbol = $1 AND interval = $2 AND open_time < $3::int8 - $8::int8)"
-      "SELECT p.high, p.low, p.close, p.volume FROM (SELECT 1) AS one LEFT JOIN prev p ON true",
-      8 },
+      "SELECT p.high, p.low, p.close, p.volume,"
+      "       (SELECT min (len_ms) FROM bar_marks WHERE symbol = $1 AND len_ms > 0"
+      "           AND open_time > $3::int8 - 86400000)"
+      "  FROM (SELECT 1) AS one LEFT JOIN prev p ON true", 9 },
     //  The symbol's signals not ordered yet that were created before one and after $3 (signal
     //  ids are UUIDv7: time first), newest first (s_earlier_pending).
     { "ex_earlier_pending",
@@ -2142,13 +2145,14 @@ s_reduce_only_at_fill (fks_worker_tx_t *tx, s_thread_t *st, s_pos_entry_t *pe,
 }
 
 //  Records this announcement of the bar (bar_marks) and turns *bar into what it adds to the
-//  last one offered (fks_bar_since); *fresh false when it adds nothing. The caller holds the
-//  symbol's position lock. FKS_WORKER_OK or the failure.
+//  last one offered (fks_bar_since); *fresh false when it adds nothing, or when the symbol's
+//  bars come in a shorter interval too (those fill its orders). The caller holds the symbol's
+//  position lock. FKS_WORKER_OK or the failure.
 static int
 s_bar_mark (fks_worker_tx_t *tx, const char *symbol, const char *interval, int64_t len,
             fks_bar_t *bar, bool *fresh)
 {
-    char t[24], h[32], l[32], c[32], v[32], keep[24];
+    char t[24], h[32], l[32], c[32], v[32], keep[24], lens[24];
     snprintf (t, sizeof t, "%" PRId64, bar->open_time_ms);
     snprintf (h, sizeof h, "%.17g", bar->high);
     snprintf (l, sizeof l, "%.17g", bar->low);
@@ -2156,13 +2160,18 @@ s_bar_mark (fks_worker_tx_t *tx, const char *symbol, const char *interval, int64
     snprintf (v, sizeof v, "%.17g", bar->volume);
     //  The marks of about the last 16 bars (a day's when the interval is unknown).
     snprintf (keep, sizeof keep, "%" PRId64, len > 0 ? 16 * len : 86400000);
-    const char *values[8] = { symbol, interval, t, h, l, c, v, keep };
+    snprintf (lens, sizeof lens, "%" PRId64, len);
+    const char *values[9] = { symbol, interval, t, h, l, c, v, keep, lens };
     fks_pg_err_t err;
-    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_bar_mark", 8, values, NULL, NULL, &err);
+    PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_bar_mark", 9, values, NULL, NULL, &err);
     if (!r)
         return fks_worker_pg_error (tx, &err, "recording the bar");
-    *fresh = true;
-    if (PQntuples (r) == 1 && !PQgetisnull (r, 0, 0)) {
+    //  A shorter interval's bars of the symbol fill its orders: the longer ones hold the same
+    //  trades again.
+    int64_t finest = PQntuples (r) == 1 && !PQgetisnull (r, 0, 4)
+                     ? strtoll (PQgetvalue (r, 0, 4), NULL, 10) : 0;
+    *fresh = !(len > 0 && finest > 0 && finest < len);
+    if (*fresh && PQntuples (r) == 1 && !PQgetisnull (r, 0, 0)) {
         fks_bar_t seen = *bar;
         seen.high = fks_worker_parse_num (PQgetvalue (r, 0, 0), 0);
         seen.low = fks_worker_parse_num (PQgetvalue (r, 0, 1), 0);

@@ -12,7 +12,8 @@
  *  one, fills it: a bar that closed before (its open time plus its interval) is history the
  *  order was not there for, such as a replayed or backfilled bar. A bar announced again (the
  *  forming bar) reaches the broker as what it adds to its last announcement (broker.h,
- *  fks_bar_since: the execution worker keeps the announcements). With
+ *  fks_bar_since: the execution worker keeps the announcements), and of a symbol that comes
+ *  in two intervals only the shorter's bars reach it. With
  *  FKS_PAPER_MAX_VOLUME_SHARE set, a bar fills at most that share of its volume, in total
  *  over all the orders it fills (the first placed are served first: fks_bar_t.taken), so
  *  large orders fill in parts (order.partially_filled). Cancels always succeed.
