@@ -532,6 +532,34 @@ s_symbol_ok (const char *s)
     return true;
 }
 
+//  ?symbol= into out: -1 when absent (or, with required, answered 400), 0 when given. Tables
+//  that hold the workers' symbols are asked in its one spelling (common/symbol.h: ?symbol=
+//  BINANCE:btc/usdt finds BTCUSDT's orders); the alerts list (`spelled`) by the symbol as sent.
+//  *st is the error reply's status, 0 when none was sent.
+static int
+s_symbol_query (s_req_t *r, bool required, bool spelled, char out[40], int *st)
+{
+    char raw[40];
+    *st = 0;
+    int n = fks_http_query (r->conn, "symbol", raw, sizeof raw);
+    if (n == -1 && !required)
+        return -1;
+    if (n < 0 || !s_symbol_ok (raw)) {
+        *st = s_bad (r, "symbol", required ? "symbol is required: " S_SYMBOL_RULE
+                                           : "symbol must be " S_SYMBOL_RULE);
+        return -1;
+    }
+    char why[160], msg[200];
+    if (spelled)
+        memcpy (out, raw, sizeof raw);
+    else if (fks_symbol_normalize (raw, out, why, sizeof why) != 0) {
+        snprintf (msg, sizeof msg, "symbol: %s", why);
+        *st = s_bad (r, "symbol", msg);
+        return -1;
+    }
+    return 0;
+}
+
 //  ?limit= into *limit. 0, or the error reply's status.
 static int
 s_limit (s_req_t *r, int *limit)
@@ -615,9 +643,9 @@ s_list (s_req_t *r, const s_list_t *list)
     int st = s_limit (r, &limit);
     if (st)
         return st;
-    int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
-    if (n_sym == -2 || (n_sym >= 0 && !s_symbol_ok (symbol)))
-        return s_bad (r, "symbol", "symbol must be " S_SYMBOL_RULE);
+    int n_sym = s_symbol_query (r, false, list->sql == s_sql_alerts, symbol, &st);
+    if (st)
+        return st;
     int n_st = fks_http_query (r->conn, "status", status, sizeof status);
     if (n_st != -1 && (!list->has_status || n_st < 0 || !s_in (status, list->statuses)))
         return s_bad (r, "status", list->has_status ? "unknown status for this list"
@@ -759,9 +787,10 @@ static int
 s_positions (s_req_t *r)
 {
     char symbol[40];
-    int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
-    if (n_sym == -2 || (n_sym >= 0 && !s_symbol_ok (symbol)))
-        return s_bad (r, "symbol", "symbol must be " S_SYMBOL_RULE);
+    int st;
+    int n_sym = s_symbol_query (r, false, false, symbol, &st);
+    if (st)
+        return st;
     const char *values[1] = { n_sym >= 0 ? symbol : NULL };
     //  The symbol's newest fill: the one stored last (created_at, then id, the order of
     //  fills_symbol_created_idx), the last one the execution worker applied to the position.
@@ -776,7 +805,6 @@ s_positions (s_req_t *r)
     fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
     if (!pg)
         return s_unavailable (r, "no database connection came free");
-    int st = 0;
     PGresult *res = s_query (r, pg, sql, 1, values, NULL, &st);
     fks_api_pg_put (r->api, pg);
     if (!res)
@@ -856,9 +884,9 @@ s_bars (s_req_t *r)
     int st = s_limit (r, &limit);
     if (st)
         return st;
-    int n_sym = fks_http_query (r->conn, "symbol", symbol, sizeof symbol);
-    if (n_sym < 0 || !s_symbol_ok (symbol))
-        return s_bad (r, "symbol", "symbol is required: " S_SYMBOL_RULE);
+    s_symbol_query (r, true, false, symbol, &st);
+    if (st)
+        return st;
     int n_iv = fks_http_query (r->conn, "interval", interval, sizeof interval);
     bool iv_ok = n_iv > 1 && n_iv <= 5 && strchr ("smhdwM", interval[n_iv - 1]);
     for (int i = 0; iv_ok && i < n_iv - 1; i++)

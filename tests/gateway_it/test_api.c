@@ -726,6 +726,36 @@ Test (api, a_manual_order_symbol_is_taken_in_its_one_spelling)
     it_http ("POST", url, headers, c, strlen (c), &r);
     cr_assert_eq (r.status, 422, "another instrument under the key: %ld %s", r.status, r.body);
     it_resp_free (&r);
+    //  Asked for in any spelling, the lists look it up in the one the tables hold.
+    char ord[40], coid[40];
+    snprintf (ord, sizeof ord, "01900000-0000-7000-a000-%012lu", it_unique () % 1000000000000UL);
+    snprintf (coid, sizeof coid, "s%lu", it_unique ());
+    const char *p1[] = { ord, coid };
+    PQclear (it_sql (ctx, "INSERT INTO orders (id, client_order_id, symbol, side, type, qty,"
+                          " status, filled_qty, avg_fill_price, broker) VALUES ($1::uuid, $2,"
+                          " 'SPELLUSDT', 'buy', 'market', 1, 'filled', 1, 2, 'paper')", 2, p1));
+    PQclear (it_sql (ctx, "INSERT INTO positions (symbol, qty, avg_price) VALUES ('SPELLUSDT',"
+                          " 1, 2) ON CONFLICT (symbol) DO NOTHING", 0, NULL));
+    const char *spellings[] = { "SPELLUSDT", "binance:spell%2Fusdt", "SPELL-USDT" };
+    for (size_t i = 0; i < 3; i++) {
+        char path[128];
+        snprintf (path, sizeof path, "/api/v1/positions?symbol=%s", spellings[i]);
+        s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 200, "%s: %ld %s", path, r.status, r.body);
+        cr_assert (strstr (r.body, "\"SPELLUSDT\""), "%s: %s", path, r.body);
+        it_resp_free (&r);
+        snprintf (path, sizeof path, "/api/v1/orders?symbol=%s", spellings[i]);
+        s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 200, "%s: %ld %s", path, r.status, r.body);
+        cr_assert (strstr (r.body, ord), "%s: %s", path, r.body);
+        it_resp_free (&r);
+    }
+    s_req (ctx, "GET", "/api/v1/orders?symbol=BINANCE:", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 400, "%ld %s", r.status, r.body);
+    char field[32];
+    cr_assert (it_json_str (r.body, "field", field, sizeof field));
+    cr_assert_str_eq (field, "symbol");
+    it_resp_free (&r);
 }
 
 Test (api, cancel_asks_the_execution_worker_only_for_open_orders)
