@@ -1034,9 +1034,14 @@ s_dispatch_group (fks_broker_t *self, uint32_t gi, int64_t now)
         self->in_flight += k;
 
         if (self->io.deliver (self->io.arg, r->rid, r->rid_len, r->flags, batch, k) != 0) {
-            //  Not sent: the attempts do not count, and the replica is gone.
-            for (size_t i = 0; i < k; i++)
+            //  Not sent: the attempts do not count, and the replica is gone. The batch goes
+            //  back first, as never delivered (not "lost": nothing of it reached the replica,
+            //  and its next delivery is a first one); then what the replica did hold, ahead
+            //  of it, in order.
+            for (size_t i = k; i-- > 0;) {
                 s_entry (self, batch_idx[i])->attempts--;
+                s_take_back (self, batch_idx[i], true, "unreachable");
+            }
             s_replica_drop (self, ri, "unreachable", false);
             continue;
         }

@@ -737,6 +737,35 @@ Test (broker, an_unreachable_replica_is_dropped_without_spending_an_attempt)
     fks_broker_destroy (&b);
 }
 
+//  A replica that held a delivery and then cannot be reached: what it held is lost (and its
+//  next delivery a redelivery); the batch that could not be sent was never delivered (its next
+//  delivery is a first one), and goes behind what the replica held.
+Test (broker, an_unreachable_replica_loses_what_it_held_not_what_never_reached_it)
+{
+    fks_broker_cfg_t cfg = s_cfg ();
+    fks_broker_t *b = s_broker (&cfg);
+    s_join (b, "gone", "g", "t.", 5, 0);
+    s_pub (b, "t.x", "m1", NULL);
+    fks_broker_dispatch (b, 0);
+    cr_assert_eq (fake.n_got, 1);
+    fake.unreachable = "gone";
+    s_pub (b, "t.x", "m2", NULL);
+    fks_broker_dispatch (b, 0);
+    cr_assert_eq (s_group (b, "g").lost, 1, "m1 was lost with the replica");
+    cr_assert_eq (s_group (b, "g").queued, 2);
+    s_join (b, "r2", "g", "t.", 5, 0);
+    fake.n_got = 0;
+    fks_broker_dispatch (b, 0);
+    cr_assert_eq (fake.n_got, 2);
+    cr_assert_str_eq (fake.got[0].payload, "m1", "what the replica held comes first");
+    cr_assert_eq (fake.got[0].attempt, 2);
+    cr_assert_str_eq (fake.got[1].payload, "m2");
+    cr_assert_eq (fake.got[1].attempt, 1, "m2 never reached the replica");
+    cr_assert_eq (s_group (b, "g").redeliveries, s_group (b, "g").lost,
+                  "every lost delivery is delivered again, and nothing else counts as such");
+    fks_broker_destroy (&b);
+}
+
 Test (broker, touch_restarts_the_ack_deadline)
 {
     fks_broker_cfg_t cfg = s_cfg ();
