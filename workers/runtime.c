@@ -11,8 +11,10 @@
  *  With a route hook and more than one thread, the handler threads do not receive: a
  *  dispatcher thread (s_dispatch_main) does, decodes, and appends each message with its
  *  envelope to the queue of the thread its key names (s_queue_t: a ring of `window` slots
- *  behind a mutex, one condition for "filled" and one for "room"). A handler thread then
- *  waits on its own queue instead of the bus, and everything after that is the same code.
+ *  behind a mutex and a condition, "filled"), or hands it back to the bus when that thread
+ *  cannot take it (s_route_one); it never waits for a thread. A handler thread then waits on
+ *  its own queue instead of the bus, and everything after that is the same code. A keeper
+ *  thread renews the leases of what the threads hold and finds threads that hang (s_hung).
  *
  *  The outbox insert uses one statement per batch: the events' columns travel as seven binary
  *  array parameters (common/pgarray.h) and are unnested on the server, so a batch of 64
@@ -50,6 +52,8 @@
 #define S_BACKOFF_MAX_MS   5000
 #define S_MAX_STMTS        64
 #define S_REDIS_TIMEOUT_MS 2000
+#define S_PARK_MS          100      /* a message a thread cannot take is handed back after */
+#define S_HELD_MAX_MS      2000     /* a key handed back waits this long for its message */
 
 typedef struct {
     fks_id_t id, corr, cause;
@@ -72,10 +76,10 @@ typedef struct {
 typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t filled;                  /* an item arrived, or the worker stops */
-    pthread_cond_t room;                    /* items were taken, or the worker stops */
     s_item_t *items;                        /* ring of cap slots */
     size_t cap, head, n;
     bool ready;                             /* lock and conditions initialised */
+    bool hung;                              /* its thread hangs: it takes nothing (s_hung) */
 } s_queue_t;
 
 struct fks_worker_tx_t {
@@ -116,7 +120,8 @@ struct s_thread_t {
     s_queue_t queue;                        /* routed workers: what the dispatcher gave it */
     fks_bus_lease_t *leases;                /* the batch it holds (worker's lease_lock) */
     size_t n_leases;
-    _Atomic int64_t progress_ms;            /* monotonic: its last attempt or pause */
+    _Atomic int64_t progress_ms;            /* monotonic: its last attempt, pause or wait */
+    atomic_bool hung;                       /* no progress for too long (the keeper) */
 };
 
 struct fks_worker_t {
@@ -140,7 +145,7 @@ struct fks_worker_t {
     fks_pg_t *ready_pg;
     fks_redis_t *ready_redis;
     fks_metric_t *m_ok, *m_dup, *m_failed, *m_dead, *m_retries, *m_pub_fail, *m_split;
-    fks_metric_t *m_handler, *m_batch, *m_batch_size, *m_in_flight;
+    fks_metric_t *m_handler, *m_batch, *m_batch_size, *m_in_flight, *m_hung;
 };
 
 static const char *s_sql_consumed =
@@ -902,7 +907,6 @@ s_queue_init (s_queue_t *q, size_t cap)
     pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
     pthread_mutex_init (&q->lock, NULL);
     pthread_cond_init (&q->filled, &attr);
-    pthread_cond_init (&q->room, &attr);
     pthread_condattr_destroy (&attr);
     q->ready = true;
     return 0;
@@ -935,25 +939,21 @@ s_queue_destroy (s_queue_t *q)
     if (q->ready) {
         pthread_mutex_destroy (&q->lock);
         pthread_cond_destroy (&q->filled);
-        pthread_cond_destroy (&q->room);
     }
     free (q->items);
     memset (q, 0, sizeof *q);
 }
 
-//  Appends a message for the queue's thread (the dispatcher). Waits while the queue is full:
-//  it holds a window of messages, so that only happens with deliveries from before a rejoin
-//  still queued. Returns 0, or -1 when the worker stops first (the caller keeps the item).
+//  Appends a message for the queue's thread (the dispatcher), never waiting: returns 0, or -1
+//  when the queue is full or its thread hangs (the caller keeps the item and hands it back to
+//  the bus). The queue holds a window of messages, so it fills only with deliveries the
+//  broker took back and delivered again while older copies still wait here (a rejoin, a
+//  thread that hangs); waiting for room there would hold every other key (s_dispatch_main).
 static int
-s_queue_put (fks_worker_t *w, s_queue_t *q, s_item_t item)
+s_queue_offer (s_queue_t *q, s_item_t item)
 {
     pthread_mutex_lock (&q->lock);
-    while (q->n == q->cap && !s_stopping (w)) {
-        struct timespec ts;
-        s_deadline (&ts, S_RECV_WAIT_MS);
-        pthread_cond_timedwait (&q->room, &q->lock, &ts);
-    }
-    if (q->n == q->cap) {
+    if (q->n == q->cap || q->hung) {
         pthread_mutex_unlock (&q->lock);
         return -1;
     }
@@ -979,7 +979,6 @@ s_queue_take (fks_worker_t *w, s_queue_t *q, fks_bus_msg_t **msgs, fks_envelope_
             break;
     size_t n = 0;
     if (!s_stopping (w)) {
-        bool was_full = q->n == q->cap;
         while (n < max && q->n > 0) {
             s_item_t *it = &q->items[q->head];
             msgs[n] = it->msg;
@@ -990,8 +989,6 @@ s_queue_take (fks_worker_t *w, s_queue_t *q, fks_bus_msg_t **msgs, fks_envelope_
             q->n--;
             n++;
         }
-        if (was_full && n > 0)
-            pthread_cond_signal (&q->room);
     }
     pthread_mutex_unlock (&q->lock);
     return n;
@@ -1013,7 +1010,6 @@ s_queue_wake (s_queue_t *q)
 {
     pthread_mutex_lock (&q->lock);
     pthread_cond_broadcast (&q->filled);
-    pthread_cond_broadcast (&q->room);
     pthread_mutex_unlock (&q->lock);
 }
 
@@ -1045,16 +1041,70 @@ s_hold (s_thread_t *th, fks_bus_msg_t **msgs, size_t n)
     pthread_mutex_unlock (&th->w->lease_lock);
 }
 
+//  A thread that shows no progress for longer than its bound (s_keeper_main) hangs: it is
+//  marked so (/ready fails while any thread is), and its queue takes nothing until it shows
+//  progress again (s_recover): the dispatcher hands back (releases: no attempt counted) what
+//  waits in it and what comes for it, for another replica to take (s_dispatch_main).
+//  Called by the keeper.
+//
+//  Why the message it hangs on still takes effect once, whoever finishes it: the hung
+//  thread's transaction opened by inserting the batch's `consumed` rows (s_begin_consumed),
+//  and its leases lapse, so the broker hands the message to another replica (or to this one,
+//  whose dispatcher hands it back while the thread hangs). A copy's transaction inserts the
+//  same `consumed` row first: it waits for the hung transaction's row (its statement
+//  timeout cancels the wait and the copy is retried, the thread showing progress), and then
+//  finds the row committed (the copy is acked as a duplicate: the hung thread did the work)
+//  or gone (the hung transaction rolled back, its connection closed with the pod: the copy
+//  does the work). A thread that hangs before BEGIN (in a prefetch hook) holds no row: the
+//  copy does the work, and the thread, waking, finds the row and only acks. Its late ack
+//  names a delivery the broker took back, so the broker ignores it. Either way the effect,
+//  its outbox rows and its `consumed` row commit once (test
+//  runtime::a_hung_routed_thread_does_not_stop_the_other_keys).
+//  Marks th hung or not; its queue (routed workers) under the queue's lock, so that the
+//  dispatcher never adds to the queue of a thread taken to hang. Returns whether it changed.
+static bool
+s_mark (fks_worker_t *w, s_thread_t *th, bool hung)
+{
+    if (w->routed)
+        pthread_mutex_lock (&th->queue.lock);
+    th->queue.hung = hung;
+    bool was = atomic_exchange (&th->hung, hung);
+    if (w->routed)
+        pthread_mutex_unlock (&th->queue.lock);
+    return was != hung;
+}
+
+static void
+s_hung (fks_worker_t *w, s_thread_t *th, int64_t quiet_ms)
+{
+    s_mark (w, th, true);
+    fks_log (FKS_LOG_ERROR, NULL, NULL, "%s: handler thread %d has shown no progress for %lld "
+             "ms: taken to hang; its lease lapses, %s/ready fails until it goes on",
+             w->def->program, th->index, (long long) quiet_ms,
+             w->routed ? "its messages are handed back to the bus, " : "");
+}
+
+//  A thread that was taken to hang shows progress again: it takes messages again.
+static void
+s_recover (fks_worker_t *w, s_thread_t *th)
+{
+    if (!atomic_load (&th->hung) || !s_mark (w, th, false))
+        return;
+    fks_log (FKS_LOG_WARN, NULL, NULL, "%s: handler thread %d goes on after hanging",
+             w->def->program, th->index);
+}
+
 //  The keeper: every third of the ack deadline, renews the leases of every message a handler
 //  thread holds (the whole batch, including those waiting while one is retried alone) and of
 //  those waiting in the threads' queues. An attempt may take longer than the deadline (a lock
 //  wait up to the statement timeout), a retry may go on through an outage: neither makes the
 //  broker take a message back, count an attempt and dead-letter it while this replica still
 //  works on it. (Deliveries waiting in the bus client are renewed by the client.) A thread
-//  that shows no progress (a new attempt, a retry's pause) for longer than an attempt can
-//  take (the statement timeout, or the deadline when there is none) plus the deadline is
-//  taken to hang: its leases lapse, and the broker gives its messages to another replica, as
-//  the ack deadline is there for. It runs until the handler threads have stopped.
+//  that shows no progress (a new attempt, a retry's pause, a wait for messages) for longer
+//  than an attempt can take (the statement timeout, or the deadline when there is none) plus
+//  the deadline is taken to hang (s_hung): its leases lapse, and the broker gives its
+//  messages to another replica, as the ack deadline is there for. It runs until the handler
+//  threads have stopped.
 static void *
 s_keeper_main (void *arg)
 {
@@ -1071,8 +1121,18 @@ s_keeper_main (void *arg)
                                                               : deadline) + deadline;
         int64_t now = fks_mono_ns () / 1000000;
         bool alive[w->cfg.threads];
-        for (int i = 0; i < w->cfg.threads; i++)
-            alive[i] = now - atomic_load (&w->threads[i].progress_ms) <= quiet_max;
+        int hung = 0;
+        for (int i = 0; i < w->cfg.threads; i++) {
+            s_thread_t *th = &w->threads[i];
+            int64_t quiet = now - atomic_load (&th->progress_ms);
+            alive[i] = quiet <= quiet_max;
+            if (!alive[i] && !atomic_load (&th->hung))
+                s_hung (w, th, quiet);
+            else if (alive[i])
+                s_recover (w, th);
+            hung += !alive[i];
+        }
+        fks_metric_set (w->m_hung, hung);
         pthread_mutex_lock (&w->lease_lock);
         for (int i = 0; i < w->cfg.threads; i++)
             if (alive[i])
@@ -1244,6 +1304,7 @@ s_thread_main (void *arg)
         th->tx.state = w->def->thread_init (th->pg, th->redis, w->def->arg);
     int64_t last_idle = 0;
     while (!s_stopping (w)) {
+        s_progress (th);                /* waiting for messages is no hang */
         size_t n = 0;
         if (w->routed)
             n = s_queue_take (w, &th->queue, th->batch, th->given, (size_t) w->cfg.batch,
@@ -1270,6 +1331,7 @@ s_thread_main (void *arg)
         s_hold (th, th->batch, n);
         s_handle (th, th->batch, w->routed ? th->given : NULL, n);
         s_hold (th, NULL, 0);
+        s_recover (w, th);
         if (w->routed)
             for (size_t i = 0; i < n; i++)
                 fks_envelope_destroy (&th->given[i]);
@@ -1282,34 +1344,209 @@ s_thread_main (void *arg)
     return NULL;
 }
 
+//  The dispatcher's state: the messages it handed back and has not seen again, and those it
+//  holds for a moment before handing them back.
+typedef struct {
+    uint64_t key;
+    fks_id_t id;
+    int64_t since_ms;                       /* when it was last handed back */
+} s_held_t;
+
+typedef struct {
+    fks_worker_t *w;
+    s_held_t *held;                         /* in the keys' order (s_route_one) */
+    size_t n_held, cap_held;
+    fks_bus_msg_t **parked;                 /* to hand back at park_until, in arrival order */
+    size_t n_parked, cap_parked;
+    int64_t park_until;
+    size_t handed_back;                     /* since the last log line */
+} s_dispatch_t;
+
+//  Notes that message id of key was handed back (again): a new one goes at the end of the
+//  list, or at its start (front: what a hung thread's queue held, which came before any
+//  other message of its keys handed back so far).
+static void
+s_held_note (s_dispatch_t *d, uint64_t key, const fks_id_t *id, int64_t now, bool front)
+{
+    for (size_t i = 0; i < d->n_held; i++)
+        if (memcmp (d->held[i].id.b, id->b, FKS_ID_SIZE) == 0) {
+            d->held[i].since_ms = now;
+            return;
+        }
+    if (d->n_held == d->cap_held) {
+        size_t cap = d->cap_held ? d->cap_held * 2 : 64;
+        s_held_t *p = realloc (d->held, cap * sizeof *p);
+        if (!p)
+            return;                         /* out of memory: that key's order is not kept */
+        d->held = p;
+        d->cap_held = cap;
+    }
+    size_t at = front ? 0 : d->n_held;
+    memmove (&d->held[at + 1], &d->held[at], (d->n_held - at) * sizeof *d->held);
+    d->held[at] = (s_held_t) { key, *id, now };
+    d->n_held++;
+}
+
+//  Whether a message of key may be queued now: none of key was handed back, or this one
+//  (id) is the first of them. Forgets on the way the ones handed back more than
+//  S_HELD_MAX_MS ago: they went to another replica (or were acked there), and the order
+//  across replicas is not this replica's to keep (docs/ARCHITECTURE.md).
+static bool
+s_held_turn (s_dispatch_t *d, uint64_t key, const fks_id_t *id, int64_t now)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < d->n_held; i++)
+        if (now - d->held[i].since_ms <= S_HELD_MAX_MS)
+            d->held[k++] = d->held[i];
+    d->n_held = k;
+    for (size_t i = 0; i < d->n_held; i++)
+        if (d->held[i].key == key)
+            return memcmp (d->held[i].id.b, id->b, FKS_ID_SIZE) == 0;
+    return true;
+}
+
+//  Forgets message id (it was queued).
+static void
+s_held_drop (s_dispatch_t *d, const fks_id_t *id)
+{
+    for (size_t i = 0; i < d->n_held; i++)
+        if (memcmp (d->held[i].id.b, id->b, FKS_ID_SIZE) == 0) {
+            memmove (&d->held[i], &d->held[i + 1], (d->n_held - i - 1) * sizeof *d->held);
+            d->n_held--;
+            return;
+        }
+}
+
+//  Hands back (releases: no attempt counted) what is parked.
+static void
+s_unpark (s_dispatch_t *d)
+{
+    for (size_t i = 0; i < d->n_parked; i++)
+        fks_bus_release (d->w->bus, &d->parked[i]);
+    d->handed_back += d->n_parked;
+    d->n_parked = 0;
+}
+
+//  Holds msg for S_PARK_MS, then hands it back: the broker puts it back at the head of its
+//  queue and delivers it again at once, to this replica when it is the only one, so handing
+//  back at once would spin while a thread hangs.
+static void
+s_park (s_dispatch_t *d, fks_bus_msg_t *msg, int64_t now)
+{
+    if (d->n_parked == d->cap_parked) {
+        size_t cap = d->cap_parked ? d->cap_parked * 2 : 64;
+        fks_bus_msg_t **p = realloc (d->parked, cap * sizeof *p);
+        if (!p) {
+            fks_bus_release (d->w->bus, &msg);
+            d->handed_back++;
+            return;
+        }
+        d->parked = p;
+        d->cap_parked = cap;
+    }
+    if (d->n_parked == 0)
+        d->park_until = now + S_PARK_MS;
+    d->parked[d->n_parked++] = msg;
+}
+
+static uint64_t
+s_route_key (fks_worker_t *w, const fks_envelope_t *env)
+{
+    return env ? w->def->route (env, w->def->arg) : 0;
+}
+
+//  Gives msg (decoded as env, may be NULL) to the queue of the thread its key names, or hands
+//  it back to the bus: when that thread hangs or its queue is full (never waiting there,
+//  which held every other key), or when an earlier message of the same key was handed back
+//  and has not been queued since. The last rule keeps a key's order on this replica: a later
+//  message of the key (in the same delivery, or sent by the broker before it took the first
+//  back) must not be queued before it; it goes back behind it. The broker puts what one
+//  RELEASE lists back at the head of its queue in order, but what two RELEASEs list comes
+//  back in either order, so a message that comes back before an earlier one of its key goes
+//  back again, until the earlier one is here.
+static void
+s_route_one (s_dispatch_t *d, fks_bus_msg_t *msg, fks_envelope_t *env, uint64_t key,
+             int64_t now)
+{
+    fks_worker_t *w = d->w;
+    s_thread_t *th = &w->threads[key % (uint64_t) w->cfg.threads];
+    const fks_id_t *id = fks_bus_msg_id (msg);
+    if (s_held_turn (d, key, id, now) && s_queue_offer (&th->queue, (s_item_t) { msg, env }) == 0) {
+        s_held_drop (d, id);
+        return;
+    }
+    s_held_note (d, key, id, now, false);
+    fks_envelope_destroy (&env);
+    s_park (d, msg, now);
+}
+
+//  Hands back what waits in the queue of a thread taken to hang (s_hung), in its order and
+//  ahead of anything of its keys handed back before (those came after it).
+static void
+s_drain_hung (s_dispatch_t *d, s_thread_t *th, int64_t now)
+{
+    s_queue_t *q = &th->queue;
+    pthread_mutex_lock (&q->lock);
+    if (q->hung) {
+        for (size_t i = q->n; i-- > 0;) {       /* last first: each goes to the front */
+            s_item_t *it = &q->items[(q->head + i) % q->cap];
+            s_held_note (d, s_route_key (d->w, it->env), fks_bus_msg_id (it->msg), now, true);
+        }
+        for (; q->n > 0; q->n--) {
+            s_item_t *it = &q->items[q->head];
+            fks_envelope_destroy (&it->env);
+            s_park (d, it->msg, now);
+            it->msg = NULL;
+            q->head = (q->head + 1) % q->cap;
+        }
+    }
+    pthread_mutex_unlock (&q->lock);
+}
+
 //  Routed workers: the only reader of the bus. Each message goes, decoded, to the queue of the
-//  thread its key names; one that does not decode goes to thread 0, whose attempt finds that
-//  out again and records the failure as for any undecodable message.
+//  thread its key names (s_route_one); one that does not decode goes to thread 0, whose
+//  attempt finds that out again and records the failure as for any undecodable message.
 static void *
 s_dispatch_main (void *arg)
 {
-    fks_worker_t *w = arg;
+    s_dispatch_t d = { .w = arg };
+    fks_worker_t *w = d.w;
     s_block_signals ();
-    size_t handed_back = 0;
+    int64_t logged = 0;
     while (!s_stopping (w)) {
-        fks_bus_msg_t *msg = fks_bus_recv (w->bus, S_RECV_WAIT_MS);
+        int64_t now = fks_mono_ns () / 1000000;
+        int64_t wait = S_RECV_WAIT_MS;
+        if (d.n_parked > 0)
+            wait = d.park_until > now ? (d.park_until - now < wait ? d.park_until - now : wait)
+                                      : 0;
+        fks_bus_msg_t *msg = fks_bus_recv (w->bus, (int) wait);
+        now = fks_mono_ns () / 1000000;
+        for (int i = 0; i < w->cfg.threads; i++)
+            if (atomic_load (&w->threads[i].hung))
+                s_drain_hung (&d, &w->threads[i], now);
+        if (d.n_parked > 0 && now >= d.park_until)
+            s_unpark (&d);
+        if (d.handed_back > 0 && now - logged >= 10000) {
+            logged = now;
+            fks_log (FKS_LOG_WARN, NULL, NULL, "%s: %zu message(s) handed back to the bus: "
+                     "their thread hangs or its queue was full", w->def->program,
+                     d.handed_back);
+            d.handed_back = 0;
+        }
         if (!msg)
             continue;
         size_t size;
         const uint8_t *data = fks_bus_msg_data (msg, &size);
         fks_envelope_t *env = fks_envelope_decode (data, size, NULL);
-        uint64_t key = env ? w->def->route (env, w->def->arg) : 0;
-        s_thread_t *th = &w->threads[key % (uint64_t) w->cfg.threads];
-        s_item_t item = { msg, env };
-        if (s_queue_put (w, &th->queue, item) != 0) {
-            fks_bus_release (w->bus, &item.msg);
-            fks_envelope_destroy (&item.env);
-            handed_back++;
-        }
+        s_route_one (&d, msg, env, s_route_key (w, env), now);
     }
-    if (handed_back)
+    d.handed_back = 0;
+    s_unpark (&d);
+    if (d.handed_back)
         fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu message(s) handed back unhandled",
-                 w->def->program, handed_back);
+                 w->def->program, d.handed_back);
+    free (d.parked);
+    free (d.held);
     return NULL;
 }
 
@@ -1322,6 +1559,15 @@ s_ready (void *arg, char *why, size_t cap)
 {
     fks_worker_t *w = arg;
     int rc = 0;
+    //  A hung handler thread holds its messages and its keys: not ready, so that it is seen
+    //  (and an operator or a liveness check on /ready restarts it).
+    for (int i = 0; w->threads && i < w->cfg.threads; i++)
+        if (atomic_load (&w->threads[i].hung)) {
+            int64_t quiet = fks_mono_ns () / 1000000 - atomic_load (&w->threads[i].progress_ms);
+            snprintf (why, cap, "handler thread %d hung: no progress for %lld s", i,
+                      (long long) (quiet / 1000));
+            return -1;
+        }
     pthread_mutex_lock (&w->ready_lock);
     fks_pg_err_t perr;
     fks_redis_err_t rerr;
@@ -1405,8 +1651,12 @@ fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
         sizeof size_buckets / sizeof size_buckets[0]), g);
     self->m_in_flight = fks_metric_get (fks_gauge_family ("fks_worker_in_flight",
         "Messages a worker replica is handling now", (const char *[]) { "group" }, 1), g);
+    self->m_hung = fks_metric_get (fks_gauge_family ("fks_worker_threads_hung",
+        "Handler threads that showed no progress for longer than an attempt may take plus the "
+        "ack deadline (taken to hang: /ready fails)", (const char *[]) { "group" }, 1), g);
     if (!self->m_ok || !self->m_retries || !self->m_handler || !self->m_in_flight
-        || !self->m_batch_size || !self->m_pub_fail || !self->m_batch || !self->m_split) {
+        || !self->m_batch_size || !self->m_pub_fail || !self->m_batch || !self->m_split
+        || !self->m_hung) {
         fks_log (FKS_LOG_ERROR, NULL, NULL, "worker: cannot register metrics");
         fks_worker_destroy (&self);
         return NULL;

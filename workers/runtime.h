@@ -34,11 +34,22 @@
  *  the hook fails too, the message is rejected as a dead letter, which the bus stores in
  *  dead_letters and publishes as dead.letter. Nothing is dropped silently.
  *
- *  Operations: /health, /ready (PostgreSQL, Redis and the bus) and /metrics on the worker's
- *  port (common/ops.h). Metrics: fks_worker_messages_total{group,result} (ok, duplicate,
- *  failed, dead), fks_worker_handler_seconds{group} per message, fks_worker_batch_seconds
- *  {group} per transaction, fks_worker_batch_size{group}, fks_worker_in_flight{group},
- *  fks_worker_retries_total{group}, fks_worker_publish_failures_total{group}.
+ *  Operations: /health, /ready (no handler thread hangs, PostgreSQL, Redis and the bus) and
+ *  /metrics on the worker's port (common/ops.h). Metrics: fks_worker_messages_total{group,
+ *  result} (ok, duplicate, failed, dead), fks_worker_handler_seconds{group} per message,
+ *  fks_worker_batch_seconds{group} per transaction, fks_worker_batch_size{group},
+ *  fks_worker_in_flight{group}, fks_worker_retries_total{group},
+ *  fks_worker_publish_failures_total{group}, fks_worker_threads_hung{group}.
+ *
+ *  Hangs. A handler thread that shows no progress (a new attempt, a retry's pause, a wait for
+ *  messages) for longer than an attempt may take (FKS_PG_STATEMENT_TIMEOUT_MS, else the ack
+ *  deadline) plus the bus's ack deadline is taken to hang: the leases of what it holds lapse
+ *  (the broker gives those messages to another replica), /ready answers 503 until it goes on,
+ *  and in a routed worker what waits in its queue or comes for it is handed back to the bus
+ *  (fks_bus_release: no attempt counted). The message it hangs on still takes effect once:
+ *  its transaction holds that message's `consumed` row, so a copy elsewhere waits for it and
+ *  then is a duplicate, or does the work if the hung transaction rolled back; a thread that
+ *  wakes finds the row and only acks (runtime.c, s_hung).
  *
  *  Routing (optional, the definition's route hook). Without it every handler thread receives
  *  from the bus itself, so any thread may get any message, and two threads whose batches lock
@@ -48,16 +59,19 @@
  *  thread takes its batch from its own queue only. So every message of one key is handled by
  *  one thread, in the order the bus delivered them, and the threads of one replica never wait
  *  on each other for a key (replicas still do: that is what the locks are for). The queues
- *  hold at most FKS_WORKER_WINDOW messages each, which the credit window already ensures;
- *  should one fill anyway (old deliveries still held after a rejoin), the dispatcher waits for
- *  room. While a thread retries, the ack deadlines of the messages waiting in its queue are
- *  renewed together with its batch's.
+ *  hold at most FKS_WORKER_WINDOW messages each, which the credit window already ensures.
+ *  The dispatcher never waits for a thread: a message whose thread's queue is full (old
+ *  deliveries still queued after a rejoin or a lapsed lease) or whose thread hangs (below) is
+ *  handed back to the bus after 100 ms (fks_bus_release: the head of the group's queue, no
+ *  attempt counted), and so is every later message of its key until that one is queued, so
+ *  that handing back never reorders a key on this replica. While a thread retries, the ack
+ *  deadlines of the messages waiting in its queue are renewed together with its batch's.
  *
  *  Stopping: SIGTERM or SIGINT (or the stop fd given to fks_worker_run) drains: threads stop
  *  taking messages, finish and commit what they hold, publish, ack, and the client leaves the
  *  group, handing back what it had not started. Messages routed to a thread's queue but not
- *  started are handed back too (freed un-acked: the broker gives them to another replica at
- *  once, at the head of the queue, counting the delivery as an attempt). Exit code 0.
+ *  started are handed back too (released: the broker gives them to another replica at once,
+ *  at the head of the queue, without counting an attempt). Exit code 0.
  *
  *  Configuration: FKS_ENV, FKS_PG_URL, FKS_REDIS_URL (both required), FKS_BUS_URL,
  *  FKS_HTTP_BIND (127.0.0.1), the worker's port variable, FKS_WORKER_THREADS (2),

@@ -27,6 +27,9 @@ static atomic_int s_calls;          /* handler calls */
 static atomic_int s_retries_left;   /* "retry" messages fail this many times first */
 static atomic_int s_fail_calls;     /* on_fail calls */
 static atomic_int s_started;        /* "slow" messages started */
+static atomic_bool s_gate_open;     /* the first "block" call waits until this is true */
+static atomic_int s_block_calls;    /* "block" calls so far */
+static atomic_int s_blocked;        /* calls waiting at the gate now */
 
 //  What the handler saw of numbered messages ("n:<seq>"): key, number, thread, in call order.
 #define MAX_SEEN 1024
@@ -105,6 +108,19 @@ s_begin (fks_worker_tx_t *tx, void *arg)
     return FKS_WORKER_OK;
 }
 
+//  A handler thread that hangs: the first call waits until the test opens the gate (60 s at
+//  most, so that a failed test cannot hold its process for ever); copies of its message go on.
+static void
+s_block_at_gate (void)
+{
+    if (atomic_fetch_add (&s_block_calls, 1) > 0)
+        return;
+    atomic_fetch_add (&s_blocked, 1);
+    for (int i = 0; i < 6000 && !atomic_load (&s_gate_open); i++)
+        usleep (10000);
+    atomic_fetch_sub (&s_blocked, 1);
+}
+
 static int
 s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
 {
@@ -117,6 +133,8 @@ s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
     const char *values[2] = { id, detail };
     if (strcmp (detail, "hang") == 0 && fks_worker_attempt (tx) == 1)
         sleep (9);                  /* a first attempt stuck without a timeout */
+    if (strcmp (detail, "block") == 0)
+        s_block_at_gate ();         /* stuck (inside its transaction) until the test says */
     fks_pg_err_t err;
     PGresult *r = fks_pg_exec (fks_worker_pg (tx), "rt_insert", 2, values, NULL, NULL, &err);
     if (!r)
@@ -177,6 +195,7 @@ typedef struct {
 } s_runner_t;
 
 static s_runner_t *s_current;       /* stopped by the teardown if a test failed midway */
+static s_runner_t *s_second;        /* a second replica, likewise */
 
 static void *
 s_run (void *arg)
@@ -251,6 +270,9 @@ s_setup (void)
     atomic_store (&s_fail_calls, 0);
     atomic_store (&s_retries_left, 0);
     atomic_store (&s_started, 0);
+    atomic_store (&s_gate_open, false);
+    atomic_store (&s_blocked, 0);
+    atomic_store (&s_block_calls, 0);
     atomic_store (&s_flush_fail, 0);
     atomic_store (&s_flushed_alone, 0);
     pthread_mutex_lock (&s_seen_lock);
@@ -267,9 +289,13 @@ s_setup (void)
 static void
 s_teardown (void)
 {
+    atomic_store (&s_gate_open, true);      /* a thread blocked by a failed test goes on */
     if (s_current)
         s_stop (s_current);
     s_current = NULL;
+    if (s_second)
+        s_stop (s_second);
+    s_second = NULL;
     h_stack_stop (&s);
 }
 
@@ -883,4 +909,137 @@ Test (runtime, a_hanging_handler_loses_its_lease_and_its_message_takes_effect_on
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 1);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), 1);
     cr_assert_eq (s_stop (&r), 0);
+}
+
+//  A routed handler thread that hangs (here: blocked in its handler, inside its transaction)
+//  must not stop the replica's other keys. Once it shows no progress for longer than an
+//  attempt may take plus the ack deadline (1 s + 2 s here), it is taken to hang: /ready fails,
+//  what waits in its queue is handed back, and the dispatcher hands back what comes for it
+//  instead of waiting for room in its queue. Before, the hung thread's redelivered copies
+//  filled its queue and the dispatcher waited there for good, holding every other key; the
+//  copies became dead letters and then took effect when the thread woke. When it goes on
+//  (the gate opens), every message takes effect once: no dead letter, no failure, one outbox
+//  row each.
+Test (runtime, a_hung_routed_thread_does_not_stop_the_other_keys,
+      .init = s_setup_short_lease, .fini = s_teardown, .timeout = 90)
+{
+    s_statement_timeout_ms = 1000;
+    static s_runner_t r;
+    s_start_with (&r, true, 1, 2, s_route);
+    int port = fks_worker_port (r.w);
+    const char *ka = "KA";
+    char kb[16] = "";
+    for (int i = 0; i < 100 && !kb[0]; i++) {
+        char c[16];
+        snprintf (c, sizeof c, "KB%d", i);
+        if (fks_worker_key (c) % 2 != fks_worker_key (ka) % 2)
+            snprintf (kb, sizeof kb, "%s", c);
+    }
+    cr_assert (kb[0]);
+    s_send_to (ka, "block", NULL, NULL);
+    for (int i = 0; i < 40; i++) {
+        char d[16];
+        snprintf (d, sizeof d, "n:%d", i);
+        s_send_to (ka, d, NULL, NULL);
+    }
+    for (int i = 0; i < 500 && atomic_load (&s_blocked) == 0; i++)
+        usleep (10000);
+    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+    //  The hung thread's leases lapse and the broker delivers its messages again, to this
+    //  replica: before, its queue (64) filled with them and the dispatcher waited on it.
+    char *why = NULL;
+    int ready = 200;
+    for (int i = 0; i < 120 && ready == 200; i++) {
+        usleep (100000);
+        free (why);
+        why = NULL;
+        ready = h_http ("GET", port, "/ready", NULL, NULL, NULL, &why);
+    }
+    for (int i = 100; i < 110; i++) {
+        char d[16];
+        snprintf (d, sizeof d, "n:%d", i);
+        s_send_to (kb, d, NULL, NULL);
+    }
+    long long b = h_wait_int ("SELECT count(*) FROM rt_effects WHERE detail LIKE 'n:1__'", 10,
+                              10000);
+    cr_assert_eq (b, 10, "another key's messages waited behind a hung thread: %lld of 10 "
+                  "handled in 10 s (dead letters: %lld)", b, s_dead_letters ());
+    cr_assert_eq (ready, 503, "/ready answered %d while a thread hung: %s", ready,
+                  why ? why : "");
+    cr_assert (why && strstr (why, "hung"), "%s", why ? why : "");
+    free (why);
+    cr_assert_eq (atomic_load (&s_blocked), 1, "the thread is still blocked");
+
+    atomic_store (&s_gate_open, true);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'", 51, 30000), 51);
+    cr_assert (h_wait_http (port, "/ready", 10000), "/ready still fails after the thread woke");
+    usleep (500000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 51);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 51,
+                  "a message's effect was applied twice");
+    cr_assert_eq (atomic_load (&s_fail_calls), 0);
+    cr_assert_eq (s_dead_letters (), 0, "messages of the hung key became dead letters");
+    cr_assert_eq (s_stop (&r), 0);
+    //  Handed back and delivered again, the hung key's messages still ran in bus order.
+    int last_a = -1, last_b = -1, n_a = 0;
+    for (size_t i = 0; i < s_n_seen; i++) {
+        int *last = strcmp (s_seen[i].symbol, ka) == 0 ? &last_a : &last_b;
+        n_a += last == &last_a;
+        cr_assert_gt (s_seen[i].seq, *last, "%s: n:%d after n:%d", s_seen[i].symbol,
+                      s_seen[i].seq, *last);
+        *last = s_seen[i].seq;
+    }
+    cr_assert_eq (n_a, 40);
+}
+
+//  The other half of a hang: the hung thread's key goes to another replica. The copy of the
+//  message it hangs on waits there for the hung transaction's `consumed` row; once that
+//  transaction ends (here its connection is closed, as when the pod is restarted), the other
+//  replica does the work of the whole key while the thread still hangs. When the thread wakes
+//  (its connection gone, it tries again), it finds the message consumed and only acks: every
+//  effect happens once.
+Test (runtime, a_hung_threads_key_goes_to_another_replica_and_takes_effect_once,
+      .init = s_setup_short_lease, .fini = s_teardown, .timeout = 90)
+{
+    s_statement_timeout_ms = 1000;
+    static s_runner_t r1, r2;
+    s_start_with (&r1, true, 1, 2, s_route);
+    s_send_to ("KA", "block", NULL, NULL);
+    for (int i = 0; i < 20; i++) {
+        char d[16];
+        snprintf (d, sizeof d, "n:%d", i);
+        s_send_to ("KA", d, NULL, NULL);
+    }
+    for (int i = 0; i < 500 && atomic_load (&s_blocked) == 0; i++)
+        usleep (10000);
+    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+    int port1 = fks_worker_port (r1.w);
+    int ready = 200;
+    for (int i = 0; i < 150 && ready == 200; i++) {
+        usleep (100000);
+        ready = h_http ("GET", port1, "/ready", NULL, NULL, NULL, NULL);
+    }
+    cr_assert_eq (ready, 503, "/ready answered %d while a thread hung", ready);
+    s_start_with (&r2, true, 1, 2, s_route);
+    s_second = &r1;                             /* s_current is r2 now */
+    cr_assert_eq (h_sql_int ("SELECT count(pg_terminate_backend (pid)) FROM pg_stat_activity "
+                             "WHERE datname = current_database () "
+                             "AND state = 'idle in transaction'"), 1,
+                  "the hung transaction is not the only one open");
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", 21, 20000), 21,
+                  "the other replica did not take the hung thread's key");
+    cr_assert_eq (atomic_load (&s_blocked), 1, "the thread is still blocked");
+
+    atomic_store (&s_gate_open, true);
+    cr_assert (h_wait_http (port1, "/ready", 15000), "/ready still fails after the thread woke");
+    usleep (500000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 21);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), 21);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 21,
+                  "a message's effect was applied twice");
+    cr_assert_eq (atomic_load (&s_fail_calls), 0);
+    cr_assert_eq (s_dead_letters (), 0);
+    cr_assert_eq (s_stop (&r2), 0);
+    cr_assert_eq (s_stop (&r1), 0);
+    s_second = NULL;
 }
