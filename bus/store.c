@@ -53,8 +53,10 @@ struct fks_bus_store_t {
     atomic_bool groups_loaded;
     atomic_size_t pending_n;
 
-    s_rec_t **fifo;                 /* ring of FKS_BUS_STORE_PENDING_MAX */
+    s_rec_t **fifo;                 /* dead letters: ring of FKS_BUS_STORE_PENDING_MAX */
     size_t head, count;
+    s_rec_t **groups;               /* group records: the latest of each group, in order */
+    size_t n_groups, cap_groups;
 
     fks_metric_t *m_pending, *m_recorded, *m_dropped, *m_errors;
 };
@@ -153,21 +155,60 @@ s_parse (zmq_msg_t *f, int n)
     return NULL;
 }
 
+//  Records waiting: dead letters and groups.
+static size_t
+s_pending (const fks_bus_store_t *self)
+{
+    return self->count + self->n_groups;
+}
+
+//  A group record is never dropped: nothing else would ever offer that group's prefixes to
+//  PostgreSQL again (a dead letter's envelope is still in the outbox, for the reconciler).
+//  Only the latest record of a group matters (an upsert), so a newer one replaces a waiting
+//  one: they are bounded by the broker's groups (FKS_BUS_MAX_GROUPS), not by the dead letters.
+static void
+s_push_group (fks_bus_store_t *self, s_rec_t *rec)
+{
+    for (size_t i = 0; i < self->n_groups; i++)
+        if (strcmp (self->groups[i]->group, rec->group) == 0) {
+            s_rec_free (&self->groups[i]);
+            self->groups[i] = rec;
+            return;
+        }
+    if (self->n_groups == self->cap_groups) {
+        size_t cap = self->cap_groups ? self->cap_groups * 2 : 16;
+        s_rec_t **p = realloc (self->groups, cap * sizeof *p);
+        if (!p) {
+            char fields[128] = "";
+            fks_log_field_str (fields, sizeof fields, "group", rec->group);
+            fks_log (FKS_LOG_ERROR, NULL, fields, "store: out of memory: a group record is lost");
+            fks_metric_inc (self->m_dropped);
+            s_rec_free (&rec);
+            return;
+        }
+        self->groups = p;
+        self->cap_groups = cap;
+    }
+    self->groups[self->n_groups++] = rec;
+}
+
 static void
 s_push (fks_bus_store_t *self, s_rec_t *rec)
 {
+    if (rec->kind == S_REC_GROUP) {
+        s_push_group (self, rec);
+        return;
+    }
     if (self->count == FKS_BUS_STORE_PENDING_MAX) {
         s_rec_t **oldest = &self->fifo[self->head];
         char fields[256] = "";
+        char id_text[FKS_ID_STR_SIZE];
         fks_log_field_str (fields, sizeof fields, "group", (*oldest)->group);
-        if ((*oldest)->kind == S_REC_DEAD) {
-            char id_text[FKS_ID_STR_SIZE];
-            fks_id_format (&(*oldest)->id, id_text);
-            fks_log_field_str (fields, sizeof fields, "msg_id", id_text);
-        }
+        fks_id_format (&(*oldest)->id, id_text);
+        fks_log_field_str (fields, sizeof fields, "msg_id", id_text);
         fks_log (FKS_LOG_ERROR, NULL, fields,
-                 "store queue full (PostgreSQL down too long): dropped the oldest record from "
-                 "memory (a dead letter comes back through the reconciler)");
+                 "store queue full (PostgreSQL down too long): dropped the oldest dead letter "
+                 "from memory (it comes back through the reconciler)");
         fks_metric_inc (self->m_dropped);
         s_rec_free (oldest);
         self->head = (self->head + 1) % FKS_BUS_STORE_PENDING_MAX;
@@ -338,10 +379,21 @@ pg_failed:
 static void
 s_flush (fks_bus_store_t *self)
 {
-    while (self->count > 0 && !atomic_load (&self->stop)) {
+    //  Groups first: few, and what the reconciler walks by.
+    size_t done = 0;
+    while (done < self->n_groups && !atomic_load (&self->stop)) {
+        if (s_write_group (self, self->groups[done]) != 0) {
+            atomic_store (&self->pg_ok, false);
+            break;
+        }
+        atomic_store (&self->pg_ok, true);
+        s_rec_free (&self->groups[done++]);
+    }
+    memmove (self->groups, self->groups + done, (self->n_groups - done) * sizeof *self->groups);
+    self->n_groups -= done;
+    while (self->n_groups == 0 && self->count > 0 && !atomic_load (&self->stop)) {
         s_rec_t **rec = &self->fifo[self->head];
-        int rc = (*rec)->kind == S_REC_DEAD ? s_write_dead (self, *rec)
-                                            : s_write_group (self, *rec);
+        int rc = s_write_dead (self, *rec);
         if (rc != 0) {
             atomic_store (&self->pg_ok, false);
             break;
@@ -351,8 +403,8 @@ s_flush (fks_bus_store_t *self)
         self->head = (self->head + 1) % FKS_BUS_STORE_PENDING_MAX;
         self->count--;
     }
-    atomic_store (&self->pending_n, self->count);
-    fks_metric_set (self->m_pending, (double) self->count);
+    atomic_store (&self->pending_n, s_pending (self));
+    fks_metric_set (self->m_pending, (double) s_pending (self));
 }
 
 static int
@@ -420,10 +472,10 @@ s_thread (void *arg)
         if (zmq_poll (&item, 1, S_POLL_MS) == -1 && errno == ETERM)
             break;
         s_receive (self);
-        atomic_store (&self->pending_n, self->count);
-        fks_metric_set (self->m_pending, (double) self->count);
+        atomic_store (&self->pending_n, s_pending (self));
+        fks_metric_set (self->m_pending, (double) s_pending (self));
         int64_t now = fks_mono_ns () / 1000000;
-        bool work = self->count > 0 || !atomic_load (&self->groups_loaded);
+        bool work = s_pending (self) > 0 || !atomic_load (&self->groups_loaded);
         if (!work || now < next_try)
             continue;
         if (!atomic_load (&self->groups_loaded)) {
@@ -441,11 +493,12 @@ s_thread (void *arg)
     }
     //  Stopping: one last chance for what is pending.
     s_receive (self);
-    if (self->count > 0 && atomic_load (&self->pg_ok))
+    if (s_pending (self) > 0 && atomic_load (&self->pg_ok))
         s_flush (self);
-    if (self->count > 0)
+    if (s_pending (self) > 0)
         fks_log (FKS_LOG_ERROR, NULL, NULL, "store stopping with %zu records not written "
-                 "(dead letters come back through the reconciler)", self->count);
+                 "(dead letters come back through the reconciler, groups with their next "
+                 "JOIN)", s_pending (self));
     return NULL;
 }
 
@@ -534,6 +587,9 @@ fks_bus_store_destroy (fks_bus_store_t **self_p)
             s_rec_free (&self->fifo[(self->head + i) % FKS_BUS_STORE_PENDING_MAX]);
         free (self->fifo);
     }
+    for (size_t i = 0; i < self->n_groups; i++)
+        s_rec_free (&self->groups[i]);
+    free (self->groups);
     fks_pg_destroy (&self->pg);
     free (self);
     *self_p = NULL;

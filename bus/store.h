@@ -7,10 +7,12 @@
  *  that envelope back to the broker to publish. At start it reads `bus_groups` and declares
  *  every group to the broker, so messages for a group are queued before its replicas return.
  *
- *  While PostgreSQL is down the records wait in memory (at most FKS_BUS_STORE_PENDING_MAX;
- *  past that the oldest is dropped, counted and logged: its envelope is still in the outbox,
- *  so the reconciler brings it back and it fails its way here again) and are retried every
- *  second; fks_bus_store_ready says why the broker is not ready.
+ *  While PostgreSQL is down the records wait in memory and are retried every second;
+ *  fks_bus_store_ready says why the broker is not ready. Dead letters: at most
+ *  FKS_BUS_STORE_PENDING_MAX; past that the oldest is dropped, counted and logged (its
+ *  envelope is still in the outbox, so the reconciler brings it back and it fails its way here
+ *  again). Group records are never dropped: only the latest of each group waits (an upsert),
+ *  so they are bounded by the broker's groups, and they are written first.
  */
 #ifndef FKS_BUS_STORE_H
 #define FKS_BUS_STORE_H

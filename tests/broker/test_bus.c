@@ -588,6 +588,40 @@ Test (bus, dead_letters_wait_in_memory_while_postgresql_is_away_and_are_written_
     fks_bus_client_destroy (&pub);
 }
 
+//  A group's record waits in the store's memory with the dead letters, but past the store's
+//  bound (10,000) only dead letters are dropped (the reconciler brings them back): nothing
+//  else would offer the group to PostgreSQL again. Until 2026-11-29 the oldest record of any
+//  kind was dropped, here the group, which then never reached bus_groups.
+Test (bus, a_group_waiting_for_postgresql_is_never_dropped_for_dead_letters, .timeout = 120)
+{
+    char url[1024], env_url[1100];
+    h_extra_db ("late", false, url, sizeof url);
+    snprintf (env_url, sizeof env_url, "FKS_PG_URL=%s", url);
+    const char *env[] = { env_url, "FKS_BUS_MAX_DELIVERIES=1", NULL };
+    h_bus_start (env);
+    const char *args[] = { "--group", "g", "--prefix", "market.", "--fail", NULL };
+    h_consumer_start ("failing", args);
+    s_wait_consumers (1);
+    fks_bus_client_t *pub = h_publisher ();
+    cr_assert_eq (h_produce (pub, 10050), 0);
+    cr_assert_geq (h_wait_metric ("fks_bus_store_dropped_total", 1, 60000), 1,
+                   "the store's memory did not overflow");
+    h_create_extra_db ("late");
+    PGconn *late = PQconnectdb (url);
+    cr_assert_eq (PQstatus (late), CONNECTION_OK);
+    long long end = h_now_ms () + 15000, groups = 0;
+    while (groups == 0 && h_now_ms () < end) {
+        PGresult *res = PQexec (late, "SELECT count(*) FROM bus_groups WHERE grp = 'g'");
+        groups = PQresultStatus (res) == PGRES_TUPLES_OK ? atoll (PQgetvalue (res, 0, 0)) : 0;
+        PQclear (res);
+        if (groups == 0)
+            h_sleep_ms (100);
+    }
+    PQfinish (late);
+    fks_bus_client_destroy (&pub);
+    cr_assert_eq (groups, 1, "the group's record was dropped from the store's memory");
+}
+
 //  Lines of the bus log that contain text.
 static int
 s_log_lines_with (const char *text)
