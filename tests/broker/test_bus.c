@@ -550,18 +550,27 @@ Test (bus, ready_says_why_when_postgresql_is_unreachable_but_routing_goes_on)
     fks_bus_client_destroy (&pub);
 }
 
-Test (bus, dead_letters_wait_in_memory_while_postgresql_is_away_and_are_written_after)
+//  The broker, whose database (url, cap bytes) does not exist yet: to fks-bus that is
+//  PostgreSQL being down; a consumer of group g that fails every message; a publisher.
+static fks_bus_client_t *
+s_bus_without_its_database (const char *max_deliveries, char *url, size_t cap)
 {
-    //  The broker's database does not exist yet: to fks-bus that is PostgreSQL being down.
-    char url[1024], env_url[1100];
-    h_extra_db ("late", false, url, sizeof url);
+    char env_url[1100];
+    h_extra_db ("late", false, url, cap);
     snprintf (env_url, sizeof env_url, "FKS_PG_URL=%s", url);
-    const char *env[] = { env_url, "FKS_BUS_MAX_DELIVERIES=2", NULL };
+    const char *env[] = { env_url, max_deliveries, NULL };
     h_bus_start (env);
     const char *args[] = { "--group", "g", "--prefix", "market.", "--fail", NULL };
     h_consumer_start ("failing", args);
     s_wait_consumers (1);
-    fks_bus_client_t *pub = h_publisher ();
+    return h_publisher ();
+}
+
+Test (bus, dead_letters_wait_in_memory_while_postgresql_is_away_and_are_written_after)
+{
+    char url[1024];
+    fks_bus_client_t *pub = s_bus_without_its_database ("FKS_BUS_MAX_DELIVERIES=2", url,
+                                                        sizeof url);
     cr_assert_eq (h_produce (pub, 1), 0);
     cr_assert_eq (h_wait_metric ("fks_bus_dead_letters_total{group=\"g\"}", 1, 10000), 1);
     cr_assert_eq (h_wait_metric ("fks_bus_store_pending", 2, 5000), 2,
@@ -594,15 +603,9 @@ Test (bus, dead_letters_wait_in_memory_while_postgresql_is_away_and_are_written_
 //  kind was dropped, here the group, which then never reached bus_groups.
 Test (bus, a_group_waiting_for_postgresql_is_never_dropped_for_dead_letters, .timeout = 120)
 {
-    char url[1024], env_url[1100];
-    h_extra_db ("late", false, url, sizeof url);
-    snprintf (env_url, sizeof env_url, "FKS_PG_URL=%s", url);
-    const char *env[] = { env_url, "FKS_BUS_MAX_DELIVERIES=1", NULL };
-    h_bus_start (env);
-    const char *args[] = { "--group", "g", "--prefix", "market.", "--fail", NULL };
-    h_consumer_start ("failing", args);
-    s_wait_consumers (1);
-    fks_bus_client_t *pub = h_publisher ();
+    char url[1024];
+    fks_bus_client_t *pub = s_bus_without_its_database ("FKS_BUS_MAX_DELIVERIES=1", url,
+                                                        sizeof url);
     cr_assert_eq (h_produce (pub, 10050), 0);
     cr_assert_geq (h_wait_metric ("fks_bus_store_dropped_total", 1, 60000), 1,
                    "the store's memory did not overflow");
