@@ -47,6 +47,8 @@ struct fks_ops_t {
     size_t health_len;
     fks_ops_ready_fn *ready;
     void *arg;
+    fks_ops_ready_fn *live;             /* liveness check for /health, or NULL */
+    void *live_arg;
     fks_metrics_t *metrics;
     fks_metric_family_t *requests;      /* fks_http_requests_total{path,code}, may be NULL */
     _Atomic int last_ready;             /* 1 ready, 0 not, -1 not asked yet: logs transitions */
@@ -139,6 +141,26 @@ s_reply (const s_route_t *route, struct mg_connection *conn, int status,
     return status;
 }
 
+//  /health: 200 with the prebuilt body, or 503 with the reason when the liveness check fails.
+static int
+s_health (const s_route_t *route, struct mg_connection *conn, bool head_only)
+{
+    fks_ops_t *self = route->ops;
+    char why[S_WHY_MAX] = "";
+    if (!self->live || self->live (self->live_arg, why, sizeof why) == 0)
+        return s_reply (route, conn, 200, "application/json", NULL, self->health,
+                        self->health_len, head_only);
+    why[sizeof why - 1] = '\0';
+    if (!*why)
+        snprintf (why, sizeof why, "liveness check failed");
+    char escaped[S_WHY_MAX * 6];
+    fks_json_escape (escaped, sizeof escaped, why, strlen (why));
+    char body[sizeof escaped + 64];
+    int n = snprintf (body, sizeof body, "{\"status\":\"unhealthy\",\"reason\":\"%s\"}",
+                      escaped);
+    return s_reply (route, conn, 503, "application/json", NULL, body, (size_t) n, head_only);
+}
+
 static int
 s_ready (const s_route_t *route, struct mg_connection *conn, bool head_only)
 {
@@ -189,7 +211,6 @@ static int
 s_handle (struct mg_connection *conn, void *cbdata)
 {
     const s_route_t *route = cbdata;
-    fks_ops_t *self = route->ops;
     const struct mg_request_info *ri = mg_get_request_info (conn);
     //  civetweb also routes "/health/x" here: only the exact path is ours.
     if (!ri || !ri->local_uri || strcmp (ri->local_uri, s_paths[route->path]) != 0)
@@ -204,8 +225,7 @@ s_handle (struct mg_connection *conn, void *cbdata)
                           sizeof body - 1, false);
     }
     else if (route->path == S_HEALTH)
-        status = s_reply (route, conn, 200, "application/json", NULL, self->health,
-                          self->health_len, head_only);
+        status = s_health (route, conn, head_only);
     else if (route->path == S_READY)
         status = s_ready (route, conn, head_only);
     else
@@ -215,6 +235,15 @@ s_handle (struct mg_connection *conn, void *cbdata)
 
 //  --------------------------------------------------------------------------
 //  Mounting and listening
+
+void
+fks_ops_set_live (fks_ops_t *self, fks_ops_ready_fn *live, void *arg)
+{
+    if (self) {
+        self->live = live;
+        self->live_arg = arg;
+    }
+}
 
 void
 fks_ops_register (fks_ops_t *self, struct mg_context *ctx)

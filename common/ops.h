@@ -1,6 +1,8 @@
 /*  ops.h - the operations endpoints every FKS process serves: /health, /ready and /metrics.
  *
- *  GET /health answers 200 {"status":"healthy","env":"<FKS_ENV>"} while the process runs.
+ *  GET /health answers 200 {"status":"healthy","env":"<FKS_ENV>"} while the process runs (and,
+ *  when the process set a liveness check, while that passes: else 503 {"status":"unhealthy",
+ *  "reason":"..."}, so that Kubernetes' liveness probe restarts a process that is stuck).
  *  GET /ready calls the process's readiness check (PostgreSQL, Redis, bus...) and answers 200
  *  {"status":"ready"} or 503 {"status":"not_ready","reason":"..."}; GET /metrics renders the
  *  metrics registry in Prometheus text format (text/plain; version=0.0.4). HEAD answers the
@@ -43,6 +45,11 @@ int fks_ops_listen (fks_ops_t *self, const char *bind_addr, int port);
 /*  Installs the three handlers on an existing civetweb context (replacing any handlers of
  *  those paths). self must outlive ctx: stop the context before destroying self. */
 void fks_ops_register (fks_ops_t *self, struct mg_context *ctx);
+
+/*  Sets the liveness check /health asks (same contract as the readiness check; NULL: none).
+ *  For a fault only a restart mends (a handler thread stuck for good), never for a
+ *  dependency being down: that is what /ready is for. Call before serving. */
+void fks_ops_set_live (fks_ops_t *self, fks_ops_ready_fn *live, void *arg);
 
 /*  The port actually bound by fks_ops_listen (useful with port 0), or -1. */
 int fks_ops_port (fks_ops_t *self);

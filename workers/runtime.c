@@ -1554,13 +1554,14 @@ s_dispatch_main (void *arg)
 //  --------------------------------------------------------------------------
 //  The worker
 
+//  Liveness (/health): a hung handler thread holds its messages and its keys, and only a
+//  restart mends a thread stuck for good (its transaction then rolls back, and another
+//  replica does the work once: s_hung), so /health fails while one is, and Kubernetes'
+//  liveness probe restarts the pod.
 static int
-s_ready (void *arg, char *why, size_t cap)
+s_live (void *arg, char *why, size_t cap)
 {
     fks_worker_t *w = arg;
-    int rc = 0;
-    //  A hung handler thread holds its messages and its keys: not ready, so that it is seen
-    //  (and an operator or a liveness check on /ready restarts it).
     for (int i = 0; w->threads && i < w->cfg.threads; i++)
         if (atomic_load (&w->threads[i].hung)) {
             int64_t quiet = fks_mono_ns () / 1000000 - atomic_load (&w->threads[i].progress_ms);
@@ -1568,6 +1569,17 @@ s_ready (void *arg, char *why, size_t cap)
                       (long long) (quiet / 1000));
             return -1;
         }
+    return 0;
+}
+
+static int
+s_ready (void *arg, char *why, size_t cap)
+{
+    fks_worker_t *w = arg;
+    int rc = 0;
+    //  A hung thread takes the replica out of its Service too.
+    if (s_live (w, why, cap) != 0)
+        return -1;
     pthread_mutex_lock (&w->ready_lock);
     fks_pg_err_t perr;
     fks_redis_err_t rerr;
@@ -1782,6 +1794,7 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
     if (!self->bus)
         goto done;
     self->ops = fks_ops_new (self->cfg.env, s_ready, self, NULL);
+    fks_ops_set_live (self->ops, s_live, self);
     if (!self->ops || fks_ops_listen (self->ops, self->cfg.http_bind, self->cfg.port) != 0)
         goto done;
     if (s_threads_make (self) != 0)

@@ -44,7 +44,8 @@
  *  Hangs. A handler thread that shows no progress (a new attempt, a retry's pause, a wait for
  *  messages) for longer than an attempt may take (FKS_PG_STATEMENT_TIMEOUT_MS, else the ack
  *  deadline) plus the bus's ack deadline is taken to hang: the leases of what it holds lapse
- *  (the broker gives those messages to another replica), /ready answers 503 until it goes on,
+ *  (the broker gives those messages to another replica), /ready and /health answer 503 until
+ *  it goes on (a liveness probe restarts a pod whose thread is stuck for good),
  *  and in a routed worker what waits in its queue or comes for it is handed back to the bus
  *  (fks_bus_release: no attempt counted). The message it hangs on still takes effect once:
  *  its transaction holds that message's `consumed` row, so a copy elsewhere waits for it and

@@ -213,6 +213,33 @@ Test (ops, ready_answers_503_with_the_reason_until_the_check_passes)
     cr_assert_eq (s_requests ("/ready", "200"), 1);
 }
 
+//  A liveness check set: /health answers 503 with its reason while it fails (a process stuck
+//  for good, for Kubernetes' liveness probe to restart), 200 again once it passes; /ready is
+//  not affected by it.
+Test (ops, health_answers_503_while_the_liveness_check_fails)
+{
+    static s_check_t live;
+    snprintf (live.reason, sizeof live.reason, "handler thread 1 hung: no progress for 61 s");
+    atomic_store (&live.ready, 0);
+    fks_ops_set_live (s_ops, s_check, &live);
+    s_response_t r;
+    s_http (s_port, "GET", "/health", &r);
+    cr_assert_eq (r.status, 503);
+    cr_assert_str_eq (r.body, "{\"status\":\"unhealthy\",\"reason\":\"handler thread 1 hung: "
+                              "no progress for 61 s\"}");
+    s_response_free (&r);
+    s_http (s_port, "GET", "/ready", &r);
+    cr_assert_eq (r.status, 200);
+    s_response_free (&r);
+    atomic_store (&live.ready, 1);
+    s_http (s_port, "GET", "/health", &r);
+    cr_assert_eq (r.status, 200);
+    cr_assert_str_eq (r.body, "{\"status\":\"healthy\",\"env\":\"lab \\\"1\\\"\"}");
+    s_response_free (&r);
+    cr_assert_eq (s_requests ("/health", "503"), 1);
+    fks_ops_set_live (s_ops, NULL, NULL);
+}
+
 Test (ops, ready_with_a_failing_check_that_gives_no_reason_still_says_why)
 {
     s_state.reason[0] = '\0';

@@ -968,11 +968,19 @@ Test (runtime, a_hung_routed_thread_does_not_stop_the_other_keys,
                   why ? why : "");
     cr_assert (why && strstr (why, "hung"), "%s", why ? why : "");
     free (why);
+    //  And /health, the liveness probe's path: only a restart mends a thread stuck for good.
+    why = NULL;
+    int live = h_http ("GET", port, "/health", NULL, NULL, NULL, &why);
+    cr_assert_eq (live, 503, "/health answered %d while a thread hung: %s", live,
+                  why ? why : "");
+    cr_assert (why && strstr (why, "unhealthy"), "%s", why ? why : "");
+    free (why);
     cr_assert_eq (atomic_load (&s_blocked), 1, "the thread is still blocked");
 
     atomic_store (&s_gate_open, true);
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'", 51, 30000), 51);
     cr_assert (h_wait_http (port, "/ready", 10000), "/ready still fails after the thread woke");
+    cr_assert (h_wait_http (port, "/health", 10000), "/health still fails after the thread woke");
     usleep (500000);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), 51);
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), 51,
