@@ -53,6 +53,7 @@
 #define S_MAX_STMTS        64
 #define S_REDIS_TIMEOUT_MS 2000
 #define S_PARK_MS          100      /* a message a thread cannot take is handed back after */
+#define S_LATER_PAUSE_MS   100      /* a message its handler defers is handed back after */
 #define S_HELD_MAX_MS      2000     /* a key handed back waits this long for its message */
 
 typedef struct {
@@ -93,6 +94,7 @@ struct fks_worker_tx_t {
     msgpack_sbuffer body;
     msgpack_packer pk;
     size_t batch;                           /* fresh messages in the open transaction */
+    size_t current;                         /* the handler's message among them (else SIZE_MAX) */
     const fks_envelope_t **envs;            /* their envelopes (batch of them) */
     s_event_t *events;                      /* the outbox of the open transaction */
     size_t n_events, cap_events;
@@ -122,6 +124,8 @@ struct s_thread_t {
     size_t n_leases;
     _Atomic int64_t progress_ms;            /* monotonic: its last attempt, pause or wait */
     atomic_bool hung;                       /* no progress for too long (the keeper) */
+    size_t deferred;                        /* handed back for later since the last log line */
+    int64_t deferred_logged_ms;
 };
 
 struct fks_worker_t {
@@ -145,7 +149,7 @@ struct fks_worker_t {
     fks_pg_t *ready_pg;
     fks_redis_t *ready_redis;
     fks_metric_t *m_ok, *m_dup, *m_failed, *m_dead, *m_retries, *m_pub_fail, *m_split;
-    fks_metric_t *m_handler, *m_batch, *m_batch_size, *m_in_flight, *m_hung;
+    fks_metric_t *m_handler, *m_batch, *m_batch_size, *m_in_flight, *m_hung, *m_deferred;
 };
 
 static const char *s_sql_consumed =
@@ -293,7 +297,8 @@ fks_worker_batch_env (fks_worker_tx_t *tx, size_t i)
 bool
 fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_id_t *id)
 {
-    for (size_t i = 0; i < tx->batch; i++) {
+    size_t upto = tx->current < tx->batch ? tx->current : tx->batch;
+    for (size_t i = 0; i < upto; i++) {
         fks_id_t v;
         if (tx->envs[i] && fks_envelope_get_id (tx->envs[i], field, &v) == 0
             && memcmp (v.b, id->b, FKS_ID_SIZE) == 0)
@@ -504,6 +509,16 @@ fks_worker_retry (fks_worker_tx_t *tx, const char *fmt, ...)
 }
 
 int
+fks_worker_later (fks_worker_tx_t *tx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start (ap, fmt);
+    int rc = s_reason (tx, FKS_WORKER_LATER, fmt, ap);
+    va_end (ap);
+    return rc;
+}
+
+int
 fks_worker_pg_error (fks_worker_tx_t *tx, const fks_pg_err_t *err, const char *what)
 {
     const char *s = err->sqlstate;
@@ -693,7 +708,14 @@ s_tx_set_msg (fks_worker_tx_t *tx, const fks_envelope_hdr_t *hdr, fks_bus_msg_t 
         tx->corr_text[0] = '\0';
 }
 
-typedef enum { S_DONE = 0, S_TRANSIENT, S_PERMANENT } s_outcome_t;
+typedef enum { S_DONE = 0, S_TRANSIENT, S_PERMANENT, S_LATER } s_outcome_t;
+
+static s_outcome_t
+s_outcome (int rc)
+{
+    return rc == FKS_WORKER_RETRY ? S_TRANSIENT : rc == FKS_WORKER_LATER ? S_LATER
+                                                                         : S_PERMANENT;
+}
 
 //  Ends the attempt's envelopes: those it decoded are freed, those the dispatcher decoded
 //  (envs[i], owned by the handler thread's loop) are only forgotten.
@@ -762,6 +784,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
     s_progress (th);
     *bad = n;
     tx->reason[0] = '\0';
+    tx->current = SIZE_MAX;
     s_events_clear (tx);
     int64_t t0 = fks_mono_ns ();
     //  With a prefetch hook every message is decoded before BEGIN (those the group handled
@@ -785,7 +808,7 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
         int rc = fks_worker_pg_error (tx, &err, "BEGIN and recording consumed messages");
         s_decoded_free (th, envs, n);
         fks_pg_rollback (th->pg);
-        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+        return s_outcome (rc);
     }
     //  The batch begin and the handlers see: the new messages, every one decoded.
     tx->batch = 0;
@@ -816,10 +839,11 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
                 snprintf (tx->reason, sizeof tx->reason, "the transaction could not begin");
             s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
-            return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+            return s_outcome (rc);
         }
     }
     s_prefetched_clear (tx);            /* prefetched without a begin hook to read it */
+    tx->current = 0;
     for (size_t i = 0; i < n; i++) {
         if (!th->decoded[i])
             continue;
@@ -829,15 +853,18 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
         int rc = w->def->handler (tx, env, w->def->arg);
         fks_metric_observe (w->m_handler, (double) (fks_mono_ns () - h0) / 1e9);
         s_tx_set_msg (tx, NULL, NULL);
+        tx->current++;
         if (rc != FKS_WORKER_OK) {
+            tx->current = SIZE_MAX;
             if (!tx->reason[0])
                 snprintf (tx->reason, sizeof tx->reason, "the handler failed");
             s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
             *bad = i;
-            return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+            return s_outcome (rc);
         }
     }
+    tx->current = SIZE_MAX;
     if (w->def->flush) {
         int rc = w->def->flush (tx, w->def->arg);
         if (rc != FKS_WORKER_OK) {
@@ -845,14 +872,14 @@ s_attempt (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n
                 snprintf (tx->reason, sizeof tx->reason, "the flush failed");
             s_decoded_free (th, envs, n);
             fks_pg_rollback (th->pg);
-            return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+            return s_outcome (rc);
         }
     }
     s_decoded_free (th, envs, n);
     if (s_insert_events_commit (tx, &err) != 0) {
         int rc = fks_worker_pg_error (tx, &err, "writing the batch and the outbox, COMMIT");
         fks_pg_rollback (th->pg);
-        return rc == FKS_WORKER_RETRY ? S_TRANSIENT : S_PERMANENT;
+        return s_outcome (rc);
     }
     fks_metric_observe (w->m_batch, (double) (fks_mono_ns () - t0) / 1e9);
     return S_DONE;
@@ -1253,6 +1280,28 @@ s_fail_one (s_thread_t *th, fks_bus_msg_t *msg, const char *why)
     }
 }
 
+//  A message its handler says is not to be handled yet (FKS_WORKER_LATER): handed back to the
+//  bus after S_LATER_PAUSE_MS (without the pause one replica and the broker would pass it back
+//  and forth while what it waits for is not there), so that what is queued behind it goes
+//  first. No attempt is counted. Said in the log at most every 10 s per thread.
+static void
+s_later (s_thread_t *th, fks_bus_msg_t **msg)
+{
+    fks_worker_t *w = th->w;
+    fks_metric_inc (w->m_deferred);
+    th->deferred++;
+    int64_t now = fks_mono_ns () / 1000000;
+    if (now - th->deferred_logged_ms >= 10000) {
+        fks_log (FKS_LOG_INFO, NULL, NULL, "%s: %zu message(s) handed back for later (%s)",
+                 w->def->program, th->deferred, th->tx.reason);
+        th->deferred_logged_ms = now;
+        th->deferred = 0;
+    }
+    if (!s_stopping (w))
+        s_pause (th, &w->stop, S_LATER_PAUSE_MS);
+    fks_bus_release (w->bus, msg);
+}
+
 //  Handles a batch: in one transaction if it can, else message by message.
 static void
 s_handle (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n)
@@ -1273,6 +1322,11 @@ s_handle (s_thread_t *th, fks_bus_msg_t **msgs, fks_envelope_t **envs, size_t n)
             s_events_clear (&th->tx);
             for (size_t i = 0; i < n; i++)
                 s_handle (th, &msgs[i], envs ? &envs[i] : NULL, 1);
+            return;
+        }
+        if (out == S_LATER && n == 1 && !conn_lost) {
+            s_events_clear (&th->tx);
+            s_later (th, &msgs[0]);
             return;
         }
         if (out == S_PERMANENT && n == 1) {
@@ -1663,12 +1717,15 @@ fks_worker_new (const fks_worker_def_t *def, const fks_worker_cfg_t *cfg)
         sizeof size_buckets / sizeof size_buckets[0]), g);
     self->m_in_flight = fks_metric_get (fks_gauge_family ("fks_worker_in_flight",
         "Messages a worker replica is handling now", (const char *[]) { "group" }, 1), g);
+    self->m_deferred = fks_metric_get (fks_counter_family ("fks_worker_deferred_total",
+        "Messages a handler said were not to be handled yet, handed back to the bus for later",
+        (const char *[]) { "group" }, 1), g);
     self->m_hung = fks_metric_get (fks_gauge_family ("fks_worker_threads_hung",
         "Handler threads that showed no progress for longer than an attempt may take plus the "
         "ack deadline (taken to hang: /ready fails)", (const char *[]) { "group" }, 1), g);
     if (!self->m_ok || !self->m_retries || !self->m_handler || !self->m_in_flight
         || !self->m_batch_size || !self->m_pub_fail || !self->m_batch || !self->m_split
-        || !self->m_hung) {
+        || !self->m_hung || !self->m_deferred) {
         fks_log (FKS_LOG_ERROR, NULL, NULL, "worker: cannot register metrics");
         fks_worker_destroy (&self);
         return NULL;

@@ -34,6 +34,13 @@
  *  the hook fails too, the message is rejected as a dead letter, which the bus stores in
  *  dead_letters and publishes as dead.letter. Nothing is dropped silently.
  *
+ *  Not yet (FKS_WORKER_LATER): a message that must wait for another one, which may be queued
+ *  behind it (an exit whose entry has not come yet), is rolled back (its batch taken apart
+ *  first) and, after a pause of 100 ms, handed back to the bus (fks_bus_release: no attempt
+ *  counted), so that what is queued behind it is handled first and it comes again after. A
+ *  retry would keep it in place, in front of what it waits for. The handler bounds how long
+ *  it says so (fks_worker_deferred_total{group} counts the hand-backs).
+ *
  *  Operations: /health, /ready (no handler thread hangs, PostgreSQL, Redis and the bus) and
  *  /metrics on the worker's port (common/ops.h). Metrics: fks_worker_messages_total{group,
  *  result} (ok, duplicate, failed, dead), fks_worker_handler_seconds{group} per message,
@@ -93,6 +100,7 @@
 #define FKS_WORKER_OK      0
 #define FKS_WORKER_RETRY  -1
 #define FKS_WORKER_FAIL   -2
+#define FKS_WORKER_LATER  -3
 
 #define FKS_WORKER_REASON_MAX 512
 
@@ -252,8 +260,9 @@ int fks_worker_defer (fks_worker_tx_t *tx, const fks_pg_call_t *call);
  *  the order the handler will see them. Valid until the transaction ends. */
 const fks_envelope_t *fks_worker_batch_env (fks_worker_tx_t *tx, size_t i);
 
-/*  Whether one of this transaction's messages has id in its body's id field `field` (e.g. the
- *  alert or signal a row belongs to is handled here, and its rows change at commit). */
+/*  Whether one of this transaction's messages handled before the current one (in a handler;
+ *  any of them elsewhere) has id in its body's id field `field`: the alert or signal a row
+ *  belongs to was handled here already, and its rows change at commit. */
 bool fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_id_t *id);
 
 /*  For "is anything made before this one still on its way": runs the prepared statement stmt
@@ -285,6 +294,8 @@ int fks_worker_emit (fks_worker_tx_t *tx, const char *type, const fks_id_t *corr
 int fks_worker_fail (fks_worker_tx_t *tx, const char *fmt, ...)
     __attribute__ ((format (printf, 2, 3)));
 int fks_worker_retry (fks_worker_tx_t *tx, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+int fks_worker_later (fks_worker_tx_t *tx, const char *fmt, ...)
     __attribute__ ((format (printf, 2, 3)));
 
 /*  Classifies a PostgreSQL error: connection loss and SQLSTATE classes 08, 40 (deadlock,

@@ -578,6 +578,76 @@ Test (execution, an_order_has_the_quantity_of_its_signal, .fini = s_teardown, .t
     free (d);
 }
 
+//  An exit's signal that reaches the execution worker before its entry's (the entry's
+//  replica published late, or two ai replicas crossed), on the same replica and handler
+//  thread: the exit is handed back for later (FKS_WORKER_LATER), so the entry, queued behind
+//  it, is filled first; a retry in place would keep the entry waiting behind it until the exit
+//  was refused "nothing to reduce". The entry is made here as the signal worker makes it, and
+//  published only once the exit is being held back.
+Test (execution, an_exit_ahead_of_its_entry_on_one_thread_lets_the_entry_go_first,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "AHEADUSDT", 10);
+    fks_id_t inbox, sig;
+    cr_assert_eq (fks_id_new (&inbox), 0);
+    cr_assert_eq (fks_id_new (&sig), 0);
+    char iid[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], q[900];
+    fks_id_format (&inbox, iid);
+    fks_id_format (&sig, sid);
+    h_sql_exec (h_sqlf (q, sizeof q,
+        "WITH i AS (INSERT INTO inbox (id, idem_key, source, body, alert, status)"
+        "           VALUES ('%s', '%s', 'tradingview', ''::bytea,"
+        "                   '{\"symbol\":\"AHEADUSDT\",\"action\":\"buy\"}', 'signalled'))"
+        " INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
+        "                      quantity_type, order_type, price, params, status)"
+        " VALUES ('%s', '%s', '%s', 'tradingview', 'AHEADUSDT', 'buy', 'buy', 2,"
+        "         'fixed_quantity', 'market', 10, '{\"reduce_only\":false}', 'created')",
+        iid, iid, sid, iid, iid));
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init (&body);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 9);
+    fks_pack_kv_id (&pk, "signal_id", &sig);
+    fks_pack_kv_id (&pk, "inbox_id", &inbox);
+    fks_pack_kv_str (&pk, "symbol", "AHEADUSDT");
+    fks_pack_kv_str (&pk, "side", "buy");
+    fks_pack_kv_f64 (&pk, "qty", 2);
+    fks_pack_kv_str (&pk, "order_type", "market");
+    fks_pack_kv_f64 (&pk, "price", 10);
+    fks_pack_kv_bool (&pk, "reduce_only", false);
+    fks_pack_kv_f64 (&pk, "open_qty", 2);
+    fks_envelope_hdr_t hdr;
+    cr_assert_eq (fks_envelope_hdr_init (&hdr, "signal.created", "signal", &inbox, &inbox), 0);
+    msgpack_sbuffer frame;
+    msgpack_sbuffer_init (&frame);
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_encode (&hdr, body.data, body.size, &frame, &err), 0, "%s",
+                  err.msg);
+    h_store_event (&hdr, frame.data, frame.size);
+    //  The exit: the signal worker counts the entry's pending signal and closes 2.
+    h_alert_t out = { .symbol = "AHEADUSDT", .action = "exit", .price = 11 };
+    fks_id_t x = h_inject_alert (&s, &out, NULL, NULL);
+    h_wait_alert_status (&x, "signalled");
+    usleep (600 * 1000);
+    char xid[FKS_ID_STR_SIZE];
+    fks_id_format (&x, xid);
+    cr_assert_eq (h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s'"
+                                     " AND status = 'signalled'", xid)), 1,
+                  "the exit was decided before its entry came");
+    h_publish (&s, "signal.created", (const uint8_t *) frame.data, frame.size);
+    msgpack_sbuffer_destroy (&body);
+    msgpack_sbuffer_destroy (&frame);
+    h_wait_alert_status (&inbox, "filled");
+    h_wait_alert_status (&x, "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'AHEADUSDT'"
+                             " AND qty = 0"), 1, "the exit closes the entry's 2");
+    cr_assert (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'") == 0);
+}
+
 //  A symbol polled in two intervals (1m and 1h): the hour's bar holds the same trades as its
 //  minutes, so only the minutes fill its orders; an hour bar that went through the limit
 //  fills nothing, the next minute bar that does fills it.

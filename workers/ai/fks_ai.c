@@ -341,8 +341,9 @@ s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double thr
 //  symbol created before it: with several ai replicas, the entry's can be in another
 //  replica's hands, and scored after the exit, the exit would reach execution first and find
 //  nothing to close. While such a signal (created up to S_EARLIER_WINDOW_MS ago, still
-//  `created`, not in this transaction) exists, the exit is tried again later (the runtime's
-//  retry, with a growing pause); after the window it goes on. FKS_WORKER_OK or the retry.
+//  `created`, not handled earlier in this transaction) exists, the exit is handed back for
+//  later (FKS_WORKER_LATER: behind what is queued, the entry among it when it came to this
+//  replica after the exit); after the window it goes on. FKS_WORKER_OK or FKS_WORKER_LATER.
 static int
 s_earlier (fks_worker_tx_t *tx, const s_signal_t *s)
 {
@@ -351,7 +352,7 @@ s_earlier (fks_worker_tx_t *tx, const s_signal_t *s)
                                       fks_now_ms () - S_EARLIER_WINDOW_MS, "signal_id", &n);
     if (rc != FKS_WORKER_OK || n == 0)
         return rc;
-    return fks_worker_retry (tx, "exit for %s waits for %d signal%s of it created before and "
+    return fks_worker_later (tx, "exit for %s waits for %d signal%s of it created before and "
                              "not scored yet", s->symbol, n, n == 1 ? "" : "s");
 }
 

@@ -1659,11 +1659,12 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
 
 //  An exit (a reduce-only signal) that finds nothing to reduce may have come before its
 //  entry: with several ai or execution replicas, the entry's signal, created just before,
-//  can still be on its way or in another replica's hands. While such a signal of the symbol
-//  (created up to S_EARLIER_WINDOW_MS ago, not yet ordered, not in this transaction) exists,
-//  the exit is tried again later (FKS_WORKER_RETRY: the transaction is rolled back, which lets
-//  the position's lock go, and the runtime tries again with a growing pause), so the entry is
-//  filled first; after the window it is decided as it stands. FKS_WORKER_OK or the retry.
+//  can still be on its way, in another replica's hands, or queued behind the exit. While such
+//  a signal of the symbol (created up to S_EARLIER_WINDOW_MS ago, not yet ordered, not handled
+//  earlier in this transaction) exists, the exit is handed back for later (FKS_WORKER_LATER:
+//  the transaction is rolled back, which lets the position's lock go, and the message goes
+//  back to the bus behind what is queued), so the entry is filled first; after the window it
+//  is decided as it stands. FKS_WORKER_OK or FKS_WORKER_LATER.
 static int
 s_earlier_pending (fks_worker_tx_t *tx, const fks_order_t *o)
 {
@@ -1672,7 +1673,7 @@ s_earlier_pending (fks_worker_tx_t *tx, const fks_order_t *o)
                                       fks_now_ms () - S_EARLIER_WINDOW_MS, "signal_id", &n);
     if (rc != FKS_WORKER_OK || n == 0)
         return rc;
-    return fks_worker_retry (tx, "nothing to reduce in %s yet, and %d signal%s of it created "
+    return fks_worker_later (tx, "nothing to reduce in %s yet, and %d signal%s of it created "
                              "before this one not ordered yet: waiting for %s", o->symbol, n,
                              n == 1 ? "" : "s", n == 1 ? "it" : "them");
 }

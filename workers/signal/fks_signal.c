@@ -31,15 +31,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define S_CANCEL_MAX 100            /* open orders cancelled by one alert */
 #define S_PENDING_MAX 256           /* newest signals of a symbol looked at as pending */
 #define S_EARLIER_WINDOW_MS 5000    /* how far back alerts accepted before one are looked for */
 #define S_EARLIER_MAX 256           /* ... at most this many of them, newest first */
-#define S_EARLIER_WAIT_MS 2000      /* how long a decision waits for them to be handled */
-#define S_EARLIER_POLL_US 20000
-#define S_EARLIER_GRACE_US 20000    /* after they were handled: their publishing goes first */
+#define S_EARLIER_WAIT_MS 5000      /* how long after its acceptance a decision waits for them */
 #define S_STR_(x) #x
 #define S_STR(x) S_STR_ (x)
 
@@ -66,7 +63,7 @@ static const fks_pg_stmt_t s_stmts[] = {
       "     WHERE status IN ('created', 'scored')) s ON true"
       " ORDER BY s.created_at, s.id", 1 },
     //  The alerts the gateway accepted shortly before one (inbox ids are UUIDv7: time first)
-    //  that no signal worker has handled yet, with their symbols as sent (s_wait_earlier).
+    //  that no signal worker has handled yet, with their symbols as sent (s_earlier).
     { "sig_earlier",
       "SELECT id, alert->>'symbol' FROM inbox"
       " WHERE id > $1::uuid AND id < $2::uuid AND status = 'accepted'"
@@ -334,7 +331,7 @@ s_expected (fks_worker_tx_t *tx, s_seen_t *e)
 }
 
 //  *n: the alerts of symbol accepted up to S_EARLIER_WINDOW_MS before the alert inbox_id
-//  and not handled yet by any signal worker (other than in this transaction).
+//  and not handled yet by any signal worker (nor earlier in this transaction).
 static int
 s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, int *n)
 {
@@ -370,38 +367,23 @@ s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, in
 //  A decision that rests on the position and found nothing to do (nothing to close, to add
 //  to, a share of nothing) may have come too early: with several signal replicas, the alert
 //  accepted just before this one (the entry this exit closes) can be in another replica's
-//  hands, its signal not committed yet, so not among the pending ones s_expected reads.
-//  Waits up to S_EARLIER_WAIT_MS for the symbol's earlier alerts to be handled; *again true
-//  when it waited for some (the position is then read again, and the decision made again).
-//  Rare by construction: only a decision about to be filtered pays for the look.
+//  hands, its signal not committed yet, so not among the pending ones s_expected reads; or
+//  queued behind this one. While such an alert of the symbol is not handled and this one is
+//  less than S_EARLIER_WAIT_MS old, it is handed back for later (FKS_WORKER_LATER: behind what
+//  is queued here; when it comes again the entry's signal is pending, or filled, and the
+//  decision is made again). Rare by construction: only a decision about to be filtered pays
+//  for the look. FKS_WORKER_OK (decide now) or FKS_WORKER_LATER.
 static int
-s_wait_earlier (fks_worker_tx_t *tx, const fks_signal_alert_t *a, s_seen_t *seen, bool *again)
+s_wait_earlier (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const s_seen_t *seen)
 {
-    *again = false;
-    int64_t deadline = fks_mono_ns () + (int64_t) S_EARLIER_WAIT_MS * 1000000;
-    for (;;) {
-        int n, rc = s_earlier (tx, &a->inbox_id, seen->symbol, &n);
-        if (rc != FKS_WORKER_OK)
-            return rc;
-        if (n == 0)
-            break;
-        if (fks_mono_ns () >= deadline) {
-            fks_log (FKS_LOG_WARN, fks_worker_corr_text (tx), NULL, "%d alert%s of %s accepted "
-                     "before this one still not handled after %d ms: deciding without them",
-                     n, n == 1 ? "" : "s", seen->symbol, S_EARLIER_WAIT_MS);
-            break;
-        }
-        *again = true;
-        usleep (S_EARLIER_POLL_US);
-    }
-    if (!*again)
+    int64_t ms = fks_id_ms (&a->inbox_id);
+    if (ms < 0 || fks_now_ms () - ms >= S_EARLIER_WAIT_MS)
         return FKS_WORKER_OK;
-    //  Their replica publishes right after its commit; a short pause more keeps this signal,
-    //  published after this one's commit, behind theirs on the bus (execution then sees the
-    //  entry first).
-    usleep (S_EARLIER_GRACE_US);
-    seen->expected = false;
-    return s_expected (tx, seen);
+    int n, rc = s_earlier (tx, &a->inbox_id, seen->symbol, &n);
+    if (rc != FKS_WORKER_OK || n == 0)
+        return rc;
+    return fks_worker_later (tx, "%d alert%s of %s accepted before this one not handled yet",
+                             n, n == 1 ? "" : "s", seen->symbol);
 }
 
 //  A signal of this transaction moves the position the next decisions see.
@@ -804,15 +786,9 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
             fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
         }
     }
-    if (d.position_matters && d.kind == FKS_SIGNAL_FILTER) {
-        bool again;
-        if ((rc = s_wait_earlier (tx, &a, seen, &again)) != FKS_WORKER_OK)
-            return rc;
-        if (again && seen->position != ctx.position) {
-            ctx.position = seen->position;
-            fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
-        }
-    }
+    if (d.position_matters && d.kind == FKS_SIGNAL_FILTER
+        && (rc = s_wait_earlier (tx, &a, seen)) != FKS_WORKER_OK)
+        return rc;
     switch (d.kind) {
         case FKS_SIGNAL_FILTER:
             return s_filtered (tx, &a, &d, "filtered");
