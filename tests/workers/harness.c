@@ -706,18 +706,32 @@ h_publish (h_stack_t *s, const char *type, const uint8_t *data, size_t len)
 }
 
 void
+h_store_body (const char *type, const char *src, const fks_id_t *corr, const fks_id_t *cause,
+              const void *body, size_t body_len, msgpack_sbuffer *frame)
+{
+    fks_envelope_hdr_t hdr;
+    cr_assert_eq (fks_envelope_hdr_init (&hdr, type, src, corr, cause), 0);
+    msgpack_sbuffer_init (frame);
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_encode (&hdr, body, body_len, frame, &err), 0, "%s", err.msg);
+    h_store_event (&hdr, frame->data, frame->size);
+}
+
+void
+h_publish_body_as (h_stack_t *s, const char *type, const char *src, const fks_id_t *corr,
+                   const fks_id_t *cause, const void *body, size_t body_len)
+{
+    msgpack_sbuffer frame;
+    h_store_body (type, src, corr, cause, body, body_len, &frame);
+    h_publish (s, type, (const uint8_t *) frame.data, frame.size);
+    msgpack_sbuffer_destroy (&frame);
+}
+
+void
 h_publish_body (h_stack_t *s, const char *type, const char *src, const void *body,
                 size_t body_len)
 {
-    fks_envelope_hdr_t hdr;
-    cr_assert_eq (fks_envelope_hdr_init (&hdr, type, src, NULL, NULL), 0);
-    msgpack_sbuffer frame;
-    msgpack_sbuffer_init (&frame);
-    fks_envelope_err_t err;
-    cr_assert_eq (fks_envelope_encode (&hdr, body, body_len, &frame, &err), 0, "%s", err.msg);
-    h_store_event (&hdr, frame.data, frame.size);
-    h_publish (s, type, (const uint8_t *) frame.data, frame.size);
-    msgpack_sbuffer_destroy (&frame);
+    h_publish_body_as (s, type, src, NULL, NULL, body, body_len);
 }
 
 //  One stream message, or 0 on timeout.

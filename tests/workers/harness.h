@@ -152,6 +152,17 @@ void h_publish (h_stack_t *s, const char *type, const uint8_t *data, size_t len)
 void h_publish_body (h_stack_t *s, const char *type, const char *src, const void *body,
                      size_t body_len);
 
+/*  The same with the envelope's corr and cause (NULL: none). */
+void h_publish_body_as (h_stack_t *s, const char *type, const char *src, const fks_id_t *corr,
+                        const fks_id_t *cause, const void *body, size_t body_len);
+
+/*  Encodes body as an envelope (corr and cause NULL for none) and stores it in events, as a
+ *  producer does before publishing; the frame is left in *frame (initialised here, the caller
+ *  destroys it), to publish when the test wants. */
+void h_store_body (const char *type, const char *src, const fks_id_t *corr,
+                   const fks_id_t *cause, const void *body, size_t body_len,
+                   msgpack_sbuffer *frame);
+
 /*  Reads stream envelopes for up to timeout_ms, collecting the types of those whose corr is
  *  corr, until n have been seen. Returns how many were seen; types[i] filled. */
 int h_stream_types (h_stack_t *s, const fks_id_t *corr, char types[][64], int n,

@@ -132,15 +132,7 @@ static void
 s_publish_copy (const fks_envelope_hdr_t *hdr, const char *type, const char *src,
                 const uint8_t *body, size_t body_len)
 {
-    fks_envelope_hdr_t copy;
-    cr_assert_eq (fks_envelope_hdr_init (&copy, type, src, &hdr->corr, &hdr->cause), 0);
-    msgpack_sbuffer frame;
-    msgpack_sbuffer_init (&frame);
-    fks_envelope_err_t err;
-    cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s", err.msg);
-    h_store_event (&copy, frame.data, frame.size);
-    h_publish (&s, type, (const uint8_t *) frame.data, frame.size);
-    msgpack_sbuffer_destroy (&frame);
+    h_publish_body_as (&s, type, src, &hdr->corr, &hdr->cause, body, body_len);
 }
 
 //  Makes the next messages of a handler thread arrive as one batch: the thread is held on a
@@ -620,14 +612,8 @@ Test (execution, an_exit_ahead_of_its_entry_on_one_thread_lets_the_entry_go_firs
     fks_pack_kv_f64 (&pk, "price", 10);
     fks_pack_kv_bool (&pk, "reduce_only", false);
     fks_pack_kv_f64 (&pk, "open_qty", 2);
-    fks_envelope_hdr_t hdr;
-    cr_assert_eq (fks_envelope_hdr_init (&hdr, "signal.created", "signal", &inbox, &inbox), 0);
     msgpack_sbuffer frame;
-    msgpack_sbuffer_init (&frame);
-    fks_envelope_err_t err;
-    cr_assert_eq (fks_envelope_encode (&hdr, body.data, body.size, &frame, &err), 0, "%s",
-                  err.msg);
-    h_store_event (&hdr, frame.data, frame.size);
+    h_store_body ("signal.created", "signal", &inbox, &inbox, body.data, body.size, &frame);
     //  The exit: the signal worker counts the entry's pending signal and closes 2.
     h_alert_t out = { .symbol = "AHEADUSDT", .action = "exit", .price = 11 };
     fks_id_t x = h_inject_alert (&s, &out, NULL, NULL);

@@ -899,15 +899,7 @@ static void
 s_publish_copy (const fks_envelope_hdr_t *hdr, const char *type, const char *src,
                 const uint8_t *body, size_t body_len)
 {
-    fks_envelope_hdr_t copy;
-    cr_assert_eq (fks_envelope_hdr_init (&copy, type, src, &hdr->corr, &hdr->cause), 0);
-    msgpack_sbuffer frame;
-    msgpack_sbuffer_init (&frame);
-    fks_envelope_err_t err;
-    cr_assert_eq (fks_envelope_encode (&copy, body, body_len, &frame, &err), 0, "%s", err.msg);
-    h_store_event (&copy, frame.data, frame.size);
-    h_publish (&s, type, (const uint8_t *) frame.data, frame.size);
-    msgpack_sbuffer_destroy (&frame);
+    h_publish_body_as (&s, type, src, &hdr->corr, &hdr->cause, body, body_len);
 }
 
 Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice,

@@ -312,16 +312,10 @@ s_send_to (const char *symbol, const char *detail, uint8_t **copy, size_t *len)
     fks_pack_kv_str (&pk, "symbol", symbol);
     fks_pack_kv_str (&pk, "kind", "gap");
     fks_pack_kv_str (&pk, "detail", detail);
-    fks_envelope_hdr_t hdr;
     fks_id_t corr;
     fks_id_new (&corr);
-    cr_assert_eq (fks_envelope_hdr_init (&hdr, "data.quality", "data", &corr, NULL), 0);
     msgpack_sbuffer frame;
-    msgpack_sbuffer_init (&frame);
-    fks_envelope_err_t err;
-    cr_assert_eq (fks_envelope_encode (&hdr, body.data, body.size, &frame, &err), 0, "%s",
-                  err.msg);
-    h_store_event (&hdr, frame.data, frame.size);
+    h_store_body ("data.quality", "data", &corr, NULL, body.data, body.size, &frame);
     h_publish (&s, "data.quality", (const uint8_t *) frame.data, frame.size);
     if (copy) {
         *copy = malloc (frame.size);
