@@ -389,7 +389,9 @@ s_flush (fks_bus_store_t *self)
         atomic_store (&self->pg_ok, true);
         s_rec_free (&self->groups[done++]);
     }
-    memmove (self->groups, self->groups + done, (self->n_groups - done) * sizeof *self->groups);
+    if (done > 0 && done < self->n_groups)
+        memmove (self->groups, self->groups + done,
+                 (self->n_groups - done) * sizeof *self->groups);
     self->n_groups -= done;
     while (self->n_groups == 0 && self->count > 0 && !atomic_load (&self->stop)) {
         s_rec_t **rec = &self->fifo[self->head];
