@@ -54,6 +54,8 @@
 #define S_REDIS_TIMEOUT_MS 2000
 #define S_PARK_MS          100      /* a message a thread cannot take is handed back after */
 #define S_LATER_PAUSE_MS   100      /* a message its handler defers is handed back after */
+#define S_DEFERRED_MAX     256      /* messages a thread remembers handing back for later, */
+#define S_DEFERRED_KEEP_MS 60000    /* ... for this long after the last time */
 #define S_HELD_MAX_MS      2000     /* a key handed back waits this long for its message */
 
 typedef struct {
@@ -126,6 +128,11 @@ struct s_thread_t {
     atomic_bool hung;                       /* no progress for too long (the keeper) */
     size_t deferred;                        /* handed back for later since the last log line */
     int64_t deferred_logged_ms;
+    struct {                                /* what it handed back for later (fks_worker_later) */
+        fks_id_t id;
+        int64_t first_ms, last_ms;          /* monotonic */
+    } deferred_ids[S_DEFERRED_MAX];
+    size_t n_deferred_ids;
 };
 
 struct fks_worker_t {
@@ -292,6 +299,20 @@ const fks_envelope_t *
 fks_worker_batch_env (fks_worker_tx_t *tx, size_t i)
 {
     return i < tx->batch ? tx->envs[i] : NULL;
+}
+
+int64_t
+fks_worker_deferred_ms (fks_worker_tx_t *tx)
+{
+    s_thread_t *th = tx->th;
+    if (!tx->hdr || !th)
+        return 0;
+    int64_t now = fks_mono_ns () / 1000000;
+    for (size_t i = 0; i < th->n_deferred_ids; i++)
+        if (memcmp (th->deferred_ids[i].id.b, tx->hdr->id.b, FKS_ID_SIZE) == 0)
+            return now - th->deferred_ids[i].last_ms > S_DEFERRED_KEEP_MS
+                   ? 0 : now - th->deferred_ids[i].first_ms;
+    return 0;
 }
 
 bool
@@ -1291,6 +1312,31 @@ s_later (s_thread_t *th, fks_bus_msg_t **msg)
     fks_metric_inc (w->m_deferred);
     th->deferred++;
     int64_t now = fks_mono_ns () / 1000000;
+    //  Remembered with the first time, so that the handler can bound how long it defers it
+    //  (fks_worker_deferred_ms); the one seen least lately makes room.
+    const fks_id_t *id = fks_bus_msg_id (*msg);
+    size_t at = th->n_deferred_ids;
+    for (size_t i = 0; i < th->n_deferred_ids; i++) {
+        if (memcmp (th->deferred_ids[i].id.b, id->b, FKS_ID_SIZE) == 0) {
+            at = i;
+            break;
+        }
+    }
+    if (at == th->n_deferred_ids) {
+        if (at == S_DEFERRED_MAX) {
+            at = 0;
+            for (size_t i = 1; i < S_DEFERRED_MAX; i++)
+                if (th->deferred_ids[i].last_ms < th->deferred_ids[at].last_ms)
+                    at = i;
+        }
+        else
+            th->n_deferred_ids++;
+        th->deferred_ids[at].id = *id;
+        th->deferred_ids[at].first_ms = now;
+    }
+    else if (now - th->deferred_ids[at].last_ms > S_DEFERRED_KEEP_MS)
+        th->deferred_ids[at].first_ms = now;
+    th->deferred_ids[at].last_ms = now;
     if (now - th->deferred_logged_ms >= 10000) {
         fks_log (FKS_LOG_INFO, NULL, NULL, "%s: %zu message(s) handed back for later (%s)",
                  w->def->program, th->deferred, th->tx.reason);

@@ -298,6 +298,11 @@ int fks_worker_retry (fks_worker_tx_t *tx, const char *fmt, ...)
 int fks_worker_later (fks_worker_tx_t *tx, const char *fmt, ...)
     __attribute__ ((format (printf, 2, 3)));
 
+/*  How long ago (ms) this replica's thread first handed the message being handled back for
+ *  later (FKS_WORKER_LATER), 0 when it has not: the handler's bound on how long it defers a
+ *  message, whatever the message's age (a backlog makes every message old). */
+int64_t fks_worker_deferred_ms (fks_worker_tx_t *tx);
+
 /*  Classifies a PostgreSQL error: connection loss and SQLSTATE classes 08, 40 (deadlock,
  *  serialization), 53, 57 and 58 are transient (FKS_WORKER_RETRY); anything else, such as a
  *  constraint violation, is permanent (FKS_WORKER_FAIL). Sets the reason to "<what>: <error>". */

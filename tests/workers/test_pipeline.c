@@ -694,44 +694,59 @@ Test (pipeline, an_exit_ordered_by_another_replica_than_its_entry_waits_for_it,
 //  The same, step by step: the exit's alert comes while an alert accepted before it (the
 //  entry, here only in the inbox) is not handled yet; it waits, and once the entry's signal is
 //  committed (as another replica would), the exit closes what the entry will open.
-Test (pipeline, an_exit_waits_for_the_entry_accepted_before_it, .fini = s_teardown,
-      .timeout = 120)
+static void
+s_exit_waits_for (const char *symbol, bool backlog)
 {
-    h_stack_opts_t o = { .signal_replicas = 1, .redis_db = REDIS_DB };
-    h_stack_start (&s, &o);
-    fks_id_t entry;
+    fks_id_t entry, sig;
     cr_assert_eq (fks_id_new (&entry), 0);
+    cr_assert_eq (fks_id_new (&sig), 0);
     char eid[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], q[1200];
     fks_id_format (&entry, eid);
-    fks_id_t sig;
-    cr_assert_eq (fks_id_new (&sig), 0);
     fks_id_format (&sig, sid);
     h_sql_exec (h_sqlf (q, sizeof q, "INSERT INTO inbox (id, idem_key, source, body, alert)"
                         " VALUES ('%s', 'entry-%s', 'tradingview', ''::bytea,"
-                        " '{\"symbol\":\"BINANCE:WAITUSDT\",\"action\":\"buy\","
-                        "\"quantity\":2}')", eid, eid));
-    h_alert_t out = { .symbol = "WAITUSDT", .action = "exit", .price = 11 };
+                        " '{\"symbol\":\"BINANCE:%s\",\"action\":\"buy\","
+                        "\"quantity\":2}')", eid, eid, symbol));
+    if (backlog)
+        cr_assert_eq (kill (s.signal[0]->pid, SIGSTOP), 0);
+    h_alert_t out = { .symbol = symbol, .action = "exit", .price = 11 };
     fks_id_t exit_id = h_inject_alert (&s, &out, NULL, NULL);
+    if (backlog) {
+        sleep (6);                  /* the exit is 6 s old when the worker comes to it */
+        cr_assert_eq (kill (s.signal[0]->pid, SIGCONT), 0);
+    }
     usleep (300 * 1000);
     char xid[FKS_ID_STR_SIZE];
     fks_id_format (&exit_id, xid);
     h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s' AND status = 'accepted'",
             xid);
-    cr_assert_eq (h_sql_int (q), 1, "the exit was decided before the entry was handled");
+    cr_assert_eq (h_sql_int (q), 1, "the exit was decided before the entry was handled%s",
+                  backlog ? " (the exit was 6 s old)" : "");
     //  The entry's signal, committed as another replica would.
     h_sql_exec (h_sqlf (q, sizeof q,
                         "WITH s AS (INSERT INTO signals (id, inbox_id, corr, source, symbol,"
                         " action, side, qty, quantity_type, order_type, params, status)"
-                        " VALUES ('%s', '%s', '%s', 'tradingview', 'WAITUSDT', 'buy', 'buy', 2,"
+                        " VALUES ('%s', '%s', '%s', 'tradingview', '%s', 'buy', 'buy', 2,"
                         " 'fixed_quantity', 'market', '{}', 'created') RETURNING id)"
                         " UPDATE inbox SET status = 'signalled' WHERE id = '%s'",
-                        sid, eid, eid, eid));
+                        sid, eid, eid, symbol, eid));
     h_wait_alert_status (&exit_id, "signalled");
     h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND side = 'sell'"
             " AND qty = 2", xid);
     cr_assert_eq (h_sql_int (q), 1, "%s", h_sql_text (h_sqlf (q, sizeof q,
                   "SELECT side || ' ' || qty || ' ' || status || ' ' || coalesce (reason, '')"
                   " FROM signals WHERE inbox_id = '%s'", xid)));
+}
+
+//  Also when the worker comes to the exit late (a backlog): the wait is bounded by how long
+//  the worker has held it back, not by the exit's age.
+Test (pipeline, an_exit_waits_for_the_entry_accepted_before_it, .fini = s_teardown,
+      .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    s_exit_waits_for ("WAITUSDT", false);
+    s_exit_waits_for ("LATEUSDT", true);
 }
 
 //  A signal.created whose signal was filtered, refused or failed meanwhile (the ai stage

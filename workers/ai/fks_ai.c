@@ -340,16 +340,20 @@ s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double thr
 //  An exit (a signal that reduces or closes the position) is scored after the signals of its
 //  symbol created before it: with several ai replicas, the entry's can be in another
 //  replica's hands, and scored after the exit, the exit would reach execution first and find
-//  nothing to close. While such a signal (created up to S_EARLIER_WINDOW_MS ago, still
+//  nothing to close. While such a signal (created up to S_EARLIER_WINDOW_MS before it, still
 //  `created`, not handled earlier in this transaction) exists, the exit is handed back for
 //  later (FKS_WORKER_LATER: behind what is queued, the entry among it when it came to this
-//  replica after the exit); after the window it goes on. FKS_WORKER_OK or FKS_WORKER_LATER.
+//  replica after the exit), for up to S_EARLIER_WINDOW_MS of handing it back; then it goes
+//  on. FKS_WORKER_OK or FKS_WORKER_LATER.
 static int
 s_earlier (fks_worker_tx_t *tx, const s_signal_t *s)
 {
     int n;
+    if (fks_worker_deferred_ms (tx) >= S_EARLIER_WINDOW_MS)
+        return FKS_WORKER_OK;
     int rc = fks_worker_count_before (tx, "ai_earlier", s->symbol, &s->signal_id,
-                                      fks_now_ms () - S_EARLIER_WINDOW_MS, "signal_id", &n);
+                                      fks_id_ms (&s->signal_id) - S_EARLIER_WINDOW_MS,
+                                      "signal_id", &n);
     if (rc != FKS_WORKER_OK || n == 0)
         return rc;
     return fks_worker_later (tx, "exit for %s waits for %d signal%s of it created before and "

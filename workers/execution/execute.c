@@ -1660,17 +1660,21 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
 //  An exit (a reduce-only signal) that finds nothing to reduce may have come before its
 //  entry: with several ai or execution replicas, the entry's signal, created just before,
 //  can still be on its way, in another replica's hands, or queued behind the exit. While such
-//  a signal of the symbol (created up to S_EARLIER_WINDOW_MS ago, not yet ordered, not handled
-//  earlier in this transaction) exists, the exit is handed back for later (FKS_WORKER_LATER:
-//  the transaction is rolled back, which lets the position's lock go, and the message goes
-//  back to the bus behind what is queued), so the entry is filled first; after the window it
-//  is decided as it stands. FKS_WORKER_OK or FKS_WORKER_LATER.
+//  a signal of the symbol (created up to S_EARLIER_WINDOW_MS before it, not yet ordered, not
+//  handled earlier in this transaction) exists, the exit is handed back for later
+//  (FKS_WORKER_LATER: the transaction is rolled back, which lets the position's lock go, and
+//  the message goes back to the bus behind what is queued), so the entry is filled first;
+//  after S_EARLIER_WINDOW_MS of handing it back it is decided as it stands (not by its age:
+//  in a backlog every signal is old). FKS_WORKER_OK or FKS_WORKER_LATER.
 static int
 s_earlier_pending (fks_worker_tx_t *tx, const fks_order_t *o)
 {
     int n;
+    if (fks_worker_deferred_ms (tx) >= S_EARLIER_WINDOW_MS)
+        return FKS_WORKER_OK;
     int rc = fks_worker_count_before (tx, "ex_earlier_pending", o->symbol, &o->signal_id,
-                                      fks_now_ms () - S_EARLIER_WINDOW_MS, "signal_id", &n);
+                                      fks_id_ms (&o->signal_id) - S_EARLIER_WINDOW_MS,
+                                      "signal_id", &n);
     if (rc != FKS_WORKER_OK || n == 0)
         return rc;
     return fks_worker_later (tx, "nothing to reduce in %s yet, and %d signal%s of it created "

@@ -36,7 +36,7 @@
 #define S_PENDING_MAX 256           /* newest signals of a symbol looked at as pending */
 #define S_EARLIER_WINDOW_MS 5000    /* how far back alerts accepted before one are looked for */
 #define S_EARLIER_MAX 256           /* ... at most this many of them, newest first */
-#define S_EARLIER_WAIT_MS 5000      /* how long after its acceptance a decision waits for them */
+#define S_EARLIER_WAIT_MS 5000      /* how long a decision is handed back for them, at most */
 #define S_STR_(x) #x
 #define S_STR(x) S_STR_ (x)
 
@@ -368,16 +368,16 @@ s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, in
 //  to, a share of nothing) may have come too early: with several signal replicas, the alert
 //  accepted just before this one (the entry this exit closes) can be in another replica's
 //  hands, its signal not committed yet, so not among the pending ones s_expected reads; or
-//  queued behind this one. While such an alert of the symbol is not handled and this one is
-//  less than S_EARLIER_WAIT_MS old, it is handed back for later (FKS_WORKER_LATER: behind what
+//  queued behind this one. While such an alert of the symbol is not handled, for up to
+//  S_EARLIER_WAIT_MS of this replica handing it back (a backlog makes every alert old, so
+//  not its age), it is handed back for later (FKS_WORKER_LATER: behind what
 //  is queued here; when it comes again the entry's signal is pending, or filled, and the
 //  decision is made again). Rare by construction: only a decision about to be filtered pays
 //  for the look. FKS_WORKER_OK (decide now) or FKS_WORKER_LATER.
 static int
 s_wait_earlier (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const s_seen_t *seen)
 {
-    int64_t ms = fks_id_ms (&a->inbox_id);
-    if (ms < 0 || fks_now_ms () - ms >= S_EARLIER_WAIT_MS)
+    if (fks_worker_deferred_ms (tx) >= S_EARLIER_WAIT_MS)
         return FKS_WORKER_OK;
     int n, rc = s_earlier (tx, &a->inbox_id, seen->symbol, &n);
     if (rc != FKS_WORKER_OK || n == 0)
