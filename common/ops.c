@@ -142,6 +142,19 @@ s_reply (const s_route_t *route, struct mg_connection *conn, int status,
 }
 
 //  /health: 200 with the prebuilt body, or 503 with the reason when the liveness check fails.
+//  503 {"status":"<status>","reason":"<why, JSON-escaped>"}.
+static int
+s_reply_503 (const s_route_t *route, struct mg_connection *conn, const char *status,
+             const char *why, bool head_only)
+{
+    char escaped[S_WHY_MAX * 6];
+    fks_json_escape (escaped, sizeof escaped, why, strlen (why));
+    char body[sizeof escaped + 64];
+    int n = snprintf (body, sizeof body, "{\"status\":\"%s\",\"reason\":\"%s\"}", status,
+                      escaped);
+    return s_reply (route, conn, 503, "application/json", NULL, body, (size_t) n, head_only);
+}
+
 static int
 s_health (const s_route_t *route, struct mg_connection *conn, bool head_only)
 {
@@ -151,14 +164,8 @@ s_health (const s_route_t *route, struct mg_connection *conn, bool head_only)
         return s_reply (route, conn, 200, "application/json", NULL, self->health,
                         self->health_len, head_only);
     why[sizeof why - 1] = '\0';
-    if (!*why)
-        snprintf (why, sizeof why, "liveness check failed");
-    char escaped[S_WHY_MAX * 6];
-    fks_json_escape (escaped, sizeof escaped, why, strlen (why));
-    char body[sizeof escaped + 64];
-    int n = snprintf (body, sizeof body, "{\"status\":\"unhealthy\",\"reason\":\"%s\"}",
-                      escaped);
-    return s_reply (route, conn, 503, "application/json", NULL, body, (size_t) n, head_only);
+    return s_reply_503 (route, conn, "unhealthy", *why ? why : "liveness check failed",
+                        head_only);
 }
 
 static int
@@ -184,11 +191,7 @@ s_ready (const s_route_t *route, struct mg_connection *conn, bool head_only)
     fks_log_field_str (fields, sizeof fields, "reason", why);
     if (before != 0)
         fks_log (FKS_LOG_WARN, NULL, fields, "ops: not ready");
-    char escaped[S_WHY_MAX * 6];
-    fks_json_escape (escaped, sizeof escaped, why, strlen (why));
-    char body[sizeof escaped + 64];
-    int n = snprintf (body, sizeof body, "{\"status\":\"not_ready\",\"reason\":\"%s\"}", escaped);
-    return s_reply (route, conn, 503, "application/json", NULL, body, (size_t) n, head_only);
+    return s_reply_503 (route, conn, "not_ready", why, head_only);
 }
 
 static int

@@ -542,10 +542,10 @@ s_inbox_status (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *statu
     return FKS_WORKER_OK;
 }
 
-//  signal.filtered, with the signal when one was stored.
+//  signal.filtered, with the signal when one was stored; under corr (NULL: the message's).
 static int
-s_emit_filtered (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const fks_id_t *signal_id,
-                 const char *symbol, const char *reason)
+s_emit_filtered (fks_worker_tx_t *tx, const fks_id_t *corr, const fks_id_t *inbox_id,
+                 const fks_id_t *signal_id, const char *symbol, const char *reason)
 {
     msgpack_packer *pk = fks_worker_body (tx);
     int n = 2 + (inbox_id ? 1 : 0) + (signal_id ? 1 : 0) + (symbol && *symbol ? 1 : 0);
@@ -558,7 +558,7 @@ s_emit_filtered (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const fks_id_t *
         fks_pack_kv_str (pk, "symbol", symbol);
     fks_pack_kv_str (pk, "stage", "signal");
     fks_pack_kv_str (pk, "reason", reason);
-    return fks_worker_emit (tx, "signal.filtered", NULL, NULL);
+    return fks_worker_emit (tx, "signal.filtered", corr, NULL);
 }
 
 static int
@@ -619,7 +619,7 @@ s_filtered (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_signal_d
             return rc;
     }
     fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL, "alert filtered: %s", d->reason);
-    return s_emit_filtered (tx, &a->inbox_id, row.stored ? &row.id : NULL,
+    return s_emit_filtered (tx, NULL, &a->inbox_id, row.stored ? &row.id : NULL,
                             d->symbol[0] ? d->symbol : a->symbol, d->reason);
 }
 
@@ -659,17 +659,8 @@ s_close_pending (fks_worker_tx_t *tx, const fks_id_t *sid, const fks_signal_aler
         const char *in = PQgetvalue (r, 0, 1);
         bool has_inbox = !PQgetisnull (r, 0, 1)
                          && fks_id_parse (in, strlen (in), &inbox) == 0;
-        if (fks_id_parse (c, strlen (c), &corr) == 0) {
-            msgpack_packer *pk = fks_worker_body (tx);
-            msgpack_pack_map (pk, has_inbox ? 5 : 4);
-            fks_pack_kv_id (pk, "signal_id", sid);
-            if (has_inbox)
-                fks_pack_kv_id (pk, "inbox_id", &inbox);
-            fks_pack_kv_str (pk, "symbol", symbol);
-            fks_pack_kv_str (pk, "stage", "signal");
-            fks_pack_kv_str (pk, "reason", reason);
-            rc = fks_worker_emit (tx, "signal.filtered", &corr, NULL);
-        }
+        if (fks_id_parse (c, strlen (c), &corr) == 0)
+            rc = s_emit_filtered (tx, &corr, has_inbox ? &inbox : NULL, sid, symbol, reason);
     }
     PQclear (r);
     return rc;
@@ -824,7 +815,7 @@ s_on_fail (fks_worker_tx_t *tx, const fks_envelope_t *env, const char *reason, v
     char symbol[65] = "";
     if (env && fks_envelope_get_str (env, "symbol", symbol, sizeof symbol) != 0)
         symbol[0] = '\0';
-    return s_emit_filtered (tx, has_inbox ? &inbox_id : NULL, NULL, symbol, msg);
+    return s_emit_filtered (tx, NULL, has_inbox ? &inbox_id : NULL, NULL, symbol, msg);
 }
 
 
