@@ -128,9 +128,8 @@ struct fks_broker_t {
 //  Whether a replica line may be logged now (a budget per window); says how many were not
 //  when a new window opens.
 static bool
-s_replica_log_ok (fks_broker_t *self)
+s_replica_log_ok (fks_broker_t *self, int64_t now)
 {
-    int64_t now = fks_mono_ns () / 1000000;
     if (self->log_window_start == 0 || now - self->log_window_start >= S_REPLICA_LOG_WINDOW_MS) {
         if (self->log_suppressed > 0) {
             char fields[64] = "";
@@ -465,7 +464,8 @@ s_take_back (fks_broker_t *self, uint32_t idx, bool front, const char *reason)
 }
 
 static void
-s_replica_drop (fks_broker_t *self, uint32_t ri, const char *reason, bool graceful)
+s_replica_drop (fks_broker_t *self, uint32_t ri, const char *reason, bool graceful,
+                int64_t now)
 {
     s_replica_t *r = &self->replicas[ri];
     s_group_t *g = &self->groups[r->group];
@@ -488,7 +488,7 @@ s_replica_drop (fks_broker_t *self, uint32_t ri, const char *reason, bool gracef
     if (!graceful)
         self->stats.replicas_dropped++;
     self->stats.replicas--;
-    if (s_replica_log_ok (self)) {
+    if (s_replica_log_ok (self, now)) {
         char fields[256] = "";
         fks_log_field_str (fields, sizeof fields, "group", g->name);
         fks_log_field_str (fields, sizeof fields, "replica", r->name);
@@ -803,7 +803,7 @@ fks_broker_join (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const c
         return -1;
     uint32_t old = s_replica_find (self, rid, rid_len);
     if (old != NIL)
-        s_replica_drop (self, old, "joined again", false);
+        s_replica_drop (self, old, "joined again", false, now);
     if (self->free_replica == NIL) {
         snprintf (why, cap, "too many replicas (limit %u)", self->cfg.max_replicas);
         return -1;
@@ -837,7 +837,7 @@ fks_broker_join (fks_broker_t *self, const uint8_t *rid, size_t rid_len, const c
     s_ready_add (self, ri);
     if (changed && self->io.group_changed)
         g->unpersisted = !self->io.group_changed (self->io.arg, g->name, prefixes, n_prefixes);
-    if (s_replica_log_ok (self)) {
+    if (s_replica_log_ok (self, now)) {
         char fields[256] = "";
         fks_log_field_str (fields, sizeof fields, "group", g->name);
         fks_log_field_str (fields, sizeof fields, "replica", r->name);
@@ -864,7 +864,7 @@ fks_broker_leave (fks_broker_t *self, const uint8_t *rid, size_t rid_len, int64_
     if (ri == NIL)
         return -1;
     (void) now;
-    s_replica_drop (self, ri, "left the group", true);
+    s_replica_drop (self, ri, "left the group", true, now);
     return 0;
 }
 
@@ -1042,7 +1042,7 @@ s_dispatch_group (fks_broker_t *self, uint32_t gi, int64_t now)
                 s_entry (self, batch_idx[i])->attempts--;
                 s_take_back (self, batch_idx[i], true, "unreachable");
             }
-            s_replica_drop (self, ri, "unreachable", false);
+            s_replica_drop (self, ri, "unreachable", false, now);
             continue;
         }
         for (size_t i = 0; i < k; i++) {
@@ -1120,7 +1120,7 @@ fks_broker_tick (fks_broker_t *self, int64_t now)
         if (!r->used)
             continue;
         if (now - r->last_heard > silent) {
-            s_replica_drop (self, ri, "silent (no heartbeat)", false);
+            s_replica_drop (self, ri, "silent (no heartbeat)", false, now);
             continue;
         }
         if (now - r->last_sent >= self->cfg.heartbeat_ms) {
