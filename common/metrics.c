@@ -20,6 +20,7 @@
  */
 #include "common/metrics.h"
 #include "common/log.h"
+#include "common/sbuf.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -121,8 +122,8 @@ s_utf8_copy (char *dst, size_t cap, const char *src)
     return out;
 }
 
-//  Shortest text that reads back as the same double; NaN and infinities as Prometheus spells
-//  them. Assumes the "C" numeric locale (FKS programs never call setlocale).
+//  fks_double_text (common/sbuf.h); NaN and infinities as Prometheus spells
+//  them.
 static void
 s_format_double (char *buf, size_t cap, double v)
 {
@@ -134,11 +135,7 @@ s_format_double (char *buf, size_t cap, double v)
         snprintf (buf, cap, v > 0 ? "+Inf" : "-Inf");
         return;
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf (buf, cap, "%.*g", prec, v);
-        if (strtod (buf, NULL) == v)
-            return;
-    }
+    fks_double_text (buf, cap, v);
 }
 
 static bool

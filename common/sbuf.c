@@ -3,6 +3,7 @@
 #include "common/sbuf.h"
 #include "common/log.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,4 +109,26 @@ fks_sbuf_json_str (fks_sbuf_t *b, const char *s, size_t n)
     b->len += fks_json_escape (b->data + b->len, need, s, n);
     b->data[b->len++] = '"';
     b->data[b->len] = '\0';
+}
+
+void
+fks_double_text (char *buf, size_t cap, double v)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf (buf, cap, "%.*g", prec, v);
+        if (strtod (buf, NULL) == v)
+            return;
+    }
+}
+
+void
+fks_sbuf_json_double (fks_sbuf_t *b, double v)
+{
+    if (!isfinite (v)) {
+        fks_sbuf_puts (b, "null");
+        return;
+    }
+    char t[32];
+    fks_double_text (t, sizeof t, v);
+    fks_sbuf_puts (b, t);
 }

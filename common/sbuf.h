@@ -30,4 +30,11 @@ void fks_sbuf_printf (fks_sbuf_t *b, const char *fmt, ...) __attribute__ ((forma
 /*  Appends s (n bytes) as a JSON string, quotes included (common/log.h's escaping). */
 void fks_sbuf_json_str (fks_sbuf_t *b, const char *s, size_t n);
 
+/*  The shortest text of at least 15 significant digits that reads back as exactly v (so
+ *  42000 is "42000", never "4.2e+04", and 0.1 + 0.2 is "0.30000000000000004"); v finite.
+ *  Assumes the "C" numeric locale (FKS programs never call setlocale). */
+void fks_double_text (char *buf, size_t cap, double v);
+/*  Appends v as a JSON number in that text, or null when v is not finite. */
+void fks_sbuf_json_double (fks_sbuf_t *b, double v);
+
 #endif

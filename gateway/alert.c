@@ -34,6 +34,7 @@
 #include "bus/envelope.h"
 #include "bus/schema.h"
 #include "common/log.h"
+#include "common/sbuf.h"
 
 #define S_KV_MAX_PAIRS   64     /* key=value pairs in a plain-text body */
 #define S_KV_KEY_MAX     64     /* bytes in one plain-text key */
@@ -1881,17 +1882,6 @@ s_put_string (s_out_t *o, const char *s)
     s_put (o, "\"", 1);
 }
 
-//  Shortest text that reads back as exactly v.
-static void
-s_format_double (double v, char out[32])
-{
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf (out, 32, "%.*g", prec, v);
-        if (strtod (out, NULL) == v)
-            return;
-    }
-}
-
 static void
 s_put_entries (s_out_t *o, const s_entry_t *e, size_t n)
 {
@@ -1907,7 +1897,7 @@ s_put_entries (s_out_t *o, const s_entry_t *e, size_t n)
                 s_put_string (o, e[i].s);
                 break;
             case S_E_F64:
-                s_format_double (e[i].d, num);
+                fks_double_text (num, sizeof num, e[i].d);
                 s_put (o, num, strlen (num));
                 break;
             case S_E_I64:

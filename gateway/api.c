@@ -338,23 +338,6 @@ s_json_id (fks_sbuf_t *out, const fks_id_t *id)
 }
 
 static void
-s_json_double (fks_sbuf_t *out, double v)
-{
-    if (!isfinite (v)) {
-        fks_sbuf_puts (out, "null");
-        return;
-    }
-    //  The shortest text that reads back as the same double.
-    char buf[40];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf (buf, sizeof buf, "%.*g", prec, v);
-        if (strtod (buf, NULL) == v)
-            break;
-    }
-    fks_sbuf_puts (out, buf);
-}
-
-static void
 s_mp_json (fks_sbuf_t *out, const msgpack_object *o, int depth)
 {
     if (depth > FKS_ENVELOPE_MAX_DEPTH + 1) {
@@ -376,7 +359,7 @@ s_mp_json (fks_sbuf_t *out, const msgpack_object *o, int depth)
             break;
         case MSGPACK_OBJECT_FLOAT32:
         case MSGPACK_OBJECT_FLOAT64:
-            s_json_double (out, o->via.f64);
+            fks_sbuf_json_double (out, o->via.f64);
             break;
         case MSGPACK_OBJECT_STR:
             fks_sbuf_json_str (out, o->via.str.ptr, o->via.str.size);
@@ -836,7 +819,7 @@ s_positions (s_req_t *r)
         double avg = strtod (PQgetvalue (res, (int) i, 3), NULL);
         fks_sbuf_puts (&b, ", \"mark_price\" : ");
         if (marks[i].known)
-            s_json_double (&b, marks[i].price);
+            fks_sbuf_json_double (&b, marks[i].price);
         else
             fks_sbuf_puts (&b, "null");
         fks_sbuf_puts (&b, ", \"mark_time\" : ");
@@ -859,7 +842,7 @@ s_positions (s_req_t *r)
         if (qty == 0)
             fks_sbuf_puts (&b, "0");
         else if (marks[i].known)
-            s_json_double (&b, s_round8 ((marks[i].price - avg) * qty));
+            fks_sbuf_json_double (&b, s_round8 ((marks[i].price - avg) * qty));
         else
             fks_sbuf_puts (&b, "null");
         fks_sbuf_puts (&b, "}");

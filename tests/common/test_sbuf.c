@@ -1,5 +1,7 @@
 /*  test_sbuf.c - the growable string (common/sbuf.h): growth, the size limit, JSON strings. */
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/sbuf.h"
@@ -76,4 +78,32 @@ Test (sbuf, reset_empties_the_string_keeps_its_memory_and_clears_a_failure)
     fks_sbuf_reset (&empty);                /* nothing allocated yet: still fine */
     cr_assert_eq (empty.len, 0);
     fks_sbuf_free (&empty);
+}
+
+Test (sbuf, a_double_is_its_shortest_exact_text_without_needless_exponents)
+{
+    static const struct { double v; const char *text; } cases[] = {
+        { 42000, "42000" },                 /* "4.2e+04" from a shortest-%g search */
+        { 0.1, "0.1" },
+        { 0.1 + 0.2, "0.30000000000000004" },
+        { -12345.12345678, "-12345.12345678" },
+        { 1e21, "1e+21" },
+        { 1.5e-7, "1.5e-07" },
+        { 0, "0" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char t[32];
+        fks_double_text (t, sizeof t, cases[i].v);
+        cr_expect_str_eq (t, cases[i].text, "%.17g", cases[i].v);
+        cr_expect_eq (strtod (t, NULL), cases[i].v, "%s reads back", t);
+    }
+    fks_sbuf_t b;
+    fks_sbuf_init (&b, 0);
+    fks_sbuf_json_double (&b, 42000);
+    fks_sbuf_puts (&b, ",");
+    fks_sbuf_json_double (&b, NAN);
+    fks_sbuf_puts (&b, ",");
+    fks_sbuf_json_double (&b, -INFINITY);
+    cr_assert_str_eq (b.data, "42000,null,null");
+    fks_sbuf_free (&b);
 }
