@@ -1464,6 +1464,112 @@ s_parse_words (s_ctx_t *c, const char *s, size_t len)
     return obj;
 }
 
+//  Where word (lowercase ASCII) occurs in s (len bytes) in any case: the first occurrence, or
+//  the last with last set; NULL when it does not.
+static const char *
+s_find_ci (const char *s, size_t len, const char *word, bool last)
+{
+    size_t n = strlen (word);
+    const char *hit = NULL;
+    for (size_t i = 0; i + n <= len; i++)
+        if (s_ieq (s + i, n, word)) {
+            hit = s + i;
+            if (!last)
+                break;
+        }
+    return hit;
+}
+
+//  s (len bytes) without its leading and trailing spaces.
+static void
+s_trim (const char **s, size_t *len)
+{
+    while (*len > 0 && s_is_space (**s))
+        (*s)++, (*len)--;
+    while (*len > 0 && s_is_space ((*s)[*len - 1]))
+        (*len)--;
+}
+
+//  TradingView's default strategy alert message, which a user who wrote no message of their
+//  own sends as it is: "<strategy> (<inputs>): order {{strategy.order.action}} @
+//  {{strategy.order.contracts}} filled on {{ticker}}. New strategy position is
+//  {{strategy.position_size}}". The number after '@' is the quantity here (a price in the word
+//  form), and the new position is taken as the target (position_size), so the signal worker
+//  trades the difference from the position it finds. The strategy is the name before its
+//  inputs. NULL with *matched false when s is not this message.
+static json_t *
+s_parse_fill (s_ctx_t *c, const char *s, size_t len, bool *matched)
+{
+    static const char filled_on[] = " filled on ", tail[] = ". new strategy position is ";
+    const char *filled = s_find_ci (s, len, filled_on, false);
+    const char *at_tail = filled ? s_find_ci (filled, len - (size_t) (filled - s), tail, false)
+                                 : NULL;
+    *matched = at_tail != NULL;
+    if (!at_tail)
+        return NULL;
+    if (memchr (s, '=', len))
+        c->no_quote = true;                     /* as in the word form: '=' may be a secret */
+    const char *usage = "TradingView's strategy message must read '<strategy>: order <buy|sell> "
+                        "@ <contracts> filled on <ticker>. New strategy position is <size>'";
+    //  "order <action> @ <contracts>" right before " filled on ".
+    const char *order = s_find_ci (s, (size_t) (filled - s), "order ", true);
+    if (!order || (order > s && !s_is_space (order[-1]) && order[-1] != ':')) {
+        s_fail (c, "body", "%s", usage);
+        return NULL;
+    }
+    const char *word[3];
+    size_t wlen[3], n = 0;
+    for (const char *p = order + 6; p < filled;) {
+        while (p < filled && s_is_space (*p))
+            p++;
+        if (p == filled)
+            break;
+        if (n == 3) {
+            n++;
+            break;
+        }
+        word[n] = p;
+        while (p < filled && !s_is_space (*p))
+            p++;
+        wlen[n] = (size_t) (p - word[n]);
+        n++;
+    }
+    const char *ticker = filled + sizeof filled_on - 1;
+    size_t ticker_len = (size_t) (at_tail - ticker);
+    const char *size = at_tail + sizeof tail - 1;
+    size_t size_len = len - (size_t) (size - s);
+    s_trim (&ticker, &ticker_len);
+    s_trim (&size, &size_len);
+    if (n != 3 || wlen[1] != 1 || word[1][0] != '@' || ticker_len == 0 || size_len == 0
+        || memchr (ticker, ' ', ticker_len) || memchr (size, ' ', size_len)) {
+        s_fail (c, "body", "%s", usage);
+        return NULL;
+    }
+    //  The strategy: what comes before "order", without its inputs "(...)" and the ':'.
+    const char *name = s;
+    size_t name_len = (size_t) (order - s);
+    const char *paren = memchr (name, '(', name_len);
+    if (paren)
+        name_len = (size_t) (paren - name);
+    s_trim (&name, &name_len);
+    if (name_len > 0 && name[name_len - 1] == ':')
+        name_len--;
+    s_trim (&name, &name_len);
+    json_t *obj = json_object ();
+    if (!obj
+        || json_object_set_new_nocheck (obj, "action", json_stringn (word[0], wlen[0]))
+        || json_object_set_new_nocheck (obj, "contracts", json_stringn (word[2], wlen[2]))
+        || json_object_set_new_nocheck (obj, "ticker", json_stringn (ticker, ticker_len))
+        || json_object_set_new_nocheck (obj, "position_size", json_stringn (size, size_len))
+        || (name_len > 0 && name_len < FKS_ALERT_STRATEGY_MAX
+            && json_object_set_new_nocheck (obj, "strategy", json_stringn (name, name_len)))) {
+        json_decref (obj);
+        s_fail (c, "body", "the plain-text body is not valid UTF-8");
+        return NULL;
+    }
+    return obj;
+}
+
 //  A body that starts with '{' or '[' is JSON, unless it starts with "{{": a text template
 //  whose first word is a placeholder, "{{strategy.order.action}} BTCUSDT 1".
 static json_t *
@@ -1480,6 +1586,10 @@ s_parse_text (s_ctx_t *c, const char *s, size_t len)
         s_fail (c, "body", "a plain-text alert must be one line (or a JSON object)");
         return NULL;
     }
+    bool fill_message;
+    json_t *fill = s_parse_fill (c, s, len, &fill_message);
+    if (fill_message)
+        return fill;
     size_t first = 0;
     while (first < len && !s_is_kv_sep (s[first]) && s[first] != '=')
         first++;

@@ -156,6 +156,44 @@ Test (alert, action_ticker_without_quantity)
     expect_num (A.price, 185.5);
 }
 
+Test (alert, tradingviews_default_strategy_message)
+{
+    //  What a strategy alert sends when its message was left as TradingView wrote it.
+    expect_ok (TEXT, "EMA Cross (9, 21, close): order buy @ 0.5 filled on BTCUSDT. New strategy "
+                     "position is 0.5\n");
+    cr_assert_eq (A.action, FKS_ACTION_BUY);
+    cr_assert_str_eq (A.symbol, "BTCUSDT");
+    expect_num (A.quantity, 0.5);
+    cr_assert_not (A.has_price, "the number after '@' is the quantity, not a price");
+    cr_assert (A.has_position_size);
+    expect_num (A.position_size, 0.5);
+    cr_assert_str_eq (A.strategy, "EMA Cross");
+
+    //  A reversal: the new position is the target, whatever the order's size.
+    expect_ok (TEXT, "Order Flow v2: order SELL @ 2 filled on BINANCE:ETHUSDT.P. New strategy "
+                     "position is -1");
+    cr_assert_eq (A.action, FKS_ACTION_SELL);
+    cr_assert_str_eq (A.symbol, "BINANCE:ETHUSDT.P");
+    expect_num (A.quantity, 2);
+    expect_num (A.position_size, -1);
+    cr_assert_str_eq (A.strategy, "Order Flow v2");
+
+    //  An exit, and no strategy name at all.
+    expect_ok (TEXT, "order sell @ 1 filled on AAPL. New strategy position is 0");
+    expect_num (A.position_size, 0);
+    cr_assert_str_empty (A.strategy);
+
+    //  Broken or unfilled, it is refused naming the part at fault.
+    expect_400 (TEXT, "X: order buy 1 filled on AAPL. New strategy position is 1", "body",
+                "order <buy|sell> @ <contracts>");
+    expect_400 (TEXT, "X: order buy @ 1 filled on AAPL. New strategy position is 1 or 2", "body",
+                "New strategy position is <size>");
+    expect_400 (TEXT, "X: order {{strategy.order.action}} @ 1 filled on AAPL. New strategy "
+                      "position is 1", "action", "{{strategy.order.action}}");
+    expect_400 (TEXT, "X: order buy @ 1 filled on AAPL. New strategy position is abc",
+                "position_size", "must be a number");
+}
+
 Test (alert, plain_text_that_fits_no_form_is_refused)
 {
     expect_400 (TEXT, "buy", "body", "action ticker [qty] [@price]");

@@ -195,6 +195,52 @@ Test (pipeline, a_continuous_futures_alert_is_ordered_and_its_position_valued,
     free (body);
 }
 
+//  Posts TradingView's default strategy message (text/plain, ?token=) and waits for its alert
+//  to end in status.
+static void
+s_post_fill_message (const char *text, const char *status)
+{
+    char *body = NULL;
+    int st = h_http ("POST", s.gateway_port, "/webhook/tradingview?token=" H_WEBHOOK_SECRET, NULL,
+                     "text/plain", text, &body);
+    cr_assert_eq (st, 202, "gateway answered %d to '%s': %s", st, text, body);
+    char *idp = strstr (body, "\"id\":\"");
+    cr_assert (idp, "%s", body);
+    fks_id_t alert;
+    cr_assert_eq (fks_id_parse (idp + 6, 36, &alert), 0);
+    free (body);
+    h_wait_alert_status (&alert, status);
+}
+
+Test (pipeline, tradingviews_default_strategy_message_trades_to_its_new_position,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .gateway = true,
+                         .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "BTCUSDT", 100);       /* the message carries no price */
+
+    s_post_fill_message ("EMA Cross (9, 21): order buy @ 1 filled on BTCUSDT. New strategy "
+                         "position is 1\n", "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'BTCUSDT'"
+                             " AND qty = 1"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM signals WHERE strategy = 'EMA Cross'"), 1);
+
+    //  The reversal's order is 2 (from long 1 to short 1): the new position is the target.
+    s_post_fill_message ("EMA Cross (9, 21): order sell @ 2 filled on BTCUSDT. New strategy "
+                         "position is -1\n", "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'BTCUSDT'"
+                             " AND qty = -1"), 1, "a sell of 2 from long 1 ends short 1");
+
+    //  The exit: to 0 from the short, whatever the order's own size.
+    s_post_fill_message ("EMA Cross (9, 21): order buy @ 1 filled on BTCUSDT. New strategy "
+                         "position is 0\n", "filled");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'BTCUSDT'"
+                             " AND qty = 0"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE symbol = 'BTCUSDT'"
+                             " AND status = 'filled'"), 3);
+}
+
 Test (pipeline, close_and_flat_exit_the_open_position, .fini = s_teardown, .timeout = 90)
 {
     h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
