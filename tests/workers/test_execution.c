@@ -870,3 +870,122 @@ Test (execution, the_breaker_counts_an_order_once_when_its_batch_is_redone,
     fks_breaker_destroy (&b);
     fks_redis_destroy (&r);
 }
+
+
+//  --------------------------------------------------------------------------
+//  Sized from the position it locks
+
+//  A signal as the signal worker leaves it. Zero fields are left out of signal.created.
+typedef struct {
+    const char *symbol;
+    const char *side;
+    double qty;                     /* the signal worker's estimate */
+    bool reduce_only;
+    double share;                   /* > 0 (or has_share): position_share */
+    bool has_share;
+    int decimals;                   /* >= 0: qty_decimals; -1 left out */
+    bool has_target;
+    double target;
+} s_sig_t;
+
+//  Its alert and signal rows (signalled, created) and its signal.created in the outbox, the
+//  frame left in *frame to publish when the test wants (h_publish). Returns the alert id.
+static fks_id_t
+s_sig_stored (const s_sig_t *g, msgpack_sbuffer *frame)
+{
+    fks_id_t inbox, sig;
+    cr_assert_eq (fks_id_new (&inbox), 0);
+    cr_assert_eq (fks_id_new (&sig), 0);
+    char iid[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], q[1200];
+    fks_id_format (&inbox, iid);
+    fks_id_format (&sig, sid);
+    h_sql_exec (h_sqlf (q, sizeof q,
+        "WITH i AS (INSERT INTO inbox (id, idem_key, source, body, alert, status)"
+        "           VALUES ('%s', '%s', 'tradingview', ''::bytea,"
+        "                   '{\"symbol\":\"%s\",\"action\":\"%s\"}', 'signalled'))"
+        " INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
+        "                      quantity_type, order_type, price, params, status)"
+        " VALUES ('%s', '%s', '%s', 'tradingview', '%s', '%s', '%s', %.10g,"
+        "         '%s', 'market', 10, '{\"reduce_only\":%s}', 'created')",
+        iid, iid, g->symbol, g->side, sid, iid, iid, g->symbol, g->side, g->side, g->qty,
+        g->share > 0 ? "percent_of_position" : "fixed_quantity",
+        g->reduce_only ? "true" : "false"));
+    bool share = g->share > 0 || g->has_share;
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init (&body);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 8 + share + (g->decimals >= 0) + g->has_target);
+    fks_pack_kv_id (&pk, "signal_id", &sig);
+    fks_pack_kv_id (&pk, "inbox_id", &inbox);
+    fks_pack_kv_str (&pk, "symbol", g->symbol);
+    fks_pack_kv_str (&pk, "side", g->side);
+    fks_pack_kv_f64 (&pk, "qty", g->qty);
+    fks_pack_kv_str (&pk, "order_type", "market");
+    fks_pack_kv_f64 (&pk, "price", 10);
+    fks_pack_kv_bool (&pk, "reduce_only", g->reduce_only);
+    if (share)
+        fks_pack_kv_f64 (&pk, "position_share", g->share);
+    if (g->decimals >= 0)
+        fks_pack_kv_i64 (&pk, "qty_decimals", g->decimals);
+    if (g->has_target)
+        fks_pack_kv_f64 (&pk, "target", g->target);
+    h_store_body ("signal.created", "signal", &inbox, &inbox, body.data, body.size, frame);
+    msgpack_sbuffer_destroy (&body);
+    return inbox;
+}
+
+//  Stores and publishes the signal at once.
+static fks_id_t
+s_sig (const s_sig_t *g)
+{
+    msgpack_sbuffer frame;
+    fks_id_t id = s_sig_stored (g, &frame);
+    h_publish (&s, "signal.created", (const uint8_t *) frame.data, frame.size);
+    msgpack_sbuffer_destroy (&frame);
+    return id;
+}
+
+static void
+s_assert_position (const char *symbol, const char *qty)
+{
+    char q[200];
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM positions WHERE symbol = '%s' AND qty = %s",
+            symbol, qty);
+    cr_assert_eq (h_sql_int (q), 1, "%s: position %s, expected %s", symbol,
+                  h_sql_text (h_sqlf (q, sizeof q, "SELECT coalesce (max (qty)::text, 'none')"
+                                      " FROM positions WHERE symbol = '%s'", symbol)), qty);
+}
+
+//  A target already reached when the signal is ordered is refused (rule target), and nothing
+//  else happens: no order with the signal's estimate after the refusal.
+Test (execution, a_target_already_reached_is_refused_and_not_ordered, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "THEREUSDT", 10);
+    s_sig_t entry = { .symbol = "THEREUSDT", .side = "buy", .qty = 2, .decimals = -1 };
+    h_wait_alert_status ((fks_id_t[]) { s_sig (&entry) }, "filled");
+    //  The signal worker saw 1 and would buy 1 to reach 2.
+    s_sig_t target = { .symbol = "THEREUSDT", .side = "buy", .qty = 1, .decimals = -1,
+                       .has_target = true, .target = 2 };
+    fks_id_t t = s_sig (&target);
+    h_wait_alert_status (&t, "rejected");
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 2,
+                              WAIT_MS), 2);
+    usleep (300 * 1000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 1, "the entry's only: %s",
+                  h_sql_text ("SELECT string_agg (side || ' ' || qty || ' ' || status, '; ')"
+                              " FROM orders"));
+    s_assert_position ("THEREUSDT", "2");
+    char tid[FKS_ID_STR_SIZE], q[300];
+    fks_id_format (&t, tid);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND status ="
+            " 'rejected' AND reason = 'risk: already at the target position 2 in THEREUSDT'",
+            tid);
+    cr_assert_eq (h_sql_int (q), 1, "%s", h_sql_text (h_sqlf (q, sizeof q, "SELECT status || ' '"
+                  " || coalesce (reason, '') FROM signals WHERE inbox_id = '%s'", tid)));
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'"), 1);
+}

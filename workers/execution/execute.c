@@ -1619,12 +1619,14 @@ s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
 
 //  A signal sized by the position: its quantity (and for a target its side) from pos, the
 //  position locked for this transaction, instead of the signal worker's estimate. An order that
-//  has nothing left to do is refused (risk.rejected) with the numbers.
+//  has nothing left to do is refused (risk.rejected) with the numbers, and *done is set: the
+//  signal's outcome is recorded, there is nothing to place.
 static int
 s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
-                      const fks_position_t *pos)
+                      const fks_position_t *pos, bool *done)
 {
     fks_order_t *o = &q->order;
+    *done = false;
     double opposite = o->buy ? (pos->qty < 0 ? -pos->qty : 0) : (pos->qty > 0 ? pos->qty : 0);
     if (q->has_target) {
         double delta = s_stored (q->target - pos->qty);
@@ -1633,6 +1635,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
                                      .has_limit = true, .limit = q->target };
             snprintf (v.message, sizeof v.message, "already at the target position %.10g in %s",
                       q->target, o->symbol);
+            *done = true;
             return s_risk_rejected (tx, st, q, &v);
         }
         bool buy = delta > 0;
@@ -1642,6 +1645,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
             snprintf (v.message, sizeof v.message, "the target position %.10g in %s now needs a "
                       "%s; the limit order was for a %s", q->target, o->symbol,
                       buy ? "buy" : "sell", o->buy ? "buy" : "sell");
+            *done = true;
             return s_risk_rejected (tx, st, q, &v);
         }
         o->buy = buy;
@@ -1700,8 +1704,9 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
 
     //  2. What depends on the position is sized from this one, which the lock makes current:
     //  the signal worker read it before the orders of earlier alerts were filled.
-    rc = s_size_from_position (tx, st, q, &pos);
-    if (rc != FKS_WORKER_OK)
+    bool done;
+    rc = s_size_from_position (tx, st, q, &pos, &done);
+    if (rc != FKS_WORKER_OK || done)
         return rc;
     if (q->reduce_only) {
         //  A reduce-only order is cut to what is open, or refused when nothing is.
