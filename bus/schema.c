@@ -93,6 +93,8 @@ static const fks_schema_field_t s_webhook_received[] = {
     S_BOOL ("close_position", S_OPT), \
     S_F64 ("open_qty", S_OPT), \
     S_F64 ("target", S_OPT), \
+    S_F64 ("position_share", S_OPT), \
+    S_INT ("qty_decimals", S_OPT), \
     S_STR ("reason", S_OPT, S_REASON_MAX, NULL)
 
 static const fks_schema_field_t s_signal_created[] = {

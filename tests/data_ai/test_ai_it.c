@@ -115,9 +115,11 @@ s_teardown (void)
 }
 
 //  An alert and its signal as the signal worker leaves them, then signal.created in the outbox
-//  and on the bus. confidence < 0: none. Returns the signal id (text, static per call slot).
+//  and on the bus. confidence < 0: none; share > 0: a share of the position (position_share,
+//  with qty_decimals 6). Returns the signal id (text, static per call slot).
 static const char *
-s_signal (s_ai_t *ai, const char *symbol, const char *side, double confidence, bool reduce_only)
+s_signal_share (s_ai_t *ai, const char *symbol, const char *side, double confidence,
+                bool reduce_only, double share)
 {
     static char ids[8][FKS_ID_STR_SIZE];
     static int k;
@@ -144,7 +146,7 @@ s_signal (s_ai_t *ai, const char *symbol, const char *side, double confidence, b
     msgpack_sbuffer_init (&frame);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 8 + (confidence >= 0));
+    msgpack_pack_map (&pk, 8 + (confidence >= 0) + (share > 0 ? 1 : 0));
     fks_pack_kv_id (&pk, "signal_id", &sig);
     fks_pack_kv_id (&pk, "inbox_id", &inbox);
     fks_pack_kv_str (&pk, "symbol", symbol);
@@ -153,8 +155,13 @@ s_signal (s_ai_t *ai, const char *symbol, const char *side, double confidence, b
     fks_pack_kv_str (&pk, "order_type", "market");
     fks_pack_kv_bool (&pk, "reduce_only", reduce_only);
     //  As the signal worker sends them: an exit closes the position as execution finds it, a
-    //  buy or sell opens its quantity after closing the opposite side.
-    if (reduce_only)
+    //  buy or sell opens its quantity after closing the opposite side; a share of the position
+    //  is that share of it as execution finds it.
+    if (share > 0) {
+        fks_pack_kv_f64 (&pk, "position_share", share);
+        fks_pack_kv_i64 (&pk, "qty_decimals", 6);
+    }
+    else if (reduce_only)
         fks_pack_kv_bool (&pk, "close_position", true);
     else
         fks_pack_kv_f64 (&pk, "open_qty", 1);
@@ -179,6 +186,12 @@ s_signal (s_ai_t *ai, const char *symbol, const char *side, double confidence, b
     msgpack_sbuffer_destroy (&body);
     msgpack_sbuffer_destroy (&frame);
     return ids[k];
+}
+
+static const char *
+s_signal (s_ai_t *ai, const char *symbol, const char *side, double confidence, bool reduce_only)
+{
+    return s_signal_share (ai, symbol, side, confidence, reduce_only, 0);
 }
 
 //  Waits until the signal left `created`; returns its status (static).
@@ -394,6 +407,59 @@ Test (ai_it, an_exit_is_scored_after_the_entry_created_before_it, .init = s_setu
     snprintf (sql, sizeof sql, "UPDATE signals SET status = 'scored' WHERE id = '%s'", eid);
     dai_sql_exec (sql);
     cr_assert_str_eq (s_decided (exit_sell), "scored", "log: %s", ai.log);
+    fks_bus_client_destroy (&ai.bus);
+    cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
+}
+
+//  A share of the position (percent_of_position: an add of half the long here) is sized by
+//  execution from the position it finds, so it too is scored after the signals of its symbol
+//  created before it, and signal.scored carries the share and its decimals on.
+Test (ai_it, a_share_of_the_position_waits_for_the_entry_and_travels_on, .init = s_setup,
+      .fini = s_teardown)
+{
+    char text[512];
+    s_ai_t ai = s_start (s_put_model (s_model_text (text, sizeof text, "hand-v1", 1)), "0.6",
+                         NULL);
+    s_bars ("RISE", 50);
+    fks_id_t entry;
+    cr_assert_eq (fks_id_new (&entry), 0);
+    char eid[FKS_ID_STR_SIZE], sql[600];
+    fks_id_format (&entry, eid);
+    snprintf (sql, sizeof sql,
+              "INSERT INTO signals (id, source, corr, symbol, action, side, qty, status)"
+              " VALUES ('%s', 'tradingview', '%s', 'RISE', 'buy', 'buy', 2, 'created')",
+              eid, eid);
+    dai_sql_exec (sql);
+    const char *add = s_signal_share (&ai, "RISE", "buy", -1, false, 0.5);
+    usleep (600 * 1000);
+    const char *p[1] = { add };
+    PGresult *r = PQexecParams (dai_pg (), "SELECT status FROM signals WHERE id = $1", 1, NULL,
+                                p, NULL, NULL, 0);
+    cr_assert_str_eq (PQgetvalue (r, 0, 0), "created",
+                      "the share was scored before the entry created before it (log: %s)",
+                      ai.log);
+    PQclear (r);
+    snprintf (sql, sizeof sql, "UPDATE signals SET status = 'scored' WHERE id = '%s'", eid);
+    dai_sql_exec (sql);
+    cr_assert_str_eq (s_decided (add), "scored", "log: %s", ai.log);
+    fks_envelope_t *env = s_outcome (add);
+    cr_assert_str_eq (fks_envelope_hdr (env)->type, "signal.scored");
+    double share = 0;
+    int64_t decimals = -1;
+    cr_assert_eq (fks_envelope_get_f64 (env, "position_share", &share), 0,
+                  "position_share passed on");
+    cr_assert_float_eq (share, 0.5, 1e-15);
+    cr_assert_eq (fks_envelope_get_i64 (env, "qty_decimals", &decimals), 0,
+                  "qty_decimals passed on");
+    cr_assert_eq (decimals, 6);
+    fks_envelope_destroy (&env);
+    //  A partial exit (a reduce-only sell of a quarter) too, below the threshold.
+    const char *part = s_signal_share (&ai, "RISE", "sell", -1, true, 0.25);
+    cr_assert_str_eq (s_decided (part), "scored", "log: %s", ai.log);
+    env = s_outcome (part);
+    cr_assert_eq (fks_envelope_get_f64 (env, "position_share", &share), 0);
+    cr_assert_float_eq (share, 0.25, 1e-15);
+    fks_envelope_destroy (&env);
     fks_bus_client_destroy (&ai.bus);
     cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
 }

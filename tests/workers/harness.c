@@ -639,7 +639,7 @@ h_inject_alert (h_stack_t *s, const h_alert_t *a, uint8_t **env_out, size_t *len
     msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
     size_t n = 4 + (a->quantity > 0) + (a->price > 0) + (a->order_type != NULL)
              + (a->limit_price > 0) + (a->alert_time_ms != 0) + (a->market_position != NULL)
-             + a->has_confidence + a->has_position_size;
+             + (a->quantity_type != NULL) + a->has_confidence + a->has_position_size;
     msgpack_pack_map (&pk, n);
     fks_pack_kv_id (&pk, "inbox_id", &inbox);
     fks_pack_kv_str (&pk, "source", "tradingview");
@@ -657,6 +657,8 @@ h_inject_alert (h_stack_t *s, const h_alert_t *a, uint8_t **env_out, size_t *len
         fks_pack_kv_i64 (&pk, "alert_time", a->alert_time_ms);
     if (a->market_position)
         fks_pack_kv_str (&pk, "market_position", a->market_position);
+    if (a->quantity_type)
+        fks_pack_kv_str (&pk, "quantity_type", a->quantity_type);
     if (a->has_position_size)
         fks_pack_kv_f64 (&pk, "position_size", a->position_size);
     if (a->has_confidence)

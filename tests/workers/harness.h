@@ -128,6 +128,7 @@ typedef struct {
     double limit_price;
     int64_t alert_time_ms;
     const char *market_position;
+    const char *quantity_type;      /* NULL: left out (fixed_quantity) */
     double confidence;
     bool has_confidence;
     double position_size;           /* the strategy's target position, when has_position_size */

@@ -870,3 +870,232 @@ Test (execution, the_breaker_counts_an_order_once_when_its_batch_is_redone,
     fks_breaker_destroy (&b);
     fks_redis_destroy (&r);
 }
+
+
+//  --------------------------------------------------------------------------
+//  Sized from the position it locks
+
+//  A signal as the signal worker leaves it. Zero fields are left out of signal.created.
+typedef struct {
+    const char *symbol;
+    const char *side;
+    double qty;                     /* the signal worker's estimate */
+    bool reduce_only;
+    double share;                   /* > 0 (or has_share): position_share */
+    bool has_share;
+    int decimals;                   /* >= 0: qty_decimals; -1 left out */
+    bool has_target;
+    double target;
+} s_sig_t;
+
+//  Its alert and signal rows (signalled, created) and its signal.created in the outbox, the
+//  frame left in *frame to publish when the test wants (h_publish). Returns the alert id.
+static fks_id_t
+s_sig_stored (const s_sig_t *g, msgpack_sbuffer *frame)
+{
+    fks_id_t inbox, sig;
+    cr_assert_eq (fks_id_new (&inbox), 0);
+    cr_assert_eq (fks_id_new (&sig), 0);
+    char iid[FKS_ID_STR_SIZE], sid[FKS_ID_STR_SIZE], q[1200];
+    fks_id_format (&inbox, iid);
+    fks_id_format (&sig, sid);
+    h_sql_exec (h_sqlf (q, sizeof q,
+        "WITH i AS (INSERT INTO inbox (id, idem_key, source, body, alert, status)"
+        "           VALUES ('%s', '%s', 'tradingview', ''::bytea,"
+        "                   '{\"symbol\":\"%s\",\"action\":\"%s\"}', 'signalled'))"
+        " INSERT INTO signals (id, inbox_id, corr, source, symbol, action, side, qty,"
+        "                      quantity_type, order_type, price, params, status)"
+        " VALUES ('%s', '%s', '%s', 'tradingview', '%s', '%s', '%s', %.10g,"
+        "         '%s', 'market', 10, '{\"reduce_only\":%s}', 'created')",
+        iid, iid, g->symbol, g->side, sid, iid, iid, g->symbol, g->side, g->side, g->qty,
+        g->share > 0 ? "percent_of_position" : "fixed_quantity",
+        g->reduce_only ? "true" : "false"));
+    bool share = g->share > 0 || g->has_share;
+    msgpack_sbuffer body;
+    msgpack_sbuffer_init (&body);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &body, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 8 + share + (g->decimals >= 0) + g->has_target);
+    fks_pack_kv_id (&pk, "signal_id", &sig);
+    fks_pack_kv_id (&pk, "inbox_id", &inbox);
+    fks_pack_kv_str (&pk, "symbol", g->symbol);
+    fks_pack_kv_str (&pk, "side", g->side);
+    fks_pack_kv_f64 (&pk, "qty", g->qty);
+    fks_pack_kv_str (&pk, "order_type", "market");
+    fks_pack_kv_f64 (&pk, "price", 10);
+    fks_pack_kv_bool (&pk, "reduce_only", g->reduce_only);
+    if (share)
+        fks_pack_kv_f64 (&pk, "position_share", g->share);
+    if (g->decimals >= 0)
+        fks_pack_kv_i64 (&pk, "qty_decimals", g->decimals);
+    if (g->has_target)
+        fks_pack_kv_f64 (&pk, "target", g->target);
+    h_store_body ("signal.created", "signal", &inbox, &inbox, body.data, body.size, frame);
+    msgpack_sbuffer_destroy (&body);
+    return inbox;
+}
+
+//  Stores and publishes the signal at once.
+static fks_id_t
+s_sig (const s_sig_t *g)
+{
+    msgpack_sbuffer frame;
+    fks_id_t id = s_sig_stored (g, &frame);
+    h_publish (&s, "signal.created", (const uint8_t *) frame.data, frame.size);
+    msgpack_sbuffer_destroy (&frame);
+    return id;
+}
+
+static void
+s_assert_position (const char *symbol, const char *qty)
+{
+    char q[200];
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM positions WHERE symbol = '%s' AND qty = %s",
+            symbol, qty);
+    cr_assert_eq (h_sql_int (q), 1, "%s: position %s, expected %s", symbol,
+                  h_sql_text (h_sqlf (q, sizeof q, "SELECT coalesce (max (qty)::text, 'none')"
+                                      " FROM positions WHERE symbol = '%s'", symbol)), qty);
+}
+
+//  A share of the position (position_share) that reaches execution before the entry it is a
+//  share of, with an estimate that is wrong (the signal worker counted what it should not):
+//  the partial exit finds nothing to reduce and the add nothing to add to, so each is handed
+//  back until the entry, queued behind it, is filled; then each takes its share of the long
+//  the entry opened (2), not its estimate (5, 7).
+Test (execution, a_share_ahead_of_its_entry_waits_for_it_then_takes_its_share,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    const char *sym[2] = { "HALFUSDT", "MOREUSDT" };
+    for (int i = 0; i < 2; i++) {
+        h_set_price (&s, sym[i], 10);
+        s_sig_t entry = { .symbol = sym[i], .side = "buy", .qty = 2, .decimals = -1 };
+        s_sig_t part = { .symbol = sym[i], .side = i == 0 ? "sell" : "buy",
+                         .qty = i == 0 ? 5 : 7, .reduce_only = i == 0, .share = 0.5,
+                         .decimals = 8 };
+        msgpack_sbuffer frame;
+        fks_id_t e = s_sig_stored (&entry, &frame);
+        fks_id_t p = s_sig (&part);
+        usleep (600 * 1000);
+        char pid[FKS_ID_STR_SIZE], q[300];
+        fks_id_format (&p, pid);
+        cr_assert_eq (h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM inbox WHERE id = '%s'"
+                                         " AND status = 'signalled'", pid)), 1,
+                      "%s: the share was decided before its entry came", sym[i]);
+        h_publish (&s, "signal.created", (const uint8_t *) frame.data, frame.size);
+        msgpack_sbuffer_destroy (&frame);
+        h_wait_alert_status (&e, "filled");
+        h_wait_alert_status (&p, "filled");
+        cr_assert_eq (h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM orders WHERE corr ="
+                                         " '%s' AND qty = 1", pid)), 1,
+                      "%s: half of the long of 2", sym[i]);
+    }
+    s_assert_position ("HALFUSDT", "1");
+    s_assert_position ("MOREUSDT", "3");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'"), 0);
+}
+
+//  The share is rounded down to the signal worker's decimals (qty_decimals), and without them
+//  kept to 15 significant digits; a share that rounds to nothing is refused with the numbers.
+Test (execution, a_share_is_rounded_down_to_the_signal_workers_decimals, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "THIRDUSDT", 10);
+    s_sig_t entry = { .symbol = "THIRDUSDT", .side = "buy", .qty = 1, .decimals = -1 };
+    h_wait_alert_status ((fks_id_t[]) { s_sig (&entry) }, "filled");
+    //  A third of 1 at 4 decimals: 0.3333.
+    s_sig_t third = { .symbol = "THIRDUSDT", .side = "sell", .qty = 0.3333, .reduce_only = true,
+                      .share = 1.0 / 3, .decimals = 4 };
+    h_wait_alert_status ((fks_id_t[]) { s_sig (&third) }, "filled");
+    s_assert_position ("THIRDUSDT", "0.6667");
+    //  A tenth of 0.6667 without decimals: 0.06667.
+    s_sig_t tenth = { .symbol = "THIRDUSDT", .side = "sell", .qty = 0.06, .reduce_only = true,
+                      .share = 0.1, .decimals = -1 };
+    h_wait_alert_status ((fks_id_t[]) { s_sig (&tenth) }, "filled");
+    s_assert_position ("THIRDUSDT", "0.60003");
+    //  A thousandth of it at 2 decimals: nothing.
+    s_sig_t tiny = { .symbol = "THIRDUSDT", .side = "sell", .qty = 0.01, .reduce_only = true,
+                     .share = 0.001, .decimals = 2 };
+    fks_id_t t = s_sig (&tiny);
+    h_wait_alert_status (&t, "rejected");
+    char tid[FKS_ID_STR_SIZE], q[300];
+    fks_id_format (&t, tid);
+    char *why = h_sql_text (h_sqlf (q, sizeof q, "SELECT reason FROM signals WHERE inbox_id ="
+                                    " '%s'", tid));
+    cr_assert_str_eq (why, "risk: 0.1 % of the long position of 0.60003 in THIRDUSDT rounds to"
+                      " nothing at 2 decimals");
+    free (why);
+    s_assert_position ("THIRDUSDT", "0.60003");
+}
+
+//  A share that is no share (more than all of the position, nothing, not a number) or decimals
+//  that are no step are refused as unusable: the signal fails with the reason, nothing is
+//  ordered. A signal without the share is ordered as before (the other tests).
+Test (execution, an_unusable_share_or_decimals_is_refused, .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "BADUSDT", 10);
+    s_sig_t entry = { .symbol = "BADUSDT", .side = "buy", .qty = 2, .decimals = -1 };
+    h_wait_alert_status ((fks_id_t[]) { s_sig (&entry) }, "filled");
+    s_sig_t bad[3] = {
+        { .symbol = "BADUSDT", .side = "buy", .qty = 1, .share = 1.5, .decimals = 8 },
+        { .symbol = "BADUSDT", .side = "buy", .qty = 1, .has_share = true, .share = 0,
+          .decimals = 8 },
+        { .symbol = "BADUSDT", .side = "buy", .qty = 1, .share = 0.5, .decimals = 13 },
+    };
+    const char *why[3] = { "position_share", "position_share", "qty_decimals" };
+    for (int i = 0; i < 3; i++) {
+        fks_id_t a = s_sig (&bad[i]);
+        h_wait_alert_status (&a, "failed");
+        char id[FKS_ID_STR_SIZE], q[300];
+        fks_id_format (&a, id);
+        char *reason = h_sql_text (h_sqlf (q, sizeof q, "SELECT reason FROM signals WHERE"
+                                           " inbox_id = '%s' AND status = 'failed'", id));
+        cr_assert (strstr (reason, "could not be executed") && strstr (reason, why[i]),
+                   "%d: %s", i, reason);
+        free (reason);
+    }
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 1, "the entry's only");
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'"), 3);
+    s_assert_position ("BADUSDT", "2");
+}
+
+//  A target already reached when the signal is ordered is refused (rule target), and nothing
+//  else happens: no order with the signal's estimate after the refusal.
+Test (execution, a_target_already_reached_is_refused_and_not_ordered, .fini = s_teardown,
+      .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    h_set_price (&s, "THEREUSDT", 10);
+    s_sig_t entry = { .symbol = "THEREUSDT", .side = "buy", .qty = 2, .decimals = -1 };
+    h_wait_alert_status ((fks_id_t[]) { s_sig (&entry) }, "filled");
+    //  The signal worker saw 1 and would buy 1 to reach 2.
+    s_sig_t target = { .symbol = "THEREUSDT", .side = "buy", .qty = 1, .decimals = -1,
+                       .has_target = true, .target = 2 };
+    fks_id_t t = s_sig (&target);
+    h_wait_alert_status (&t, "rejected");
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 2,
+                              WAIT_MS), 2);
+    usleep (300 * 1000);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 1, "the entry's only: %s",
+                  h_sql_text ("SELECT string_agg (side || ' ' || qty || ' ' || status, '; ')"
+                              " FROM orders"));
+    s_assert_position ("THEREUSDT", "2");
+    char tid[FKS_ID_STR_SIZE], q[300];
+    fks_id_format (&t, tid);
+    h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND status ="
+            " 'rejected' AND reason = 'risk: already at the target position 2 in THEREUSDT'",
+            tid);
+    cr_assert_eq (h_sql_int (q), 1, "%s", h_sql_text (h_sqlf (q, sizeof q, "SELECT status || ' '"
+                  " || coalesce (reason, '') FROM signals WHERE inbox_id = '%s'", tid)));
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'"), 1);
+}

@@ -152,6 +152,102 @@ Test (decide, a_percent_of_the_position_against_it_is_a_partial_exit)
     cr_assert (d.close_position, "all of it");
 }
 
+static fks_signal_alert_t
+s_pct (const char *action, double percent)
+{
+    fks_signal_alert_t a = s_alert (action, percent);
+    snprintf (a.quantity_type, sizeof a.quantity_type, "percent_of_position");
+    return a;
+}
+
+//  Every decision that takes a share of the position carries that share, for the execution
+//  worker to take of the position it locks (qty is the estimate from this one).
+Test (decide, a_share_of_the_position_travels_as_a_share)
+{
+    //  A partial exit: sell half of a long of 9.
+    fks_signal_alert_t a = s_pct ("sell", 50);
+    fks_signal_decision_t d = s_decide (&a, 9);
+    cr_assert (d.has_position_share, "%s", d.reason);
+    cr_assert_float_eq (d.position_share, 0.5, 1e-15);
+    cr_assert_eq (d.qty_decimals, 8);
+    cr_assert (d.reduce_only);
+    //  Exit / close 25 %.
+    a = s_pct ("exit", 25);
+    d = s_decide (&a, -4);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_str_eq (d.side, "buy");
+    cr_assert_float_eq (d.qty, 1, 1e-12);
+    cr_assert (d.has_position_share);
+    cr_assert_float_eq (d.position_share, 0.25, 1e-15);
+    //  A reduce while the strategy stays long.
+    a = s_pct ("sell", 40);
+    snprintf (a.market_position, sizeof a.market_position, "long");
+    d = s_decide (&a, 5);
+    cr_assert_float_eq (d.qty, 2, 1e-12);
+    cr_assert (d.reduce_only && d.has_position_share);
+    cr_assert_float_eq (d.position_share, 0.4, 1e-15);
+    //  An add of half the long, with action add and as a buy of half the long.
+    a = s_pct ("add", 50);
+    d = s_decide (&a, 2);
+    cr_assert_str_eq (d.side, "buy");
+    cr_assert_float_eq (d.qty, 1, 1e-12);
+    cr_assert_not (d.reduce_only);
+    cr_assert (d.has_position_share);
+    cr_assert_float_eq (d.position_share, 0.5, 1e-15);
+    a = s_pct ("buy", 50);
+    d = s_decide (&a, 2);
+    cr_assert_float_eq (d.qty, 1, 1e-12);
+    cr_assert_not (d.reduce_only);
+    cr_assert (d.has_position_share);
+    //  More than all of it, when it reduces, is all of it.
+    a = s_pct ("sell", 150);
+    d = s_decide (&a, 2);
+    cr_assert_float_eq (d.qty, 2, 1e-12);
+    cr_assert (d.close_position && d.has_position_share);
+    cr_assert_float_eq (d.position_share, 1, 1e-15);
+}
+
+Test (decide, only_a_share_of_the_position_travels_as_a_share)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    cr_assert_not (s_decide (&a, 2).has_position_share, "a fixed quantity");
+    a = s_alert ("exit", 1);
+    cr_assert_not (s_decide (&a, 2).has_position_share);
+    a = s_alert ("exit", 0);
+    a.has_quantity = false;
+    snprintf (a.quantity_type, sizeof a.quantity_type, "percent_of_position");
+    fks_signal_decision_t d = s_decide (&a, 2);
+    cr_assert (d.close_position);
+    cr_assert_not (d.has_position_share, "no quantity: all of it");
+    //  An add of more than all of it stays the estimate (a share is at most 1).
+    a = s_pct ("add", 150);
+    d = s_decide (&a, 2);
+    cr_assert_float_eq (d.qty, 3, 1e-12);
+    cr_assert_not (d.has_position_share);
+    //  An add against the position (its sentiment says the other way) is no share of it.
+    a = s_pct ("add", 50);
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    d = s_decide (&a, 2);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_not (d.has_position_share);
+}
+
+Test (decide, the_position_after_a_share_is_that_share_of_the_position_it_meets)
+{
+    fks_signal_alert_t a = s_pct ("sell", 50);
+    fks_signal_decision_t d = s_decide (&a, 12);
+    cr_assert_float_eq (d.qty, 6, 1e-12);
+    //  As the execution worker will take it: of the position the signals before leave.
+    cr_assert_float_eq (fks_signal_position_after (12, &d), 6, 1e-12);
+    cr_assert_float_eq (fks_signal_position_after (2, &d), 1, 1e-12);
+    cr_assert_float_eq (fks_signal_position_after (0, &d), 0, 1e-12, "nothing to reduce");
+    cr_assert_float_eq (fks_signal_position_after (-3, &d), -3, 1e-12, "refused: a short");
+    a = s_pct ("add", 50);
+    d = s_decide (&a, 12);
+    cr_assert_float_eq (fks_signal_position_after (2, &d), 3, 1e-12);
+    cr_assert_float_eq (fks_signal_position_after (-2, &d), -2, 1e-12, "nothing to add to");
+}
+
 Test (decide, sell_with_market_position_flat_only_closes_the_long)
 {
     fks_signal_alert_t a = s_alert ("sell", 5);

@@ -609,6 +609,116 @@ Test (pipeline, exits_and_reversals_are_sized_from_the_position_when_ordered,
     s_assert_books_balance ();
 }
 
+//  The reason of the alert's signal refused by risk: "risk: <the risk.rejected message>", ""
+//  when it was not refused (caller frees).
+static char *
+s_rejection (const fks_id_t *alert)
+{
+    char id[FKS_ID_STR_SIZE], q[400];
+    fks_id_format (alert, id);
+    return h_sql_text (h_sqlf (q, sizeof q, "SELECT coalesce (max (s.reason), '') FROM signals s"
+                               " WHERE s.inbox_id = '%s' AND s.status = 'rejected'", id));
+}
+
+//  A share of the position (quantity_type percent_of_position) is taken of the position when
+//  it is ordered, not of the one the signal worker expected. Here that expectation is wrong: it
+//  counts an entry (a buy of 6) that risk then refuses (FKS_RISK_MAX_QTY 5), so the signal
+//  worker sizes "sell 50 %" behind "buy 2" as 4 (half of 2 + 6): ordered so, it would close
+//  the long of 2. The execution worker sells half of the long it locks, 1.
+Test (pipeline, a_share_of_the_position_is_taken_of_the_position_when_ordered,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0",
+                                                        "FKS_RISK_MAX_QTY=5", NULL } };
+    h_stack_start (&s, &o);
+    cr_assert_eq (h_stop (s.execution[0], SIGTERM, 10000), 0);
+    const char *pct = "percent_of_position";
+    //  A: buy 6 (refused), buy 2, sell 50 %: long 1.   B: the same with add 50 %: long 3.
+    //  C: buy 6 (refused), sell 50 %: nothing to reduce.  D: buy 6 (refused), add 50 %: nothing
+    //  to add to.
+    const char *sym[4] = { "SHAREAUSDT", "SHAREBUSDT", "SHARECUSDT", "SHAREDUSDT" };
+    fks_id_t refused[4], entry[2], share[4];
+    for (int i = 0; i < 4; i++) {
+        h_alert_t big = { .symbol = sym[i], .action = "buy", .quantity = 6, .price = 10 };
+        h_alert_t two = { .symbol = sym[i], .action = "buy", .quantity = 2, .price = 10 };
+        h_alert_t part = { .symbol = sym[i], .action = i % 2 ? "add" : "sell", .quantity = 50,
+                           .price = 10, .quantity_type = pct };
+        refused[i] = h_inject_alert (&s, &big, NULL, NULL);
+        h_wait_alert_status (&refused[i], "signalled");
+        if (i < 2) {
+            entry[i] = h_inject_alert (&s, &two, NULL, NULL);
+            h_wait_alert_status (&entry[i], "signalled");
+        }
+        share[i] = h_inject_alert (&s, &part, NULL, NULL);
+        h_wait_alert_status (&share[i], "signalled");
+    }
+    //  The signal worker's estimates: half of 8, half of 6.
+    char q[600], id[FKS_ID_STR_SIZE];
+    double want_estimate[4] = { 4, 4, 3, 3 };
+    for (int i = 0; i < 4; i++) {
+        fks_id_format (&share[i], id);
+        h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s' AND qty = %g",
+                id, want_estimate[i]);
+        cr_assert_eq (h_sql_int (q), 1, "%s: %s", sym[i], h_sql_text (h_sqlf (q, sizeof q,
+                      "SELECT qty || ' ' || params::text FROM signals WHERE inbox_id = '%s'",
+                      id)));
+    }
+    h_stack_start_execution (&s, 0);
+    for (int i = 0; i < 4; i++)
+        h_wait_alert_status (&refused[i], "rejected");
+    for (int i = 0; i < 2; i++) {
+        h_wait_alert_status (&entry[i], "filled");
+        h_wait_alert_status (&share[i], "filled");
+    }
+    cr_assert_eq (s_position_is (sym[0], "1"), 1, "half of the long of 2 sold: %s",
+                  h_sql_text ("SELECT string_agg (symbol || ' ' || qty, ', ') FROM positions"));
+    cr_assert_eq (s_position_is (sym[1], "3"), 1, "half of the long of 2 added: %s",
+                  h_sql_text ("SELECT string_agg (symbol || ' ' || qty, ', ') FROM positions"));
+    h_wait_alert_status (&share[2], "rejected");
+    h_wait_alert_status (&share[3], "rejected");
+    //  The orders say how they were sized.
+    for (int i = 0; i < 2; i++) {
+        fks_id_format (&share[i], id);
+        h_sqlf (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s' AND qty = 1"
+                " AND side = '%s' AND reason LIKE 'sized when ordered: 50 %% of the long"
+                " position of 2 is 1 (the signal''s estimate was 4)'", id,
+                i == 0 ? "sell" : "buy");
+        cr_assert_eq (h_sql_int (q), 1, "%s", h_sql_text (h_sqlf (q, sizeof q,
+                      "SELECT side || ' ' || qty || ' ' || coalesce (reason, '') FROM orders"
+                      " WHERE corr = '%s'", id)));
+    }
+    //  Nothing to take a share of: refused as any reduce-only order with nothing to reduce,
+    //  and an add with nothing to add to; the event names the share.
+    char *why = s_rejection (&share[2]);
+    cr_assert_str_eq (why, "risk: nothing to reduce: no open long position in SHARECUSDT"
+                      " for a sell of 50 % of it");
+    free (why);
+    why = s_rejection (&share[3]);
+    cr_assert_str_eq (why, "risk: nothing to add to: no open long position in SHAREDUSDT"
+                      " for a buy of 50 % of it");
+    free (why);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'risk.rejected'"), 6);
+    int port = s.execution_ports[0];
+    cr_assert_eq (h_metric (port, "fks_execution_risk_rejections_total{rule=\"max_qty\"}"), 4);
+    cr_assert_eq (h_metric (port, "fks_execution_risk_rejections_total{rule=\"reduce_only\"}"),
+                  1);
+    cr_assert_eq (h_metric (port,
+                            "fks_execution_risk_rejections_total{rule=\"position_share\"}"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE symbol IN ('SHARECUSDT',"
+                             " 'SHAREDUSDT')"), 0);
+    //  The share each signal travelled with, in its params for the REST API.
+    for (int i = 0; i < 4; i++) {
+        fks_id_format (&share[i], id);
+        h_sqlf (q, sizeof q, "SELECT count(*) FROM signals WHERE inbox_id = '%s'"
+                " AND (params->>'position_share')::numeric = 0.5"
+                " AND (params->>'qty_decimals')::int = 8", id);
+        cr_assert_eq (h_sql_int (q), 1, "%s: %s", sym[i], h_sql_text (h_sqlf (q, sizeof q,
+                      "SELECT params::text FROM signals WHERE inbox_id = '%s'", id)));
+    }
+    s_assert_books_balance ();
+}
+
 //  An exit that comes before the entry ahead of it is filled (execution stopped: the signal
 //  worker sees no position at all) closes what that entry opens instead of finding "nothing
 //  to close"; likewise a strategy's flat exit, an add, and an exit right behind its entry in

@@ -1,10 +1,11 @@
 /*  test_sizing.c - quantities from TradersPost's quantity types and the sizing rule; stops and
- *  targets as prices (workers/signal/sizing.c).
+ *  targets as prices (workers/signal/sizing.c); a share of a position (workers/qty.c).
  */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
 #include "workers/signal/sizing.h"
+#include "workers/qty.h"
 
 static fks_sizing_cfg_t s_cfg = { FKS_SIZING_NONE, 0, 10000, 8 };
 
@@ -135,4 +136,62 @@ Test (sizing, rule_names_parse_both_ways)
     cr_assert_eq (r, FKS_SIZING_FIXED_NOTIONAL);
     cr_assert_str_eq (fks_sizing_rule_name (r), "fixed_notional");
     cr_assert_eq (fks_sizing_rule_parse ("kelly", &r), -1);
+}
+
+//  workers/qty.c: the share of a position both workers take (the signal worker of the position
+//  it expects, the execution worker of the one it locks).
+Test (qty, a_share_is_of_the_position_on_the_side_it_is_of)
+{
+    double base;
+    //  A sell reducing a long, a buy reducing a short.
+    cr_assert_float_eq (fks_qty_position_share (2, false, true, 0.5, 8, &base), 1, 1e-15);
+    cr_assert_float_eq (base, 2, 1e-15);
+    cr_assert_float_eq (fks_qty_position_share (-3, true, true, 0.5, 8, &base), 1.5, 1e-15);
+    cr_assert_float_eq (base, 3, 1e-15);
+    //  An add: of the position on its own side.
+    cr_assert_float_eq (fks_qty_position_share (2, true, false, 0.5, 8, &base), 1, 1e-15);
+    cr_assert_float_eq (fks_qty_position_share (-4, false, false, 0.25, 8, &base), 1, 1e-15);
+    //  Nothing on that side: flat, or the other side.
+    cr_assert_eq (fks_qty_position_share (0, false, true, 0.5, 8, &base), 0);
+    cr_assert_eq (base, 0);
+    cr_assert_eq (fks_qty_position_share (-2, false, true, 0.5, 8, &base), 0,
+                  "a sell reducing a long finds a short");
+    cr_assert_eq (fks_qty_position_share (-2, true, false, 0.5, 8, &base), 0,
+                  "a buy adding to a long finds a short");
+    cr_assert_eq (base, 0);
+    cr_assert_eq (fks_qty_position_share (2, true, true, 0.5, 8, NULL), 0);
+}
+
+Test (qty, a_share_rounds_down_and_never_exceeds_the_position)
+{
+    //  Down to the step: 1/3 of 1 at 4 decimals, half of 3e-8 at 8.
+    cr_assert_float_eq (fks_qty_position_share (1, false, true, 1.0 / 3, 4, NULL), 0.3333,
+                        1e-15);
+    cr_assert_float_eq (fks_qty_position_share (0.00000003, false, true, 0.5, 8, NULL),
+                        0.00000001, 1e-18);
+    cr_assert_eq (fks_qty_position_share (0.00000001, false, true, 0.5, 8, NULL), 0,
+                  "half a step rounds to nothing");
+    //  All of it is all of it, however the position is written.
+    cr_assert_eq (fks_qty_position_share (12345.12345678, false, true, 1, 8, NULL),
+                  12345.12345678);
+    cr_assert_eq (fks_qty_position_share (0.3, false, true, 1, 8, NULL), 0.3);
+    cr_assert_eq (fks_qty_position_share (0.7, true, false, 1, 2, NULL), 0.7);
+    //  Without a step: 15 significant digits, as the numeric columns hold it.
+    cr_assert_eq (fks_qty_position_share (0.1, false, true, 0.3, -1, NULL), 0.03);
+    cr_assert_float_eq (fks_qty_position_share (1, false, true, 1.0 / 3, -1, NULL),
+                        0.333333333333333, 1e-16);
+}
+
+Test (qty, only_a_share_between_nothing_and_all_is_usable)
+{
+    cr_assert (fks_qty_share_ok (0.5));
+    cr_assert (fks_qty_share_ok (1));
+    cr_assert (fks_qty_share_ok (1e-9));
+    cr_assert_not (fks_qty_share_ok (0));
+    cr_assert_not (fks_qty_share_ok (-0.5));
+    cr_assert_not (fks_qty_share_ok (1.0000001));
+    cr_assert_not (fks_qty_share_ok (NAN));
+    cr_assert_not (fks_qty_share_ok (INFINITY));
+    cr_assert_eq (fks_qty_position_share (2, false, true, 1.5, 8, NULL), 0, "refused");
+    cr_assert_eq (fks_qty_position_share (2, false, true, NAN, 8, NULL), 0, "refused");
 }

@@ -96,8 +96,9 @@ typedef struct {
     bool has_limit_price, has_price, has_stop_loss, has_take_profit, has_confidence;
     bool has_strategy, has_reason, reduce_only;
     bool close_position;            /* what execution sizes from the position (passed on) */
-    bool has_open_qty, has_target;
-    double open_qty, target;
+    bool has_open_qty, has_target, has_position_share, has_qty_decimals;
+    double open_qty, target, position_share;
+    int64_t qty_decimals;
 } s_signal_t;
 
 
@@ -175,6 +176,9 @@ s_read (const fks_envelope_t *env, s_signal_t *s)
     s->close_position = fks_envelope_get_bool (env, "close_position", &cp) == 0 && cp;
     s->has_open_qty = fks_envelope_get_f64 (env, "open_qty", &s->open_qty) == 0;
     s->has_target = fks_envelope_get_f64 (env, "target", &s->target) == 0;
+    s->has_position_share = fks_envelope_get_f64 (env, "position_share",
+                                                  &s->position_share) == 0;
+    s->has_qty_decimals = fks_envelope_get_i64 (env, "qty_decimals", &s->qty_decimals) == 0;
     return 0;
 }
 
@@ -251,7 +255,8 @@ s_emit_scored (fks_worker_tx_t *tx, const s_signal_t *s, const fks_scorer_result
     //  what is present of the rest.
     size_t n = 9 + s->has_inbox + s->has_limit_price + s->has_price + s->has_stop_loss
              + s->has_take_profit + s->has_strategy + s->has_confidence + (version[0] != 0)
-             + s->close_position + s->has_open_qty + s->has_target;
+             + s->close_position + s->has_open_qty + s->has_target + s->has_position_share
+             + s->has_qty_decimals;
     msgpack_pack_map (pk, n);
     fks_pack_kv_id (pk, "signal_id", &s->signal_id);
     if (s->has_inbox)
@@ -279,6 +284,10 @@ s_emit_scored (fks_worker_tx_t *tx, const s_signal_t *s, const fks_scorer_result
         fks_pack_kv_f64 (pk, "open_qty", s->open_qty);
     if (s->has_target)
         fks_pack_kv_f64 (pk, "target", s->target);
+    if (s->has_position_share)
+        fks_pack_kv_f64 (pk, "position_share", s->position_share);
+    if (s->has_qty_decimals)
+        fks_pack_kv_i64 (pk, "qty_decimals", s->qty_decimals);
     //  The signal's own reason, then the ai's, within the schema's 512 bytes.
     char reason[512];
     snprintf (reason, sizeof reason, "%.200s%s%.300s", s->has_reason ? s->reason : "",
@@ -337,10 +346,11 @@ s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double thr
 
 #define S_EARLIER_WINDOW_MS 10000   /* how long an exit waits for the signals created before */
 
-//  An exit (a signal that reduces or closes the position) is scored after the signals of its
-//  symbol created before it: with several ai replicas, the entry's can be in another
-//  replica's hands, and scored after the exit, the exit would reach execution first and find
-//  nothing to close. While such a signal (created up to S_EARLIER_WINDOW_MS before it, still
+//  An exit (a signal that reduces or closes the position), or a share of the position (an add
+//  of X % too), is scored after the signals of its symbol created before it: with several ai
+//  replicas, the entry's can be in another replica's hands, and scored after the exit, the exit
+//  would reach execution first and find nothing to close (or a smaller position to take its
+//  share of). While such a signal (created up to S_EARLIER_WINDOW_MS before it, still
 //  `created`, not handled earlier in this transaction) exists, the exit is handed back for
 //  later (FKS_WORKER_LATER: behind what is queued, the entry among it when it came to this
 //  replica after the exit), for up to S_EARLIER_WINDOW_MS of handing it back; then it goes
@@ -372,7 +382,8 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
         return fks_worker_fail (tx, "signal.created without a usable signal_id, symbol, side, "
                                 "qty or order_type");
     int rc;
-    if ((s.reduce_only || s.close_position) && (rc = s_earlier (tx, &s)) != FKS_WORKER_OK)
+    if ((s.reduce_only || s.close_position || s.has_position_share)
+        && (rc = s_earlier (tx, &s)) != FKS_WORKER_OK)
         return rc;
     s_refresh (self);
     fks_model_t model;

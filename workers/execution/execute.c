@@ -21,6 +21,7 @@
 #include "workers/execution/execute.h"
 #include "workers/execution/orders.h"
 #include "workers/execution/positions.h"
+#include "workers/qty.h"
 #include "common/prices.h"
 #include "common/symbol.h"
 #include "common/config.h"
@@ -252,6 +253,7 @@ typedef struct {
     fks_order_t order;
     fks_broker_result_t res;        /* its outcome: at most one fill */
     const char *inbox_status;       /* static strings */
+    char note[200];                 /* the row's reason when the broker gives none */
 } s_placed_t;
 
 //  A paper order's outcome in a batch, settled with the breaker by s_flush.
@@ -1253,6 +1255,11 @@ typedef struct {
     double open_qty;
     bool has_target;                /* the difference to this position */
     double target;
+    bool has_share;                 /* this share of the position (0 < share <= 1), */
+    double share;
+    int decimals;                   /* rounded down to this many decimals (-1: 15 digits) */
+    char sized[200];                /* how it was sized here, for the order's row ("": as
+                                       the signal said) */
 } s_req_t;
 
 static void
@@ -1418,9 +1425,18 @@ typedef struct {
     const char *v[23];
 } s_place_values_t;
 
+//  The order row's reason: the broker's, else note (how the order was sized), else none.
+static const char *
+s_order_reason (const fks_broker_result_t *res, const char *note)
+{
+    if (res->outcome != FKS_BROKER_ACCEPTED && res->reason[0])
+        return res->reason;
+    return note && note[0] ? note : NULL;
+}
+
 static int
 s_place_values (s_place_values_t *b, const char *broker, const fks_order_t *o,
-                const fks_broker_result_t *res, const char *sig_status,
+                const fks_broker_result_t *res, const char *note, const char *sig_status,
                 const char *inbox_status)
 {
     const fks_broker_fill_t *f = res->n_fills == 1 ? &res->fills[0] : NULL;
@@ -1436,7 +1452,7 @@ s_place_values (s_place_values_t *b, const char *broker, const fks_order_t *o,
         fks_order_status_name (o->status), fks_worker_num (b->filled, o->filled_qty),
         o->filled_qty > 0 ? fks_worker_num (b->avg, o->avg_fill_price) : NULL,
         broker, res->exchange_order_id[0] ? res->exchange_order_id : NULL,
-        res->outcome == FKS_BROKER_ACCEPTED || !res->reason[0] ? NULL : res->reason,
+        s_order_reason (res, note),
         f ? fks_worker_uuid (b->fid, &fill_id) : NULL,
         f ? f->fill_id : NULL,
         f ? fks_worker_num (b->fq, f->qty) : NULL,
@@ -1455,7 +1471,8 @@ s_place_values (s_place_values_t *b, const char *broker, const fks_order_t *o,
 //  batch handled again message by message.
 static int
 s_write_placed (fks_worker_tx_t *tx, s_thread_t *st, const char *broker, const fks_order_t *o,
-                const fks_broker_result_t *res, const char *inbox_status, bool *stored)
+                const fks_broker_result_t *res, const char *note, const char *inbox_status,
+                bool *stored)
 {
     if (fks_worker_batch_size (tx) > 1) {
         if (st->n_placed == st->cap_placed) {
@@ -1466,12 +1483,14 @@ s_write_placed (fks_worker_tx_t *tx, s_thread_t *st, const char *broker, const f
             st->placed = p;
             st->cap_placed = cap;
         }
-        st->placed[st->n_placed++] = (s_placed_t) { *o, *res, inbox_status };
+        s_placed_t *p = &st->placed[st->n_placed++];
+        *p = (s_placed_t) { *o, *res, inbox_status, "" };
+        snprintf (p->note, sizeof p->note, "%s", note ? note : "");
         *stored = true;
         return FKS_WORKER_OK;
     }
     s_place_values_t b;
-    if (s_place_values (&b, broker, o, res, "ordered", inbox_status) != 0)
+    if (s_place_values (&b, broker, o, res, note, "ordered", inbox_status) != 0)
         return fks_worker_retry (tx, "no random bytes for an id");
     fks_pg_err_t err;
     PGresult *r = fks_pg_exec (fks_worker_pg (tx), "ex_place", 23, b.v, NULL, NULL, &err);
@@ -1511,7 +1530,8 @@ s_placed_prepare (fks_worker_tx_t *tx, s_thread_t *st, s_placed_batch_t *b)
     for (size_t i = 0; i < st->n_placed && rc == FKS_WORKER_OK; i++) {
         s_placed_t *p = &st->placed[i];
         s_place_values_t v;
-        if (s_place_values (&v, broker, &p->order, &p->res, "ordered", p->inbox_status) != 0)
+        if (s_place_values (&v, broker, &p->order, &p->res, p->note, "ordered",
+                            p->inbox_status) != 0)
             rc = fks_worker_retry (tx, "no random bytes for an id");
         for (int k = 0; rc == FKS_WORKER_OK && k < 23; k++)
             fks_worker_array_add (&b->col[k], v.v[k]);
@@ -1617,15 +1637,67 @@ s_settle_breaker (fks_worker_tx_t *tx, s_thread_t *st)
     return rc;
 }
 
-//  A signal sized by the position: its quantity (and for a target its side) from pos, the
-//  position locked for this transaction, instead of the signal worker's estimate. An order that
-//  has nothing left to do is refused (risk.rejected) with the numbers.
+static int s_earlier_pending (fks_worker_tx_t *tx, const fks_order_t *o);
+
+//  A share of the position (position_share): that share of pos on the side it is of (the other
+//  side for a reduce-only order, its own for an add), rounded down to the signal worker's
+//  decimals. A reduce-only share with nothing there is left to s_place, which refuses any
+//  reduce-only order with nothing to reduce (or waits for the entry ahead of it); an add with
+//  nothing to add to, or a share that rounds to nothing, is refused here (*done).
 static int
-s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
-                      const fks_position_t *pos)
+s_size_share (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q, const fks_position_t *pos,
+              bool *done)
 {
     fks_order_t *o = &q->order;
+    double base;
+    double qty = fks_qty_position_share (pos->qty, o->buy, q->reduce_only, q->share,
+                                         q->decimals, &base);
+    const char *of = o->buy != q->reduce_only ? "long" : "short";
+    if (!(base > 0) && q->reduce_only)
+        return FKS_WORKER_OK;
+    if (!(base > 0)) {
+        int rc;
+        if (o->has_signal && (rc = s_earlier_pending (tx, o)) != FKS_WORKER_OK)
+            return rc;
+        fks_risk_verdict_t v = { .rule = "position_share", .has_value = true,
+                                 .value = pos->qty };
+        snprintf (v.message, sizeof v.message, "nothing to add to: no open %s position in %s "
+                  "for a %s of %.10g %% of it", of, o->symbol, o->buy ? "buy" : "sell",
+                  q->share * 100);
+        *done = true;
+        return s_risk_rejected (tx, st, q, &v);
+    }
+    if (!(qty > 0)) {
+        fks_risk_verdict_t v = { .rule = "position_share", .has_value = true,
+                                 .value = pos->qty };
+        snprintf (v.message, sizeof v.message, "%.10g %% of the %s position of %.10g in %s "
+                  "rounds to nothing at %d decimals", q->share * 100, of, base, o->symbol,
+                  q->decimals);
+        *done = true;
+        return s_risk_rejected (tx, st, q, &v);
+    }
+    snprintf (q->sized, sizeof q->sized, "sized when ordered: %.10g %% of the %s position of "
+              "%.10g is %.10g (the signal's estimate was %.10g)", q->share * 100, of, base, qty,
+              o->qty);
+    fks_log (FKS_LOG_INFO, fks_worker_corr_text (tx), NULL, "%s %s: %s",
+             o->buy ? "buy" : "sell", o->symbol, q->sized);
+    o->qty = qty;
+    return FKS_WORKER_OK;
+}
+
+//  A signal sized by the position: its quantity (and for a target its side) from pos, the
+//  position locked for this transaction, instead of the signal worker's estimate. An order that
+//  has nothing left to do is refused (risk.rejected) with the numbers, and *done is set: the
+//  signal's outcome is recorded, there is nothing to place.
+static int
+s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
+                      const fks_position_t *pos, bool *done)
+{
+    fks_order_t *o = &q->order;
+    *done = false;
     double opposite = o->buy ? (pos->qty < 0 ? -pos->qty : 0) : (pos->qty > 0 ? pos->qty : 0);
+    if (q->has_share)
+        return s_size_share (tx, st, q, pos, done);
     if (q->has_target) {
         double delta = s_stored (q->target - pos->qty);
         if (fabs (delta) <= 1e-12 * fmax (1, fabs (q->target))) {
@@ -1633,6 +1705,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
                                      .has_limit = true, .limit = q->target };
             snprintf (v.message, sizeof v.message, "already at the target position %.10g in %s",
                       q->target, o->symbol);
+            *done = true;
             return s_risk_rejected (tx, st, q, &v);
         }
         bool buy = delta > 0;
@@ -1642,6 +1715,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
             snprintf (v.message, sizeof v.message, "the target position %.10g in %s now needs a "
                       "%s; the limit order was for a %s", q->target, o->symbol,
                       buy ? "buy" : "sell", o->buy ? "buy" : "sell");
+            *done = true;
             return s_risk_rejected (tx, st, q, &v);
         }
         o->buy = buy;
@@ -1700,8 +1774,9 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
 
     //  2. What depends on the position is sized from this one, which the lock makes current:
     //  the signal worker read it before the orders of earlier alerts were filled.
-    rc = s_size_from_position (tx, st, q, &pos);
-    if (rc != FKS_WORKER_OK)
+    bool done;
+    rc = s_size_from_position (tx, st, q, &pos, &done);
+    if (rc != FKS_WORKER_OK || done)
         return rc;
     if (q->reduce_only) {
         //  A reduce-only order is cut to what is open, or refused when nothing is.
@@ -1712,8 +1787,11 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
         if (!opposite) {
             fks_risk_verdict_t v = { .rule = "reduce_only", .has_value = true,
                                      .value = pos.qty };
-            snprintf (v.message, sizeof v.message, "nothing to reduce: no open %s position in "
-                      "%s", o->buy ? "short" : "long", o->symbol);
+            int n = snprintf (v.message, sizeof v.message, "nothing to reduce: no open %s "
+                              "position in %s", o->buy ? "short" : "long", o->symbol);
+            if (q->has_share && n > 0 && (size_t) n < sizeof v.message)
+                snprintf (v.message + n, sizeof v.message - (size_t) n, " for a %s of %.10g %% "
+                          "of it", o->buy ? "buy" : "sell", q->share * 100);
             return s_risk_rejected (tx, st, q, &v);
         }
         if (o->qty > fabs (pos.qty))
@@ -1830,13 +1908,13 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
                              : o->status == FKS_ORDER_FILLED ? "filled" : "ordered";
     bool stored = false;
     if (!q->exists && res.n_fills <= 1) {
-        rc = s_write_placed (tx, st, broker, o, &res, inbox_status, &stored);
+        rc = s_write_placed (tx, st, broker, o, &res, q->sized, inbox_status, &stored);
         if (rc != FKS_WORKER_OK)
             return rc;
     }
     else {
         rc = s_write_order (tx, broker, o, q->exists, false, res.exchange_order_id,
-                            res.outcome == FKS_BROKER_ACCEPTED ? NULL : res.reason, &stored);
+                            s_order_reason (&res, q->sized), &stored);
         if (rc == FKS_WORKER_OK && stored) {
             for (size_t i = 0; rc == FKS_WORKER_OK && i < res.n_fills; i++)
                 rc = s_write_fill (tx, broker, o, &res.fills[i]);
@@ -1951,6 +2029,19 @@ s_on_signal (fks_worker_tx_t *tx, s_thread_t *st, const fks_envelope_t *env)
     if ((q.has_open_qty && !(isfinite (q.open_qty) && q.open_qty > 0))
         || (q.has_target && !isfinite (q.target)))
         return fks_worker_fail (tx, "signal with an unusable open_qty or target");
+    //  A share of the position: more than 0 and at most all of it, and the decimals to round
+    //  it down to (absent: 15 significant digits).
+    int src = fks_envelope_get_f64 (env, "position_share", &q.share);
+    int64_t dec = -1;
+    int drc = fks_envelope_get_i64 (env, "qty_decimals", &dec);
+    q.has_share = src == 0;
+    if (src < 0 || (q.has_share && !fks_qty_share_ok (q.share)))
+        return fks_worker_fail (tx, "signal with an unusable position_share (a share of the "
+                                "position: more than 0, at most 1)");
+    if (drc < 0 || (drc == 0 && (dec < 0 || dec > FKS_QTY_DECIMALS_MAX)))
+        return fks_worker_fail (tx, "signal with unusable qty_decimals (0 to %d)",
+                                FKS_QTY_DECIMALS_MAX);
+    q.decimals = drc == 0 ? (int) dec : -1;
     const fks_envelope_hdr_t *hdr = fks_worker_msg (tx);
     if (!fks_id_is_nil (&hdr->corr)) {
         o->has_corr = true;

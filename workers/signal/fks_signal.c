@@ -25,6 +25,7 @@
 #include "workers/runtime.h"
 #include "common/prices.h"
 #include "workers/signal/normalize.h"
+#include "workers/qty.h"
 #include "common/config.h"
 #include "common/log.h"
 
@@ -55,7 +56,8 @@ static const fks_pg_stmt_t s_stmts[] = {
     //  S_PENDING_MAX signals of the symbol within the reconciler's horizon (an hour).
     { "sig_expected",
       "SELECT (SELECT qty FROM positions WHERE symbol = $1), s.side, s.qty,"
-      "       s.params->>'target_position', s.params->>'close_position'"
+      "       s.params->>'target_position', s.params->>'close_position',"
+      "       s.params->>'position_share', s.params->>'reduce_only', s.params->>'qty_decimals'"
       "  FROM (SELECT 1) AS one LEFT JOIN LATERAL ("
       "    SELECT * FROM (SELECT created_at, id, side, qty, params, status FROM signals"
       "                    WHERE symbol = $1 AND created_at > now () - interval '1 hour'"
@@ -303,7 +305,7 @@ s_seen (fks_worker_tx_t *tx, const char *symbol, int *rc)
 //  Counts the symbol's signals not yet filled in e->position (once per transaction), so that
 //  an exit right behind an entry closes it instead of finding nothing to close.
 static int
-s_expected (fks_worker_tx_t *tx, s_seen_t *e)
+s_expected (fks_worker_tx_t *tx, s_seen_t *e, int decimals)
 {
     fks_pg_err_t err;
     const char *values[1] = { e->symbol };
@@ -322,6 +324,14 @@ s_expected (fks_worker_tx_t *tx, s_seen_t *e)
         d.has_target = !PQgetisnull (r, i, 3);
         d.target = d.has_target ? fks_worker_parse_num (PQgetvalue (r, i, 3), 0) : 0;
         d.close_position = !strcmp (PQgetvalue (r, i, 4), "true");
+        //  A share of the position: of the position as the signals before it leave it, as the
+        //  execution worker will take it.
+        d.has_position_share = !PQgetisnull (r, i, 5);
+        d.position_share = d.has_position_share ? fks_worker_parse_num (PQgetvalue (r, i, 5), 0)
+                                                : 0;
+        d.reduce_only = !strcmp (PQgetvalue (r, i, 6), "true");
+        double dec = PQgetisnull (r, i, 7) ? -1 : fks_worker_parse_num (PQgetvalue (r, i, 7), -1);
+        d.qty_decimals = dec >= 0 && dec <= FKS_QTY_DECIMALS_MAX ? (int) dec : decimals;
         pos = fks_signal_position_after (pos, &d);
     }
     PQclear (r);
@@ -414,7 +424,7 @@ typedef struct {
 typedef struct {
     char id[FKS_ID_STR_SIZE], inbox[FKS_ID_STR_SIZE];
     char qty[48], price[48], limit[48], sl[48], tp[48], conf[48];
-    char params[256], exch[160];
+    char params[512], exch[160];
     const char *v[20];
 } s_values_t;
 
@@ -433,6 +443,10 @@ s_values (s_values_t *b, const fks_id_t *id, const fks_signal_alert_t *a,
     if (d->has_open_qty)
         n += snprintf (b->params + n, sizeof b->params - (size_t) n, ",\"open_qty\":%.15g",
                        d->open_qty);
+    if (d->has_position_share)
+        n += snprintf (b->params + n, sizeof b->params - (size_t) n,
+                       ",\"position_share\":%.15g,\"qty_decimals\":%d", d->position_share,
+                       d->qty_decimals);
     if (a->exchange[0])
         n += snprintf (b->params + n, sizeof b->params - (size_t) n, ",\"exchange\":\"%s\"",
                        b->exch);
@@ -568,7 +582,7 @@ s_emit_created (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_sign
     msgpack_packer *pk = fks_worker_body (tx);
     size_t n = 8 + d->has_limit_price + d->has_price + d->has_stop_loss + d->has_take_profit
              + (a->strategy[0] != 0) + a->has_confidence + d->close_position + d->has_open_qty
-             + d->has_target;
+             + d->has_target + 2 * d->has_position_share;
     msgpack_pack_map (pk, n);
     fks_pack_kv_id (pk, "signal_id", signal_id);
     fks_pack_kv_id (pk, "inbox_id", &a->inbox_id);
@@ -595,6 +609,10 @@ s_emit_created (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const fks_sign
         fks_pack_kv_f64 (pk, "open_qty", d->open_qty);
     if (d->has_target)
         fks_pack_kv_f64 (pk, "target", d->target);
+    if (d->has_position_share) {
+        fks_pack_kv_f64 (pk, "position_share", d->position_share);
+        fks_pack_kv_i64 (pk, "qty_decimals", d->qty_decimals);
+    }
     fks_pack_kv_str (pk, "reason", d->reason);
     return fks_worker_emit (tx, "signal.created", NULL, NULL);
 }
@@ -770,7 +788,7 @@ s_handle (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
     snprintf (symbol, sizeof symbol, "%s", d.symbol);
     fks_signal_decide (&self->cfg, &a, symbol, &ctx, &d);
     if (d.position_matters && !seen->expected) {
-        if ((rc = s_expected (tx, seen)) != FKS_WORKER_OK)
+        if ((rc = s_expected (tx, seen, self->cfg.sizing.qty_decimals)) != FKS_WORKER_OK)
             return rc;
         if (seen->position != ctx.position) {
             ctx.position = seen->position;

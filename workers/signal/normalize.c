@@ -7,6 +7,7 @@
  *  alert, with the numbers that made the decision.
  */
 #include "workers/signal/normalize.h"
+#include "workers/qty.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -210,6 +211,16 @@ s_sentiment_dir (const char *s)
     return 0;
 }
 
+//  The decision trades a share of the position (percent_of_position): quantity % of it, at
+//  most all of it. The execution worker takes that share again of the position it locks.
+static void
+s_share (fks_signal_decision_t *d, const fks_signal_cfg_t *cfg, double percent)
+{
+    d->has_position_share = true;
+    d->position_share = percent >= 100 ? 1 : percent / 100.0;
+    d->qty_decimals = cfg->sizing.qty_decimals;
+}
+
 static void
 s_fmt_secs (char *buf, size_t cap, int64_t ms)
 {
@@ -309,6 +320,8 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     char how[256] = "";
     double sized = 0;
     int sized_rc = fks_sizing_qty (&cfg->sizing, &in, &sized, how, sizeof how);
+    bool share = a->has_quantity && !strcmp (a->quantity_type, "percent_of_position")
+                 && sized_rc == 0;
 
     bool buy;
     double qty;
@@ -345,6 +358,8 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
             }
             if (sized < qty)
                 qty = sized;
+            if (share)
+                s_share (d, cfg, a->quantity);
         }
         d->reduce_only = true;
         d->close_position = qty >= pos_abs;
@@ -381,6 +396,8 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         }
         qty = sized < pos_abs ? sized : pos_abs;
         d->reduce_only = true;
+        if (share)
+            s_share (d, cfg, a->quantity);
         snprintf (basis, sizeof basis, "reduce %s position of %.10g by %s",
                   buy ? "short" : "long", pos_abs, how);
     }
@@ -398,6 +415,10 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         }
         buy = side > 0;
         qty = sized;
+        //  A share of the position it adds to (not of one it would reduce: a sentiment
+        //  against the position), of at most all of it (fks_qty_share_ok).
+        if (share && a->quantity <= 100 && (buy ? pos > S_EPS : pos < -S_EPS))
+            s_share (d, cfg, a->quantity);
         snprintf (basis, sizeof basis, "add to %s: %s", buy ? "long" : "short", how);
     }
     else if ((act == S_BUY ? pos < -S_EPS : pos > S_EPS)
@@ -412,6 +433,8 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         qty = sized < pos_abs ? sized : pos_abs;
         d->reduce_only = true;
         d->close_position = qty >= pos_abs;
+        if (share)
+            s_share (d, cfg, a->quantity);
         snprintf (basis, sizeof basis, "reduce %s position of %.10g by %s",
                   buy ? "short" : "long", pos_abs, how);
     }
@@ -426,6 +449,9 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         qty = sized + opposite;
         d->open_qty = fks_sizing_round_down (sized, cfg->sizing.qty_decimals);
         d->has_open_qty = d->open_qty > 0;
+        //  A share of the position on its own side (the other side's is 3f'): an add.
+        if (share && opposite == 0 && a->quantity <= 100)
+            s_share (d, cfg, a->quantity);
         if (opposite > 0)
             snprintf (basis, sizeof basis, "close %s position of %.10g and open %s",
                       buy ? "short" : "long", opposite, how);
@@ -463,9 +489,15 @@ fks_signal_position_after (double pos, const fks_signal_decision_t *d)
 {
     if (d->kind != FKS_SIGNAL_CREATE)
         return pos;
+    bool buy = !strcmp (d->side, "buy");
+    if (d->has_position_share) {
+        double q = fks_qty_position_share (pos, buy, d->reduce_only, d->position_share,
+                                           d->qty_decimals, NULL);
+        return buy ? pos + q : pos - q;
+    }
     if (d->has_target)
         return d->target;
     if (d->close_position)
         return 0;
-    return !strcmp (d->side, "buy") ? pos + d->qty : pos - d->qty;
+    return buy ? pos + d->qty : pos - d->qty;
 }

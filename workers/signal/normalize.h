@@ -16,8 +16,10 @@
  *  (and the reverse); position_size is a target: trade the difference; add adds to the open
  *  position. Orders that may only reduce a position are marked reduce_only, so that the
  *  execution worker can cut them to the position it finds when it runs; a close of the whole
- *  position (close_position), a buy or sell that first closes the opposite side (open_qty) and
- *  a target (target) are sized again by the execution worker from the position it locks.
+ *  position (close_position), a buy or sell that first closes the opposite side (open_qty), a
+ *  target (target) and a share of the position (position_share: an alert whose quantity_type
+ *  is percent_of_position, whether it reduces or adds) are sized again by the execution worker
+ *  from the position it locks.
  *
  *  Pure functions (the caller does the I/O): thread-safe.
  */
@@ -102,6 +104,10 @@ typedef struct {
     bool close_position;            /* close all of the position this order reduces */
     bool has_open_qty;      double open_qty;    /* buy/sell: close an opposite position, as
                                                    found then, and open this much */
+    bool has_position_share;                    /* percent_of_position: this share (0 < x <=
+                                                   1) of the position as found then, */
+    double position_share;
+    int qty_decimals;                           /* rounded down to this many decimals */
     //  The outcome rests on the position, not only the size (a close, a reduce, a target, an
     //  add, a share of the position): the caller should decide with the position as it will
     //  be once the signals still on their way to execution are filled (fks_signal_position_after).
@@ -115,8 +121,10 @@ void fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a
                         const char *symbol, const fks_signal_ctx_t *ctx,
                         fks_signal_decision_t *out);
 
-/*  The position pos becomes once a CREATE decision d is filled as sized: its target, flat
- *  after a close of the whole position, else pos plus (a buy) or minus (a sell) its qty. */
+/*  The position pos becomes once a CREATE decision d is filled as sized: its share of pos
+ *  (position_share: as the execution worker will size it, fks_qty_position_share; nothing
+ *  when pos has nothing on the side the share is of), its target, flat after a close of the
+ *  whole position, else pos plus (a buy) or minus (a sell) its qty. */
 double fks_signal_position_after (double pos, const fks_signal_decision_t *d);
 
 #endif

@@ -14,6 +14,7 @@
  *  as filtered with that reason.
  */
 #include "workers/signal/sizing.h"
+#include "workers/qty.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -53,21 +54,7 @@ fks_sizing_rule_name (fks_sizing_rule_t rule)
 double
 fks_sizing_round_down (double qty, int decimals)
 {
-    if (decimals < 0)
-        decimals = 0;
-    if (decimals > 12)
-        decimals = 12;
-    double scale = pow (10.0, decimals);
-    double scaled = qty * scale;
-    //  0.3 * 1e8 is 29999999.999999996: a value within float noise of a whole step is that
-    //  step, not a request for one step less. The noise is relative (about 1e-16 of the value);
-    //  the tolerance stays far below one step however large the quantity.
-    double nearest = round (scaled);
-    double tol = fmin (1e-6, 1e-12 * fmax (1.0, fabs (scaled)));
-    double r = fabs (scaled - nearest) <= tol ? nearest : floor (scaled);
-    if (r < 0)
-        r = 0;
-    return r / scale;
+    return fks_qty_round_down (qty, decimals);
 }
 
 //  The distance from entry to stop, for the risk-based types.
