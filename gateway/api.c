@@ -1349,7 +1349,8 @@ s_order_create (s_req_t *r)
     if (st)
         return st;
     const char *ct = fks_http_header (r->conn, "Content-Type");
-    if (!ct || strncasecmp (ct, "application/json", 16) != 0)
+    if (!ct || strncasecmp (ct, "application/json", 16) != 0
+        || (ct[16] && ct[16] != ';' && ct[16] != ' ' && ct[16] != '\t'))
         return s_done (r, fks_http_error (r->conn, 415, NULL, "unsupported_media_type",
                                           "Content-Type", "send the order as application/json"));
     char *body = malloc (S_BODY_MAX);           /* civetweb's stacks are small */
@@ -1734,7 +1735,9 @@ s_handle (struct mg_connection *conn, void *cbdata)
             return s_not_found (&r, "no such route");
     }
     const char *seg1 = rest;
-    bool get = strcmp (method, "GET") == 0;
+    //  HEAD is GET without the content (server.c leaves the body out): every server must
+    //  take it where it takes GET (RFC 9110, 9.1).
+    bool get = strcmp (method, "GET") == 0 || strcmp (method, "HEAD") == 0;
     bool post = strcmp (method, "POST") == 0;
     bool del = strcmp (method, "DELETE") == 0;
 
@@ -1755,24 +1758,33 @@ s_handle (struct mg_connection *conn, void *cbdata)
         if (seg2 && !post)
             return s_method_not_allowed (&r, "POST");
         if (!seg2 && !get)
-            return s_method_not_allowed (&r, "GET");
+            return s_method_not_allowed (&r, "GET, HEAD");
         if (seg2)
             scope = FKS_SCOPE_ADMIN;
     }
     else if (list && strcmp (seg1, "orders") == 0) {
         if (!seg2 && !get && !post)
-            return s_method_not_allowed (&r, "GET, POST");
+            return s_method_not_allowed (&r, "GET, HEAD, POST");
         if (seg2 && !get && !del)
-            return s_method_not_allowed (&r, "GET, DELETE");
+            return s_method_not_allowed (&r, "GET, HEAD, DELETE");
         if (post || del)
             scope = FKS_SCOPE_TRADE;
     }
     else if (!get)
-        return s_method_not_allowed (&r, "GET");
+        return s_method_not_allowed (&r, "GET, HEAD");
 
     int st = fks_api_authorize (self, conn, scope, false, &r.key);
     if (st)
         return s_done (&r, st);
+    //  Every parameter is read once (fks_http_query takes the first): a second one, which a
+    //  client or a proxy in front may take as the one that counts, is refused, not ignored.
+    char twice[48];
+    if (fks_http_query_repeated (conn, NULL, twice, sizeof twice)) {
+        char msg[96];
+        snprintf (msg, sizeof msg, "%s is given more than once", twice);
+        return s_bad (&r, twice, strcmp (twice, "query") == 0
+                                 ? "the query has more than 64 parameters" : msg);
+    }
 
     if (breaker)
         return s_breaker (&r, seg2 != NULL);

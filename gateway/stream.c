@@ -785,17 +785,28 @@ s_admit (fks_stream_t *self, struct mg_connection *conn, s_client_t *c)
     int st = fks_api_authorize (self->api, conn, FKS_SCOPE_READ, true, &c->key);
     if (st)
         return st;
-    //  ?types= and, as GET /api/v1/events spells it, ?type=: both lists of prefixes (given
-    //  together, an event matching either passes). Other parameters are ignored.
+    //  ?types= and, as GET /api/v1/events spells it, ?type=: both lists of prefixes, each
+    //  may be given more than once (an event matching any prefix passes; only the first was
+    //  read, and ?types=order.&types=signal. silently lost signal.). Other parameters are
+    //  ignored, but none may be given twice (?after=, ?access_token=: which one would count?).
+    static const char *const filters[] = { "types", "type", NULL };
+    char twice[48];
+    if (fks_http_query_repeated (conn, filters, twice, sizeof twice))
+        return fks_http_error (conn, 400, NULL, "invalid_field", twice,
+                               strcmp (twice, "query") == 0
+                               ? "the query has more than 64 parameters"
+                               : "this parameter is given more than once");
     char types[S_PREFIXES_MAX * S_PREFIX_MAX];
     int n = 0;
-    static const char *const filters[] = { "types", "type" };
-    for (int i = 0; i < 2; i++) {
-        n = fks_http_query (conn, filters[i], types, sizeof types);
-        if (n == -2 || (n >= 0 && s_parse_types (c, types) != 0))
-            return fks_http_error (conn, 400, NULL, "invalid_field", filters[i],
-                                   "a comma-separated list of up to 16 type prefixes");
-    }
+    for (int i = 0; filters[i]; i++)
+        for (int k = 0; k <= S_PREFIXES_MAX; k++) {
+            n = fks_http_query_nth (conn, filters[i], k, types, sizeof types);
+            if (n == -1)
+                break;
+            if (n == -2 || k == S_PREFIXES_MAX || s_parse_types (c, types) != 0)
+                return fks_http_error (conn, 400, NULL, "invalid_field", filters[i],
+                                       "a comma-separated list of up to 16 type prefixes");
+        }
     char after[32];
     const char *lei = fks_http_header (conn, "Last-Event-ID");
     const char *field = "Last-Event-ID";

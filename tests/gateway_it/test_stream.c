@@ -501,6 +501,54 @@ Test (stream, the_stream_takes_type_as_the_events_feed_does)
     s_sse_free (&s);
 }
 
+//  ?types= given twice filters by both lists: only the first was read, and a client asking
+//  for security. and webhook. events silently got the first kind alone.
+Test (stream, types_given_twice_take_both)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char after[24];
+    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json",
+                "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"not-the-secret\"}", NULL, &r);
+    cr_assert_eq (r.status, 401);
+    it_resp_free (&r);
+    char id[64];
+    s_post (ctx, "TWICEUSDT", id);
+    s_sse_t s;
+    s_sse_init (&s);
+    s.stop_after = 2;
+    cr_assert_eq (s_sse_read (ctx, "?types=security.&types=webhook.", after, &s, 5000), 200);
+    cr_assert_eq (s.n, 2, "%d events: only the first ?types= was taken", s.n);
+    bool security = false, webhook = false;
+    for (int i = 0; i < s.n; i++) {
+        security = security || strcmp (s.events[i].type, "security.event") == 0;
+        webhook = webhook || strcmp (s.events[i].type, "webhook.received") == 0;
+    }
+    cr_assert (security && webhook);
+    s_sse_free (&s);
+}
+
+//  A resume position given twice is ambiguous (which one would count?): 400 naming it.
+Test (stream, after_given_twice_is_400_naming_it)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char query[64];
+    long seq = s_newest_seq (ctx);
+    snprintf (query, sizeof query, "?after=%ld&after=0", seq);
+    char url[256], auth[128];
+    snprintf (url, sizeof url, "%s/api/v1/stream%s", ctx->base, query);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+    const char *headers[] = { auth, NULL };
+    it_resp_t r;
+    it_http_timeout ("GET", url, headers, NULL, 0, 1000, &r);
+    cr_assert_eq (r.status, 400, "%ld %s", r.status, r.body ? r.body : "");
+    char field[32];
+    cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
+    cr_assert_str_eq (field, "after");
+    it_resp_free (&r);
+}
+
 Test (stream, the_stream_needs_a_read_key_and_takes_access_token)
 {
     const it_ctx_t *ctx = it_ctx ();
