@@ -34,6 +34,7 @@
 #include "common/prices.h"
 #include "common/redis.h"
 #include "common/symbol.h"
+#include "gateway/auth.h"
 
 #include <civetweb.h>
 #include <ctype.h>
@@ -149,6 +150,7 @@ struct fks_api_t {
     pthread_mutex_t redis_mutex;    /* the circuit breaker's Redis handle */
     fks_redis_t *redis;
     fks_breaker_cfg_t breaker_cfg;
+    fks_cidr_list_t *proxies;       /* FKS_GATEWAY_TRUSTED_PROXIES: whose X-Forwarded-For counts */
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +193,13 @@ fks_api_new (const fks_api_opts_t *opts)
     pthread_cond_init (&self->pool_cond, NULL);
     pthread_mutex_init (&self->redis_mutex, NULL);
     char berr[256];
+    self->proxies = fks_cidr_list_new ();
+    if (!self->proxies
+        || fks_cidr_list_add (self->proxies, opts->cfg->trusted_proxies, berr, sizeof berr) != 0) {
+        fks_error ("api: FKS_GATEWAY_TRUSTED_PROXIES: %s", self->proxies ? berr : "no memory");
+        fks_api_destroy (&self);
+        return NULL;
+    }
     if (fks_breaker_cfg_load (&self->breaker_cfg, berr, sizeof berr) != 0) {
         fks_error ("api: %s", berr);
         fks_api_destroy (&self);
@@ -243,6 +252,7 @@ fks_api_destroy (fks_api_t **self_p)
     pthread_mutex_unlock (&self->pool_mutex);
     free (self->free_pg);
     fks_redis_destroy (&self->redis);
+    fks_cidr_list_destroy (&self->proxies);
     pthread_cond_destroy (&self->pool_cond);
     pthread_mutex_destroy (&self->pool_mutex);
     pthread_mutex_destroy (&self->redis_mutex);
@@ -289,10 +299,37 @@ fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
         return fks_http_error (conn, 401, www, "unauthorized", NULL,
                                "send an API key: Authorization: Bearer <key>");
     }
+    //  Keys that are not valid have a budget per client address (FKS_GATEWAY_RATE_LIMIT_IP
+    //  per window, the address as the webhooks take it: X-Forwarded-For only from a trusted
+    //  proxy). Over it, a key is not even looked at: without it anyone could try keys - a
+    //  weak FKS_ADMIN_KEY among them - as fast as the gateway answers, each costing a digest
+    //  and a query on the REST pool. A valid key is never counted.
+    char addr[FKS_AUTH_ADDR_TEXT_MAX];
+    char xff[FKS_AUTH_XFF_MAX + 2];
+    fks_ipaddr_t client;
+    memset (&client, 0, sizeof client);
+    if (fks_auth_client_addr (fks_http_peer (conn),
+                              fks_http_header_all (conn, "X-Forwarded-For", xff, sizeof xff),
+                              self->proxies, &client) == FKS_AUTH_OK && client.family)
+        fks_ipaddr_format (&client, addr);
+    else
+        snprintf (addr, sizeof addr, "%s", fks_http_peer (conn));
+    int retry = 1;
+    if (fks_ratelimit_over (self->o.rl, "api_auth", addr, self->o.cfg->rate_ip, &retry)) {
+        OPENSSL_cleanse (qkey, sizeof qkey);
+        fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "throttled"));
+        char hdr[48];
+        snprintf (hdr, sizeof hdr, "Retry-After: %d\r\n", retry);
+        return fks_http_error (conn, 429, hdr, "rate_limited", NULL,
+                               "too many keys that are not valid from this address; retry "
+                               "after the given seconds");
+    }
     fks_pg_t *pg = fks_api_pg_get (self, S_POOL_WAIT_MS);
     int rc = fks_apikeys_verify (self->o.keys, pg, key, klen, info);
     fks_api_pg_put (self, pg);
     OPENSSL_cleanse (qkey, sizeof qkey);
+    if (rc > 0)
+        fks_ratelimit_hit (self->o.rl, "api_auth", addr, self->o.cfg->rate_ip, &retry);
     if (rc < 0)
         return fks_http_error (conn, 503, "Retry-After: 1\r\n", "unavailable", NULL,
                                "the key could not be checked: the database is unavailable");
@@ -311,7 +348,6 @@ fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
         fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "scope"));
         return fks_http_error (conn, 403, NULL, "forbidden", NULL, msg);
     }
-    int retry = 1;
     const char *rl_key = info->bootstrap ? "admin" : info->prefix;
     if (fks_ratelimit_hit (self->o.rl, "key", rl_key, self->o.cfg->rate_key, &retry) != 0) {
         char hdr[48];

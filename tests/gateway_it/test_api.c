@@ -1053,6 +1053,63 @@ Test (api, a_key_over_its_rate_limit_gets_429)
     cr_assert_eq (limited, 3);
 }
 
+//  Keys that are not valid had no limit at all (the per-key limit counts valid keys only, and
+//  the REST API asked no per-address limit): anyone could try keys - FKS_ADMIN_KEY is any
+//  text of 24 bytes or more - as fast as the gateway answered, each costing a digest and a
+//  query. Now they have FKS_GATEWAY_RATE_LIMIT_IP per window per client address; past it no
+//  key from there is looked at, the right one included, while valid keys are never counted
+//  and other addresses go on.
+Test (api, keys_that_are_not_valid_are_limited_per_address)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-api-%d-authrl.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_RATE_LIMIT_IP=3", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char url[128], addr[32], other[32], xff[64], xff2[64];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/breaker", port);
+    it_unique_addr (addr);
+    it_unique_addr (other);
+    snprintf (xff, sizeof xff, "X-Forwarded-For: %s", addr);
+    snprintf (xff2, sizeof xff2, "X-Forwarded-For: %s", other);
+    const char *good[] = { "Authorization: Bearer " IT_ADMIN_KEY, xff, NULL };
+    const char *bad[] = { "Authorization: Bearer not-the-admin-key-0123456789abcdef", xff, NULL };
+    const char *good_other[] = { "Authorization: Bearer " IT_ADMIN_KEY, xff2, NULL };
+    long st[12];
+    int n = 0;
+    it_resp_t r;
+    //  Valid keys are not counted...
+    for (int i = 0; i < 5; i++) {
+        it_http ("GET", url, good, NULL, 0, &r);
+        st[n++] = r.status;
+        it_resp_free (&r);
+    }
+    //  ... keys that are not valid are, up to the budget ...
+    for (int i = 0; i < 4; i++) {
+        it_http ("GET", url, bad, NULL, 0, &r);
+        st[n++] = r.status;
+        if (i == 3) {
+            char retry[16];
+            cr_assert (it_resp_header (&r, "Retry-After", retry, sizeof retry), "%s", r.body);
+        }
+        it_resp_free (&r);
+    }
+    //  ... and past it even the right key from that address is not looked at.
+    it_http ("GET", url, good, NULL, 0, &r);
+    st[n++] = r.status;
+    it_resp_free (&r);
+    it_http ("GET", url, good_other, NULL, 0, &r);
+    st[n++] = r.status;
+    it_resp_free (&r);
+    it_stop_pid (pid);
+    unlink (log_path);
+    static const long want[] = { 200, 200, 200, 200, 200, 401, 401, 401, 429, 429, 200 };
+    for (int i = 0; i < n; i++)
+        cr_assert_eq (st[i], want[i], "request %d: %ld, wanted %ld", i, st[i], want[i]);
+}
+
 // ---------------------------------------------------------------------------------------------
 //  Paging the events feed, parameters, idempotency scope, the documented statuses
 
