@@ -869,10 +869,21 @@ s_admit (fks_stream_t *self, struct mg_connection *conn, s_client_t *c)
     return 0;
 }
 
+//  civetweb gives a handler of /api/v1/stream every path below it too: /api/v1/stream/x was
+//  served as the stream. Only the path itself is (with a trailing slash, as the REST routes).
+static bool
+s_is_stream_path (struct mg_connection *conn)
+{
+    const char *path = fks_http_path (conn);
+    return path && (strcmp (path, "/api/v1/stream") == 0 || strcmp (path, "/api/v1/stream/") == 0);
+}
+
 static int
 s_sse (struct mg_connection *conn, void *cbdata)
 {
     fks_stream_t *self = cbdata;
+    if (!s_is_stream_path (conn))
+        return fks_http_error (conn, 404, NULL, "not_found", NULL, "no such route");
     if (strcmp (fks_http_method (conn), "GET") != 0)
         return fks_http_error (conn, 405, "Allow: GET\r\n", "method_not_allowed", NULL,
                                "the stream is read with GET");
@@ -1016,6 +1027,10 @@ s_ws_connect (const struct mg_connection *cconn, void *cbdata)
 {
     fks_stream_t *self = cbdata;
     struct mg_connection *conn = (struct mg_connection *) cconn;
+    if (!s_is_stream_path (conn)) {
+        fks_http_error (conn, 404, NULL, "not_found", NULL, "no such route");
+        return 1;
+    }
     s_ws_t *w = calloc (1, sizeof *w);
     if (!w)
         return 1;

@@ -529,6 +529,29 @@ Test (stream, types_given_twice_take_both)
     s_sse_free (&s);
 }
 
+//  civetweb hands a handler every path below its own: /api/v1/stream/anything was the stream.
+Test (stream, a_path_below_the_stream_is_404)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256], auth[128];
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+    const char *headers[] = { auth, NULL };
+    static const char *const paths[] = { "/api/v1/stream/x", "/api/v1/stream/orders/1" };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        snprintf (url, sizeof url, "%s%s", ctx->base, paths[i]);
+        it_resp_t r;
+        it_http_timeout ("GET", url, headers, NULL, 0, 1000, &r);
+        cr_assert_eq (r.status, 404, "%s -> %ld", paths[i], r.status);
+        it_resp_free (&r);
+    }
+    //  The stream itself, with a trailing slash as the REST routes take it.
+    snprintf (url, sizeof url, "%s/api/v1/stream/", ctx->base);
+    it_resp_t r;
+    it_http_timeout ("GET", url, headers, NULL, 0, 500, &r);
+    cr_assert_eq (r.status, 200, "%ld", r.status);
+    it_resp_free (&r);
+}
+
 //  A resume position given twice is ambiguous (which one would count?): 400 naming it.
 Test (stream, after_given_twice_is_400_naming_it)
 {
