@@ -340,6 +340,15 @@ fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
         return fks_http_error (conn, 401, www, "unauthorized", NULL,
                                "the API key is not valid");
     }
+    //  The key's budget counts every request it makes, also those its scopes refuse (403):
+    //  each one cost a lookup, and a read key could send POST /api/v1/orders without limit.
+    const char *rl_key = info->bootstrap ? "admin" : info->prefix;
+    if (fks_ratelimit_hit (self->o.rl, "key", rl_key, self->o.cfg->rate_key, &retry) != 0) {
+        char hdr[48];
+        snprintf (hdr, sizeof hdr, "Retry-After: %d\r\n", retry);
+        return fks_http_error (conn, 429, hdr, "rate_limited", NULL,
+                               "too many requests with this key; retry after the given seconds");
+    }
     if (!fks_apikey_allows (info->scopes, scope)) {
         char msg[96];
         char need[24];
@@ -347,13 +356,6 @@ fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
         snprintf (msg, sizeof msg, "this key lacks the %s scope", need);
         fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "scope"));
         return fks_http_error (conn, 403, NULL, "forbidden", NULL, msg);
-    }
-    const char *rl_key = info->bootstrap ? "admin" : info->prefix;
-    if (fks_ratelimit_hit (self->o.rl, "key", rl_key, self->o.cfg->rate_key, &retry) != 0) {
-        char hdr[48];
-        snprintf (hdr, sizeof hdr, "Retry-After: %d\r\n", retry);
-        return fks_http_error (conn, 429, hdr, "rate_limited", NULL,
-                               "too many requests with this key; retry after the given seconds");
     }
     return 0;
 }

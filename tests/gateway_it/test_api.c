@@ -1047,10 +1047,27 @@ Test (api, a_key_over_its_rate_limit_gets_429)
         }
         it_resp_free (&r);
     }
+    //  Requests its scopes refuse count too: a read key sending orders got 403 without limit,
+    //  each one a key lookup.
+    char rkey[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "read", rkey);
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/orders", port);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", rkey);
+    const char *oheaders[] = { auth, "Content-Type: application/json", NULL };
+    static const char order[] = "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":1}";
+    long st[8];
+    for (int i = 0; i < 8; i++) {
+        it_resp_t r;
+        it_http ("POST", url, oheaders, order, strlen (order), &r);
+        st[i] = r.status;
+        it_resp_free (&r);
+    }
     it_stop_pid (pid);
     unlink (log_path);
     cr_assert_eq (ok, 5);
     cr_assert_eq (limited, 3);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq (st[i], i < 5 ? 403 : 429, "order %d with a read key: %ld", i, st[i]);
 }
 
 //  Keys that are not valid had no limit at all (the per-key limit counts valid keys only, and
