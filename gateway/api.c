@@ -1415,6 +1415,20 @@ s_order_create (s_req_t *r)
     json_t *v;
     const char *side = NULL, *type = "market";
     char symbol[FKS_SYMBOL_MAX], why[160], whymsg[200];
+    //  A field this endpoint does not take is refused, not dropped: an order sent with a
+    //  stop_loss (or a misspelt limit price) was placed without it, and nothing said so.
+    static const char *const known[] = { "symbol", "side", "type", "qty", "limit_price", NULL };
+    const char *k;
+    json_object_foreach (j, k, v) {
+        if (!s_in (k, known)) {
+            snprintf (whymsg, sizeof whymsg, "unknown field: an order takes symbol, side, type,"
+                      " qty and limit_price only");
+            char name[64];              /* the field as sent, cut to 63 bytes */
+            snprintf (name, sizeof name, "%s", k);
+            json_decref (j);
+            return s_bad (r, name, whymsg);
+        }
+    }
     double qty = 0, limit_price = 0;
     bool has_limit = false;
     v = json_object_get (j, "symbol");
