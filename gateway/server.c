@@ -95,6 +95,9 @@ fks_gateway_config_load (fks_gateway_config_t *cfg, char *err, size_t cap)
     S_TRY (fks_config_int ("FKS_GATEWAY_STREAM_MAX", cfg->threads / 4, 0, cfg->threads / 2, &v,
                            &e));
     cfg->stream_max = (int) v;
+    S_TRY (fks_config_int ("FKS_GATEWAY_STREAM_MAX_PER_KEY",
+                           cfg->stream_max / 2 > 1 ? cfg->stream_max / 2 : 1, 1, 1024, &v, &e));
+    cfg->stream_max_per_key = (int) v;
     S_TRY (fks_config_int ("FKS_GATEWAY_BODY_MAX", 64 * 1024, 1024, 64 * 1024, &cfg->body_max,
                            &e));
     S_TRY (fks_config_int ("FKS_GATEWAY_HEADER_MAX", 16 * 1024, 2048, 256 * 1024,

@@ -45,6 +45,7 @@ typedef struct {
     char *admin_key;                /* FKS_ADMIN_KEY, required, >= 24 bytes */
     int threads;                    /* FKS_GATEWAY_THREADS, default 64 */
     int stream_max;                 /* FKS_GATEWAY_STREAM_MAX, default threads / 4 */
+    int stream_max_per_key;         /* FKS_GATEWAY_STREAM_MAX_PER_KEY, default stream_max / 2 */
     int64_t body_max;               /* FKS_GATEWAY_BODY_MAX, default 64 KiB */
     int64_t header_max;             /* FKS_GATEWAY_HEADER_MAX, default 16 KiB */
     int64_t request_timeout_ms;     /* FKS_GATEWAY_REQUEST_TIMEOUT, default 5 s */

@@ -1225,3 +1225,56 @@ Test (stream, a_key_that_cannot_be_rechecked_keeps_its_stream)
     cr_assert_eq (it_stop_pid (pid), 0);
     unlink (log_path);
 }
+
+//  Any read key could take every stream place (FKS_GATEWAY_STREAM_MAX) and hold it, and every
+//  other client got 503. A stored key now holds at most FKS_GATEWAY_STREAM_MAX_PER_KEY places
+//  (429 beyond); other keys and FKS_ADMIN_KEY still get theirs, and a place given back can be
+//  taken again.
+Test (stream, one_key_cannot_take_every_stream_place)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-perkey.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_MAX=5", "FKS_GATEWAY_STREAM_MAX_PER_KEY=2",
+                          "FKS_GATEWAY_STREAM_HEARTBEAT=1s", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char name1[48], name2[48], key1[FKS_APIKEY_LEN + 1], key2[FKS_APIKEY_LEN + 1];
+    unsigned long u = it_unique ();
+    snprintf (name1, sizeof name1, "perkey-a-%lu", u);
+    snprintf (name2, sizeof name2, "perkey-b-%lu", u);
+    s_make_key (ctx, name1, key1);
+    s_make_key (ctx, name2, key2);
+    int a1 = s_raw_stream_key (port, "", key1);
+    int a2 = s_raw_stream_key (port, "", key1);
+    //  Another key, and the bootstrap key, get places while key1 holds its two.
+    int b1 = s_raw_stream_key (port, "", key2);
+    int boot = s_raw_stream_key (port, "", IT_ADMIN_KEY);
+    //  One place is still free, but not for key1.
+    char url[256];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/stream?access_token=%s", port, key1);
+    it_resp_t r;
+    it_http_timeout ("GET", url, NULL, NULL, 0, 2000, &r);
+    long third = r.status;
+    bool said = r.body && strstr (r.body, "too_many_streams");
+    it_resp_free (&r);
+    //  A place given back (the gateway finds the client gone at its next heartbeat) is the
+    //  key's again.
+    close (a1);
+    long again = 0;
+    for (int i = 0; i < 50 && again != 200; i++) {
+        usleep (200000);
+        it_http_timeout ("GET", url, NULL, NULL, 0, 300, &r);
+        again = r.status;
+        it_resp_free (&r);
+    }
+    close (a2);
+    close (b1);
+    close (boot);
+    it_stop_pid (pid);
+    unlink (log_path);
+    cr_assert_eq (third, 429, "a third stream of one key: %ld", third);
+    cr_assert (said);
+    cr_assert_eq (again, 200, "the key's place was not given back: %ld", again);
+}
