@@ -34,6 +34,7 @@
 #include "common/prices.h"
 #include "common/redis.h"
 #include "common/symbol.h"
+#include "gateway/auth.h"
 
 #include <civetweb.h>
 #include <ctype.h>
@@ -149,6 +150,7 @@ struct fks_api_t {
     pthread_mutex_t redis_mutex;    /* the circuit breaker's Redis handle */
     fks_redis_t *redis;
     fks_breaker_cfg_t breaker_cfg;
+    fks_cidr_list_t *proxies;       /* FKS_GATEWAY_TRUSTED_PROXIES: whose X-Forwarded-For counts */
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -191,6 +193,13 @@ fks_api_new (const fks_api_opts_t *opts)
     pthread_cond_init (&self->pool_cond, NULL);
     pthread_mutex_init (&self->redis_mutex, NULL);
     char berr[256];
+    self->proxies = fks_cidr_list_new ();
+    if (!self->proxies
+        || fks_cidr_list_add (self->proxies, opts->cfg->trusted_proxies, berr, sizeof berr) != 0) {
+        fks_error ("api: FKS_GATEWAY_TRUSTED_PROXIES: %s", self->proxies ? berr : "no memory");
+        fks_api_destroy (&self);
+        return NULL;
+    }
     if (fks_breaker_cfg_load (&self->breaker_cfg, berr, sizeof berr) != 0) {
         fks_error ("api: %s", berr);
         fks_api_destroy (&self);
@@ -243,6 +252,7 @@ fks_api_destroy (fks_api_t **self_p)
     pthread_mutex_unlock (&self->pool_mutex);
     free (self->free_pg);
     fks_redis_destroy (&self->redis);
+    fks_cidr_list_destroy (&self->proxies);
     pthread_cond_destroy (&self->pool_cond);
     pthread_mutex_destroy (&self->pool_mutex);
     pthread_mutex_destroy (&self->redis_mutex);
@@ -289,10 +299,37 @@ fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
         return fks_http_error (conn, 401, www, "unauthorized", NULL,
                                "send an API key: Authorization: Bearer <key>");
     }
+    //  Keys that are not valid have a budget per client address (FKS_GATEWAY_RATE_LIMIT_IP
+    //  per window, the address as the webhooks take it: X-Forwarded-For only from a trusted
+    //  proxy). Over it, a key is not even looked at: without it anyone could try keys - a
+    //  weak FKS_ADMIN_KEY among them - as fast as the gateway answers, each costing a digest
+    //  and a query on the REST pool. A valid key is never counted.
+    char addr[FKS_AUTH_ADDR_TEXT_MAX];
+    char xff[FKS_AUTH_XFF_MAX + 2];
+    fks_ipaddr_t client;
+    memset (&client, 0, sizeof client);
+    if (fks_auth_client_addr (fks_http_peer (conn),
+                              fks_http_header_all (conn, "X-Forwarded-For", xff, sizeof xff),
+                              self->proxies, &client) == FKS_AUTH_OK && client.family)
+        fks_ipaddr_format (&client, addr);
+    else
+        snprintf (addr, sizeof addr, "%s", fks_http_peer (conn));
+    int retry = 1;
+    if (fks_ratelimit_over (self->o.rl, "api_auth", addr, self->o.cfg->rate_ip, &retry)) {
+        OPENSSL_cleanse (qkey, sizeof qkey);
+        fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "throttled"));
+        char hdr[48];
+        snprintf (hdr, sizeof hdr, "Retry-After: %d\r\n", retry);
+        return fks_http_error (conn, 429, hdr, "rate_limited", NULL,
+                               "too many keys that are not valid from this address; retry "
+                               "after the given seconds");
+    }
     fks_pg_t *pg = fks_api_pg_get (self, S_POOL_WAIT_MS);
     int rc = fks_apikeys_verify (self->o.keys, pg, key, klen, info);
     fks_api_pg_put (self, pg);
     OPENSSL_cleanse (qkey, sizeof qkey);
+    if (rc > 0)
+        fks_ratelimit_hit (self->o.rl, "api_auth", addr, self->o.cfg->rate_ip, &retry);
     if (rc < 0)
         return fks_http_error (conn, 503, "Retry-After: 1\r\n", "unavailable", NULL,
                                "the key could not be checked: the database is unavailable");
@@ -303,6 +340,15 @@ fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
         return fks_http_error (conn, 401, www, "unauthorized", NULL,
                                "the API key is not valid");
     }
+    //  The key's budget counts every request it makes, also those its scopes refuse (403):
+    //  each one cost a lookup, and a read key could send POST /api/v1/orders without limit.
+    const char *rl_key = info->bootstrap ? "admin" : info->prefix;
+    if (fks_ratelimit_hit (self->o.rl, "key", rl_key, self->o.cfg->rate_key, &retry) != 0) {
+        char hdr[48];
+        snprintf (hdr, sizeof hdr, "Retry-After: %d\r\n", retry);
+        return fks_http_error (conn, 429, hdr, "rate_limited", NULL,
+                               "too many requests with this key; retry after the given seconds");
+    }
     if (!fks_apikey_allows (info->scopes, scope)) {
         char msg[96];
         char need[24];
@@ -310,14 +356,6 @@ fks_api_authorize (fks_api_t *self, struct mg_connection *conn, unsigned scope,
         snprintf (msg, sizeof msg, "this key lacks the %s scope", need);
         fks_metric_inc (fks_metric_get1 (self->m_auth_fail, "scope"));
         return fks_http_error (conn, 403, NULL, "forbidden", NULL, msg);
-    }
-    int retry = 1;
-    const char *rl_key = info->bootstrap ? "admin" : info->prefix;
-    if (fks_ratelimit_hit (self->o.rl, "key", rl_key, self->o.cfg->rate_key, &retry) != 0) {
-        char hdr[48];
-        snprintf (hdr, sizeof hdr, "Retry-After: %d\r\n", retry);
-        return fks_http_error (conn, 429, hdr, "rate_limited", NULL,
-                               "too many requests with this key; retry after the given seconds");
     }
     return 0;
 }
@@ -1332,7 +1370,8 @@ s_order_create (s_req_t *r)
     if (st)
         return st;
     const char *ct = fks_http_header (r->conn, "Content-Type");
-    if (!ct || strncasecmp (ct, "application/json", 16) != 0)
+    if (!ct || strncasecmp (ct, "application/json", 16) != 0
+        || (ct[16] && ct[16] != ';' && ct[16] != ' ' && ct[16] != '\t'))
         return s_done (r, fks_http_error (r->conn, 415, NULL, "unsupported_media_type",
                                           "Content-Type", "send the order as application/json"));
     char *body = malloc (S_BODY_MAX);           /* civetweb's stacks are small */
@@ -1359,6 +1398,20 @@ s_order_create (s_req_t *r)
     json_t *v;
     const char *side = NULL, *type = "market";
     char symbol[FKS_SYMBOL_MAX], why[160], whymsg[200];
+    //  A field this endpoint does not take is refused, not dropped: an order sent with a
+    //  stop_loss (or a misspelt limit price) was placed without it, and nothing said so.
+    static const char *const known[] = { "symbol", "side", "type", "qty", "limit_price", NULL };
+    const char *k;
+    json_object_foreach (j, k, v) {
+        if (!s_in (k, known)) {
+            snprintf (whymsg, sizeof whymsg, "unknown field: an order takes symbol, side, type,"
+                      " qty and limit_price only");
+            char name[64];              /* the field as sent, cut to 63 bytes */
+            snprintf (name, sizeof name, "%s", k);
+            json_decref (j);
+            return s_bad (r, name, whymsg);
+        }
+    }
     double qty = 0, limit_price = 0;
     bool has_limit = false;
     v = json_object_get (j, "symbol");
@@ -1717,7 +1770,9 @@ s_handle (struct mg_connection *conn, void *cbdata)
             return s_not_found (&r, "no such route");
     }
     const char *seg1 = rest;
-    bool get = strcmp (method, "GET") == 0;
+    //  HEAD is GET without the content (server.c leaves the body out): every server must
+    //  take it where it takes GET (RFC 9110, 9.1).
+    bool get = strcmp (method, "GET") == 0 || strcmp (method, "HEAD") == 0;
     bool post = strcmp (method, "POST") == 0;
     bool del = strcmp (method, "DELETE") == 0;
 
@@ -1738,24 +1793,33 @@ s_handle (struct mg_connection *conn, void *cbdata)
         if (seg2 && !post)
             return s_method_not_allowed (&r, "POST");
         if (!seg2 && !get)
-            return s_method_not_allowed (&r, "GET");
+            return s_method_not_allowed (&r, "GET, HEAD");
         if (seg2)
             scope = FKS_SCOPE_ADMIN;
     }
     else if (list && strcmp (seg1, "orders") == 0) {
         if (!seg2 && !get && !post)
-            return s_method_not_allowed (&r, "GET, POST");
+            return s_method_not_allowed (&r, "GET, HEAD, POST");
         if (seg2 && !get && !del)
-            return s_method_not_allowed (&r, "GET, DELETE");
+            return s_method_not_allowed (&r, "GET, HEAD, DELETE");
         if (post || del)
             scope = FKS_SCOPE_TRADE;
     }
     else if (!get)
-        return s_method_not_allowed (&r, "GET");
+        return s_method_not_allowed (&r, "GET, HEAD");
 
     int st = fks_api_authorize (self, conn, scope, false, &r.key);
     if (st)
         return s_done (&r, st);
+    //  Every parameter is read once (fks_http_query takes the first): a second one, which a
+    //  client or a proxy in front may take as the one that counts, is refused, not ignored.
+    char twice[48];
+    if (fks_http_query_repeated (conn, NULL, twice, sizeof twice)) {
+        char msg[96];
+        snprintf (msg, sizeof msg, "%s is given more than once", twice);
+        return s_bad (&r, twice, strcmp (twice, "query") == 0
+                                 ? "the query has more than 64 parameters" : msg);
+    }
 
     if (breaker)
         return s_breaker (&r, seg2 != NULL);

@@ -364,6 +364,41 @@ fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, in
     return rc;
 }
 
+int
+fks_ratelimit_over (fks_ratelimit_t *self, const char *scope, const char *key, int64_t limit,
+                    int *retry_after_s)
+{
+    if (limit <= 0)
+        return 0;
+    char k[FKS_RATELIMIT_KEY_MAX];
+    s_make_key (k, scope, key ? key : "");
+    uint64_t h = s_hash (k);
+    int64_t now = fks_now_ms ();
+    int64_t win = now / self->window_ms;
+    int64_t elapsed = now - win * self->window_ms;
+    pthread_mutex_lock (&self->mutex);
+    s_entry_t *e = s_find (self, k, h);
+    int rc = 0;
+    if (e) {
+        s_roll (e, win);
+        int64_t cur = e->cur_others + e->cur_local;
+        double est = (double) e->prev_total * (double) (self->window_ms - elapsed)
+                     / (double) self->window_ms + (double) cur;
+        if (est + 1 > (double) limit) {
+            rc = 1;
+            if (retry_after_s) {
+                int64_t ms = s_wait_ms (self->window_ms, elapsed, e->prev_total, cur, limit);
+                int64_t s = (ms + 999) / 1000;
+                *retry_after_s = s < 1 ? 1 : (s > 86400 ? 86400 : (int) s);
+            }
+        }
+    }
+    pthread_mutex_unlock (&self->mutex);
+    if (rc)
+        fks_metric_inc (fks_metric_get1 (self->rejections, scope));
+    return rc;
+}
+
 bool
 fks_ratelimit_shared (fks_ratelimit_t *self)
 {

@@ -53,6 +53,14 @@ void fks_ratelimit_destroy (fks_ratelimit_t **self_p);
 int fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, int64_t limit,
                        int *retry_after_s);
 
+/*  Whether one more request of `key` in `scope` would be over `limit` now, without counting
+ *  anything: 1 (with *retry_after_s as fks_ratelimit_hit sets it), or 0, also for a pair not
+ *  tracked yet. For budgets of failures, counted with fks_ratelimit_hit only once a request
+ *  has failed but checked before the work (the API's keys that are not valid, per source).
+ *  Thread-safe, no I/O. */
+int fks_ratelimit_over (fks_ratelimit_t *self, const char *scope, const char *key,
+                        int64_t limit, int *retry_after_s);
+
 /*  True while counts are shared through Redis (the last sync succeeded). */
 bool fks_ratelimit_shared (fks_ratelimit_t *self);
 

@@ -95,6 +95,9 @@ fks_gateway_config_load (fks_gateway_config_t *cfg, char *err, size_t cap)
     S_TRY (fks_config_int ("FKS_GATEWAY_STREAM_MAX", cfg->threads / 4, 0, cfg->threads / 2, &v,
                            &e));
     cfg->stream_max = (int) v;
+    S_TRY (fks_config_int ("FKS_GATEWAY_STREAM_MAX_PER_KEY",
+                           cfg->stream_max / 2 > 1 ? cfg->stream_max / 2 : 1, 1, 1024, &v, &e));
+    cfg->stream_max_per_key = (int) v;
     S_TRY (fks_config_int ("FKS_GATEWAY_BODY_MAX", 64 * 1024, 1024, 64 * 1024, &cfg->body_max,
                            &e));
     S_TRY (fks_config_int ("FKS_GATEWAY_HEADER_MAX", 16 * 1024, 2048, 256 * 1024,
@@ -387,7 +390,13 @@ fks_http_reply (struct mg_connection *conn, int status, const char *content_type
     if (extra)
         memcpy (out + hn, extra_headers, extra);
     memcpy (out + hn + extra, "\r\n", 2);
-    if (len)
+    //  A HEAD response has no content (RFC 9110, 9.3.2): its Content-Length says what a GET
+    //  would get. Written anyway, the body would be read as the start of the next response on
+    //  a kept-alive connection.
+    const struct mg_request_info *ri = mg_get_request_info (conn);
+    if (ri && ri->request_method && strcmp (ri->request_method, "HEAD") == 0)
+        total -= len;
+    else if (len)
         memcpy (out + hn + extra + 2, body, len);
     mg_write (conn, out, total);
     if (out != stackbuf)
@@ -592,25 +601,74 @@ fks_http_read_body (struct mg_connection *conn, char *buf, size_t cap, size_t *l
 }
 
 int
-fks_http_query (struct mg_connection *conn, const char *name, char *out, size_t cap)
+fks_http_query_nth (struct mg_connection *conn, const char *name, int nth, char *out, size_t cap)
 {
     const struct mg_request_info *ri = mg_get_request_info (conn);
     if (cap == 0)
         return -2;
     out[0] = '\0';
-    if (!ri || !ri->query_string)
+    if (!ri || !ri->query_string || nth < 0)
         return -1;
     size_t qlen = strnlen (ri->query_string, 16384);
-    int n = mg_get_var2 (ri->query_string, qlen, name, out, cap, 0);
+    int n = mg_get_var2 (ri->query_string, qlen, name, out, cap, nth);
     if (n == -1)
         return -1;
-    if (n < 0) {
+    //  A %00 decodes to a NUL the callers' C strings would stop at: ?symbol=BTC%00USDT was
+    //  read as BTC. Such a value is not one any parameter takes.
+    if (n < 0 || memchr (out, '\0', (size_t) n)) {
         out[0] = '\0';
         return -2;
     }
     return n;
 }
 
+int
+fks_http_query (struct mg_connection *conn, const char *name, char *out, size_t cap)
+{
+    return fks_http_query_nth (conn, name, 0, out, cap);
+}
+
+bool
+fks_http_query_repeated (struct mg_connection *conn, const char *const *many, char *name,
+                         size_t cap)
+{
+    const struct mg_request_info *ri = mg_get_request_info (conn);
+    if (cap)
+        name[0] = '\0';
+    if (!ri || !ri->query_string)
+        return false;
+    //  The names as civetweb's mg_get_var2 matches them: raw (not decoded), without case.
+    enum { S_NAMES_MAX = 64 };
+    const char *at[S_NAMES_MAX];
+    size_t len[S_NAMES_MAX];
+    int n = 0;
+    const char *p = ri->query_string;
+    const char *end = p + strnlen (p, 16384);
+    while (p < end) {
+        const char *amp = memchr (p, '&', (size_t) (end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr (p, '=', (size_t) (stop - p));
+        size_t nl = (size_t) ((eq ? eq : stop) - p);
+        bool listed = false;
+        for (const char *const *m = many; m && *m && !listed; m++)
+            listed = strlen (*m) == nl && strncasecmp (*m, p, nl) == 0;
+        if (nl > 0 && !listed) {
+            for (int i = 0; i < n; i++)
+                if (len[i] == nl && strncasecmp (at[i], p, nl) == 0) {
+                    snprintf (name, cap, "%.*s", (int) nl, p);
+                    return true;
+                }
+            if (n == S_NAMES_MAX) {
+                snprintf (name, cap, "query");
+                return true;                /* more parameters than any route takes */
+            }
+            at[n] = p;
+            len[n++] = nl;
+        }
+        p = stop + 1;
+    }
+    return false;
+}
 const char *
 fks_http_header (struct mg_connection *conn, const char *name)
 {

@@ -45,6 +45,7 @@ typedef struct {
     char *admin_key;                /* FKS_ADMIN_KEY, required, >= 24 bytes */
     int threads;                    /* FKS_GATEWAY_THREADS, default 64 */
     int stream_max;                 /* FKS_GATEWAY_STREAM_MAX, default threads / 4 */
+    int stream_max_per_key;         /* FKS_GATEWAY_STREAM_MAX_PER_KEY, default stream_max / 2 */
     int64_t body_max;               /* FKS_GATEWAY_BODY_MAX, default 64 KiB */
     int64_t header_max;             /* FKS_GATEWAY_HEADER_MAX, default 16 KiB */
     int64_t request_timeout_ms;     /* FKS_GATEWAY_REQUEST_TIMEOUT, default 5 s */
@@ -120,9 +121,21 @@ void fks_http_must_close (struct mg_connection *conn);
  *  (request timeout). */
 int fks_http_read_body (struct mg_connection *conn, char *buf, size_t cap, size_t *len_out);
 
-/*  One URL-decoded query parameter into out (cap bytes, NUL-terminated). Returns its length,
- *  -1 when absent, -2 when longer than cap - 1. */
+/*  One URL-decoded query parameter into out (cap bytes, NUL-terminated): the first of that
+ *  name (matched without case, as civetweb does). Returns its length, -1 when absent, -2 when
+ *  longer than cap - 1 or when it decodes to a NUL byte (%00), which no parameter may hold. */
 int fks_http_query (struct mg_connection *conn, const char *name, char *out, size_t cap);
+
+/*  fks_http_query for the nth (0: the first) parameter of that name. */
+int fks_http_query_nth (struct mg_connection *conn, const char *name, int nth, char *out,
+                        size_t cap);
+
+/*  True when the query string names a parameter twice (without case; the names in `many`, a
+ *  NULL-terminated list that may be NULL, may repeat) or has more than 64 parameters; the
+ *  first such name (or "query") goes to name (cap bytes). A repeated parameter is ambiguous:
+ *  fks_http_query reads only the first, where a client or a proxy may mean the last. */
+bool fks_http_query_repeated (struct mg_connection *conn, const char *const *many, char *name,
+                              size_t cap);
 
 /*  A request header, or NULL. */
 const char *fks_http_header (struct mg_connection *conn, const char *name);

@@ -92,6 +92,8 @@ struct fks_stream_t {
     s_pos_t base, tail;
     bool valid;                     /* the hub's tail is known and the ring is live */
     int clients;
+    char (*owners)[FKS_APIKEY_OWNER_MAX];   /* per place: the stored key holding it, or "" */
+    int n_owners;
     int ws_closing;                 /* WebSocket writers that have not sent their close yet */
     bool stop;                      /* clients finish */
     bool hub_stop;
@@ -117,6 +119,7 @@ typedef struct {
     fks_sbuf_t out;                 /* SSE: events waiting for one write */
     int64_t last_write_ns;          /* monotonic time of the last write to the client */
     fks_apikey_info_t key;          /* the key the stream was opened with */
+    int place;                      /* its index in owners (a stored key's), or -1 */
     int64_t key_checked_ns;         /* monotonic time it was last asked about */
     bool gone;                      /* WebSocket: the client closed, or the connection's read
                                        loop ended or is ending (stream mutex) */
@@ -393,6 +396,8 @@ fks_stream_new (const fks_gateway_config_t *cfg, fks_api_t *api)
     self->api = api;
     self->cap = (size_t) cfg->stream_buffer;
     self->ring = calloc (self->cap, sizeof *self->ring);
+    self->n_owners = cfg->stream_max + 1;
+    self->owners = calloc ((size_t) self->n_owners, sizeof *self->owners);
     pthread_mutex_init (&self->mutex, NULL);
     pthread_cond_init (&self->cond, NULL);
     self->zctx = zmq_ctx_new ();
@@ -404,7 +409,7 @@ fks_stream_new (const fks_gateway_config_t *cfg, fks_api_t *api)
     self->m_disconnects = fks_counter_family ("fks_gateway_stream_disconnects_total",
         "Stream clients that ended, by reason (closed, slow, shutdown, error, revoked)",
         reason_label, 1);
-    if (!self->ring || !self->zctx
+    if (!self->ring || !self->zctx || !self->owners
         || pthread_create (&self->thread, NULL, s_hub, self) != 0) {
         fks_stream_destroy (&self);
         return NULL;
@@ -449,6 +454,7 @@ fks_stream_destroy (fks_stream_t **self_p)
         s_ring_clear (self);
         free (self->ring);
     }
+    free (self->owners);
     if (self->zctx)
         zmq_ctx_term (self->zctx);
     pthread_cond_destroy (&self->cond);
@@ -604,6 +610,17 @@ s_key_still_valid (s_client_t *c)
     return rc == 0;
 }
 
+//  Gives a client's place back (mutex held).
+static void
+s_release (fks_stream_t *self, s_client_t *c)
+{
+    self->clients--;
+    fks_metric_set (self->m_clients, self->clients);
+    if (c->place >= 0 && c->place < self->n_owners)
+        self->owners[c->place][0] = '\0';
+    c->place = -1;
+}
+
 //  First ring index whose position is after pos (mutex held).
 static uint64_t
 s_ring_find (fks_stream_t *self, s_pos_t pos)
@@ -742,8 +759,7 @@ s_run (s_client_t *c)
             break;
         }
     }
-    self->clients--;
-    fks_metric_set (self->m_clients, self->clients);
+    s_release (self, c);
     pthread_mutex_unlock (&self->mutex);
     fks_metric_inc (fks_metric_get1 (self->m_disconnects, reason));
     return reason;
@@ -780,22 +796,34 @@ static int
 s_admit (fks_stream_t *self, struct mg_connection *conn, s_client_t *c)
 {
     memset (c, 0, sizeof *c);
+    c->place = -1;
     c->stream = self;
     c->conn = conn;
     int st = fks_api_authorize (self->api, conn, FKS_SCOPE_READ, true, &c->key);
     if (st)
         return st;
-    //  ?types= and, as GET /api/v1/events spells it, ?type=: both lists of prefixes (given
-    //  together, an event matching either passes). Other parameters are ignored.
+    //  ?types= and, as GET /api/v1/events spells it, ?type=: both lists of prefixes, each
+    //  may be given more than once (an event matching any prefix passes; only the first was
+    //  read, and ?types=order.&types=signal. silently lost signal.). Other parameters are
+    //  ignored, but none may be given twice (?after=, ?access_token=: which one would count?).
+    static const char *const filters[] = { "types", "type", NULL };
+    char twice[48];
+    if (fks_http_query_repeated (conn, filters, twice, sizeof twice))
+        return fks_http_error (conn, 400, NULL, "invalid_field", twice,
+                               strcmp (twice, "query") == 0
+                               ? "the query has more than 64 parameters"
+                               : "this parameter is given more than once");
     char types[S_PREFIXES_MAX * S_PREFIX_MAX];
     int n = 0;
-    static const char *const filters[] = { "types", "type" };
-    for (int i = 0; i < 2; i++) {
-        n = fks_http_query (conn, filters[i], types, sizeof types);
-        if (n == -2 || (n >= 0 && s_parse_types (c, types) != 0))
-            return fks_http_error (conn, 400, NULL, "invalid_field", filters[i],
-                                   "a comma-separated list of up to 16 type prefixes");
-    }
+    for (int i = 0; filters[i]; i++)
+        for (int k = 0; k <= S_PREFIXES_MAX; k++) {
+            n = fks_http_query_nth (conn, filters[i], k, types, sizeof types);
+            if (n == -1)
+                break;
+            if (n == -2 || k == S_PREFIXES_MAX || s_parse_types (c, types) != 0)
+                return fks_http_error (conn, 400, NULL, "invalid_field", filters[i],
+                                       "a comma-separated list of up to 16 type prefixes");
+        }
     char after[32];
     const char *lei = fks_http_header (conn, "Last-Event-ID");
     const char *field = "Last-Event-ID";
@@ -845,23 +873,57 @@ s_admit (fks_stream_t *self, struct mg_connection *conn, s_client_t *c)
         }
         c->resume = true;
     }
+    //  A stored key holds at most stream_max_per_key places, so one key (a dashboard's that
+    //  leaked, a client reconnecting in a loop) cannot take every place from the others.
+    //  FKS_ADMIN_KEY, the operator's, is not limited.
     pthread_mutex_lock (&self->mutex);
     bool full = self->clients >= self->cfg->stream_max || self->stop;
-    if (!full) {
+    int held = 0, free_place = -1;
+    for (int i = 0; !c->key.bootstrap && i < self->n_owners; i++) {
+        if (!self->owners[i][0]) {
+            if (free_place < 0)
+                free_place = i;
+        }
+        else if (strcmp (self->owners[i], c->key.owner) == 0)
+            held++;
+    }
+    bool key_full = !c->key.bootstrap && (held >= self->cfg->stream_max_per_key
+                                          || free_place < 0);
+    if (!full && !key_full) {
         self->clients++;
         fks_metric_set (self->m_clients, self->clients);
+        if (!c->key.bootstrap) {
+            snprintf (self->owners[free_place], sizeof self->owners[free_place], "%s",
+                      c->key.owner);
+            c->place = free_place;
+        }
     }
     pthread_mutex_unlock (&self->mutex);
     if (full)
         return fks_http_error (conn, 503, "Retry-After: 5\r\n", "too_many_streams", NULL,
                                "the gateway serves as many streams as it may; retry later");
+    if (key_full)
+        return fks_http_error (conn, 429, "Retry-After: 5\r\n", "too_many_streams", NULL,
+                               "this key holds as many streams as one key may "
+                               "(FKS_GATEWAY_STREAM_MAX_PER_KEY); close one first");
     return 0;
+}
+
+//  civetweb gives a handler of /api/v1/stream every path below it too: /api/v1/stream/x was
+//  served as the stream. Only the path itself is (with a trailing slash, as the REST routes).
+static bool
+s_is_stream_path (struct mg_connection *conn)
+{
+    const char *path = fks_http_path (conn);
+    return path && (strcmp (path, "/api/v1/stream") == 0 || strcmp (path, "/api/v1/stream/") == 0);
 }
 
 static int
 s_sse (struct mg_connection *conn, void *cbdata)
 {
     fks_stream_t *self = cbdata;
+    if (!s_is_stream_path (conn))
+        return fks_http_error (conn, 404, NULL, "not_found", NULL, "no such route");
     if (strcmp (fks_http_method (conn), "GET") != 0)
         return fks_http_error (conn, 405, "Allow: GET\r\n", "method_not_allowed", NULL,
                                "the stream is read with GET");
@@ -888,8 +950,7 @@ s_sse (struct mg_connection *conn, void *cbdata)
     }
     else {
         pthread_mutex_lock (&self->mutex);
-        self->clients--;
-        fks_metric_set (self->m_clients, self->clients);
+        s_release (self, &c);
         pthread_mutex_unlock (&self->mutex);
     }
     fks_sbuf_free (&c.out);
@@ -1005,6 +1066,10 @@ s_ws_connect (const struct mg_connection *cconn, void *cbdata)
 {
     fks_stream_t *self = cbdata;
     struct mg_connection *conn = (struct mg_connection *) cconn;
+    if (!s_is_stream_path (conn)) {
+        fks_http_error (conn, 404, NULL, "not_found", NULL, "no such route");
+        return 1;
+    }
     s_ws_t *w = calloc (1, sizeof *w);
     if (!w)
         return 1;
@@ -1076,8 +1141,7 @@ s_ws_close (const struct mg_connection *conn, void *cbdata)
     if (!w->streamed) {
         //  Admitted but never streamed (the handshake failed, no thread): its place back.
         pthread_mutex_lock (&self->mutex);
-        self->clients--;
-        fks_metric_set (self->m_clients, self->clients);
+        s_release (self, &w->c);
         pthread_mutex_unlock (&self->mutex);
     }
     fks_sbuf_free (&w->c.out);

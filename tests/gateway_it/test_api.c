@@ -16,6 +16,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include "common/pg.h"
 #include "common/redis.h"
 #include "gateway/apikeys.h"
@@ -249,6 +253,111 @@ Test (api, list_parameters_are_checked)
         cr_assert_str_eq (field, bad[i][1], "%s", bad[i][0]);
         it_resp_free (&r);
     }
+}
+
+//  Sends req on a new connection and reads what comes back until the gateway has been quiet
+//  for 500 ms (or 5 s in all) into out (cap bytes, NUL-terminated). Returns the bytes read.
+static size_t
+s_raw_exchange (const it_ctx_t *ctx, const char *req, char *out, size_t cap)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    cr_assert (fd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) ctx->port) };
+    inet_pton (AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq (connect (fd, (struct sockaddr *) &a, sizeof a), 0);
+    cr_assert_eq (write (fd, req, strlen (req)), (ssize_t) strlen (req));
+    size_t len = 0;
+    for (int i = 0; i < 10 && len + 1 < cap; i++) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll (&p, 1, 500) <= 0)
+            break;
+        ssize_t n = read (fd, out + len, cap - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t) n;
+    }
+    out[len] = '\0';
+    close (fd);
+    return len;
+}
+
+//  HEAD is GET without content (RFC 9110): the gateway wrote the body anyway (and answered
+//  405), and on a kept-alive connection that body was read as the start of the next response.
+Test (api, a_head_request_gets_the_headers_only_and_the_connection_stays_in_step)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    static const char *const paths[] = { "/api/v1/stream", "/api/v1/nowhere",
+                                         "/api/v1/orders?limit=1" };
+    static const char *const heads[] = { "HTTP/1.1 405 ", "HTTP/1.1 404 ", "HTTP/1.1 200 " };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        char req[512];
+        snprintf (req, sizeof req,
+                  "HEAD %s HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " IT_ADMIN_KEY "\r\n\r\n"
+                  "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", paths[i]);
+        char *out = malloc (16384);
+        s_raw_exchange (ctx, req, out, 16384);
+        cr_assert (strncmp (out, heads[i], strlen (heads[i])) == 0, "HEAD %s -> %.200s",
+                   paths[i], out);
+        //  Right after the HEAD answer's headers: the GET's status line, nothing in between.
+        char *end = strstr (out, "\r\n\r\n");
+        cr_assert_not_null (end, "%s", out);
+        cr_assert (strncmp (end + 4, "HTTP/1.1 200 ", 13) == 0,
+                   "HEAD %s: after its headers came %.120s", paths[i], end + 4);
+        cr_assert_not_null (strstr (end + 4, "\"status\":\"healthy\""), "%s", end + 4);
+        //  The HEAD answer says how long the GET's body would be.
+        cr_assert_not_null (strstr (out, "Content-Length: "), "%s", out);
+        free (out);
+    }
+}
+
+//  A %00 in a query value decoded to a NUL the C strings stopped at: ?symbol=BTC%00USDT listed
+//  BTC's orders, ?limit=5%00x was limit 5. Such a value is 400 naming the parameter.
+Test (api, a_query_value_holding_a_nul_byte_is_400)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    const char *bad[][2] = {
+        { "/api/v1/orders?symbol=BTC%00USDT", "symbol" }, { "/api/v1/orders?limit=5%00x", "limit" },
+        { "/api/v1/events?type=order.%00", "type" },
+        { "/api/v1/orders?since=2024-01-01%00x", "since" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        it_resp_t r;
+        s_req (ctx, "GET", bad[i][0], IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
+        char field[32];
+        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
+        cr_assert_str_eq (field, bad[i][1], "%s", bad[i][0]);
+        it_resp_free (&r);
+    }
+}
+
+//  Only the first of a repeated parameter was read: ?limit=1&limit=1000 was limit 1 here and
+//  may be 1000 to a proxy or a client library that takes the last. 400 naming it (any case,
+//  as the parameters are matched).
+Test (api, a_query_parameter_given_twice_is_400_naming_it)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    const char *bad[][2] = {
+        { "/api/v1/orders?limit=1&limit=1000", "limit" },
+        { "/api/v1/orders?status=new&symbol=BTCUSDT&STATUS=filled", "STATUS" },
+        { "/api/v1/events?after=1&type=order.&type=signal.", "type" },
+        { "/api/v1/breaker?scope=a&scope=b", "scope" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        it_resp_t r;
+        s_req (ctx, "GET", bad[i][0], IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
+        char field[32];
+        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
+        cr_assert_str_eq (field, bad[i][1], "%s", bad[i][0]);
+        it_resp_free (&r);
+    }
+    //  Different parameters are fine.
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/orders?limit=1&status=new&symbol=BTCUSDT", IT_ADMIN_KEY, NULL,
+           &r);
+    cr_assert_eq (r.status, 200, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
 }
 
 Test (api, an_alert_shows_its_path_through_the_stages)
@@ -686,6 +795,12 @@ Test (api, a_bad_manual_order_is_400_naming_the_field)
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"type\":\"limit\",\"qty\":1}", "limit_price" },
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":\"1\"}", "qty" },
         { "[1]", "body" },
+        //  A field the endpoint does not take is named, not dropped: the order was placed
+        //  without the stop, or at market with a misspelt limit price.
+        { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":1,\"stop_loss\":39000}",
+          "stop_loss" },
+        { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":1,\"limitPrice\":100}",
+          "limitPrice" },
     };
     long before = it_sql_long (ctx, "SELECT count(*) FROM events"
                                     " WHERE type = 'order.requested'", NULL);
@@ -695,11 +810,41 @@ Test (api, a_bad_manual_order_is_400_naming_the_field)
         cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
         char field[32];
         cr_assert (it_json_str (r.body, "field", field, sizeof field));
-        cr_assert_str_eq (field, bad[i][1]);
+        cr_assert_str_eq (field, bad[i][1], "%s -> %s", bad[i][0], r.body);
         it_resp_free (&r);
     }
     cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type = 'order.requested'",
                                NULL), before, "a refused order left an order.requested");
+}
+
+//  Content-Type application/jsonx (or anything else starting with application/json) was
+//  taken as JSON: only application/json, with parameters or not, is.
+Test (api, a_manual_order_in_another_media_type_is_415)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256], auth[128];
+    snprintf (url, sizeof url, "%s/api/v1/orders", ctx->base);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+    static const char body[] = "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":1}";
+    long before = it_sql_long (ctx, "SELECT count(*) FROM events"
+                                    " WHERE type = 'order.requested'", NULL);
+    static const char *const types[] = { "Content-Type: application/jsonx",
+                                         "Content-Type: application/json-patch+json" };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const char *headers[] = { types[i], auth, NULL };
+        it_resp_t r;
+        cr_assert_eq (it_http ("POST", url, headers, body, strlen (body), &r), 0);
+        cr_assert_eq (r.status, 415, "%s -> %ld %s", types[i], r.status, r.body);
+        it_resp_free (&r);
+    }
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type = 'order.requested'",
+                               NULL), before, "an order in another media type was requested");
+    //  With a parameter it is still JSON.
+    const char *headers[] = { "Content-Type: application/json; charset=utf-8", auth, NULL };
+    it_resp_t r;
+    cr_assert_eq (it_http ("POST", url, headers, body, strlen (body), &r), 0);
+    cr_assert_eq (r.status, 202, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
 }
 
 //  A manual order names its instrument as the workers do (BINANCE:btc/usdt is BTCUSDT): the
@@ -908,10 +1053,84 @@ Test (api, a_key_over_its_rate_limit_gets_429)
         }
         it_resp_free (&r);
     }
+    //  Requests its scopes refuse count too: a read key sending orders got 403 without limit,
+    //  each one a key lookup.
+    char rkey[FKS_APIKEY_LEN + 1];
+    s_make_key (ctx, "read", rkey);
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/orders", port);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", rkey);
+    const char *oheaders[] = { auth, "Content-Type: application/json", NULL };
+    static const char order[] = "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":1}";
+    long st[8];
+    for (int i = 0; i < 8; i++) {
+        it_resp_t r;
+        it_http ("POST", url, oheaders, order, strlen (order), &r);
+        st[i] = r.status;
+        it_resp_free (&r);
+    }
     it_stop_pid (pid);
     unlink (log_path);
     cr_assert_eq (ok, 5);
     cr_assert_eq (limited, 3);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq (st[i], i < 5 ? 403 : 429, "order %d with a read key: %ld", i, st[i]);
+}
+
+//  Keys that are not valid had no limit at all (the per-key limit counts valid keys only, and
+//  the REST API asked no per-address limit): anyone could try keys - FKS_ADMIN_KEY is any
+//  text of 24 bytes or more - as fast as the gateway answered, each costing a digest and a
+//  query. Now they have FKS_GATEWAY_RATE_LIMIT_IP per window per client address; past it no
+//  key from there is looked at, the right one included, while valid keys are never counted
+//  and other addresses go on.
+Test (api, keys_that_are_not_valid_are_limited_per_address)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-api-%d-authrl.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_RATE_LIMIT_IP=3", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char url[128], addr[32], other[32], xff[64], xff2[64];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/breaker", port);
+    it_unique_addr (addr);
+    it_unique_addr (other);
+    snprintf (xff, sizeof xff, "X-Forwarded-For: %s", addr);
+    snprintf (xff2, sizeof xff2, "X-Forwarded-For: %s", other);
+    const char *good[] = { "Authorization: Bearer " IT_ADMIN_KEY, xff, NULL };
+    const char *bad[] = { "Authorization: Bearer not-the-admin-key-0123456789abcdef", xff, NULL };
+    const char *good_other[] = { "Authorization: Bearer " IT_ADMIN_KEY, xff2, NULL };
+    long st[12];
+    int n = 0;
+    it_resp_t r;
+    //  Valid keys are not counted...
+    for (int i = 0; i < 5; i++) {
+        it_http ("GET", url, good, NULL, 0, &r);
+        st[n++] = r.status;
+        it_resp_free (&r);
+    }
+    //  ... keys that are not valid are, up to the budget ...
+    for (int i = 0; i < 4; i++) {
+        it_http ("GET", url, bad, NULL, 0, &r);
+        st[n++] = r.status;
+        if (i == 3) {
+            char retry[16];
+            cr_assert (it_resp_header (&r, "Retry-After", retry, sizeof retry), "%s", r.body);
+        }
+        it_resp_free (&r);
+    }
+    //  ... and past it even the right key from that address is not looked at.
+    it_http ("GET", url, good, NULL, 0, &r);
+    st[n++] = r.status;
+    it_resp_free (&r);
+    it_http ("GET", url, good_other, NULL, 0, &r);
+    st[n++] = r.status;
+    it_resp_free (&r);
+    it_stop_pid (pid);
+    unlink (log_path);
+    static const long want[] = { 200, 200, 200, 200, 200, 401, 401, 401, 429, 429, 200 };
+    for (int i = 0; i < n; i++)
+        cr_assert_eq (st[i], want[i], "request %d: %ld, wanted %ld", i, st[i], want[i]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,6 +54,27 @@ Test (ratelimit, the_limit_is_exact_within_one_replica)
     cr_assert_null (rl);
 }
 
+//  fks_ratelimit_over asks without counting: a budget of failures is checked before the work
+//  and counted only once a request has failed.
+Test (ratelimit, over_asks_without_counting)
+{
+    fks_ratelimit_opts_t o = { .window_ms = 60000 };
+    fks_ratelimit_t *rl = fks_ratelimit_new (&o);
+    cr_assert_not_null (rl);
+    int retry = 0;
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq (fks_ratelimit_over (rl, "api_auth", "10.0.0.9", 3, &retry), 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq (fks_ratelimit_over (rl, "api_auth", "10.0.0.9", 3, &retry), 0);
+        cr_assert_eq (fks_ratelimit_hit (rl, "api_auth", "10.0.0.9", 3, &retry), 0);
+    }
+    cr_assert_eq (fks_ratelimit_over (rl, "api_auth", "10.0.0.9", 3, &retry), 1);
+    cr_assert (retry >= 1 && retry <= 120, "Retry-After %d", retry);
+    cr_assert_eq (fks_ratelimit_over (rl, "api_auth", "10.0.0.8", 3, &retry), 0);
+    cr_assert_eq (fks_ratelimit_over (rl, "api_auth", "10.0.0.9", 0, &retry), 0);
+    fks_ratelimit_destroy (&rl);
+}
+
 Test (ratelimit, the_previous_window_still_counts_after_it_ends)
 {
     fks_ratelimit_opts_t o = { .window_ms = 1000 };

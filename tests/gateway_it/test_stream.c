@@ -501,6 +501,77 @@ Test (stream, the_stream_takes_type_as_the_events_feed_does)
     s_sse_free (&s);
 }
 
+//  ?types= given twice filters by both lists: only the first was read, and a client asking
+//  for security. and webhook. events silently got the first kind alone.
+Test (stream, types_given_twice_take_both)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char after[24];
+    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
+    it_resp_t r;
+    it_webhook (ctx, "/webhook/tradingview", "application/json",
+                "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"not-the-secret\"}", NULL, &r);
+    cr_assert_eq (r.status, 401);
+    it_resp_free (&r);
+    char id[64];
+    s_post (ctx, "TWICEUSDT", id);
+    s_sse_t s;
+    s_sse_init (&s);
+    s.stop_after = 2;
+    cr_assert_eq (s_sse_read (ctx, "?types=security.&types=webhook.", after, &s, 5000), 200);
+    cr_assert_eq (s.n, 2, "%d events: only the first ?types= was taken", s.n);
+    bool security = false, webhook = false;
+    for (int i = 0; i < s.n; i++) {
+        security = security || strcmp (s.events[i].type, "security.event") == 0;
+        webhook = webhook || strcmp (s.events[i].type, "webhook.received") == 0;
+    }
+    cr_assert (security && webhook);
+    s_sse_free (&s);
+}
+
+//  civetweb hands a handler every path below its own: /api/v1/stream/anything was the stream.
+Test (stream, a_path_below_the_stream_is_404)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char url[256], auth[128];
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+    const char *headers[] = { auth, NULL };
+    static const char *const paths[] = { "/api/v1/stream/x", "/api/v1/stream/orders/1" };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        snprintf (url, sizeof url, "%s%s", ctx->base, paths[i]);
+        it_resp_t r;
+        it_http_timeout ("GET", url, headers, NULL, 0, 1000, &r);
+        cr_assert_eq (r.status, 404, "%s -> %ld", paths[i], r.status);
+        it_resp_free (&r);
+    }
+    //  The stream itself, with a trailing slash as the REST routes take it.
+    snprintf (url, sizeof url, "%s/api/v1/stream/", ctx->base);
+    it_resp_t r;
+    it_http_timeout ("GET", url, headers, NULL, 0, 500, &r);
+    cr_assert_eq (r.status, 200, "%ld", r.status);
+    it_resp_free (&r);
+}
+
+//  A resume position given twice is ambiguous (which one would count?): 400 naming it.
+Test (stream, after_given_twice_is_400_naming_it)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char query[64];
+    long seq = s_newest_seq (ctx);
+    snprintf (query, sizeof query, "?after=%ld&after=0", seq);
+    char url[256], auth[128];
+    snprintf (url, sizeof url, "%s/api/v1/stream%s", ctx->base, query);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", IT_ADMIN_KEY);
+    const char *headers[] = { auth, NULL };
+    it_resp_t r;
+    it_http_timeout ("GET", url, headers, NULL, 0, 1000, &r);
+    cr_assert_eq (r.status, 400, "%ld %s", r.status, r.body ? r.body : "");
+    char field[32];
+    cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
+    cr_assert_str_eq (field, "after");
+    it_resp_free (&r);
+}
+
 Test (stream, the_stream_needs_a_read_key_and_takes_access_token)
 {
     const it_ctx_t *ctx = it_ctx ();
@@ -1153,4 +1224,57 @@ Test (stream, a_key_that_cannot_be_rechecked_keeps_its_stream)
     close (b);
     cr_assert_eq (it_stop_pid (pid), 0);
     unlink (log_path);
+}
+
+//  Any read key could take every stream place (FKS_GATEWAY_STREAM_MAX) and hold it, and every
+//  other client got 503. A stored key now holds at most FKS_GATEWAY_STREAM_MAX_PER_KEY places
+//  (429 beyond); other keys and FKS_ADMIN_KEY still get theirs, and a place given back can be
+//  taken again.
+Test (stream, one_key_cannot_take_every_stream_place)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-perkey.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_MAX=5", "FKS_GATEWAY_STREAM_MAX_PER_KEY=2",
+                          "FKS_GATEWAY_STREAM_HEARTBEAT=1s", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char name1[48], name2[48], key1[FKS_APIKEY_LEN + 1], key2[FKS_APIKEY_LEN + 1];
+    unsigned long u = it_unique ();
+    snprintf (name1, sizeof name1, "perkey-a-%lu", u);
+    snprintf (name2, sizeof name2, "perkey-b-%lu", u);
+    s_make_key (ctx, name1, key1);
+    s_make_key (ctx, name2, key2);
+    int a1 = s_raw_stream_key (port, "", key1);
+    int a2 = s_raw_stream_key (port, "", key1);
+    //  Another key, and the bootstrap key, get places while key1 holds its two.
+    int b1 = s_raw_stream_key (port, "", key2);
+    int boot = s_raw_stream_key (port, "", IT_ADMIN_KEY);
+    //  One place is still free, but not for key1.
+    char url[256];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/api/v1/stream?access_token=%s", port, key1);
+    it_resp_t r;
+    it_http_timeout ("GET", url, NULL, NULL, 0, 2000, &r);
+    long third = r.status;
+    bool said = r.body && strstr (r.body, "too_many_streams");
+    it_resp_free (&r);
+    //  A place given back (the gateway finds the client gone at its next heartbeat) is the
+    //  key's again.
+    close (a1);
+    long again = 0;
+    for (int i = 0; i < 50 && again != 200; i++) {
+        usleep (200000);
+        it_http_timeout ("GET", url, NULL, NULL, 0, 300, &r);
+        again = r.status;
+        it_resp_free (&r);
+    }
+    close (a2);
+    close (b1);
+    close (boot);
+    it_stop_pid (pid);
+    unlink (log_path);
+    cr_assert_eq (third, 429, "a third stream of one key: %ld", third);
+    cr_assert (said);
+    cr_assert_eq (again, 200, "the key's place was not given back: %ld", again);
 }
