@@ -649,6 +649,24 @@ fks_auth_check_secret (const fks_auth_t *self, const char *given, size_t given_l
     return diff == 0 ? FKS_AUTH_OK : FKS_AUTH_BAD_SECRET;
 }
 
+size_t
+fks_auth_redact (const fks_auth_t *self, char *s, size_t len)
+{
+    assert (self);
+    size_t n = 0;
+    char *p = s;
+    size_t left = len;
+    char *hit;
+    while (left >= self->secret_len
+           && (hit = memmem (p, left, self->secret, self->secret_len))) {
+        memset (hit, '*', self->secret_len);
+        n++;
+        left -= (size_t) (hit - p) + self->secret_len;
+        p = hit + self->secret_len;
+    }
+    return n;
+}
+
 fks_auth_result_t
 fks_auth_check_hmac (const fks_auth_t *self, const char *timestamp, const char *signature,
                      const void *body, size_t body_len, int64_t now_s)

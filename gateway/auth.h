@@ -141,6 +141,11 @@ int fks_auth_set_trusted_proxies (fks_auth_t *self, const char *text, char *err,
 fks_auth_result_t fks_auth_check_secret (const fks_auth_t *self, const char *given,
                                          size_t given_len);
 
+/*  Overwrites with '*' every verbatim occurrence of the secret in s (len bytes), wherever a
+ *  sender put it (a comment, a strategy name, a body authenticated by ?token=), so that it
+ *  is not stored, published or answered. Returns how many it overwrote. */
+size_t fks_auth_redact (const fks_auth_t *self, char *s, size_t len);
+
 /*  Checks the HMAC headers (NULL when absent) against body at time now_s (unix seconds).
  *  Both absent gives FKS_AUTH_NO_CREDENTIALS; otherwise OK or the HMAC error, checked in this
  *  order: incomplete, bad timestamp, bad format, expired, future, mismatch. */

@@ -248,6 +248,12 @@ s_handle (struct mg_connection *conn, void *cbdata)
     }
     if (by_hmac && !is_tv)
         snprintf (alert->source, sizeof alert->source, "script");
+    //  The secret wherever else the sender put it (a comment, a strategy name, a body sent
+    //  with ?token=) is not stored, published or answered either.
+    fks_auth_redact (self->o.auth, sc->body, len);
+    char *texts[] = { alert->strategy, alert->comment, alert->client_id };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        fks_auth_redact (self->o.auth, texts[i], strlen (texts[i]));
 
     //  The inbox row and its envelope.
     fks_inbox_item_t *item = &sc->item;

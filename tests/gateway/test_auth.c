@@ -520,3 +520,17 @@ Test (auth, any_one_valid_credential_is_enough)
     req.token_len = strlen (SECRET);
     cr_assert_eq (fks_auth_webhook (auth, &req, NOW, NULL), FKS_AUTH_OK, "token");
 }
+
+Test (auth, redact_overwrites_every_copy_of_the_secret_and_nothing_else)
+{
+    char text[] = "a " SECRET " b " SECRET SECRET " correct-horse";
+    size_t n = fks_auth_redact (auth, text, strlen (text));
+    cr_assert_eq (n, 3);
+    cr_assert_null (strstr (text, SECRET));
+    cr_assert (strncmp (text, "a ***", 5) == 0, "%s", text);
+    cr_assert (strstr (text, " correct-horse"), "a part of the secret is no secret: %s", text);
+    char none[] = "nothing here";
+    cr_assert_eq (fks_auth_redact (auth, none, strlen (none)), 0);
+    cr_assert_str_eq (none, "nothing here");
+    cr_assert_eq (fks_auth_redact (auth, none, 0), 0);
+}

@@ -127,6 +127,29 @@ Test (webhook, an_escaped_passphrase_keeps_the_raw_body_out_of_the_inbox)
                                id), 1);
 }
 
+Test (webhook, the_secret_anywhere_else_in_the_alert_is_stored_and_published_nowhere)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    //  Authenticated by ?token=, with the secret pasted into the comment, the strategy and
+    //  the id as well: none of it may reach the inbox, the envelope or the REST API.
+    char body[512], id[64];
+    snprintf (body, sizeof body,
+              "{\"ticker\":\"BTCUSDT\",\"action\":\"buy\",\"qty\":1,\"id\":\"s-%lu-" IT_SECRET "\","
+              "\"strategy\":\"EMA " IT_SECRET "\",\"comment\":\"key " IT_SECRET " end\"}",
+              it_unique ());
+    s_expect (ctx, "/webhook/tradingview?token=" IT_SECRET, "application/json", body, 202, id);
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM inbox WHERE id = $1::uuid"
+                                    " AND position('" IT_SECRET "' in convert_from (body, 'UTF8')) = 0"
+                                    " AND position('" IT_SECRET "' in alert::text) = 0"
+                                    " AND position('" IT_SECRET "' in idem_key) = 0"
+                                    " AND alert->>'comment' LIKE 'key %*** end'", id), 1,
+                  "the secret is in the inbox row");
+    cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE corr = $1::uuid"
+                                    " AND position(convert_to ('" IT_SECRET "', 'UTF8')"
+                                    " in envelope) = 0", id), 1,
+                  "the secret is in webhook.received");
+}
+
 Test (webhook, plain_text_json_with_trailing_newline_is_accepted)
 {
     const it_ctx_t *ctx = it_ctx ();
