@@ -218,8 +218,8 @@ Test (alert, escaped_json_parses_like_plain_json)
                      "\"confidence\":null}");
     cr_assert_eq (fks_alert_to_json (&A, escaped, sizeof escaped, NULL), 0);
     cr_assert_str_eq (plain, escaped);
-    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":1234567890123456789}");
-    expect_num (A.position_size, 1234567890123456789.0);
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":123456789012345}");
+    expect_num (A.position_size, 123456789012345.0);
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"qty\":01}", "body",
                 "not valid JSON");
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"qty\":1e999}", "body",
@@ -529,6 +529,53 @@ Test (alert, market_position_and_position_size)
                 "market_position", "long, short, flat");
 }
 
+//  A reversal sent with {{strategy.market_position_size}} (unsigned) as position_size would
+//  target a long of 1 where the strategy went short 1: refused, naming position_size.
+Test (alert, position_size_must_agree_with_market_position_and_sentiment)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"short\","
+                      "\"position_size\":\"1\"}", "position_size", "market_position says short");
+    cr_assert (strstr (E.message, "{{strategy.position_size}}"), "%s", E.message);
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"market_position\":\"long\","
+                      "\"position_size\":-2}", "position_size", "short position but market_position");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"flat\","
+                      "\"position_size\":\"3\"}", "position_size", "says flat");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"marketPosition\":\"long\","
+                      "\"position_size\":\"0\"}", "position_size", "0 is flat");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"sentiment\":\"bearish\","
+                      "\"position_size\":\"2\"}", "position_size", "sentiment says short");
+    expect_400 (TEXT, "action=buy ticker=A sentiment=bullish position_size=-1", "position_size",
+                "sentiment says long");
+    //  Agreeing fields, and position_size alone, are taken as they are.
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"market_position\":\"short\","
+                     "\"position_size\":\"-1\",\"sentiment\":\"short\"}");
+    expect_num (A.position_size, -1);
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":\"-1\"}");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"sentiment\":\"flat\","
+                     "\"position_size\":\"-0\"}");
+}
+
+Test (alert, sentiment_and_market_position_must_agree)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"long\","
+                      "\"sentiment\":\"bearish\"}", "sentiment", "market_position says long");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"flat\","
+                      "\"sentiment\":\"short\"}", "sentiment", "send one of them");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"long\","
+                     "\"sentiment\":\"bullish\"}");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"flat\","
+                     "\"sentiment\":\"flat\"}");
+}
+
+Test (alert, an_exit_with_a_position_size_is_refused)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"exit\",\"position_size\":\"2\"}",
+                "position_size", "action exit closes the position");
+    expect_400 (TEXT, "action=close ticker=A position_size=-1", "position_size",
+                "send position_size 0");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"flat\",\"position_size\":0}");
+}
+
 // ---------------------------------------------------------------------------------------------
 //  Actions, sentiment, quantity types, order types
 
@@ -753,6 +800,27 @@ Test (alert, quantities_and_prices_must_be_positive)
                 "greater than 0");
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"price\":-5}", "price",
                 "greater than 0");
+}
+
+//  1e301 passed as a quantity used to reach the signal worker, which rounded it (times 10^8)
+//  to infinity and signalled an infinite order.
+Test (alert, quantities_prices_and_sizes_are_bounded)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"quantity\":\"1e301\"}",
+                "quantity", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"contracts\":2e15}",
+                "contracts", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":\"-1e16\"}",
+                "position_size", "at least -1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"price\":1e300}",
+                "price", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"stop_loss\":1e300}",
+                "stop_loss", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"takeProfit\":{\"percent\":1e300}}",
+                "takeProfit.percent", "at most 1e+15");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"quantity\":1e15,"
+                     "\"position_size\":\"-1e15\",\"price\":\"0.00000001\"}");
+    expect_num (A.quantity, 1e15);
 }
 
 Test (alert, confidence_is_between_0_and_1)
@@ -1263,7 +1331,7 @@ Test (alert, json_output_fits_the_documented_bound)
     comment[n] = '\0';
     snprintf (body, sizeof body, "{\"ticker\":\"%063d\",\"action\":\"buy\",\"qty\":1e-300,"
               "\"strategy\":\"%s\",\"comment\":\"%s\",\"id\":\"%0128d\",\"exchange\":\"%031d\","
-              "\"interval\":\"%015d\",\"price\":1.2345678901234567e300}", 0, strategy, comment,
+              "\"interval\":\"%015d\",\"price\":1.2345678901234567e-300}", 0, strategy, comment,
               0, 0, 0);
     expect_ok (JSON, body);
     cr_assert_eq (strlen (A.comment), FKS_ALERT_COMMENT_MAX - 1);
