@@ -365,6 +365,93 @@ Test (decide, buy_while_the_strategy_stays_short_reduces_the_short)
     cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
 }
 
+//  TradersPost's sentiment is the position after the signal, as market_position is: a sell
+//  with sentiment bullish (a template sending "sentiment": "{{strategy.market_position}}"
+//  on a partial take-profit) reduces the long. It used to close the long and open a short.
+Test (decide, sell_with_sentiment_bullish_reduces_the_long)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "bullish");
+    fks_signal_decision_t d = s_decide (&a, 3);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_float_eq (d.qty, 1, 1e-12, "%s", d.reason);
+    cr_assert (d.reduce_only, "%s", d.reason);
+    cr_assert_not (d.has_open_qty, "%s", d.reason);
+    cr_assert (d.position_matters);
+    //  More than the long: cut to it, never a reversal.
+    a.quantity = 5;
+    d = s_decide (&a, 3);
+    cr_assert_float_eq (d.qty, 3, 1e-12, "%s", d.reason);
+    cr_assert (d.reduce_only);
+    //  Nothing long: nothing to reduce, with the field that said so.
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "nothing to reduce: sell with sentiment bullish"), "%s",
+               d.reason);
+    //  A buy with sentiment short reduces the short likewise.
+    a = s_alert ("buy", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "short");
+    d = s_decide (&a, -2);
+    cr_assert_str_eq (d.side, "buy");
+    cr_assert_float_eq (d.qty, 1, 1e-12);
+    cr_assert (d.reduce_only);
+    //  A sell with sentiment bearish still reverses (TradersPost: exit long, enter short).
+    a = s_alert ("sell", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    d = s_decide (&a, 2);
+    cr_assert_float_eq (d.qty, 3, 1e-12);
+    cr_assert_not (d.reduce_only);
+}
+
+//  The gateway refuses these; one that reaches the worker anyway is refused alike.
+Test (decide, conflicting_position_fields_are_filtered_naming_them)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    snprintf (a.market_position, sizeof a.market_position, "short");
+    a.has_position_size = true;
+    a.position_size = 1;
+    fks_signal_decision_t d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "position_size 1 but market_position short"), "%s", d.reason);
+    a = s_alert ("sell", 1);
+    snprintf (a.market_position, sizeof a.market_position, "long");
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "market_position long but sentiment bearish"), "%s", d.reason);
+    a = s_alert ("exit", 0);
+    a.has_position_size = true;
+    a.position_size = 2;
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "action exit closes the position but position_size is 2"),
+               "%s", d.reason);
+    //  Agreeing fields trade.
+    a = s_alert ("sell", 1);
+    snprintf (a.market_position, sizeof a.market_position, "short");
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    a.has_position_size = true;
+    a.position_size = -1;
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_float_eq (d.qty, 2, 1e-12);
+}
+
+//  A quantity whose rounding overflows (1e301 * 10^8) used to be signalled as infinity.
+Test (decide, a_quantity_too_large_to_round_is_filtered)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1e301);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "qty %g: %s", d.qty, d.reason);
+    cr_assert (strstr (d.reason, "too large"), "%s", d.reason);
+    a.has_position_size = true;
+    a.position_size = -1e305;
+    a.quantity = 1;
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "qty %g: %s", d.qty, d.reason);
+}
+
 Test (decide, quantity_that_rounds_to_zero_is_filtered)
 {
     fks_signal_alert_t a = s_alert ("buy", 0.000000001);

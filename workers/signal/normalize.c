@@ -210,6 +210,22 @@ s_sentiment_dir (const char *s)
     return 0;
 }
 
+//  Where the alert says the position stands after it: +1 long, -1 short, 0 flat, 2 not said.
+//  From a word of market_position (long, short, flat) or sentiment (also bullish, bearish).
+static int
+s_after_dir (const char *s)
+{
+    if (!*s)
+        return 2;
+    return !strcmp (s, "flat") ? 0 : s_sentiment_dir (s) != 0 ? s_sentiment_dir (s) : 2;
+}
+
+static const char *
+s_dir_name (int dir)
+{
+    return dir > 0 ? "long" : dir < 0 ? "short" : "flat";
+}
+
 static void
 s_fmt_secs (char *buf, size_t cap, int64_t ms)
 {
@@ -262,13 +278,42 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         return;
     }
 
+    //  market_position (TradingView's), sentiment (TradersPost's) and position_size all say
+    //  where the position stands after the alert. The gateway refuses alerts where they
+    //  disagree; an alert that reaches the worker otherwise is refused the same way, since
+    //  every reading of it trades against one of them.
+    int mp_dir = s_after_dir (a->market_position);
+    int se_dir = s_after_dir (a->sentiment);
+    if (mp_dir != 2 && se_dir != 2 && mp_dir != se_dir) {
+        s_filter (d, "conflicting fields: market_position %s but sentiment %s",
+                  a->market_position, a->sentiment);
+        return;
+    }
+    int after = mp_dir != 2 ? mp_dir : se_dir;
+    const char *after_by = mp_dir != 2 ? "market_position" : "sentiment";
+    if (a->has_position_size && after != 2) {
+        double ps = a->position_size;
+        int ps_dir = ps > S_EPS ? 1 : ps < -S_EPS ? -1 : 0;
+        if (ps_dir != after) {
+            s_filter (d, "conflicting fields: position_size %.10g but %s %s (position_size is "
+                      "signed: negative when short)", ps, after_by, s_dir_name (after));
+            return;
+        }
+    }
+
+    if (a->has_position_size && act == S_EXIT && fabs (a->position_size) > S_EPS) {
+        s_filter (d, "conflicting fields: action %s closes the position but position_size is "
+                  "%.10g", a->action[0] ? a->action : a->sentiment, a->position_size);
+        return;
+    }
+
     double pos = ctx->position;
     double pos_abs = fabs (pos);
-    bool flat_target = !strcmp (a->market_position, "flat") || !strcmp (a->sentiment, "flat");
+    bool flat_target = after == 0;
+    //  A buy after which the strategy is still short (a sell still long) reduces it.
+    bool reduce = (act == S_BUY && after < 0) || (act == S_SELL && after == 1);
     d->position_matters = a->has_position_size || act == S_EXIT || act == S_ADD || flat_target
-                          || (act == S_BUY && !strcmp (a->market_position, "short"))
-                          || (act == S_SELL && !strcmp (a->market_position, "long"))
-                          || !strcmp (a->quantity_type, "percent_of_position");
+                          || reduce || !strcmp (a->quantity_type, "percent_of_position");
 
     //  The entry price: the limit for a limit order, else the alert's price, its signal
     //  price, or the latest known price.
@@ -365,13 +410,15 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         snprintf (basis, sizeof basis, "close %s position of %.10g (target flat)",
                   buy ? "short" : "long", pos_abs);
     }
-    else if ((act == S_BUY && !strcmp (a->market_position, "short"))
-             || (act == S_SELL && !strcmp (a->market_position, "long"))) {
+    else if (reduce) {
         //  3d. The strategy stays short (long) after a buy (sell): it reduced its position.
+        //  TradersPost reads sentiment the same way: a sell with sentiment bullish is a
+        //  partial exit of the long, never a reversal.
         buy = act == S_BUY;
         if (buy ? pos >= -S_EPS : pos <= S_EPS) {
-            s_filter (d, "nothing to reduce: %s with market position %s and no %s position in "
-                      "%s", buy ? "buy" : "sell", a->market_position,
+            s_filter (d, "nothing to reduce: %s with %s %s and no %s position in %s",
+                      buy ? "buy" : "sell", after_by,
+                      mp_dir != 2 ? a->market_position : a->sentiment,
                       buy ? "short" : "long", symbol);
             return;
         }
@@ -435,6 +482,10 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
 
     //  4. Round to the tradable step.
     double rounded = fks_sizing_round_down (qty, cfg->sizing.qty_decimals);
+    if (!isfinite (rounded)) {
+        s_filter (d, "quantity %.12g is too large to trade", qty);
+        return;
+    }
     if (!(rounded > 0)) {
         s_filter (d, "quantity %.12g rounds to zero at %d decimals", qty,
                   cfg->sizing.qty_decimals);
