@@ -452,6 +452,67 @@ Test (decide, a_quantity_too_large_to_round_is_filtered)
     cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "qty %g: %s", d.qty, d.reason);
 }
 
+//  A stop or target price on the wrong side of the entry (a long's stop sent with a short) used
+//  to be recorded as it was: a buy at 100 with its stop at 105.
+Test (decide, a_stop_or_target_on_the_wrong_side_of_the_entry_is_filtered)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PRICE, 105 };
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert_str_eq (d.reason, "stop_loss 105 is above the alert price 100: a buy's stop loss "
+                      "must be below it");
+    a = s_alert ("sell", 1);
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PRICE, 110 };
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "take_profit 110 is above the alert price 100: a sell's take "
+                       "profit must be below it"), "%s", d.reason);
+    a = s_alert ("buy", 1);
+    snprintf (a.order_type, sizeof a.order_type, "limit");
+    a.has_limit_price = true;
+    a.limit_price = 95;
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PRICE, 95 };
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "take_profit 95 is at the limit price 95"), "%s", d.reason);
+    //  The right sides trade; a sell that reverses a long takes the short's sides.
+    a = s_alert ("sell", 1);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PRICE, 105 };
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PRICE, 90 };
+    d = s_decide (&a, 2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_float_eq (d.stop_loss, 105, 1e-12);
+    cr_assert_float_eq (d.take_profit, 90, 1e-12);
+    //  An exit is not checked: it opens nothing to protect.
+    a = s_alert ("exit", 0);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PRICE, 90 };
+    d = s_decide (&a, 2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+}
+
+//  A percent or amount that could not become a price used to vanish without a word.
+Test (decide, a_level_that_cannot_be_placed_is_named_in_the_reason)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.has_price = false;
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PERCENT, 2 };
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_not (d.has_stop_loss);
+    cr_assert (strstr (d.reason, "; stop_loss 2% not set: no entry price is known"), "%s",
+               d.reason);
+    a = s_alert ("buy", 1);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_AMOUNT, 100 };
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PERCENT, 5 };
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_not (d.has_stop_loss);
+    cr_assert (d.has_take_profit);
+    cr_assert (strstr (d.reason, "; stop_loss 100 not set: it falls at or below 0 from the "
+                       "alert price 100"), "%s", d.reason);
+}
+
 Test (decide, quantity_that_rounds_to_zero_is_filtered)
 {
     fks_signal_alert_t a = s_alert ("buy", 0.000000001);
@@ -478,7 +539,7 @@ Test (decide, sizing_falls_back_to_the_latest_price)
 
 //  Reading a webhook.received body, as the gateway packs it.
 static fks_envelope_t *
-s_envelope (double confidence)
+s_envelope (double confidence, const char *stop_type)
 {
     msgpack_sbuffer body;
     msgpack_sbuffer_init (&body);
@@ -495,8 +556,9 @@ s_envelope (double confidence)
     fks_pack_kv_f64 (&pk, "confidence", confidence);
     fks_pack_str (&pk, "stop_loss");
     msgpack_pack_map (&pk, 2);
-    fks_pack_kv_str (&pk, "type", "stop");
-    fks_pack_kv_f64 (&pk, "stop_price", 2100);
+    fks_pack_kv_str (&pk, "type", stop_type);
+    fks_pack_kv_f64 (&pk, !strcmp (stop_type, "trailing_stop") ? "percent" : "stop_price",
+                     !strcmp (stop_type, "trailing_stop") ? 2 : 2100);
     fks_pack_str (&pk, "take_profit");
     msgpack_pack_map (&pk, 1);
     fks_pack_kv_f64 (&pk, "percent", 3);
@@ -516,7 +578,7 @@ s_envelope (double confidence)
 
 Test (alert, webhook_body_is_read_with_its_nested_levels)
 {
-    fks_envelope_t *env = s_envelope (0.8);
+    fks_envelope_t *env = s_envelope (0.8, "stop");
     fks_signal_alert_t a;
     char why[200];
     cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), 0, "%s", why);
@@ -526,6 +588,7 @@ Test (alert, webhook_body_is_read_with_its_nested_levels)
     cr_assert_float_eq (a.quantity, 2, 1e-12);
     cr_assert_eq (a.stop_loss.kind, FKS_LEVEL_AT_PRICE);
     cr_assert_float_eq (a.stop_loss.value, 2100, 1e-12);
+    cr_assert_not (a.stop_trailing);
     cr_assert_eq (a.take_profit.kind, FKS_LEVEL_AT_PERCENT);
     cr_assert_float_eq (a.confidence, 0.8, 1e-12);
     fks_envelope_destroy (&env);
@@ -533,11 +596,30 @@ Test (alert, webhook_body_is_read_with_its_nested_levels)
 
 Test (alert, confidence_outside_zero_to_one_is_malformed)
 {
-    fks_envelope_t *env = s_envelope (1.5);
+    fks_envelope_t *env = s_envelope (1.5, "stop");
     fks_signal_alert_t a;
     char why[200];
     cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), -1);
     cr_assert (strstr (why, "confidence"), "%s", why);
     cr_assert (!fks_id_is_nil (&a.inbox_id), "the alert id is known even when malformed");
+    fks_envelope_destroy (&env);
+}
+
+//  A trailing stop's percent used to become a fixed stop with nothing to say so.
+Test (alert, a_trailing_stop_is_read_and_said_to_start_at_its_level)
+{
+    fks_envelope_t *env = s_envelope (0.8, "trailing_stop");
+    fks_signal_alert_t a;
+    char why[200];
+    cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), 0, "%s", why);
+    cr_assert (a.stop_trailing);
+    cr_assert_eq (a.stop_loss.kind, FKS_LEVEL_AT_PERCENT);
+    a.has_price = true;
+    a.price = 100;
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_float_eq (d.stop_loss, 102, 1e-9);
+    cr_assert (strstr (d.reason, "stop_loss is a trailing_stop: 102 is where it starts"), "%s",
+               d.reason);
     fks_envelope_destroy (&env);
 }

@@ -53,7 +53,7 @@ s_map_num (const msgpack_object *map, const char *k1, const char *k2, double *ou
 //  A stop loss or take profit map: one of a price, a percent or an amount.
 static int
 s_read_level (const fks_envelope_t *env, const char *key, bool stop, fks_level_t *out,
-              char *why, size_t cap)
+              bool *trailing, char *why, size_t cap)
 {
     memset (out, 0, sizeof *out);
     const msgpack_object *m = NULL;
@@ -63,6 +63,11 @@ s_read_level (const fks_envelope_t *env, const char *key, bool stop, fks_level_t
     if (rc < 0 || !m || m->type != MSGPACK_OBJECT_MAP)
         return s_why (why, cap, "%s is not a map", key);
     double v;
+    if (trailing) {
+        const msgpack_object *t = fks_msgpack_map_get (m, "type");
+        *trailing = t && t->type == MSGPACK_OBJECT_STR && t->via.str.size == 13
+                    && memcmp (t->via.str.ptr, "trailing_stop", 13) == 0;
+    }
     int r = stop ? s_map_num (m, "stop_price", "stopPrice", &v)
                  : s_map_num (m, "limit_price", "limitPrice", &v);
     if (r == 0) {
@@ -86,7 +91,7 @@ s_read_level (const fks_envelope_t *env, const char *key, bool stop, fks_level_t
     }
     if (r < 0)
         return s_why (why, cap, "%s has an invalid amount", key);
-    //  A trailing stop or a map without a level: nothing FKS can place with the order.
+    //  A map without a level: nothing FKS can place with the order.
     return 0;
 }
 
@@ -148,8 +153,8 @@ fks_signal_alert_read (const fks_envelope_t *env, fks_signal_alert_t *a, char *w
         a->has_alert_time = true;
         a->alert_time_ms = t;
     }
-    if (s_read_level (env, "stop_loss", true, &a->stop_loss, why, cap)
-        || s_read_level (env, "take_profit", false, &a->take_profit, why, cap))
+    if (s_read_level (env, "stop_loss", true, &a->stop_loss, &a->stop_trailing, why, cap)
+        || s_read_level (env, "take_profit", false, &a->take_profit, NULL, why, cap))
         return -1;
     return 0;
 }
@@ -339,7 +344,6 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         entry = ctx->last_price, entry_from = "latest price";
     else
         has_entry = false;
-    (void) entry_from;
     if (has_entry) {
         d->has_price = true;
         d->price = a->has_price ? a->price : entry;
@@ -495,18 +499,60 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     snprintf (d->side, sizeof d->side, "%s", buy ? "buy" : "sell");
     d->qty = rounded;
 
-    //  5. Stop and target as prices, when they can be placed.
-    double p;
-    if (fks_sizing_level_price (&a->stop_loss, true, buy, has_entry, entry, &p) == 0) {
-        d->has_stop_loss = true;
-        d->stop_loss = p;
-    }
-    if (fks_sizing_level_price (&a->take_profit, false, buy, has_entry, entry, &p) == 0) {
-        d->has_take_profit = true;
-        d->take_profit = p;
+    //  5. Stop and target as prices, when they can be placed. A level the alert asked for is
+    //  never dropped without a word: the reason says why it was not set.
+    char notes[2][160] = { "", "" };
+    for (int i = 0; i < 2; i++) {
+        bool stop = i == 0;
+        const fks_level_t *lv = stop ? &a->stop_loss : &a->take_profit;
+        const char *name = stop ? "stop_loss" : "take_profit";
+        double p;
+        if (lv->kind == FKS_LEVEL_NONE)
+            continue;
+        if (fks_sizing_level_price (lv, stop, buy, has_entry, entry, &p) != 0) {
+            const char *unit = lv->kind == FKS_LEVEL_AT_PERCENT ? "%" : "";
+            if (!has_entry)
+                snprintf (notes[i], sizeof notes[i], "; %s %.10g%s not set: no entry price is "
+                          "known to measure it from (send price)", name, lv->value, unit);
+            else
+                snprintf (notes[i], sizeof notes[i], "; %s %.10g%s not set: it falls at or "
+                          "below 0 from the %s %.10g", name, lv->value, unit, entry_from, entry);
+            continue;
+        }
+        //  A price on the wrong side of the entry is a template error (a long's stop sent
+        //  with a short): refused rather than recorded. Exits carry no protection of their
+        //  own, so only an order that opens is checked.
+        bool below = stop == buy;
+        if (lv->kind == FKS_LEVEL_AT_PRICE && has_entry && !d->reduce_only
+            && (below ? p >= entry : p <= entry)) {
+            s_filter (d, "%s %.10g is %s the %s %.10g: a %s's %s must be %s it", name, p,
+                      p == entry ? "at" : below ? "above" : "below", entry_from, entry,
+                      buy ? "buy" : "sell", stop ? "stop loss" : "take profit",
+                      below ? "below" : "above");
+            return;
+        }
+        if (stop) {
+            d->has_stop_loss = true;
+            d->stop_loss = p;
+            if (a->stop_trailing)
+                snprintf (notes[i], sizeof notes[i], "; stop_loss is a trailing_stop: %.10g is "
+                          "where it starts", p);
+        }
+        else {
+            d->has_take_profit = true;
+            d->take_profit = p;
+        }
     }
     snprintf (d->reason, sizeof d->reason, "%s %.10g %s%s: %s", d->side, d->qty, symbol,
               d->reduce_only ? " (reduce only)" : "", basis);
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen (d->reason);
+        size_t m = strlen (notes[i]);
+        if (m > sizeof d->reason - 1 - n)
+            m = sizeof d->reason - 1 - n;
+        memcpy (d->reason + n, notes[i], m);
+        d->reason[n + m] = '\0';
+    }
 }
 
 double
