@@ -34,6 +34,7 @@
 #include "bus/envelope.h"
 #include "bus/schema.h"
 #include "common/log.h"
+#include "common/symbol.h"
 
 #define S_KV_MAX_PAIRS   64     /* key=value pairs in a plain-text body */
 #define S_KV_KEY_MAX     64     /* bytes in one plain-text key */
@@ -988,10 +989,23 @@ s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secr
 
     if (s_passphrase (c, obj, secret))
         return -1;
-    if ((rc = S_READ (&s_symbol_spec, &v, NULL)) < 0)
+    const char *symbol_key = NULL;
+    if ((rc = S_READ (&s_symbol_spec, &v, &symbol_key)) < 0)
         return -1;
-    if (rc)
+    if (rc) {
+        //  The signal worker trades the instrument after the last ':' (common/symbol.h); one
+        //  it could not use ("BINANCE:", ".P", 40 letters) is refused here, not accepted and
+        //  filtered later.
+        char norm[FKS_SYMBOL_MAX], why[160];
+        if (fks_symbol_normalize (v.text, norm, why, sizeof why) != 0) {
+            if (c->no_quote)
+                return s_fail (c, symbol_key, "%s is not a symbol the workers can trade: it "
+                               "needs an instrument name of at most %d letters and digits "
+                               "after any exchange prefix", symbol_key, FKS_SYMBOL_MAX - 1);
+            return s_fail (c, symbol_key, "%s: %s", symbol_key, why);
+        }
         s_copy (a->symbol, sizeof a->symbol, v.text);
+    }
     if ((rc = S_READ (&s_action_spec, &v, NULL)) < 0)
         return -1;
     if (rc)

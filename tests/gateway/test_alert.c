@@ -881,6 +881,24 @@ Test (alert, symbol_charset_and_length_are_bounded)
     expect_400 (JSON, body, "ticker", "longer than 63 bytes");
 }
 
+//  Symbols the signal worker cannot trade used to be answered 202 and filtered later as
+//  "malformed alert": now a 400 naming the field, as the user can fix the template.
+Test (alert, symbols_without_a_tradable_instrument_are_refused_at_the_door)
+{
+    expect_400 (JSON, "{\"ticker\":\"BINANCE:\",\"action\":\"buy\"}", "ticker",
+                "has no instrument name");
+    expect_400 (JSON, "{\"symbol\":\".P\",\"action\":\"buy\"}", "symbol",
+                "has no instrument name");
+    expect_400 (JSON, "{\"ticker\":\"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\",\"action\":\"buy\"}",
+                "ticker", "longer than 32 characters");
+    expect_400 (TEXT, "sell -/_ 1", "ticker", "has no instrument name");
+    //  After an unquoted secret the value is not quoted.
+    expect_400 (TEXT, "buy X: passphrase=x", "ticker", "instrument name of at");
+    cr_assert_null (strstr (E.message, "X:"), "%s", E.message);
+    expect_ok (JSON, "{\"ticker\":\"BYBIT:BTCUSDT.P\",\"action\":\"buy\"}");
+    cr_assert_str_eq (A.symbol, "BYBIT:BTCUSDT.P");
+}
+
 Test (alert, tradingview_continuous_futures_symbols_are_accepted)
 {
     expect_ok (JSON, "{\"ticker\":\"ES1!\",\"action\":\"buy\",\"contracts\":1}");
@@ -1329,10 +1347,11 @@ Test (alert, json_output_fits_the_documented_bound)
     for (int i = 0; i < FKS_ALERT_COMMENT_MAX - 1; i++, n += 2)
         memcpy (comment + n, "\\\\", 2);
     comment[n] = '\0';
-    snprintf (body, sizeof body, "{\"ticker\":\"%063d\",\"action\":\"buy\",\"qty\":1e-300,"
-              "\"strategy\":\"%s\",\"comment\":\"%s\",\"id\":\"%0128d\",\"exchange\":\"%031d\","
-              "\"interval\":\"%015d\",\"price\":1.2345678901234567e-300}", 0, strategy, comment,
-              0, 0, 0);
+    //  The longest ticker: an exchange prefix and the longest instrument the workers trade.
+    snprintf (body, sizeof body, "{\"ticker\":\"%030d:%032d\",\"action\":\"buy\","
+              "\"qty\":1e-300,\"strategy\":\"%s\",\"comment\":\"%s\",\"id\":\"%0128d\","
+              "\"exchange\":\"%031d\",\"interval\":\"%015d\",\"price\":1.2345678901234567e-300}",
+              0, 0, strategy, comment, 0, 0, 0);
     expect_ok (JSON, body);
     cr_assert_eq (strlen (A.comment), FKS_ALERT_COMMENT_MAX - 1);
     json_t *j = to_json ();
@@ -1440,9 +1459,9 @@ Test (alert, minimal_and_sentiment_only_alerts_pack)
 Test (alert, longest_alert_packs)
 {
     static char body[4096];
-    snprintf (body, sizeof body, "{\"ticker\":\"%063d\",\"action\":\"buy\",\"id\":\"%0128d\","
-              "\"comment\":\"%0511d\",\"strategy\":\"%0127d\",\"exchange\":\"%031d\","
-              "\"interval\":\"%015d\"}", 0, 0, 0, 0, 0, 0);
+    snprintf (body, sizeof body, "{\"ticker\":\"%030d:%032d\",\"action\":\"buy\","
+              "\"id\":\"%0128d\",\"comment\":\"%0511d\",\"strategy\":\"%0127d\","
+              "\"exchange\":\"%031d\",\"interval\":\"%015d\"}", 0, 0, 0, 0, 0, 0, 0);
     expect_ok (JSON, body);
     fks_envelope_t *env = encode_decode ();
     fks_envelope_destroy (&env);
