@@ -273,6 +273,25 @@ Test (decide, stale_alert_is_filtered_with_its_age)
     cr_assert_str_eq (d.side, "buy", "a refused buy still records its side");
 }
 
+//  "time": "{{time}}" on a 1-hour chart: the bar opened 59 minutes before the alert fired.
+//  The reason used to say only "the alert fired 3540.0 s ago", which it had not.
+Test (decide, a_stale_alert_time_says_which_placeholder_to_send)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.has_alert_time = true;
+    a.alert_time_ms = NOW - 3540000;
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "stale: the alert fired 3540.0 s ago (limit 120.0 s); the "
+                       "alert's time must be when it fired, TradingView's {{timenow}}, not "
+                       "{{time}}, its bar's open time"), "%s", d.reason);
+    //  Without a time the age is the gateway's: no such hint.
+    a.has_alert_time = false;
+    fks_signal_ctx_t ctx = { .now_ms = NOW, .received_ms = NOW - 600000 };
+    fks_signal_decide (&s_cfg, &a, "BTCUSDT", &ctx, &d);
+    cr_assert (strstr (d.reason, "was received") && !strstr (d.reason, "{{"), "%s", d.reason);
+}
+
 Test (decide, alert_from_the_future_is_filtered)
 {
     fks_signal_alert_t a = s_alert ("buy", 1);

@@ -267,8 +267,12 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     if (ctx->now_ms - born > cfg->max_age_ms) {
         s_fmt_secs (t1, sizeof t1, ctx->now_ms - born);
         s_fmt_secs (t2, sizeof t2, cfg->max_age_ms);
-        s_filter (d, "stale: the alert %s %s ago (limit %s)",
-                  a->has_alert_time ? "fired" : "was received", t1, t2);
+        //  TradingView's {{time}} is the open time of the alert's bar, not when it fired: on
+        //  any chart slower than FKS_SIGNAL_MAX_AGE it makes every alert stale. Say so.
+        s_filter (d, "stale: the alert %s %s ago (limit %s)%s",
+                  a->has_alert_time ? "fired" : "was received", t1, t2,
+                  a->has_alert_time ? "; the alert's time must be when it fired, TradingView's "
+                                      "{{timenow}}, not {{time}}, its bar's open time" : "");
         return;
     }
 
