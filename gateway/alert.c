@@ -737,6 +737,14 @@ s_exit_equal (const fks_alert_exit_t *a, const fks_alert_exit_t *b)
 static bool
 s_equal (const s_spec_t *spec, const s_val_t *a, const s_val_t *b)
 {
+    //  "ticker": "{{ticker}}" beside "symbol": "{{syminfo.tickerid}}" (BTCUSDT, BINANCE:BTCUSDT)
+    //  name one instrument: the one the workers trade (common/symbol.h).
+    if (spec == &s_symbol_spec) {
+        char na[FKS_SYMBOL_MAX], nb[FKS_SYMBOL_MAX];
+        if (fks_symbol_normalize (a->text, na, NULL, 0) == 0
+            && fks_symbol_normalize (b->text, nb, NULL, 0) == 0)
+            return strcmp (na, nb) == 0;
+    }
     switch (spec->kind) {
         case S_NUMBER:      return a->num == b->num;
         case S_TEXT:        return strcmp (a->text, b->text) == 0;

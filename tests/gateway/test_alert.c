@@ -428,6 +428,12 @@ Test (alert, ticker_and_symbol_are_aliases)
     cr_assert_str_eq (A.symbol, "MSFT");
     expect_ok (JSON, "{\"ticker\":\"MSFT\",\"symbol\":\"msft\",\"action\":\"buy\"}");
     cr_assert_str_eq (A.symbol, "MSFT", "equal after normalising: no conflict");
+    //  {{ticker}} beside {{syminfo.tickerid}}: one instrument. Used to be refused as two.
+    expect_ok (JSON, "{\"ticker\":\"BTCUSDT.P\",\"symbol\":\"BYBIT:BTCUSDT.P\",\"action\":\"buy\"}");
+    cr_assert_str_eq (A.symbol, "BTCUSDT.P");
+    expect_ok (JSON, "{\"ticker\":\"BTC/USDT\",\"symbol\":\"binance:btcusdt\",\"action\":\"buy\"}");
+    expect_400 (JSON, "{\"ticker\":\"BTCUSDT\",\"symbol\":\"BYBIT:BTCUSDT.P\",\"action\":\"buy\"}",
+                "ticker", "'ticker' and 'symbol'");
 }
 
 Test (alert, action_and_side_are_aliases)
