@@ -344,6 +344,27 @@ Test (decide, stops_and_targets_in_percent_become_prices)
     cr_assert_float_eq (d.take_profit, 90, 1e-9);
 }
 
+//  A sell at 0.1 with its stop 0.2 away used to be recorded at 0.30000000000000004, and a 7 %
+//  target of a buy at 0.1 at 0.10700000000000001.
+Test (decide, levels_from_the_entry_carry_no_float_noise)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    a.price = 0.1;
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_AMOUNT, 0.2 };
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert (d.stop_loss == 0.3, "stop %.17g", d.stop_loss);
+    a = s_alert ("buy", 1);
+    a.price = 0.1;
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PERCENT, 7 };
+    d = s_decide (&a, 0);
+    cr_assert (d.take_profit == 0.107, "target %.17g", d.take_profit);
+    a.price = 42123.456789;
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_AMOUNT, 0.000001 };
+    d = s_decide (&a, 0);
+    cr_assert (d.take_profit == 42123.45679, "target %.17g", d.take_profit);
+}
+
 Test (decide, sentiment_alone_gives_the_direction)
 {
     fks_signal_alert_t a = s_alert ("", 1);

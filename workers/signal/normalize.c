@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define S_EPS 1e-12
@@ -522,6 +523,13 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
                 snprintf (notes[i], sizeof notes[i], "; %s %.10g%s not set: it falls at or "
                           "below 0 from the %s %.10g", name, lv->value, unit, entry_from, entry);
             continue;
+        }
+        //  A level measured from the entry carries the float noise of the sum (0.1 + 0.2 is
+        //  0.30000000000000004): kept to 12 significant digits, far finer than any tick.
+        if (lv->kind != FKS_LEVEL_AT_PRICE) {
+            char txt[32];
+            snprintf (txt, sizeof txt, "%.12g", p);
+            p = strtod (txt, NULL);
         }
         //  A price on the wrong side of the entry is a template error (a long's stop sent
         //  with a short): refused rather than recorded. Exits carry no protection of their
