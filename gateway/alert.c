@@ -966,6 +966,10 @@ s_position_rules (s_ctx_t *c, const fks_alert_t *a)
                        "but market_position says %s; send one of them, or make them agree",
                        fks_alert_sentiment_name (a->sentiment), s_dir_name (se),
                        s_dir_name (mp));
+    if (a->action == FKS_ACTION_ADD && (mp == 0 || se == 0))
+        return s_fail (c, mp == 0 ? "market_position" : "sentiment", "action add adds to the "
+                       "position, but %s says it is flat after this alert",
+                       mp == 0 ? "market_position" : "sentiment");
     if (!a->has_position_size)
         return 0;
     double size = a->position_size;

@@ -582,6 +582,16 @@ Test (alert, an_exit_with_a_position_size_is_refused)
     expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"flat\",\"position_size\":0}");
 }
 
+//  An add that says the position is flat after it used to add to the open position.
+Test (alert, an_add_to_a_flat_position_is_refused)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"add\",\"sentiment\":\"flat\"}",
+                "sentiment", "action add adds to the position, but sentiment says it is flat");
+    expect_400 (TEXT, "action=add ticker=A market_position=flat", "market_position",
+                "market_position says it is flat");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"add\",\"sentiment\":\"bullish\"}");
+}
+
 // ---------------------------------------------------------------------------------------------
 //  Actions, sentiment, quantity types, order types
 

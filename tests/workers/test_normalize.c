@@ -467,6 +467,11 @@ Test (decide, conflicting_position_fields_are_filtered_naming_them)
     cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
     cr_assert (strstr (d.reason, "action exit closes the position but position_size is 2"),
                "%s", d.reason);
+    a = s_alert ("add", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "flat");
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "action add but sentiment flat"), "%s", d.reason);
     //  Agreeing fields trade.
     a = s_alert ("sell", 1);
     snprintf (a.market_position, sizeof a.market_position, "short");

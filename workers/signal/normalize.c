@@ -311,6 +311,10 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         }
     }
 
+    if (act == S_ADD && after == 0) {
+        s_filter (d, "conflicting fields: action add but %s flat", after_by);
+        return;
+    }
     if (a->has_position_size && act == S_EXIT && fabs (a->position_size) > S_EPS) {
         s_filter (d, "conflicting fields: action %s closes the position but position_size is "
                   "%.10g", a->action[0] ? a->action : a->sentiment, a->position_size);
