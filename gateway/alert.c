@@ -956,40 +956,48 @@ s_dir_name (int dir)
 //  most often {{strategy.market_position_size}}, the unsigned size, which would buy where the
 //  strategy sold), so the alert is refused naming the field. An exit (close, exit, flat)
 //  with a position_size that is not 0 is refused likewise.
+//  The keys the position fields came under, for messages ("marketPosition", "positionSize").
+typedef struct {
+    const char *sentiment, *market_position, *position_size;
+} s_pos_keys_t;
+
 static int
-s_position_rules (s_ctx_t *c, const fks_alert_t *a)
+s_position_rules (s_ctx_t *c, const fks_alert_t *a, const s_pos_keys_t *k)
 {
+    //  A key is named only when its field is present (the lookup leaves the others NULL).
     int mp = s_position_dir (a->market_position);
     int se = s_sentiment_dir (a->sentiment);
     if (mp != 2 && se != 2 && mp != se)
-        return s_fail (c, "sentiment", "sentiment %s says the position after this alert is %s "
-                       "but market_position says %s; send one of them, or make them agree",
+        return s_fail (c, k->sentiment, "%s %s says the position after this alert is %s but %s "
+                       "says %s; send one of them, or make them agree", k->sentiment,
                        fks_alert_sentiment_name (a->sentiment), s_dir_name (se),
-                       s_dir_name (mp));
-    if (a->action == FKS_ACTION_ADD && (mp == 0 || se == 0))
-        return s_fail (c, mp == 0 ? "market_position" : "sentiment", "action add adds to the "
-                       "position, but %s says it is flat after this alert",
-                       mp == 0 ? "market_position" : "sentiment");
+                       k->market_position, s_dir_name (mp));
+    if (a->action == FKS_ACTION_ADD && (mp == 0 || se == 0)) {
+        const char *by = mp == 0 ? k->market_position : k->sentiment;
+        return s_fail (c, by, "action add adds to the position, but %s says it is flat after "
+                       "this alert", by);
+    }
     if (!a->has_position_size)
         return 0;
     double size = a->position_size;
     int dir = mp != 2 ? mp : se;
-    const char *by = mp != 2 ? "market_position" : "sentiment";
+    const char *by = mp != 2 ? k->market_position : k->sentiment;
     int sdir = size > 0 ? 1 : size < 0 ? -1 : 0;
     if (dir != 2 && sdir != dir)
-        return s_fail (c, "position_size", "position_size %.10g is %s%s but %s says %s; "
-                       "position_size is the signed position after the order (TradingView's "
-                       "{{strategy.position_size}}, negative when short), not its unsigned size "
-                       "({{strategy.market_position_size}})", size,
+        return s_fail (c, k->position_size, "%s %.10g is %s%s but %s says %s; %s is the signed "
+                       "position after the order (TradingView's {{strategy.position_size}}, "
+                       "negative when short), not its unsigned size "
+                       "({{strategy.market_position_size}})", k->position_size, size,
                        sdir == 0 ? "" : "a ", sdir == 0 ? "flat" : sdir > 0 ? "long position"
                                                                      : "short position",
-                       by, s_dir_name (dir));
+                       by, s_dir_name (dir), k->position_size);
     bool exit = a->action == FKS_ACTION_CLOSE || a->action == FKS_ACTION_EXIT
                 || a->action == FKS_ACTION_FLAT;
     if (exit && sdir != 0)
-        return s_fail (c, "position_size", "action %s closes the position, but position_size "
-                       "%.10g asks for a position of that size; send position_size 0 or leave "
-                       "it out", fks_alert_action_name (a->action), size);
+        return s_fail (c, k->position_size, "action %s closes the position, but %s %.10g asks "
+                       "for a position of that size; send %s 0 or leave it out",
+                       fks_alert_action_name (a->action), k->position_size, size,
+                       k->position_size);
     return 0;
 }
 
@@ -1022,11 +1030,12 @@ s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secr
         return -1;
     if (rc)
         a->action = (fks_alert_action_t) v.en;
-    if ((rc = S_READ (&s_sentiment_spec, &v, NULL)) < 0)
+    s_pos_keys_t pk = { "sentiment", "market_position", "position_size" };
+    if ((rc = S_READ (&s_sentiment_spec, &v, &pk.sentiment)) < 0)
         return -1;
     if (rc)
         a->sentiment = (fks_alert_sentiment_t) v.en;
-    if ((rc = S_READ (&s_position_spec, &v, NULL)) < 0)
+    if ((rc = S_READ (&s_position_spec, &v, &pk.market_position)) < 0)
         return -1;
     if (rc)
         a->market_position = (fks_alert_position_t) v.en;
@@ -1080,7 +1089,7 @@ s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secr
         return -1;
     if ((a->has_alert_time = rc))
         a->alert_time_ms = v.ms;
-    if ((rc = S_READ (&s_position_size_spec, &v, NULL)) < 0)
+    if ((rc = S_READ (&s_position_size_spec, &v, &pk.position_size)) < 0)
         return -1;
     if ((a->has_position_size = rc))
         a->position_size = v.num;
@@ -1116,7 +1125,7 @@ s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secr
             return s_fail (c, "action", "action is required (or sentiment): one of %s", list);
         }
     }
-    if (s_position_rules (c, a))
+    if (s_position_rules (c, a, &pk))
         return -1;
     bool percent = a->quantity_type == FKS_QTY_RISK_PERCENT
                    || a->quantity_type == FKS_QTY_PERCENT_OF_EQUITY

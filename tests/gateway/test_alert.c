@@ -552,6 +552,10 @@ Test (alert, position_size_must_agree_with_market_position_and_sentiment)
                       "\"position_size\":\"2\"}", "position_size", "sentiment says short");
     expect_400 (TEXT, "action=buy ticker=A sentiment=bullish position_size=-1", "position_size",
                 "sentiment says long");
+    //  The fields are named as the alert spelt them.
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"marketPosition\":\"short\","
+                      "\"positionSize\":\"1\"}", "positionSize",
+                "positionSize 1 is a long position but marketPosition says short");
     //  Agreeing fields, and position_size alone, are taken as they are.
     expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"market_position\":\"short\","
                      "\"position_size\":\"-1\",\"sentiment\":\"short\"}");
