@@ -429,7 +429,8 @@ Test (alert, ticker_and_symbol_are_aliases)
     expect_ok (JSON, "{\"ticker\":\"MSFT\",\"symbol\":\"msft\",\"action\":\"buy\"}");
     cr_assert_str_eq (A.symbol, "MSFT", "equal after normalising: no conflict");
     //  {{ticker}} beside {{syminfo.tickerid}}: one instrument. Used to be refused as two.
-    expect_ok (JSON, "{\"ticker\":\"BTCUSDT.P\",\"symbol\":\"BYBIT:BTCUSDT.P\",\"action\":\"buy\"}");
+    expect_ok (JSON, "{\"ticker\":\"BTCUSDT.P\",\"symbol\":\"BYBIT:BTCUSDT.P\","
+                     "\"action\":\"buy\"}");
     cr_assert_str_eq (A.symbol, "BTCUSDT.P");
     expect_ok (JSON, "{\"ticker\":\"BTC/USDT\",\"symbol\":\"binance:btcusdt\",\"action\":\"buy\"}");
     expect_400 (JSON, "{\"ticker\":\"BTCUSDT\",\"symbol\":\"BYBIT:BTCUSDT.P\",\"action\":\"buy\"}",
@@ -543,7 +544,8 @@ Test (alert, position_size_must_agree_with_market_position_and_sentiment)
                       "\"position_size\":\"1\"}", "position_size", "market_position says short");
     cr_assert (strstr (E.message, "{{strategy.position_size}}"), "%s", E.message);
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"market_position\":\"long\","
-                      "\"position_size\":-2}", "position_size", "short position but market_position");
+                      "\"position_size\":-2}", "position_size",
+                "short position but market_position");
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"flat\","
                       "\"position_size\":\"3\"}", "position_size", "says flat");
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"marketPosition\":\"long\","
