@@ -35,6 +35,7 @@
 #include "bus/schema.h"
 #include "common/log.h"
 #include "common/sbuf.h"
+#include "common/symbol.h"
 
 #define S_KV_MAX_PAIRS   64     /* key=value pairs in a plain-text body */
 #define S_KV_KEY_MAX     64     /* bytes in one plain-text key */
@@ -295,8 +296,12 @@ typedef struct {
     char text[FKS_ALERT_COMMENT_MAX];
 } s_val_t;
 
+//  The largest quantity, price or amount taken: far above any real one, and small enough that
+//  sizing and rounding it (times 10^12 at most) stay finite.
+#define S_AMOUNT_MAX 1e15
+
 #define S_POSITIVE(...) { .keys = { __VA_ARGS__, NULL }, .kind = S_NUMBER, \
-                       .min = 0, .max = HUGE_VAL, .min_open = true }
+                       .min = 0, .max = S_AMOUNT_MAX, .min_open = true }
 
 static const s_spec_t s_symbol_spec = { .keys = { "ticker", "symbol", NULL }, .kind = S_TEXT,
     .cap = FKS_ALERT_SYMBOL_MAX, .charset = S_CS_SYMBOL, .upper = true };
@@ -329,7 +334,7 @@ static const s_spec_t s_time_spec = { .keys = { "timenow", "timestamp", "time", 
     .kind = S_TIME };
 static const s_spec_t s_position_size_spec = {
     .keys = { "position_size", "positionSize", NULL }, .kind = S_NUMBER,
-    .min = -HUGE_VAL, .max = HUGE_VAL };
+    .min = -S_AMOUNT_MAX, .max = S_AMOUNT_MAX };
 static const s_spec_t s_confidence_spec = { .keys = { "confidence", NULL }, .kind = S_NUMBER,
     .min = 0, .max = 1 };
 static const s_spec_t s_client_id_spec = { .keys = { "id", NULL }, .kind = S_TEXT,
@@ -733,6 +738,14 @@ s_exit_equal (const fks_alert_exit_t *a, const fks_alert_exit_t *b)
 static bool
 s_equal (const s_spec_t *spec, const s_val_t *a, const s_val_t *b)
 {
+    //  "ticker": "{{ticker}}" beside "symbol": "{{syminfo.tickerid}}" (BTCUSDT, BINANCE:BTCUSDT)
+    //  name one instrument: the one the workers trade (common/symbol.h).
+    if (spec == &s_symbol_spec) {
+        char na[FKS_SYMBOL_MAX], nb[FKS_SYMBOL_MAX];
+        if (fks_symbol_normalize (a->text, na, NULL, 0) == 0
+            && fks_symbol_normalize (b->text, nb, NULL, 0) == 0)
+            return strcmp (na, nb) == 0;
+    }
     switch (spec->kind) {
         case S_NUMBER:      return a->num == b->num;
         case S_TEXT:        return strcmp (a->text, b->text) == 0;
@@ -786,6 +799,8 @@ s_to_exit (s_ctx_t *c, const s_spec_t *spec, const char *key, json_t *v, fks_ale
             return -1;
         if (price <= 0)
             return s_fail (c, key, "%s must be greater than 0", key);
+        if (price > S_AMOUNT_MAX)
+            return s_fail (c, key, "%s must be at most %g", key, S_AMOUNT_MAX);
         out->type = stop ? FKS_EXIT_STOP : FKS_EXIT_LIMIT;
         out->by = FKS_LEVEL_PRICE;
         out->value = price;
@@ -913,6 +928,80 @@ s_copy (char *dst, size_t cap, const char *src)
 //  Reads one field into dst; 1 found, 0 absent, -1 error. For the simple kinds.
 #define S_READ(spec, v, key) s_lookup (c, obj, (spec), (v), (key))
 
+//  +1 long, -1 short, 0 flat, 2 not said.
+static int
+s_position_dir (fks_alert_position_t p)
+{
+    return p == FKS_POSITION_LONG ? 1 : p == FKS_POSITION_SHORT ? -1
+         : p == FKS_POSITION_FLAT ? 0 : 2;
+}
+
+static int
+s_sentiment_dir (fks_alert_sentiment_t s)
+{
+    return s == FKS_SENTIMENT_BULLISH ? 1 : s == FKS_SENTIMENT_BEARISH ? -1
+         : s == FKS_SENTIMENT_FLAT ? 0 : 2;
+}
+
+static const char *
+s_dir_name (int dir)
+{
+    return dir > 0 ? "long" : dir < 0 ? "short" : "flat";
+}
+
+//  market_position, sentiment and position_size all say where the position stands after the
+//  alert (TradingView's {{strategy.market_position}} and signed {{strategy.position_size}},
+//  TradersPost's sentiment), and the signal worker trades on them: a reduce instead of a
+//  reversal, a close instead of an entry, a target to trade towards. When two of them
+//  disagree no reading is safe (a positive position_size beside market_position short is
+//  most often {{strategy.market_position_size}}, the unsigned size, which would buy where the
+//  strategy sold), so the alert is refused naming the field. An exit (close, exit, flat)
+//  with a position_size that is not 0 is refused likewise.
+//  The keys the position fields came under, for messages ("marketPosition", "positionSize").
+typedef struct {
+    const char *sentiment, *market_position, *position_size;
+} s_pos_keys_t;
+
+static int
+s_position_rules (s_ctx_t *c, const fks_alert_t *a, const s_pos_keys_t *k)
+{
+    //  A key is named only when its field is present (the lookup leaves the others NULL).
+    int mp = s_position_dir (a->market_position);
+    int se = s_sentiment_dir (a->sentiment);
+    if (mp != 2 && se != 2 && mp != se)
+        return s_fail (c, k->sentiment, "%s %s says the position after this alert is %s but %s "
+                       "says %s; send one of them, or make them agree", k->sentiment,
+                       fks_alert_sentiment_name (a->sentiment), s_dir_name (se),
+                       k->market_position, s_dir_name (mp));
+    if (a->action == FKS_ACTION_ADD && (mp == 0 || se == 0)) {
+        const char *by = mp == 0 ? k->market_position : k->sentiment;
+        return s_fail (c, by, "action add adds to the position, but %s says it is flat after "
+                       "this alert", by);
+    }
+    if (!a->has_position_size)
+        return 0;
+    double size = a->position_size;
+    int dir = mp != 2 ? mp : se;
+    const char *by = mp != 2 ? k->market_position : k->sentiment;
+    int sdir = size > 0 ? 1 : size < 0 ? -1 : 0;
+    if (dir != 2 && sdir != dir)
+        return s_fail (c, k->position_size, "%s %.10g is %s%s but %s says %s; %s is the signed "
+                       "position after the order (TradingView's {{strategy.position_size}}, "
+                       "negative when short), not its unsigned size "
+                       "({{strategy.market_position_size}})", k->position_size, size,
+                       sdir == 0 ? "" : "a ", sdir == 0 ? "flat" : sdir > 0 ? "long position"
+                                                                     : "short position",
+                       by, s_dir_name (dir), k->position_size);
+    bool exit = a->action == FKS_ACTION_CLOSE || a->action == FKS_ACTION_EXIT
+                || a->action == FKS_ACTION_FLAT;
+    if (exit && sdir != 0)
+        return s_fail (c, k->position_size, "action %s closes the position, but %s %.10g asks "
+                       "for a position of that size; send %s 0 or leave it out",
+                       fks_alert_action_name (a->action), k->position_size, size,
+                       k->position_size);
+    return 0;
+}
+
 static int
 s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secret)
 {
@@ -921,19 +1010,33 @@ s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secr
 
     if (s_passphrase (c, obj, secret))
         return -1;
-    if ((rc = S_READ (&s_symbol_spec, &v, NULL)) < 0)
+    const char *symbol_key = NULL;
+    if ((rc = S_READ (&s_symbol_spec, &v, &symbol_key)) < 0)
         return -1;
-    if (rc)
+    if (rc) {
+        //  The signal worker trades the instrument after the last ':' (common/symbol.h); one
+        //  it could not use ("BINANCE:", ".P", 40 letters) is refused here, not accepted and
+        //  filtered later.
+        char norm[FKS_SYMBOL_MAX], why[160];
+        if (fks_symbol_normalize (v.text, norm, why, sizeof why) != 0) {
+            if (c->no_quote)
+                return s_fail (c, symbol_key, "%s is not a symbol the workers can trade: it "
+                               "needs an instrument name of at most %d letters and digits "
+                               "after any exchange prefix", symbol_key, FKS_SYMBOL_MAX - 1);
+            return s_fail (c, symbol_key, "%s: %s", symbol_key, why);
+        }
         s_copy (a->symbol, sizeof a->symbol, v.text);
+    }
     if ((rc = S_READ (&s_action_spec, &v, NULL)) < 0)
         return -1;
     if (rc)
         a->action = (fks_alert_action_t) v.en;
-    if ((rc = S_READ (&s_sentiment_spec, &v, NULL)) < 0)
+    s_pos_keys_t pk = { "sentiment", "market_position", "position_size" };
+    if ((rc = S_READ (&s_sentiment_spec, &v, &pk.sentiment)) < 0)
         return -1;
     if (rc)
         a->sentiment = (fks_alert_sentiment_t) v.en;
-    if ((rc = S_READ (&s_position_spec, &v, NULL)) < 0)
+    if ((rc = S_READ (&s_position_spec, &v, &pk.market_position)) < 0)
         return -1;
     if (rc)
         a->market_position = (fks_alert_position_t) v.en;
@@ -987,7 +1090,7 @@ s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secr
         return -1;
     if ((a->has_alert_time = rc))
         a->alert_time_ms = v.ms;
-    if ((rc = S_READ (&s_position_size_spec, &v, NULL)) < 0)
+    if ((rc = S_READ (&s_position_size_spec, &v, &pk.position_size)) < 0)
         return -1;
     if ((a->has_position_size = rc))
         a->position_size = v.num;
@@ -1023,6 +1126,8 @@ s_from_object (s_ctx_t *c, json_t *obj, fks_alert_t *a, fks_alert_secret_t *secr
             return s_fail (c, "action", "action is required (or sentiment): one of %s", list);
         }
     }
+    if (s_position_rules (c, a, &pk))
+        return -1;
     bool percent = a->quantity_type == FKS_QTY_RISK_PERCENT
                    || a->quantity_type == FKS_QTY_PERCENT_OF_EQUITY
                    || a->quantity_type == FKS_QTY_PERCENT_OF_POSITION;

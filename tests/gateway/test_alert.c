@@ -256,8 +256,8 @@ Test (alert, escaped_json_parses_like_plain_json)
                      "\"confidence\":null}");
     cr_assert_eq (fks_alert_to_json (&A, escaped, sizeof escaped, NULL), 0);
     cr_assert_str_eq (plain, escaped);
-    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":1234567890123456789}");
-    expect_num (A.position_size, 1234567890123456789.0);
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":123456789012345}");
+    expect_num (A.position_size, 123456789012345.0);
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"qty\":01}", "body",
                 "not valid JSON");
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"qty\":1e999}", "body",
@@ -466,6 +466,13 @@ Test (alert, ticker_and_symbol_are_aliases)
     cr_assert_str_eq (A.symbol, "MSFT");
     expect_ok (JSON, "{\"ticker\":\"MSFT\",\"symbol\":\"msft\",\"action\":\"buy\"}");
     cr_assert_str_eq (A.symbol, "MSFT", "equal after normalising: no conflict");
+    //  {{ticker}} beside {{syminfo.tickerid}}: one instrument. Used to be refused as two.
+    expect_ok (JSON, "{\"ticker\":\"BTCUSDT.P\",\"symbol\":\"BYBIT:BTCUSDT.P\","
+                     "\"action\":\"buy\"}");
+    cr_assert_str_eq (A.symbol, "BTCUSDT.P");
+    expect_ok (JSON, "{\"ticker\":\"BTC/USDT\",\"symbol\":\"binance:btcusdt\",\"action\":\"buy\"}");
+    expect_400 (JSON, "{\"ticker\":\"BTCUSDT\",\"symbol\":\"BYBIT:BTCUSDT.P\",\"action\":\"buy\"}",
+                "ticker", "'ticker' and 'symbol'");
 }
 
 Test (alert, action_and_side_are_aliases)
@@ -565,6 +572,68 @@ Test (alert, market_position_and_position_size)
     expect_num (A.position_size, -2.5);
     expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"up\"}",
                 "market_position", "long, short, flat");
+}
+
+//  A reversal sent with {{strategy.market_position_size}} (unsigned) as position_size would
+//  target a long of 1 where the strategy went short 1: refused, naming position_size.
+Test (alert, position_size_must_agree_with_market_position_and_sentiment)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"short\","
+                      "\"position_size\":\"1\"}", "position_size", "market_position says short");
+    cr_assert (strstr (E.message, "{{strategy.position_size}}"), "%s", E.message);
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"market_position\":\"long\","
+                      "\"position_size\":-2}", "position_size",
+                "short position but market_position");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"flat\","
+                      "\"position_size\":\"3\"}", "position_size", "says flat");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"marketPosition\":\"long\","
+                      "\"position_size\":\"0\"}", "position_size", "0 is flat");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"sentiment\":\"bearish\","
+                      "\"position_size\":\"2\"}", "position_size", "sentiment says short");
+    expect_400 (TEXT, "action=buy ticker=A sentiment=bullish position_size=-1", "position_size",
+                "sentiment says long");
+    //  The fields are named as the alert spelt them.
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"marketPosition\":\"short\","
+                      "\"positionSize\":\"1\"}", "positionSize",
+                "positionSize 1 is a long position but marketPosition says short");
+    //  Agreeing fields, and position_size alone, are taken as they are.
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"market_position\":\"short\","
+                     "\"position_size\":\"-1\",\"sentiment\":\"short\"}");
+    expect_num (A.position_size, -1);
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":\"-1\"}");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"sentiment\":\"flat\","
+                     "\"position_size\":\"-0\"}");
+}
+
+Test (alert, sentiment_and_market_position_must_agree)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"long\","
+                      "\"sentiment\":\"bearish\"}", "sentiment", "market_position says long");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"flat\","
+                      "\"sentiment\":\"short\"}", "sentiment", "send one of them");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"long\","
+                     "\"sentiment\":\"bullish\"}");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"sell\",\"market_position\":\"flat\","
+                     "\"sentiment\":\"flat\"}");
+}
+
+Test (alert, an_exit_with_a_position_size_is_refused)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"exit\",\"position_size\":\"2\"}",
+                "position_size", "action exit closes the position");
+    expect_400 (TEXT, "action=close ticker=A position_size=-1", "position_size",
+                "send position_size 0");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"flat\",\"position_size\":0}");
+}
+
+//  An add that says the position is flat after it used to add to the open position.
+Test (alert, an_add_to_a_flat_position_is_refused)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"add\",\"sentiment\":\"flat\"}",
+                "sentiment", "action add adds to the position, but sentiment says it is flat");
+    expect_400 (TEXT, "action=add ticker=A market_position=flat", "market_position",
+                "market_position says it is flat");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"add\",\"sentiment\":\"bullish\"}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -793,6 +862,27 @@ Test (alert, quantities_and_prices_must_be_positive)
                 "greater than 0");
 }
 
+//  1e301 passed as a quantity used to reach the signal worker, which rounded it (times 10^8)
+//  to infinity and signalled an infinite order.
+Test (alert, quantities_prices_and_sizes_are_bounded)
+{
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"quantity\":\"1e301\"}",
+                "quantity", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"contracts\":2e15}",
+                "contracts", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"position_size\":\"-1e16\"}",
+                "position_size", "at least -1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"price\":1e300}",
+                "price", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"stop_loss\":1e300}",
+                "stop_loss", "at most 1e+15");
+    expect_400 (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"takeProfit\":{\"percent\":1e300}}",
+                "takeProfit.percent", "at most 1e+15");
+    expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"quantity\":1e15,"
+                     "\"position_size\":\"-1e15\",\"price\":\"0.00000001\"}");
+    expect_num (A.quantity, 1e15);
+}
+
 Test (alert, confidence_is_between_0_and_1)
 {
     expect_ok (JSON, "{\"ticker\":\"A\",\"action\":\"buy\",\"confidence\":1}");
@@ -849,6 +939,24 @@ Test (alert, symbol_charset_and_length_are_bounded)
     char body[256];
     snprintf (body, sizeof body, "{\"ticker\":\"%064d\",\"action\":\"buy\"}", 1);
     expect_400 (JSON, body, "ticker", "longer than 63 bytes");
+}
+
+//  Symbols the signal worker cannot trade used to be answered 202 and filtered later as
+//  "malformed alert": now a 400 naming the field, as the user can fix the template.
+Test (alert, symbols_without_a_tradable_instrument_are_refused_at_the_door)
+{
+    expect_400 (JSON, "{\"ticker\":\"BINANCE:\",\"action\":\"buy\"}", "ticker",
+                "has no instrument name");
+    expect_400 (JSON, "{\"symbol\":\".P\",\"action\":\"buy\"}", "symbol",
+                "has no instrument name");
+    expect_400 (JSON, "{\"ticker\":\"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\",\"action\":\"buy\"}",
+                "ticker", "longer than 32 characters");
+    expect_400 (TEXT, "sell -/_ 1", "ticker", "has no instrument name");
+    //  After an unquoted secret the value is not quoted.
+    expect_400 (TEXT, "buy X: passphrase=x", "ticker", "instrument name of at");
+    cr_assert_null (strstr (E.message, "X:"), "%s", E.message);
+    expect_ok (JSON, "{\"ticker\":\"BYBIT:BTCUSDT.P\",\"action\":\"buy\"}");
+    cr_assert_str_eq (A.symbol, "BYBIT:BTCUSDT.P");
 }
 
 Test (alert, tradingview_continuous_futures_symbols_are_accepted)
@@ -1299,10 +1407,11 @@ Test (alert, json_output_fits_the_documented_bound)
     for (int i = 0; i < FKS_ALERT_COMMENT_MAX - 1; i++, n += 2)
         memcpy (comment + n, "\\\\", 2);
     comment[n] = '\0';
-    snprintf (body, sizeof body, "{\"ticker\":\"%063d\",\"action\":\"buy\",\"qty\":1e-300,"
-              "\"strategy\":\"%s\",\"comment\":\"%s\",\"id\":\"%0128d\",\"exchange\":\"%031d\","
-              "\"interval\":\"%015d\",\"price\":1.2345678901234567e300}", 0, strategy, comment,
-              0, 0, 0);
+    //  The longest ticker: an exchange prefix and the longest instrument the workers trade.
+    snprintf (body, sizeof body, "{\"ticker\":\"%030d:%032d\",\"action\":\"buy\","
+              "\"qty\":1e-300,\"strategy\":\"%s\",\"comment\":\"%s\",\"id\":\"%0128d\","
+              "\"exchange\":\"%031d\",\"interval\":\"%015d\",\"price\":1.2345678901234567e-300}",
+              0, 0, strategy, comment, 0, 0, 0);
     expect_ok (JSON, body);
     cr_assert_eq (strlen (A.comment), FKS_ALERT_COMMENT_MAX - 1);
     json_t *j = to_json ();
@@ -1410,9 +1519,9 @@ Test (alert, minimal_and_sentiment_only_alerts_pack)
 Test (alert, longest_alert_packs)
 {
     static char body[4096];
-    snprintf (body, sizeof body, "{\"ticker\":\"%063d\",\"action\":\"buy\",\"id\":\"%0128d\","
-              "\"comment\":\"%0511d\",\"strategy\":\"%0127d\",\"exchange\":\"%031d\","
-              "\"interval\":\"%015d\"}", 0, 0, 0, 0, 0, 0);
+    snprintf (body, sizeof body, "{\"ticker\":\"%030d:%032d\",\"action\":\"buy\","
+              "\"id\":\"%0128d\",\"comment\":\"%0511d\",\"strategy\":\"%0127d\","
+              "\"exchange\":\"%031d\",\"interval\":\"%015d\"}", 0, 0, 0, 0, 0, 0, 0);
     expect_ok (JSON, body);
     fks_envelope_t *env = encode_decode ();
     fks_envelope_destroy (&env);

@@ -369,6 +369,25 @@ Test (decide, stale_alert_is_filtered_with_its_age)
     cr_assert_str_eq (d.side, "buy", "a refused buy still records its side");
 }
 
+//  "time": "{{time}}" on a 1-hour chart: the bar opened 59 minutes before the alert fired.
+//  The reason used to say only "the alert fired 3540.0 s ago", which it had not.
+Test (decide, a_stale_alert_time_says_which_placeholder_to_send)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.has_alert_time = true;
+    a.alert_time_ms = NOW - 3540000;
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "stale: the alert fired 3540.0 s ago (limit 120.0 s); the "
+                       "alert's time must be when it fired, TradingView's {{timenow}}, not "
+                       "{{time}}, its bar's open time"), "%s", d.reason);
+    //  Without a time the age is the gateway's: no such hint.
+    a.has_alert_time = false;
+    fks_signal_ctx_t ctx = { .now_ms = NOW, .received_ms = NOW - 600000 };
+    fks_signal_decide (&s_cfg, &a, "BTCUSDT", &ctx, &d);
+    cr_assert (strstr (d.reason, "was received") && !strstr (d.reason, "{{"), "%s", d.reason);
+}
+
 Test (decide, alert_from_the_future_is_filtered)
 {
     fks_signal_alert_t a = s_alert ("buy", 1);
@@ -421,6 +440,27 @@ Test (decide, stops_and_targets_in_percent_become_prices)
     cr_assert_float_eq (d.take_profit, 90, 1e-9);
 }
 
+//  A sell at 0.1 with its stop 0.2 away used to be recorded at 0.30000000000000004, and a 7 %
+//  target of a buy at 0.1 at 0.10700000000000001.
+Test (decide, levels_from_the_entry_carry_no_float_noise)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    a.price = 0.1;
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_AMOUNT, 0.2 };
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert (d.stop_loss == 0.3, "stop %.17g", d.stop_loss);
+    a = s_alert ("buy", 1);
+    a.price = 0.1;
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PERCENT, 7 };
+    d = s_decide (&a, 0);
+    cr_assert (d.take_profit == 0.107, "target %.17g", d.take_profit);
+    a.price = 42123.456789;
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_AMOUNT, 0.000001 };
+    d = s_decide (&a, 0);
+    cr_assert (d.take_profit == 42123.45679, "target %.17g", d.take_profit);
+}
+
 Test (decide, sentiment_alone_gives_the_direction)
 {
     fks_signal_alert_t a = s_alert ("", 1);
@@ -461,6 +501,159 @@ Test (decide, buy_while_the_strategy_stays_short_reduces_the_short)
     cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
 }
 
+//  TradersPost's sentiment is the position after the signal, as market_position is: a sell
+//  with sentiment bullish (a template sending "sentiment": "{{strategy.market_position}}"
+//  on a partial take-profit) reduces the long. It used to close the long and open a short.
+Test (decide, sell_with_sentiment_bullish_reduces_the_long)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "bullish");
+    fks_signal_decision_t d = s_decide (&a, 3);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_str_eq (d.side, "sell");
+    cr_assert_float_eq (d.qty, 1, 1e-12, "%s", d.reason);
+    cr_assert (d.reduce_only, "%s", d.reason);
+    cr_assert_not (d.has_open_qty, "%s", d.reason);
+    cr_assert (d.position_matters);
+    //  More than the long: cut to it, never a reversal.
+    a.quantity = 5;
+    d = s_decide (&a, 3);
+    cr_assert_float_eq (d.qty, 3, 1e-12, "%s", d.reason);
+    cr_assert (d.reduce_only);
+    //  Nothing long: nothing to reduce, with the field that said so.
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "nothing to reduce: sell with sentiment bullish"), "%s",
+               d.reason);
+    //  A buy with sentiment short reduces the short likewise.
+    a = s_alert ("buy", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "short");
+    d = s_decide (&a, -2);
+    cr_assert_str_eq (d.side, "buy");
+    cr_assert_float_eq (d.qty, 1, 1e-12);
+    cr_assert (d.reduce_only);
+    //  A sell with sentiment bearish still reverses (TradersPost: exit long, enter short).
+    a = s_alert ("sell", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    d = s_decide (&a, 2);
+    cr_assert_float_eq (d.qty, 3, 1e-12);
+    cr_assert_not (d.reduce_only);
+}
+
+//  The gateway refuses these; one that reaches the worker anyway is refused alike.
+Test (decide, conflicting_position_fields_are_filtered_naming_them)
+{
+    fks_signal_alert_t a = s_alert ("sell", 1);
+    snprintf (a.market_position, sizeof a.market_position, "short");
+    a.has_position_size = true;
+    a.position_size = 1;
+    fks_signal_decision_t d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "position_size 1 but market_position short"), "%s", d.reason);
+    a = s_alert ("sell", 1);
+    snprintf (a.market_position, sizeof a.market_position, "long");
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "market_position long but sentiment bearish"), "%s", d.reason);
+    a = s_alert ("exit", 0);
+    a.has_position_size = true;
+    a.position_size = 2;
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER);
+    cr_assert (strstr (d.reason, "action exit closes the position but position_size is 2"),
+               "%s", d.reason);
+    a = s_alert ("add", 1);
+    snprintf (a.sentiment, sizeof a.sentiment, "flat");
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "action add but sentiment flat"), "%s", d.reason);
+    //  Agreeing fields trade.
+    a = s_alert ("sell", 1);
+    snprintf (a.market_position, sizeof a.market_position, "short");
+    snprintf (a.sentiment, sizeof a.sentiment, "bearish");
+    a.has_position_size = true;
+    a.position_size = -1;
+    d = s_decide (&a, 1);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_float_eq (d.qty, 2, 1e-12);
+}
+
+//  A quantity whose rounding overflows (1e301 * 10^8) used to be signalled as infinity.
+Test (decide, a_quantity_too_large_to_round_is_filtered)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1e301);
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "qty %g: %s", d.qty, d.reason);
+    cr_assert (strstr (d.reason, "too large"), "%s", d.reason);
+    a.has_position_size = true;
+    a.position_size = -1e305;
+    a.quantity = 1;
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "qty %g: %s", d.qty, d.reason);
+}
+
+//  A stop or target price on the wrong side of the entry (a long's stop sent with a short) used
+//  to be recorded as it was: a buy at 100 with its stop at 105.
+Test (decide, a_stop_or_target_on_the_wrong_side_of_the_entry_is_filtered)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PRICE, 105 };
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert_str_eq (d.reason, "stop_loss 105 is above the alert price 100: a buy's stop loss "
+                      "must be below it");
+    a = s_alert ("sell", 1);
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PRICE, 110 };
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "take_profit 110 is above the alert price 100: a sell's take "
+                       "profit must be below it"), "%s", d.reason);
+    a = s_alert ("buy", 1);
+    snprintf (a.order_type, sizeof a.order_type, "limit");
+    a.has_limit_price = true;
+    a.limit_price = 95;
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PRICE, 95 };
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_FILTER, "%s", d.reason);
+    cr_assert (strstr (d.reason, "take_profit 95 is at the limit price 95"), "%s", d.reason);
+    //  The right sides trade; a sell that reverses a long takes the short's sides.
+    a = s_alert ("sell", 1);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PRICE, 105 };
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PRICE, 90 };
+    d = s_decide (&a, 2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_float_eq (d.stop_loss, 105, 1e-12);
+    cr_assert_float_eq (d.take_profit, 90, 1e-12);
+    //  An exit is not checked: it opens nothing to protect.
+    a = s_alert ("exit", 0);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PRICE, 90 };
+    d = s_decide (&a, 2);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+}
+
+//  A percent or amount that could not become a price used to vanish without a word.
+Test (decide, a_level_that_cannot_be_placed_is_named_in_the_reason)
+{
+    fks_signal_alert_t a = s_alert ("buy", 1);
+    a.has_price = false;
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_PERCENT, 2 };
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_not (d.has_stop_loss);
+    cr_assert (strstr (d.reason, "; stop_loss 2% not set: no entry price is known"), "%s",
+               d.reason);
+    a = s_alert ("buy", 1);
+    a.stop_loss = (fks_level_t) { FKS_LEVEL_AT_AMOUNT, 100 };
+    a.take_profit = (fks_level_t) { FKS_LEVEL_AT_PERCENT, 5 };
+    d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_not (d.has_stop_loss);
+    cr_assert (d.has_take_profit);
+    cr_assert (strstr (d.reason, "; stop_loss 100 not set: it falls at or below 0 from the "
+                       "alert price 100"), "%s", d.reason);
+}
+
 Test (decide, quantity_that_rounds_to_zero_is_filtered)
 {
     fks_signal_alert_t a = s_alert ("buy", 0.000000001);
@@ -487,7 +680,7 @@ Test (decide, sizing_falls_back_to_the_latest_price)
 
 //  Reading a webhook.received body, as the gateway packs it.
 static fks_envelope_t *
-s_envelope (double confidence)
+s_envelope (double confidence, const char *stop_type)
 {
     msgpack_sbuffer body;
     msgpack_sbuffer_init (&body);
@@ -504,8 +697,9 @@ s_envelope (double confidence)
     fks_pack_kv_f64 (&pk, "confidence", confidence);
     fks_pack_str (&pk, "stop_loss");
     msgpack_pack_map (&pk, 2);
-    fks_pack_kv_str (&pk, "type", "stop");
-    fks_pack_kv_f64 (&pk, "stop_price", 2100);
+    fks_pack_kv_str (&pk, "type", stop_type);
+    fks_pack_kv_f64 (&pk, !strcmp (stop_type, "trailing_stop") ? "percent" : "stop_price",
+                     !strcmp (stop_type, "trailing_stop") ? 2 : 2100);
     fks_pack_str (&pk, "take_profit");
     msgpack_pack_map (&pk, 1);
     fks_pack_kv_f64 (&pk, "percent", 3);
@@ -525,7 +719,7 @@ s_envelope (double confidence)
 
 Test (alert, webhook_body_is_read_with_its_nested_levels)
 {
-    fks_envelope_t *env = s_envelope (0.8);
+    fks_envelope_t *env = s_envelope (0.8, "stop");
     fks_signal_alert_t a;
     char why[200];
     cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), 0, "%s", why);
@@ -535,6 +729,7 @@ Test (alert, webhook_body_is_read_with_its_nested_levels)
     cr_assert_float_eq (a.quantity, 2, 1e-12);
     cr_assert_eq (a.stop_loss.kind, FKS_LEVEL_AT_PRICE);
     cr_assert_float_eq (a.stop_loss.value, 2100, 1e-12);
+    cr_assert_not (a.stop_trailing);
     cr_assert_eq (a.take_profit.kind, FKS_LEVEL_AT_PERCENT);
     cr_assert_float_eq (a.confidence, 0.8, 1e-12);
     fks_envelope_destroy (&env);
@@ -542,11 +737,30 @@ Test (alert, webhook_body_is_read_with_its_nested_levels)
 
 Test (alert, confidence_outside_zero_to_one_is_malformed)
 {
-    fks_envelope_t *env = s_envelope (1.5);
+    fks_envelope_t *env = s_envelope (1.5, "stop");
     fks_signal_alert_t a;
     char why[200];
     cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), -1);
     cr_assert (strstr (why, "confidence"), "%s", why);
     cr_assert (!fks_id_is_nil (&a.inbox_id), "the alert id is known even when malformed");
+    fks_envelope_destroy (&env);
+}
+
+//  A trailing stop's percent used to become a fixed stop with nothing to say so.
+Test (alert, a_trailing_stop_is_read_and_said_to_start_at_its_level)
+{
+    fks_envelope_t *env = s_envelope (0.8, "trailing_stop");
+    fks_signal_alert_t a;
+    char why[200];
+    cr_assert_eq (fks_signal_alert_read (env, &a, why, sizeof why), 0, "%s", why);
+    cr_assert (a.stop_trailing);
+    cr_assert_eq (a.stop_loss.kind, FKS_LEVEL_AT_PERCENT);
+    a.has_price = true;
+    a.price = 100;
+    fks_signal_decision_t d = s_decide (&a, 0);
+    cr_assert_eq (d.kind, FKS_SIGNAL_CREATE, "%s", d.reason);
+    cr_assert_float_eq (d.stop_loss, 102, 1e-9);
+    cr_assert (strstr (d.reason, "stop_loss is a trailing_stop: 102 is where it starts"), "%s",
+               d.reason);
     fks_envelope_destroy (&env);
 }

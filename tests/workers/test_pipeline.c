@@ -27,6 +27,8 @@ s_teardown (void)
     h_stack_stop (&s);
 }
 
+static long long s_position_is (const char *symbol, const char *qty);
+
 static const char *
 s_signal_reason (const fks_id_t *alert, char *buf, size_t cap)
 {
@@ -279,6 +281,63 @@ Test (pipeline, close_and_flat_exit_the_open_position, .fini = s_teardown, .time
     h_wait_alert_status (&a5, "filled");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM positions WHERE symbol = 'SOLUSDT'"
                              " AND qty = 0 AND realized_pnl = 50"), 1);
+}
+
+//  Posts body as JSON to the gateway; returns the alert id of a 202, or asserts the status.
+static fks_id_t
+s_post_alert (const char *json, int want_status, char **body_out)
+{
+    char *body = NULL;
+    int st = h_http ("POST", s.gateway_port, "/webhook?token=" H_WEBHOOK_SECRET, NULL,
+                     "application/json", json, &body);
+    cr_assert_eq (st, want_status, "gateway answered %d to %s: %s", st, json, body);
+    fks_id_t alert = { { 0 } };
+    if (st == 202) {
+        char *idp = strstr (body, "\"id\":\"");
+        cr_assert (idp, "%s", body);
+        cr_assert_eq (fks_id_parse (idp + 6, 36, &alert), 0);
+    }
+    if (body_out)
+        *body_out = body;
+    else
+        free (body);
+    return alert;
+}
+
+//  TradersPost-style templates send "sentiment": "{{strategy.market_position}}": a partial
+//  take-profit of a long is a sell with sentiment long. It used to close the long and open
+//  a short of the quantity (long 3, sell 1 bullish: short 1); it reduces the long to 2. And
+//  position_size the unsigned {{strategy.market_position_size}} beside market_position short
+//  is refused at the door naming the field, instead of targeting a long.
+Test (pipeline, a_sell_that_leaves_the_strategy_long_reduces_the_long,
+      .fini = s_teardown, .timeout = 90)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .gateway = true,
+                         .redis_db = REDIS_DB,
+                         .exec_env = (const char *[]) { "FKS_PAPER_FEE_BPS=0", NULL } };
+    h_stack_start (&s, &o);
+    fks_id_t a1 = s_post_alert ("{\"ticker\":\"BYBIT:SOLUSDT.P\",\"action\":\"buy\","
+                                "\"quantity\":\"3\",\"price\":\"100\",\"sentiment\":\"long\"}",
+                                202, NULL);
+    h_wait_alert_status (&a1, "filled");
+    fks_id_t a2 = s_post_alert ("{\"ticker\":\"BYBIT:SOLUSDT.P\",\"action\":\"sell\","
+                                "\"quantity\":\"1\",\"price\":\"110\",\"sentiment\":\"bullish\"}",
+                                202, NULL);
+    h_wait_alert_status (&a2, "filled");
+    cr_assert_eq (s_position_is ("SOLUSDT.P", "2"), 1, "the sell must leave a long of 2");
+    char q[256], id[FKS_ID_STR_SIZE];
+    fks_id_format (&a2, id);
+    cr_assert_eq (h_sql_int (h_sqlf (q, sizeof q, "SELECT count(*) FROM orders WHERE corr = '%s'"
+                                     " AND side = 'sell' AND qty = 1", id)), 1);
+
+    char *body = NULL;
+    s_post_alert ("{\"ticker\":\"SOLUSDT.P\",\"action\":\"sell\",\"contracts\":\"4\","
+                  "\"market_position\":\"short\",\"position_size\":\"2\",\"price\":\"100\"}",
+                  400, &body);
+    cr_assert (strstr (body, "\"field\":\"position_size\""), "%s", body);
+    free (body);
+    cr_assert_eq (s_position_is ("SOLUSDT.P", "2"), 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM inbox"), 2, "a refused alert is not stored");
 }
 
 Test (pipeline, stale_future_and_malformed_alerts_are_filtered_with_the_reason,

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define S_EPS 1e-12
@@ -54,7 +55,7 @@ s_map_num (const msgpack_object *map, const char *k1, const char *k2, double *ou
 //  A stop loss or take profit map: one of a price, a percent or an amount.
 static int
 s_read_level (const fks_envelope_t *env, const char *key, bool stop, fks_level_t *out,
-              char *why, size_t cap)
+              bool *trailing, char *why, size_t cap)
 {
     memset (out, 0, sizeof *out);
     const msgpack_object *m = NULL;
@@ -64,6 +65,11 @@ s_read_level (const fks_envelope_t *env, const char *key, bool stop, fks_level_t
     if (rc < 0 || !m || m->type != MSGPACK_OBJECT_MAP)
         return s_why (why, cap, "%s is not a map", key);
     double v;
+    if (trailing) {
+        const msgpack_object *t = fks_msgpack_map_get (m, "type");
+        *trailing = t && t->type == MSGPACK_OBJECT_STR && t->via.str.size == 13
+                    && memcmp (t->via.str.ptr, "trailing_stop", 13) == 0;
+    }
     int r = stop ? s_map_num (m, "stop_price", "stopPrice", &v)
                  : s_map_num (m, "limit_price", "limitPrice", &v);
     if (r == 0) {
@@ -87,7 +93,7 @@ s_read_level (const fks_envelope_t *env, const char *key, bool stop, fks_level_t
     }
     if (r < 0)
         return s_why (why, cap, "%s has an invalid amount", key);
-    //  A trailing stop or a map without a level: nothing FKS can place with the order.
+    //  A map without a level: nothing FKS can place with the order.
     return 0;
 }
 
@@ -149,8 +155,8 @@ fks_signal_alert_read (const fks_envelope_t *env, fks_signal_alert_t *a, char *w
         a->has_alert_time = true;
         a->alert_time_ms = t;
     }
-    if (s_read_level (env, "stop_loss", true, &a->stop_loss, why, cap)
-        || s_read_level (env, "take_profit", false, &a->take_profit, why, cap))
+    if (s_read_level (env, "stop_loss", true, &a->stop_loss, &a->stop_trailing, why, cap)
+        || s_read_level (env, "take_profit", false, &a->take_profit, NULL, why, cap))
         return -1;
     return 0;
 }
@@ -221,6 +227,22 @@ s_share (fks_signal_decision_t *d, const fks_signal_cfg_t *cfg, double percent)
     d->qty_decimals = cfg->sizing.qty_decimals;
 }
 
+//  Where the alert says the position stands after it: +1 long, -1 short, 0 flat, 2 not said.
+//  From a word of market_position (long, short, flat) or sentiment (also bullish, bearish).
+static int
+s_after_dir (const char *s)
+{
+    if (!*s)
+        return 2;
+    return !strcmp (s, "flat") ? 0 : s_sentiment_dir (s) != 0 ? s_sentiment_dir (s) : 2;
+}
+
+static const char *
+s_dir_name (int dir)
+{
+    return dir > 0 ? "long" : dir < 0 ? "short" : "flat";
+}
+
 static void
 s_fmt_secs (char *buf, size_t cap, int64_t ms)
 {
@@ -257,8 +279,12 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     if (ctx->now_ms - born > cfg->max_age_ms) {
         s_fmt_secs (t1, sizeof t1, ctx->now_ms - born);
         s_fmt_secs (t2, sizeof t2, cfg->max_age_ms);
-        s_filter (d, "stale: the alert %s %s ago (limit %s)",
-                  a->has_alert_time ? "fired" : "was received", t1, t2);
+        //  TradingView's {{time}} is the open time of the alert's bar, not when it fired: on
+        //  any chart slower than FKS_SIGNAL_MAX_AGE it makes every alert stale. Say so.
+        s_filter (d, "stale: the alert %s %s ago (limit %s)%s",
+                  a->has_alert_time ? "fired" : "was received", t1, t2,
+                  a->has_alert_time ? "; the alert's time must be when it fired, TradingView's "
+                                      "{{timenow}}, not {{time}}, its bar's open time" : "");
         return;
     }
 
@@ -273,13 +299,46 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         return;
     }
 
+    //  market_position (TradingView's), sentiment (TradersPost's) and position_size all say
+    //  where the position stands after the alert. The gateway refuses alerts where they
+    //  disagree; an alert that reaches the worker otherwise is refused the same way, since
+    //  every reading of it trades against one of them.
+    int mp_dir = s_after_dir (a->market_position);
+    int se_dir = s_after_dir (a->sentiment);
+    if (mp_dir != 2 && se_dir != 2 && mp_dir != se_dir) {
+        s_filter (d, "conflicting fields: market_position %s but sentiment %s",
+                  a->market_position, a->sentiment);
+        return;
+    }
+    int after = mp_dir != 2 ? mp_dir : se_dir;
+    const char *after_by = mp_dir != 2 ? "market_position" : "sentiment";
+    if (a->has_position_size && after != 2) {
+        double ps = a->position_size;
+        int ps_dir = ps > S_EPS ? 1 : ps < -S_EPS ? -1 : 0;
+        if (ps_dir != after) {
+            s_filter (d, "conflicting fields: position_size %.10g but %s %s (position_size is "
+                      "signed: negative when short)", ps, after_by, s_dir_name (after));
+            return;
+        }
+    }
+
+    if (act == S_ADD && after == 0) {
+        s_filter (d, "conflicting fields: action add but %s flat", after_by);
+        return;
+    }
+    if (a->has_position_size && act == S_EXIT && fabs (a->position_size) > S_EPS) {
+        s_filter (d, "conflicting fields: action %s closes the position but position_size is "
+                  "%.10g", a->action[0] ? a->action : a->sentiment, a->position_size);
+        return;
+    }
+
     double pos = ctx->position;
     double pos_abs = fabs (pos);
-    bool flat_target = !strcmp (a->market_position, "flat") || !strcmp (a->sentiment, "flat");
+    bool flat_target = after == 0;
+    //  A buy after which the strategy is still short (a sell still long) reduces it.
+    bool reduce = (act == S_BUY && after < 0) || (act == S_SELL && after == 1);
     d->position_matters = a->has_position_size || act == S_EXIT || act == S_ADD || flat_target
-                          || (act == S_BUY && !strcmp (a->market_position, "short"))
-                          || (act == S_SELL && !strcmp (a->market_position, "long"))
-                          || !strcmp (a->quantity_type, "percent_of_position");
+                          || reduce || !strcmp (a->quantity_type, "percent_of_position");
 
     //  The entry price: the limit for a limit order, else the alert's price, its signal
     //  price, or the latest known price.
@@ -305,7 +364,6 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         entry = ctx->last_price, entry_from = "latest price";
     else
         has_entry = false;
-    (void) entry_from;
     if (has_entry) {
         d->has_price = true;
         d->price = a->has_price ? a->price : entry;
@@ -380,13 +438,15 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         snprintf (basis, sizeof basis, "close %s position of %.10g (target flat)",
                   buy ? "short" : "long", pos_abs);
     }
-    else if ((act == S_BUY && !strcmp (a->market_position, "short"))
-             || (act == S_SELL && !strcmp (a->market_position, "long"))) {
+    else if (reduce) {
         //  3d. The strategy stays short (long) after a buy (sell): it reduced its position.
+        //  TradersPost reads sentiment the same way: a sell with sentiment bullish is a
+        //  partial exit of the long, never a reversal.
         buy = act == S_BUY;
         if (buy ? pos >= -S_EPS : pos <= S_EPS) {
-            s_filter (d, "nothing to reduce: %s with market position %s and no %s position in "
-                      "%s", buy ? "buy" : "sell", a->market_position,
+            s_filter (d, "nothing to reduce: %s with %s %s and no %s position in %s",
+                      buy ? "buy" : "sell", after_by,
+                      mp_dir != 2 ? a->market_position : a->sentiment,
                       buy ? "short" : "long", symbol);
             return;
         }
@@ -461,6 +521,10 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
 
     //  4. Round to the tradable step.
     double rounded = fks_sizing_round_down (qty, cfg->sizing.qty_decimals);
+    if (!isfinite (rounded)) {
+        s_filter (d, "quantity %.12g is too large to trade", qty);
+        return;
+    }
     if (!(rounded > 0)) {
         s_filter (d, "quantity %.12g rounds to zero at %d decimals", qty,
                   cfg->sizing.qty_decimals);
@@ -470,18 +534,67 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     snprintf (d->side, sizeof d->side, "%s", buy ? "buy" : "sell");
     d->qty = rounded;
 
-    //  5. Stop and target as prices, when they can be placed.
-    double p;
-    if (fks_sizing_level_price (&a->stop_loss, true, buy, has_entry, entry, &p) == 0) {
-        d->has_stop_loss = true;
-        d->stop_loss = p;
-    }
-    if (fks_sizing_level_price (&a->take_profit, false, buy, has_entry, entry, &p) == 0) {
-        d->has_take_profit = true;
-        d->take_profit = p;
+    //  5. Stop and target as prices, when they can be placed. A level the alert asked for is
+    //  never dropped without a word: the reason says why it was not set.
+    char notes[2][160] = { "", "" };
+    for (int i = 0; i < 2; i++) {
+        bool stop = i == 0;
+        const fks_level_t *lv = stop ? &a->stop_loss : &a->take_profit;
+        const char *name = stop ? "stop_loss" : "take_profit";
+        double p;
+        if (lv->kind == FKS_LEVEL_NONE)
+            continue;
+        if (fks_sizing_level_price (lv, stop, buy, has_entry, entry, &p) != 0) {
+            const char *unit = lv->kind == FKS_LEVEL_AT_PERCENT ? "%" : "";
+            if (!has_entry)
+                snprintf (notes[i], sizeof notes[i], "; %s %.10g%s not set: no entry price is "
+                          "known to measure it from (send price)", name, lv->value, unit);
+            else
+                snprintf (notes[i], sizeof notes[i], "; %s %.10g%s not set: it falls at or "
+                          "below 0 from the %s %.10g", name, lv->value, unit, entry_from, entry);
+            continue;
+        }
+        //  A level measured from the entry carries the float noise of the sum (0.1 + 0.2 is
+        //  0.30000000000000004): kept to 12 significant digits, far finer than any tick.
+        if (lv->kind != FKS_LEVEL_AT_PRICE) {
+            char txt[32];
+            snprintf (txt, sizeof txt, "%.12g", p);
+            p = strtod (txt, NULL);
+        }
+        //  A price on the wrong side of the entry is a template error (a long's stop sent
+        //  with a short): refused rather than recorded. Exits carry no protection of their
+        //  own, so only an order that opens is checked.
+        bool below = stop == buy;
+        if (lv->kind == FKS_LEVEL_AT_PRICE && has_entry && !d->reduce_only
+            && (below ? p >= entry : p <= entry)) {
+            s_filter (d, "%s %.10g is %s the %s %.10g: a %s's %s must be %s it", name, p,
+                      p == entry ? "at" : below ? "above" : "below", entry_from, entry,
+                      buy ? "buy" : "sell", stop ? "stop loss" : "take profit",
+                      below ? "below" : "above");
+            return;
+        }
+        if (stop) {
+            d->has_stop_loss = true;
+            d->stop_loss = p;
+            if (a->stop_trailing)
+                snprintf (notes[i], sizeof notes[i], "; stop_loss is a trailing_stop: %.10g is "
+                          "where it starts", p);
+        }
+        else {
+            d->has_take_profit = true;
+            d->take_profit = p;
+        }
     }
     snprintf (d->reason, sizeof d->reason, "%s %.10g %s%s: %s", d->side, d->qty, symbol,
               d->reduce_only ? " (reduce only)" : "", basis);
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen (d->reason);
+        size_t m = strlen (notes[i]);
+        if (m > sizeof d->reason - 1 - n)
+            m = sizeof d->reason - 1 - n;
+        memcpy (d->reason + n, notes[i], m);
+        d->reason[n + m] = '\0';
+    }
 }
 
 double

@@ -50,6 +50,8 @@ typedef struct {
     bool has_limit_price;   double limit_price;
     bool has_signal_price;  double signal_price;
     fks_level_t stop_loss;
+    bool stop_trailing;             /* stop_loss is a trailing_stop: its level is where it
+                                       starts */
     fks_level_t take_profit;
     char strategy[129];
     char interval[17];
