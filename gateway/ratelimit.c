@@ -300,6 +300,25 @@ s_wait_ms (int64_t window, int64_t elapsed, int64_t prev, int64_t cur, int64_t l
     return (int64_t) (until_next + e2) + 1;
 }
 
+//  Whether one more request for e (rolled to this window, `elapsed` ms into it) would pass
+//  limit; if so, *retry_after_s (may be NULL) gets when one will be allowed. Under the mutex.
+static bool
+s_over (const fks_ratelimit_t *self, const s_entry_t *e, int64_t elapsed, int64_t limit,
+        int *retry_after_s)
+{
+    int64_t cur = e->cur_others + e->cur_local;
+    double est = (double) e->prev_total * (double) (self->window_ms - elapsed)
+                 / (double) self->window_ms + (double) cur;
+    if (est + 1 <= (double) limit)
+        return false;
+    if (retry_after_s) {
+        int64_t ms = s_wait_ms (self->window_ms, elapsed, e->prev_total, cur, limit);
+        int64_t s = (ms + 999) / 1000;
+        *retry_after_s = s < 1 ? 1 : (s > 86400 ? 86400 : (int) s);
+    }
+    return true;
+}
+
 int
 fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, int64_t limit,
                    int *retry_after_s)
@@ -344,19 +363,8 @@ fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, in
         self->n_entries++;
     }
     s_roll (e, win);
-    int64_t cur = e->cur_others + e->cur_local;
-    double est = (double) e->prev_total * (double) (self->window_ms - elapsed)
-                 / (double) self->window_ms + (double) cur;
-    int rc = 0;
-    if (est + 1 > (double) limit) {
-        rc = 1;
-        if (retry_after_s) {
-            int64_t ms = s_wait_ms (self->window_ms, elapsed, e->prev_total, cur, limit);
-            int64_t s = (ms + 999) / 1000;
-            *retry_after_s = s < 1 ? 1 : (s > 86400 ? 86400 : (int) s);
-        }
-    }
-    else
+    int rc = s_over (self, e, elapsed, limit, retry_after_s);
+    if (!rc)
         e->cur_local++;
     pthread_mutex_unlock (&self->mutex);
     if (rc)
@@ -381,17 +389,7 @@ fks_ratelimit_over (fks_ratelimit_t *self, const char *scope, const char *key, i
     int rc = 0;
     if (e) {
         s_roll (e, win);
-        int64_t cur = e->cur_others + e->cur_local;
-        double est = (double) e->prev_total * (double) (self->window_ms - elapsed)
-                     / (double) self->window_ms + (double) cur;
-        if (est + 1 > (double) limit) {
-            rc = 1;
-            if (retry_after_s) {
-                int64_t ms = s_wait_ms (self->window_ms, elapsed, e->prev_total, cur, limit);
-                int64_t s = (ms + 999) / 1000;
-                *retry_after_s = s < 1 ? 1 : (s > 86400 ? 86400 : (int) s);
-            }
-        }
+        rc = s_over (self, e, elapsed, limit, retry_after_s);
     }
     pthread_mutex_unlock (&self->mutex);
     if (rc)
