@@ -67,6 +67,25 @@ s_req (const it_ctx_t *ctx, const char *method, const char *path, const char *ke
                   "%s %s: no answer (log %s)", method, path, ctx->log_path);
 }
 
+//  Each case answers 400 naming its field: cases[i][0] is the path of a GET (path NULL), or
+//  the body sent to path with method; cases[i][1] the field.
+static void
+s_expect_400_fields (const it_ctx_t *ctx, const char *method, const char *path,
+                     const char *cases[][2], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        it_resp_t r;
+        s_req (ctx, method, path ? path : cases[i][0], IT_ADMIN_KEY, path ? cases[i][0] : NULL,
+               &r);
+        cr_assert_eq (r.status, 400, "%s -> %ld %s", cases[i][0], r.status, r.body);
+        char field[32];
+        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
+        cr_assert_str_eq (field, cases[i][1], "%s -> %s", cases[i][0], r.body);
+        it_resp_free (&r);
+    }
+}
+
+
 static void
 s_webhook (const it_ctx_t *ctx, const char *symbol, char id[64])
 {
@@ -244,15 +263,7 @@ Test (api, list_parameters_are_checked)
         { "/api/v1/bars?symbol=BTCUSDT", "interval" }, { "/api/v1/events?after=-1", "after" },
         { "/api/v1/alerts/not-a-uuid", "id" }, { "/api/v1/orders?since=2024-13-45", "since" },
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        it_resp_t r;
-        s_req (ctx, "GET", bad[i][0], IT_ADMIN_KEY, NULL, &r);
-        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
-        char field[32];
-        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
-        cr_assert_str_eq (field, bad[i][1], "%s", bad[i][0]);
-        it_resp_free (&r);
-    }
+    s_expect_400_fields (ctx, "GET", NULL, bad, sizeof bad / sizeof bad[0]);
 }
 
 //  Sends req on a new connection and reads what comes back until the gateway has been quiet
@@ -320,15 +331,7 @@ Test (api, a_query_value_holding_a_nul_byte_is_400)
         { "/api/v1/events?type=order.%00", "type" },
         { "/api/v1/orders?since=2024-01-01%00x", "since" },
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        it_resp_t r;
-        s_req (ctx, "GET", bad[i][0], IT_ADMIN_KEY, NULL, &r);
-        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
-        char field[32];
-        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
-        cr_assert_str_eq (field, bad[i][1], "%s", bad[i][0]);
-        it_resp_free (&r);
-    }
+    s_expect_400_fields (ctx, "GET", NULL, bad, sizeof bad / sizeof bad[0]);
 }
 
 //  Only the first of a repeated parameter was read: ?limit=1&limit=1000 was limit 1 here and
@@ -343,15 +346,7 @@ Test (api, a_query_parameter_given_twice_is_400_naming_it)
         { "/api/v1/events?after=1&type=order.&type=signal.", "type" },
         { "/api/v1/breaker?scope=a&scope=b", "scope" },
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        it_resp_t r;
-        s_req (ctx, "GET", bad[i][0], IT_ADMIN_KEY, NULL, &r);
-        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
-        char field[32];
-        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
-        cr_assert_str_eq (field, bad[i][1], "%s", bad[i][0]);
-        it_resp_free (&r);
-    }
+    s_expect_400_fields (ctx, "GET", NULL, bad, sizeof bad / sizeof bad[0]);
     //  Different parameters are fine.
     it_resp_t r;
     s_req (ctx, "GET", "/api/v1/orders?limit=1&status=new&symbol=BTCUSDT", IT_ADMIN_KEY, NULL,
@@ -804,15 +799,7 @@ Test (api, a_bad_manual_order_is_400_naming_the_field)
     };
     long before = it_sql_long (ctx, "SELECT count(*) FROM events"
                                     " WHERE type = 'order.requested'", NULL);
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        it_resp_t r;
-        s_req (ctx, "POST", "/api/v1/orders", IT_ADMIN_KEY, bad[i][0], &r);
-        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
-        char field[32];
-        cr_assert (it_json_str (r.body, "field", field, sizeof field));
-        cr_assert_str_eq (field, bad[i][1], "%s -> %s", bad[i][0], r.body);
-        it_resp_free (&r);
-    }
+    s_expect_400_fields (ctx, "POST", "/api/v1/orders", bad, sizeof bad / sizeof bad[0]);
     cr_assert_eq (it_sql_long (ctx, "SELECT count(*) FROM events WHERE type = 'order.requested'",
                                NULL), before, "a refused order left an order.requested");
 }
@@ -1238,15 +1225,7 @@ Test (api, a_cursor_out_of_range_is_400_naming_cursor)
         { "/api/v1/signals?since=2024-02-30", "since" },
         { "/api/v1/orders?since=2024-01-01T25:00:00Z", "since" },
     };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        it_resp_t r;
-        s_req (ctx, "GET", bad[i][0], IT_ADMIN_KEY, NULL, &r);
-        cr_assert_eq (r.status, 400, "%s -> %ld %s", bad[i][0], r.status, r.body);
-        char field[32];
-        cr_assert (it_json_str (r.body, "field", field, sizeof field), "%s", r.body);
-        cr_assert_str_eq (field, bad[i][1], "%s -> %s", bad[i][0], r.body);
-        it_resp_free (&r);
-    }
+    s_expect_400_fields (ctx, "GET", NULL, bad, sizeof bad / sizeof bad[0]);
     //  A cursor the API gave (the newest order's) is still taken.
     it_resp_t r;
     s_req (ctx, "GET", "/api/v1/orders?cursor=1700000000000000.01900000-0000-7000-8000-"
