@@ -374,6 +374,40 @@ Test (ai_it, exit_below_the_threshold_still_goes_on, .init = s_setup, .fini = s_
     cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
 }
 
+//  An entry of symbol (a buy of qty) created just before, in another replica's hands: only
+//  its row exists. Its id goes to eid.
+static void
+s_entry_created (const char *symbol, double qty, char eid[FKS_ID_STR_SIZE])
+{
+    fks_id_t entry;
+    cr_assert_eq (fks_id_new (&entry), 0);
+    fks_id_format (&entry, eid);
+    char sql[600];
+    snprintf (sql, sizeof sql,
+              "INSERT INTO signals (id, source, corr, symbol, action, side, qty, status)"
+              " VALUES ('%s', 'tradingview', '%s', '%s', 'buy', 'buy', %.10g, 'created')",
+              eid, eid, symbol, qty);
+    dai_sql_exec (sql);
+}
+
+//  Asserts that the signal held back behind the entry eid is still created 0.6 s on (what
+//  says what it is in the message), then lets the entry be scored.
+static void
+s_held_behind (const s_ai_t *ai, const char *held, const char *what, const char *eid)
+{
+    usleep (600 * 1000);
+    const char *p[1] = { held };
+    PGresult *r = PQexecParams (dai_pg (), "SELECT status FROM signals WHERE id = $1", 1, NULL,
+                                p, NULL, NULL, 0);
+    cr_assert_str_eq (PQgetvalue (r, 0, 0), "created",
+                      "the %s was scored before the entry created before it (log: %s)", what,
+                      ai->log);
+    PQclear (r);
+    char sql[200];
+    snprintf (sql, sizeof sql, "UPDATE signals SET status = 'scored' WHERE id = '%s'", eid);
+    dai_sql_exec (sql);
+}
+
 //  With several ai replicas, an entry and its exit can be scored side by side, and the exit
 //  published first would reach execution before the entry and find nothing to close. An exit
 //  is scored after the signals of its symbol created before it: here the entry (created just
@@ -386,26 +420,10 @@ Test (ai_it, an_exit_is_scored_after_the_entry_created_before_it, .init = s_setu
     s_ai_t ai = s_start (s_put_model (s_model_text (text, sizeof text, "hand-v1", 1)), "0.6",
                          NULL);
     s_bars ("RISE", 50);
-    fks_id_t entry;
-    cr_assert_eq (fks_id_new (&entry), 0);
-    char eid[FKS_ID_STR_SIZE], sql[600];
-    fks_id_format (&entry, eid);
-    snprintf (sql, sizeof sql,
-              "INSERT INTO signals (id, source, corr, symbol, action, side, qty, status)"
-              " VALUES ('%s', 'tradingview', '%s', 'RISE', 'buy', 'buy', 1, 'created')",
-              eid, eid);
-    dai_sql_exec (sql);
+    char eid[FKS_ID_STR_SIZE];
+    s_entry_created ("RISE", 1, eid);
     const char *exit_sell = s_signal (&ai, "RISE", "sell", -1, true);
-    usleep (600 * 1000);
-    const char *p[1] = { exit_sell };
-    PGresult *r = PQexecParams (dai_pg (), "SELECT status FROM signals WHERE id = $1", 1, NULL,
-                                p, NULL, NULL, 0);
-    cr_assert_str_eq (PQgetvalue (r, 0, 0), "created",
-                      "the exit was scored before the entry created before it (log: %s)",
-                      ai.log);
-    PQclear (r);
-    snprintf (sql, sizeof sql, "UPDATE signals SET status = 'scored' WHERE id = '%s'", eid);
-    dai_sql_exec (sql);
+    s_held_behind (&ai, exit_sell, "exit", eid);
     cr_assert_str_eq (s_decided (exit_sell), "scored", "log: %s", ai.log);
     fks_bus_client_destroy (&ai.bus);
     cr_assert_eq (dai_stop (ai.pid), 0, "a clean stop (log: %s)", ai.log);
@@ -421,26 +439,10 @@ Test (ai_it, a_share_of_the_position_waits_for_the_entry_and_travels_on, .init =
     s_ai_t ai = s_start (s_put_model (s_model_text (text, sizeof text, "hand-v1", 1)), "0.6",
                          NULL);
     s_bars ("RISE", 50);
-    fks_id_t entry;
-    cr_assert_eq (fks_id_new (&entry), 0);
-    char eid[FKS_ID_STR_SIZE], sql[600];
-    fks_id_format (&entry, eid);
-    snprintf (sql, sizeof sql,
-              "INSERT INTO signals (id, source, corr, symbol, action, side, qty, status)"
-              " VALUES ('%s', 'tradingview', '%s', 'RISE', 'buy', 'buy', 2, 'created')",
-              eid, eid);
-    dai_sql_exec (sql);
+    char eid[FKS_ID_STR_SIZE];
+    s_entry_created ("RISE", 2, eid);
     const char *add = s_signal_share (&ai, "RISE", "buy", -1, false, 0.5);
-    usleep (600 * 1000);
-    const char *p[1] = { add };
-    PGresult *r = PQexecParams (dai_pg (), "SELECT status FROM signals WHERE id = $1", 1, NULL,
-                                p, NULL, NULL, 0);
-    cr_assert_str_eq (PQgetvalue (r, 0, 0), "created",
-                      "the share was scored before the entry created before it (log: %s)",
-                      ai.log);
-    PQclear (r);
-    snprintf (sql, sizeof sql, "UPDATE signals SET status = 'scored' WHERE id = '%s'", eid);
-    dai_sql_exec (sql);
+    s_held_behind (&ai, add, "share", eid);
     cr_assert_str_eq (s_decided (add), "scored", "log: %s", ai.log);
     fks_envelope_t *env = s_outcome (add);
     cr_assert_str_eq (fks_envelope_hdr (env)->type, "signal.scored");
