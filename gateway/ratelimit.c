@@ -300,6 +300,23 @@ s_wait_ms (int64_t window, int64_t elapsed, int64_t prev, int64_t cur, int64_t l
     return (int64_t) (until_next + e2) + 1;
 }
 
+//  A request's entry key and where now falls: its window and how far into it.
+typedef struct {
+    char k[FKS_RATELIMIT_KEY_MAX];
+    uint64_t h;
+    int64_t win, elapsed;
+} s_at_t;
+
+static void
+s_at (const fks_ratelimit_t *self, const char *scope, const char *key, s_at_t *at)
+{
+    s_make_key (at->k, scope, key ? key : "");
+    at->h = s_hash (at->k);
+    int64_t now = fks_now_ms ();
+    at->win = now / self->window_ms;
+    at->elapsed = now - at->win * self->window_ms;
+}
+
 //  Whether one more request for e (rolled to this window, `elapsed` ms into it) would pass
 //  limit; if so, *retry_after_s (may be NULL) gets when one will be allowed. Under the mutex.
 static bool
@@ -325,15 +342,11 @@ fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, in
 {
     if (limit <= 0)
         return 0;
-    char k[FKS_RATELIMIT_KEY_MAX];
-    s_make_key (k, scope, key ? key : "");
-    uint64_t h = s_hash (k);
-    int64_t now = fks_now_ms ();
-    int64_t win = now / self->window_ms;
-    int64_t elapsed = now - win * self->window_ms;
+    s_at_t at;
+    s_at (self, scope, key, &at);
 
     pthread_mutex_lock (&self->mutex);
-    s_entry_t *e = s_find (self, k, h);
+    s_entry_t *e = s_find (self, at.k, at.h);
     if (!e) {
         if (self->n_entries >= self->max_entries) {
             pthread_mutex_unlock (&self->mutex);
@@ -349,11 +362,11 @@ fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, in
                 *retry_after_s = 1;
             return 1;
         }
-        memcpy (e->key, k, sizeof k);
-        e->hash = h;
-        e->win = win;
+        memcpy (e->key, at.k, sizeof at.k);
+        e->hash = at.h;
+        e->win = at.win;
         e->carry_win = -1;
-        size_t b = h & (self->n_buckets - 1);
+        size_t b = at.h & (self->n_buckets - 1);
         e->next = self->buckets[b];
         self->buckets[b] = e;
         e->live_next = self->live;
@@ -362,8 +375,8 @@ fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, in
         self->live = e;
         self->n_entries++;
     }
-    s_roll (e, win);
-    int rc = s_over (self, e, elapsed, limit, retry_after_s);
+    s_roll (e, at.win);
+    int rc = s_over (self, e, at.elapsed, limit, retry_after_s);
     if (!rc)
         e->cur_local++;
     pthread_mutex_unlock (&self->mutex);
@@ -378,18 +391,14 @@ fks_ratelimit_over (fks_ratelimit_t *self, const char *scope, const char *key, i
 {
     if (limit <= 0)
         return 0;
-    char k[FKS_RATELIMIT_KEY_MAX];
-    s_make_key (k, scope, key ? key : "");
-    uint64_t h = s_hash (k);
-    int64_t now = fks_now_ms ();
-    int64_t win = now / self->window_ms;
-    int64_t elapsed = now - win * self->window_ms;
+    s_at_t at;
+    s_at (self, scope, key, &at);
     pthread_mutex_lock (&self->mutex);
-    s_entry_t *e = s_find (self, k, h);
+    s_entry_t *e = s_find (self, at.k, at.h);
     int rc = 0;
     if (e) {
-        s_roll (e, win);
-        rc = s_over (self, e, elapsed, limit, retry_after_s);
+        s_roll (e, at.win);
+        rc = s_over (self, e, at.elapsed, limit, retry_after_s);
     }
     pthread_mutex_unlock (&self->mutex);
     if (rc)
