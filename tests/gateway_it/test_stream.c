@@ -318,19 +318,26 @@ Test (stream, a_resume_goes_on_in_numeric_xid_order_across_a_digit_boundary)
     s_sse_free (&s);
 }
 
-Test (stream, the_types_filter_keeps_only_matching_events)
+//  Two new events, after the newest one so far (its seq into after): a security.event (a
+//  refused webhook) and a webhook.received (an alert of symbol accepted).
+static void
+s_security_and_webhook (const it_ctx_t *ctx, const char *symbol, char after[24])
 {
-    const it_ctx_t *ctx = it_ctx ();
-    char after[24];
-    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
-    //  A refused webhook makes a security.event; an accepted one a webhook.received.
+    snprintf (after, 24, "%ld", s_newest_seq (ctx));
     it_resp_t r;
     it_webhook (ctx, "/webhook/tradingview", "application/json",
                 "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"not-the-secret\"}", NULL, &r);
     cr_assert_eq (r.status, 401);
     it_resp_free (&r);
     char id[64];
-    s_post (ctx, "FILTUSDT", id);
+    s_post (ctx, symbol, id);
+}
+
+Test (stream, the_types_filter_keeps_only_matching_events)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char after[24];
+    s_security_and_webhook (ctx, "FILTUSDT", after);
     s_sse_t s;
     s_sse_init (&s);
     s.stop_after = 1;
@@ -507,14 +514,7 @@ Test (stream, types_given_twice_take_both)
 {
     const it_ctx_t *ctx = it_ctx ();
     char after[24];
-    snprintf (after, sizeof after, "%ld", s_newest_seq (ctx));
-    it_resp_t r;
-    it_webhook (ctx, "/webhook/tradingview", "application/json",
-                "{\"ticker\":\"A\",\"action\":\"buy\",\"passphrase\":\"not-the-secret\"}", NULL, &r);
-    cr_assert_eq (r.status, 401);
-    it_resp_free (&r);
-    char id[64];
-    s_post (ctx, "TWICEUSDT", id);
+    s_security_and_webhook (ctx, "TWICEUSDT", after);
     s_sse_t s;
     s_sse_init (&s);
     s.stop_after = 2;
