@@ -581,13 +581,13 @@ s_symbol_query (s_req_t *r, bool required, bool spelled, char out[40], int *st)
     return 0;
 }
 
-//  ?limit= into *limit. 0, or the error reply's status.
+//  ?limit= into *limit, def when absent. 0, or the error reply's status.
 static int
-s_limit (s_req_t *r, int *limit)
+s_limit_or (s_req_t *r, int def, int *limit)
 {
     char v[16];
     int n = fks_http_query (r->conn, "limit", v, sizeof v);
-    *limit = S_LIMIT_DEFAULT;
+    *limit = def;
     if (n == -1)
         return 0;
     char *end = NULL;
@@ -596,6 +596,12 @@ s_limit (s_req_t *r, int *limit)
         return s_bad (r, "limit", "limit must be an integer from 1 to 1000");
     *limit = (int) l;
     return 0;
+}
+
+static int
+s_limit (s_req_t *r, int *limit)
+{
+    return s_limit_or (r, S_LIMIT_DEFAULT, limit);
 }
 
 //  The microseconds part of a keyset cursor: 1-18 digits, at most 9999-12-31T23:59:59.999999Z
@@ -807,12 +813,23 @@ s_round8 (double v)
 static int
 s_positions (s_req_t *r)
 {
-    char symbol[40];
-    int st;
+    char symbol[40], cursor[40];
+    int limit, st = s_limit_or (r, S_LIMIT_MAX, &limit);
+    if (st)
+        return st;
     int n_sym = s_symbol_query (r, false, false, symbol, &st);
     if (st)
         return st;
-    const char *values[1] = { n_sym >= 0 ? symbol : NULL };
+    //  The cursor is the last symbol of the page before (the list is in symbol order).
+    int n_cur = fks_http_query (r->conn, "cursor", cursor, sizeof cursor);
+    bool cur_ok = n_cur == -1 || (n_cur > 0 && n_cur <= 32);
+    for (int i = 0; cur_ok && i < n_cur; i++)
+        cur_ok = isalnum ((unsigned char) cursor[i]) || strchr ("._/!:-", cursor[i]);
+    if (!cur_ok)
+        return s_bad (r, "cursor", "cursor must be a value of a previous page's next");
+    char lim[16];
+    snprintf (lim, sizeof lim, "%d", limit + 1);
+    const char *values[3] = { n_sym >= 0 ? symbol : NULL, n_cur > 0 ? cursor : NULL, lim };
     //  The symbol's newest fill: the one stored last (created_at, then id, the order of
     //  fills_symbol_created_idx), the last one the execution worker applied to the position.
     static const char sql[] =
@@ -822,15 +839,19 @@ s_positions (s_req_t *r)
         " p.avg_price::float8, f.price::float8, (extract (epoch FROM f.ts) * 1000)::bigint"
         " FROM positions p LEFT JOIN LATERAL (SELECT price, ts FROM fills"
         "   WHERE fills.symbol = p.symbol ORDER BY created_at DESC, id DESC LIMIT 1) f ON true"
-        " WHERE ($1::text IS NULL OR p.symbol = $1) ORDER BY p.symbol LIMIT 1000";
+        " WHERE ($1::text IS NULL OR p.symbol = $1) AND ($2::text IS NULL OR p.symbol > $2)"
+        " ORDER BY p.symbol LIMIT $3::int";
     fks_pg_t *pg = fks_api_pg_get (r->api, S_POOL_WAIT_MS);
     if (!pg)
         return s_unavailable (r, "no database connection came free");
-    PGresult *res = s_query (r, pg, sql, 1, values, NULL, &st);
+    PGresult *res = s_query (r, pg, sql, 3, values, NULL, &st);
     fks_api_pg_put (r->api, pg);
     if (!res)
         return st;
     size_t rows = (size_t) PQntuples (res);
+    bool more = rows > (size_t) limit;
+    if (more)
+        rows = (size_t) limit;
     s_mark_t *marks = rows ? calloc (rows, sizeof *marks) : NULL;
     if (rows && !marks) {
         PQclear (res);
@@ -885,7 +906,13 @@ s_positions (s_req_t *r)
             fks_sbuf_puts (&b, "null");
         fks_sbuf_puts (&b, "}");
     }
-    fks_sbuf_puts (&b, "],\"next\":null}");
+    fks_sbuf_puts (&b, "],\"next\":");
+    if (more)
+        fks_sbuf_json_str (&b, PQgetvalue (res, (int) rows - 1, 1),
+                           strlen (PQgetvalue (res, (int) rows - 1, 1)));
+    else
+        fks_sbuf_puts (&b, "null");
+    fks_sbuf_puts (&b, "}");
     PQclear (res);
     free (marks);
     if (b.failed) {

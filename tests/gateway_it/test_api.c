@@ -460,6 +460,52 @@ Test (api, positions_and_fills_are_listed)
     it_resp_free (&r);
 }
 
+//  Positions come in pages in symbol order: every one once, whatever their number (the list
+//  stopped at 1000 and said there was no next page).
+Test (api, positions_are_paged_by_symbol)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char mine[3][32];
+    for (int i = 0; i < 3; i++) {
+        snprintf (mine[i], sizeof mine[i], "PG%luUSDT", it_unique ());
+        const char *p[] = { mine[i] };
+        PQclear (it_sql (ctx, "INSERT INTO positions (symbol, qty, avg_price) VALUES ($1, 1, 1)",
+                         1, p));
+    }
+    long total = it_sql_long (ctx, "SELECT count(*) FROM positions", NULL);
+    int seen[3] = { 0, 0, 0 };
+    long items = 0;
+    char path[128] = "/api/v1/positions?limit=2";
+    for (int page = 0; page < 1000; page++) {
+        it_resp_t r;
+        s_req (ctx, "GET", path, IT_ADMIN_KEY, NULL, &r);
+        cr_assert_eq (r.status, 200, "%s -> %ld %s", path, r.status, r.body);
+        int n = 0;
+        for (const char *q = r.body; (q = strstr (q, "\"symbol\" : ")); q++)
+            n++;
+        cr_assert (n <= 2, "%d items on a page of 2: %s", n, r.body);
+        items += n;
+        for (int i = 0; i < 3; i++) {
+            char k[48];
+            snprintf (k, sizeof k, "\"symbol\" : \"%.31s\"", mine[i]);
+            seen[i] += strstr (r.body, k) != NULL;
+        }
+        char next[40];
+        bool more = it_json_str (r.body, "next", next, sizeof next);
+        it_resp_free (&r);
+        if (!more)
+            break;
+        snprintf (path, sizeof path, "/api/v1/positions?limit=2&cursor=%s", next);
+    }
+    cr_assert_eq (items, total, "%ld positions listed of %ld", items, total);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq (seen[i], 1, "%s listed %d times", mine[i], seen[i]);
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/positions?cursor=a%20b", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 400, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
+}
+
 //  The item of a positions page with this symbol, or NULL.
 static json_t *
 s_position (json_t *page, const char *symbol)
