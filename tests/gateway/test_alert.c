@@ -194,6 +194,27 @@ Test (alert, tradingviews_default_strategy_message)
                 "position_size", "must be a number");
 }
 
+//  The strategy template the README recommends, as TradingView fills it in for an entry, a
+//  reversal, a partial exit and an exit: each is taken, with its signed target.
+Test (alert, the_readmes_strategy_template_is_taken_for_every_kind_of_order)
+{
+    static const struct { const char *action, *contracts, *size, *mp; double target; } o[] = {
+        { "buy", "1", "1", "long", 1 }, { "sell", "2", "-1", "short", -1 },
+        { "buy", "0.5", "-0.5", "short", -0.5 }, { "buy", "0.5", "0", "flat", 0 },
+    };
+    for (size_t i = 0; i < sizeof o / sizeof o[0]; i++) {
+        char body[512];
+        snprintf (body, sizeof body,
+                  "{\"ticker\":\"BTCUSDT\",\"action\":\"%s\",\"contracts\":\"%s\","
+                  "\"position_size\":\"%s\",\"market_position\":\"%s\",\"price\":\"42000\","
+                  "\"time\":\"2024-01-15T14:30:00Z\",\"passphrase\":\"s\"}",
+                  o[i].action, o[i].contracts, o[i].size, o[i].mp);
+        expect_ok (JSON, body);
+        cr_assert (A.has_position_size, "%s", body);
+        expect_num (A.position_size, o[i].target);
+    }
+}
+
 Test (alert, plain_text_that_fits_no_form_is_refused)
 {
     expect_400 (TEXT, "buy", "body", "action ticker [qty] [@price]");
