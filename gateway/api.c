@@ -1474,10 +1474,11 @@ s_order_create (s_req_t *r)
         type = json_string_value (v);
     }
     v = json_object_get (j, "qty");
-    if (!json_is_number (v) || !isfinite (json_number_value (v)) || json_number_value (v) <= 0
-        || json_number_value (v) > 1e12) {
+    //  1e-12: the finest step a quantity is kept to (workers/qty.h, 12 decimals).
+    if (!json_is_number (v) || !isfinite (json_number_value (v))
+        || json_number_value (v) < 1e-12 || json_number_value (v) > 1e12) {
         field = "qty";
-        msg = "qty must be a number above 0";
+        msg = "qty must be a number from 1e-12 to 1e12";
         goto invalid;
     }
     qty = json_number_value (v);

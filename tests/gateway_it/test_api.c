@@ -826,6 +826,7 @@ Test (api, a_bad_manual_order_is_400_naming_the_field)
     const it_ctx_t *ctx = it_ctx ();
     const char *bad[][2] = {
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":-1}", "qty" },
+        { "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"qty\":1e-300}", "qty" },
         { "{\"symbol\":\"BTCUSDT\",\"side\":\"hold\",\"qty\":1}", "side" },
         { "{\"symbol\":\"BTC USDT\",\"side\":\"buy\",\"qty\":1}", "symbol" },
         { "{\"symbol\":\"!ES\",\"side\":\"buy\",\"qty\":1}", "symbol" },
