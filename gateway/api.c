@@ -1839,14 +1839,36 @@ s_handle (struct mg_connection *conn, void *cbdata)
     int st = fks_api_authorize (self, conn, scope, false, &r.key);
     if (st)
         return s_done (&r, st);
-    //  Every parameter is read once (fks_http_query takes the first): a second one, which a
-    //  client or a proxy in front may take as the one that counts, is refused, not ignored.
-    char twice[48];
-    if (fks_http_query_repeated (conn, NULL, twice, sizeof twice)) {
-        char msg[96];
-        snprintf (msg, sizeof msg, "%s is given more than once", twice);
-        return s_bad (&r, twice, strcmp (twice, "query") == 0
-                                 ? "the query has more than 64 parameters" : msg);
+    //  The parameters each route reads, once each (fks_http_query takes the first): a second
+    //  one, which a client or a proxy in front may take as the one that counts, is refused,
+    //  and so is one the route does not take (?types= on /events, the stream's spelling, was
+    //  ignored and every event listed).
+    static const char *const p_none[] = { NULL };
+    static const char *const p_list[] = { "limit", "cursor", "symbol", "status", "since", NULL };
+    static const char *const p_positions[] = { "limit", "cursor", "symbol", NULL };
+    static const char *const p_bars[] = { "limit", "cursor", "symbol", "interval", NULL };
+    static const char *const p_events[] = { "limit", "cursor", "after", "type", NULL };
+    static const char *const p_breaker[] = { "scope", NULL };
+    const char *const *takes = breaker ? p_breaker
+                             : strcmp (seg1, "positions") == 0 ? p_positions
+                             : strcmp (seg1, "bars") == 0 ? p_bars
+                             : strcmp (seg1, "events") == 0 ? p_events
+                             : (list && !seg2 && get) ? p_list : p_none;
+    char name[48];
+    fks_query_check_t qc = fks_http_query_check (conn, NULL, takes, name, sizeof name);
+    if (qc != FKS_QUERY_OK) {
+        char msg[160];
+        if (qc == FKS_QUERY_UNKNOWN) {
+            int n = snprintf (msg, sizeof msg, "this route takes no parameter %s", name);
+            for (int i = 0; takes[i] && n > 0 && (size_t) n < sizeof msg; i++)
+                n += snprintf (msg + n, sizeof msg - (size_t) n, "%s%s",
+                               i ? ", " : "; it takes ", takes[i]);
+        }
+        else if (qc == FKS_QUERY_TOO_MANY)
+            snprintf (msg, sizeof msg, "the query has more than 64 parameters");
+        else
+            snprintf (msg, sizeof msg, "%s is given more than once", name);
+        return s_bad (&r, name, msg);
     }
 
     if (breaker)

@@ -628,15 +628,25 @@ fks_http_query (struct mg_connection *conn, const char *name, char *out, size_t 
     return fks_http_query_nth (conn, name, 0, out, cap);
 }
 
-bool
-fks_http_query_repeated (struct mg_connection *conn, const char *const *many, char *name,
-                         size_t cap)
+//  Whether the name (nl bytes, raw) is in list (NULL-terminated, may be NULL), without case.
+static bool
+s_listed (const char *const *list, const char *name, size_t nl)
+{
+    for (const char *const *m = list; m && *m; m++)
+        if (strlen (*m) == nl && strncasecmp (*m, name, nl) == 0)
+            return true;
+    return false;
+}
+
+fks_query_check_t
+fks_http_query_check (struct mg_connection *conn, const char *const *many,
+                      const char *const *known, char *name, size_t cap)
 {
     const struct mg_request_info *ri = mg_get_request_info (conn);
     if (cap)
         name[0] = '\0';
     if (!ri || !ri->query_string)
-        return false;
+        return FKS_QUERY_OK;
     //  The names as civetweb's mg_get_var2 matches them: raw (not decoded), without case.
     enum { S_NAMES_MAX = 64 };
     const char *at[S_NAMES_MAX];
@@ -649,25 +659,26 @@ fks_http_query_repeated (struct mg_connection *conn, const char *const *many, ch
         const char *stop = amp ? amp : end;
         const char *eq = memchr (p, '=', (size_t) (stop - p));
         size_t nl = (size_t) ((eq ? eq : stop) - p);
-        bool listed = false;
-        for (const char *const *m = many; m && *m && !listed; m++)
-            listed = strlen (*m) == nl && strncasecmp (*m, p, nl) == 0;
-        if (nl > 0 && !listed) {
+        if (nl > 0 && known && !s_listed (known, p, nl)) {
+            snprintf (name, cap, "%.*s", (int) nl, p);
+            return FKS_QUERY_UNKNOWN;
+        }
+        if (nl > 0 && !s_listed (many, p, nl)) {
             for (int i = 0; i < n; i++)
                 if (len[i] == nl && strncasecmp (at[i], p, nl) == 0) {
                     snprintf (name, cap, "%.*s", (int) nl, p);
-                    return true;
+                    return FKS_QUERY_REPEATED;
                 }
             if (n == S_NAMES_MAX) {
                 snprintf (name, cap, "query");
-                return true;                /* more parameters than any route takes */
+                return FKS_QUERY_TOO_MANY;      /* more parameters than any route takes */
             }
             at[n] = p;
             len[n++] = nl;
         }
         p = stop + 1;
     }
-    return false;
+    return FKS_QUERY_OK;
 }
 const char *
 fks_http_header (struct mg_connection *conn, const char *name)

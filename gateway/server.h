@@ -130,12 +130,17 @@ int fks_http_query (struct mg_connection *conn, const char *name, char *out, siz
 int fks_http_query_nth (struct mg_connection *conn, const char *name, int nth, char *out,
                         size_t cap);
 
-/*  True when the query string names a parameter twice (without case; the names in `many`, a
- *  NULL-terminated list that may be NULL, may repeat) or has more than 64 parameters; the
- *  first such name (or "query") goes to name (cap bytes). A repeated parameter is ambiguous:
- *  fks_http_query reads only the first, where a client or a proxy may mean the last. */
-bool fks_http_query_repeated (struct mg_connection *conn, const char *const *many, char *name,
-                              size_t cap);
+/*  The query's parameter names checked (raw, without case, as civetweb matches them): one
+ *  not in `known` (a NULL-terminated list; NULL: any name) is FKS_QUERY_UNKNOWN, one given
+ *  twice (except the names in `many`, which may repeat; may be NULL) FKS_QUERY_REPEATED, more
+ *  than 64 FKS_QUERY_TOO_MANY; the first such name (or "query") goes to name (cap bytes). A
+ *  repeated parameter is ambiguous (fks_http_query reads the first, a client or a proxy may
+ *  mean the last), and an unknown one is most often a misspelt filter that would be ignored. */
+typedef enum {
+    FKS_QUERY_OK = 0, FKS_QUERY_UNKNOWN, FKS_QUERY_REPEATED, FKS_QUERY_TOO_MANY
+} fks_query_check_t;
+fks_query_check_t fks_http_query_check (struct mg_connection *conn, const char *const *many,
+                                        const char *const *known, char *name, size_t cap);
 
 /*  A request header, or NULL. */
 const char *fks_http_header (struct mg_connection *conn, const char *name);

@@ -808,7 +808,7 @@ s_admit (fks_stream_t *self, struct mg_connection *conn, s_client_t *c)
     //  ignored, but none may be given twice (?after=, ?access_token=: which one would count?).
     static const char *const filters[] = { "types", "type", NULL };
     char twice[48];
-    if (fks_http_query_repeated (conn, filters, twice, sizeof twice))
+    if (fks_http_query_check (conn, filters, NULL, twice, sizeof twice) != FKS_QUERY_OK)
         return fks_http_error (conn, 400, NULL, "invalid_field", twice,
                                strcmp (twice, "query") == 0
                                ? "the query has more than 64 parameters"

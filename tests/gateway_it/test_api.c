@@ -334,6 +334,25 @@ Test (api, a_query_value_holding_a_nul_byte_is_400)
     s_expect_400_fields (ctx, "GET", NULL, bad, sizeof bad / sizeof bad[0]);
 }
 
+//  A parameter the route does not read was ignored: /events?types=order. (the stream's
+//  spelling) listed every event, ?limt=5 listed 100. 400 naming it, saying what the route takes.
+Test (api, a_parameter_the_route_does_not_take_is_400_naming_it)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    const char *bad[][2] = {
+        { "/api/v1/events?types=order.", "types" },
+        { "/api/v1/orders?limt=5", "limt" },
+        { "/api/v1/positions?status=new", "status" },
+        { "/api/v1/orders/01900000-0000-7000-8000-000000000000?symbol=BTCUSDT", "symbol" },
+        { "/api/v1/bars?symbol=BTCUSDT&interval=1m&after=1", "after" },
+    };
+    s_expect_400_fields (ctx, "GET", NULL, bad, sizeof bad / sizeof bad[0]);
+    it_resp_t r;
+    s_req (ctx, "GET", "/api/v1/events?types=order.", IT_ADMIN_KEY, NULL, &r);
+    cr_assert (strstr (r.body, "it takes limit, cursor, after, type"), "%s", r.body);
+    it_resp_free (&r);
+}
+
 //  Only the first of a repeated parameter was read: ?limit=1&limit=1000 was limit 1 here and
 //  may be 1000 to a proxy or a client library that takes the last. 400 naming it (any case,
 //  as the parameters are matched).
