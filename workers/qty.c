@@ -1,5 +1,6 @@
 /*  qty.c - quantities as the signal and the execution worker both compute them. See qty.h. */
 #include "workers/qty.h"
+#include "workers/runtime.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +26,13 @@ fks_qty_round_down (double qty, int decimals)
     return r / scale;
 }
 
+double
+fks_qty_stored (double v)
+{
+    char buf[48];
+    return fks_worker_parse_num (fks_worker_num (buf, v), 0);
+}
+
 bool
 fks_qty_share_ok (double share)
 {
@@ -47,10 +55,7 @@ fks_qty_position_share (double pos, bool buy, bool reduce, double share, int dec
     double q = b * share;
     if (decimals >= 0)
         q = fks_qty_round_down (q, decimals);
-    else {
-        char buf[40];
-        snprintf (buf, sizeof buf, "%.15g", q);
-        q = strtod (buf, NULL);
-    }
+    else
+        q = fks_qty_stored (q);
     return q > b ? b : q;
 }

@@ -19,6 +19,13 @@
  *  (1e-12 of the value, at most 1e-6 of a step) round up instead, so 0.3 stays 0.3. */
 double fks_qty_round_down (double qty, int decimals);
 
+/*  v as the numeric columns keep it: 15 significant digits (what fks_worker_num writes), -0
+ *  as 0, a value that is not finite as 0. So positions kept in memory for a transaction move
+ *  exactly as they would if read back after every fill (float error never accumulates across
+ *  a batch), and a quantity computed from others is ordered as 0.3, not 0.30000000000000004,
+ *  while one of 13 or more digits (12345.12345678) keeps them all. */
+double fks_qty_stored (double v);
+
 /*  True when share is a usable share of a position: finite, more than 0 and at most 1. */
 bool fks_qty_share_ok (double share);
 

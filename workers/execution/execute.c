@@ -1172,33 +1172,21 @@ s_write_fill (fks_worker_tx_t *tx, const char *broker, const fks_order_t *o,
     return FKS_WORKER_OK;
 }
 
-//  A value as the numeric column will hold it (15 significant digits): positions kept in
-//  memory for a transaction move exactly as they would if read back after every fill, so
-//  float error never accumulates across a batch; and a quantity computed from others is
-//  ordered as 0.3, not 0.30000000000000004, while one of 13 or more digits (12345.12345678,
-//  FKS_SIGNAL_QTY_DECIMALS 8) keeps them all.
-static double
-s_stored (double v)
-{
-    char buf[48];
-    return fks_worker_parse_num (fks_worker_num (buf, v), 0);
-}
-
 //  An open order of the symbol on one side has qty less left to fill (filled or cut).
 static void
 s_open_less (s_pos_entry_t *e, bool buy, double qty)
 {
     double *open = buy ? &e->open_buy : &e->open_sell;
-    *open = s_stored (fmax (0, *open - qty));
+    *open = fks_qty_stored (fmax (0, *open - qty));
 }
 
 static void
 s_position_stored (fks_position_t *p)
 {
-    p->qty = s_stored (p->qty);
-    p->avg_price = p->qty == 0 ? 0 : s_stored (p->avg_price);
-    p->realized_pnl = s_stored (p->realized_pnl);
-    p->fees = s_stored (p->fees);
+    p->qty = fks_qty_stored (p->qty);
+    p->avg_price = p->qty == 0 ? 0 : fks_qty_stored (p->avg_price);
+    p->realized_pnl = fks_qty_stored (p->realized_pnl);
+    p->fees = fks_qty_stored (p->fees);
 }
 
 //  Applies the broker's fills to the order and the position in memory; snaps[i] is the
@@ -1699,7 +1687,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
     if (q->has_share)
         return s_size_share (tx, st, q, pos, done);
     if (q->has_target) {
-        double delta = s_stored (q->target - pos->qty);
+        double delta = fks_qty_stored (q->target - pos->qty);
         if (fabs (delta) <= 1e-12 * fmax (1, fabs (q->target))) {
             fks_risk_verdict_t v = { .rule = "target", .has_value = true, .value = pos->qty,
                                      .has_limit = true, .limit = q->target };
@@ -1727,7 +1715,7 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
     else if (q->close_position && opposite > 0)
         o->qty = opposite;          /* all of it; nothing open on that side: refused below */
     else if (q->has_open_qty)
-        o->qty = s_stored (q->open_qty + opposite);
+        o->qty = fks_qty_stored (q->open_qty + opposite);
     return FKS_WORKER_OK;
 }
 
@@ -2218,7 +2206,7 @@ s_reduce_only_at_fill (fks_worker_tx_t *tx, s_thread_t *st, s_pos_entry_t *pe,
     if (rest <= room + 1e-12)
         return FKS_WORKER_OK;
     if (room > 1e-12) {
-        o->qty = s_stored (o->filled_qty + room);
+        o->qty = fks_qty_stored (o->filled_qty + room);
         s_open_less (pe, o->buy, rest - room);
         *cut = true;
         return FKS_WORKER_OK;
