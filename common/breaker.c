@@ -32,14 +32,19 @@ struct fks_breaker_t {
 #define S_NOTED_TTL_S     "1200"
 
 //  KEYS[1] the state hash, KEYS[2] the window hash, and with ids KEYS[3] / KEYS[4] the noted
-//  sets of this bucket and the one before. ARGV: op, now_ms, failures, failure_rate,
+//  sets of this bucket and the one before, KEYS[5] / KEYS[6] the hashes of the same buckets
+//  that keep, for an id whose recording opened or closed the breaker, which it did and when
+//  ("1:<ms>" opened, "3:<ms>" closed). ARGV: op, now_ms, failures, failure_rate,
 //  min_requests, window_ms, cooldown_ms, half_open_successes, reason, outcomes ('o' ok, 'f'
 //  failure, one per order, in order), then the orders' ids (none, or one per outcome; allow:
 //  one). Ops: allow (ask once), record (record the outcomes), try (ask before each outcome and
 //  record it; all or nothing: when the breaker would refuse one, nothing is written), status
 //  (read), reset. An id found in the noted sets was let through and recorded before: it is
 //  neither asked about nor recorded again (counted as let through, and in `already`); the ids
-//  recorded now are added to the bucket's set. The state machine runs on local copies and is
+//  recorded now are added to the bucket's set. A noted id whose recording opened or closed the
+//  breaker reports that transition again, as long as the breaker has not changed since: the
+//  transaction that was to publish it may have rolled back, and its redo must publish it (the
+//  one that commits is the one whose event stands). The state machine runs on local copies and is
 //  written back once at the end. Returns {state, consecutive, window_failures, window_total,
 //  half_open_ok, changed_at, opened_at, reason, transition, let, opened, closed, already}:
 //  transition is the last change (0 none, 1 opened, 2 half-opened, 3 closed), let the
@@ -52,6 +57,7 @@ static const char s_script[] =
     "local win, cool, hsucc = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])\n"
     "local reason, outs = ARGV[9], ARGV[10] or ''\n"
     "local ids, sk1, sk2, noted, fresh = {}, KEYS[3], KEYS[4], {}, {}\n"
+    "local tk1, tk2, caused, by = KEYS[5], KEYS[6], {}, nil\n"
     "for i = 11, #ARGV do ids[#ids + 1] = ARGV[i] end\n"
     "local function seen(i)\n"
     "  local id = ids[i]\n"
@@ -90,6 +96,15 @@ static const char s_script[] =
     "  if s == 2 then opened = now; trans = 1; ev_open = 1 end\n"
     "  if s == 1 then trans = 2 end\n"
     "  if s == 0 then trans = 3; ev_close = 1 end\n"
+    "  if by and s ~= 1 then caused[by] = trans end\n"
+    "end\n"
+    "local function again(i)\n"
+    "  local v = redis.call('HGET', tk1, ids[i]) or redis.call('HGET', tk2, ids[i])\n"
+    "  if not v then return end\n"
+    "  local code, at = string.match(v, '^([13]):(%d+)$')\n"
+    "  if code == nil or tonumber(at) ~= changed then return end\n"
+    "  trans = tonumber(code)\n"
+    "  if trans == 1 then ev_open = 1 else ev_close = 1 end\n"
     "end\n"
     "local function ask()\n"
     "  if state == 2 and now - opened >= cool then\n"
@@ -99,6 +114,7 @@ static const char s_script[] =
     "end\n"
     "local function record(ok, i)\n"
     "  let = let + 1\n"
+    "  by = ids[i]\n"
     "  if ids[i] then noted[ids[i]] = true; fresh[#fresh + 1] = ids[i] end\n"
     "  wt = wt + 1; add_t = add_t + 1\n"
     "  if not ok then wf = wf + 1; add_f = add_f + 1 end\n"
@@ -124,17 +140,18 @@ static const char s_script[] =
     "      end\n"
     "    end\n"
     "  end\n"
+    "  by = nil\n"
     "end\n"
     "if op == 'allow' then\n"
     "  if seen(1) then already = 1 else ask() end\n"
     "elseif op == 'record' then\n"
     "  for i = 1, #outs do\n"
-    "    if seen(i) then already = already + 1; let = let + 1\n"
+    "    if seen(i) then already = already + 1; let = let + 1; again(i)\n"
     "    else record(string.sub(outs, i, i) == 'o', i) end\n"
     "  end\n"
     "elseif op == 'try' then\n"
     "  for i = 1, #outs do\n"
-    "    if seen(i) then already = already + 1; let = let + 1\n"
+    "    if seen(i) then already = already + 1; let = let + 1; again(i)\n"
     "    else\n"
     "      if not ask() then\n"
     "        return {h0[1], h0[2], h0[3], h0[4], h0[5], h0[6], h0[7], h0[8], 0, 0, 0, 0, 0}\n"
@@ -160,6 +177,11 @@ static const char s_script[] =
     "    redis.call('SADD', sk1, unpack(fresh))\n"
     "    redis.call('EXPIRE', sk1, " S_NOTED_TTL_S ")\n"
     "  end\n"
+    "  local moved = false\n"
+    "  for id, code in pairs(caused) do\n"
+    "    redis.call('HSET', tk1, id, code .. ':' .. now); moved = true\n"
+    "  end\n"
+    "  if moved then redis.call('EXPIRE', tk1, " S_NOTED_TTL_S ") end\n"
     "end\n"
     "return {state, consec, wf, wt, hok, changed, opened, why, trans, let, ev_open, ev_close,\n"
     "        already}\n";
@@ -392,12 +414,15 @@ s_run (fks_breaker_t *self, const char *op, int64_t now_ms, const char *reason,
     snprintf (a_cool, sizeof a_cool, "%" PRId64, self->cfg.cooldown_ms);
     snprintf (a_hs, sizeof a_hs, "%" PRId64, self->cfg.half_open_successes);
     char k_now[FKS_BREAKER_SCOPE_MAX + 64], k_prev[FKS_BREAKER_SCOPE_MAX + 64];
+    char m_now[FKS_BREAKER_SCOPE_MAX + 64], m_prev[FKS_BREAKER_SCOPE_MAX + 64];
     int64_t bucket = now_ms / S_NOTED_BUCKET_MS;
     snprintf (k_now, sizeof k_now, "%s:noted:%" PRId64, self->key, bucket);
     snprintf (k_prev, sizeof k_prev, "%s:noted:%" PRId64, self->key, bucket - 1);
+    snprintf (m_now, sizeof m_now, "%s:moved:%" PRId64, self->key, bucket);
+    snprintf (m_prev, sizeof m_prev, "%s:moved:%" PRId64, self->key, bucket - 1);
 
     //  keys... op now 7 settings reason outs ids...
-    int nkeys = n_ids ? 4 : 2;
+    int nkeys = n_ids ? 6 : 2;
     int argc = nkeys + 10 + (int) n_ids;
     const char **argv = calloc ((size_t) argc, sizeof *argv);
     size_t *lens = calloc ((size_t) argc, sizeof *lens);
@@ -412,6 +437,8 @@ s_run (fks_breaker_t *self, const char *op, int64_t now_ms, const char *reason,
     if (n_ids) {
         argv[k++] = k_now;
         argv[k++] = k_prev;
+        argv[k++] = m_now;
+        argv[k++] = m_prev;
     }
     const char *rest[] = { op, a_now, a_fail, a_rate, a_min, a_win, a_cool, a_hs, why,
                            outs ? outs : "" };

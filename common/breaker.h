@@ -95,7 +95,10 @@ const char *fks_breaker_scope (const fks_breaker_t *self);
  *  ten minutes, in sets "fks:breaker:<scope>:noted:<bucket>" next to the state), atomically with
  *  the recording. An order asked about or recorded again under a noted id (its message handled
  *  again after a rollback or a crash, a copy of its signal) was let through before: it is let
- *  through again and nothing is recorded twice. */
+ *  through again and nothing is recorded twice. If its first recording opened or closed the
+ *  breaker, recording it again reports that transition again (as *transition, *opened,
+ *  *closed), as long as the breaker has not changed since: the transaction that was to
+ *  publish the event may have rolled back, and the redo that commits publishes it. */
 #define FKS_BREAKER_ID_MAX 128
 
 /*  May an order go through now? Moves open to half-open when the cool-down is over. Returns 1

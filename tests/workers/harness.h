@@ -31,7 +31,9 @@ const char *h_db_create (void);
 void h_db_drop (void);
 const char *h_db_url (void);
 
-/*  FKS_TEST_REDIS_URL with database number db, flushed. */
+/*  FKS_TEST_REDIS_URL with database number db, flushed. Suites that run at once must not share
+ *  one: 10 execution, 11 breaker, 12 runtime, 13 pipeline; 14 and 15 are the k8s checks'
+ *  (tests/k8s/fkslocal.py REDIS_DBS); 0 is shared by suites that keep to their own keys. */
 const char *h_redis_url (int db);
 
 /*  Runs SQL on the test database (no parameters) and returns the first column of the first

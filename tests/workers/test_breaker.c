@@ -292,9 +292,11 @@ Test (breaker, an_order_let_through_before_is_let_through_again_when_it_has_open
     //  o-2's batch is redone: its order went through before the breaker opened.
     cr_assert_eq (fks_breaker_allow (b, "o-2", T0 + 1, &st, &tr, &err), 1);
     cr_assert_eq (fks_breaker_try (b, "o-2", false, "timeout", T0 + 1, &st, &tr, &err), 1);
+    cr_assert_eq (tr, FKS_BREAKER_NO_CHANGE, "o-2 did not open it");
     cr_assert_eq (fks_breaker_try_many (b, ids, bad, 3, "timeout", T0 + 2, &st, &opened, &closed,
                                         &err), 3);
-    cr_assert (!opened, "the breaker opened twice");
+    cr_assert (opened, "o-3's recording opened it: its redo publishes that (once committed)");
+    cr_assert_eq (st.opened_at_ms, T0, "the breaker opened twice");
     cr_assert_eq (st.window_total, 3, "a redone order was recorded again");
     //  A new order is refused, and a refusal notes nothing.
     cr_assert_eq (fks_breaker_allow (b, "o-4", T0 + 3, &st, &tr, &err), 0);
@@ -306,6 +308,58 @@ Test (breaker, an_order_let_through_before_is_let_through_again_when_it_has_open
     cr_assert_eq (fks_breaker_try_many (b, more, good, 2, NULL, T0 + 5, &st, &opened, &closed,
                                         &err), 2);
     cr_assert_eq (st.window_total, 1, "only o-5 is new after the reset");
+    fks_breaker_destroy (&b);
+    fks_redis_destroy (&r);
+}
+
+//  The execution worker publishes breaker.opened / breaker.closed in the transaction of the
+//  order whose outcome moved the breaker. If that transaction rolls back after the script ran
+//  (a batch redone message by message, a crash), the redo finds the id noted and records
+//  nothing; it must still be told to publish the transition, or the event is lost (seen under
+//  load: the breaker closed and no breaker.closed was ever published). Only the id that moved
+//  it is told, and only while the breaker stands where that left it.
+Test (breaker, a_redone_recording_reports_the_transition_it_made_while_it_stands)
+{
+    fks_redis_t *r = s_redis ();
+    fks_breaker_cfg_t c = s_cfg ();
+    fks_breaker_t *b = fks_breaker_new (r, "test:redo", &c);
+    fks_breaker_status_t st;
+    fks_breaker_transition_t tr;
+    fks_redis_err_t err;
+    const char *fail[3] = { "f-1", "f-2", "f-3" };
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq (fks_breaker_record (b, fail[i], false, "timeout", T0 + i, &st, &tr, &err),
+                      0, "%s", err.msg);
+    cr_assert_eq (tr, FKS_BREAKER_OPENED);
+    //  f-3's transaction rolled back: its redo is told again; f-2's is not.
+    cr_assert_eq (fks_breaker_record (b, "f-3", false, "timeout", T0 + 5, &st, &tr, &err), 0);
+    cr_assert_eq (tr, FKS_BREAKER_OPENED, "the redo of the opening recording was not told");
+    cr_assert_eq (st.opened_at_ms, T0 + 2, "the redo opened it again");
+    cr_assert_eq (st.consecutive, 3);
+    cr_assert_eq (fks_breaker_record (b, "f-2", false, "timeout", T0 + 5, &st, &tr, &err), 0);
+    cr_assert_eq (tr, FKS_BREAKER_NO_CHANGE);
+    //  The same through try (the paper broker's path) and try_many (a batch).
+    cr_assert_eq (fks_breaker_try (b, "f-3", false, "timeout", T0 + 6, &st, &tr, &err), 1);
+    cr_assert_eq (tr, FKS_BREAKER_OPENED);
+    //  Two probes close it after the cool-down; the second one's redo is told, as one of a batch.
+    cr_assert_eq (fks_breaker_try (b, "p-1", true, NULL, T0 + 2 + 10000, &st, &tr, &err), 1);
+    cr_assert_eq (st.state, FKS_BREAKER_HALF_OPEN);
+    cr_assert_eq (fks_breaker_try (b, "p-2", true, NULL, T0 + 2 + 10001, &st, &tr, &err), 1);
+    cr_assert_eq (tr, FKS_BREAKER_CLOSED_NOW);
+    const char *batch[2] = { "p-1", "p-2" };
+    bool ok[2] = { true, true };
+    bool opened = true, closed = false;
+    cr_assert_eq (fks_breaker_try_many (b, batch, ok, 2, NULL, T0 + 20000, &st, &opened,
+                                        &closed, &err), 2, "%s", err.msg);
+    cr_assert (closed, "the redo of the closing probe was not told");
+    cr_assert_not (opened);
+    //  f-3's opening no longer stands: the breaker closed since.
+    cr_assert_eq (fks_breaker_record (b, "f-3", false, "timeout", T0 + 20001, &st, &tr, &err), 0);
+    cr_assert_eq (tr, FKS_BREAKER_NO_CHANGE, "a superseded opening was told again");
+    //  Nor does the closing once it has moved on (an operator's reset counts as a change).
+    cr_assert_eq (fks_breaker_reset (b, NULL, T0 + 20002, &st, &tr, &err), 0);
+    cr_assert_eq (fks_breaker_try (b, "p-2", true, NULL, T0 + 20003, &st, &tr, &err), 1);
+    cr_assert_eq (tr, FKS_BREAKER_NO_CHANGE, "a superseded closing was told again");
     fks_breaker_destroy (&b);
     fks_redis_destroy (&r);
 }

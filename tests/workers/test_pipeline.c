@@ -1089,8 +1089,12 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
         usleep (100000);
     fks_id_t a = h_inject_alert (&s, &priced, NULL, NULL);
     h_wait_alert_status (&a, "filled");
-    cr_assert_eq (h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.closed'", 1,
-                              WAIT_MS), 1);
+    long long closed = h_wait_int ("SELECT count(*) FROM events WHERE type = 'breaker.closed'",
+                                   1, WAIT_MS);
+    if (closed != 1)
+        h_dump_logs ();
+    cr_assert_eq (closed, 1, "events: %s", h_sql_text ("SELECT string_agg (type || ' ' || src,"
+                                                       " ', ' ORDER BY seq) FROM events"));
     for (int r = 0; r < 2; r++) {
         double v = -1;
         for (int t = 0; t < 100 && v != 0; t++) {

@@ -13,10 +13,12 @@
  *  transaction that rolls back after touching them and is done again (the runtime redoes a
  *  failed batch message by message) counts nothing twice: the counter holds the minute's ids
  *  (s_opm_reserve), and the breaker notes each outcome's id in the same script that records it
- *  (common/breaker.h). What a crash between Redis and COMMIT can still leave errs on the safe
- *  side: an order's place in the minute kept though it was never placed; and a
- *  breaker event may go unpublished (the state itself is right). That is the price of not
- *  stopping every replica on one lock.
+ *  (common/breaker.h), which also tells the redo of a recording that opened or closed it to
+ *  publish that event (the first transaction's copy rolled back with it). What a crash between
+ *  Redis and COMMIT can still leave errs on the safe side: an order's place in the minute kept
+ *  though it was never placed; and a breaker event unpublished when the message is not redone
+ *  before the breaker changes again, or for ten minutes (the state itself is right). That is
+ *  the price of not stopping every replica on one lock.
  */
 #include "workers/execution/execute.h"
 #include "workers/execution/orders.h"
