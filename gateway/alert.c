@@ -35,6 +35,7 @@
 #include "bus/schema.h"
 #include "common/log.h"
 #include "common/sbuf.h"
+#include "common/stance.h"
 #include "common/symbol.h"
 
 #define S_KV_MAX_PAIRS   64     /* key=value pairs in a plain-text body */
@@ -928,36 +929,26 @@ s_copy (char *dst, size_t cap, const char *src)
 //  Reads one field into dst; 1 found, 0 absent, -1 error. For the simple kinds.
 #define S_READ(spec, v, key) s_lookup (c, obj, (spec), (v), (key))
 
-//  +1 long, -1 short, 0 flat, 2 not said.
+//  The direction a position field says (common/stance.h).
 static int
 s_position_dir (fks_alert_position_t p)
 {
-    return p == FKS_POSITION_LONG ? 1 : p == FKS_POSITION_SHORT ? -1
-         : p == FKS_POSITION_FLAT ? 0 : 2;
+    return p == FKS_POSITION_LONG ? FKS_STANCE_LONG : p == FKS_POSITION_SHORT ? FKS_STANCE_SHORT
+         : p == FKS_POSITION_FLAT ? FKS_STANCE_FLAT : FKS_STANCE_UNSAID;
 }
 
 static int
 s_sentiment_dir (fks_alert_sentiment_t s)
 {
-    return s == FKS_SENTIMENT_BULLISH ? 1 : s == FKS_SENTIMENT_BEARISH ? -1
-         : s == FKS_SENTIMENT_FLAT ? 0 : 2;
+    return s == FKS_SENTIMENT_BULLISH ? FKS_STANCE_LONG
+         : s == FKS_SENTIMENT_BEARISH ? FKS_STANCE_SHORT
+         : s == FKS_SENTIMENT_FLAT ? FKS_STANCE_FLAT : FKS_STANCE_UNSAID;
 }
 
-static const char *
-s_dir_name (int dir)
-{
-    return dir > 0 ? "long" : dir < 0 ? "short" : "flat";
-}
-
-//  market_position, sentiment and position_size all say where the position stands after the
-//  alert (TradingView's {{strategy.market_position}} and signed {{strategy.position_size}},
-//  TradersPost's sentiment), and the signal worker trades on them: a reduce instead of a
-//  reversal, a close instead of an entry, a target to trade towards. When two of them
-//  disagree no reading is safe (a positive position_size beside market_position short is
-//  most often {{strategy.market_position_size}}, the unsigned size, which would buy where the
-//  strategy sold), so the alert is refused naming the field. An exit (close, exit, flat)
-//  with a position_size that is not 0 is refused likewise.
-//  The keys the position fields came under, for messages ("marketPosition", "positionSize").
+//  market_position, sentiment and position_size must agree on where the position stands
+//  after the alert (common/stance.h says why); an alert where they do not is refused naming
+//  the field. The keys the position fields came under, for messages ("marketPosition",
+//  "positionSize").
 typedef struct {
     const char *sentiment, *market_position, *position_size;
 } s_pos_keys_t;
@@ -966,39 +957,42 @@ static int
 s_position_rules (s_ctx_t *c, const fks_alert_t *a, const s_pos_keys_t *k)
 {
     //  A key is named only when its field is present (the lookup leaves the others NULL).
-    int mp = s_position_dir (a->market_position);
-    int se = s_sentiment_dir (a->sentiment);
-    if (mp != 2 && se != 2 && mp != se)
+    bool exit = a->action == FKS_ACTION_CLOSE || a->action == FKS_ACTION_EXIT
+                || a->action == FKS_ACTION_FLAT;
+    fks_stance_t st = { .market_position = s_position_dir (a->market_position),
+                        .sentiment = s_sentiment_dir (a->sentiment),
+                        .add = a->action == FKS_ACTION_ADD, .exit = exit,
+                        .has_size = a->has_position_size, .size = a->position_size };
+    fks_stance_read_t r;
+    fks_stance_conflict_t why = fks_stance_check (&st, &r);
+    const char *by = r.after_by_market_position ? k->market_position : k->sentiment;
+    double size = a->position_size;
+    switch (why) {
+    case FKS_STANCE_AGREE:
+        return 0;
+    case FKS_STANCE_MP_VS_SENTIMENT:
         return s_fail (c, k->sentiment, "%s %s says the position after this alert is %s but %s "
                        "says %s; send one of them, or make them agree", k->sentiment,
-                       fks_alert_sentiment_name (a->sentiment), s_dir_name (se),
-                       k->market_position, s_dir_name (mp));
-    if (a->action == FKS_ACTION_ADD && (mp == 0 || se == 0)) {
-        const char *by = mp == 0 ? k->market_position : k->sentiment;
+                       fks_alert_sentiment_name (a->sentiment), fks_stance_name (st.sentiment),
+                       k->market_position, fks_stance_name (st.market_position));
+    case FKS_STANCE_ADD_TO_FLAT:
         return s_fail (c, by, "action add adds to the position, but %s says it is flat after "
                        "this alert", by);
-    }
-    if (!a->has_position_size)
-        return 0;
-    double size = a->position_size;
-    int dir = mp != 2 ? mp : se;
-    const char *by = mp != 2 ? k->market_position : k->sentiment;
-    int sdir = size > 0 ? 1 : size < 0 ? -1 : 0;
-    if (dir != 2 && sdir != dir)
+    case FKS_STANCE_SIZE_VS_SIDE:
         return s_fail (c, k->position_size, "%s %.10g is %s%s but %s says %s; %s is the signed "
                        "position after the order (TradingView's {{strategy.position_size}}, "
                        "negative when short), not its unsigned size "
                        "({{strategy.market_position_size}})", k->position_size, size,
-                       sdir == 0 ? "" : "a ", sdir == 0 ? "flat" : sdir > 0 ? "long position"
-                                                                     : "short position",
-                       by, s_dir_name (dir), k->position_size);
-    bool exit = a->action == FKS_ACTION_CLOSE || a->action == FKS_ACTION_EXIT
-                || a->action == FKS_ACTION_FLAT;
-    if (exit && sdir != 0)
+                       r.size_dir == FKS_STANCE_FLAT ? "" : "a ",
+                       r.size_dir == FKS_STANCE_FLAT ? "flat"
+                       : r.size_dir == FKS_STANCE_LONG ? "long position" : "short position",
+                       by, fks_stance_name (r.after), k->position_size);
+    case FKS_STANCE_EXIT_WITH_SIZE:
         return s_fail (c, k->position_size, "action %s closes the position, but %s %.10g asks "
                        "for a position of that size; send %s 0 or leave it out",
                        fks_alert_action_name (a->action), k->position_size, size,
                        k->position_size);
+    }
     return 0;
 }
 

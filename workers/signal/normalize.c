@@ -8,6 +8,7 @@
  */
 #include "workers/signal/normalize.h"
 #include "workers/qty.h"
+#include "common/stance.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -206,17 +207,6 @@ s_action (const fks_signal_alert_t *a)
     return S_NONE;
 }
 
-//  +1 bullish/long, -1 bearish/short, 0 none or flat.
-static int
-s_sentiment_dir (const char *s)
-{
-    if (!strcmp (s, "bullish") || !strcmp (s, "long"))
-        return 1;
-    if (!strcmp (s, "bearish") || !strcmp (s, "short"))
-        return -1;
-    return 0;
-}
-
 //  The decision trades a share of the position (percent_of_position): quantity % of it, at
 //  most all of it. The execution worker takes that share again of the position it locks.
 static void
@@ -225,22 +215,6 @@ s_share (fks_signal_decision_t *d, const fks_signal_cfg_t *cfg, double percent)
     d->has_position_share = true;
     d->position_share = percent >= 100 ? 1 : percent / 100.0;
     d->qty_decimals = cfg->sizing.qty_decimals;
-}
-
-//  Where the alert says the position stands after it: +1 long, -1 short, 0 flat, 2 not said.
-//  From a word of market_position (long, short, flat) or sentiment (also bullish, bearish).
-static int
-s_after_dir (const char *s)
-{
-    if (!*s)
-        return 2;
-    return !strcmp (s, "flat") ? 0 : s_sentiment_dir (s) != 0 ? s_sentiment_dir (s) : 2;
-}
-
-static const char *
-s_dir_name (int dir)
-{
-    return dir > 0 ? "long" : dir < 0 ? "short" : "flat";
 }
 
 static void
@@ -299,34 +273,34 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         return;
     }
 
-    //  market_position (TradingView's), sentiment (TradersPost's) and position_size all say
-    //  where the position stands after the alert. The gateway refuses alerts where they
-    //  disagree; an alert that reaches the worker otherwise is refused the same way, since
-    //  every reading of it trades against one of them.
-    int mp_dir = s_after_dir (a->market_position);
-    int se_dir = s_after_dir (a->sentiment);
-    if (mp_dir != 2 && se_dir != 2 && mp_dir != se_dir) {
+    //  market_position (TradingView's), sentiment (TradersPost's) and position_size must
+    //  agree on where the position stands after the alert (common/stance.h). The gateway
+    //  refuses alerts where they do not; an alert that reaches the worker otherwise is refused
+    //  the same way, since every reading of it trades against one of them.
+    fks_stance_t stance = { .market_position = fks_stance_of_word (a->market_position),
+                            .sentiment = fks_stance_of_word (a->sentiment),
+                            .add = act == S_ADD, .exit = act == S_EXIT,
+                            .has_size = a->has_position_size, .size = a->position_size };
+    fks_stance_read_t sr;
+    fks_stance_conflict_t conflict = fks_stance_check (&stance, &sr);
+    int after = sr.after;
+    const char *after_by = sr.after_by_market_position ? "market_position" : "sentiment";
+    switch (conflict) {
+    case FKS_STANCE_AGREE:
+        break;
+    case FKS_STANCE_MP_VS_SENTIMENT:
         s_filter (d, "conflicting fields: market_position %s but sentiment %s",
                   a->market_position, a->sentiment);
         return;
-    }
-    int after = mp_dir != 2 ? mp_dir : se_dir;
-    const char *after_by = mp_dir != 2 ? "market_position" : "sentiment";
-    if (a->has_position_size && after != 2) {
-        double ps = a->position_size;
-        int ps_dir = ps > S_EPS ? 1 : ps < -S_EPS ? -1 : 0;
-        if (ps_dir != after) {
-            s_filter (d, "conflicting fields: position_size %.10g but %s %s (position_size is "
-                      "signed: negative when short)", ps, after_by, s_dir_name (after));
-            return;
-        }
-    }
-
-    if (act == S_ADD && after == 0) {
+    case FKS_STANCE_ADD_TO_FLAT:
         s_filter (d, "conflicting fields: action add but %s flat", after_by);
         return;
-    }
-    if (a->has_position_size && act == S_EXIT && fabs (a->position_size) > S_EPS) {
+    case FKS_STANCE_SIZE_VS_SIDE:
+        s_filter (d, "conflicting fields: position_size %.10g but %s %s (position_size is "
+                  "signed: negative when short)", a->position_size, after_by,
+                  fks_stance_name (after));
+        return;
+    case FKS_STANCE_EXIT_WITH_SIZE:
         s_filter (d, "conflicting fields: action %s closes the position but position_size is "
                   "%.10g", a->action[0] ? a->action : a->sentiment, a->position_size);
         return;
@@ -384,7 +358,7 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
     bool buy;
     double qty;
     char basis[320];
-    int dir = s_sentiment_dir (a->sentiment);
+    int dir = stance.sentiment == FKS_STANCE_UNSAID ? 0 : stance.sentiment;   /* flat: 0 */
 
     if (a->has_position_size && act != S_CANCEL) {
         //  3a. A target position: trade the difference.
@@ -446,7 +420,7 @@ fks_signal_decide (const fks_signal_cfg_t *cfg, const fks_signal_alert_t *a,
         if (buy ? pos >= -S_EPS : pos <= S_EPS) {
             s_filter (d, "nothing to reduce: %s with %s %s and no %s position in %s",
                       buy ? "buy" : "sell", after_by,
-                      mp_dir != 2 ? a->market_position : a->sentiment,
+                      sr.after_by_market_position ? a->market_position : a->sentiment,
                       buy ? "short" : "long", symbol);
             return;
         }
