@@ -117,6 +117,7 @@ typedef struct {
     s_pos_t cursor;
     bool resume;                    /* cursor given by the client */
     fks_sbuf_t out;                 /* SSE: events waiting for one write */
+    int queued;                     /* SSE: how many events out holds */
     int64_t last_write_ns;          /* monotonic time of the last write to the client */
     fks_apikey_info_t key;          /* the key the stream was opened with */
     int place;                      /* its index in owners (a stored key's), or -1 */
@@ -498,18 +499,24 @@ s_send_event (s_client_t *c, int64_t seq, const char *type, const char *json, si
         fks_sbuf_puts (&c->out, "\n\n");
         if (c->out.failed)
             return -1;
+        c->queued++;        //  counted as sent once written (s_flush)
+        return 0;
     }
     fks_metric_inc (c->stream->m_sent);
     return 0;
 }
 
-//  Writes what s_send_event queued (SSE). 0 or -1.
+//  Writes what s_send_event queued (SSE), and counts its events as sent once written. 0 or
+//  -1.
 static int
 s_flush (s_client_t *c)
 {
     if (c->ws || c->out.len == 0)
         return 0;
     int rc = mg_write (c->conn, c->out.data, c->out.len) == (int) c->out.len ? 0 : -1;
+    if (rc == 0)
+        fks_metric_add (c->stream->m_sent, c->queued);
+    c->queued = 0;
     c->out.len = 0;
     c->last_write_ns = fks_mono_ns ();
     if (c->out.data)

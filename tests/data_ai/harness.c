@@ -407,12 +407,15 @@ dai_db (void)
     s_env_init (&e);
     s_env_set (&e, env_url);
     char *argv[] = { (char *) dai_build ("tools/fks"), "migrate", NULL };
-    pid_t pid = s_spawn (argv[0], argv, e.v, "/tmp/fks-dai-migrate.log", -1);
+    char log[96];       //  one per database: suites and builds run at once
+    snprintf (log, sizeof log, "/tmp/%s-migrate.log", name);
+    pid_t pid = s_spawn (argv[0], argv, e.v, log, -1);
     s_env_free (&e);
     int status = 0;
     waitpid (pid, &status, 0);
-    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0,
-               "fks migrate failed (see /tmp/fks-dai-migrate.log)");
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "fks migrate failed (see %s)",
+               log);
+    unlink (log);
     if (s_conn)
         PQfinish (s_conn);
     s_conn = PQconnectdb (s_db_url);

@@ -1011,6 +1011,44 @@ Test (stream, a_client_that_does_not_read_is_disconnected)
     unlink (log_path);
 }
 
+//  fks_gateway_stream_events_sent_total counts what reached a client's connection: an SSE event
+//  whose write failed (the client had reset the connection) was not sent. It was counted when
+//  queued, before the write. A gateway of its own, whose heartbeat (60 s) cannot find the
+//  reset first: the event's write is what finds it, and what is not counted.
+Test (stream, an_event_that_could_not_be_written_is_not_counted_as_sent)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    char log_path[128];
+    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-unsent.log", (int) getpid ());
+    const char *env[] = { "FKS_GATEWAY_STREAM_HEARTBEAT=60s", NULL };
+    int port = 0;
+    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    char url[128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    //  From the newest event on (a stream without a cursor starts wherever the gateway's tail
+    //  is when it has set the client up, which may be after the post below).
+    char query[64];
+    snprintf (query, sizeof query, "?types=webhook.&after=%ld", s_newest_seq (ctx));
+    int fd = s_raw_stream (port, query);
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    cr_assert_eq (setsockopt (fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close (fd);             //  a reset: the gateway's next write to it fails
+    char id[64];
+    s_post (ctx, "UNSENTUSDT", id);
+    cr_assert (s_no_stream_clients (port), "the gateway did not find the reset (log %s)",
+               log_path);
+    it_resp_t r;
+    it_http ("GET", url, NULL, NULL, 0, &r);
+    const char *m = r.body ? strstr (r.body, "\nfks_gateway_stream_events_sent_total ") : NULL;
+    cr_assert (m, "no events_sent metric");
+    double sent = strtod (m + strlen ("\nfks_gateway_stream_events_sent_total "), NULL);
+    it_resp_free (&r);
+    cr_assert_eq (sent, 0, "an event written to nobody was counted as sent");
+    cr_assert_eq (it_stop_pid (pid), 0);
+    unlink (log_path);
+}
+
 // ---------------------------------------------------------------------------------------------
 //  Revoked keys
 
