@@ -662,6 +662,27 @@ s_query (s_req_t *r, fks_pg_t *pg, const char *sql, int n, const char *const *va
 // ---------------------------------------------------------------------------------------------
 //  Lists
 
+//  A query string's '+' is a space (form encoding), so an offset sent unencoded
+//  (?since=2026-01-02T09:00:00+01:00) arrives as "...09:00:00 01:00", which no parser takes.
+//  A time followed by a space and HH, HHMM or HH:MM can only be that: the '+' is put back.
+//  ("2026-01-02 09:00", a date and a time, has no ':' before its space and is left alone.)
+static void
+s_since_offset (char *since)
+{
+    char *sp = strrchr (since, ' ');
+    if (!sp || !memchr (since, ':', (size_t) (sp - since)))
+        return;
+    const char *z = sp + 1;
+    size_t n = strlen (z);
+    bool hh = n >= 2 && isdigit ((unsigned char) z[0]) && isdigit ((unsigned char) z[1]);
+    bool ok = hh && (n == 2
+                     || (n == 4 && isdigit ((unsigned char) z[2]) && isdigit ((unsigned char) z[3]))
+                     || (n == 5 && z[2] == ':' && isdigit ((unsigned char) z[3])
+                         && isdigit ((unsigned char) z[4])));
+    if (ok)
+        *sp = '+';
+}
+
 static int
 s_list (s_req_t *r, const s_list_t *list)
 {
@@ -684,6 +705,8 @@ s_list (s_req_t *r, const s_list_t *list)
         for (int i = 0; i < n_since; i++)
             if (!isdigit ((unsigned char) since[i]) && !strchr ("-:.TZ+ ", since[i]))
                 return s_bad (r, "since", "since must be an ISO 8601 time");
+    if (n_since > 0)
+        s_since_offset (since);
     char us[24] = "", cid[FKS_ID_STR_SIZE] = "";
     int n_cur = fks_http_query (r->conn, "cursor", cursor, sizeof cursor);
     if (n_cur != -1) {
