@@ -1246,3 +1246,14 @@ fks_bus_client_stats (fks_bus_client_t *self, fks_bus_client_stats_t *out)
     pthread_mutex_unlock (&self->pub_lock);
     out->bad_frames = atomic_load (&self->bad_frames);
 }
+
+int
+fks_bus_reconcile_timing (int64_t *interval_ms, int64_t *after_ms, fks_config_err_t *err)
+{
+    if (fks_config_duration_ms ("FKS_BUS_RECONCILE_INTERVAL", 5000, 100, 3600000, interval_ms,
+                                err) < 0
+        || fks_config_duration_ms ("FKS_BUS_RECONCILE_AFTER", 60000, 100, 86400000, after_ms,
+                                   err) < 0)
+        return -1;
+    return 0;
+}

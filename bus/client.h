@@ -37,6 +37,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "common/config.h"
 #include "common/id.h"
 
 typedef struct fks_bus_client_t fks_bus_client_t;
@@ -172,5 +173,13 @@ uint32_t fks_bus_msg_attempt (const fks_bus_msg_t *msg);
 
 /*  Copies the client's counters. */
 void fks_bus_client_stats (fks_bus_client_t *self, fks_bus_client_stats_t *out);
+
+/*  The bus reconciler's timing, which any program may read (fks-bus runs the reconciler; the
+ *  workers bound how long they wait for a message the bus may have lost by it):
+ *  FKS_BUS_RECONCILE_INTERVAL (5 s: between its passes) and FKS_BUS_RECONCILE_AFTER (60 s: an
+ *  event unconsumed this long is published again). A message lost on its way (fks-bus
+ *  restarted) is published again at most after + 2 x interval after its commit. 0, or -1 with
+ *  err naming the variable. */
+int fks_bus_reconcile_timing (int64_t *interval_ms, int64_t *after_ms, fks_config_err_t *err);
 
 #endif

@@ -12,6 +12,7 @@
  *  so SIGKILL would lose messages. FKS_BUS_STANDALONE=1 runs without it anyway (benchmarks,
  *  experiments), and says so loudly.
  */
+#include "bus/client.h"
 #include "bus/reconciler.h"
 #include "bus/server.h"
 #include "bus/store.h"
@@ -116,10 +117,8 @@ s_read_config (s_config_t *c)
                                      &c->server.drain_timeout_ms, &err));
     S_CHECK (fks_config_int ("FKS_BUS_IO_THREADS", 1, 1, 16, &v, &err));
     c->io_threads = (int) v;
-    S_CHECK (fks_config_duration_ms ("FKS_BUS_RECONCILE_INTERVAL", 5000, 100, 3600000,
-                                     &c->reconciler.interval_ms, &err));
-    S_CHECK (fks_config_duration_ms ("FKS_BUS_RECONCILE_AFTER", 60000, 100, 86400000,
-                                     &c->reconciler.after_ms, &err));
+    S_CHECK (fks_bus_reconcile_timing (&c->reconciler.interval_ms, &c->reconciler.after_ms,
+                                       &err));
     S_CHECK (fks_config_duration_ms ("FKS_BUS_RECONCILE_MAX_AGE", 3600000, 1000,
                                      30LL * 86400000, &c->reconciler.max_age_ms, &err));
     S_CHECK (fks_config_int ("FKS_BUS_RECONCILE_BATCH", 5000, 1, 100000, &v, &err));

@@ -56,6 +56,7 @@
 #define S_LATER_PAUSE_MS   100      /* a message its handler defers is handed back after */
 #define S_DEFERRED_MAX     256      /* messages a thread remembers handing back for later, */
 #define S_DEFERRED_KEEP_MS 60000    /* ... for this long after the last time */
+#define S_LOST_SLACK_MS 5000        /* the reconciler's pass and the hop to a worker, at most */
 #define S_HELD_MAX_MS      2000     /* a key handed back waits this long for its message */
 
 typedef struct {
@@ -210,6 +211,9 @@ fks_worker_cfg_load (const fks_worker_def_t *def, fks_worker_cfg_t *cfg, char *e
     //  the messages behind it for ever.
     S_TRY (fks_config_int ("FKS_PG_STATEMENT_TIMEOUT_MS", 30000, 0, 3600000, &v, &e));
     cfg->statement_timeout_ms = (int) v;
+    int64_t interval, after;
+    S_TRY (fks_bus_reconcile_timing (&interval, &after, &e));
+    cfg->lost_after_ms = after + 2 * interval + S_LOST_SLACK_MS;
 #undef S_TRY
     return 0;
 fail:
@@ -330,9 +334,12 @@ fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_id_t 
 
 int
 fks_worker_count_before (fks_worker_tx_t *tx, const char *stmt, const char *key,
-                         const fks_id_t *before, int64_t since_ms, const char *field, int *n)
+                         const fks_id_t *before, int64_t since_ms, const char *field, int *n,
+                         int64_t *newest_ms)
 {
     *n = 0;
+    if (newest_ms)
+        *newest_ms = 0;
     if (fks_id_ms (before) < 0)
         return FKS_WORKER_OK;
     fks_id_t floor;
@@ -349,11 +356,22 @@ fks_worker_count_before (fks_worker_tx_t *tx, const char *stmt, const char *key,
         fks_id_t id;
         const char *text = PQgetvalue (r, i, 0);
         if (fks_id_parse (text, strlen (text), &id) == 0
-            && !fks_worker_batch_has_id (tx, field, &id))
+            && !fks_worker_batch_has_id (tx, field, &id)) {
             (*n)++;
+            if (newest_ms && fks_id_ms (&id) > *newest_ms)
+                *newest_ms = fks_id_ms (&id);
+        }
     }
     PQclear (r);
     return FKS_WORKER_OK;
+}
+
+bool
+fks_worker_keep_waiting (fks_worker_tx_t *tx, int64_t window_ms, int64_t newest_ms)
+{
+    if (fks_worker_deferred_ms (tx) < window_ms)
+        return true;
+    return tx->th && fks_now_ms () - newest_ms < tx->th->w->cfg.lost_after_ms;
 }
 
 const PGresult *

@@ -196,6 +196,9 @@ typedef struct {
     int batch;
     int window;
     int statement_timeout_ms;       /* FKS_PG_STATEMENT_TIMEOUT_MS: 0 none */
+    int64_t lost_after_ms;          /* a message the bus lost is here again this long after
+                                       its commit, at most (fks_bus_reconcile_timing: after +
+                                       2 x interval, and 5 s for the pass and the hop) */
 } fks_worker_cfg_t;
 
 /*  Reads the runtime's configuration (see above) for def. 0, or -1 with a message naming the
@@ -268,11 +271,21 @@ bool fks_worker_batch_has_id (fks_worker_tx_t *tx, const char *field, const fks_
 /*  For "is anything made before this one still on its way": runs the prepared statement stmt
  *  with $1 key, $2 the id `before` and $3 the smallest id of Unix ms since_ms (ids are UUIDv7,
  *  time first), a query whose first column is an id, and sets *n to how many of the ids it
- *  returns are not the `field` of one of this transaction's messages. *n is 0 when `before`
- *  is not a UUIDv7. FKS_WORKER_OK, or the failure (fks_worker_pg_error). */
+ *  returns are not the `field` of one of this transaction's messages, and *newest_ms (may be
+ *  NULL) to the time of the newest of those. *n is 0 when `before` is not a UUIDv7.
+ *  FKS_WORKER_OK, or the failure (fks_worker_pg_error). */
 int fks_worker_count_before (fks_worker_tx_t *tx, const char *stmt, const char *key,
                              const fks_id_t *before, int64_t since_ms, const char *field,
-                             int *n);
+                             int *n, int64_t *newest_ms);
+
+/*  Whether a message waiting for something made before it (the newest made at newest_ms, Unix
+ *  ms) should be handed back once more (FKS_WORKER_LATER) rather than decided as things stand:
+ *  while this replica has handed it back for less than window_ms (what it waits for is in
+ *  another replica's hands or queued behind it; a backlog makes everything old, so not by
+ *  age), and beyond that while what it waits for is younger than lost_after_ms: its message
+ *  may have been lost (fks-bus restarted), and the reconciler publishes it again by then.
+ *  Past both, it is not coming (dead-lettered, or stuck): decide. */
+bool fks_worker_keep_waiting (fks_worker_tx_t *tx, int64_t window_ms, int64_t newest_ms);
 
 /*  In begin: the result of the i-th call the prefetch hook made (NULL past the last, or
  *  without a prefetch hook). Freed when begin returns. */

@@ -262,6 +262,10 @@ dai_start (const char *program, const char *const *env, int port, const char *lo
     s_env_init (&e);
     s_env_set (&e, "FKS_ENV=test");
     s_env_set (&e, "FKS_LOG_LEVEL=debug");
+    //  The bus's reconciler, and the workers' bound on waiting for what it may publish again
+    //  (as the ConfigMap gives both under Kubernetes).
+    s_env_set (&e, "FKS_BUS_RECONCILE_INTERVAL=1s");
+    s_env_set (&e, "FKS_BUS_RECONCILE_AFTER=2s");
     for (const char *const *p = env; p && *p; p++)
         s_env_set (&e, *p);
     const char *path = program[0] == '/' ? program : dai_build (program);
@@ -538,14 +542,12 @@ const char *
 dai_start_bus (void)
 {
     int port = dai_free_port (), http = dai_free_port (), stream = dai_free_port ();
-    char e[6][1100];
+    char e[4][1100];
     snprintf (e[0], sizeof e[0], "FKS_PG_URL=%s", s_db_url);
     snprintf (e[1], sizeof e[1], "FKS_BUS_BIND=tcp://127.0.0.1:%d", port);
     snprintf (e[2], sizeof e[2], "FKS_BUS_STREAM_BIND=tcp://127.0.0.1:%d", stream);
     snprintf (e[3], sizeof e[3], "FKS_BUS_PORT=%d", http);
-    snprintf (e[4], sizeof e[4], "FKS_BUS_RECONCILE_INTERVAL=1s");
-    snprintf (e[5], sizeof e[5], "FKS_BUS_RECONCILE_AFTER=2s");
-    const char *env[] = { e[0], e[1], e[2], e[3], e[4], e[5], NULL };
+    const char *env[] = { e[0], e[1], e[2], e[3], NULL };
     char log[64];
     snprintf (log, sizeof log, "/tmp/fks-dai-bus-%d.log", (int) getpid ());
     dai_start ("bus/fks-bus", env, http, log);

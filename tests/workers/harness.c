@@ -465,6 +465,10 @@ s_env_common (h_stack_t *s, s_env_t *e)
     s_env_add (e, "FKS_BUS_BIND=%s", s->bus_url);
     s_env_add (e, "FKS_BUS_STREAM_BIND=%s", s->stream_url);
     s_env_add (e, "FKS_WORKER_THREADS=2");
+    //  The bus's reconciler, and the workers' bound on waiting for what it may publish again
+    //  (as the ConfigMap gives both under Kubernetes).
+    s_env_add (e, "FKS_BUS_RECONCILE_INTERVAL=1s");
+    s_env_add (e, "FKS_BUS_RECONCILE_AFTER=10s");
     for (const char *const *x = s->opts.extra_env; x && *x; x++)
         s_env_add (e, "%s", *x);
 }
@@ -516,8 +520,6 @@ h_stack_start (h_stack_t *s, const h_stack_opts_t *opts)
     s_env_common (s, &e);
     s->bus_port = h_free_port ();
     s_env_add (&e, "FKS_BUS_PORT=%d", s->bus_port);
-    s_env_add (&e, "FKS_BUS_RECONCILE_INTERVAL=1s");
-    s_env_add (&e, "FKS_BUS_RECONCILE_AFTER=10s");
     s->bus = h_spawn ("bus", getenv ("FKS_BUS_BIN"), e.v, s->bus_port);
     if (!h_wait_http (s->bus_port, "/ready", 15000)) {
         h_dump_logs ();
@@ -691,7 +693,8 @@ h_inject_alert (h_stack_t *s, const h_alert_t *a, uint8_t **env_out, size_t *len
     PQclear (r);
     h_store_event (&hdr, frame.data, frame.size);
     h_sql_exec ("COMMIT");
-    h_publish (s, "webhook.received", (const uint8_t *) frame.data, frame.size);
+    if (!a->lost)
+        h_publish (s, "webhook.received", (const uint8_t *) frame.data, frame.size);
     if (env_out) {
         *env_out = malloc (frame.size);
         memcpy (*env_out, frame.data, frame.size);

@@ -136,10 +136,12 @@ typedef struct {
     double position_size;           /* the strategy's target position, when has_position_size */
     bool has_position_size;
     const char *idem;               /* the inbox idempotency key; NULL: unique */
+    bool lost;                      /* stored but never published: the bus lost it */
 } h_alert_t;
 
 /*  Does what the gateway does for an accepted alert: inserts the inbox row and the
- *  webhook.received envelope (events) in one transaction, then publishes it. Returns the
+ *  webhook.received envelope (events) in one transaction, then publishes it (unless a->lost:
+ *  then only the bus's reconciler publishes it, once it is overdue). Returns the
  *  alert id; *env_out (may be NULL) gets a malloc'd copy of the envelope, *len_out its size,
  *  for publishing it again. */
 fks_id_t h_inject_alert (h_stack_t *s, const h_alert_t *a, uint8_t **env_out, size_t *len_out);

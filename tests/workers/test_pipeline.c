@@ -964,6 +964,33 @@ Test (pipeline, an_exit_waits_for_the_entry_accepted_before_it, .fini = s_teardo
     s_exit_waits_for ("LATEUSDT", true);
 }
 
+//  An entry whose message the bus lost (fks-bus restarted between the gateway's commit and the
+//  delivery) is published again by the reconciler once it is overdue (here 10 s, passes every
+//  second). Its exit, accepted just after and delivered at once, found nothing to close, waited
+//  5 s for the entry, then was filtered ("nothing to close"); the entry was then filled and the
+//  strategy, flat by its own account, held a long. The exit now waits as long as the
+//  reconciler may take (after + 2 x interval + 5 s), and closes it.
+Test (pipeline, an_exit_waits_for_an_entry_the_bus_lost_until_it_is_published_again,
+      .fini = s_teardown, .timeout = 120)
+{
+    h_stack_opts_t o = { .signal_replicas = 1, .execution_replicas = 1, .redis_db = REDIS_DB };
+    h_stack_start (&s, &o);
+    h_alert_t entry = { .symbol = "LOSTUSDT", .action = "buy", .quantity = 2, .price = 10,
+                        .lost = true };
+    fks_id_t entry_id = h_inject_alert (&s, &entry, NULL, NULL);
+    h_alert_t out = { .symbol = "LOSTUSDT", .action = "exit", .price = 11 };
+    fks_id_t exit_id = h_inject_alert (&s, &out, NULL, NULL);
+    h_wait_alert_status (&entry_id, "filled");
+    h_wait_alert_status (&exit_id, "filled");
+    char q[256];
+    cr_assert_eq (s_position_is ("LOSTUSDT", "0"), 1, "the exit must close the entry: %s",
+                  h_sql_text (h_sqlf (q, sizeof q, "SELECT string_agg (status || ' '"
+                              " || coalesce (reason, ''), '; ') FROM signals WHERE symbol ="
+                              " 'LOSTUSDT'")));
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders WHERE symbol = 'LOSTUSDT'"
+                             " AND status = 'filled'"), 2);
+}
+
 //  A signal.created whose signal was filtered, refused or failed meanwhile (the ai stage
 //  filtered it, then the execution input was switched from signal.scored to signal.created and
 //  the reconciler handed it over) is consumed and never ordered: in a batch and alone.

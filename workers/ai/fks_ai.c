@@ -353,18 +353,19 @@ s_decision_json (char *buf, size_t cap, const fks_scorer_result_t *d, double thr
 //  share of). While such a signal (created up to S_EARLIER_WINDOW_MS before it, still
 //  `created`, not handled earlier in this transaction) exists, the exit is handed back for
 //  later (FKS_WORKER_LATER: behind what is queued, the entry among it when it came to this
-//  replica after the exit), for up to S_EARLIER_WINDOW_MS of handing it back; then it goes
-//  on. FKS_WORKER_OK or FKS_WORKER_LATER.
+//  replica after the exit), for up to S_EARLIER_WINDOW_MS of handing it back, and longer while
+//  the entry's message may have been lost and is about to be published again
+//  (fks_worker_keep_waiting); then it goes on. FKS_WORKER_OK or FKS_WORKER_LATER.
 static int
 s_earlier (fks_worker_tx_t *tx, const s_signal_t *s)
 {
     int n;
-    if (fks_worker_deferred_ms (tx) >= S_EARLIER_WINDOW_MS)
-        return FKS_WORKER_OK;
+    int64_t newest;
     int rc = fks_worker_count_before (tx, "ai_earlier", s->symbol, &s->signal_id,
                                       fks_id_ms (&s->signal_id) - S_EARLIER_WINDOW_MS,
-                                      "signal_id", &n);
-    if (rc != FKS_WORKER_OK || n == 0)
+                                      "signal_id", &n, &newest);
+    if (rc != FKS_WORKER_OK || n == 0 || !fks_worker_keep_waiting (tx, S_EARLIER_WINDOW_MS,
+                                                                   newest))
         return rc;
     return fks_worker_later (tx, "exit for %s waits for %d signal%s of it created before and "
                              "not scored yet", s->symbol, n, n == 1 ? "" : "s");

@@ -1728,18 +1728,20 @@ s_size_from_position (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q,
 //  handled earlier in this transaction) exists, the exit is handed back for later
 //  (FKS_WORKER_LATER: the transaction is rolled back, which lets the position's lock go, and
 //  the message goes back to the bus behind what is queued), so the entry is filled first;
-//  after S_EARLIER_WINDOW_MS of handing it back it is decided as it stands (not by its age:
-//  in a backlog every signal is old). FKS_WORKER_OK or FKS_WORKER_LATER.
+//  after S_EARLIER_WINDOW_MS of handing it back (not by its age: in a backlog every signal is
+//  old), and once the signal it waits for is old enough that, had the bus lost its message,
+//  the reconciler would have published it again (fks_worker_keep_waiting), it is decided as
+//  it stands. FKS_WORKER_OK or FKS_WORKER_LATER.
 static int
 s_earlier_pending (fks_worker_tx_t *tx, const fks_order_t *o)
 {
     int n;
-    if (fks_worker_deferred_ms (tx) >= S_EARLIER_WINDOW_MS)
-        return FKS_WORKER_OK;
+    int64_t newest;
     int rc = fks_worker_count_before (tx, "ex_earlier_pending", o->symbol, &o->signal_id,
                                       fks_id_ms (&o->signal_id) - S_EARLIER_WINDOW_MS,
-                                      "signal_id", &n);
-    if (rc != FKS_WORKER_OK || n == 0)
+                                      "signal_id", &n, &newest);
+    if (rc != FKS_WORKER_OK || n == 0 || !fks_worker_keep_waiting (tx, S_EARLIER_WINDOW_MS,
+                                                                   newest))
         return rc;
     return fks_worker_later (tx, "nothing to reduce in %s yet, and %d signal%s of it created "
                              "before this one not ordered yet: waiting for %s", o->symbol, n,

@@ -341,11 +341,14 @@ s_expected (fks_worker_tx_t *tx, s_seen_t *e, int decimals)
 }
 
 //  *n: the alerts of symbol accepted up to S_EARLIER_WINDOW_MS before the alert inbox_id
-//  and not handled yet by any signal worker (nor earlier in this transaction).
+//  and not handled yet by any signal worker (nor earlier in this transaction); *newest_ms when
+//  the newest of them was accepted.
 static int
-s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, int *n)
+s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, int *n,
+           int64_t *newest_ms)
 {
     *n = 0;
+    *newest_ms = 0;
     int64_t ms = fks_id_ms (inbox_id);
     if (ms < 0)
         return FKS_WORKER_OK;       /* not a UUIDv7: no time in it */
@@ -367,8 +370,11 @@ s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, in
             && fks_symbol_normalize (PQgetvalue (r, i, 1), norm, NULL, 0) == 0
             && strcmp (norm, symbol) == 0
             && fks_id_parse (text, strlen (text), &id) == 0
-            && !fks_worker_batch_has_id (tx, "inbox_id", &id))
+            && !fks_worker_batch_has_id (tx, "inbox_id", &id)) {
             (*n)++;
+            if (fks_id_ms (&id) > *newest_ms)
+                *newest_ms = fks_id_ms (&id);
+        }
     }
     PQclear (r);
     return FKS_WORKER_OK;
@@ -380,17 +386,20 @@ s_earlier (fks_worker_tx_t *tx, const fks_id_t *inbox_id, const char *symbol, in
 //  hands, its signal not committed yet, so not among the pending ones s_expected reads; or
 //  queued behind this one. While such an alert of the symbol is not handled, for up to
 //  S_EARLIER_WAIT_MS of this replica handing it back (a backlog makes every alert old, so
-//  not its age), it is handed back for later (FKS_WORKER_LATER: behind what
+//  not its age), and beyond that while the alert is young enough that, had the bus lost its
+//  message (fks-bus restarted), the reconciler is still to publish it again
+//  (fks_worker_keep_waiting), it is handed back for later (FKS_WORKER_LATER: behind what
 //  is queued here; when it comes again the entry's signal is pending, or filled, and the
 //  decision is made again). Rare by construction: only a decision about to be filtered pays
 //  for the look. FKS_WORKER_OK (decide now) or FKS_WORKER_LATER.
 static int
 s_wait_earlier (fks_worker_tx_t *tx, const fks_signal_alert_t *a, const s_seen_t *seen)
 {
-    if (fks_worker_deferred_ms (tx) >= S_EARLIER_WAIT_MS)
-        return FKS_WORKER_OK;
-    int n, rc = s_earlier (tx, &a->inbox_id, seen->symbol, &n);
-    if (rc != FKS_WORKER_OK || n == 0)
+    int n;
+    int64_t newest;
+    int rc = s_earlier (tx, &a->inbox_id, seen->symbol, &n, &newest);
+    if (rc != FKS_WORKER_OK || n == 0 || !fks_worker_keep_waiting (tx, S_EARLIER_WAIT_MS,
+                                                                   newest))
         return rc;
     return fks_worker_later (tx, "%d alert%s of %s accepted before this one not handled yet",
                              n, n == 1 ? "" : "s", seen->symbol);
