@@ -210,11 +210,38 @@ static const char *s_status_text (int status);
 
 //  civetweb's own error answers - a request it could not read (headers over the limit, or cut
 //  off by the request timeout), a bad HTTP version, a path no handler serves - in the
-//  contract's JSON shape instead of its plain text. A request it could not read leaves the
-//  connection in an unknown state: it is closed after the answer.
+//  contract's JSON shape instead of its plain text, and a method it does not know as 501 (it
+//  says 400). A request it could not read leaves the connection in an unknown state: it is
+//  closed after the answer.
+//  True when m is an HTTP method token (RFC 9110 tchar, 1..32 of them) that no HTTP server is
+//  expected to know: civetweb refuses a method outside its list with a 400, and such a request
+//  is well formed, only not served: 501.
+static bool
+s_unknown_method (const char *m)
+{
+    static const char *const known[] = { "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT",
+        "OPTIONS", "TRACE", "PATCH", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK",
+        "UNLOCK", "MKCALENDAR", "REPORT", NULL };
+    size_t n = m ? strlen (m) : 0;
+    if (n == 0 || n > 32 || strspn (m, "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                       "abcdefghijklmnopqrstuvwxyz") != n)
+        return false;
+    for (const char *const *k = known; *k; k++)
+        if (strcmp (m, *k) == 0)
+            return false;
+    return true;
+}
+
 static int
 s_http_error (struct mg_connection *conn, int status, const char *msg)
 {
+    const struct mg_request_info *ri = mg_get_request_info (conn);
+    if (status == 400 && ri && s_unknown_method (ri->request_method)) {
+        fks_http_must_close (conn);
+        fks_http_error (conn, 501, NULL, "not_implemented", NULL,
+                        "this server does not implement that HTTP method");
+        return 0;
+    }
     const char *code;
     switch (status) {
         case 404: code = "not_found"; break;
@@ -331,8 +358,11 @@ s_status_text (int status)
         case 415: return "Unsupported Media Type";
         case 422: return "Unprocessable Entity";
         case 429: return "Too Many Requests";
+        case 431: return "Request Header Fields Too Large";
         case 500: return "Internal Server Error";
+        case 501: return "Not Implemented";
         case 503: return "Service Unavailable";
+        case 505: return "HTTP Version Not Supported";
         default:  return "Status";
     }
 }

@@ -294,6 +294,30 @@ s_raw_exchange (const it_ctx_t *ctx, const char *req, char *out, size_t cap)
 
 //  HEAD is GET without content (RFC 9110): the gateway wrote the body anyway (and answered
 //  405), and on a kept-alive connection that body was read as the start of the next response.
+//  A method no server is expected to know is well formed, only not served: 501 in the JSON
+//  shape (civetweb said 400 "Bad request"). A method the gateway knows but a route does not
+//  take stays 405 with Allow.
+Test (api, an_unknown_http_method_is_501_and_a_known_one_not_taken_here_405)
+{
+    const it_ctx_t *ctx = it_ctx ();
+    const char *paths[] = { "/api/v1/orders", "/webhook/tradingview", "/health" };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        it_resp_t r;
+        char url[256];
+        snprintf (url, sizeof url, "%s%s", ctx->base, paths[i]);
+        cr_assert_eq (it_http ("BREW", url, NULL, NULL, 0, &r), 0);
+        cr_assert_eq (r.status, 501, "BREW %s -> %ld %s", paths[i], r.status, r.body);
+        char code[32];
+        cr_assert (it_json_str (r.body, "code", code, sizeof code), "%s", r.body);
+        cr_assert_str_eq (code, "not_implemented");
+        it_resp_free (&r);
+    }
+    it_resp_t r;
+    s_req (ctx, "PATCH", "/api/v1/orders", IT_ADMIN_KEY, NULL, &r);
+    cr_assert_eq (r.status, 405, "%ld %s", r.status, r.body);
+    it_resp_free (&r);
+}
+
 Test (api, a_head_request_gets_the_headers_only_and_the_connection_stays_in_step)
 {
     const it_ctx_t *ctx = it_ctx ();
