@@ -442,6 +442,19 @@ s_raw_stream (int port, const char *query)
     return s_raw_stream_key (port, query, IT_ADMIN_KEY);
 }
 
+//  A gateway of its own with env added, logging to /tmp/fks-it-stream-<pid>-<tag>.log (into
+//  log_path, 128 bytes); its port in *port.
+static pid_t
+s_own_gateway (const it_ctx_t *ctx, const char *tag, const char *const *env, char *log_path,
+               int *port)
+{
+    snprintf (log_path, 128, "/tmp/fks-it-stream-%d-%s.log", (int) getpid (), tag);
+    *port = 0;
+    pid_t pid = it_start_gateway (ctx, env, port, log_path);
+    cr_assert (pid > 0, "log %s", log_path);
+    return pid;
+}
+
 //  The audit's case: FKS_GATEWAY_STREAM_MAX=2, two filtered clients that went away while
 //  other events flowed. Their places must come back (a heartbeat write fails), so that a new
 //  client is served instead of 503 too_many_streams.
@@ -449,12 +462,10 @@ Test (stream, filtered_clients_that_left_give_their_places_back_while_events_flo
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-gone.log", (int) getpid ());
     const char *env[] = { "FKS_GATEWAY_STREAM_MAX=2", "FKS_GATEWAY_STREAM_HEARTBEAT=1s",
                           "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_own_gateway (ctx, "gone", env, log_path, &port);
     s_traffic_t t;
     pthread_t th;
     s_traffic_start (ctx, &t, &th);
@@ -833,12 +844,9 @@ s_no_stream_clients (int port)
 static pid_t
 s_start_slow_gateway (const it_ctx_t *ctx, const char *tag, char *log_path, int *port)
 {
-    snprintf (log_path, 128, "/tmp/fks-it-stream-%d-%s.log", (int) getpid (), tag);
     const char *env[] = { "FKS_GATEWAY_STREAM_BUFFER=64", "FKS_GATEWAY_REQUEST_TIMEOUT=1s",
                           "FKS_GATEWAY_STREAM_POLL=20ms", NULL };
-    pid_t pid = it_start_gateway (ctx, env, port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
-    return pid;
+    return s_own_gateway (ctx, tag, env, log_path, port);
 }
 
 //  Inserts 30,000 copies of the event at seq `after` (far more than the kernel's buffers and a
@@ -905,11 +913,9 @@ Test (stream, stopping_the_gateway_closes_websockets_with_going_away)
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-wsstop.log", (int) getpid ());
     const char *env[] = { "FKS_GATEWAY_STREAM_HEARTBEAT=1s", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_own_gateway (ctx, "wsstop", env, log_path, &port);
     int fd = s_ws_open (port, "", 0);
     unsigned char got[125];
     cr_assert_eq (s_ws_await (fd, MG_WEBSOCKET_OPCODE_PING, got, 3000), 0);
@@ -952,11 +958,9 @@ Test (stream, streams_beyond_the_cap_get_503)
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-cap.log", (int) getpid ());
     const char *env[] = { "FKS_GATEWAY_STREAM_MAX=1", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_own_gateway (ctx, "cap", env, log_path, &port);
     //  A first stream held open by a raw socket.
     int fd = socket (AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
@@ -1019,11 +1023,9 @@ Test (stream, an_event_that_could_not_be_written_is_not_counted_as_sent)
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-unsent.log", (int) getpid ());
     const char *env[] = { "FKS_GATEWAY_STREAM_HEARTBEAT=60s", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_own_gateway (ctx, "unsent", env, log_path, &port);
     char url[128];
     snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
     //  From the newest event on (a stream without a cursor starts wherever the gateway's tail
@@ -1236,12 +1238,10 @@ Test (stream, a_key_that_cannot_be_rechecked_keeps_its_stream)
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-recheck.log", (int) getpid ());
     const char *env[] = { "FKS_GATEWAY_STREAM_HEARTBEAT=1s", "FKS_GATEWAY_STREAM_POLL=50ms",
                           "FKS_PG_STATEMENT_TIMEOUT_MS=300", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_own_gateway (ctx, "recheck", env, log_path, &port);
     char name[48], key[FKS_APIKEY_LEN + 1];
     snprintf (name, sizeof name, "sse-outage-%lu", it_unique ());
     s_make_key (ctx, name, key);
@@ -1281,12 +1281,10 @@ Test (stream, one_key_cannot_take_every_stream_place)
 {
     const it_ctx_t *ctx = it_ctx ();
     char log_path[128];
-    snprintf (log_path, sizeof log_path, "/tmp/fks-it-stream-%d-perkey.log", (int) getpid ());
     const char *env[] = { "FKS_GATEWAY_STREAM_MAX=5", "FKS_GATEWAY_STREAM_MAX_PER_KEY=2",
                           "FKS_GATEWAY_STREAM_HEARTBEAT=1s", NULL };
     int port = 0;
-    pid_t pid = it_start_gateway (ctx, env, &port, log_path);
-    cr_assert (pid > 0, "log %s", log_path);
+    pid_t pid = s_own_gateway (ctx, "perkey", env, log_path, &port);
     char name1[48], name2[48], key1[FKS_APIKEY_LEN + 1], key2[FKS_APIKEY_LEN + 1];
     unsigned long u = it_unique ();
     snprintf (name1, sizeof name1, "perkey-a-%lu", u);

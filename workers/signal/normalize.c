@@ -197,14 +197,16 @@ s_action (const fks_signal_alert_t *a)
     if (*x)
         return S_NONE;
     //  No action: TradersPost's sentiment alone says where to go.
-    x = a->sentiment;
-    if (!strcmp (x, "bullish") || !strcmp (x, "long"))
+    switch (fks_stance_of_word (a->sentiment)) {
+    case FKS_STANCE_LONG:
         return S_BUY;
-    if (!strcmp (x, "bearish") || !strcmp (x, "short"))
+    case FKS_STANCE_SHORT:
         return S_SELL;
-    if (!strcmp (x, "flat"))
+    case FKS_STANCE_FLAT:
         return S_EXIT;
-    return S_NONE;
+    default:
+        return S_NONE;
+    }
 }
 
 //  The decision trades a share of the position (percent_of_position): quantity % of it, at
