@@ -28,6 +28,7 @@ s_teardown (void)
 }
 
 static long long s_position_is (const char *symbol, const char *qty);
+static void s_copy_signal_of (const fks_id_t *alert, int n);
 
 static const char *
 s_signal_reason (const fks_id_t *alert, char *buf, size_t cap)
@@ -1122,6 +1123,15 @@ Test (pipeline, breaker_opens_for_every_replica_and_closes_after_cooldown_or_res
         h_dump_logs ();
     cr_assert_eq (closed, 1, "events: %s", h_sql_text ("SELECT string_agg (type || ' ' || src,"
                                                        " ', ' ORDER BY seq) FROM events"));
+    //  A copy of the probe's signal changes nothing, and publishes no second breaker.closed
+    //  (the breaker tells a redo of the probe's recording the transition again: only a
+    //  transaction that writes the order may publish it).
+    long long consumed = h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'");
+    s_copy_signal_of (&a, 1);
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'",
+                              consumed + 1, WAIT_MS), consumed + 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'breaker.closed'"), 1,
+                  "the copy published breaker.closed again");
     for (int r = 0; r < 2; r++) {
         double v = -1;
         for (int t = 0; t < 100 && v != 0; t++) {
@@ -1163,6 +1173,30 @@ s_publish_copy (const fks_envelope_hdr_t *hdr, const char *type, const char *src
     h_publish_body_as (&s, type, src, &hdr->corr, &hdr->cause, body, body_len);
 }
 
+//  Publishes n copies of the signal.created of the alert (fresh envelope ids).
+static void
+s_copy_signal_of (const fks_id_t *alert, int n)
+{
+    char id[FKS_ID_STR_SIZE];
+    fks_id_format (alert, id);
+    const char *values[1] = { id };
+    PGconn *conn = PQconnectdb (h_db_url ());
+    cr_assert (PQstatus (conn) == CONNECTION_OK);
+    PGresult *r = PQexecParams (conn, "SELECT envelope FROM events WHERE type = 'signal.created'"
+                                " AND corr = $1::uuid", 1, NULL, values, NULL, NULL, 1);
+    cr_assert (PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1);
+    fks_envelope_hdr_t hdr;
+    const uint8_t *body;
+    size_t body_len;
+    fks_envelope_err_t err;
+    cr_assert_eq (fks_envelope_peek (PQgetvalue (r, 0, 0), (size_t) PQgetlength (r, 0, 0), &hdr,
+                                     &body, &body_len, &err), 0, "%s", err.msg);
+    for (int i = 0; i < n; i++)
+        s_publish_copy (&hdr, "signal.created", "signal", body, body_len);
+    PQclear (r);
+    PQfinish (conn);
+}
+
 Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice,
       .fini = s_teardown, .timeout = 90)
 {
@@ -1174,21 +1208,7 @@ Test (pipeline, a_signal_seen_again_under_new_message_ids_is_never_ordered_twice
     h_alert_t a = { .symbol = "ETHUSDT", .action = "buy", .quantity = 1, .price = 2000 };
     fks_id_t alert = h_inject_alert (&s, &a, NULL, NULL);
     h_wait_alert_status (&alert, "filled");
-    PGconn *conn = PQconnectdb (h_db_url ());
-    cr_assert (PQstatus (conn) == CONNECTION_OK);
-    PGresult *r = PQexecParams (conn, "SELECT envelope FROM events WHERE type = 'signal.created'",
-                                0, NULL, NULL, NULL, NULL, 1);
-    cr_assert (PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1);
-    fks_envelope_hdr_t hdr;
-    const uint8_t *body;
-    size_t body_len;
-    fks_envelope_err_t err;
-    cr_assert_eq (fks_envelope_peek (PQgetvalue (r, 0, 0), (size_t) PQgetlength (r, 0, 0), &hdr,
-                                     &body, &body_len, &err), 0, "%s", err.msg);
-    for (int i = 0; i < 3; i++)
-        s_publish_copy (&hdr, "signal.created", "signal", body, body_len);
-    PQclear (r);
-    PQfinish (conn);
+    s_copy_signal_of (&alert, 3);
     cr_assert_eq (h_wait_int ("SELECT count(*) FROM consumed WHERE grp = 'execution'", 4,
                               WAIT_MS), 4, "every copy was consumed");
     cr_assert_eq (h_sql_int ("SELECT count(*) FROM orders"), 1);

@@ -1821,9 +1821,14 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
     //  once the breaker allows it, and its outcome recorded afterwards. The breaker knows
     //  orders by client order id: one whose outcome it has already (this message handled
     //  again) was let through then and is neither refused nor recorded again.
+    //  What the breaker says this order changed is published with the order, once it is
+    //  written (step 6): an order that exists already (a copy of its signal, handled by
+    //  another replica meanwhile) publishes nothing, not even the transition the breaker
+    //  reports again for its client order id (common/breaker.h).
     fks_breaker_status_t bs;
     memset (&bs, 0, sizeof bs);
-    fks_breaker_transition_t tr;
+    fks_breaker_transition_t tr = FKS_BREAKER_NO_CHANGE;
+    bool told = false;              /* bs and tr hold an answer of fks_breaker_try / _record */
     fks_redis_err_t rerr;
     fks_broker_result_t res;
     int allowed;
@@ -1843,8 +1848,7 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
                                        &tr, &rerr);
             if (allowed < 0)
                 return fks_worker_redis_error (tx, &rerr, "asking the circuit breaker");
-            if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
-                return rc;
+            told = true;
         }
     }
     else {
@@ -1862,11 +1866,12 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
             if (fks_breaker_record (st->breaker, coid, res.outcome != FKS_BROKER_REJECTED,
                                     res.reason, fks_now_ms (), &bs, &tr, &rerr) != 0)
                 return fks_worker_redis_error (tx, &rerr, "recording with the circuit breaker");
-            if ((rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
-                return rc;
+            told = true;
         }
     }
     if (!allowed) {
+        if (told && (rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
+            return rc;
         //  Not sent after all: its place in the minute goes back.
         if ((rc = s_opm_release (tx, &slot)) != FKS_WORKER_OK)
             return rc;
@@ -1921,6 +1926,8 @@ s_place (fks_worker_tx_t *tx, s_thread_t *st, s_req_t *q)
                  "order %s exists already: nothing to do", o->client_order_id);
         return s_opm_release (tx, &slot);
     }
+    if (told && (rc = s_breaker_event (tx, st, tr, &bs)) != FKS_WORKER_OK)
+        return rc;
     if (rejected) {
         s_count (st, "rejected");
         fks_log (FKS_LOG_WARN, fks_worker_corr_text (tx), NULL, "broker %s rejected order %s: "
