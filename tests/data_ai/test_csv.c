@@ -254,6 +254,7 @@ Test (csv, missing_file_names_the_path)
 
 Test (csv, time_formats)
 {
+    int64_t ms;
     cr_assert_eq (s_ms ("1970-01-02"), 86400000);
     cr_assert_eq (s_ms ("2024-03-01 13:30:00"), 1709299800000LL);
     cr_assert_eq (s_ms ("2024-03-01T13:30:00Z"), 1709299800000LL);
@@ -261,8 +262,13 @@ Test (csv, time_formats)
     cr_assert_eq (s_ms ("2024-03-01 13:30"), 1709299800000LL);
     cr_assert_eq (s_ms ("1709299800"), 1709299800000LL, "epoch seconds");
     cr_assert_eq (s_ms ("1709299800123"), 1709299800123LL, "epoch milliseconds");
+    //  Eight digits are a compact date (ISO 8601 basic, as many vendors write it), not epoch
+    //  seconds of 1970: 20240301 was read as 1970-08-23 and every day a second apart.
+    cr_assert_eq (s_ms ("20240301"), 1709251200000LL, "a compact date");
+    cr_assert_eq (s_ms ("19850102"), 473472000000LL);
+    cr_assert_eq (fks_csv_parse_time ("20241301", &ms), -1, "eight digits that are no date");
+    cr_assert_eq (fks_csv_parse_time ("20230229", &ms), -1);
     cr_assert_eq (s_ms ("2024-02-29"), 1709164800000LL, "a leap day");
-    int64_t ms;
     cr_assert_eq (fks_csv_parse_time ("2023-02-29", &ms), -1, "not a leap year");
     cr_assert_eq (fks_csv_parse_time ("2024-13-01", &ms), -1);
     cr_assert_eq (fks_csv_parse_time ("2024-01-01 25:00", &ms), -1);

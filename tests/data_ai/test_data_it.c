@@ -278,6 +278,48 @@ Test (data_it, live_feeds_from_binance_and_yahoo_with_a_429_on_the_way)
         free (dai_redis ("DEL fks:price:%s", keys[i]));
 }
 
+//  Binance and Yahoo count requests by address: after a 429 no feed of that source may ask
+//  before the Retry-After, or every symbol sends its own request into the limit (and repeated
+//  429s become a 418 ban).
+Test (data_it, rate_limit_holds_every_feed_of_the_source)
+{
+    const char *db = dai_db ();
+    const char *market = dai_fake_market (true);
+    dai_fake_script ("[{\"path\":\"/api/v3/klines\",\"status\":429,"
+                     "\"headers\":{\"Retry-After\":\"3600\"},"
+                     "\"fixture\":\"binance_error_rate_limited.json\"}]");
+    int p = (int) getpid ();
+    char b[32], e[32], feeds[256];
+    snprintf (b, sizeof b, "DAIRB%d", p);
+    snprintf (e, sizeof e, "DAIRE%d", p);
+    snprintf (feeds, sizeof feeds, "binance BTCUSDT=%s,ETHUSDT=%s 1m every=1s", b, e);
+    s_run_t r;
+    s_run_init (&r, db, feeds);
+    s_env (&r, "FKS_BINANCE_URL=%s", market);
+    pid_t pid = dai_start ("workers/fks-data", r.envp, r.port, r.log);
+    cr_assert_float_eq (s_metric_wait (r.port, "fks_data_fetch_total{source=\"binance\","
+                                       "result=\"rate_limited\"}", 1, 30000), 1, 1e-9,
+                        "log: %s", r.log);
+    //  Passes of the loop go by (a second each at most, the feeds are due every second):
+    //  no other request reaches the limited source, whichever feed met the 429.
+    for (int i = 0; i < 30; i++) {
+        char *seen = dai_fake_requests ();
+        int klines = 0;
+        for (const char *q = seen; (q = strstr (q, "/api/v3/klines")); q++)
+            klines++;
+        cr_assert_eq (klines, 1, "a request after the 429 and its Retry-After of an hour "
+                      "(pass %d): %s", i, seen);
+        free (seen);
+        usleep (100000);
+    }
+    cr_assert_eq (s_rows (b) + s_rows (e), 0);
+    char *log = dai_slurp (r.log);
+    cr_assert (strstr (log, "(and 1 other binance feed: the limit is the address's)"), "%s",
+               log);
+    free (log);
+    cr_assert_eq (dai_stop (pid), 0);
+}
+
 Test (data_it, feed_without_bars_goes_stale)
 {
     const char *db = dai_db ();

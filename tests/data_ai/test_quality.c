@@ -257,6 +257,35 @@ Test (quality, forming_bar_update_is_compared_with_the_bar_before)
     cr_assert_eq (s_check (&q, s_flat ("1m", 2 * MIN, 131), NULL, f), 0);
 }
 
+//  A live feed asks for its newest bar on every poll until it closes, and a forming bar's
+//  values change on every poll: its jump is news once, not on every poll of the day.
+Test (quality, forming_bar_beyond_the_outlier_limit_is_reported_once)
+{
+    fks_quality_t q = s_series ("1d", FKS_CALENDAR_24X7);
+    fks_quality_finding_t f[4];
+    bool stored;
+    s_check (&q, s_flat ("1d", 0, 100), NULL, f);
+    //  The new day opens 30 % up: an outlier.
+    cr_assert_eq (s_check (&q, s_flat ("1d", DAY, 130), &stored, f), 1);
+    cr_assert_eq (f[0].kind, FKS_QUALITY_OUTLIER);
+    //  The same forming day on the next polls, still beyond the limit: stored, not reported.
+    for (int i = 1; i <= 5; i++) {
+        cr_assert_eq (s_check (&q, s_flat ("1d", DAY, 130 + i), &stored, f), 0,
+                      "update %d of the forming bar reported again", i);
+        cr_assert (stored);
+    }
+    cr_assert_float_eq (q.last_close, 135, 1e-12);
+    //  The next day is a new bar: compared with the day before and reported on its own.
+    cr_assert_eq (s_check (&q, s_flat ("1d", 2 * DAY, 200), NULL, f), 1);
+    cr_assert_eq (f[0].kind, FKS_QUALITY_OUTLIER);
+    cr_assert_float_eq (f[0].value, 200.0 / 135.0 - 1, 1e-12);
+    //  A bar that crosses the limit only on a later update is reported then, once.
+    cr_assert_eq (s_check (&q, s_flat ("1d", 3 * DAY, 210), NULL, f), 0);
+    cr_assert_eq (s_check (&q, s_flat ("1d", 3 * DAY, 300), NULL, f), 1);
+    cr_assert_eq (f[0].kind, FKS_QUALITY_OUTLIER);
+    cr_assert_eq (s_check (&q, s_flat ("1d", 3 * DAY, 310), NULL, f), 0);
+}
+
 Test (quality, series_seeded_with_stored_bars_continues_from_them)
 {
     fks_quality_t q = s_series ("1m", FKS_CALENDAR_24X7);

@@ -96,19 +96,25 @@ fks_csv_parse_time (const char *text, int64_t *ms)
     bool all_digits = true;
     for (const char *q = text; *q; q++)
         all_digits = all_digits && isdigit ((unsigned char) *q);
-    if (all_digits) {
+    //  Eight digits are a compact date (20240301), never epoch seconds of 1970-1973.
+    bool compact = all_digits && strlen (text) == 8;
+    if (all_digits && !compact) {
         if (strlen (text) > 15)
             return -1;
         int64_t v = strtoll (text, NULL, 10);
         *ms = v >= 100000000000LL ? v : v * 1000;
         return 0;
     }
-    int y, mo, d, h = 0, mi = 0, s = 0;
-    if (s_digits (&p, 4, &y) || *p++ != '-' || s_digits (&p, 2, &mo) || *p++ != '-'
-        || s_digits (&p, 2, &d))
+    int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
+    if (compact) {
+        if (s_digits (&p, 4, &y) || s_digits (&p, 2, &mo) || s_digits (&p, 2, &d))
+            return -1;
+    }
+    else if (s_digits (&p, 4, &y) || *p++ != '-' || s_digits (&p, 2, &mo) || *p++ != '-'
+             || s_digits (&p, 2, &d))
         return -1;
     int64_t frac_ms = 0;
-    if (*p == ' ' || *p == 'T') {
+    if (!compact && (*p == ' ' || *p == 'T')) {
         p++;
         if (s_digits (&p, 2, &h) || *p++ != ':' || s_digits (&p, 2, &mi))
             return -1;

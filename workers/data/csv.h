@@ -7,9 +7,10 @@
  *  is read by naming its column in opts->column: open, high and low then equal the close and
  *  volume is 0; likewise when a file simply has no open/high/low or volume column.
  *
- *  Times may be a date (1985-01-02, midnight UTC), a date and time (1985-01-02 13:30:00 or
- *  1985-01-02T13:30:00Z, with optional fraction and +00:00), or an epoch number (seconds, or
- *  milliseconds when it is 1e11 or more). A row whose time does not parse is skipped and
+ *  Times may be a date (1985-01-02, or 19850102 as many vendors write it; midnight UTC), a
+ *  date and time (1985-01-02 13:30:00 or 1985-01-02T13:30:00Z, with optional fraction and
+ *  +00:00), or an epoch number (seconds, or milliseconds when it is 1e11 or more; eight
+ *  digits are always a date). A row whose time does not parse is skipped and
  *  counted; a number that does not parse, an empty cell, NA, null or NaN becomes NaN, so the
  *  quality checks report it as a bad value instead of losing it. Rows are returned sorted by
  *  time (a file written newest first is fine), one bar per time: of several rows for one

@@ -5,8 +5,10 @@
  *  (quality.h), and stores each poll's result with fks_ingest (ingest.h): the bars table, the
  *  market.bar and data.quality events in the outbox, published after COMMIT, and the latest
  *  price per symbol in Redis. A poll whose result cannot be stored is undone and tried again,
- *  so a PostgreSQL outage delays bars but loses none. Live feeds are also checked for
- *  staleness on every pass; a stale finding that cannot be stored is kept and stored later.
+ *  so a PostgreSQL outage delays bars but loses none. A rate limit (HTTP 429 or 418) met by
+ *  one feed holds every feed of that source as long, the limit being the address's. Live
+ *  feeds are also checked for staleness on every pass; a stale finding that cannot be stored
+ *  is kept and stored later.
  *
  *  Replicas: each feed is polled under a lease in Redis (fks:data:lease:<feed>,
  *  FKS_DATA_LEASE_TTL), renewed on the loop's passes every third of the TTL whether or not
@@ -378,6 +380,27 @@ s_seed (s_data_t *self, s_entry_t *en, int64_t now_ms)
     return 0;
 }
 
+//  A rate limit (HTTP 429, or 418: banned for ignoring 429s) counts a source's requests by
+//  address, not by symbol: every feed of that source waits until the limited one may ask
+//  again, instead of each sending its own request into the limit and being limited in turn
+//  (repeated 429s are what turns into a ban). Returns how many feeds were held.
+static size_t
+s_hold_source (s_data_t *self, const s_entry_t *limited, int64_t until_ms)
+{
+    size_t held = 0;
+    const char *src = fks_feed_source (limited->feed);
+    for (size_t i = 0; i < self->n_entries; i++) {
+        s_entry_t *en = &self->entries[i];
+        if (en == limited || fks_feed_is_history (en->feed) || fks_feed_done (en->feed)
+            || strcmp (fks_feed_source (en->feed), src) != 0)
+            continue;
+        if (en->hold_until_ms < until_ms)
+            en->hold_until_ms = until_ms;
+        held++;
+    }
+    return held;
+}
+
 static void
 s_poll_one (s_data_t *self, s_entry_t *en, int64_t now_ms)
 {
@@ -405,12 +428,17 @@ s_poll_one (s_data_t *self, s_entry_t *en, int64_t now_ms)
         fks_metric_observe (fks_metric_get1 (self->f_fetch_s, src),
                             (double) (fks_mono_ns () - t0) / 1e9);
     if (rc == FKS_FEED_FAILED) {
-        const char *result = err.http_status == 429 || err.http_status == 418 ? "rate_limited"
-                                                                              : "error";
+        bool limited = err.http_status == 429 || err.http_status == 418;
+        const char *result = limited ? "rate_limited" : "error";
         fks_metric_inc (fks_metric_get (self->f_fetch, (const char *[]) { src, result }));
-        fks_log (en->failing ? FKS_LOG_DEBUG : FKS_LOG_WARN, NULL, NULL,
-                 "%s: %s; next try in %" PRId64 " ms", fks_feed_name (feed), err.msg,
-                 fks_feed_next_ms (feed) - now_ms);
+        size_t held = limited ? s_hold_source (self, en, fks_feed_next_ms (feed)) : 0;
+        char also[96] = "";
+        if (held)
+            snprintf (also, sizeof also, " (and %zu other %s feed%s: the limit is the "
+                      "address's)", held, src, held == 1 ? "" : "s");
+        fks_log (en->failing && !limited ? FKS_LOG_DEBUG : FKS_LOG_WARN, NULL, NULL,
+                 "%s: %s; next try in %" PRId64 " ms%s", fks_feed_name (feed), err.msg,
+                 fks_feed_next_ms (feed) - now_ms, also);
         en->failing = true;
         return;
     }

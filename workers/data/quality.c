@@ -260,9 +260,12 @@ fks_quality_check (fks_quality_t *self, const fks_bar_t *bar, int64_t now_ms,
     }
     bool has_prev = newer || self->has_before;
     double prev = newer ? self->last_close : self->before_close;
-    if (self->cfg.outlier > 0 && has_prev && prev > 0) {
+    //  An update of the newest bar already reported as an outlier is not news again.
+    bool reported = !newer && self->outlier_reported;
+    if (self->cfg.outlier > 0 && has_prev && prev > 0 && !reported) {
         double jump = fabs (bar->close / prev - 1);
         if (jump > self->cfg.outlier && (f = s_finding (bar, FKS_QUALITY_OUTLIER, out, cap, n))) {
+            reported = true;
             s_set (f, true, jump, true, self->cfg.outlier);
             snprintf (f->detail, sizeof f->detail, "%s %s bar at %s: close moved %.1f%% from "
                       "%.10g to %.10g (limit %.1f%%)", bar->symbol, bar->interval,
@@ -279,6 +282,7 @@ fks_quality_check (fks_quality_t *self, const fks_bar_t *bar, int64_t now_ms,
     }
     else
         self->last_close = bar->close;
+    self->outlier_reported = reported;
     return true;
 }
 
@@ -296,6 +300,7 @@ fks_quality_seed (fks_quality_t *self, const fks_bars_t *stored)
     self->has_before = stored->n >= 2;
     self->before_close = self->has_before ? stored->v[stored->n - 2].close : 0;
     self->stale_reported = false;
+    self->outlier_reported = false;
 }
 
 bool

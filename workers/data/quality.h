@@ -12,7 +12,9 @@
  *               threshold = cfg.gap_min. The bar is stored.
  *    outlier    |close / previous close - 1| above cfg.outlier (a fraction: 0.2 = 20 %);
  *               value = the jump. The bar is stored: a real crash is an outlier too, and
- *               the event tells people to look.
+ *               the event tells people to look. Reported once per bar: the forming bar,
+ *               asked for again on every poll until it closes, is not reported again on
+ *               each update while it stays beyond the limit.
  *    stale      no newer bar for more than cfg.stale_factor intervals after the last one
  *               closed; value = seconds since it closed, threshold = the limit in seconds.
  *               Reported once per episode, again only after a newer bar arrived.
@@ -76,6 +78,7 @@ typedef struct {
     double before_close;        /* the close of the bar before the newest */
     int64_t started_ms;         /* when checking began (stale with no bar at all) */
     bool stale_reported;
+    bool outlier_reported;      /* the newest bar was reported as an outlier */
 } fks_quality_t;
 
 /*  Default thresholds: outlier 0.2, stale factor 3, gap_min 1, calendar 24x7. */
