@@ -22,6 +22,11 @@
  *  is dropped quietly. The broker's ERROR "unknown replica" (it restarted, or dropped us)
  *  triggers a JOIN at once; silence for `liveness` heartbeats makes the client throw the socket
  *  away and start over on a new one.
+ *
+ *  Stopping (fks_bus_drain): DRAIN goes out ahead of the next flush's releases, the buffered
+ *  deliveries are released right after it, and nothing is handed out any more; what arrives
+ *  later is released once the broker answers DRAINED, and stays for the LEAVE when it never
+ *  does (a broker older than DRAIN).
  */
 #include "bus/client.h"
 #include "bus/envelope.h"

@@ -2,7 +2,8 @@
  *  or worker author relies on. Publishing with no broker, joining before the broker exists,
  *  receive timeouts, the poll fd, reject and attempt numbers, touch, deliveries waiting in the
  *  client, a graceful leave that hands back unread deliveries, publishing from many threads,
- *  acks made stale by a broker restart, and a malformed DELIVER_BATCH from a fake broker. Needs FKS_TEST_PG_URL
+ *  acks made stale by a broker restart, a malformed DELIVER_BATCH from a fake broker, and a drain
+ *  against a fake broker with and without DRAIN. Needs FKS_TEST_PG_URL
  *  (tools/test.sh), like every test that starts fks-bus.
  */
 #include <criterion/criterion.h>
@@ -391,11 +392,13 @@ s_record (uint8_t *p, uint64_t tag, const fks_envelope_hdr_t *hdr, uint32_t size
 }
 
 //  A fake broker (a bare ROUTER) and a client joined to it: the JOIN read and checked, the
-//  WELCOME sent. rid is the client's routing id.
+//  WELCOME sent. rid is the client's routing id; e/h two envelopes (1 and 2) to deliver.
 typedef struct {
     void *zctx, *r;
     zmq_msg_t rid;
     fks_bus_client_t *c;
+    msgpack_sbuffer e[2];
+    fks_envelope_hdr_t h[2];
 } s_fake_t;
 
 static void
@@ -442,11 +445,17 @@ s_fake_start (s_fake_t *fk)
     { const void *p[] = { welcome, hb, live, dl }; size_t sz[] = { 3, 4, 4, 4 };
       s_fake_send (fk->r, &fk->rid, p, sz, 4); }
     s_wait_joined (fk->c);
+    for (int i = 0; i < 2; i++) {
+        msgpack_sbuffer_init (&fk->e[i]);
+        h_envelope (i + 1, &fk->e[i], &fk->h[i]);
+    }
 }
 
 static void
 s_fake_stop (s_fake_t *fk)
 {
+    for (int i = 0; i < 2; i++)
+        msgpack_sbuffer_destroy (&fk->e[i]);
     fks_bus_client_destroy (&fk->c);
     zmq_msg_close (&fk->rid);
     int linger = 0;
@@ -462,13 +471,8 @@ Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_a
     void *r = fk.r;
     fks_bus_client_t *c = fk.c;
     zmq_msg_t *rid = &fk.rid;
-
-    msgpack_sbuffer e1, e2;
-    msgpack_sbuffer_init (&e1);
-    msgpack_sbuffer_init (&e2);
-    fks_envelope_hdr_t h1, h2;
-    h_envelope (1, &e1, &h1);
-    h_envelope (2, &e2, &h2);
+    const msgpack_sbuffer e1 = fk.e[0], e2 = fk.e[1];
+    const fks_envelope_hdr_t h1 = fk.h[0], h2 = fk.h[1];
     uint8_t body[2 * FKS_ENVELOPE_MAX_SIZE];
     cr_assert_lt (e1.size + e2.size, sizeof body);
     memcpy (body, e1.data, e1.size);
@@ -556,8 +560,6 @@ Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_a
     cr_assert_eq (n_tags, 2, "the acks never reached the broker");
     cr_assert_eq (tags[0], 7);
     cr_assert_eq (tags[1], 8);
-    msgpack_sbuffer_destroy (&e1);
-    msgpack_sbuffer_destroy (&e2);
     s_fake_stop (&fk);
 }
 
@@ -628,17 +630,11 @@ s_drain_against (bool knows_drain)
 {
     s_fake_t fk;
     s_fake_start (&fk);
-    msgpack_sbuffer e1, e2;
-    msgpack_sbuffer_init (&e1);
-    msgpack_sbuffer_init (&e2);
-    fks_envelope_hdr_t h1, h2;
-    h_envelope (1, &e1, &h1);
-    h_envelope (2, &e2, &h2);
-    s_fake_deliver (&fk, 1, &h1, &e1);
-    s_fake_deliver (&fk, 2, &h2, &e2);
+    s_fake_deliver (&fk, 1, &fk.h[0], &fk.e[0]);
+    s_fake_deliver (&fk, 2, &fk.h[1], &fk.e[1]);
     fks_bus_msg_t *held = fks_bus_recv (fk.c, 10000);
     cr_assert_not_null (held);
-    cr_assert_eq (memcmp (fks_bus_msg_id (held)->b, h1.id.b, FKS_ID_SIZE), 0);
+    cr_assert_eq (memcmp (fks_bus_msg_id (held)->b, fk.h[0].id.b, FKS_ID_SIZE), 0);
     s_wait_received (fk.c, 2);
 
     cr_assert_eq (fks_bus_drain (fk.c), 0);
@@ -653,7 +649,7 @@ s_drain_against (bool knows_drain)
 
     //  A broker without DRAIN delivers the released message again at once; one with DRAIN
     //  may have sent a delivery before it read the DRAIN, then answers DRAINED.
-    s_fake_deliver (&fk, 3, &h2, &e2);
+    s_fake_deliver (&fk, 3, &fk.h[1], &fk.e[1]);
     if (knows_drain) {
         uint8_t drained[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_DRAINED };
         const void *p[] = { drained };
@@ -681,8 +677,6 @@ s_drain_against (bool knows_drain)
         cr_assert_eq (n, 1, "the LEAVE does not carry what came back after the drain");
         cr_assert_eq (tags[0], 3);
     }
-    msgpack_sbuffer_destroy (&e1);
-    msgpack_sbuffer_destroy (&e2);
     s_fake_stop (&fk);
 }
 

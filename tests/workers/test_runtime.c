@@ -829,6 +829,22 @@ Test (runtime, routed_messages_handed_back_on_stop_count_no_attempt,
     cr_assert_eq (done, 10);
 }
 
+//  Sends a "block" message of key and n numbered ones ("n:0"...) behind it; returns once the
+//  first blocks its handler thread (at the gate).
+static void
+s_block_then (const char *key, int n)
+{
+    s_send_to (key, "block", NULL, NULL);
+    for (int i = 0; i < n; i++) {
+        char d[16];
+        snprintf (d, sizeof d, "n:%d", i);
+        s_send_to (key, d, NULL, NULL);
+    }
+    for (int i = 0; i < 1000 && atomic_load (&s_blocked) == 0; i++)
+        usleep (10000);
+    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+}
+
 //  A replica stopped (SIGTERM) while one handler is blocked (the gate, which only the test
 //  opens, so that "before" below does not depend on timing) and N messages wait behind it,
 //  in its bus client's buffer (no route hook) or in the thread's queue (routed): the other
@@ -843,15 +859,7 @@ s_stop_hands_the_queued_to_the_other_replica (fks_worker_route_fn *route)
     static s_runner_t r1, r2;
     int threads = route ? 2 : 1;
     s_start_with (&r1, true, 1, threads, route);
-    s_send_to ("KA", "block", NULL, NULL);
-    for (int i = 0; i < N; i++) {
-        char d[16];
-        snprintf (d, sizeof d, "n:%d", i);
-        s_send_to ("KA", d, NULL, NULL);
-    }
-    for (int i = 0; i < 1000 && atomic_load (&s_blocked) == 0; i++)
-        usleep (10000);
-    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+    s_block_then ("KA", N);
     //  All of them are with the first replica before the second joins.
     double held = -1;
     for (int i = 0; i < 200 && held != N + 1; i++) {
@@ -1026,15 +1034,7 @@ Test (runtime, a_hung_routed_thread_does_not_stop_the_other_keys,
             snprintf (kb, sizeof kb, "%s", c);
     }
     cr_assert (kb[0]);
-    s_send_to (ka, "block", NULL, NULL);
-    for (int i = 0; i < 40; i++) {
-        char d[16];
-        snprintf (d, sizeof d, "n:%d", i);
-        s_send_to (ka, d, NULL, NULL);
-    }
-    for (int i = 0; i < 500 && atomic_load (&s_blocked) == 0; i++)
-        usleep (10000);
-    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+    s_block_then (ka, 40);
     //  The hung thread's leases lapse and the broker delivers its messages again, to this
     //  replica: before, its queue (64) filled with them and the dispatcher waited on it.
     char *why = NULL;
@@ -1102,15 +1102,7 @@ Test (runtime, a_hung_threads_key_goes_to_another_replica_and_takes_effect_once,
     s_statement_timeout_ms = 1000;
     static s_runner_t r1, r2;
     s_start_with (&r1, true, 1, 2, s_route);
-    s_send_to ("KA", "block", NULL, NULL);
-    for (int i = 0; i < 20; i++) {
-        char d[16];
-        snprintf (d, sizeof d, "n:%d", i);
-        s_send_to ("KA", d, NULL, NULL);
-    }
-    for (int i = 0; i < 500 && atomic_load (&s_blocked) == 0; i++)
-        usleep (10000);
-    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+    s_block_then ("KA", 20);
     int port1 = fks_worker_port (r1.w);
     int ready = 200;
     for (int i = 0; i < 150 && ready == 200; i++) {
