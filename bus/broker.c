@@ -91,6 +91,7 @@ typedef struct {
     int64_t last_sent;
     uint32_t ready_prev, ready_next;
     bool in_ready;
+    bool draining;              /* DRAIN: never back in the ready ring */
     bool used;
     uint32_t next_free;
 } s_replica_t;
@@ -115,8 +116,8 @@ struct fks_broker_t {
 
     fks_broker_stats_t stats;
     size_t in_flight;
-    //  Replica lines (joined, left, dropped): at most S_REPLICA_LOG_MAX per window, so that a
-    //  peer joining in a loop cannot flood the log; the rest are counted and said.
+    //  Replica lines (joined, draining, left, dropped): at most S_REPLICA_LOG_MAX per window,
+    //  so that a peer joining in a loop cannot flood the log; the rest are counted and said.
     int64_t log_window_start;
     uint32_t log_in_window;
     uint64_t log_suppressed;
@@ -381,7 +382,7 @@ static void
 s_ready_add (fks_broker_t *self, uint32_t ri)
 {
     s_replica_t *r = &self->replicas[ri];
-    if (r->in_ready || self->draining || r->inflight >= r->window)
+    if (r->in_ready || r->draining || self->draining || r->inflight >= r->window)
         return;
     s_group_t *g = &self->groups[r->group];
     r->ready_next = NIL;
@@ -855,6 +856,33 @@ fks_broker_heard (fks_broker_t *self, const uint8_t *rid, size_t rid_len, int64_
         return false;
     self->replicas[ri].last_heard = now;
     return true;
+}
+
+int
+fks_broker_drain_replica (fks_broker_t *self, const uint8_t *rid, size_t rid_len, int64_t now)
+{
+    uint32_t ri = s_replica_find (self, rid, rid_len);
+    if (ri == NIL)
+        return -1;
+    s_replica_t *r = &self->replicas[ri];
+    r->last_heard = now;
+    if (r->draining)
+        return 0;
+    //  Out of the ready ring, the one place every dispatch takes a replica from, and kept
+    //  out of it (s_ready_add): nothing is delivered to it any more.
+    r->draining = true;
+    s_ready_remove (self, ri);
+    s_group_t *g = &self->groups[r->group];
+    g->stats.drains++;
+    if (s_replica_log_ok (self, now)) {
+        char fields[256] = "";
+        fks_log_field_str (fields, sizeof fields, "group", g->name);
+        fks_log_field_str (fields, sizeof fields, "replica", r->name);
+        fks_log_field_int (fields, sizeof fields, "in_flight", r->inflight);
+        fks_log (FKS_LOG_INFO, NULL, fields, "replica draining: nothing more is delivered "
+                 "to it");
+    }
+    return 0;
 }
 
 int

@@ -21,6 +21,8 @@
  *    deadline passes or its replica leaves, rejoins or falls silent; a reject with retry goes
  *    to the tail. A message delivered max_deliveries times and not acked becomes a dead letter.
  *  - After fks_broker_drain, nothing new is accepted or delivered; acks are still taken.
+ *  - A replica that drains (fks_broker_drain_replica: it is stopping) is given nothing more;
+ *    what it holds stays its own until it acks, rejects or releases it, leaves, or is lost.
  *
  *  Not thread-safe: one thread (the broker's) owns it.
  */
@@ -147,6 +149,14 @@ int fks_broker_touch (fks_broker_t *self, const uint8_t *rid, size_t rid_len,
 int fks_broker_reject (fks_broker_t *self, const uint8_t *rid, size_t rid_len, uint64_t tag,
                        int action, const char *reason, int64_t now);
 
+/*  The replica is stopping (DRAIN): from now on no dispatch gives it anything, and what it
+ *  releases goes to the group's other replicas. Its deliveries stay in flight at it (acks,
+ *  rejects, releases and touches work as before), it stays alive while heard from, and
+ *  fks_broker_leave ends it. Counted once per replica (stats.drains). 0, or -1 when the
+ *  replica is unknown. */
+int fks_broker_drain_replica (fks_broker_t *self, const uint8_t *rid, size_t rid_len,
+                              int64_t now);
+
 /*  The replica leaves: its un-acked deliveries go back to the head of the queue. 0 or -1. */
 int fks_broker_leave (fks_broker_t *self, const uint8_t *rid, size_t rid_len, int64_t now);
 
@@ -179,6 +189,7 @@ typedef struct {
     uint64_t expired;           /* deliveries taken back at their deadline */
     uint64_t lost;              /* deliveries taken back from a replica that went away */
     uint64_t released;
+    uint64_t drains;            /* replicas that said they were stopping (DRAIN) */
     uint64_t dead_letters;
     uint64_t refused;           /* publishes refused because the queue was full */
     uint64_t duplicates;        /* publishes ignored: already queued or in flight */

@@ -22,6 +22,11 @@
  *  is dropped quietly. The broker's ERROR "unknown replica" (it restarted, or dropped us)
  *  triggers a JOIN at once; silence for `liveness` heartbeats makes the client throw the socket
  *  away and start over on a new one.
+ *
+ *  Stopping (fks_bus_drain): DRAIN goes out ahead of the next flush's releases, the buffered
+ *  deliveries are released right after it, and nothing is handed out any more; what arrives
+ *  later is released once the broker answers DRAINED, and stays for the LEAVE when it never
+ *  does (a broker older than DRAIN).
  */
 #include "bus/client.h"
 #include "bus/envelope.h"
@@ -112,6 +117,9 @@ struct fks_bus_client_t {
     bool io_polling;                /* ... and waits in zmq_poll: write wake_fd to stir it */
     bool agent_sleeping;            /* the agent is in a long sleep: signal agent_cond */
     bool agent_reads;               /* fks_bus_fd was called: the agent reads continuously */
+    bool draining;                  /* fks_bus_drain: nothing more is handed out */
+    bool drain_unsent;              /* ... and DRAIN goes out with the next flush */
+    bool drained;                   /* ... and the broker answered DRAINED (this epoch) */
     bool stop;
     int ready_fd;                   /* readable while q_len > 0 */
     int wake_fd;                    /* stirs the I/O role holder out of zmq_poll */
@@ -268,6 +276,21 @@ s_purge_queue (fks_bus_client_t *self)
     self->q_len = 0;
 }
 
+//  Gives back every queued delivery (they were never handed out): their tags go out in the
+//  next RELEASE, ahead of anything released later. Caller holds the lock.
+static void
+s_release_queue (fks_bus_client_t *self)
+{
+    if (!self->q_head)
+        return;
+    if (self->state == S_JOINED)
+        for (fks_bus_msg_t *m = self->q_head; m; m = m->next)
+            if (m->epoch == self->epoch && s_tags_add (&self->releases, m->tag) != 0)
+                return;             /* out of memory: they stay for the LEAVE */
+    s_purge_queue (self);
+    s_requested (self);
+}
+
 //  --------------------------------------------------------------------------
 //  Socket work, done by the I/O role holder only
 
@@ -290,6 +313,9 @@ s_join (fks_bus_client_t *self, int64_t now)
     self->touches.n = 0;
     self->releases.n = 0;
     self->n_rejects = 0;
+    //  A new registration is not draining at the broker: say it again once joined.
+    self->drain_unsent = self->draining;
+    self->drained = false;
     self->state = S_JOINING;
     self->last_heard = now;
     uint8_t window[8];
@@ -501,7 +527,10 @@ s_on_deliver (fks_bus_client_t *self, zmq_msg_t *f, size_t n, s_framing_t framin
             }
             s_enqueue (self, m, m + FKS_BUS_META_SIZE, tlen, &f[i + 1], 0, 0);
         }
-    if (was_empty && self->q_len > 0) {
+    if (self->drained)
+        s_release_queue (self);     /* sent before the broker read DRAIN: to the others */
+    else
+    if (was_empty && self->q_len > 0 && !self->draining) {
         s_fd_write (self->ready_fd);
         pthread_cond_broadcast (&self->cond);
     }
@@ -577,6 +606,17 @@ s_on_message (fks_bus_client_t *self, zmq_msg_t *f, size_t n, int64_t now)
             s_on_deliver (self, f + 1, n - 1, S_BATCH);
             return;
         case FKS_BUS_HEARTBEAT:
+            break;
+        case FKS_BUS_DRAINED:
+            //  Nothing comes after it (one connection keeps order): what arrived between the
+            //  DRAIN and this goes to the other replicas.
+            if (n != 1)
+                s_bad_frame (self, "DRAINED");
+            else
+            if (self->draining && self->state == S_JOINED && !self->drain_unsent) {
+                self->drained = true;
+                s_release_queue (self);
+            }
             break;
         case FKS_BUS_ERROR: {
             uint8_t code = n >= 2 && zmq_msg_size (&f[1]) == 1
@@ -669,6 +709,14 @@ s_flush_requests (fks_bus_client_t *self)
 {
     pthread_mutex_lock (&self->lock);
     if (self->state == S_JOINED && self->sock) {
+        //  DRAIN first: a RELEASE after it on this connection can no longer be delivered
+        //  straight back to this replica. What waits in the queue is newer than anything the
+        //  caller released (it took its messages from here), so it goes last in the RELEASE
+        //  below, or in a later one, which the broker puts ahead: either way older first.
+        if (self->drain_unsent && s_send_cmd (self->sock, FKS_BUS_DRAIN, false) == 0) {
+            self->drain_unsent = false;
+            s_release_queue (self);
+        }
         if (self->acks.n > 0) {
             s_send_tags (self->sock, FKS_BUS_ACK, self->acks.v, self->acks.n);
             self->stats.acked += self->acks.n;
@@ -1072,7 +1120,7 @@ fks_bus_recv (fks_bus_client_t *self, int timeout_ms)
         pthread_mutex_lock (&self->lock);
         s_io_give (self);
     }
-    while (!self->stop) {
+    while (!self->stop && !self->draining) {
         if (self->q_head) {
             msg = self->q_head;
             self->q_head = msg->next;
@@ -1117,6 +1165,27 @@ fks_bus_fd (fks_bus_client_t *self)
     }
     pthread_mutex_unlock (&self->lock);
     return self->ready_fd;
+}
+
+int
+fks_bus_drain (fks_bus_client_t *self)
+{
+    if (!self || !self->agent_started)
+        return -1;
+    pthread_mutex_lock (&self->lock);
+    if (!self->draining) {
+        self->draining = true;
+        self->drain_unsent = true;
+        self->drained = false;
+        //  What waits in the queue is released right after the DRAIN (s_flush_requests).
+        //  With a broker that does not know DRAIN it comes straight back and waits here
+        //  for the LEAVE.
+        s_requested (self);
+        s_fd_drain (self->ready_fd);    /* fks_bus_recv has nothing more to give */
+        pthread_cond_broadcast (&self->cond);
+    }
+    pthread_mutex_unlock (&self->lock);
+    return 0;
 }
 
 //  Queues msg's tag on list (acks or releases) for the next flush, unless it predates a

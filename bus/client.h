@@ -134,6 +134,20 @@ int fks_bus_reject (fks_bus_client_t *self, fks_bus_msg_t **msg_p, fks_bus_rejec
  *  *msg_p. 0, or -1 on invalid arguments. */
 int fks_bus_release (fks_bus_client_t *self, fks_bus_msg_t **msg_p);
 
+/*  The replica is stopping: says DRAIN to the broker, which delivers nothing more to it, and
+ *  gives back (as fks_bus_release does, and ahead of what is released after this call) every
+ *  delivery waiting in the client that fks_bus_recv never returned, so that the group's other
+ *  replicas take them at once instead of after the LEAVE. From now on fks_bus_recv returns
+ *  NULL and the fd never polls readable. Deliveries that still arrive (sent before the broker
+ *  read the DRAIN) are given back when it answers DRAINED; a broker older than DRAIN ignores
+ *  it and may deliver the given-back ones to this replica again: they wait here, never handed
+ *  out, and go back with the LEAVE of fks_bus_client_destroy. Acks, rejects, releases and
+ *  touches of what the caller holds work as before; after a rejoin the client says DRAIN
+ *  again. Call it once the caller will take nothing more, then release what it was given but
+ *  did not start, then finish the rest and destroy the client. Thread-safe; a second call is
+ *  a no-op. 0, or -1 before fks_bus_join. */
+int fks_bus_drain (fks_bus_client_t *self);
+
 /*  Tells the broker the handler is still working on msg: its ack deadline starts again.
  *  0, or -1 on invalid arguments. */
 int fks_bus_touch (fks_bus_client_t *self, const fks_bus_msg_t *msg);

@@ -27,6 +27,17 @@
  *                                               application) go back uncounted, every other
  *                                               un-acked delivery goes back counted; one step,
  *                                               so none of them can be handed back to it
+ *      DRAIN     (no frames)                    Leaving soon: deliver nothing more to me. The
+ *                                               replica keeps what it holds (ACK, REJECT,
+ *                                               RELEASE, TOUCH still work) and its heartbeats
+ *                                               keep it alive; LEAVE ends it. Answered DRAINED.
+ *                                               Sent first, it makes the RELEASEs after it
+ *                                               (same connection, so in order) go to the other
+ *                                               replicas instead of straight back. A broker
+ *                                               older than DRAIN counts it as an unknown
+ *                                               command, drops it and answers nothing: the
+ *                                               client then keeps what comes back for the
+ *                                               LEAVE (docs/BUS.md, "Stopping a replica")
  *
  *    broker -> client
  *      WELCOME   [heartbeat_ms u32][liveness u32][ack_deadline_ms u32]
@@ -45,6 +56,9 @@
  *                frame costs each of the four threads it crosses about as much as 300 bytes.
  *      HEARTBEAT (no frames)
  *      ERROR     [code u8][text]                FKS_BUS_ERR_*
+ *      DRAINED   (no frames)                    the answer to DRAIN: nothing is delivered to
+ *                                               this replica after it (only a client that sent
+ *                                               DRAIN gets it, so older clients never see it)
  *
  *  A delivery tag names one delivery of one message to one replica; acking a tag that is no
  *  longer in flight for that replica (it expired and went to someone else) is ignored. The
@@ -75,6 +89,7 @@
 #define FKS_BUS_TOUCH            0x06
 #define FKS_BUS_HEARTBEAT        0x07
 #define FKS_BUS_LEAVE            0x08
+#define FKS_BUS_DRAIN            0x09
 
 /*  Commands, broker to client (HEARTBEAT is shared). */
 #define FKS_BUS_WELCOME          0x81
@@ -82,6 +97,7 @@
 #define FKS_BUS_DELIVER_PACKED   0x83
 #define FKS_BUS_ERROR            0x84
 #define FKS_BUS_DELIVER_BATCH    0x85
+#define FKS_BUS_DRAINED          0x86
 
 /*  ERROR codes. */
 #define FKS_BUS_ERR_UNKNOWN      1      /* the broker does not know this peer: join again */

@@ -57,7 +57,7 @@ static const char *const s_bad_names[S_BAD_COUNT] = {
 typedef struct {
     fks_metric_t *depth, *bytes, *in_flight, *consumers;
     fks_metric_t *routed, *deliveries, *redeliveries, *acks, *rejects, *expired, *lost;
-    fks_metric_t *released, *dead, *refused, *duplicates;
+    fks_metric_t *released, *drains, *dead, *refused, *duplicates;
 } s_group_metrics_t;
 
 struct fks_bus_server_t {
@@ -79,7 +79,7 @@ struct fks_bus_server_t {
     fks_broker_stats_t prev_global;
     fks_metric_family_t *f_depth, *f_bytes, *f_in_flight, *f_consumers, *f_routed;
     fks_metric_family_t *f_deliveries, *f_redeliveries, *f_acks, *f_rejects, *f_taken_back;
-    fks_metric_family_t *f_dead, *f_refused, *f_duplicates;
+    fks_metric_family_t *f_drains, *f_dead, *f_refused, *f_duplicates;
     fks_metric_t *m_published, *m_unrouted, *m_reconciled, *m_stream_sent;
     fks_metric_t *m_stream_overflows, *m_replicas, *m_replicas_dropped, *m_stale;
     fks_metric_t *m_dead_unrecorded, *m_unknown_peer;
@@ -664,6 +664,15 @@ s_handle_router (fks_bus_server_t *self, zmq_msg_t *f, int n, bool extra, int64_
                 fks_broker_release (self->broker, rid, rid_len, self->leave_tags, n_tags, now);
             fks_broker_leave (self->broker, rid, rid_len, now);
             return;
+        case FKS_BUS_DRAIN:
+            if (n != 2) {
+                s_bad (self, S_SOCK_ROUTER, S_BAD_MALFORMED, "DRAIN");
+                return;
+            }
+            rc = fks_broker_drain_replica (self->broker, rid, rid_len, now);
+            if (rc == 0)
+                s_send_hdr (self->router, rid, rid_len, FKS_BUS_DRAINED, false);
+            break;
         default: {
             char detail[32];
             snprintf (detail, sizeof detail, "command 0x%02x", hdr[2]);
@@ -798,6 +807,7 @@ s_group_series (fks_bus_server_t *self, size_t i, const char *group)
     m->lost = fks_metric_get (self->f_taken_back, labels);
     labels[1] = "released";
     m->released = fks_metric_get (self->f_taken_back, labels);
+    m->drains = fks_metric_get1 (self->f_drains, group);
     m->dead = fks_metric_get1 (self->f_dead, group);
     m->refused = fks_metric_get1 (self->f_refused, group);
     m->duplicates = fks_metric_get1 (self->f_duplicates, group);
@@ -829,6 +839,7 @@ s_sync_metrics (fks_bus_server_t *self)
         fks_metric_add (m->expired, (double) (s.expired - p->expired));
         fks_metric_add (m->lost, (double) (s.lost - p->lost));
         fks_metric_add (m->released, (double) (s.released - p->released));
+        fks_metric_add (m->drains, (double) (s.drains - p->drains));
         fks_metric_add (m->dead, (double) (s.dead_letters - p->dead_letters));
         fks_metric_add (m->refused, (double) (s.refused - p->refused));
         fks_metric_add (m->duplicates, (double) (s.duplicates - p->duplicates));
@@ -882,6 +893,9 @@ s_register_metrics (fks_bus_server_t *self)
     S_FAM (self->f_taken_back, "fks_bus_taken_back_total",
            "Un-acked deliveries taken back: deadline passed, replica lost, or released.",
            FKS_COUNTER, grp_reason, 2);
+    S_FAM (self->f_drains, "fks_bus_drains_total",
+           "Replicas of a group that said they were stopping (DRAIN): given nothing more.",
+           FKS_COUNTER, grp, 1);
     S_FAM (self->f_dead, "fks_bus_dead_letters_total", "Messages that became dead letters.",
            FKS_COUNTER, grp, 1);
     S_FAM (self->f_refused, "fks_bus_refused_total",

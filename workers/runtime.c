@@ -1958,13 +1958,30 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
     if (self->routed)
         for (int i = 0; i < self->cfg.threads; i++)
             s_queue_wake (&self->threads[i].queue);
-    //  The ops server goes first (civetweb takes a moment to stop its threads), while the
-    //  handler threads finish what they hold.
-    fks_ops_destroy (&self->ops);
+    //  What no thread has started goes to the other replicas now, not after the handlers in
+    //  hand finish: DRAIN first (the broker gives this replica nothing more, so what is
+    //  handed back cannot come straight back; the client's buffer goes back right after it),
+    //  then what the dispatcher parked (as it ends) and the threads' queues.
+    fks_bus_drain (self->bus);
     if (self->dispatcher_started) {
         pthread_join (self->dispatcher, NULL);
         self->dispatcher_started = false;
     }
+    if (self->routed) {
+        size_t n = 0;
+        for (int i = 0; i < self->cfg.threads; i++) {
+            s_queue_t *q = &self->threads[i].queue;
+            pthread_mutex_lock (&q->lock);
+            n += s_queue_clear (q, self->bus);
+            pthread_mutex_unlock (&q->lock);
+        }
+        if (n)
+            fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu queued message(s) handed "
+                     "back unhandled", def->program, n);
+    }
+    //  The ops server next (civetweb takes a moment to stop its threads), while the handler
+    //  threads finish what they hold.
+    fks_ops_destroy (&self->ops);
     for (int i = 0; i < self->cfg.threads; i++)
         if (self->threads[i].started) {
             pthread_join (self->threads[i].tid, NULL);
@@ -1974,15 +1991,6 @@ fks_worker_run (fks_worker_t *self, int stop_fd)
         atomic_store (&self->keeper_stop, true);
         pthread_join (self->keeper, NULL);
         self->keeper_started = false;
-    }
-    if (self->routed) {
-        //  What was routed to a thread but not started goes back with the rest.
-        size_t n = 0;
-        for (int i = 0; i < self->cfg.threads; i++)
-            n += s_queue_clear (&self->threads[i].queue, self->bus);
-        if (n)
-            fks_log (FKS_LOG_INFO, NULL, NULL, "%s: stopping; %zu queued message(s) handed "
-                     "back unhandled", def->program, n);
     }
 done:
     //  Leaving the group hands back whatever was received but not started.

@@ -437,6 +437,76 @@ Test (broker, a_replica_that_leaves_hands_its_messages_to_the_others_first)
     fks_broker_destroy (&b);
 }
 
+//  DRAIN: a stopping replica is given nothing more, even with credit, so what it releases and
+//  what comes later go to the other replica; what it holds stays its own (touch, ack), its
+//  heartbeats keep it, and after its LEAVE every message was acked once, none lost.
+Test (broker, a_draining_replica_gets_nothing_more_and_keeps_what_it_holds)
+{
+    fks_broker_cfg_t cfg = s_cfg ();
+    fks_broker_t *b = s_broker (&cfg);
+    const uint8_t *r1 = (const uint8_t *) "r1";
+    s_join (b, "r1", "g", "t.", 4, 0);
+    for (int i = 1; i <= 4; i++) {
+        char p[16];
+        snprintf (p, sizeof p, "m%d", i);
+        s_pub (b, "t.x", p, NULL);
+    }
+    fks_broker_dispatch (b, 0);                         /* r1: m1..m4 */
+    cr_assert_eq (fake.n_got, 4);
+    s_join (b, "r2", "g", "t.", 2, 0);
+    cr_assert_eq (fks_broker_drain_replica (b, (const uint8_t *) "rX", 2, 0), -1);
+    cr_assert_eq (fks_broker_drain_replica (b, r1, 2, 0), 0);
+    cr_assert_eq (fks_broker_drain_replica (b, r1, 2, 0), 0, "a second DRAIN is harmless");
+    //  m3 and m4 were never started: released. m1 is acked: r1 has credit again.
+    uint64_t back[2] = { fake.got[2].tag, fake.got[3].tag };
+    cr_assert_eq (fks_broker_release (b, r1, 2, back, 2, 10), 2);
+    cr_assert_eq (s_ack (b, "r1", fake.got[0].tag, 10), 1);
+    for (int i = 5; i <= 8; i++) {
+        char p[16];
+        snprintf (p, sizeof p, "m%d", i);
+        s_pub (b, "t.x", p, NULL);
+    }
+    //  r2 (window 2) takes them two at a time; r1 never gets one.
+    int64_t now = 10;
+    for (int round = 0; round < 10 && s_group (b, "g").queued > 0; round++) {
+        size_t from = fake.n_got;
+        fks_broker_dispatch (b, now);
+        for (size_t i = from; i < fake.n_got; i++) {
+            cr_assert_str_eq (fake.got[i].rid, "r2", "%s went to the draining replica",
+                              fake.got[i].payload);
+            cr_assert_eq (fake.got[i].attempt, 1, "%s: attempt %u", fake.got[i].payload,
+                          fake.got[i].attempt);
+            cr_assert_eq (s_ack (b, "r2", fake.got[i].tag, now), 1);
+        }
+        now += 250;
+        cr_assert (fks_broker_heard (b, r1, 2, now), "the draining replica is still known");
+        fks_broker_tick (b, now);
+    }
+    cr_assert_eq (s_count_for ("r1"), 4);
+    cr_assert_eq (s_count_for ("r2"), 6, "m3..m8 went to r2");
+    cr_assert_str_eq (fake.got[4].payload, "m3", "released in order, ahead of the new ones");
+    cr_assert_str_eq (fake.got[5].payload, "m4");
+    //  Heartbeats kept the draining replica past several liveness periods; it still holds m2.
+    fks_broker_stats_t st;
+    fks_broker_stats (b, &st);
+    cr_assert_eq (st.replicas, 2);
+    cr_assert_eq (st.replicas_dropped, 0);
+    cr_assert_eq (fks_broker_touch (b, r1, 2, &fake.got[1].tag, 1, now), 1);
+    cr_assert_eq (s_ack (b, "r1", fake.got[1].tag, now), 1, "its in-flight ack is taken");
+    cr_assert_eq (fks_broker_leave (b, r1, 2, now), 0);
+    fks_broker_group_stats_t g = s_group (b, "g");
+    cr_assert_eq (g.queued, 0);
+    cr_assert_eq (g.in_flight, 0);
+    cr_assert_eq (g.acks, 8, "each of m1..m8 acked once");
+    cr_assert_eq (g.deliveries, 10);
+    cr_assert_eq (g.redeliveries, 0);
+    cr_assert_eq (g.released, 2);
+    cr_assert_eq (g.lost, 0);
+    cr_assert_eq (g.drains, 1);
+    cr_assert_eq (g.consumers, 1);
+    fks_broker_destroy (&b);
+}
+
 Test (broker, a_silent_replica_is_dropped_and_its_messages_redelivered)
 {
     fks_broker_cfg_t cfg = s_cfg ();

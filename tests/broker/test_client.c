@@ -2,7 +2,8 @@
  *  or worker author relies on. Publishing with no broker, joining before the broker exists,
  *  receive timeouts, the poll fd, reject and attempt numbers, touch, deliveries waiting in the
  *  client, a graceful leave that hands back unread deliveries, publishing from many threads,
- *  acks made stale by a broker restart, and a malformed DELIVER_BATCH from a fake broker. Needs FKS_TEST_PG_URL
+ *  acks made stale by a broker restart, a malformed DELIVER_BATCH from a fake broker, and a drain
+ *  against a fake broker with and without DRAIN. Needs FKS_TEST_PG_URL
  *  (tools/test.sh), like every test that starts fks-bus.
  */
 #include <criterion/criterion.h>
@@ -390,30 +391,41 @@ s_record (uint8_t *p, uint64_t tag, const fks_envelope_hdr_t *hdr, uint32_t size
     return FKS_BUS_META_SIZE + 5 + tlen;
 }
 
-Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_arrives_whole)
+//  A fake broker (a bare ROUTER) and a client joined to it: the JOIN read and checked, the
+//  WELCOME sent. rid is the client's routing id; e/h two envelopes (1 and 2) to deliver.
+typedef struct {
+    void *zctx, *r;
+    zmq_msg_t rid;
+    fks_bus_client_t *c;
+    msgpack_sbuffer e[2];
+    fks_envelope_hdr_t h[2];
+} s_fake_t;
+
+static void
+s_fake_start (s_fake_t *fk)
 {
-    void *zctx = zmq_ctx_new ();
-    void *r = zmq_socket (zctx, ZMQ_ROUTER);
-    cr_assert_eq (zmq_bind (r, "tcp://127.0.0.1:*"), 0);
+    fk->zctx = zmq_ctx_new ();
+    fk->r = zmq_socket (fk->zctx, ZMQ_ROUTER);
+    cr_assert_eq (zmq_bind (fk->r, "tcp://127.0.0.1:*"), 0);
     char url[64];
     size_t url_len = sizeof url;
-    zmq_getsockopt (r, ZMQ_LAST_ENDPOINT, url, &url_len);
+    zmq_getsockopt (fk->r, ZMQ_LAST_ENDPOINT, url, &url_len);
     int timeout = 10000;
-    zmq_setsockopt (r, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt (fk->r, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
 
     fks_bus_client_opts_t opts = { .url = url, .name = "c", .heartbeat_ms = 1000 };
-    fks_bus_client_t *c = fks_bus_client_new (&opts);
-    cr_assert_not_null (c);
+    fk->c = fks_bus_client_new (&opts);
+    cr_assert_not_null (fk->c);
     const char *prefixes[1] = { "market." };
-    cr_assert_eq (fks_bus_join (c, "g", prefixes, 1, 10), 0);
-    cr_assert_null (fks_bus_recv (c, 0));           /* makes the consumer socket: JOIN */
+    cr_assert_eq (fks_bus_join (fk->c, "g", prefixes, 1, 10), 0);
+    cr_assert_null (fks_bus_recv (fk->c, 0));       /* makes the consumer socket: JOIN */
 
     //  The JOIN: [rid][hdr][group][window+flags][name][prefix], asking for batches.
     zmq_msg_t f[8];
     int n = 0;
     for (bool more = true; more && n < 8; n++) {
         zmq_msg_init (&f[n]);
-        cr_assert_neq (zmq_msg_recv (&f[n], r, 0), -1, "no JOIN came");
+        cr_assert_neq (zmq_msg_recv (&f[n], fk->r, 0), -1, "no JOIN came");
         more = zmq_msg_more (&f[n]);
     }
     cr_assert_eq (n, 6);
@@ -421,21 +433,46 @@ Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_a
     cr_assert_eq (zmq_msg_size (&f[3]), 8);
     cr_assert (fks_bus_get_u32 ((const uint8_t *) zmq_msg_data (&f[3]) + 4)
                & FKS_BUS_JOIN_BATCH, "the client does not ask for DELIVER_BATCH");
+    zmq_msg_init (&fk->rid);
+    zmq_msg_move (&fk->rid, &f[0]);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close (&f[i]);
     uint8_t welcome[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_WELCOME };
     uint8_t hb[4], live[4], dl[4];
     fks_bus_put_u32 (hb, 1000);
     fks_bus_put_u32 (live, 10);
     fks_bus_put_u32 (dl, 30000);
-    { const void *p[] = { welcome, hb, live, dl }; size_t s[] = { 3, 4, 4, 4 };
-      s_fake_send (r, &f[0], p, s, 4); }
-    s_wait_joined (c);
+    { const void *p[] = { welcome, hb, live, dl }; size_t sz[] = { 3, 4, 4, 4 };
+      s_fake_send (fk->r, &fk->rid, p, sz, 4); }
+    s_wait_joined (fk->c);
+    for (int i = 0; i < 2; i++) {
+        msgpack_sbuffer_init (&fk->e[i]);
+        h_envelope (i + 1, &fk->e[i], &fk->h[i]);
+    }
+}
 
-    msgpack_sbuffer e1, e2;
-    msgpack_sbuffer_init (&e1);
-    msgpack_sbuffer_init (&e2);
-    fks_envelope_hdr_t h1, h2;
-    h_envelope (1, &e1, &h1);
-    h_envelope (2, &e2, &h2);
+static void
+s_fake_stop (s_fake_t *fk)
+{
+    for (int i = 0; i < 2; i++)
+        msgpack_sbuffer_destroy (&fk->e[i]);
+    fks_bus_client_destroy (&fk->c);
+    zmq_msg_close (&fk->rid);
+    int linger = 0;
+    zmq_setsockopt (fk->r, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close (fk->r);
+    zmq_ctx_term (fk->zctx);
+}
+
+Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_arrives_whole)
+{
+    s_fake_t fk;
+    s_fake_start (&fk);
+    void *r = fk.r;
+    fks_bus_client_t *c = fk.c;
+    zmq_msg_t *rid = &fk.rid;
+    const msgpack_sbuffer e1 = fk.e[0], e2 = fk.e[1];
+    const fks_envelope_hdr_t h1 = fk.h[0], h2 = fk.h[1];
     uint8_t body[2 * FKS_ENVELOPE_MAX_SIZE];
     cr_assert_lt (e1.size + e2.size, sizeof body);
     memcpy (body, e1.data, e1.size);
@@ -448,35 +485,35 @@ Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_a
     //  1. Sizes that add up to less than the envelopes frame.
     len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
     { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
-      s_fake_send (r, &f[0], p, s, 3); }
+      s_fake_send (r, rid, p, s, 3); }
     //  2. A size past the end of the envelopes frame.
     len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
     len += s_record (rec + len, 2, &h2, (uint32_t) both, "market.bar");
     { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
-      s_fake_send (r, &f[0], p, s, 3); }
+      s_fake_send (r, rid, p, s, 3); }
     //  3. A zero size.
     len = s_record (rec, 1, &h1, 0, "market.bar");
     len += s_record (rec + len, 2, &h2, (uint32_t) both, "market.bar");
     { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
-      s_fake_send (r, &f[0], p, s, 3); }
+      s_fake_send (r, rid, p, s, 3); }
     //  4. A topic with a NUL in it.
     len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
     len += s_record (rec + len, 2, &h2, (uint32_t) e2.size, "market.bar");
     rec[FKS_BUS_META_SIZE + 5 + 3] = 0;
     { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
-      s_fake_send (r, &f[0], p, s, 3); }
+      s_fake_send (r, rid, p, s, 3); }
     //  5. A record cut short.
     len = s_record (rec, 1, &h1, (uint32_t) e1.size, "market.bar");
     { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len - 12, e1.size };
-      s_fake_send (r, &f[0], p, s, 3); }
+      s_fake_send (r, rid, p, s, 3); }
     //  6. No envelopes frame.
     { const void *p[] = { hdr, rec }; size_t s[] = { 3, len };
-      s_fake_send (r, &f[0], p, s, 2); }
+      s_fake_send (r, rid, p, s, 2); }
     //  7. The good one: two envelopes, tags 7 and 8.
     len = s_record (rec, 7, &h1, (uint32_t) e1.size, "market.bar");
     len += s_record (rec + len, 8, &h2, (uint32_t) e2.size, "market.bar");
     { const void *p[] = { hdr, rec, body }; size_t s[] = { 3, len, both };
-      s_fake_send (r, &f[0], p, s, 3); }
+      s_fake_send (r, rid, p, s, 3); }
 
     const msgpack_sbuffer *want[2] = { &e1, &e2 };
     const fks_envelope_hdr_t *want_hdr[2] = { &h1, &h2 };
@@ -523,13 +560,132 @@ Test (client, a_malformed_delivery_batch_is_dropped_and_counted_and_a_good_one_a
     cr_assert_eq (n_tags, 2, "the acks never reached the broker");
     cr_assert_eq (tags[0], 7);
     cr_assert_eq (tags[1], 8);
-    msgpack_sbuffer_destroy (&e1);
-    msgpack_sbuffer_destroy (&e2);
-    for (int i = 0; i < n; i++)
-        zmq_msg_close (&f[i]);
-    fks_bus_client_destroy (&c);
-    int linger = 0;
-    zmq_setsockopt (r, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_close (r);
-    zmq_ctx_term (zctx);
+    s_fake_stop (&fk);
+}
+
+//  The next command the client sent the fake broker, heartbeats skipped; the tags of its
+//  tags frame, if any, in tags (up to cap) and *n_tags. -1 when nothing came within 10 s.
+static int
+s_fake_next (s_fake_t *fk, uint64_t *tags, size_t cap, size_t *n_tags)
+{
+    for (;;) {
+        zmq_msg_t a[4];
+        int k = 0;
+        bool ok = true;
+        for (bool more = true; more && k < 4; k++) {
+            zmq_msg_init (&a[k]);
+            if (zmq_msg_recv (&a[k], fk->r, 0) == -1) {
+                zmq_msg_close (&a[k]);
+                ok = false;
+                break;
+            }
+            more = zmq_msg_more (&a[k]);
+        }
+        int cmd = ok && k >= 2 && zmq_msg_size (&a[1]) == FKS_BUS_HDR_SIZE
+                ? ((const uint8_t *) zmq_msg_data (&a[1]))[2] : -1;
+        *n_tags = 0;
+        if (ok && k == 3)
+            for (size_t j = 0; j < zmq_msg_size (&a[2]) / 8 && *n_tags < cap; j++)
+                tags[(*n_tags)++] = fks_bus_get_u64 ((const uint8_t *) zmq_msg_data (&a[2])
+                                                     + 8 * j);
+        for (int i = 0; i < k; i++)
+            zmq_msg_close (&a[i]);
+        if (!ok || cmd != FKS_BUS_HEARTBEAT)
+            return ok ? cmd : -1;
+    }
+}
+
+//  Sends one DELIVER_BATCH of one envelope under tag.
+static void
+s_fake_deliver (s_fake_t *fk, uint64_t tag, const fks_envelope_hdr_t *hdr,
+                const msgpack_sbuffer *env)
+{
+    uint8_t head[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_DELIVER_BATCH };
+    uint8_t rec[FKS_BUS_META_SIZE + 5 + FKS_TYPE_MAX];
+    size_t len = s_record (rec, tag, hdr, (uint32_t) env->size, "market.bar");
+    const void *p[] = { head, rec, env->data };
+    size_t sz[] = { 3, len, env->size };
+    s_fake_send (fk->r, &fk->rid, p, sz, 3);
+}
+
+static void
+s_wait_received (fks_bus_client_t *c, uint64_t want)
+{
+    fks_bus_client_stats_t st;
+    long long end = h_now_ms () + 10000;
+    do {
+        h_sleep_ms (20);
+        fks_bus_client_stats (c, &st);
+    } while (st.received < want && h_now_ms () < end);
+    cr_assert_eq (st.received, want);
+}
+
+//  fks_bus_drain against a broker that knows DRAIN (it answers DRAINED) and one that does not
+//  (it counts and drops it, and delivers the released message straight back). Either way: DRAIN
+//  goes out before the RELEASE of what was never handed out; nothing is handed out after the
+//  drain; what the application holds is still acked; a delivery that arrives after the drain
+//  goes back, released once DRAINED came, else listed in the LEAVE (no attempt counted).
+static void
+s_drain_against (bool knows_drain)
+{
+    s_fake_t fk;
+    s_fake_start (&fk);
+    s_fake_deliver (&fk, 1, &fk.h[0], &fk.e[0]);
+    s_fake_deliver (&fk, 2, &fk.h[1], &fk.e[1]);
+    fks_bus_msg_t *held = fks_bus_recv (fk.c, 10000);
+    cr_assert_not_null (held);
+    cr_assert_eq (memcmp (fks_bus_msg_id (held)->b, fk.h[0].id.b, FKS_ID_SIZE), 0);
+    s_wait_received (fk.c, 2);
+
+    cr_assert_eq (fks_bus_drain (fk.c), 0);
+    cr_assert_eq (fks_bus_drain (fk.c), 0, "a second drain is a no-op");
+    uint64_t tags[16];
+    size_t n;
+    cr_assert_eq (s_fake_next (&fk, tags, 16, &n), FKS_BUS_DRAIN, "DRAIN did not come first");
+    cr_assert_eq (n, 0);
+    cr_assert_eq (s_fake_next (&fk, tags, 16, &n), FKS_BUS_RELEASE);
+    cr_assert_eq (n, 1);
+    cr_assert_eq (tags[0], 2, "the buffered delivery was not the one released");
+
+    //  A broker without DRAIN delivers the released message again at once; one with DRAIN
+    //  may have sent a delivery before it read the DRAIN, then answers DRAINED.
+    s_fake_deliver (&fk, 3, &fk.h[1], &fk.e[1]);
+    if (knows_drain) {
+        uint8_t drained[3] = { FKS_BUS_SIGNATURE, FKS_BUS_PROTO_VERSION, FKS_BUS_DRAINED };
+        const void *p[] = { drained };
+        size_t sz[] = { 3 };
+        s_fake_send (fk.r, &fk.rid, p, sz, 1);
+    }
+    s_wait_received (fk.c, 3);
+    cr_assert_null (fks_bus_recv (fk.c, 200), "a delivery was handed out after the drain");
+    if (knows_drain) {
+        cr_assert_eq (s_fake_next (&fk, tags, 16, &n), FKS_BUS_RELEASE,
+                      "what came before DRAINED was not released after it");
+        cr_assert_eq (n, 1);
+        cr_assert_eq (tags[0], 3);
+    }
+    cr_assert_eq (fks_bus_ack (fk.c, &held), 0);
+    cr_assert_eq (s_fake_next (&fk, tags, 16, &n), FKS_BUS_ACK, "the held delivery's ack");
+    cr_assert_eq (n, 1);
+    cr_assert_eq (tags[0], 1);
+
+    fks_bus_client_destroy (&fk.c);
+    cr_assert_eq (s_fake_next (&fk, tags, 16, &n), FKS_BUS_LEAVE);
+    if (knows_drain)
+        cr_assert_eq (n, 0, "the LEAVE lists %zu tag(s); everything went back before", n);
+    else {
+        cr_assert_eq (n, 1, "the LEAVE does not carry what came back after the drain");
+        cr_assert_eq (tags[0], 3);
+    }
+    s_fake_stop (&fk);
+}
+
+Test (client, draining_releases_the_unread_after_drain_and_what_comes_before_drained)
+{
+    s_drain_against (true);
+}
+
+Test (client, draining_against_a_broker_without_drain_hands_nothing_out_and_leaves_the_rest)
+{
+    s_drain_against (false);
 }

@@ -37,13 +37,15 @@ typedef struct {
     char symbol[16];
     int seq;
     pthread_t thread;
+    const void *replica;            /* the runner whose worker handled it (the def's arg) */
+    uint32_t attempt;
 } s_seen_t;
 static s_seen_t s_seen[MAX_SEEN];
 static size_t s_n_seen;
 static pthread_mutex_t s_seen_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void
-s_note (const fks_envelope_t *env, const char *detail)
+s_note (fks_worker_tx_t *tx, const fks_envelope_t *env, const char *detail, const void *replica)
 {
     if (strncmp (detail, "n:", 2) != 0)
         return;
@@ -53,6 +55,8 @@ s_note (const fks_envelope_t *env, const char *detail)
         fks_envelope_get_str (env, "symbol", e->symbol, sizeof e->symbol);
         e->seq = atoi (detail + 2);
         e->thread = pthread_self ();
+        e->replica = replica;
+        e->attempt = fks_worker_attempt (tx);
     }
     pthread_mutex_unlock (&s_seen_lock);
 }
@@ -124,7 +128,6 @@ s_block_at_gate (void)
 static int
 s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
 {
-    (void) arg;
     atomic_fetch_add (&s_calls, 1);
     char detail[64] = "";
     fks_envelope_get_str (env, "detail", detail, sizeof detail);
@@ -148,7 +151,7 @@ s_handler (fks_worker_tx_t *tx, const fks_envelope_t *env, void *arg)
         atomic_fetch_add (&s_started, 1);
         usleep (300000);
     }
-    s_note (env, detail);
+    s_note (tx, env, detail, arg);
     msgpack_packer *pk = fks_worker_body (tx);
     msgpack_pack_map (pk, 3);
     fks_pack_kv_str (pk, "kind", "rt_handled");
@@ -220,6 +223,7 @@ s_start_with (s_runner_t *r, bool with_on_fail, int batch, int threads,
         .flush = s_flush, .route = route,
         .prefetch = s_with_prefetch ? s_prefetch : NULL,
         .begin = s_with_prefetch ? s_begin : NULL,
+        .arg = r,
     };
     fks_worker_cfg_t cfg = {
         .env = "test", .pg_url = (char *) h_db_url (), .bus_url = s.bus_url,
@@ -825,6 +829,92 @@ Test (runtime, routed_messages_handed_back_on_stop_count_no_attempt,
     cr_assert_eq (done, 10);
 }
 
+//  Sends a "block" message of key and n numbered ones ("n:0"...) behind it; returns once the
+//  first blocks its handler thread (at the gate).
+static void
+s_block_then (const char *key, int n)
+{
+    s_send_to (key, "block", NULL, NULL);
+    for (int i = 0; i < n; i++) {
+        char d[16];
+        snprintf (d, sizeof d, "n:%d", i);
+        s_send_to (key, d, NULL, NULL);
+    }
+    for (int i = 0; i < 1000 && atomic_load (&s_blocked) == 0; i++)
+        usleep (10000);
+    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+}
+
+//  A replica stopped (SIGTERM) while one handler is blocked (the gate, which only the test
+//  opens, so that "before" below does not depend on timing) and N messages wait behind it,
+//  in its bus client's buffer (no route hook) or in the thread's queue (routed): the other
+//  replica handles all N before the blocked handler finishes, each once and on its first
+//  attempt (handed back, not taken back). Before DRAIN they went back only with the LEAVE,
+//  after the blocked handler had finished: the other replica handled none while it was
+//  blocked.
+static void
+s_stop_hands_the_queued_to_the_other_replica (fks_worker_route_fn *route)
+{
+    enum { N = 9 };
+    static s_runner_t r1, r2;
+    int threads = route ? 2 : 1;
+    s_start_with (&r1, true, 1, threads, route);
+    s_block_then ("KA", N);
+    //  All of them are with the first replica before the second joins.
+    double held = -1;
+    for (int i = 0; i < 200 && held != N + 1; i++) {
+        usleep (50000);
+        held = h_metric (s.bus_port, "fks_bus_in_flight{group=\"rt\"}");
+    }
+    cr_assert_eq (held, N + 1, "the first replica holds %g message(s), not %d", held, N + 1);
+    s_start_with (&r2, true, 1, threads, route);
+    s_second = &r1;                             /* s_current is r2 now */
+
+    //  SIGTERM to the first replica (its stop fd), not waiting for it: it stays blocked.
+    uint64_t one = 1;
+    cr_assert_eq (write (r1.stop_fd, &one, sizeof one), (ssize_t) sizeof one);
+    long long moved = h_wait_int ("SELECT count(*) FROM rt_effects WHERE detail LIKE 'n:%'", N,
+                                  20000);
+    cr_assert_eq (atomic_load (&s_blocked), 1, "the blocked handler went on by itself");
+    cr_assert_eq (moved, N, "%lld of the %d queued messages were handled while the stopping "
+                  "replica's handler was blocked", moved, N);
+
+    atomic_store (&s_gate_open, true);
+    cr_assert_eq (s_stop (&r1), 0, "a drained stop returns 0");
+    s_second = NULL;
+    cr_assert_eq (h_wait_int ("SELECT count(*) FROM rt_effects", N + 1, WAIT_MS), N + 1);
+    usleep (300000);
+    cr_assert_eq (s_stop (&r2), 0);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM rt_effects"), N + 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM consumed WHERE grp = 'rt'"), N + 1);
+    cr_assert_eq (h_sql_int ("SELECT count(*) FROM events WHERE type = 'security.event'"), N + 1,
+                  "a message's effect was applied twice");
+    cr_assert_eq (atomic_load (&s_block_calls), 1, "the blocked message was handled twice");
+    cr_assert_eq (s_dead_letters (), 0);
+    cr_assert_eq (s_n_seen, (size_t) N, "%zu calls for %d queued messages", s_n_seen, N);
+    int last = -1;
+    for (size_t i = 0; i < s_n_seen; i++) {
+        cr_assert_eq (s_seen[i].replica, &r2, "n:%d was handled by the stopping replica",
+                      s_seen[i].seq);
+        cr_assert_eq (s_seen[i].attempt, 1, "n:%d: attempt %u, not its first", s_seen[i].seq,
+                      s_seen[i].attempt);
+        cr_assert_gt (s_seen[i].seq, last, "n:%d after n:%d", s_seen[i].seq, last);
+        last = s_seen[i].seq;
+    }
+}
+
+Test (runtime, a_stopping_replicas_buffered_messages_go_to_the_other_replica_at_once,
+      .init = s_setup, .fini = s_teardown, .timeout = 120)
+{
+    s_stop_hands_the_queued_to_the_other_replica (NULL);
+}
+
+Test (runtime, a_stopping_replicas_routed_queue_goes_to_the_other_replica_at_once,
+      .init = s_setup, .fini = s_teardown, .timeout = 120)
+{
+    s_stop_hands_the_queued_to_the_other_replica (s_route);
+}
+
 //  One message that fails 7 times (6-11 s of back-off) and 9 that wait behind it: in the
 //  thread's batch while it is retried alone (batch 64), or in the bus client's buffer (batch
 //  1). Every one takes effect once, and none becomes a dead letter.
@@ -944,15 +1034,7 @@ Test (runtime, a_hung_routed_thread_does_not_stop_the_other_keys,
             snprintf (kb, sizeof kb, "%s", c);
     }
     cr_assert (kb[0]);
-    s_send_to (ka, "block", NULL, NULL);
-    for (int i = 0; i < 40; i++) {
-        char d[16];
-        snprintf (d, sizeof d, "n:%d", i);
-        s_send_to (ka, d, NULL, NULL);
-    }
-    for (int i = 0; i < 500 && atomic_load (&s_blocked) == 0; i++)
-        usleep (10000);
-    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+    s_block_then (ka, 40);
     //  The hung thread's leases lapse and the broker delivers its messages again, to this
     //  replica: before, its queue (64) filled with them and the dispatcher waited on it.
     char *why = NULL;
@@ -1020,15 +1102,7 @@ Test (runtime, a_hung_threads_key_goes_to_another_replica_and_takes_effect_once,
     s_statement_timeout_ms = 1000;
     static s_runner_t r1, r2;
     s_start_with (&r1, true, 1, 2, s_route);
-    s_send_to ("KA", "block", NULL, NULL);
-    for (int i = 0; i < 20; i++) {
-        char d[16];
-        snprintf (d, sizeof d, "n:%d", i);
-        s_send_to ("KA", d, NULL, NULL);
-    }
-    for (int i = 0; i < 500 && atomic_load (&s_blocked) == 0; i++)
-        usleep (10000);
-    cr_assert_eq (atomic_load (&s_blocked), 1, "the first message did not block its thread");
+    s_block_then ("KA", 20);
     int port1 = fks_worker_port (r1.w);
     int ready = 200;
     for (int i = 0; i < 150 && ready == 200; i++) {
