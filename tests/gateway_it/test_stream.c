@@ -449,6 +449,7 @@ s_own_gateway (const it_ctx_t *ctx, const char *tag, const char *const *env, cha
                int *port)
 {
     snprintf (log_path, 128, "/tmp/fks-it-stream-%d-%s.log", (int) getpid (), tag);
+    unlink (log_path);      //  a failed run's, kept, whose pid this process has again
     *port = 0;
     pid_t pid = it_start_gateway (ctx, env, port, log_path);
     cr_assert (pid > 0, "log %s", log_path);
