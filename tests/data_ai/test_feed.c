@@ -88,6 +88,73 @@ Test (feed, full_page_behind_the_clock_is_followed_at_once)
     fks_adapter_destroy (&a);
 }
 
+//  A source that serves at most 3 bars a request, minutes BASE..BASE+11 (as Binance serves at
+//  most 1000, whatever FKS_DATA_BATCH asks).
+static int
+s_capped_fetch (void *impl, const fks_fetch_req_t *req, fks_bars_t *out, fks_fetch_err_t *err)
+{
+    (void) impl;
+    (void) err;
+    size_t n = 0;
+    for (int64_t t = BASE; t <= BASE + 11 * MIN && n < req->limit && n < 3; t += MIN) {
+        if (t < req->start_ms || t > req->end_ms)
+            continue;
+        fks_bar_t b = { .open_time = t, .open = 10, .high = 11, .low = 9, .close = 10,
+                        .volume = 1, .closed = t + MIN <= req->now_ms };
+        snprintf (b.symbol, sizeof b.symbol, "%s", req->symbol);
+        snprintf (b.interval, sizeof b.interval, "%s", req->interval);
+        cr_assert_eq (fks_bars_push (out, &b), 0);
+        n++;
+    }
+    return 0;
+}
+
+static bool
+s_capped_supports (void *impl, const char *interval)
+{
+    (void) impl;
+    return strcmp (interval, "1m") == 0;
+}
+
+static void
+s_capped_destroy (void *impl)
+{
+    (void) impl;
+}
+
+//  A full page of a source that caps pages below the batch (FKS_DATA_BATCH 2000 with Binance's
+//  1000) is still a full page: the catch-up follows it at once. It took the capped page for
+//  the end and waited a poll interval per page (and could report the feed stale meanwhile).
+Test (feed, a_page_capped_by_the_source_below_the_batch_is_followed_at_once)
+{
+    static const fks_adapter_ops_t ops = { .name = "capped", .page_max = 3,
+                                           .fetch = s_capped_fetch,
+                                           .supports = s_capped_supports,
+                                           .destroy = s_capped_destroy };
+    static int impl;
+    fks_adapter_t *a = fks_adapter_new (&ops, &impl);
+    cr_assert (a);
+    fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 5);
+    char err[256];
+    fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
+    cr_assert (f, "%s", err);
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    int64_t newest = 0;
+    int polls = 0;
+    while (polls < 10 && fks_feed_next_ms (f) <= T) {
+        cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+        newest = out.bars.v[out.bars.n - 1].open_time;
+        polls++;
+    }
+    cr_assert_eq (newest, BASE + 11 * MIN, "caught up to minute %lld after %d polls",
+                  (long long) ((newest - BASE) / MIN), polls);
+    cr_assert_eq (fks_feed_next_ms (f), T + 30000);
+    fks_feed_out_free (&out);
+    fks_feed_destroy (&f);
+    fks_adapter_destroy (&a);
+}
+
 Test (feed, rate_limited_poll_waits_for_retry_after_then_backs_off)
 {
     fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);

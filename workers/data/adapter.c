@@ -65,6 +65,12 @@ fks_adapter_is_history (const fks_adapter_t *self)
     return self->ops->history;
 }
 
+size_t
+fks_adapter_page_max (const fks_adapter_t *self)
+{
+    return self->ops->page_max;
+}
+
 bool
 fks_adapter_supports (const fks_adapter_t *self, const char *interval)
 {

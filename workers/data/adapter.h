@@ -67,6 +67,10 @@ bool fks_adapter_is_history (const fks_adapter_t *self);
 /*  True when the adapter can serve this interval (each source has its own list). */
 bool fks_adapter_supports (const fks_adapter_t *self, const char *interval);
 
+/*  The most bars one fetch returns whatever the request's limit (Binance: 1000), 0 when the
+ *  source has no such cap. */
+size_t fks_adapter_page_max (const fks_adapter_t *self);
+
 void fks_adapter_destroy (fks_adapter_t **self_p);
 
 /*  For the implementations (replay.c, binance.c, yahoo.c): an adapter is a table of operations
@@ -74,6 +78,7 @@ void fks_adapter_destroy (fks_adapter_t **self_p);
 typedef struct {
     const char *name;
     bool history;
+    size_t page_max;            /* fks_adapter_page_max */
     int (*fetch) (void *impl, const fks_fetch_req_t *req, fks_bars_t *out,
                   fks_fetch_err_t *err);
     bool (*supports) (void *impl, const char *interval);

@@ -233,6 +233,7 @@ s_supports (void *impl, const char *interval)
 static const fks_adapter_ops_t s_ops = {
     .name = "binance",
     .history = false,
+    .page_max = FKS_BINANCE_LIMIT_MAX,
     .fetch = s_fetch,
     .supports = s_supports,
     .destroy = fks_http_endpoint_destroy,

@@ -122,7 +122,12 @@ fks_feed_new (fks_adapter_t *adapter, const fks_feed_cfg_t *cfg, int64_t now_ms,
     self->every_ms = cfg->every_ms;
     self->lookback = cfg->lookback;
     self->catchup = cfg->catchup > cfg->lookback ? cfg->catchup : cfg->lookback;
+    //  A page is what one fetch may return: a source that caps it below the batch (Binance:
+    //  1000) must still see a full page as "behind", or a catch-up moves a page per poll.
     self->batch = cfg->batch;
+    size_t page_max = fks_adapter_page_max (adapter);
+    if (page_max > 0 && page_max < self->batch)
+        self->batch = page_max;
     self->speed = cfg->speed;
     self->history = fks_adapter_is_history (adapter);
     fks_quality_init (&self->st.quality, &cfg->quality, cfg->interval, now_ms);
