@@ -336,49 +336,59 @@ s_over (const fks_ratelimit_t *self, const s_entry_t *e, int64_t elapsed, int64_
     return true;
 }
 
-int
-fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, int64_t limit,
-                   int *retry_after_s)
+//  A new entry for at (the caller holds the mutex), or NULL when the table is full or memory
+//  runs out.
+static s_entry_t *
+s_add (fks_ratelimit_t *self, const s_at_t *at)
+{
+    if (self->n_entries >= self->max_entries)
+        return NULL;
+    s_entry_t *e = calloc (1, sizeof *e);
+    if (!e)
+        return NULL;
+    memcpy (e->key, at->k, sizeof at->k);
+    e->hash = at->h;
+    e->win = at->win;
+    e->carry_win = -1;
+    size_t b = at->h & (self->n_buckets - 1);
+    e->next = self->buckets[b];
+    self->buckets[b] = e;
+    e->live_next = self->live;
+    if (self->live)
+        self->live->live_prev = e;
+    self->live = e;
+    self->n_entries++;
+    return e;
+}
+
+//  Whether key is over limit in scope now (1, *retry_after_s set) or not (0); with count, a
+//  request that is not over is counted (a new key gets an entry: none free is "over").
+static int
+s_check (fks_ratelimit_t *self, const char *scope, const char *key, int64_t limit,
+         int *retry_after_s, bool count)
 {
     if (limit <= 0)
         return 0;
     s_at_t at;
     s_at (self, scope, key, &at);
-
     pthread_mutex_lock (&self->mutex);
     s_entry_t *e = s_find (self, at.k, at.h);
-    if (!e) {
-        if (self->n_entries >= self->max_entries) {
-            pthread_mutex_unlock (&self->mutex);
-            if (retry_after_s)
-                *retry_after_s = 1;
+    if (!e && count && !(e = s_add (self, &at))) {
+        bool full = self->n_entries >= self->max_entries;
+        pthread_mutex_unlock (&self->mutex);
+        if (retry_after_s)
+            *retry_after_s = 1;
+        if (full)
             fks_metric_inc (fks_metric_get1 (self->rejections, "full"));
-            return 1;
-        }
-        e = calloc (1, sizeof *e);
-        if (!e) {
-            pthread_mutex_unlock (&self->mutex);
-            if (retry_after_s)
-                *retry_after_s = 1;
-            return 1;
-        }
-        memcpy (e->key, at.k, sizeof at.k);
-        e->hash = at.h;
-        e->win = at.win;
-        e->carry_win = -1;
-        size_t b = at.h & (self->n_buckets - 1);
-        e->next = self->buckets[b];
-        self->buckets[b] = e;
-        e->live_next = self->live;
-        if (self->live)
-            self->live->live_prev = e;
-        self->live = e;
-        self->n_entries++;
+        return 1;
     }
-    s_roll (e, at.win);
-    int rc = s_over (self, e, at.elapsed, limit, retry_after_s);
-    if (!rc)
-        e->cur_local++;
+    int rc = 0;
+    if (e) {
+        s_roll (e, at.win);
+        rc = s_over (self, e, at.elapsed, limit, retry_after_s);
+        if (!rc && count)
+            e->cur_local++;
+    }
     pthread_mutex_unlock (&self->mutex);
     if (rc)
         fks_metric_inc (fks_metric_get1 (self->rejections, scope));
@@ -386,24 +396,17 @@ fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, in
 }
 
 int
+fks_ratelimit_hit (fks_ratelimit_t *self, const char *scope, const char *key, int64_t limit,
+                   int *retry_after_s)
+{
+    return s_check (self, scope, key, limit, retry_after_s, true);
+}
+
+int
 fks_ratelimit_over (fks_ratelimit_t *self, const char *scope, const char *key, int64_t limit,
                     int *retry_after_s)
 {
-    if (limit <= 0)
-        return 0;
-    s_at_t at;
-    s_at (self, scope, key, &at);
-    pthread_mutex_lock (&self->mutex);
-    s_entry_t *e = s_find (self, at.k, at.h);
-    int rc = 0;
-    if (e) {
-        s_roll (e, at.win);
-        rc = s_over (self, e, at.elapsed, limit, retry_after_s);
-    }
-    pthread_mutex_unlock (&self->mutex);
-    if (rc)
-        fks_metric_inc (fks_metric_get1 (self->rejections, scope));
-    return rc;
+    return s_check (self, scope, key, limit, retry_after_s, false);
 }
 
 bool

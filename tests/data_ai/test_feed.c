@@ -65,25 +65,35 @@ Test (feed, live_feed_asks_for_the_lookback_then_from_its_newest_bar)
     fks_adapter_destroy (&a);
 }
 
+//  Polls f at T while it asks to be polled at once (at most 10 times): the newest bar's open
+//  time in *newest, the number of polls returned.
+static int
+s_poll_while_behind (fks_feed_t *f, int64_t *newest)
+{
+    fks_feed_out_t out = { 0 };
+    fks_fetch_err_t e;
+    int polls = 0;
+    *newest = 0;
+    while (polls < 10 && fks_feed_next_ms (f) <= T) {
+        cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
+        *newest = out.bars.v[out.bars.n - 1].open_time;
+        polls++;
+    }
+    fks_feed_out_free (&out);
+    return polls;
+}
+
 Test (feed, full_page_behind_the_clock_is_followed_at_once)
 {
     fks_adapter_t *a = fks_adapter_binance_new (dai_fake_market (false), NULL);
     fks_feed_cfg_t c = s_cfg ("BTCUSDT", "1m", 5);
     char err[256];
     fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
-    fks_feed_out_t out = { 0 };
-    fks_fetch_err_t e;
-    int64_t newest = 0;
-    int polls = 0;
-    while (polls < 10 && fks_feed_next_ms (f) <= T) {
-        cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
-        newest = out.bars.v[out.bars.n - 1].open_time;
-        polls++;
-    }
+    int64_t newest;
+    int polls = s_poll_while_behind (f, &newest);
     cr_assert_eq (polls, 3, "pages of 5: minutes 0-4, 4-8, 8-11");
     cr_assert_eq (newest, BASE + 11 * MIN);
     cr_assert_eq (fks_feed_next_ms (f), T + 30000);
-    fks_feed_out_free (&out);
     fks_feed_destroy (&f);
     fks_adapter_destroy (&a);
 }
@@ -138,19 +148,11 @@ Test (feed, a_page_capped_by_the_source_below_the_batch_is_followed_at_once)
     char err[256];
     fks_feed_t *f = fks_feed_new (a, &c, T, err, sizeof err);
     cr_assert (f, "%s", err);
-    fks_feed_out_t out = { 0 };
-    fks_fetch_err_t e;
-    int64_t newest = 0;
-    int polls = 0;
-    while (polls < 10 && fks_feed_next_ms (f) <= T) {
-        cr_assert_eq (fks_feed_poll (f, T, &out, &e), FKS_FEED_POLLED, "%s", e.msg);
-        newest = out.bars.v[out.bars.n - 1].open_time;
-        polls++;
-    }
+    int64_t newest;
+    int polls = s_poll_while_behind (f, &newest);
     cr_assert_eq (newest, BASE + 11 * MIN, "caught up to minute %lld after %d polls",
                   (long long) ((newest - BASE) / MIN), polls);
     cr_assert_eq (fks_feed_next_ms (f), T + 30000);
-    fks_feed_out_free (&out);
     fks_feed_destroy (&f);
     fks_adapter_destroy (&a);
 }
